@@ -1,0 +1,159 @@
+"""Authentication, tokens and identities."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Response
+
+from broker.api.deps import ActorDep, CtxDep, RuntimeDep
+from broker.api.routes.common import NO_STORE, PROBLEMS
+from broker.api.schemas import (
+    AccessorRequest,
+    ChildTokenRequest,
+    IdentityList,
+    IdentityOut,
+    IdentityRequest,
+    NewIdentityOut,
+    PrincipalOut,
+    RenewRequest,
+    ScopeBody,
+    TokenInfoOut,
+    TokenOut,
+    TokenRequest,
+)
+from broker.services import auth
+from broker.services.auth import Identity, IssuedToken, TokenInfo
+
+router = APIRouter(prefix="/v1", responses=PROBLEMS)
+
+
+def _scopes(scopes: tuple[object, ...]) -> list[ScopeBody]:
+    return [ScopeBody.model_validate(s.to_json()) for s in scopes]  # type: ignore[attr-defined]
+
+
+def info_out(info: TokenInfo, now: datetime) -> TokenInfoOut:
+    """TokenInfo -> response body; expires_in comes from the server's clock."""
+    return TokenInfoOut(
+        accessor=info.accessor,
+        expires_in=max(0, int((info.expires_at - now).total_seconds())),
+        expires_at=info.expires_at,
+        max_expires_at=info.max_expires_at,
+        num_uses=info.num_uses,
+        uses_remaining=info.uses_remaining,
+        bound_cidrs=list(info.bound_cidrs),
+        scopes=_scopes(info.scopes),
+        principal=PrincipalOut(id=str(info.principal_id), type=info.principal_type, name=info.principal_name),
+    )
+
+
+def token_out(issued: IssuedToken, now: datetime) -> TokenOut:
+    """IssuedToken -> response body with the token, shown once."""
+    return TokenOut(token=issued.token, **info_out(issued.info, now).model_dump())
+
+
+def identity_out(ident: Identity) -> IdentityOut:
+    """Identity -> response body."""
+    return IdentityOut(
+        id=str(ident.id),
+        name=ident.name,
+        type=ident.type,
+        client_id=ident.client_id,
+        scopes=_scopes(ident.scopes),
+        token_ttl=ident.token_ttl,
+        token_max_ttl=ident.token_max_ttl,
+        bound_cidrs=list(ident.bound_cidrs),
+        created_at=ident.created_at,
+        disabled=ident.disabled,
+    )
+
+
+@router.post("/auth/token", response_model=TokenOut, tags=["auth"])
+async def issue_token(body: TokenRequest, rt: RuntimeDep, ctx: CtxDep, response: Response) -> TokenOut:
+    """Exchange a client id and secret for a short-lived access token."""
+    issued = await auth.exchange(rt, ctx, client_id=body.client_id, client_secret=body.client_secret, ttl=body.ttl)
+    response.headers.update(NO_STORE)
+    return token_out(issued, rt.clock())
+
+
+@router.get("/auth/token/self", response_model=TokenInfoOut, tags=["auth"])
+async def lookup_self(rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> TokenInfoOut:
+    """Describe the caller's token."""
+    return info_out(await auth.lookup_self(rt, ctx, actor), rt.clock())
+
+
+@router.post("/auth/token/renew", response_model=TokenInfoOut, tags=["auth"])
+async def renew_self(body: RenewRequest, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> TokenInfoOut:
+    """Extend the caller's token, never past its max TTL."""
+    return info_out(await auth.renew_self(rt, ctx, actor, ttl=body.ttl), rt.clock())
+
+
+@router.post("/auth/token/revoke-self", status_code=204, tags=["auth"])
+async def revoke_self(rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> Response:
+    """Revoke the caller's token and its children."""
+    await auth.revoke_self(rt, ctx, actor)
+    return Response(status_code=204)
+
+
+@router.post("/tokens", status_code=201, response_model=TokenOut, tags=["tokens"])
+async def create_child(
+    body: ChildTokenRequest, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep, response: Response
+) -> TokenOut:
+    """Create a child token, never broader than the caller's."""
+    issued = await auth.create_child(
+        rt,
+        ctx,
+        actor,
+        scopes=[s.model_dump() for s in body.scopes] if body.scopes is not None else None,
+        ttl=body.ttl,
+        num_uses=body.num_uses,
+        bound_cidrs=body.bound_cidrs,
+    )
+    response.headers.update(NO_STORE)
+    return token_out(issued, rt.clock())
+
+
+@router.post("/tokens/lookup", response_model=TokenInfoOut, tags=["tokens"])
+async def lookup_accessor(body: AccessorRequest, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> TokenInfoOut:
+    """Describe a token by its accessor (admin)."""
+    return info_out(await auth.lookup_accessor(rt, ctx, actor, accessor=body.accessor), rt.clock())
+
+
+@router.post("/tokens/revoke", status_code=204, tags=["tokens"])
+async def revoke_accessor(body: AccessorRequest, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> Response:
+    """Revoke a token and its children by accessor (admin)."""
+    await auth.revoke_accessor(rt, ctx, actor, accessor=body.accessor)
+    return Response(status_code=204)
+
+
+@router.post("/identities", status_code=201, response_model=NewIdentityOut, tags=["identities"])
+async def create_identity(
+    body: IdentityRequest, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep, response: Response
+) -> NewIdentityOut:
+    """Create a user or machine identity; the client secret is shown once."""
+    created = await auth.create_identity(
+        rt,
+        ctx,
+        actor,
+        name=body.name,
+        type_=body.type,
+        scopes=[s.model_dump() for s in body.scopes],
+        token_ttl=body.token_ttl,
+        token_max_ttl=body.token_max_ttl,
+        bound_cidrs=body.bound_cidrs,
+    )
+    response.headers.update(NO_STORE)
+    return NewIdentityOut(client_secret=created.client_secret, **identity_out(created.identity).model_dump())
+
+
+@router.get("/identities", response_model=IdentityList, tags=["identities"])
+async def list_identities(rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> IdentityList:
+    """Every identity (admin)."""
+    return IdentityList(identities=[identity_out(i) for i in await auth.list_identities(rt, ctx, actor)])
+
+
+@router.delete("/identities/{client_id}", status_code=204, tags=["identities"])
+async def disable_identity(client_id: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> Response:
+    """Disable an identity and revoke its tokens (admin)."""
+    await auth.disable_identity(rt, ctx, actor, client_id=client_id)
+    return Response(status_code=204)

@@ -1,0 +1,91 @@
+"""Settings: the only reader of os.environ; refuses insecure production settings."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 8750
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "strongroom"
+
+
+class Settings(BaseSettings):
+    """Broker configuration from STRONGROOM_* environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="STRONGROOM_", extra="ignore", frozen=True)
+
+    production: bool = False
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str | None = None
+    # Key sources, in order of preference: an inline keyring (env) or a keyring file.
+    keyring: str | None = Field(default=None, repr=False)
+    key_file: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    token_ttl: int = Field(default=900, ge=10, le=86400)
+    token_max_ttl: int = Field(default=8 * 3600, ge=10, le=31 * 86400)
+    trusted_proxies: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    auth_failure_limit: int = Field(default=10, ge=1)
+    auth_failure_window: int = Field(default=60, ge=1)
+    db_pool_size: int = Field(default=10, ge=1)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {item!r} is not an IP address or CIDR") from None
+        return value
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> Settings:
+        if self.production:
+            if self.keyring is None and self.key_file is None:
+                raise ValueError(
+                    "production: set STRONGROOM_KEYRING or STRONGROOM_KEY_FILE; "
+                    "the generated development key is refused in production"
+                )
+            if self.resolved_database_url.startswith("sqlite"):
+                raise ValueError("production: set STRONGROOM_DATABASE_URL to a PostgreSQL database")
+        return self
+
+    @property
+    def is_embedded(self) -> bool:
+        """True when running on the embedded default (SQLite in the data directory)."""
+        return self.database_url is None
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy async URL, with the driver filled in."""
+        url = self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'strongroom.db'}"
+        for plain, driver in (
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain) :]
+        return url
+
+    @property
+    def resolved_key_file(self) -> Path:
+        """Where the keyring file lives (the generated development one by default)."""
+        return self.key_file or (self.data_dir / "dev-keyring.json")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read settings once per process."""
+    return Settings()

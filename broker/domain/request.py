@@ -1,0 +1,58 @@
+"""What one request is about, collected as it goes, for its audit event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from broker.domain.scopes import Scope
+
+
+@dataclass(slots=True)
+class Actor:
+    """The authenticated caller."""
+
+    principal_id: int
+    principal_type: str
+    name: str
+    token_id: int
+    accessor: str
+    scopes: tuple[Scope, ...] = ()
+    bound_cidrs: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+    max_expires_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Per-request audit facts; services fill in the action and resource, the edge the rest."""
+
+    request_id: str
+    method: str
+    route: str
+    source_addr: str | None
+    user_agent: str | None
+    actor: Actor | None = None
+    action: str | None = None
+    project: str | None = None
+    environment: str | None = None
+    secret_name: str | None = None
+    version: int | None = None
+    reason: str | None = None
+    audited: bool = field(default=False)
+
+    def about(
+        self,
+        action: str,
+        *,
+        project: str | None = None,
+        environment: str | None = None,
+        secret_name: str | None = None,
+        version: int | None = None,
+    ) -> None:
+        """Name the action and resource this request is about."""
+        self.action = action
+        self.project = project
+        self.environment = environment
+        self.secret_name = secret_name
+        self.version = version

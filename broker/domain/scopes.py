@@ -1,0 +1,111 @@
+"""Token scopes: which actions on which projects and environments; default deny."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from broker.errors import Invalid
+
+_PROJECT = re.compile(r"\*|[a-z0-9][a-z0-9-]{0,63}")
+_ENV_GLOB = re.compile(r"[a-z0-9*?-]{1,64}")
+
+
+class Action(StrEnum):
+    """What a scope allows."""
+
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+    AUDIT = "audit"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """A grant: actions on one project (or '*') and the environments matching a glob."""
+
+    project: str
+    environments: str
+    actions: frozenset[Action]
+
+    def allows(self, action: Action, project: str | None, environment: str | None) -> bool:
+        """Return whether this scope grants `action` on the project and environment given."""
+        if action not in self.actions:
+            return False
+        if project is None:
+            # Project-less actions (identities, any-project listing) need a wildcard project grant.
+            return self.project == "*"
+        if self.project not in ("*", project):
+            return False
+        if environment is None:
+            return True
+        return fnmatch.fnmatchcase(environment, self.environments)
+
+    def covers(self, other: Scope) -> bool:
+        """Return whether every grant of `other` is also granted by this scope (for child tokens)."""
+        if not other.actions <= self.actions:
+            return False
+        if self.project != "*" and other.project != self.project:
+            return False
+        if self.environments == "*":
+            return True
+        # A narrower glob cannot be proven a subset in general; only identical or literal-matching globs.
+        if other.environments == self.environments:
+            return True
+        literal = not any(c in other.environments for c in "*?")
+        return literal and fnmatch.fnmatchcase(other.environments, self.environments)
+
+    def to_json(self) -> dict[str, Any]:
+        """Serialise for storage and API responses."""
+        return {
+            "project": self.project,
+            "environments": self.environments,
+            "actions": sorted(a.value for a in self.actions),
+        }
+
+
+def scope_from_json(data: Any, *, field: str = "scopes") -> Scope:
+    """Parse a stored or submitted scope, raising Invalid naming the field."""
+    if not isinstance(data, dict) or set(data) - {"project", "environments", "actions"}:
+        raise Invalid(f"{field}: must be an object with project, environments and actions", field=field)
+    project = data.get("project")
+    envs = data.get("environments", "*")
+    actions = data.get("actions")
+    if not isinstance(project, str) or not _PROJECT.fullmatch(project):
+        raise Invalid(f"{field}.project: must be a project slug or '*'", field=f"{field}.project")
+    if not isinstance(envs, str) or not _ENV_GLOB.fullmatch(envs):
+        raise Invalid(
+            f"{field}.environments: must be an environment slug or a glob of [a-z0-9-*?]",
+            field=f"{field}.environments",
+        )
+    if not isinstance(actions, list) or not actions:
+        raise Invalid(f"{field}.actions: must be a non-empty list", field=f"{field}.actions")
+    try:
+        parsed = frozenset(Action(a) for a in actions)
+    except ValueError:
+        raise Invalid(
+            f"{field}.actions: each must be one of read, write, admin, audit", field=f"{field}.actions"
+        ) from None
+    return Scope(project=project, environments=envs, actions=parsed)
+
+
+def scopes_from_json(items: Iterable[Any], *, field: str = "scopes") -> tuple[Scope, ...]:
+    """Parse a list of scopes."""
+    return tuple(scope_from_json(item, field=f"{field}[{i}]") for i, item in enumerate(items))
+
+
+def allowed(scopes: Sequence[Scope], action: Action, project: str | None, environment: str | None) -> bool:
+    """Default deny: true only if some scope grants the action."""
+    return any(s.allows(action, project, environment) for s in scopes)
+
+
+def covered(parent: Sequence[Scope], child: Sequence[Scope]) -> bool:
+    """Return whether each child scope is covered by some parent scope."""
+    return all(any(p.covers(c) for p in parent) for c in child)
+
+
+ADMIN_SCOPES = (Scope(project="*", environments="*", actions=frozenset(Action)),)

@@ -1,0 +1,136 @@
+"""Key sources: load the keyring from a file or STRONGROOM_KEYRING, create the development one, rotate.
+
+Keyring document (JSON; the file is 0600):
+    {"format": "strongroom-keyring/1", "dev": false, "current": "k-20261126-1a2b",
+     "keys": {"k-20261126-1a2b": "<base64 of 32 bytes>", ...}, "hmac_key": "<base64 of 32 bytes>"}
+`keys` are key-encryption keys by id (the current one wraps new data keys; all unwrap).
+`hmac_key` keys the hashes of tokens and client secrets at rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from broker.config import Settings
+from broker.crypto.kek.local import LocalKek
+from broker.crypto.keyring import Keyring
+from broker.errors import Invalid
+from broker.files import write_private
+
+FORMAT = "strongroom-keyring/1"
+
+
+@dataclass(frozen=True)
+class KeyMaterial:
+    """The loaded keyring plus the HMAC key; repr never shows key bytes."""
+
+    keyring: Keyring
+    hmac_key: bytes
+    dev: bool
+    source: str
+
+    def __repr__(self) -> str:
+        return f"KeyMaterial(source={self.source!r}, current={self.keyring.current_id!r}, keys=***)"
+
+
+def new_key_id(now: datetime) -> str:
+    """A sortable, unique key id."""
+    return f"k-{now:%Y%m%d}-{secrets.token_hex(3)}"
+
+
+def _b64key(value: Any, field: str) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise Invalid(f"keyring {field}: must be the base64 of exactly 32 bytes", field=field)
+    return raw
+
+
+def parse_document(text: str, *, source: str) -> KeyMaterial:
+    """Parse a keyring document, naming the bad field without echoing key material."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise Invalid(f"{source}: not valid JSON", field="keyring") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise Invalid(f"{source}: format must be {FORMAT!r}", field="format")
+    keys = doc.get("keys")
+    if not isinstance(keys, dict) or not keys:
+        raise Invalid(f"{source}: keys must be a non-empty object of key id to base64 key", field="keys")
+    keks = [LocalKek(str(kid), _b64key(val, f"keys.{kid}")) for kid, val in keys.items()]
+    current = doc.get("current")
+    if current not in keys:
+        raise Invalid(f"{source}: current must name one of the keys", field="current")
+    return KeyMaterial(
+        keyring=Keyring(keks, current=str(current)),
+        hmac_key=_b64key(doc.get("hmac_key"), "hmac_key"),
+        dev=bool(doc.get("dev", False)),
+        source=source,
+    )
+
+
+def new_document(now: datetime, *, dev: bool) -> dict[str, Any]:
+    """A fresh keyring document with one key."""
+    kid = new_key_id(now)
+    return {
+        "format": FORMAT,
+        "dev": dev,
+        "current": kid,
+        "keys": {kid: base64.b64encode(os.urandom(32)).decode()},
+        "hmac_key": base64.b64encode(os.urandom(32)).decode(),
+    }
+
+
+def load(settings: Settings, *, now: datetime, create_dev: bool) -> tuple[KeyMaterial, bool]:
+    """Load key material from settings; on the embedded default, create the dev keyring if missing.
+
+    Returns the material and whether a new development keyring was created.
+    """
+    if settings.keyring is not None:
+        return parse_document(settings.keyring, source="STRONGROOM_KEYRING"), False
+    path = settings.resolved_key_file
+    created = False
+    if not path.exists():
+        if settings.key_file is not None or not create_dev:
+            raise Invalid(f"key file {path} does not exist", field="key_file")
+        write_private(path, json.dumps(new_document(now, dev=True), indent=2).encode())
+        created = True
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise Invalid(f"key file {path} is readable by others (mode {mode:o}); chmod 600 it", field="key_file")
+    material = parse_document(path.read_text(), source=str(path))
+    if material.dev and settings.production:
+        raise Invalid("production: the development keyring is refused; configure a real key source", field="key_file")
+    return material, created
+
+
+def rotate_file(path: Path, *, now: datetime) -> str:
+    """Add a new key to a keyring file and make it current; returns the new key id."""
+    doc = json.loads(path.read_text())
+    parse_document(json.dumps(doc), source=str(path))
+    kid = new_key_id(now)
+    doc["keys"][kid] = base64.b64encode(os.urandom(32)).decode()
+    doc["current"] = kid
+    write_private(path, json.dumps(doc, indent=2).encode())
+    return kid
+
+
+def retire_from_file(path: Path, key_id: str) -> None:
+    """Remove a non-current key from a keyring file."""
+    doc = json.loads(path.read_text())
+    if key_id == doc.get("current"):
+        raise Invalid(f"key {key_id} is current; rotate first", field="key_id")
+    if key_id not in doc.get("keys", {}):
+        raise Invalid(f"key {key_id} is not in {path}", field="key_id")
+    del doc["keys"][key_id]
+    write_private(path, json.dumps(doc, indent=2).encode())

@@ -1,0 +1,68 @@
+"""Composition root: settings -> runtime -> app. No logic beyond wiring."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp
+
+from broker.api import errors
+from broker.api.edge import Edge
+from broker.api.routes import auth, health, projects, secrets
+from broker.config import Settings, get_settings
+from broker.db import migrate
+from broker.db.engine import make_engine
+from broker.errors import Unavailable
+from broker.keys import load as load_keys
+from broker.services.runtime import FailureLimiter, Runtime, utcnow
+
+
+def build_runtime(settings: Settings, *, create_dev_keys: bool = False) -> Runtime:
+    """Load keys and make the engine (no I/O against the database yet)."""
+    keys, _ = load_keys(settings, now=utcnow(), create_dev=create_dev_keys)
+    return Runtime(
+        settings=settings,
+        engine=make_engine(settings.resolved_database_url, pool_size=settings.db_pool_size),
+        keys=keys,
+        limiter=FailureLimiter(
+            limit=settings.auth_failure_limit, window=float(settings.auth_failure_window), clock=time.monotonic
+        ),
+    )
+
+
+def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
+    """The ASGI application: FastAPI routes behind the edge middleware."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if check_schema:
+            current = await migrate.current_revision(runtime.engine)
+            head = migrate.head_revision(runtime.settings.resolved_database_url)
+            if current != head:
+                raise Unavailable(
+                    f"database schema is at {current or 'nothing'} but this broker needs {head}; "
+                    "run `strongroom-server db upgrade` first"
+                )
+        yield
+        await runtime.engine.dispose()
+
+    app = FastAPI(
+        title="Strongroom broker",
+        version="1",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    errors.install(app)
+    for router in (health.router, auth.router, projects.router, secrets.router):
+        app.include_router(router)
+    return Edge(app, runtime)
+
+
+def app_factory() -> ASGIApp:
+    """Entry point for uvicorn workers: settings from the environment, keys must already exist."""
+    return create_app(build_runtime(get_settings()))

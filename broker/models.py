@@ -1,0 +1,135 @@
+"""Typed SQLAlchemy models; the hot path queries their tables with Core, not ORM objects."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from broker.db.base import Base, BigId, UTCDateTime
+
+
+class Project(Base):
+    """A tenant: an application with its environments."""
+
+    __tablename__ = "projects"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Environment(Base):
+    """An environment of a project; may inherit from a parent in the same project."""
+
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("project_id", "slug"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    slug: Mapped[str] = mapped_column(String(64))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("environments.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Secret(Base):
+    """A named variable in one environment; its values live in versions."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (UniqueConstraint("environment_id", "name"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    current_version: Mapped[int] = mapped_column(Integer)
+    sensitive: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class SecretVersion(Base):
+    """One immutable value of a secret: ciphertext under a per-version data key wrapped by a KEK."""
+
+    __tablename__ = "secret_versions"
+    __table_args__ = (UniqueConstraint("secret_id", "version"), Index("ix_secret_versions_kek_id", "kek_id"))
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    secret_id: Mapped[int] = mapped_column(ForeignKey("secrets.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    wrapped_dek: Mapped[bytes | None] = mapped_column(LargeBinary)
+    kek_id: Mapped[str | None] = mapped_column(String(64))
+    author_id: Mapped[int | None] = mapped_column(ForeignKey("principals.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Principal(Base):
+    """A user or machine identity; its client secret is stored only as a keyed hash."""
+
+    __tablename__ = "principals"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    type: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    client_id: Mapped[str] = mapped_column(String(128), unique=True)
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary)
+    scopes: Mapped[list[Any]] = mapped_column(JSON)
+    token_ttl: Mapped[int] = mapped_column(Integer)
+    token_max_ttl: Mapped[int] = mapped_column(Integer)
+    bound_cidrs: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Token(Base):
+    """An access token, stored only as an HMAC; the accessor can look up and revoke, never authenticate."""
+
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    accessor: Mapped[str] = mapped_column(String(64), unique=True)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id"), index=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("tokens.id"), index=True)
+    scopes: Mapped[list[Any]] = mapped_column(JSON)
+    bound_cidrs: Mapped[list[Any]] = mapped_column(JSON)
+    ttl: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    max_expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    num_uses: Mapped[int | None] = mapped_column(Integer)
+    uses_remaining: Mapped[int | None] = mapped_column(Integer)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    """One event per request: who, what, when, from where, outcome; never a value."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    actor_id: Mapped[int | None] = mapped_column(Integer)
+    actor_type: Mapped[str | None] = mapped_column(String(16))
+    actor_name: Mapped[str | None] = mapped_column(String(128))
+    token_accessor: Mapped[str | None] = mapped_column(String(64))
+    source_addr: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    method: Mapped[str] = mapped_column(String(16))
+    route: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str | None] = mapped_column(String(64))
+    project: Mapped[str | None] = mapped_column(String(64))
+    environment: Mapped[str | None] = mapped_column(String(64))
+    secret_name: Mapped[str | None] = mapped_column(String(256))
+    version: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))
+    status: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+
+projects = Project.__table__
+environments = Environment.__table__
+secrets = Secret.__table__
+secret_versions = SecretVersion.__table__
+principals = Principal.__table__
+tokens = Token.__table__
+audit_events = AuditEvent.__table__

@@ -1,0 +1,214 @@
+"""Principal and token rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.models import principals, tokens
+
+PrincipalRow = Row[tuple[int, str, str, str, bytes, list[Any], int, int, list[Any], datetime, datetime | None]]
+
+_PRINCIPAL_COLS = (
+    principals.c.id,
+    principals.c.type,
+    principals.c.name,
+    principals.c.client_id,
+    principals.c.secret_hash,
+    principals.c.scopes,
+    principals.c.token_ttl,
+    principals.c.token_max_ttl,
+    principals.c.bound_cidrs,
+    principals.c.created_at,
+    principals.c.disabled_at,
+)
+
+
+async def count_principals(conn: AsyncConnection) -> int:
+    """How many principals exist."""
+    return int((await conn.execute(select(func.count()).select_from(principals))).scalar_one())
+
+
+async def get_principal_by_client_id(conn: AsyncConnection, client_id: str) -> PrincipalRow | None:
+    """A principal by client id, or None."""
+    return (await conn.execute(select(*_PRINCIPAL_COLS).where(principals.c.client_id == client_id))).first()
+
+
+async def get_principal(conn: AsyncConnection, principal_id: int) -> PrincipalRow | None:
+    """A principal by id, or None."""
+    return (await conn.execute(select(*_PRINCIPAL_COLS).where(principals.c.id == principal_id))).first()
+
+
+async def list_principals(conn: AsyncConnection) -> list[PrincipalRow]:
+    """Every principal, oldest first."""
+    return list((await conn.execute(select(*_PRINCIPAL_COLS).order_by(principals.c.id))).all())
+
+
+async def add_principal(
+    conn: AsyncConnection,
+    *,
+    type_: str,
+    name: str,
+    client_id: str,
+    secret_hash: bytes,
+    scopes: list[Any],
+    token_ttl: int,
+    token_max_ttl: int,
+    bound_cidrs: list[str],
+    now: datetime,
+) -> int:
+    """Insert a principal and return its id."""
+    result = await conn.execute(
+        insert(principals)
+        .values(
+            type=type_,
+            name=name,
+            client_id=client_id,
+            secret_hash=secret_hash,
+            scopes=scopes,
+            token_ttl=token_ttl,
+            token_max_ttl=token_max_ttl,
+            bound_cidrs=bound_cidrs,
+            created_at=now,
+        )
+        .returning(principals.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def disable_principal(conn: AsyncConnection, principal_id: int, now: datetime) -> None:
+    """Disable a principal so it can no longer exchange credentials."""
+    await conn.execute(update(principals).where(principals.c.id == principal_id).values(disabled_at=now))
+
+
+TokenRow = Row[
+    tuple[
+        int, str, int, int | None, list[Any], list[Any], int, datetime, datetime, datetime,
+        int | None, int | None, datetime | None, str, str, datetime | None,
+    ]
+]
+
+_TOKEN_COLS = (
+    tokens.c.id,
+    tokens.c.accessor,
+    tokens.c.principal_id,
+    tokens.c.parent_id,
+    tokens.c.scopes,
+    tokens.c.bound_cidrs,
+    tokens.c.ttl,
+    tokens.c.created_at,
+    tokens.c.expires_at,
+    tokens.c.max_expires_at,
+    tokens.c.num_uses,
+    tokens.c.uses_remaining,
+    tokens.c.revoked_at,
+    principals.c.type,
+    principals.c.name,
+    principals.c.disabled_at,
+)
+
+
+async def get_token_by_hash(conn: AsyncConnection, token_hash: bytes) -> TokenRow | None:
+    """The token with this HMAC joined to its principal, or None."""
+    result = await conn.execute(
+        select(*_TOKEN_COLS)
+        .join(principals, principals.c.id == tokens.c.principal_id)
+        .where(tokens.c.token_hash == token_hash)
+    )
+    return result.first()
+
+
+async def get_token_by_accessor(conn: AsyncConnection, accessor: str) -> TokenRow | None:
+    """The token with this accessor joined to its principal, or None."""
+    result = await conn.execute(
+        select(*_TOKEN_COLS)
+        .join(principals, principals.c.id == tokens.c.principal_id)
+        .where(tokens.c.accessor == accessor)
+    )
+    return result.first()
+
+
+async def get_token(conn: AsyncConnection, token_id: int) -> TokenRow | None:
+    """A token by id joined to its principal, or None."""
+    result = await conn.execute(
+        select(*_TOKEN_COLS).join(principals, principals.c.id == tokens.c.principal_id).where(tokens.c.id == token_id)
+    )
+    return result.first()
+
+
+async def add_token(
+    conn: AsyncConnection,
+    *,
+    token_hash: bytes,
+    accessor: str,
+    principal_id: int,
+    parent_id: int | None,
+    scopes: list[Any],
+    bound_cidrs: list[str],
+    ttl: int,
+    now: datetime,
+    expires_at: datetime,
+    max_expires_at: datetime,
+    num_uses: int | None,
+) -> int:
+    """Insert a token and return its id."""
+    result = await conn.execute(
+        insert(tokens)
+        .values(
+            token_hash=token_hash,
+            accessor=accessor,
+            principal_id=principal_id,
+            parent_id=parent_id,
+            scopes=scopes,
+            bound_cidrs=bound_cidrs,
+            ttl=ttl,
+            created_at=now,
+            expires_at=expires_at,
+            max_expires_at=max_expires_at,
+            num_uses=num_uses,
+            uses_remaining=num_uses,
+        )
+        .returning(tokens.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def use_once(conn: AsyncConnection, token_id: int) -> bool:
+    """Spend one use of a use-limited token; False when none is left."""
+    result = await conn.execute(
+        update(tokens)
+        .where(tokens.c.id == token_id, tokens.c.uses_remaining > 0)
+        .values(uses_remaining=tokens.c.uses_remaining - 1)
+    )
+    return result.rowcount == 1
+
+
+async def set_expiry(conn: AsyncConnection, token_id: int, expires_at: datetime) -> None:
+    """Move a token's expiry (renewal)."""
+    await conn.execute(update(tokens).where(tokens.c.id == token_id).values(expires_at=expires_at))
+
+
+async def revoke_tree(conn: AsyncConnection, root_ids: Sequence[int], now: datetime) -> int:
+    """Revoke tokens and all their descendants; returns how many rows changed."""
+    changed = 0
+    frontier = list(root_ids)
+    seen: set[int] = set()
+    while frontier:
+        seen.update(frontier)
+        result = await conn.execute(
+            update(tokens).where(tokens.c.id.in_(frontier), tokens.c.revoked_at.is_(None)).values(revoked_at=now)
+        )
+        changed += result.rowcount
+        kids = await conn.execute(select(tokens.c.id).where(tokens.c.parent_id.in_(frontier)))
+        frontier = [k for (k,) in kids.all() if k not in seen]
+    return changed
+
+
+async def token_ids_of(conn: AsyncConnection, principal_id: int) -> list[int]:
+    """Every token id issued to a principal."""
+    result = await conn.execute(select(tokens.c.id).where(tokens.c.principal_id == principal_id))
+    return [row[0] for row in result.all()]

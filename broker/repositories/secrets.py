@@ -1,0 +1,262 @@
+"""Secret and secret-version rows (Core, for the hot path)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Row, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.models import principals, secret_versions, secrets
+
+SecretRow = Row[tuple[int, str, int, bool, datetime, datetime]]
+
+
+async def get_secret(conn: AsyncConnection, env_id: int, name: str) -> SecretRow | None:
+    """(id, name, current_version, sensitive, created_at, updated_at) or None."""
+    result = await conn.execute(
+        select(
+            secrets.c.id,
+            secrets.c.name,
+            secrets.c.current_version,
+            secrets.c.sensitive,
+            secrets.c.created_at,
+            secrets.c.updated_at,
+        ).where(secrets.c.environment_id == env_id, secrets.c.name == name)
+    )
+    return result.first()
+
+
+async def list_secrets(
+    conn: AsyncConnection, env_id: int
+) -> list[Row[tuple[str, int, bool, datetime, datetime, datetime | None, datetime | None]]]:
+    """Names and metadata of an environment's secrets with their current version's state."""
+    result = await conn.execute(
+        select(
+            secrets.c.name,
+            secrets.c.current_version,
+            secrets.c.sensitive,
+            secrets.c.created_at,
+            secrets.c.updated_at,
+            secret_versions.c.deleted_at,
+            secret_versions.c.destroyed_at,
+        )
+        .join(
+            secret_versions,
+            (secret_versions.c.secret_id == secrets.c.id) & (secret_versions.c.version == secrets.c.current_version),
+        )
+        .where(secrets.c.environment_id == env_id)
+        .order_by(secrets.c.name)
+    )
+    return list(result.all())
+
+
+VersionRow = Row[tuple[int, bytes | None, bytes | None, str | None, datetime, datetime | None, datetime | None]]
+
+
+async def get_version(conn: AsyncConnection, secret_id: int, version: int) -> VersionRow | None:
+    """(version, ciphertext, wrapped_dek, kek_id, created_at, deleted_at, destroyed_at) or None."""
+    result = await conn.execute(
+        select(
+            secret_versions.c.version,
+            secret_versions.c.ciphertext,
+            secret_versions.c.wrapped_dek,
+            secret_versions.c.kek_id,
+            secret_versions.c.created_at,
+            secret_versions.c.deleted_at,
+            secret_versions.c.destroyed_at,
+        ).where(secret_versions.c.secret_id == secret_id, secret_versions.c.version == version)
+    )
+    return result.first()
+
+
+async def read_current(
+    conn: AsyncConnection, env_id: int, name: str
+) -> Row[tuple[int, bool, int, bytes | None, bytes | None, str | None, datetime, datetime | None, datetime | None]] | None:
+    """One query for a read: (secret id, sensitive, version, ciphertext, wrapped_dek, kek_id, created, deleted, destroyed)."""
+    result = await conn.execute(
+        select(
+            secrets.c.id,
+            secrets.c.sensitive,
+            secret_versions.c.version,
+            secret_versions.c.ciphertext,
+            secret_versions.c.wrapped_dek,
+            secret_versions.c.kek_id,
+            secret_versions.c.created_at,
+            secret_versions.c.deleted_at,
+            secret_versions.c.destroyed_at,
+        )
+        .join(
+            secret_versions,
+            (secret_versions.c.secret_id == secrets.c.id) & (secret_versions.c.version == secrets.c.current_version),
+        )
+        .where(secrets.c.environment_id == env_id, secrets.c.name == name)
+    )
+    return result.first()
+
+
+async def current_values(
+    conn: AsyncConnection, env_ids: Sequence[int]
+) -> list[Row[tuple[int, str, bool, int, bytes | None, bytes | None, str | None]]]:
+    """Live current versions in the given environments: (env id, name, sensitive, version, ct, wrapped, kek)."""
+    result = await conn.execute(
+        select(
+            secrets.c.environment_id,
+            secrets.c.name,
+            secrets.c.sensitive,
+            secret_versions.c.version,
+            secret_versions.c.ciphertext,
+            secret_versions.c.wrapped_dek,
+            secret_versions.c.kek_id,
+        )
+        .join(
+            secret_versions,
+            (secret_versions.c.secret_id == secrets.c.id) & (secret_versions.c.version == secrets.c.current_version),
+        )
+        .where(
+            secrets.c.environment_id.in_(env_ids),
+            secret_versions.c.deleted_at.is_(None),
+            secret_versions.c.destroyed_at.is_(None),
+        )
+    )
+    return list(result.all())
+
+
+async def add_secret(
+    conn: AsyncConnection, *, env_id: int, name: str, sensitive: bool, now: datetime
+) -> int:
+    """Insert a secret at version 1 and return its id."""
+    result = await conn.execute(
+        insert(secrets)
+        .values(environment_id=env_id, name=name, current_version=1, sensitive=sensitive, created_at=now, updated_at=now)
+        .returning(secrets.c.id)
+    )
+    return int(result.scalar_one())
+
+
+async def bump_version(
+    conn: AsyncConnection, secret_id: int, *, expected: int, sensitive: bool, now: datetime
+) -> bool:
+    """Advance current_version from `expected` by one; False if someone else got there first."""
+    result = await conn.execute(
+        update(secrets)
+        .where(secrets.c.id == secret_id, secrets.c.current_version == expected)
+        .values(current_version=expected + 1, sensitive=sensitive, updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+async def add_version(
+    conn: AsyncConnection,
+    *,
+    secret_id: int,
+    version: int,
+    ciphertext: bytes,
+    wrapped_dek: bytes,
+    kek_id: str,
+    author_id: int | None,
+    now: datetime,
+) -> None:
+    """Insert one sealed version."""
+    await conn.execute(
+        insert(secret_versions).values(
+            secret_id=secret_id,
+            version=version,
+            ciphertext=ciphertext,
+            wrapped_dek=wrapped_dek,
+            kek_id=kek_id,
+            author_id=author_id,
+            created_at=now,
+        )
+    )
+
+
+async def set_deleted(conn: AsyncConnection, secret_id: int, version: int, when: datetime | None) -> None:
+    """Soft-delete (or undelete with None) one version."""
+    await conn.execute(
+        update(secret_versions)
+        .where(secret_versions.c.secret_id == secret_id, secret_versions.c.version == version)
+        .values(deleted_at=when)
+    )
+
+
+async def destroy(conn: AsyncConnection, secret_id: int, version: int, now: datetime) -> None:
+    """Erase a version's ciphertext and wrapped key for good."""
+    await conn.execute(
+        update(secret_versions)
+        .where(secret_versions.c.secret_id == secret_id, secret_versions.c.version == version)
+        .values(ciphertext=None, wrapped_dek=None, kek_id=None, destroyed_at=now)
+    )
+
+
+async def history(
+    conn: AsyncConnection, secret_id: int
+) -> list[Row[tuple[int, datetime, datetime | None, datetime | None, str | None]]]:
+    """Versions, newest first: (version, created_at, deleted_at, destroyed_at, author name)."""
+    result = await conn.execute(
+        select(
+            secret_versions.c.version,
+            secret_versions.c.created_at,
+            secret_versions.c.deleted_at,
+            secret_versions.c.destroyed_at,
+            principals.c.name,
+        )
+        .outerjoin(principals, principals.c.id == secret_versions.c.author_id)
+        .where(secret_versions.c.secret_id == secret_id)
+        .order_by(secret_versions.c.version.desc())
+    )
+    return list(result.all())
+
+
+async def versions_not_under(
+    conn: AsyncConnection, kek_id: str, *, after_id: int, limit: int
+) -> list[Row[tuple[int, int, int, str, int, bytes, bytes, str]]]:
+    """A batch of versions wrapped by a key other than `kek_id`, in id order, for rewrap.
+
+    Rows: (version row id, project id, env id, name, version, ciphertext, wrapped_dek, kek_id).
+    """
+    from broker.models import environments
+
+    result = await conn.execute(
+        select(
+            secret_versions.c.id,
+            environments.c.project_id,
+            environments.c.id,
+            secrets.c.name,
+            secret_versions.c.version,
+            secret_versions.c.ciphertext,
+            secret_versions.c.wrapped_dek,
+            secret_versions.c.kek_id,
+        )
+        .join(secrets, secrets.c.id == secret_versions.c.secret_id)
+        .join(environments, environments.c.id == secrets.c.environment_id)
+        .where(
+            secret_versions.c.id > after_id,
+            secret_versions.c.kek_id.is_not(None),
+            secret_versions.c.kek_id != kek_id,
+        )
+        .order_by(secret_versions.c.id)
+        .limit(limit)
+    )
+    return list(result.all())  # type: ignore[arg-type]
+
+
+async def rewrap_row(conn: AsyncConnection, row_id: int, *, old_kek: str, wrapped_dek: bytes, kek_id: str) -> bool:
+    """Replace one row's wrapped key, only if it is still under the old key (idempotent, race-safe)."""
+    result = await conn.execute(
+        update(secret_versions)
+        .where(secret_versions.c.id == row_id, secret_versions.c.kek_id == old_kek)
+        .values(wrapped_dek=wrapped_dek, kek_id=kek_id)
+    )
+    return result.rowcount == 1
+
+
+async def count_under(conn: AsyncConnection, kek_id: str) -> int:
+    """How many versions are still wrapped by a key."""
+    from sqlalchemy import func
+
+    result = await conn.execute(
+        select(func.count()).select_from(secret_versions).where(secret_versions.c.kek_id == kek_id)
+    )
+    return int(result.scalar_one())

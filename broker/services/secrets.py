@@ -1,0 +1,341 @@
+"""Secrets: write with check-and-set, read (audited before release), resolve with inheritance, history."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError as DbIntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.crypto.envelope import secret_aad
+from broker.crypto.keyring import Sealed
+from broker.domain.names import check_name, check_slug, check_value
+from broker.domain.request import Actor, RequestContext
+from broker.domain.scopes import Action
+from broker.domain.values import SecretValue
+from broker.errors import Conflict, Invalid, NotFound
+from broker.repositories import projects as project_repo
+from broker.repositories import secrets as repo
+from broker.services import audit
+from broker.services.auth import require
+from broker.services.projects import MAX_DEPTH
+from broker.services.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class SecretMeta:
+    """A secret's metadata, never its value."""
+
+    name: str
+    version: int
+    sensitive: bool
+    deleted: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class SecretRead:
+    """One value read, with where it came from."""
+
+    name: str
+    value: SecretValue
+    version: int
+    sensitive: bool
+    environment: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ResolvedValue:
+    """A value in a resolved environment, saying which environment it came from."""
+
+    value: SecretValue
+    version: int
+    environment: str
+    sensitive: bool
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One entry of a secret's history."""
+
+    version: int
+    created_at: datetime
+    author: str | None
+    deleted: bool
+    destroyed: bool
+
+
+def _where(project: str, environment: str, name: str | None = None) -> str:
+    base = f"projects/{project}/environments/{environment}"
+    return f"{base}/secrets/{name}" if name else base
+
+
+def _check(ctx: RequestContext, action: str, project: str, environment: str, name: str | None = None) -> None:
+    ctx.about(action, project=project[:64], environment=environment[:64], secret_name=name[:256] if name else None)
+    check_slug(project, field="project")
+    check_slug(environment, field="environment")
+    if name is not None:
+        check_name(name, field="name")
+
+
+async def _env(conn: AsyncConnection, project: str, environment: str) -> tuple[int, int, int | None]:
+    row = await project_repo.get_environment(conn, project, environment)
+    if row is None:
+        raise NotFound(f"{_where(project, environment)}: no such environment")
+    return row[0], row[1], row[2]
+
+
+def _open(rt: Runtime, *, project_id: int, env_id: int, name: str, version: int, ct: bytes, wrapped: bytes, kek: str) -> str:
+    aad = secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
+    return rt.keys.keyring.open(Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek), aad).decode("utf-8")
+
+
+async def list_secrets(
+    rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str, environment: str, include_deleted: bool
+) -> list[SecretMeta]:
+    """Names and metadata of an environment's own secrets."""
+    _check(ctx, "secret.list", project, environment)
+    require(actor, Action.READ, project, environment)
+    async with rt.engine.begin() as conn:
+        _, env_id, _ = await _env(conn, project, environment)
+        rows = await repo.list_secrets(conn, env_id)
+        await audit.record(conn, rt, ctx)
+    out = []
+    for r in rows:
+        deleted = r.deleted_at is not None or r.destroyed_at is not None
+        if deleted and not include_deleted:
+            continue
+        out.append(SecretMeta(r.name, r.current_version, r.sensitive, deleted, r.created_at, r.updated_at))
+    return out
+
+
+async def read_secret(
+    rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str, environment: str, name: str, version: int | None
+) -> SecretRead:
+    """Read one value; its audit event commits before the value is returned."""
+    _check(ctx, "secret.read", project, environment, name)
+    require(actor, Action.READ, project, environment)
+    async with rt.engine.begin() as conn:
+        project_id, env_id, _ = await _env(conn, project, environment)
+        if version is None:
+            row = await repo.read_current(conn, env_id, name)
+            if row is None:
+                raise NotFound(f"{_where(project, environment, name)}: no such secret")
+            sid, sensitive, ver, ct, wrapped, kek, created, deleted, destroyed = row
+        else:
+            if version < 1:
+                raise Invalid("version: must be a positive integer", field="version")
+            sec = await repo.get_secret(conn, env_id, name)
+            vrow = await repo.get_version(conn, sec.id, version) if sec else None
+            if sec is None or vrow is None:
+                raise NotFound(f"{_where(project, environment, name)}: no version {version}")
+            sensitive = sec.sensitive
+            ver, ct, wrapped, kek, created, deleted, destroyed = vrow
+        ctx.version = ver
+        if destroyed is not None or ct is None or wrapped is None or kek is None:
+            raise NotFound(f"{_where(project, environment, name)}: version {ver} was destroyed")
+        if deleted is not None:
+            raise NotFound(f"{_where(project, environment, name)}: version {ver} is deleted (undelete it to read)")
+        text = _open(rt, project_id=project_id, env_id=env_id, name=name, version=ver, ct=ct, wrapped=wrapped, kek=kek)
+        await audit.record(conn, rt, ctx)
+    return SecretRead(name, SecretValue(text), ver, sensitive, environment, created)
+
+
+async def write_secret(
+    rt: Runtime,
+    ctx: RequestContext,
+    actor: Actor,
+    *,
+    project: str,
+    environment: str,
+    name: str,
+    value: str,
+    sensitive: bool,
+    cas: int | None,
+) -> SecretMeta:
+    """Store a new version; with `cas`, only if the current version is still `cas` (0: must not exist)."""
+    _check(ctx, "secret.write", project, environment, name)
+    data = check_value(value, field="value")
+    if cas is not None and cas < 0:
+        raise Invalid("cas: must be 0 (create only) or the current version", field="cas")
+    require(actor, Action.WRITE, project, environment)
+    now = rt.clock()
+    try:
+        async with rt.engine.begin() as conn:
+            project_id, env_id, _ = await _env(conn, project, environment)
+            sec = await repo.get_secret(conn, env_id, name)
+            if sec is None:
+                if cas not in (None, 0):
+                    raise Conflict(f"{_where(project, environment, name)}: cas {cas} is stale; the secret does not exist")
+                secret_id = await repo.add_secret(conn, env_id=env_id, name=name, sensitive=sensitive, now=now)
+                version, created_at = 1, now
+            else:
+                if cas is not None and cas != sec.current_version:
+                    raise Conflict(
+                        f"{_where(project, environment, name)}: cas {cas} is stale; current version is {sec.current_version}"
+                    )
+                if not await repo.bump_version(conn, sec.id, expected=sec.current_version, sensitive=sensitive, now=now):
+                    raise Conflict(f"{_where(project, environment, name)}: changed concurrently; read it and retry")
+                secret_id, version, created_at = sec.id, sec.current_version + 1, sec.created_at
+            sealed = rt.keys.keyring.seal(
+                data, secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
+            )
+            await repo.add_version(
+                conn,
+                secret_id=secret_id,
+                version=version,
+                ciphertext=sealed.ciphertext,
+                wrapped_dek=sealed.wrapped_dek,
+                kek_id=sealed.kek_id,
+                author_id=actor.principal_id,
+                now=now,
+            )
+            ctx.version = version
+            await audit.record(conn, rt, ctx)
+    except DbIntegrityError:
+        raise Conflict(f"{_where(project, environment, name)}: changed concurrently; read it and retry") from None
+    return SecretMeta(name, version, sensitive, False, created_at, now)
+
+
+async def _require_secret(conn: AsyncConnection, env_id: int, where: str, name: str) -> repo.SecretRow:
+    sec = await repo.get_secret(conn, env_id, name)
+    if sec is None:
+        raise NotFound(f"{where}: no such secret")
+    return sec
+
+
+async def delete_secret(rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str, environment: str, name: str) -> None:
+    """Soft-delete the current version: hidden from lists and resolution until undeleted."""
+    _check(ctx, "secret.delete", project, environment, name)
+    require(actor, Action.WRITE, project, environment)
+    where = _where(project, environment, name)
+    async with rt.engine.begin() as conn:
+        _, env_id, _ = await _env(conn, project, environment)
+        sec = await _require_secret(conn, env_id, where, name)
+        cur = await repo.get_version(conn, sec.id, sec.current_version)
+        if cur is None or cur.deleted_at is not None or cur.destroyed_at is not None:
+            raise NotFound(f"{where}: already deleted")
+        await repo.set_deleted(conn, sec.id, sec.current_version, rt.clock())
+        ctx.version = sec.current_version
+        await audit.record(conn, rt, ctx, status=204)
+
+
+async def undelete_secret(
+    rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str, environment: str, name: str
+) -> SecretMeta:
+    """Bring back a soft-deleted current version."""
+    _check(ctx, "secret.undelete", project, environment, name)
+    require(actor, Action.WRITE, project, environment)
+    where = _where(project, environment, name)
+    async with rt.engine.begin() as conn:
+        _, env_id, _ = await _env(conn, project, environment)
+        sec = await _require_secret(conn, env_id, where, name)
+        cur = await repo.get_version(conn, sec.id, sec.current_version)
+        if cur is None or cur.destroyed_at is not None:
+            raise Conflict(f"{where}: version {sec.current_version} was destroyed; roll back to an older version")
+        if cur.deleted_at is None:
+            raise Conflict(f"{where}: not deleted")
+        await repo.set_deleted(conn, sec.id, sec.current_version, None)
+        ctx.version = sec.current_version
+        await audit.record(conn, rt, ctx)
+    return SecretMeta(name, sec.current_version, sec.sensitive, False, sec.created_at, sec.updated_at)
+
+
+async def destroy_version(
+    rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str, environment: str, name: str, version: int
+) -> None:
+    """Erase one version's ciphertext for good (admin: it cannot be undone)."""
+    _check(ctx, "secret.destroy", project, environment, name)
+    ctx.version = version
+    require(actor, Action.ADMIN, project, environment)
+    where = _where(project, environment, name)
+    async with rt.engine.begin() as conn:
+        _, env_id, _ = await _env(conn, project, environment)
+        sec = await _require_secret(conn, env_id, where, name)
+        row = await repo.get_version(conn, sec.id, version)
+        if row is None:
+            raise NotFound(f"{where}: no version {version}")
+        if row.destroyed_at is None:
+            await repo.destroy(conn, sec.id, version, rt.clock())
+        await audit.record(conn, rt, ctx, status=204)
+
+
+async def history(
+    rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str, environment: str, name: str
+) -> tuple[int, list[VersionInfo]]:
+    """The current version number and every version's metadata, newest first."""
+    _check(ctx, "secret.history", project, environment, name)
+    require(actor, Action.READ, project, environment)
+    where = _where(project, environment, name)
+    async with rt.engine.begin() as conn:
+        _, env_id, _ = await _env(conn, project, environment)
+        sec = await _require_secret(conn, env_id, where, name)
+        rows = await repo.history(conn, sec.id)
+        await audit.record(conn, rt, ctx)
+    return sec.current_version, [
+        VersionInfo(r[0], r[1], r[4], r[2] is not None, r[3] is not None) for r in rows
+    ]
+
+
+async def rollback(
+    rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str, environment: str, name: str, version: int
+) -> SecretMeta:
+    """Write a new version holding an older version's value."""
+    _check(ctx, "secret.rollback", project, environment, name)
+    require(actor, Action.WRITE, project, environment)
+    where = _where(project, environment, name)
+    now = rt.clock()
+    async with rt.engine.begin() as conn:
+        project_id, env_id, _ = await _env(conn, project, environment)
+        sec = await _require_secret(conn, env_id, where, name)
+        old = await repo.get_version(conn, sec.id, version)
+        if old is None:
+            raise NotFound(f"{where}: no version {version}")
+        if old.ciphertext is None or old.wrapped_dek is None or old.kek_id is None:
+            raise Conflict(f"{where}: version {version} was destroyed")
+        text = _open(
+            rt, project_id=project_id, env_id=env_id, name=name, version=version,
+            ct=old.ciphertext, wrapped=old.wrapped_dek, kek=old.kek_id,
+        )
+        new_version = sec.current_version + 1
+        if not await repo.bump_version(conn, sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now):
+            raise Conflict(f"{where}: changed concurrently; retry")
+        sealed = rt.keys.keyring.seal(
+            text.encode(), secret_aad(project_id=project_id, environment_id=env_id, name=name, version=new_version)
+        )
+        await repo.add_version(
+            conn, secret_id=sec.id, version=new_version, ciphertext=sealed.ciphertext,
+            wrapped_dek=sealed.wrapped_dek, kek_id=sealed.kek_id, author_id=actor.principal_id, now=now,
+        )
+        ctx.version = new_version
+        await audit.record(conn, rt, ctx)
+    return SecretMeta(name, new_version, sec.sensitive, False, sec.created_at, now)
+
+
+async def resolve(
+    rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str, environment: str
+) -> dict[str, ResolvedValue]:
+    """Every value the environment sees, inheritance applied, nearest environment winning."""
+    _check(ctx, "secret.resolve", project, environment)
+    require(actor, Action.READ, project, environment)
+    async with rt.engine.begin() as conn:
+        project_id, env_id, _ = await _env(conn, project, environment)
+        tree = await project_repo.environment_slugs(conn, project_id)
+        chain: list[int] = []
+        cursor: int | None = env_id
+        while cursor is not None and cursor not in chain and len(chain) < MAX_DEPTH:
+            chain.append(cursor)
+            cursor = tree[cursor][1]
+        rows = await repo.current_values(conn, chain)
+        rank = {eid: i for i, eid in enumerate(chain)}
+        best: dict[str, tuple[int, ResolvedValue]] = {}
+        for eid, name, sensitive, ver, ct, wrapped, kek in sorted(rows, key=lambda r: rank[r[0]]):
+            if name in best or ct is None or wrapped is None or kek is None:
+                continue
+            text = _open(rt, project_id=project_id, env_id=eid, name=name, version=ver, ct=ct, wrapped=wrapped, kek=kek)
+            best[name] = (rank[eid], ResolvedValue(SecretValue(text), ver, tree[eid][0], sensitive))
+        await audit.record(conn, rt, ctx)
+    return {name: rv for name, (_, rv) in sorted(best.items())}

@@ -1,0 +1,42 @@
+"""`strongroom envs`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import click
+
+from cli import output
+from cli.options import check_slug, json_option, project_option
+from cli.session import Session
+
+
+@click.group()
+def envs() -> None:
+    """List and create the environments of a project."""
+
+
+@envs.command("list")
+@project_option
+@json_option
+@click.pass_obj
+def list_environments(session: Session, project: str, as_json: bool) -> None:
+    """List a project's environments and what each inherits from."""
+    items = session.client().list_environments(project=project)
+    if as_json:
+        output.emit_json([asdict(item) for item in items])
+        return
+    rows = [(item.slug, item.parent or "-", item.created_at) for item in items]
+    output.emit_table(("SLUG", "PARENT", "CREATED"), rows, empty=f"No environments in {project}.")
+
+
+@envs.command("create")
+@project_option
+@click.argument("slug", callback=check_slug)
+@click.option("--parent", callback=check_slug, help="Inherit the values of this environment.")
+@click.pass_obj
+def create_environment(session: Session, project: str, slug: str, parent: str | None) -> None:
+    """Create environment SLUG in a project."""
+    environment = session.client().create_environment(project=project, slug=slug, parent=parent)
+    inherits = f", inheriting from {environment.parent}" if environment.parent else ""
+    click.echo(f"Created environment {project}/{environment.slug}{inherits}.")

@@ -1,0 +1,168 @@
+"""`strongroom secrets`: values go in by file, pipe or hidden prompt, and come out only on --reveal."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from cli import output
+from cli.client import MASK
+from cli.options import (
+    check_secret_name,
+    environment_option,
+    json_option,
+    project_option,
+    refuse_positionals,
+)
+from cli.secret_input import read_secret_value
+from cli.session import Session
+
+REFUSAL_ON_ARGV = (
+    "refusing a secret value on the command line: it would be visible in shell history and to other users "
+    "via ps; pipe it on stdin, use --from-file, or answer the hidden prompt"
+)
+
+
+@click.group("secrets")
+def secrets_group() -> None:
+    """Read and write the secrets of one environment of a project."""
+
+
+@secrets_group.command("list")
+@project_option
+@environment_option
+@json_option
+@click.pass_obj
+def list_secrets(session: Session, project: str, environment: str, as_json: bool) -> None:
+    """List secret names and versions (never values)."""
+    items = session.client().list_secrets(project=project, environment=environment)
+    if as_json:
+        output.emit_json([asdict(item) for item in items])
+        return
+    rows = [(item.name, str(item.version), output.yes_no(item.sensitive), item.updated_at) for item in items]
+    output.emit_table(
+        ("NAME", "VERSION", "SENSITIVE", "UPDATED"), rows, empty=f"No secrets in {project}/{environment}."
+    )
+
+
+@secrets_group.command("get")
+@project_option
+@environment_option
+@click.argument("name", callback=check_secret_name)
+@click.option(
+    "--reveal", is_flag=True, help="Print only the value, raw, with nothing added (the read is audited)."
+)
+@click.option("--version", type=click.IntRange(min=1), help="Read this version instead of the current one.")
+@click.pass_obj
+def get_secret(
+    session: Session, *, project: str, environment: str, name: str, reveal: bool, version: int | None
+) -> None:
+    """Show a secret; its value stays masked unless --reveal."""
+    secret = session.client().get_secret(project=project, environment=environment, name=name, version=version)
+    if reveal:
+        # Raw, with no newline added, so `$(strongroom secrets get --reveal ...)` and redirects are exact.
+        sys.stdout.flush()
+        sys.stdout.buffer.write(secret.value.encode("utf-8"))
+        sys.stdout.buffer.flush()
+        return
+    output.emit_fields(
+        [
+            ("name", secret.name),
+            ("value", MASK),
+            ("version", str(secret.version)),
+            ("environment", secret.environment),
+            ("sensitive", output.yes_no(secret.sensitive)),
+            ("created", secret.created_at),
+        ]
+    )
+
+
+@secrets_group.command("set", context_settings={"ignore_unknown_options": True})
+@project_option
+@environment_option
+@click.argument("name", callback=check_secret_name)
+@click.option(
+    "--from-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read the value from FILE, byte for byte (else from stdin when piped, else a hidden prompt).",
+)
+@click.option("--cas", type=click.IntRange(min=0), help="Only if the current version is N (0: only if new).")
+@click.option("--not-sensitive", is_flag=True, help="Mark the value as not sensitive (e.g. a public URL).")
+@refuse_positionals(REFUSAL_ON_ARGV)
+@click.pass_obj
+def set_secret(
+    session: Session,
+    *,
+    project: str,
+    environment: str,
+    name: str,
+    from_file: Path | None,
+    cas: int | None,
+    not_sensitive: bool,
+) -> None:
+    """Store a new version of secret NAME; the value never goes on the command line."""
+    value = read_secret_value(name=name, from_file=from_file)
+    meta = session.client().put_secret(
+        project=project, environment=environment, name=name, value=value, sensitive=not not_sensitive, cas=cas
+    )
+    click.echo(f"Set {project}/{environment}/{meta.name}: version {meta.version}.")
+
+
+@secrets_group.command("delete")
+@project_option
+@environment_option
+@click.argument("name", callback=check_secret_name)
+@click.pass_obj
+def delete_secret(session: Session, project: str, environment: str, name: str) -> None:
+    """Delete secret NAME (its history is kept)."""
+    session.client().delete_secret(project=project, environment=environment, name=name)
+    click.echo(f"Deleted {project}/{environment}/{name}.")
+
+
+@secrets_group.command("history")
+@project_option
+@environment_option
+@click.argument("name", callback=check_secret_name)
+@json_option
+@click.pass_obj
+def secret_history(session: Session, project: str, environment: str, name: str, as_json: bool) -> None:
+    """List the versions of secret NAME (never values)."""
+    history = session.client().secret_history(project=project, environment=environment, name=name)
+    if as_json:
+        output.emit_json(asdict(history))
+        return
+    rows = [
+        (
+            str(item.version),
+            item.created_at,
+            item.author or "-",
+            _state(item.version == history.current_version, item.deleted, item.destroyed),
+        )
+        for item in history.versions
+    ]
+    output.emit_table(("VERSION", "CREATED", "AUTHOR", "STATE"), rows, empty=f"No versions of {name}.")
+
+
+def _state(current: bool, deleted: bool, destroyed: bool) -> str:
+    states = [
+        word for word, on in (("current", current), ("deleted", deleted), ("destroyed", destroyed)) if on
+    ]
+    return ", ".join(states) or "-"
+
+
+@secrets_group.command("rollback")
+@project_option
+@environment_option
+@click.argument("name", callback=check_secret_name)
+@click.argument("version", type=click.IntRange(min=1))
+@click.pass_obj
+def rollback_secret(session: Session, project: str, environment: str, name: str, version: int) -> None:
+    """Store the value of VERSION of secret NAME as a new version."""
+    meta = session.client().rollback_secret(
+        project=project, environment=environment, name=name, version=version
+    )
+    click.echo(f"Rolled {project}/{environment}/{meta.name} back to the value of version {version}.")
+    click.echo(f"It is now version {meta.version}.")

@@ -1,0 +1,101 @@
+"""Shared fixtures: a broker app on SQLite and on a real PostgreSQL, an admin token, canaries."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from broker.config import Settings
+from broker.db import migrate
+from broker.keys import new_document
+from broker.main import build_runtime, create_app
+from broker.services.runtime import Runtime, utcnow
+from tests.support import pg
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(reason: str) -> None:
+    """Skip on a laptop that lacks a service; under CI=true a missing service is a failure."""
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[pg.Cluster]:
+    """One throwaway PostgreSQL cluster for the whole run, with a migrated template database."""
+    if pg.find_bindir() is None:
+        need("PostgreSQL binaries are not installed (apt-get install postgresql)")
+    with pg.cluster() as cluster:
+        cluster.psql("CREATE DATABASE strongroom_template")
+        migrate.upgrade(cluster.url("strongroom_template"))
+        yield cluster
+
+
+_db_counter = itertools.count()
+
+
+def keyring_json() -> str:
+    """A fresh keyring document as text."""
+    import json
+
+    return json.dumps(new_document(utcnow(), dev=False))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database: SQLite in tmp_path, or a fresh PostgreSQL database from the template."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
+        migrate.upgrade(url)
+        return url
+    cluster: pg.Cluster = request.getfixturevalue("pg_cluster")
+    name = f"t{os.getpid()}_{next(_db_counter)}"
+    cluster.psql(f"CREATE DATABASE {name} TEMPLATE strongroom_template")
+    return cluster.url(name)
+
+
+def make_settings(db_url: str, tmp_path: Path, **extra: Any) -> Settings:
+    """Settings for a test broker."""
+    return Settings(
+        database_url=db_url, data_dir=tmp_path / "data", keyring=keyring_json(), **extra
+    )
+
+
+@pytest.fixture
+def runtime(db_url: str, tmp_path: Path) -> Runtime:
+    """A runtime on the test database."""
+    return build_runtime(make_settings(db_url, tmp_path))
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Iterator[TestClient]:
+    """A TestClient on the app (lifespan checks the schema)."""
+    with TestClient(create_app(runtime), client=("127.0.0.1", 50000)) as c:
+        yield c
+
+
+@pytest.fixture
+def admin(client: TestClient, runtime: Runtime) -> dict[str, str]:
+    """Bootstrap the admin through the service and log in over HTTP; returns auth headers."""
+    from broker.services.auth import bootstrap_admin
+
+    created = client.portal.call(bootstrap_admin, runtime)  # type: ignore[union-attr]
+    assert created is not None
+    r = client.post("/v1/auth/token", json={"client_id": "admin", "client_secret": created.client_secret})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+@pytest.fixture
+def canary() -> str:
+    """A random marker value that must never appear in any output."""
+    return "CANARY" + secrets.token_hex(16)

@@ -103,7 +103,7 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
             _, created = load(settings, now=utcnow(), create_dev=True)
         except BrokerError as exc:
             raise _fail(exc) from None
-        if created or settings.keyring is None and settings.key_file is None:
+        if created or (settings.keyring is None and settings.key_file is None):
             click.echo(BANNER.format(path=settings.resolved_key_file), err=True)
         migrate.upgrade(settings.resolved_database_url)
         if workers != 1:
@@ -119,12 +119,21 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
     click.echo(f"strongroom broker on http://{settings.host}:{settings.port}", err=True)
     if workers > 1:
         uvicorn.run(
-            "broker.main:app_factory", factory=True, host=settings.host, port=settings.port,
-            workers=workers, log_level="warning", server_header=False,
+            "broker.main:app_factory",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_level="warning",
+            server_header=False,
         )
     else:
         uvicorn.run(
-            create_app(runtime), host=settings.host, port=settings.port, log_level="warning", server_header=False
+            create_app(runtime),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            server_header=False,
         )
 
 
@@ -196,7 +205,9 @@ def keys() -> None:
 
 
 @keys.command("generate")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Keyring file to create.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Keyring file to create."
+)
 def keys_generate(out: Path) -> None:
     """Write a new production keyring file (0600); the key never goes to stdout."""
     import json
@@ -240,12 +251,16 @@ def keys_rewrap(batch: int) -> None:
 
     async def go() -> Any:
         try:
-            return await rewrap(runtime, batch=batch, on_batch=lambda n: click.echo(f"  {n} re-wrapped", err=True))
+            return await rewrap(
+                runtime, batch=batch, on_batch=lambda n: click.echo(f"  {n} re-wrapped", err=True)
+            )
         finally:
             await runtime.engine.dispose()
 
     report = _run(go())
-    click.echo(f"re-wrapped {report.rewrapped} data keys under {report.current}; {report.skipped} already moved")
+    click.echo(
+        f"re-wrapped {report.rewrapped} data keys under {report.current}; {report.skipped} already moved"
+    )
 
 
 @keys.command("retire")

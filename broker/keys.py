@@ -107,10 +107,14 @@ def load(settings: Settings, *, now: datetime, create_dev: bool) -> tuple[KeyMat
         created = True
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
-        raise Invalid(f"key file {path} is readable by others (mode {mode:o}); chmod 600 it", field="key_file")
+        raise Invalid(
+            f"key file {path} is readable by others (mode {mode:o}); chmod 600 it", field="key_file"
+        )
     material = parse_document(path.read_text(), source=str(path))
     if material.dev and settings.production:
-        raise Invalid("production: the development keyring is refused; configure a real key source", field="key_file")
+        raise Invalid(
+            "production: the development keyring is refused; configure a real key source", field="key_file"
+        )
     return material, created
 
 

@@ -28,7 +28,9 @@ def build_runtime(settings: Settings, *, create_dev_keys: bool = False) -> Runti
         engine=make_engine(settings.resolved_database_url, pool_size=settings.db_pool_size),
         keys=keys,
         limiter=FailureLimiter(
-            limit=settings.auth_failure_limit, window=float(settings.auth_failure_window), clock=time.monotonic
+            limit=settings.auth_failure_limit,
+            window=float(settings.auth_failure_window),
+            clock=time.monotonic,
         ),
     )
 

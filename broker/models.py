@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from broker.db.base import Base, BigId, UTCDateTime
@@ -126,10 +137,10 @@ class AuditEvent(Base):
     reason: Mapped[str | None] = mapped_column(Text)
 
 
-projects = Project.__table__
-environments = Environment.__table__
-secrets = Secret.__table__
-secret_versions = SecretVersion.__table__
-principals = Principal.__table__
-tokens = Token.__table__
-audit_events = AuditEvent.__table__
+projects: Table = Project.__table__  # type: ignore[assignment]
+environments: Table = Environment.__table__  # type: ignore[assignment]
+secrets: Table = Secret.__table__  # type: ignore[assignment]
+secret_versions: Table = SecretVersion.__table__  # type: ignore[assignment]
+principals: Table = Principal.__table__  # type: ignore[assignment]
+tokens: Table = Token.__table__  # type: ignore[assignment]
+audit_events: Table = AuditEvent.__table__  # type: ignore[assignment]

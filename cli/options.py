@@ -59,6 +59,7 @@ def project_option(f: F) -> F:
         "-p",
         "--project",
         envvar="STRONGROOM_PROJECT",
+        metavar="PROJECT",
         required=True,
         callback=check_slug,
         help="Project slug [env: STRONGROOM_PROJECT].",
@@ -68,7 +69,12 @@ def project_option(f: F) -> F:
 def environment_option(f: F) -> F:
     """`-e/--environment`."""
     return click.option(
-        "-e", "--environment", required=True, callback=check_slug, help="Environment slug, e.g. production."
+        "-e",
+        "--environment",
+        metavar="ENVIRONMENT",
+        required=True,
+        callback=check_slug,
+        help="Environment slug, e.g. production.",
     )(f)
 
 
@@ -84,14 +90,22 @@ class _RefusedArgument(click.Argument):
         return []
 
 
-def refuse_positionals(sentence: str) -> Callable[[F], F]:
-    """Refuse any extra positional argument (or unknown option) with `sentence`, never echoing it (exit 2).
+# For commands using `refuse_positionals`: an unknown option (a value starting with '-') must reach the
+# refusal rather than click's own error, which would quote it; and `-h` must not be a known short option, or
+# a value like `-shush` would be parsed as `-s -h ...` and print help with exit status 0.
+REFUSING_CONTEXT: dict[str, Any] = {"ignore_unknown_options": True, "help_option_names": ["--help"]}
 
-    The command must set `ignore_unknown_options`, so that a value starting with '-' lands here too rather
-    than in click's own error, which would quote it.
+
+def refuse_positionals(sentence: str) -> Callable[[F], F]:
+    """Refuse any extra positional argument or unknown option with `sentence`, never echoing it (exit 2).
+
+    The command must use `context_settings=REFUSING_CONTEXT`.
     """
 
     def refuse(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+        if value == ("-h",):
+            click.echo(ctx.get_help(), color=ctx.color)
+            ctx.exit(0)
         if value:
             raise click.UsageError(sentence, ctx=ctx)
         return value

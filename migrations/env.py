@@ -7,9 +7,9 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import broker.models  # noqa: F401  (registers the tables on the metadata)
 from broker.db.base import metadata
 from broker.db.engine import make_engine
-import broker.models  # noqa: F401  (registers the tables on the metadata)
 
 config = context.config
 

@@ -65,9 +65,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def make_settings(db_url: str, tmp_path: Path, **extra: Any) -> Settings:
     """Settings for a test broker."""
-    return Settings(
-        database_url=db_url, data_dir=tmp_path / "data", keyring=keyring_json(), **extra
-    )
+    return Settings(database_url=db_url, data_dir=tmp_path / "data", keyring=keyring_json(), **extra)
 
 
 @pytest.fixture

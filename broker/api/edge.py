@@ -40,10 +40,13 @@ class _BodyTooLarge(Exception):
     pass
 
 
-def client_address(scope: Scope, headers: dict[bytes, bytes], trusted: list[ipaddress._BaseNetwork]) -> str | None:
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_address(scope: Scope, headers: dict[bytes, bytes], trusted: list[Network]) -> str | None:
     """The caller's address; X-Forwarded-For is believed only when the peer is a trusted proxy."""
     client = scope.get("client")
-    peer = client[0] if client else None
+    peer: str | None = str(client[0]) if client else None
     if not trusted or peer is None or b"x-forwarded-for" not in headers:
         return peer
 
@@ -79,7 +82,9 @@ class Edge:
         self.app = app
         self.rt = runtime
         self.max_body = runtime.settings.max_body_bytes
-        self.trusted = [ipaddress.ip_network(c, strict=False) for c in runtime.settings.trusted_proxies]
+        self.trusted: list[Network] = [
+            ipaddress.ip_network(c, strict=False) for c in runtime.settings.trusted_proxies
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,7 +134,10 @@ class Edge:
                         log.exception("audit write failed; answering 503 (request %s)", request_id)
                         state["swallow"] = True
                         start, body = _problem(
-                            503, "Service Unavailable", "the audit trail is unavailable; retry later", request_id
+                            503,
+                            "Service Unavailable",
+                            "the audit trail is unavailable; retry later",
+                            request_id,
                         )
                         start["headers"].append((b"retry-after", b"5"))
                         await send(start)

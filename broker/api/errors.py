@@ -43,7 +43,9 @@ def _ctx(request: Request) -> RequestContext | None:
     return ctx if isinstance(ctx, RequestContext) else None
 
 
-def problem(request: Request, status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def problem(
+    request: Request, status: int, title: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """A problem-JSON response carrying the request id."""
     ctx = _ctx(request)
     if ctx is not None and ctx.reason is None:
@@ -97,7 +99,9 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own errors (unknown route, wrong method) as problem JSON."""
     assert isinstance(exc, StarletteHTTPException)
     titles = {404: "Not Found", 405: "Method Not Allowed"}
-    detail = {404: "no such route", 405: "method not allowed on this route"}.get(exc.status_code, "request refused")
+    detail = {404: "no such route", 405: "method not allowed on this route"}.get(
+        exc.status_code, "request refused"
+    )
     return problem(request, exc.status_code, titles.get(exc.status_code, "Error"), detail)
 
 
@@ -108,7 +112,9 @@ async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled %s in request %s\n%s", type(exc).__name__, ctx.request_id if ctx else "-", frames)
     if ctx is not None:
         ctx.reason = f"internal error ({type(exc).__name__})"
-    return problem(request, 500, "Internal Server Error", "internal error; the request id identifies it in the logs")
+    return problem(
+        request, 500, "Internal Server Error", "internal error; the request id identifies it in the logs"
+    )
 
 
 def install(app: FastAPI) -> None:

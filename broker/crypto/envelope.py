@@ -148,21 +148,20 @@ def open_value(dek: bytes, blob: bytes, aad: bytes) -> bytes:
 class DekWrapper:
     """Wraps and unwraps DEKs in the version-1 format under one KEK, bound to that KEK's id."""
 
-    __slots__ = ("_aad_prefix", "_unwrap", "_wrap", "kek", "kek_id")
+    __slots__ = ("_aad_prefix", "kek", "kek_id")
 
     def __init__(self, kek: Kek) -> None:
         self.kek = kek
         self.kek_id: str = check_kek_id(kek.key_id)
-        # Built once: on the read path, rebuilding these per call is a measurable share of an open.
+        # Built once: rebuilding it per call (regex check, encode, concatenations) costs about half
+        # as much as the KEK decrypt itself on the read path.
         self._aad_prefix = dek_aad_prefix(self.kek_id)
-        self._wrap = kek.wrap
-        self._unwrap = kek.unwrap
 
     def wrap(self, dek: bytes, aad: bytes) -> bytes:
         """Wrap a DEK for the row whose caller AAD is aad; return the wrapped DEK blob."""
         if len(dek) != DEK_SIZE:
             raise ValueError("dek must be 32 bytes")
-        wrapped = self._wrap(dek, self._aad_prefix + aad)
+        wrapped = self.kek.wrap(dek, self._aad_prefix + aad)
         if len(wrapped) > MAX_WRAPPED_SIZE:
             # Refusing at write time keeps every stored row readable within unwrap()'s bound.
             raise ValueError("the KEK returned a wrapped DEK larger than the format allows")
@@ -172,7 +171,7 @@ class DekWrapper:
         """Return the DEK of a wrapped DEK blob; raise IntegrityError if anything is wrong."""
         if not 1 < len(wrapped) <= _MAX_WRAPPED_BLOB_SIZE or wrapped[0] != FORMAT_V1:
             raise IntegrityError
-        dek = self._unwrap(wrapped[1:], self._aad_prefix + aad)
+        dek = self.kek.unwrap(wrapped[1:], self._aad_prefix + aad)
         if len(dek) != DEK_SIZE:
             del dek
             raise IntegrityError

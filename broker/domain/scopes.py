@@ -49,7 +49,7 @@ class Scope:
         """Return whether every grant of `other` is also granted by this scope (for child tokens)."""
         if not other.actions <= self.actions:
             return False
-        if self.project != "*" and other.project != self.project:
+        if self.project not in ("*", other.project):
             return False
         if self.environments == "*":
             return True

@@ -19,7 +19,9 @@ def _clip(value: str | None, key: str) -> str | None:
     return value[: _TEXT_LIMITS[key]]
 
 
-async def append(conn: AsyncConnection, ctx: RequestContext, *, outcome: str, status: int, now: datetime) -> None:
+async def append(
+    conn: AsyncConnection, ctx: RequestContext, *, outcome: str, status: int, now: datetime
+) -> None:
     """Insert one event for the request; never carries a value."""
     actor = ctx.actor
     await conn.execute(

@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.db.base import DbRow
 from broker.models import principals, tokens
 
-PrincipalRow = Row[tuple[int, str, str, str, bytes, list[Any], int, int, list[Any], datetime, datetime | None]]
+PrincipalRow = DbRow
 
 _PRINCIPAL_COLS = (
     principals.c.id,
@@ -85,12 +86,7 @@ async def disable_principal(conn: AsyncConnection, principal_id: int, now: datet
     await conn.execute(update(principals).where(principals.c.id == principal_id).values(disabled_at=now))
 
 
-TokenRow = Row[
-    tuple[
-        int, str, int, int | None, list[Any], list[Any], int, datetime, datetime, datetime,
-        int | None, int | None, datetime | None, str, str, datetime | None,
-    ]
-]
+TokenRow = DbRow
 
 _TOKEN_COLS = (
     tokens.c.id,
@@ -135,7 +131,9 @@ async def get_token_by_accessor(conn: AsyncConnection, accessor: str) -> TokenRo
 async def get_token(conn: AsyncConnection, token_id: int) -> TokenRow | None:
     """A token by id joined to its principal, or None."""
     result = await conn.execute(
-        select(*_TOKEN_COLS).join(principals, principals.c.id == tokens.c.principal_id).where(tokens.c.id == token_id)
+        select(*_TOKEN_COLS)
+        .join(principals, principals.c.id == tokens.c.principal_id)
+        .where(tokens.c.id == token_id)
     )
     return result.first()
 
@@ -200,7 +198,9 @@ async def revoke_tree(conn: AsyncConnection, root_ids: Sequence[int], now: datet
     while frontier:
         seen.update(frontier)
         result = await conn.execute(
-            update(tokens).where(tokens.c.id.in_(frontier), tokens.c.revoked_at.is_(None)).values(revoked_at=now)
+            update(tokens)
+            .where(tokens.c.id.in_(frontier), tokens.c.revoked_at.is_(None))
+            .values(revoked_at=now)
         )
         changed += result.rowcount
         kids = await conn.execute(select(tokens.c.id).where(tokens.c.parent_id.in_(frontier)))

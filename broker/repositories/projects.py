@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.db.base import DbRow
 from broker.models import environments, projects, secrets
 
 
-async def get_project(conn: AsyncConnection, slug: str) -> Row[tuple[int, str, str, datetime]] | None:
+async def get_project(conn: AsyncConnection, slug: str) -> DbRow | None:
     """The project row (id, slug, description, created_at) or None."""
     result = await conn.execute(
         select(projects.c.id, projects.c.slug, projects.c.description, projects.c.created_at).where(
@@ -20,7 +21,7 @@ async def get_project(conn: AsyncConnection, slug: str) -> Row[tuple[int, str, s
     return result.first()
 
 
-async def list_projects(conn: AsyncConnection) -> list[Row[tuple[int, str, str, datetime]]]:
+async def list_projects(conn: AsyncConnection) -> list[DbRow]:
     """Every project, by slug."""
     result = await conn.execute(
         select(projects.c.id, projects.c.slug, projects.c.description, projects.c.created_at).order_by(
@@ -56,7 +57,7 @@ async def count_environments(conn: AsyncConnection, project_id: int) -> int:
     return int(result.scalar_one())
 
 
-async def list_environments(conn: AsyncConnection, project_id: int) -> list[Row[tuple[int, str, int | None, datetime]]]:
+async def list_environments(conn: AsyncConnection, project_id: int) -> list[DbRow]:
     """Environments of a project (id, slug, parent_id, created_at)."""
     result = await conn.execute(
         select(environments.c.id, environments.c.slug, environments.c.parent_id, environments.c.created_at)
@@ -66,13 +67,15 @@ async def list_environments(conn: AsyncConnection, project_id: int) -> list[Row[
     return list(result.all())
 
 
-async def get_environment(
-    conn: AsyncConnection, project_slug: str, env_slug: str
-) -> Row[tuple[int, int, int | None, str, datetime]] | None:
+async def get_environment(conn: AsyncConnection, project_slug: str, env_slug: str) -> DbRow | None:
     """(project_id, env_id, parent_id, slug, created_at) for a project and environment slug, or None."""
     result = await conn.execute(
         select(
-            projects.c.id, environments.c.id, environments.c.parent_id, environments.c.slug, environments.c.created_at
+            projects.c.id,
+            environments.c.id,
+            environments.c.parent_id,
+            environments.c.slug,
+            environments.c.created_at,
         )
         .join(environments, environments.c.project_id == projects.c.id)
         .where(projects.c.slug == project_slug, environments.c.slug == env_slug)

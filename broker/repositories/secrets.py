@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.db.base import DbRow
 from broker.models import principals, secret_versions, secrets
 
-SecretRow = Row[tuple[int, str, int, bool, datetime, datetime]]
+SecretRow = DbRow
 
 
 async def get_secret(conn: AsyncConnection, env_id: int, name: str) -> SecretRow | None:
@@ -28,9 +29,7 @@ async def get_secret(conn: AsyncConnection, env_id: int, name: str) -> SecretRow
     return result.first()
 
 
-async def list_secrets(
-    conn: AsyncConnection, env_id: int
-) -> list[Row[tuple[str, int, bool, datetime, datetime, datetime | None, datetime | None]]]:
+async def list_secrets(conn: AsyncConnection, env_id: int) -> list[DbRow]:
     """Names and metadata of an environment's secrets with their current version's state."""
     result = await conn.execute(
         select(
@@ -44,7 +43,8 @@ async def list_secrets(
         )
         .join(
             secret_versions,
-            (secret_versions.c.secret_id == secrets.c.id) & (secret_versions.c.version == secrets.c.current_version),
+            (secret_versions.c.secret_id == secrets.c.id)
+            & (secret_versions.c.version == secrets.c.current_version),
         )
         .where(secrets.c.environment_id == env_id)
         .order_by(secrets.c.name)
@@ -52,7 +52,7 @@ async def list_secrets(
     return list(result.all())
 
 
-VersionRow = Row[tuple[int, bytes | None, bytes | None, str | None, datetime, datetime | None, datetime | None]]
+VersionRow = DbRow
 
 
 async def get_version(conn: AsyncConnection, secret_id: int, version: int) -> VersionRow | None:
@@ -71,9 +71,7 @@ async def get_version(conn: AsyncConnection, secret_id: int, version: int) -> Ve
     return result.first()
 
 
-async def read_current(
-    conn: AsyncConnection, env_id: int, name: str
-) -> Row[tuple[int, bool, int, bytes | None, bytes | None, str | None, datetime, datetime | None, datetime | None]] | None:
+async def read_current(conn: AsyncConnection, env_id: int, name: str) -> DbRow | None:
     """One query for a read: (secret id, sensitive, version, ciphertext, wrapped_dek, kek_id, created, deleted, destroyed)."""
     result = await conn.execute(
         select(
@@ -89,16 +87,15 @@ async def read_current(
         )
         .join(
             secret_versions,
-            (secret_versions.c.secret_id == secrets.c.id) & (secret_versions.c.version == secrets.c.current_version),
+            (secret_versions.c.secret_id == secrets.c.id)
+            & (secret_versions.c.version == secrets.c.current_version),
         )
         .where(secrets.c.environment_id == env_id, secrets.c.name == name)
     )
     return result.first()
 
 
-async def current_values(
-    conn: AsyncConnection, env_ids: Sequence[int]
-) -> list[Row[tuple[int, str, bool, int, bytes | None, bytes | None, str | None]]]:
+async def current_values(conn: AsyncConnection, env_ids: Sequence[int]) -> list[DbRow]:
     """Live current versions in the given environments: (env id, name, sensitive, version, ct, wrapped, kek)."""
     result = await conn.execute(
         select(
@@ -112,7 +109,8 @@ async def current_values(
         )
         .join(
             secret_versions,
-            (secret_versions.c.secret_id == secrets.c.id) & (secret_versions.c.version == secrets.c.current_version),
+            (secret_versions.c.secret_id == secrets.c.id)
+            & (secret_versions.c.version == secrets.c.current_version),
         )
         .where(
             secrets.c.environment_id.in_(env_ids),
@@ -123,13 +121,18 @@ async def current_values(
     return list(result.all())
 
 
-async def add_secret(
-    conn: AsyncConnection, *, env_id: int, name: str, sensitive: bool, now: datetime
-) -> int:
+async def add_secret(conn: AsyncConnection, *, env_id: int, name: str, sensitive: bool, now: datetime) -> int:
     """Insert a secret at version 1 and return its id."""
     result = await conn.execute(
         insert(secrets)
-        .values(environment_id=env_id, name=name, current_version=1, sensitive=sensitive, created_at=now, updated_at=now)
+        .values(
+            environment_id=env_id,
+            name=name,
+            current_version=1,
+            sensitive=sensitive,
+            created_at=now,
+            updated_at=now,
+        )
         .returning(secrets.c.id)
     )
     return int(result.scalar_one())
@@ -190,9 +193,7 @@ async def destroy(conn: AsyncConnection, secret_id: int, version: int, now: date
     )
 
 
-async def history(
-    conn: AsyncConnection, secret_id: int
-) -> list[Row[tuple[int, datetime, datetime | None, datetime | None, str | None]]]:
+async def history(conn: AsyncConnection, secret_id: int) -> list[DbRow]:
     """Versions, newest first: (version, created_at, deleted_at, destroyed_at, author name)."""
     result = await conn.execute(
         select(
@@ -209,9 +210,7 @@ async def history(
     return list(result.all())
 
 
-async def versions_not_under(
-    conn: AsyncConnection, kek_id: str, *, after_id: int, limit: int
-) -> list[Row[tuple[int, int, int, str, int, bytes, bytes, str]]]:
+async def versions_not_under(conn: AsyncConnection, kek_id: str, *, after_id: int, limit: int) -> list[DbRow]:
     """A batch of versions wrapped by a key other than `kek_id`, in id order, for rewrap.
 
     Rows: (version row id, project id, env id, name, version, ciphertext, wrapped_dek, kek_id).
@@ -239,10 +238,12 @@ async def versions_not_under(
         .order_by(secret_versions.c.id)
         .limit(limit)
     )
-    return list(result.all())  # type: ignore[arg-type]
+    return list(result.all())
 
 
-async def rewrap_row(conn: AsyncConnection, row_id: int, *, old_kek: str, wrapped_dek: bytes, kek_id: str) -> bool:
+async def rewrap_row(
+    conn: AsyncConnection, row_id: int, *, old_kek: str, wrapped_dek: bytes, kek_id: str
+) -> bool:
     """Replace one row's wrapped key, only if it is still under the old key (idempotent, race-safe)."""
     result = await conn.execute(
         update(secret_versions)

@@ -22,9 +22,9 @@ from broker.repositories import identities as repo
 from broker.services import audit
 from broker.services.runtime import Runtime
 
-TOKEN_PREFIX = "srt_"
+TOKEN_PREFIX = "srt_"  # noqa: S105 (a prefix, not a credential)
 ACCESSOR_PREFIX = "sra_"
-SECRET_PREFIX = "srs_"
+SECRET_PREFIX = "srs_"  # noqa: S105 (a prefix, not a credential)
 MAX_AUTH_HEADER = 8 * 1024
 _TOKEN_RE = re.compile(r"srt_[A-Za-z0-9_-]{43}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
@@ -232,7 +232,9 @@ async def exchange(
             rt.limiter.fail(keys)
             ctx.reason = "bad client credential"
             raise Unauthenticated()
-        ctx.actor = Actor(principal_id=row.id, principal_type=row.type, name=row.name, token_id=0, accessor="")
+        ctx.actor = Actor(
+            principal_id=row.id, principal_type=row.type, name=row.name, token_id=0, accessor=""
+        )
         bound = tuple(row.bound_cidrs)
         if not _addr_in(ctx.source_addr, bound):
             rt.limiter.fail(keys)
@@ -477,8 +479,15 @@ async def create_identity(
     client_id = "sri_" + secrets.token_hex(12)
     async with rt.engine.begin() as conn:
         created = await _new_principal(
-            conn, rt, type_=type_, name=name, client_id=client_id, scopes=parsed,
-            token_ttl=ttl, token_max_ttl=max_ttl, bound_cidrs=cidrs,
+            conn,
+            rt,
+            type_=type_,
+            name=name,
+            client_id=client_id,
+            scopes=parsed,
+            token_ttl=ttl,
+            token_max_ttl=max_ttl,
+            bound_cidrs=cidrs,
         )
         await audit.record(conn, rt, ctx, status=201)
     return created
@@ -514,6 +523,13 @@ async def bootstrap_admin(rt: Runtime) -> NewIdentity | None:
         if await repo.count_principals(conn):
             return None
         return await _new_principal(
-            conn, rt, type_="user", name="admin", client_id="admin", scopes=ADMIN_SCOPES,
-            token_ttl=rt.settings.token_ttl, token_max_ttl=rt.settings.token_max_ttl, bound_cidrs=(),
+            conn,
+            rt,
+            type_="user",
+            name="admin",
+            client_id="admin",
+            scopes=ADMIN_SCOPES,
+            token_ttl=rt.settings.token_ttl,
+            token_max_ttl=rt.settings.token_max_ttl,
+            bound_cidrs=(),
         )

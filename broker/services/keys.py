@@ -40,7 +40,9 @@ async def rewrap(
             for row_id, project_id, env_id, name, version, ct, wrapped, kek in rows:
                 aad = secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
                 new = keyring.rewrap(Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek), aad)
-                if await repo.rewrap_row(conn, row_id, old_kek=kek, wrapped_dek=new.wrapped_dek, kek_id=new.kek_id):
+                if await repo.rewrap_row(
+                    conn, row_id, old_kek=kek, wrapped_dek=new.wrapped_dek, kek_id=new.kek_id
+                ):
                     done += 1
                 else:
                     skipped += 1

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
+from broker.db.base import DbRow
 from broker.domain.names import check_slug
 from broker.domain.request import Actor, RequestContext
 from broker.domain.scopes import Action, allowed
@@ -123,7 +124,9 @@ async def delete_project(rt: Runtime, ctx: RequestContext, actor: Actor, *, proj
         await audit.record(conn, rt, ctx, status=204)
 
 
-async def list_environments(rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str) -> list[EnvironmentView]:
+async def list_environments(
+    rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str
+) -> list[EnvironmentView]:
     """Environments of a project that the caller holds any scope on."""
     ctx.about("environment.list", project=project)
     check_slug(project, field="project")
@@ -156,7 +159,9 @@ async def _parent_id(conn: object, project_id: int, env_id: int | None, parent: 
     # Walk up from the new parent: meeting ourselves would make a cycle.
     while pid is not None:
         if pid == env_id:
-            raise Invalid(f"parent: {parent} inherits from this environment; that would make a cycle", field="parent")
+            raise Invalid(
+                f"parent: {parent} inherits from this environment; that would make a cycle", field="parent"
+            )
         depth += 1
         if depth >= MAX_DEPTH:
             raise Invalid(f"parent: inheritance deeper than {MAX_DEPTH} levels", field="parent")
@@ -186,7 +191,7 @@ async def create_environment(
     return EnvironmentView(slug, parent, now)
 
 
-async def _require_env(conn: object, project: str, environment: str) -> repo.Row[tuple[int, int, int | None, str, datetime]]:
+async def _require_env(conn: object, project: str, environment: str) -> DbRow:
     row = await repo.get_environment(conn, project, environment)  # type: ignore[arg-type]
     if row is None:
         raise NotFound(f"projects/{project}/environments/{environment}: no such environment")

@@ -74,7 +74,9 @@ def _where(project: str, environment: str, name: str | None = None) -> str:
 
 
 def _check(ctx: RequestContext, action: str, project: str, environment: str, name: str | None = None) -> None:
-    ctx.about(action, project=project[:64], environment=environment[:64], secret_name=name[:256] if name else None)
+    ctx.about(
+        action, project=project[:64], environment=environment[:64], secret_name=name[:256] if name else None
+    )
     check_slug(project, field="project")
     check_slug(environment, field="environment")
     if name is not None:
@@ -88,7 +90,9 @@ async def _env(conn: AsyncConnection, project: str, environment: str) -> tuple[i
     return row[0], row[1], row[2]
 
 
-def _open(rt: Runtime, *, project_id: int, env_id: int, name: str, version: int, ct: bytes, wrapped: bytes, kek: str) -> str:
+def _open(
+    rt: Runtime, *, project_id: int, env_id: int, name: str, version: int, ct: bytes, wrapped: bytes, kek: str
+) -> str:
     aad = secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
     return rt.keys.keyring.open(Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek), aad).decode("utf-8")
 
@@ -113,7 +117,14 @@ async def list_secrets(
 
 
 async def read_secret(
-    rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str, environment: str, name: str, version: int | None
+    rt: Runtime,
+    ctx: RequestContext,
+    actor: Actor,
+    *,
+    project: str,
+    environment: str,
+    name: str,
+    version: int | None,
 ) -> SecretRead:
     """Read one value; its audit event commits before the value is returned."""
     _check(ctx, "secret.read", project, environment, name)
@@ -124,7 +135,7 @@ async def read_secret(
             row = await repo.read_current(conn, env_id, name)
             if row is None:
                 raise NotFound(f"{_where(project, environment, name)}: no such secret")
-            sid, sensitive, ver, ct, wrapped, kek, created, deleted, destroyed = row
+            _sid, sensitive, ver, ct, wrapped, kek, created, deleted, destroyed = row
         else:
             if version < 1:
                 raise Invalid("version: must be a positive integer", field="version")
@@ -138,8 +149,12 @@ async def read_secret(
         if destroyed is not None or ct is None or wrapped is None or kek is None:
             raise NotFound(f"{_where(project, environment, name)}: version {ver} was destroyed")
         if deleted is not None:
-            raise NotFound(f"{_where(project, environment, name)}: version {ver} is deleted (undelete it to read)")
-        text = _open(rt, project_id=project_id, env_id=env_id, name=name, version=ver, ct=ct, wrapped=wrapped, kek=kek)
+            raise NotFound(
+                f"{_where(project, environment, name)}: version {ver} is deleted (undelete it to read)"
+            )
+        text = _open(
+            rt, project_id=project_id, env_id=env_id, name=name, version=ver, ct=ct, wrapped=wrapped, kek=kek
+        )
         await audit.record(conn, rt, ctx)
     return SecretRead(name, SecretValue(text), ver, sensitive, environment, created)
 
@@ -169,16 +184,24 @@ async def write_secret(
             sec = await repo.get_secret(conn, env_id, name)
             if sec is None:
                 if cas not in (None, 0):
-                    raise Conflict(f"{_where(project, environment, name)}: cas {cas} is stale; the secret does not exist")
-                secret_id = await repo.add_secret(conn, env_id=env_id, name=name, sensitive=sensitive, now=now)
+                    raise Conflict(
+                        f"{_where(project, environment, name)}: cas {cas} is stale; the secret does not exist"
+                    )
+                secret_id = await repo.add_secret(
+                    conn, env_id=env_id, name=name, sensitive=sensitive, now=now
+                )
                 version, created_at = 1, now
             else:
                 if cas is not None and cas != sec.current_version:
                     raise Conflict(
                         f"{_where(project, environment, name)}: cas {cas} is stale; current version is {sec.current_version}"
                     )
-                if not await repo.bump_version(conn, sec.id, expected=sec.current_version, sensitive=sensitive, now=now):
-                    raise Conflict(f"{_where(project, environment, name)}: changed concurrently; read it and retry")
+                if not await repo.bump_version(
+                    conn, sec.id, expected=sec.current_version, sensitive=sensitive, now=now
+                ):
+                    raise Conflict(
+                        f"{_where(project, environment, name)}: changed concurrently; read it and retry"
+                    )
                 secret_id, version, created_at = sec.id, sec.current_version + 1, sec.created_at
             sealed = rt.keys.keyring.seal(
                 data, secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
@@ -196,7 +219,9 @@ async def write_secret(
             ctx.version = version
             await audit.record(conn, rt, ctx)
     except DbIntegrityError:
-        raise Conflict(f"{_where(project, environment, name)}: changed concurrently; read it and retry") from None
+        raise Conflict(
+            f"{_where(project, environment, name)}: changed concurrently; read it and retry"
+        ) from None
     return SecretMeta(name, version, sensitive, False, created_at, now)
 
 
@@ -207,7 +232,9 @@ async def _require_secret(conn: AsyncConnection, env_id: int, where: str, name: 
     return sec
 
 
-async def delete_secret(rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str, environment: str, name: str) -> None:
+async def delete_secret(
+    rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str, environment: str, name: str
+) -> None:
     """Soft-delete the current version: hidden from lists and resolution until undeleted."""
     _check(ctx, "secret.delete", project, environment, name)
     require(actor, Action.WRITE, project, environment)
@@ -235,7 +262,9 @@ async def undelete_secret(
         sec = await _require_secret(conn, env_id, where, name)
         cur = await repo.get_version(conn, sec.id, sec.current_version)
         if cur is None or cur.destroyed_at is not None:
-            raise Conflict(f"{where}: version {sec.current_version} was destroyed; roll back to an older version")
+            raise Conflict(
+                f"{where}: version {sec.current_version} was destroyed; roll back to an older version"
+            )
         if cur.deleted_at is None:
             raise Conflict(f"{where}: not deleted")
         await repo.set_deleted(conn, sec.id, sec.current_version, None)
@@ -297,18 +326,33 @@ async def rollback(
         if old.ciphertext is None or old.wrapped_dek is None or old.kek_id is None:
             raise Conflict(f"{where}: version {version} was destroyed")
         text = _open(
-            rt, project_id=project_id, env_id=env_id, name=name, version=version,
-            ct=old.ciphertext, wrapped=old.wrapped_dek, kek=old.kek_id,
+            rt,
+            project_id=project_id,
+            env_id=env_id,
+            name=name,
+            version=version,
+            ct=old.ciphertext,
+            wrapped=old.wrapped_dek,
+            kek=old.kek_id,
         )
         new_version = sec.current_version + 1
-        if not await repo.bump_version(conn, sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now):
+        if not await repo.bump_version(
+            conn, sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now
+        ):
             raise Conflict(f"{where}: changed concurrently; retry")
         sealed = rt.keys.keyring.seal(
-            text.encode(), secret_aad(project_id=project_id, environment_id=env_id, name=name, version=new_version)
+            text.encode(),
+            secret_aad(project_id=project_id, environment_id=env_id, name=name, version=new_version),
         )
         await repo.add_version(
-            conn, secret_id=sec.id, version=new_version, ciphertext=sealed.ciphertext,
-            wrapped_dek=sealed.wrapped_dek, kek_id=sealed.kek_id, author_id=actor.principal_id, now=now,
+            conn,
+            secret_id=sec.id,
+            version=new_version,
+            ciphertext=sealed.ciphertext,
+            wrapped_dek=sealed.wrapped_dek,
+            kek_id=sealed.kek_id,
+            author_id=actor.principal_id,
+            now=now,
         )
         ctx.version = new_version
         await audit.record(conn, rt, ctx)
@@ -335,7 +379,9 @@ async def resolve(
         for eid, name, sensitive, ver, ct, wrapped, kek in sorted(rows, key=lambda r: rank[r[0]]):
             if name in best or ct is None or wrapped is None or kek is None:
                 continue
-            text = _open(rt, project_id=project_id, env_id=eid, name=name, version=ver, ct=ct, wrapped=wrapped, kek=kek)
+            text = _open(
+                rt, project_id=project_id, env_id=eid, name=name, version=ver, ct=ct, wrapped=wrapped, kek=kek
+            )
             best[name] = (rank[eid], ResolvedValue(SecretValue(text), ver, tree[eid][0], sensitive))
         await audit.record(conn, rt, ctx)
     return {name: rv for name, (_, rv) in sorted(best.items())}

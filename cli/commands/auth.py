@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cli import output
-from cli.options import refuse_positionals
+from cli.options import REFUSING_CONTEXT, refuse_positionals
 from cli.secret_input import read_client_secret
 from cli.session import Session
 
@@ -17,7 +17,7 @@ REFUSAL_ON_ARGV = (
 )
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
+@click.command(context_settings=REFUSING_CONTEXT)
 @click.option("--url", metavar="URL", help="Broker URL (default: the global --url or STRONGROOM_URL).")
 @click.option("--client-id", required=True, help="The client ID of your identity.")
 @click.option(
@@ -25,7 +25,9 @@ REFUSAL_ON_ARGV = (
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Read the client secret from FILE (else from stdin when piped, else a hidden prompt).",
 )
-@click.option("--ttl", type=click.IntRange(min=1), help="Ask for a session this many seconds long.")
+@click.option(
+    "--ttl", type=click.IntRange(min=1), metavar="SECONDS", help="Ask for a session this many seconds long."
+)
 @refuse_positionals(REFUSAL_ON_ARGV)
 @click.pass_obj
 def login(

@@ -33,7 +33,9 @@ def list_environments(session: Session, project: str, as_json: bool) -> None:
 @envs.command("create")
 @project_option
 @click.argument("slug", callback=check_slug)
-@click.option("--parent", callback=check_slug, help="Inherit the values of this environment.")
+@click.option(
+    "--parent", callback=check_slug, metavar="ENVIRONMENT", help="Inherit the values of this environment."
+)
 @click.pass_obj
 def create_environment(session: Session, project: str, slug: str, parent: str | None) -> None:
     """Create environment SLUG in a project."""

@@ -11,6 +11,7 @@ import click
 from cli import output
 from cli.client import MASK
 from cli.options import (
+    REFUSING_CONTEXT,
     check_secret_name,
     environment_option,
     json_option,
@@ -55,7 +56,9 @@ def list_secrets(session: Session, project: str, environment: str, as_json: bool
 @click.option(
     "--reveal", is_flag=True, help="Print only the value, raw, with nothing added (the read is audited)."
 )
-@click.option("--version", type=click.IntRange(min=1), help="Read this version instead of the current one.")
+@click.option(
+    "--version", type=click.IntRange(min=1), metavar="N", help="Read this version instead of the current one."
+)
 @click.pass_obj
 def get_secret(
     session: Session, *, project: str, environment: str, name: str, reveal: bool, version: int | None
@@ -80,7 +83,7 @@ def get_secret(
     )
 
 
-@secrets_group.command("set", context_settings={"ignore_unknown_options": True})
+@secrets_group.command("set", context_settings=REFUSING_CONTEXT)
 @project_option
 @environment_option
 @click.argument("name", callback=check_secret_name)
@@ -89,7 +92,12 @@ def get_secret(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Read the value from FILE, byte for byte (else from stdin when piped, else a hidden prompt).",
 )
-@click.option("--cas", type=click.IntRange(min=0), help="Only if the current version is N (0: only if new).")
+@click.option(
+    "--cas",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Only if the current version is N (0: only if new).",
+)
 @click.option("--not-sensitive", is_flag=True, help="Mark the value as not sensitive (e.g. a public URL).")
 @refuse_positionals(REFUSAL_ON_ARGV)
 @click.pass_obj

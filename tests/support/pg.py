@@ -46,9 +46,26 @@ class Cluster:
     def psql(self, sql: str, db: str = "postgres") -> str:
         """Run one SQL statement with psql and return its output."""
         out = subprocess.run(
-            [*self.run_as, str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-             "-d", db, "-v", "ON_ERROR_STOP=1", "-Atq", "-c", sql],
-            check=True, capture_output=True, text=True,
+            [
+                *self.run_as,
+                str(self.bindir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-Atq",
+                "-c",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return out.stdout
 
@@ -68,22 +85,44 @@ def cluster() -> Iterator[Cluster]:
     datadir = root / "data"
     port = free_port()
     subprocess.run(
-        [*run_as, str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-         "--no-sync"],
-        check=True, capture_output=True,
+        [
+            *run_as,
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
     )
     subprocess.run(
-        [*run_as, str(bindir / "pg_ctl"), "-D", str(datadir), "-w", "-l", str(root / "log"), "-o",
-         f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off "
-         "-c synchronous_commit=off -c max_connections=200",
-         "start"],
-        check=True, capture_output=True,
+        [
+            *run_as,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(datadir),
+            "-w",
+            "-l",
+            str(root / "log"),
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off "
+            "-c synchronous_commit=off -c max_connections=200",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
     )
     try:
         yield Cluster(bindir=bindir, port=port, datadir=datadir, run_as=run_as)
     finally:
         subprocess.run(
             [*run_as, str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "immediate", "-w", "stop"],
-            check=False, capture_output=True,
+            check=False,
+            capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)

@@ -71,7 +71,9 @@ def identity_out(ident: Identity) -> IdentityOut:
 @router.post("/auth/token", response_model=TokenOut, tags=["auth"])
 async def issue_token(body: TokenRequest, rt: RuntimeDep, ctx: CtxDep, response: Response) -> TokenOut:
     """Exchange a client id and secret for a short-lived access token."""
-    issued = await auth.exchange(rt, ctx, client_id=body.client_id, client_secret=body.client_secret, ttl=body.ttl)
+    issued = await auth.exchange(
+        rt, ctx, client_id=body.client_id, client_secret=body.client_secret, ttl=body.ttl
+    )
     response.headers.update(NO_STORE)
     return token_out(issued, rt.clock())
 
@@ -114,7 +116,9 @@ async def create_child(
 
 
 @router.post("/tokens/lookup", response_model=TokenInfoOut, tags=["tokens"])
-async def lookup_accessor(body: AccessorRequest, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> TokenInfoOut:
+async def lookup_accessor(
+    body: AccessorRequest, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep
+) -> TokenInfoOut:
     """Describe a token by its accessor (admin)."""
     return info_out(await auth.lookup_accessor(rt, ctx, actor, accessor=body.accessor), rt.clock())
 

@@ -65,7 +65,9 @@ async def delete_project(project: str, rt: RuntimeDep, ctx: CtxDep, actor: Actor
 @router.get("/{project}/environments", response_model=EnvironmentList)
 async def list_environments(project: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> EnvironmentList:
     """Environments of a project."""
-    return EnvironmentList(environments=[_e(e) for e in await svc.list_environments(rt, ctx, actor, project=project)])
+    return EnvironmentList(
+        environments=[_e(e) for e in await svc.list_environments(rt, ctx, actor, project=project)]
+    )
 
 
 @router.post("/{project}/environments", status_code=201, response_model=EnvironmentOut)
@@ -73,7 +75,9 @@ async def create_environment(
     project: str, body: EnvironmentCreate, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep
 ) -> EnvironmentOut:
     """Create an environment, optionally inheriting from a parent."""
-    return _e(await svc.create_environment(rt, ctx, actor, project=project, slug=body.slug, parent=body.parent))
+    return _e(
+        await svc.create_environment(rt, ctx, actor, project=project, slug=body.slug, parent=body.parent)
+    )
 
 
 @router.get("/{project}/environments/{environment}", response_model=EnvironmentOut)
@@ -90,12 +94,16 @@ async def update_environment(
 ) -> EnvironmentOut:
     """Change what an environment inherits from."""
     return _e(
-        await svc.update_environment(rt, ctx, actor, project=project, environment=environment, parent=body.parent)
+        await svc.update_environment(
+            rt, ctx, actor, project=project, environment=environment, parent=body.parent
+        )
     )
 
 
 @router.delete("/{project}/environments/{environment}", status_code=204)
-async def delete_environment(project: str, environment: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> Response:
+async def delete_environment(
+    project: str, environment: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep
+) -> Response:
     """Delete an environment with no secrets and no inheriting environments."""
     await svc.delete_environment(rt, ctx, actor, project=project, environment=environment)
     return Response(status_code=204)

@@ -21,13 +21,19 @@ from broker.api.schemas import (
 )
 from broker.services import secrets as svc
 
-router = APIRouter(prefix="/v1/projects/{project}/environments/{environment}", responses=PROBLEMS, tags=["secrets"])
+router = APIRouter(
+    prefix="/v1/projects/{project}/environments/{environment}", responses=PROBLEMS, tags=["secrets"]
+)
 
 
 def _meta(m: svc.SecretMeta) -> SecretMetaOut:
     return SecretMetaOut(
-        name=m.name, version=m.version, sensitive=m.sensitive, deleted=m.deleted,
-        created_at=m.created_at, updated_at=m.updated_at,
+        name=m.name,
+        version=m.version,
+        sensitive=m.sensitive,
+        deleted=m.deleted,
+        created_at=m.created_at,
+        updated_at=m.updated_at,
     )
 
 
@@ -59,11 +65,17 @@ async def read_secret(
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
 ) -> SecretValueOut:
     """Read one value (the current version, or `version`)."""
-    got = await svc.read_secret(rt, ctx, actor, project=project, environment=environment, name=name, version=version)
+    got = await svc.read_secret(
+        rt, ctx, actor, project=project, environment=environment, name=name, version=version
+    )
     response.headers.update(NO_STORE)
     return SecretValueOut(
-        name=got.name, value=got.value.reveal(), version=got.version, sensitive=got.sensitive,
-        environment=got.environment, created_at=got.created_at,
+        name=got.name,
+        value=got.value.reveal(),
+        version=got.version,
+        sensitive=got.sensitive,
+        environment=got.environment,
+        created_at=got.created_at,
     )
 
 
@@ -74,14 +86,23 @@ async def write_secret(
     """Write a new version; `cas` makes it conditional (409 when stale, nothing changed)."""
     return _meta(
         await svc.write_secret(
-            rt, ctx, actor, project=project, environment=environment, name=name,
-            value=body.value, sensitive=body.sensitive, cas=body.cas,
+            rt,
+            ctx,
+            actor,
+            project=project,
+            environment=environment,
+            name=name,
+            value=body.value,
+            sensitive=body.sensitive,
+            cas=body.cas,
         )
     )
 
 
 @router.delete("/secrets/{name}", status_code=204)
-async def delete_secret(project: str, environment: str, name: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> Response:
+async def delete_secret(
+    project: str, environment: str, name: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep
+) -> Response:
     """Soft-delete the current version."""
     await svc.delete_secret(rt, ctx, actor, project=project, environment=environment, name=name)
     return Response(status_code=204)
@@ -92,18 +113,28 @@ async def undelete_secret(
     project: str, environment: str, name: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep
 ) -> SecretMetaOut:
     """Undo a soft delete."""
-    return _meta(await svc.undelete_secret(rt, ctx, actor, project=project, environment=environment, name=name))
+    return _meta(
+        await svc.undelete_secret(rt, ctx, actor, project=project, environment=environment, name=name)
+    )
 
 
 @router.get("/secrets/{name}/versions", response_model=HistoryOut)
-async def history(project: str, environment: str, name: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> HistoryOut:
+async def history(
+    project: str, environment: str, name: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep
+) -> HistoryOut:
     """Every version's metadata, newest first."""
     current, versions = await svc.history(rt, ctx, actor, project=project, environment=environment, name=name)
     return HistoryOut(
         name=name,
         current_version=current,
         versions=[
-            VersionOut(version=v.version, created_at=v.created_at, author=v.author, deleted=v.deleted, destroyed=v.destroyed)
+            VersionOut(
+                version=v.version,
+                created_at=v.created_at,
+                author=v.author,
+                deleted=v.deleted,
+                destroyed=v.destroyed,
+            )
             for v in versions
         ],
     )
@@ -114,17 +145,27 @@ async def destroy_version(
     project: str, environment: str, name: str, version: int, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep
 ) -> Response:
     """Erase one version's ciphertext for good."""
-    await svc.destroy_version(rt, ctx, actor, project=project, environment=environment, name=name, version=version)
+    await svc.destroy_version(
+        rt, ctx, actor, project=project, environment=environment, name=name, version=version
+    )
     return Response(status_code=204)
 
 
 @router.post("/secrets/{name}/rollback", response_model=SecretMetaOut)
 async def rollback(
-    project: str, environment: str, name: str, body: RollbackRequest, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep
+    project: str,
+    environment: str,
+    name: str,
+    body: RollbackRequest,
+    rt: RuntimeDep,
+    ctx: CtxDep,
+    actor: ActorDep,
 ) -> SecretMetaOut:
     """Write a new version holding an older version's value."""
     return _meta(
-        await svc.rollback(rt, ctx, actor, project=project, environment=environment, name=name, version=body.version)
+        await svc.rollback(
+            rt, ctx, actor, project=project, environment=environment, name=name, version=body.version
+        )
     )
 
 
@@ -139,7 +180,9 @@ async def resolved(
         project=project,
         environment=environment,
         values={
-            k: ResolvedValueOut(value=v.value.reveal(), version=v.version, environment=v.environment, sensitive=v.sensitive)
+            k: ResolvedValueOut(
+                value=v.value.reveal(), version=v.version, environment=v.environment, sensitive=v.sensitive
+            )
             for k, v in values.items()
         },
     )

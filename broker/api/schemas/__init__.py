@@ -176,7 +176,9 @@ class SecretWrite(Request):
 
     value: str = Field(max_length=65536, description="UTF-8 text, at most 64 KiB")
     sensitive: bool = True
-    cas: int | None = Field(default=None, ge=0, description="0: create only; N: only if the current version is N")
+    cas: int | None = Field(
+        default=None, ge=0, description="0: create only; N: only if the current version is N"
+    )
 
 
 class RollbackRequest(Request):

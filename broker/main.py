@@ -57,6 +57,8 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # `/secrets/` (an empty name) must be refused, not redirected to another route.
+        redirect_slashes=False,
     )
     app.state.runtime = runtime
     errors.install(app)

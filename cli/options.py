@@ -86,26 +86,71 @@ def json_option(f: F) -> F:
 class _RefusedArgument(click.Argument):
     """Collects stray positionals so a command can refuse them; it never appears in usage or help."""
 
+    def __init__(self, *args: Any, refusal: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.refusal = refusal
+
     def get_usage_pieces(self, ctx: click.Context) -> list[str]:
         return []
 
 
-# For commands using `refuse_positionals`: an unknown option (a value starting with '-') must reach the
-# refusal rather than click's own error, which would quote it; and `-h` must not be a known short option, or
-# a value like `-shush` would be parsed as `-s -h ...` and print help with exit status 0.
-REFUSING_CONTEXT: dict[str, Any] = {"ignore_unknown_options": True, "help_option_names": ["--help"]}
+class RefusingCommand(click.Command):
+    """A command that reads a secret, and so refuses one typed on its command line (see refuse_positionals).
+
+    A value starting with '-' must be refused too, without click's own error, which would quote it: so any
+    word that is not one of this command's options is refused before click parses. `-h` is not a short
+    option here, or a value like `-hush` would parse as `-h` and print help with exit status 0; a lone `-h`
+    still means help.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        settings = dict(kwargs.pop("context_settings", None) or {})
+        settings.update(ignore_unknown_options=True, help_option_names=["--help"])
+        kwargs["context_settings"] = settings
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        end = args.index("--") if "--" in args else len(args)
+        args = ["--help" if arg == "-h" else arg for arg in args[:end]] + args[end:]
+        refusals = [p.refusal for p in self.get_params(ctx) if isinstance(p, _RefusedArgument)]
+        if refusals and self._has_foreign_option(ctx, args[:end]):
+            raise click.UsageError(refusals[0], ctx=ctx)
+        return super().parse_args(ctx, args)
+
+    def _has_foreign_option(self, ctx: click.Context, args: list[str]) -> bool:
+        options = {
+            name: param
+            for param in self.get_params(ctx)
+            if isinstance(param, click.Option)
+            for name in (*param.opts, *param.secondary_opts)
+        }
+        skip_next = False
+        for arg in args:
+            if skip_next:
+                skip_next = False
+                continue
+            if arg.startswith("--"):
+                name, equals, _ = arg.partition("=")
+                option = options.get(name)
+                if option is None:
+                    return True
+                skip_next = not option.is_flag and not equals
+            elif arg.startswith("-") and arg != "-":
+                # Only the first letter is checked: `-pshop` is a legitimate way to write `-p shop`.
+                option = options.get(arg[:2])
+                if option is None:
+                    return True
+                skip_next = not option.is_flag and len(arg) == 2
+        return False
 
 
 def refuse_positionals(sentence: str) -> Callable[[F], F]:
     """Refuse any extra positional argument or unknown option with `sentence`, never echoing it (exit 2).
 
-    The command must use `context_settings=REFUSING_CONTEXT`.
+    Use it on a `RefusingCommand`.
     """
 
     def refuse(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
-        if value == ("-h",):
-            click.echo(ctx.get_help(), color=ctx.color)
-            ctx.exit(0)
         if value:
             raise click.UsageError(sentence, ctx=ctx)
         return value
@@ -115,6 +160,7 @@ def refuse_positionals(sentence: str) -> Callable[[F], F]:
         nargs=-1,
         type=click.UNPROCESSED,
         cls=_RefusedArgument,
+        refusal=sentence,
         is_eager=True,
         expose_value=False,
         callback=refuse,

@@ -1,7 +1,7 @@
 """The `strongroom` root command group: global options, lazily loaded subcommands, errors as sentences.
 
-Subcommand modules are imported only when their command runs (or for --help), so `strongroom run` does not pay
-for the modules of every other command.
+Subcommand modules are imported only when their command runs (or for --help), so `strongroom run` does not
+pay for the modules of every other command.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import click
 
 from cli import __version__
 from cli.errors import CliError
-from cli.output import clean
-from cli.session import Session
 
 # name -> "module:attribute"
 SUBCOMMANDS = {
@@ -51,6 +49,8 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CliError as error:
+            from cli.output import clean
+
             # Same shape as click's own errors: `Error: <sentence>` on stderr, then the error's exit status.
             click.echo(f"Error: {clean(error.message)}", err=True)
             raise click.exceptions.Exit(error.exit_code) from None
@@ -81,4 +81,7 @@ def strongroom(ctx: click.Context, url: str | None, insecure: bool, ca_file: str
 
     The token comes from STRONGROOM_TOKEN if set, else from the session cached by `strongroom login`.
     """
+    # Imported here so that --help and --version do not load the HTTP stack.
+    from cli.session import Session
+
     ctx.obj = Session(url=url, insecure=insecure, ca_file=ca_file, environ=os.environ)

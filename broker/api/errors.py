@@ -117,9 +117,28 @@ async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _publish_400_not_422(app: FastAPI) -> None:
+    """Validation errors answer 400 (above), so drop FastAPI's default 422 from the OpenAPI document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = generate()
+        for item in doc.get("paths", {}).values():
+            for operation in item.values():
+                if isinstance(operation, dict):
+                    operation.get("responses", {}).pop("422", None)
+        schemas = doc.get("components", {}).get("schemas", {})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(name, None)
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
     """Register every handler on the app."""
     app.add_exception_handler(BrokerError, on_broker_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
+    _publish_400_not_422(app)

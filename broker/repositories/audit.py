@@ -10,13 +10,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broker.domain.request import RequestContext
 from broker.models import audit_events
 
-_TEXT_LIMITS = {"user_agent": 512, "route": 256, "reason": 2000}
+_TEXT_LIMITS = {
+    "user_agent": 512,
+    "route": 256,
+    "reason": 2000,
+    "project": 64,
+    "environment": 64,
+    "secret_name": 256,
+}
 
 
 def _clip(value: str | None, key: str) -> str | None:
     if value is None:
         return None
-    return value[: _TEXT_LIMITS[key]]
+    # PostgreSQL text cannot hold NUL: a refused name or path containing one must still be audited.
+    return value.replace("\x00", "\\x00")[: _TEXT_LIMITS[key]]
 
 
 async def append(
@@ -37,9 +45,9 @@ async def append(
             method=ctx.method,
             route=_clip(ctx.route, "route") or "",
             action=ctx.action,
-            project=ctx.project,
-            environment=ctx.environment,
-            secret_name=ctx.secret_name,
+            project=_clip(ctx.project, "project"),
+            environment=_clip(ctx.environment, "environment"),
+            secret_name=_clip(ctx.secret_name, "secret_name"),
             version=ctx.version,
             outcome=outcome,
             status=status,

@@ -333,6 +333,10 @@ async def renew_self(rt: Runtime, ctx: RequestContext, actor: Actor, *, ttl: int
             raise NotFound("token not found")
         step = min(ttl or row.ttl, row.ttl)
         expires = min(rt.clock() + timedelta(seconds=step), row.max_expires_at)
+        parent = await repo.get_token(conn, row.parent_id) if row.parent_id is not None else None
+        if parent is not None:
+            # A child never outlives its parent (whose expiry only ever grows).
+            expires = min(expires, parent.expires_at)
         await repo.set_expiry(conn, row.id, max(expires, row.expires_at))
         row = await repo.get_token(conn, actor.token_id)
         assert row is not None
@@ -374,6 +378,10 @@ async def create_child(
         raise Forbidden("bound_cidrs: a child token cannot reach beyond its parent's networks")
     assert actor.expires_at is not None and actor.max_expires_at is not None
     async with rt.engine.begin() as conn:
+        parent = await repo.get_token(conn, actor.token_id)
+        if parent is None or parent.num_uses is not None:
+            # A child would outlive the parent's use limit (Vault refuses this too).
+            raise Forbidden("a use-limited token cannot create child tokens")
         parent_ttl = int((actor.expires_at - rt.clock()).total_seconds())
         issued = await _issue(
             conn,

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from cli import output
-from cli.options import REFUSING_CONTEXT, refuse_positionals
+from cli.options import RefusingCommand, refuse_positionals
 from cli.secret_input import read_client_secret
 from cli.session import Session
 
@@ -17,7 +17,7 @@ REFUSAL_ON_ARGV = (
 )
 
 
-@click.command(context_settings=REFUSING_CONTEXT)
+@click.command(cls=RefusingCommand)
 @click.option("--url", metavar="URL", help="Broker URL (default: the global --url or STRONGROOM_URL).")
 @click.option("--client-id", required=True, help="The client ID of your identity.")
 @click.option(

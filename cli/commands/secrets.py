@@ -11,7 +11,7 @@ import click
 from cli import output
 from cli.client import MASK
 from cli.options import (
-    REFUSING_CONTEXT,
+    RefusingCommand,
     check_secret_name,
     environment_option,
     json_option,
@@ -83,7 +83,7 @@ def get_secret(
     )
 
 
-@secrets_group.command("set", context_settings=REFUSING_CONTEXT)
+@secrets_group.command("set", cls=RefusingCommand)
 @project_option
 @environment_option
 @click.argument("name", callback=check_secret_name)

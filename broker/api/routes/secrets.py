@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from broker.api.deps import ActorDep, CtxDep, RuntimeDep
 from broker.api.routes.common import NO_STORE, PROBLEMS
@@ -142,7 +142,13 @@ async def history(
 
 @router.post("/secrets/{name}/versions/{version}/destroy", status_code=204)
 async def destroy_version(
-    project: str, environment: str, name: str, version: int, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep
+    project: str,
+    environment: str,
+    name: str,
+    version: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    rt: RuntimeDep,
+    ctx: CtxDep,
+    actor: ActorDep,
 ) -> Response:
     """Erase one version's ciphertext for good."""
     await svc.destroy_version(

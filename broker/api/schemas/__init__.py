@@ -184,7 +184,7 @@ class SecretWrite(Request):
 class RollbackRequest(Request):
     """Roll back to a version."""
 
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**31 - 1)
 
 
 class SecretMetaOut(BaseModel):

@@ -26,7 +26,6 @@ from broker.errors import IntegrityError
 # format changes, this row stops reading and the change has to add a version, not edit one.
 FIXTURE_KEK_ID = "fixture-1"
 FIXTURE_KEK = bytes.fromhex("916a1c4c21f29182b21db96dda077fad31ee6fc63b3a802b93cbb6cb880f37d5")
-FIXTURE_AAD = dict(project_id=7, environment_id=3, name="DATABASE_URL", version=2)
 FIXTURE_AAD_HEX = (
     "736563726574000000000000000007000000000000000300000000000000020000000c44415441424153455f55524c"
 )
@@ -47,7 +46,7 @@ def _fixture_sealed() -> Sealed:
 
 def test_a5_committed_fixture_reads_correctly() -> None:
     keyring = Keyring([LocalKek(FIXTURE_KEK_ID, FIXTURE_KEK)], current=FIXTURE_KEK_ID)
-    aad = secret_aad(**FIXTURE_AAD)  # type: ignore[arg-type]
+    aad = secret_aad(project_id=7, environment_id=3, name="DATABASE_URL", version=2)
     assert aad.hex() == FIXTURE_AAD_HEX
     assert keyring.open(_fixture_sealed(), aad) == FIXTURE_PLAINTEXT
 

@@ -1,0 +1,173 @@
+"""D22: a token with no scopes gets 403 on every route (route table enumerated), bar a small allow-list.
+
+The allow-list is the routes that need no scope by design:
+- health (`/up`, `/healthz`) and the API docs (`/openapi.json`, `/docs*`): no data;
+- `POST /v1/auth/token`: the credential exchange itself;
+- `/v1/auth/token/self|renew|revoke-self`: about the caller's own token only.
+A new route that is neither denied to a scope-less token nor listed here fails this test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from tests.integration.auth.conftest import Broker, Login, World, bearer, scope
+from tests.integration.auth.routes import Endpoint, endpoints, schema_operations
+
+ALLOWED_WITHOUT_SCOPE: dict[tuple[str, str], int] = {
+    ("GET", "/up"): 200,
+    ("GET", "/healthz"): 200,
+    ("GET", "/openapi.json"): 200,
+    ("HEAD", "/openapi.json"): 200,
+    ("GET", "/docs"): 200,
+    ("HEAD", "/docs"): 200,
+    ("GET", "/docs/oauth2-redirect"): 200,
+    ("HEAD", "/docs/oauth2-redirect"): 200,
+    ("POST", "/v1/auth/token"): 200,
+    ("GET", "/v1/auth/token/self"): 200,
+    ("POST", "/v1/auth/token/renew"): 200,
+    ("POST", "/v1/auth/token/revoke-self"): 204,
+}
+
+
+def _app(broker: Broker) -> FastAPI:
+    app = broker.client.app.app  # type: ignore[attr-defined]  # create_app returns Edge(FastAPI)
+    assert isinstance(app, FastAPI)
+    return app
+
+
+def _bodies(login: Login, accessor: str) -> dict[str, dict[str, Any]]:
+    """A valid body for each request model (validated below, so a changed model fails loudly)."""
+    return {
+        "TokenRequest": {"client_id": login.client_id, "client_secret": login.client_secret},
+        "RenewRequest": {},
+        "ChildTokenRequest": {},
+        "AccessorRequest": {"accessor": accessor},
+        "IdentityRequest": {"name": "sneaky", "type": "machine", "scopes": []},
+        "ProjectCreate": {"slug": "gamma"},
+        "ProjectUpdate": {"description": "changed"},
+        "EnvironmentCreate": {"slug": "staging", "parent": "prod"},
+        "EnvironmentUpdate": {"parent": None},
+        "SecretWrite": {"value": "overwritten"},
+        "RollbackRequest": {"version": 1},
+    }
+
+
+def _body_for(ep: Endpoint, bodies: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    if ep.body is None:
+        return None
+    name = ep.body.__name__
+    assert name in bodies, f"{ep.method} {ep.path}: add a valid example body for {name} to this test"
+    model: type[BaseModel] = ep.body
+    model.model_validate(bodies[name])
+    return bodies[name]
+
+
+def _call(broker: Broker, ep: Endpoint, values: dict[str, str], token: str, body: Any) -> httpx.Response:
+    return broker.client.request(
+        ep.method, ep.url(values), json=body, headers=bearer(token) if token else {}
+    )
+
+
+EXISTING = {"project": "alpha", "environment": "prod", "name": "API_KEY", "version": "1", "client_id": "admin"}
+MISSING = {"project": "ghost", "environment": "nowhere", "name": "NOPE", "version": "7", "client_id": "sri_nobody"}
+
+
+def test_route_table_is_fully_enumerated(broker: Broker) -> None:
+    app = _app(broker)
+    eps = endpoints(app)
+    found = {(e.method, e.path) for e in eps}
+    # Every documented operation is in the walk, and the walk found the routes the API docs name.
+    assert schema_operations(app) <= found
+    assert ("GET", "/v1/projects/{project}/environments/{environment}/resolved") in found
+    assert len(found) >= 35
+
+
+def test_token_without_scopes_is_denied_everywhere(broker: Broker, world: World) -> None:
+    noscope = broker.login([], name="nobody")
+    bodies = _bodies(noscope, broker.admin.accessor)
+    before = broker.dump()
+    checked = 0
+    for ep in endpoints(_app(broker)):
+        key = (ep.method, ep.path)
+        if key in ALLOWED_WITHOUT_SCOPE:
+            continue
+        for values in (EXISTING, MISSING):
+            r = _call(broker, ep, values, noscope.token, _body_for(ep, bodies))
+            assert r.status_code == 403, f"{ep.method} {ep.url(values)} gave {r.status_code}: {r.text}"
+            broker.expect_denied(r, 403)
+            for value in world.canaries("alpha") + world.canaries("beta"):
+                assert value not in r.text
+            checked += 1
+    assert checked >= 2 * 25
+    # Nothing changed, apart from the audit trail and the no-scope token's own use.
+    after = broker.dump()
+    for table in before:
+        if table not in ("audit_events", "tokens"):
+            assert after[table] == before[table], f"a refused request changed {table}"
+    assert [r for r in after["tokens"] if r["revoked_at"] is not None] == []
+
+
+def test_allow_listed_routes_work_without_scopes(broker: Broker) -> None:
+    app = _app(broker)
+    present = {(e.method, e.path): e for e in endpoints(app)}
+    assert set(ALLOWED_WITHOUT_SCOPE) <= set(present), "an allow-listed route no longer exists; update the list"
+    for key, status in ALLOWED_WITHOUT_SCOPE.items():
+        ep = present[key]
+        noscope = broker.login([], name="nobody")  # fresh each time: revoke-self ends it
+        r = _call(broker, ep, {}, noscope.token, _body_for(ep, _bodies(noscope, broker.admin.accessor)))
+        assert r.status_code == status, f"{key}: {r.status_code} {r.text}"
+
+
+READ_ON_PROJECT = {
+    ("GET", "/v1/projects/{project}"),
+    ("GET", "/v1/projects/{project}/environments"),
+    ("GET", "/v1/projects/{project}/environments/{environment}"),
+    ("GET", "/v1/projects/{project}/environments/{environment}/secrets"),
+    ("GET", "/v1/projects/{project}/environments/{environment}/secrets/{name}"),
+    ("GET", "/v1/projects/{project}/environments/{environment}/secrets/{name}/versions"),
+    ("GET", "/v1/projects/{project}/environments/{environment}/resolved"),
+}
+# Routes without a project: what a token with only `read` on one project may do.
+PROJECTLESS_FOR_READER = {
+    ("GET", "/v1/projects"): 200,  # lists only the projects it has a scope on (see D26)
+    ("POST", "/v1/tokens"): 201,  # a child token, never broader
+}
+
+
+def test_project_read_token_is_confined_to_reading_that_project(broker: Broker, world: World) -> None:
+    reader = broker.login([scope("alpha", ["read"])], name="reader")
+    bodies = _bodies(reader, broker.admin.accessor)
+    beta = {**EXISTING, "project": "beta"}
+    for ep in endpoints(_app(broker)):
+        key = (ep.method, ep.path)
+        if key in ALLOWED_WITHOUT_SCOPE:
+            continue
+        body = _body_for(ep, bodies)
+        if "project" not in ep.params:
+            r = _call(broker, ep, EXISTING, reader.token, body)
+            expected = PROJECTLESS_FOR_READER.get(key, 403)
+            assert r.status_code == expected, f"{key}: {r.status_code} {r.text}"
+            if expected == 403:
+                broker.expect_denied(r, 403)
+            continue
+        # Project B: nothing at all, not even reading.
+        r = _call(broker, ep, beta, reader.token, body)
+        assert r.status_code == 403, f"{ep.method} {ep.url(beta)}: {r.status_code} {r.text}"
+        broker.expect_denied(r, 403)
+        for value in world.canaries("beta"):
+            assert value not in r.text
+        # Project A: reads succeed, every write or admin route is refused.
+        r = _call(broker, ep, EXISTING, reader.token, body)
+        if key in READ_ON_PROJECT:
+            assert r.status_code == 200, f"{ep.method} {ep.url(EXISTING)}: {r.status_code} {r.text}"
+        else:
+            assert r.status_code == 403, f"{ep.method} {ep.url(EXISTING)}: {r.status_code} {r.text}"
+            broker.expect_denied(r, 403)
+    # The secret was neither overwritten nor deleted by the refused writes.
+    r = broker.client.get("/v1/projects/alpha/environments/prod/secrets/API_KEY", headers=broker.admin.headers)
+    assert r.json()["value"] == world.values["alpha"]["prod/API_KEY"] and r.json()["version"] == 1

@@ -1,0 +1,103 @@
+"""Environment inheritance: resolution order, provenance, cycles and deletion rules."""
+
+from __future__ import annotations
+
+from tests.integration.secrets.conftest import Api, problem, random_value
+
+
+def resolved(api: Api, env: str) -> dict[str, dict[str, object]]:
+    r = api.client.get(f"{api.env_url(env)}/resolved", headers=api.h)
+    assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == "no-store"
+    body = r.json()
+    assert (body["project"], body["environment"]) == ("microblog", env)
+    return dict(body["values"])
+
+
+def test_production_inherits_common_and_nearest_wins(api: Api) -> None:
+    api.make_env("prod-eu", parent="production")
+    shared, common_only, prod_override, eu_override = (random_value() for _ in range(4))
+    assert api.put("common", "SHARED", shared).status_code == 200
+    assert api.put("common", "LOG_LEVEL", common_only, sensitive=False).status_code == 200
+    assert api.put("common", "DB_URL", random_value()).status_code == 200
+    assert api.put("production", "DB_URL", prod_override).status_code == 200
+    assert api.put("common", "REGION", random_value()).status_code == 200
+    assert api.put("production", "REGION", random_value()).status_code == 200
+    assert api.put("prod-eu", "REGION", eu_override).status_code == 200
+
+    prod = resolved(api, "production")
+    assert prod["SHARED"] == {"value": shared, "version": 1, "environment": "common", "sensitive": True}
+    assert prod["LOG_LEVEL"] == {"value": common_only, "version": 1, "environment": "common", "sensitive": False}
+    assert prod["DB_URL"] == {"value": prod_override, "version": 1, "environment": "production", "sensitive": True}
+    assert prod["REGION"]["environment"] == "production"
+
+    eu = resolved(api, "prod-eu")
+    assert set(eu) == {"SHARED", "LOG_LEVEL", "DB_URL", "REGION"}
+    assert (eu["REGION"]["value"], eu["REGION"]["environment"]) == (eu_override, "prod-eu")
+    assert (eu["DB_URL"]["value"], eu["DB_URL"]["environment"]) == (prod_override, "production")
+    assert eu["SHARED"]["environment"] == "common"
+
+    # a parent does not see its children's values
+    common = resolved(api, "common")
+    assert {k: v["environment"] for k, v in common.items()} == dict.fromkeys(
+        ("DB_URL", "LOG_LEVEL", "REGION", "SHARED"), "common"
+    )
+    assert prod_override not in str(common)
+
+    # the environment's own list shows only its own secrets
+    own = api.client.get(api.url("production"), headers=api.h).json()["secrets"]
+    assert sorted(s["name"] for s in own) == ["DB_URL", "REGION"]
+
+
+def test_new_version_in_parent_shows_through_with_its_version(api: Api) -> None:
+    assert api.put("common", "S", random_value()).status_code == 200
+    latest = random_value()
+    assert api.put("common", "S", latest).status_code == 200
+    got = resolved(api, "production")["S"]
+    assert (got["value"], got["version"], got["environment"]) == (latest, 2, "common")
+
+
+def test_deleting_the_override_reveals_the_parent_value(api: Api) -> None:
+    parent_value, child_value = random_value(), random_value()
+    assert api.put("common", "X", parent_value).status_code == 200
+    assert api.put("production", "X", child_value).status_code == 200
+    assert resolved(api, "production")["X"]["value"] == child_value
+    assert api.client.delete(api.url("production", "X"), headers=api.h).status_code == 204
+    got = resolved(api, "production")["X"]
+    assert (got["value"], got["environment"]) == (parent_value, "common")
+
+
+def test_parent_cycles_are_refused(api: Api) -> None:
+    api.make_env("staging", parent="production")
+    before = api.client.get("/v1/projects/microblog/environments", headers=api.h).json()
+    for env, parent in (("common", "production"), ("common", "staging"), ("common", "common")):
+        r = api.client.patch(f"{api.env_url(env)}", json={"parent": parent}, headers=api.h)
+        body = problem(r, 400)
+        assert body["detail"].startswith("parent:"), body
+        assert "cycle" in body["detail"]
+    assert api.client.get("/v1/projects/microblog/environments", headers=api.h).json() == before
+    # resolution still terminates and is unchanged
+    assert api.put("common", "A", random_value()).status_code == 200
+    assert resolved(api, "staging")["A"]["environment"] == "common"
+    # a legal re-parenting works
+    r = api.client.patch(f"{api.env_url('staging')}", json={"parent": "common"}, headers=api.h)
+    assert r.status_code == 200 and r.json()["parent"] == "common"
+    body = problem(api.client.patch(f"{api.env_url('staging')}", json={"parent": "nope"}, headers=api.h), 400)
+    assert body["detail"].startswith("parent:")
+
+
+def test_deleting_an_environment_in_use_is_409(api: Api) -> None:
+    # common has a child (production)
+    problem(api.client.delete(api.env_url("common"), headers=api.h), 409)
+    # an environment holding a secret (even a soft-deleted one)
+    api.make_env("scratch")
+    assert api.put("scratch", "TMP", random_value()).status_code == 200
+    assert api.client.delete(api.url("scratch", "TMP"), headers=api.h).status_code == 204
+    problem(api.client.delete(api.env_url("scratch"), headers=api.h), 409)
+    envs = {e["slug"] for e in api.client.get("/v1/projects/microblog/environments", headers=api.h).json()["environments"]}
+    assert envs == {"common", "production", "scratch"}
+    # an empty leaf can go
+    api.make_env("empty", parent="common")
+    assert api.client.delete(api.env_url("empty"), headers=api.h).status_code == 204
+    problem(api.client.get(api.env_url("empty"), headers=api.h), 404)
+    problem(api.client.get(f"{api.env_url('empty')}/resolved", headers=api.h), 404)

@@ -30,7 +30,9 @@ class BrokerProcess:
     log: Path
     outputs: list[str] = field(default_factory=list)
 
-    def cli(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the `strongroom` CLI as a user would; every output is kept for canary checks."""
         done = subprocess.run(
             [str(BIN / "strongroom"), *args],
@@ -40,7 +42,9 @@ class BrokerProcess:
             timeout=60,
             check=False,
         )
-        out = subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
+        out = subprocess.CompletedProcess(
+            done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
+        )
         self.outputs += [out.stdout, out.stderr]
         return out
 
@@ -78,7 +82,10 @@ def start(data_dir: Path, config_dir: Path, log: Path, port: int | None = None) 
     handle = log.open("ab")
     proc = subprocess.Popen(
         [str(BIN / "strongroom-server"), "serve", "--port", str(port)],
-        env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     wait_up(port, proc)
     return BrokerProcess(f"http://127.0.0.1:{port}", port, data_dir, env, proc, log)

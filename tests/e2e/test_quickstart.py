@@ -26,7 +26,9 @@ def login(broker: BrokerProcess) -> None:
     assert out.returncode == 0, out.stderr
 
 
-def test_embedded_default_files_are_private_and_login_hint_printed_once(broker: BrokerProcess, tmp_path: Path) -> None:
+def test_embedded_default_files_are_private_and_login_hint_printed_once(
+    broker: BrokerProcess, tmp_path: Path
+) -> None:
     log = broker.server_output()
     assert "DEVELOPMENT KEY" in log
     assert "strongroom login --url" in log and "--secret-file" in log
@@ -57,10 +59,14 @@ def test_new_user_journey(broker: BrokerProcess, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
 
     canary = tricky_canary()
-    out = broker.cli("secrets", "set", "-p", "microblog", "-e", "common", "DATABASE_URL", input=canary.encode())
+    out = broker.cli(
+        "secrets", "set", "-p", "microblog", "-e", "common", "DATABASE_URL", input=canary.encode()
+    )
     assert out.returncode == 0, out.stderr
     key_base = secrets.token_hex(32)
-    out = broker.cli("secrets", "set", "-p", "microblog", "-e", "staging", "SECRET_KEY_BASE", input=key_base.encode())
+    out = broker.cli(
+        "secrets", "set", "-p", "microblog", "-e", "staging", "SECRET_KEY_BASE", input=key_base.encode()
+    )
     assert out.returncode == 0, out.stderr
 
     listed = broker.cli("secrets", "list", "-p", "microblog", "-e", "common")
@@ -97,7 +103,15 @@ def test_new_user_journey(broker: BrokerProcess, tmp_path: Path) -> None:
     token = cached.get("token")
     assert token
     assert broker.cli("logout").returncode == 0
-    after = broker.cli("secrets", "list", "-p", "microblog", "-e", "common", env={"STRONGROOM_TOKEN": token, "STRONGROOM_URL": broker.url})
+    after = broker.cli(
+        "secrets",
+        "list",
+        "-p",
+        "microblog",
+        "-e",
+        "common",
+        env={"STRONGROOM_TOKEN": token, "STRONGROOM_URL": broker.url},
+    )
     assert after.returncode == 1
 
     # Canaries: only the --reveal output and the child's environment ever held the value.

@@ -187,20 +187,21 @@ class BrokerUrl:
 
 def parse_broker_url(url: str) -> BrokerUrl:
     """Parse and canonicalise a broker URL, or raise CliError saying what is wrong with it."""
+    # The messages never quote the URL: a mistaken one may carry a password or a token.
     try:
         parts = urlsplit(url.strip())
+        if parts.username is not None or parts.password is not None:
+            raise CliError("the broker URL must not carry a user name or password")
         port = parts.port
     except ValueError:
-        raise CliError(f"the broker URL {url!r} is not a valid URL") from None
+        raise CliError("the broker URL is not a valid URL") from None
     scheme = parts.scheme.lower()
     if scheme not in ("https", "http"):
-        raise CliError(f"the broker URL {url!r} must start with https:// (or http:// for a loopback host)")
+        raise CliError("the broker URL must start with https:// (or http:// for a loopback host)")
     if not parts.hostname:
-        raise CliError(f"the broker URL {url!r} has no host")
-    if parts.username is not None or parts.password is not None:
-        raise CliError("the broker URL must not carry a user name or password")
+        raise CliError("the broker URL has no host")
     if parts.query or parts.fragment:
-        raise CliError(f"the broker URL {url!r} must not have a query or fragment")
+        raise CliError("the broker URL must not have a query or fragment")
     host = parts.hostname.lower()
     shown_host = f"[{host}]" if ":" in host else host
     base_path = parts.path.rstrip("/")

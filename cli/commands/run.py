@@ -21,11 +21,13 @@ def run(session: Session, project: str, environment: str, command: tuple[str, ..
     """Run COMMAND with an environment's values added to its environment variables.
 
     Use `--` before the command: strongroom run -p PROJECT -e ENVIRONMENT -- COMMAND [ARGS]...
-    Values win over variables already set. Nothing is written to disk.
+    Values win over variables already set; STRONGROOM_TOKEN is not passed on. Nothing is written to disk.
     """
     # Exactly one round trip: renewal is left to the other commands so `run` stays as fast as it can be.
     resolved = session.client(renew=False).resolved(project=project, environment=environment)
     environ = dict(os.environ)
+    # The program gets the environment's values, not the credential that fetched them.
+    environ.pop("STRONGROOM_TOKEN", None)
     for name, item in resolved.values.items():
         if not is_secret_name(name):
             raise CliError(f"the broker sent a value named {name!r}, which is not a valid variable name")

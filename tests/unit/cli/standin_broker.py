@@ -162,6 +162,7 @@ class StandinBroker:
         """Base URL of the running stand-in."""
         assert self._server is not None
         host, port = self._server.server_address[:2]
+        assert isinstance(host, str)
         return f"{self._scheme}://{host}:{port}"
 
     def start(self, *, tls: ssl.SSLContext | None = None) -> None:
@@ -317,7 +318,7 @@ class StandinBroker:
         }
 
     def _login(self, body: Any) -> tuple[int, Any]:
-        client = self.clients.get(body.get("client_id")) if isinstance(body, dict) else None
+        client = self.clients.get(str(body.get("client_id"))) if isinstance(body, dict) else None
         if client is None or not secrets.compare_digest(str(body.get("client_secret")), client.secret):
             raise Problem(401, "authentication failed")
         issued = self._issue(client, body.get("ttl"))

@@ -25,8 +25,8 @@ from cli.client import BrokerClient, BrokerError, parse_broker_url
 from cli.errors import CliError
 
 
-def authed(broker: StandinBroker, **kwargs: object) -> BrokerClient:
-    return BrokerClient(broker.url, token=broker.issue(CLIENT_ID), **kwargs)  # type: ignore[arg-type]
+def authed(broker: StandinBroker, *, ca_file: str | None = None) -> BrokerClient:
+    return BrokerClient(broker.url, token=broker.issue(CLIENT_ID), ca_file=ca_file)
 
 
 # --- URLs
@@ -61,11 +61,19 @@ def test_bad_broker_urls_are_refused_in_one_sentence(given: str, problem: str) -
         parse_broker_url(given)
 
 
-def test_the_password_of_a_url_with_credentials_is_not_repeated() -> None:
+@pytest.mark.parametrize(
+    "template",
+    [
+        "https://user:{secret}@broker.example",
+        "https://u:{secret}@broker.example:99999",
+        "https://b.example/?t={secret}",
+    ],
+)
+def test_a_bad_url_is_never_quoted_back(template: str) -> None:
     secret = canary()
 
     with pytest.raises(CliError) as caught:
-        parse_broker_url(f"https://user:{secret}@broker.example")
+        parse_broker_url(template.format(secret=secret))
 
     assert secret not in caught.value.message
 

@@ -116,13 +116,22 @@ class Edge:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
+                    state["too_large"] = True
                     raise _BodyTooLarge
             return message
 
-        state = {"started": False, "swallow": False}
+        state = {"started": False, "swallow": False, "too_large": False}
 
         async def audited_send(message: Message) -> None:
             if state["swallow"]:
+                return
+            if message["type"] == "http.response.start" and state["too_large"] and not state["started"]:
+                # FastAPI turns any error while reading the body into its own 400; the answer is 413.
+                state["started"] = state["swallow"] = True
+                ctx.reason = "request body over the size limit"
+                await self._reply(
+                    send, ctx, 413, "Content Too Large", f"body: larger than {self.max_body} bytes"
+                )
                 return
             if message["type"] == "http.response.start":
                 state["started"] = True

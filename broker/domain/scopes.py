@@ -26,27 +26,40 @@ class Action(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """A grant: actions on one project (or '*') and the environments matching a glob."""
+    """A grant (or, with deny, a refusal): actions on one project (or '*') and the environments matching a glob."""
 
     project: str
     environments: str
     actions: frozenset[Action]
+    deny: bool = False
 
-    def allows(self, action: Action, project: str | None, environment: str | None) -> bool:
-        """Return whether this scope grants `action` on the project and environment given."""
+    def matches(self, action: Action, project: str | None, environment: str | None) -> bool:
+        """Return whether this scope speaks about `action` on the project and environment given."""
         if action not in self.actions:
             return False
         if project is None:
-            # Project-less actions (identities, any-project listing) need a wildcard project grant.
+            # Project-less actions (identities, tokens by accessor) need a wildcard project grant.
             return self.project == "*"
         if self.project not in ("*", project):
             return False
         if environment is None:
-            return True
+            # A project-wide action is granted only by a scope over every environment; but a deny
+            # over any environment of the project refuses it too (deny wins).
+            return self.deny or self.environments == "*"
         return fnmatch.fnmatchcase(environment, self.environments)
+
+    def allows(self, action: Action, project: str | None, environment: str | None) -> bool:
+        """Return whether this is a grant that covers the action."""
+        return not self.deny and self.matches(action, project, environment)
+
+    def touches(self, project: str) -> bool:
+        """Return whether this grant names the project at all (to let its holder see it exists)."""
+        return not self.deny and self.project in ("*", project)
 
     def covers(self, other: Scope) -> bool:
         """Return whether every grant of `other` is also granted by this scope (for child tokens)."""
+        if self.deny or other.deny:
+            return False
         if not other.actions <= self.actions:
             return False
         if self.project not in ("*", other.project):
@@ -61,17 +74,23 @@ class Scope:
 
     def to_json(self) -> dict[str, Any]:
         """Serialise for storage and API responses."""
-        return {
+        out: dict[str, Any] = {
             "project": self.project,
             "environments": self.environments,
             "actions": sorted(a.value for a in self.actions),
         }
+        if self.deny:
+            out["deny"] = True
+        return out
 
 
 def scope_from_json(data: Any, *, field: str = "scopes") -> Scope:
     """Parse a stored or submitted scope, raising Invalid naming the field."""
-    if not isinstance(data, dict) or set(data) - {"project", "environments", "actions"}:
-        raise Invalid(f"{field}: must be an object with project, environments and actions", field=field)
+    if not isinstance(data, dict) or set(data) - {"project", "environments", "actions", "deny"}:
+        raise Invalid(f"{field}: must be an object with project, environments, actions and deny", field=field)
+    deny = data.get("deny", False)
+    if not isinstance(deny, bool):
+        raise Invalid(f"{field}.deny: must be true or false", field=f"{field}.deny")
     project = data.get("project")
     envs = data.get("environments", "*")
     actions = data.get("actions")
@@ -90,7 +109,7 @@ def scope_from_json(data: Any, *, field: str = "scopes") -> Scope:
         raise Invalid(
             f"{field}.actions: each must be one of read, write, admin, audit", field=f"{field}.actions"
         ) from None
-    return Scope(project=project, environments=envs, actions=parsed)
+    return Scope(project=project, environments=envs, actions=parsed, deny=deny)
 
 
 def scopes_from_json(items: Iterable[Any], *, field: str = "scopes") -> tuple[Scope, ...]:
@@ -99,13 +118,23 @@ def scopes_from_json(items: Iterable[Any], *, field: str = "scopes") -> tuple[Sc
 
 
 def allowed(scopes: Sequence[Scope], action: Action, project: str | None, environment: str | None) -> bool:
-    """Default deny: true only if some scope grants the action."""
+    """Default deny, and explicit deny wins: true only if some grant matches and no deny does."""
+    if any(s.deny and s.matches(action, project, environment) for s in scopes):
+        return False
     return any(s.allows(action, project, environment) for s in scopes)
 
 
 def covered(parent: Sequence[Scope], child: Sequence[Scope]) -> bool:
-    """Return whether each child scope is covered by some parent scope."""
-    return all(any(p.covers(c) for p in parent) for c in child)
+    """Return whether each child grant is covered by some parent grant (child denies only narrow)."""
+    grants = [p for p in parent if not p.deny]
+    return all(c.deny or any(p.covers(c) for p in grants) for c in child)
+
+
+def with_denies(parent: Sequence[Scope], child: Sequence[Scope]) -> tuple[Scope, ...]:
+    """The child's scopes plus every deny of the parent, so delegation never drops a refusal."""
+    out = list(child)
+    out += [p for p in parent if p.deny and p not in out]
+    return tuple(out)
 
 
 ADMIN_SCOPES = (Scope(project="*", environments="*", actions=frozenset(Action)),)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from broker.domain.request import Actor, RequestContext
-from broker.domain.scopes import ADMIN_SCOPES, Action, Scope, allowed, covered, scopes_from_json
+from broker.domain.scopes import ADMIN_SCOPES, Action, Scope, allowed, covered, scopes_from_json, with_denies
 from broker.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
 from broker.repositories import identities as repo
 from broker.services import audit
@@ -370,6 +370,7 @@ async def create_child(
     child_scopes = parent_scopes if scopes is None else scopes_from_json(scopes)
     if not covered(parent_scopes, child_scopes):
         raise Forbidden("scopes: a child token cannot be broader than its parent")
+    child_scopes = with_denies(parent_scopes, child_scopes)
     _check_ttl(ttl, field="ttl")
     if num_uses is not None and not 1 <= num_uses <= 1_000_000:
         raise Invalid("num_uses: must be between 1 and 1000000", field="num_uses")
@@ -477,6 +478,7 @@ async def create_identity(
     parsed = scopes_from_json(scopes)
     if not covered(actor.scopes, parsed):
         raise Forbidden("scopes: you cannot grant more than your own token holds")
+    parsed = with_denies(actor.scopes, parsed)
     max_ttl = token_max_ttl or rt.settings.token_max_ttl
     ttl = token_ttl or rt.settings.token_ttl
     _check_ttl(ttl, field="token_ttl")

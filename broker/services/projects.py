@@ -39,6 +39,8 @@ class EnvironmentView:
 
 
 def _any_access(actor: Actor, project: str, environment: str | None = None) -> bool:
+    if environment is None:
+        return any(s.touches(project) for s in actor.scopes)
     return any(allowed(actor.scopes, a, project, environment) for a in Action)
 
 

@@ -20,6 +20,7 @@ class ScopeBody(Request):
     project: str = Field(max_length=64, examples=["microblog"])
     environments: str = Field(default="*", max_length=64, examples=["production"])
     actions: list[Literal["read", "write", "admin", "audit"]] = Field(min_length=1, max_length=4)
+    deny: bool = Field(default=False, description="A refusal: it wins over every grant that matches")
 
 
 class TokenRequest(Request):

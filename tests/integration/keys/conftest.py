@@ -18,7 +18,8 @@ from broker.config import Settings, get_settings
 from broker.crypto.envelope import secret_aad
 from broker.crypto.keyring import Sealed
 from broker.main import build_runtime, create_app
-from broker.models import environments, secret_versions, secrets as secrets_table
+from broker.models import environments, secret_versions
+from broker.models import secrets as secrets_table
 from broker.services.auth import bootstrap_admin
 from broker.services.runtime import Runtime
 
@@ -86,7 +87,9 @@ async def seed(kb: KeyedBroker, rt: Runtime, *, per_env: int = 12) -> None:
     created = await bootstrap_admin(rt)
     assert created is not None
     async with http(rt) as c:
-        r = await c.post("/v1/auth/token", json={"client_id": "admin", "client_secret": created.client_secret})
+        r = await c.post(
+            "/v1/auth/token", json={"client_id": "admin", "client_secret": created.client_secret}
+        )
         assert r.status_code == 200, r.text
         kb.token = r.json()["token"]
         h = kb.headers

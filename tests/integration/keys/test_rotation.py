@@ -73,7 +73,9 @@ def test_a6_rotate_rewrap_retire(keyed: KeyedBroker) -> None:
             assert rt.keys.keyring.current_id == new_key
             # New writes already go under the new key, before any rewrap.
             async with http(rt) as c:
-                r = await c.put(f"{BASE}/common/secrets/AFTER_ROTATE", json={"value": "new"}, headers=kb.headers)
+                r = await c.put(
+                    f"{BASE}/common/secrets/AFTER_ROTATE", json={"value": "new"}, headers=kb.headers
+                )
                 assert r.status_code == 200, r.text
             kb.current[("common", "AFTER_ROTATE")] = "new"
             kb.versions[("common", "AFTER_ROTATE", 1)] = "new"

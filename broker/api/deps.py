@@ -14,13 +14,15 @@ from broker.services.runtime import Runtime
 _bearer = HTTPBearer(auto_error=False, description="An access token from POST /v1/auth/token")
 
 
-def get_runtime(request: Request) -> Runtime:
+# Both are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker thread, and a
+# thread-pool hop per request is what ARCHITECTURE rule 7 keeps off the hot path.
+async def get_runtime(request: Request) -> Runtime:
     """The runtime built by create_app."""
     rt: Runtime = request.app.state.runtime
     return rt
 
 
-def get_ctx(request: Request) -> RequestContext:
+async def get_ctx(request: Request) -> RequestContext:
     """The request context set up by the edge middleware."""
     ctx: RequestContext = request.scope["state"]["ctx"]
     return ctx

@@ -161,6 +161,12 @@ class Edge:
                 raise
             ctx.reason = "request body over the size limit"
             await self._reply(send, ctx, 413, "Content Too Large", f"body: larger than {self.max_body} bytes")
+        except Exception as exc:
+            # Starlette re-raises after it has answered 500; the server would then log the exception's
+            # message, which may quote input. api/errors.py already logged the type and frames.
+            if not state["started"]:
+                ctx.reason = f"internal error ({type(exc).__name__})"
+                await self._reply(send, ctx, 500, "Internal Server Error", "internal error")
 
     async def _reply(self, send: Send, ctx: RequestContext, status: int, title: str, detail: str) -> None:
         try:

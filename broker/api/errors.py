@@ -112,6 +112,9 @@ async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled %s in request %s\n%s", type(exc).__name__, ctx.request_id if ctx else "-", frames)
     if ctx is not None:
         ctx.reason = f"internal error ({type(exc).__name__})"
+        # The service's event may have gone with its transaction (a failed commit): have the edge
+        # record this failure; after a crash past the commit the request has an `ok` and an `error` event.
+        ctx.audited = False
     return problem(
         request, 500, "Internal Server Error", "internal error; the request id identifies it in the logs"
     )

@@ -9,9 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Request(BaseModel):
-    """Base of request bodies: unknown keys are errors."""
+    """Base of request bodies: unknown keys are errors, and JSON types are not coerced ("1" is not 1)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ScopeBody(Request):

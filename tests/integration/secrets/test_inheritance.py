@@ -27,8 +27,18 @@ def test_production_inherits_common_and_nearest_wins(api: Api) -> None:
 
     prod = resolved(api, "production")
     assert prod["SHARED"] == {"value": shared, "version": 1, "environment": "common", "sensitive": True}
-    assert prod["LOG_LEVEL"] == {"value": common_only, "version": 1, "environment": "common", "sensitive": False}
-    assert prod["DB_URL"] == {"value": prod_override, "version": 1, "environment": "production", "sensitive": True}
+    assert prod["LOG_LEVEL"] == {
+        "value": common_only,
+        "version": 1,
+        "environment": "common",
+        "sensitive": False,
+    }
+    assert prod["DB_URL"] == {
+        "value": prod_override,
+        "version": 1,
+        "environment": "production",
+        "sensitive": True,
+    }
     assert prod["REGION"]["environment"] == "production"
 
     eu = resolved(api, "prod-eu")
@@ -49,15 +59,13 @@ def test_production_inherits_common_and_nearest_wins(api: Api) -> None:
     assert sorted(s["name"] for s in own) == ["DB_URL", "REGION"]
 
 
-def test_new_version_in_parent_shows_through_with_its_version(api: Api) -> None:
+def test_parent_updates_and_deleted_overrides_show_through(api: Api) -> None:
     assert api.put("common", "S", random_value()).status_code == 200
     latest = random_value()
     assert api.put("common", "S", latest).status_code == 200
     got = resolved(api, "production")["S"]
     assert (got["value"], got["version"], got["environment"]) == (latest, 2, "common")
 
-
-def test_deleting_the_override_reveals_the_parent_value(api: Api) -> None:
     parent_value, child_value = random_value(), random_value()
     assert api.put("common", "X", parent_value).status_code == 200
     assert api.put("production", "X", child_value).status_code == 200
@@ -94,7 +102,10 @@ def test_deleting_an_environment_in_use_is_409(api: Api) -> None:
     assert api.put("scratch", "TMP", random_value()).status_code == 200
     assert api.client.delete(api.url("scratch", "TMP"), headers=api.h).status_code == 204
     problem(api.client.delete(api.env_url("scratch"), headers=api.h), 409)
-    envs = {e["slug"] for e in api.client.get("/v1/projects/microblog/environments", headers=api.h).json()["environments"]}
+    envs = {
+        e["slug"]
+        for e in api.client.get("/v1/projects/microblog/environments", headers=api.h).json()["environments"]
+    }
     assert envs == {"common", "production", "scratch"}
     # an empty leaf can go
     api.make_env("empty", parent="common")

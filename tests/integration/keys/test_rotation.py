@@ -7,6 +7,7 @@ moment, the way a restarted broker or a `strongroom-server keys ...` process wou
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -196,6 +197,7 @@ async def _rows(kb: KeyedBroker) -> dict[int, tuple[bytes, bytes, str]]:
 
 
 READERS = 8
+READERS_PER_BATCH = 2
 
 
 def test_h47_readers_during_rewrap_see_no_decrypt_failure(keyed: KeyedBroker) -> None:
@@ -208,7 +210,7 @@ def test_h47_readers_during_rewrap_see_no_decrypt_failure(keyed: KeyedBroker) ->
 
     async def race() -> tuple[int, int, list[str], list[int]]:
         serving = kb.runtime()  # the restarted broker (both keys)
-        job = kb.runtime()  # `strongroom-server keys rewrap`, its own engine as its own process
+        job = kb.runtime()  # `strongroom-server keys rewrap`: its own engine, loop and thread
         failures: list[str] = []
         reads = 0
         reads_at_batch: list[int] = []
@@ -236,12 +238,31 @@ def test_h47_readers_during_rewrap_see_no_decrypt_failure(keyed: KeyedBroker) ->
                             failures.append(f"read {env}/{name}: wrong value")
                     reads += 1
 
+        def after_batch(_done: int) -> None:
+            # Runs in the job's thread between committed batches (the mixed state): wait until the
+            # readers have made progress, so reads provably interleave with the job even on SQLite,
+            # where a job that re-takes the write lock at once could otherwise starve them.
+            target = reads + READERS_PER_BATCH
+            deadline = time.monotonic() + 5
+            while reads < target and time.monotonic() < deadline:
+                time.sleep(0.002)
+            reads_at_batch.append(reads)
+
+        def run_job() -> int:
+            async def go() -> int:
+                try:
+                    return (await rewrap(job, batch=1, on_batch=after_batch)).rewrapped
+                finally:
+                    await job.engine.dispose()
+
+            return asyncio.run(go())
+
         try:
             tasks = [asyncio.create_task(reader(i)) for i in range(READERS)]
             while reads < READERS:  # every reader is going before the job starts
                 await asyncio.sleep(0.01)
             started = time.monotonic()
-            report = await rewrap(job, batch=1, on_batch=lambda _n: reads_at_batch.append(reads))
+            rewrapped = await asyncio.to_thread(run_job)
             elapsed = time.monotonic() - started
             # Keep reading a little after the job, on the fully moved rows.
             target = reads + READERS
@@ -250,16 +271,18 @@ def test_h47_readers_during_rewrap_see_no_decrypt_failure(keyed: KeyedBroker) ->
             stop.set()
             await asyncio.gather(*tasks)
             assert elapsed < 60
-            return report.rewrapped, reads, failures, reads_at_batch
+            return rewrapped, reads, failures, reads_at_batch
         finally:
-            await _dispose(serving, job)
+            await _dispose(serving)
 
     rewrapped, reads, failures, at_batch = asyncio.run(race())
     assert rewrapped == len(before)
     assert failures == [], failures[:5]
-    # Reads really interleaved with the job: they kept completing between its batches.
-    assert at_batch[-1] - at_batch[0] >= READERS, at_batch
-    assert reads > 2 * READERS
+    # Reads really interleaved with the job: between every two batches, readers completed requests.
+    assert len(at_batch) == len(before)
+    gaps = [b - a for a, b in itertools.pairwise(at_batch)]
+    assert min(gaps) >= READERS_PER_BATCH, at_batch
+    assert reads > len(before) * READERS_PER_BATCH
 
     async def check() -> None:
         rt = kb.runtime()

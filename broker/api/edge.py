@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import re
 import uuid
 from typing import Any
 
@@ -17,6 +18,120 @@ from broker.services.runtime import Runtime
 log = logging.getLogger("strongroom.edge")
 
 UNAUDITED_PATHS = frozenset({"/up", "/healthz"})
+
+_P = "/v1/projects/{project}"
+_E = _P + "/environments/{environment}"
+_S = _E + "/secrets/{name}"
+# The action of each route, for the events the edge records when no service got as far as naming it
+# (401s, body validation errors, crashes): the same name the service uses on success, so one filter
+# finds every attempt. A test fails when a route is missing here.
+ROUTE_ACTIONS: dict[tuple[str, str], str] = {
+    ("GET", "/openapi.json"): "api.docs",
+    ("GET", "/docs"): "api.docs",
+    ("GET", "/docs/oauth2-redirect"): "api.docs",
+    ("POST", "/v1/auth/token"): "auth.token",
+    ("GET", "/v1/auth/token/self"): "token.lookup-self",
+    ("POST", "/v1/auth/token/renew"): "token.renew-self",
+    ("POST", "/v1/auth/token/revoke-self"): "token.revoke-self",
+    ("POST", "/v1/tokens"): "token.create",
+    ("GET", "/v1/tokens"): "token.list",
+    ("POST", "/v1/tokens/lookup"): "token.lookup",
+    ("POST", "/v1/tokens/revoke"): "token.revoke",
+    ("POST", "/v1/identities"): "identity.create",
+    ("GET", "/v1/identities"): "identity.list",
+    ("DELETE", "/v1/identities/{client_id}"): "identity.disable",
+    ("GET", "/v1/projects"): "project.list",
+    ("POST", "/v1/projects"): "project.create",
+    ("GET", _P): "project.read",
+    ("PATCH", _P): "project.update",
+    ("DELETE", _P): "project.delete",
+    ("GET", _P + "/environments"): "environment.list",
+    ("POST", _P + "/environments"): "environment.create",
+    ("GET", _E): "environment.read",
+    ("PATCH", _E): "environment.update",
+    ("DELETE", _E): "environment.delete",
+    ("GET", _E + "/secrets"): "secret.list",
+    ("GET", _S): "secret.read",
+    ("PUT", _S): "secret.write",
+    ("DELETE", _S): "secret.delete",
+    ("POST", _S + "/undelete"): "secret.undelete",
+    ("GET", _S + "/versions"): "secret.history",
+    ("POST", _S + "/versions/{version}/destroy"): "secret.destroy",
+    ("POST", _S + "/rollback"): "secret.rollback",
+    ("POST", _S + "/generate"): "secret.generate",
+    ("GET", _E + "/resolved"): "secret.resolve",
+    ("POST", _E + "/compile"): "compile",
+    ("POST", _E + "/check"): "compile.check",
+    ("POST", _E + "/values"): "secret.read_many",
+    ("GET", _P + "/diff"): "secret.diff",
+    ("POST", _E + "/import"): "secret.import",
+    ("GET", "/v1/audit/events"): "audit.list",
+    ("GET", "/v1/audit/export"): "audit.export",
+    ("GET", "/v1/audit/checkpoints"): "audit.checkpoints",
+    ("POST", "/v1/audit/fingerprint"): "audit.fingerprint",
+    ("GET", "/v1/audit/status"): "audit.status",
+}
+UNROUTED = "request.unrouted"
+# What a read-only broker (its database is behind the last audit checkpoint) still answers besides reads.
+READ_ONLY_ALLOWED = frozenset(
+    {
+        ("POST", "/v1/auth/token"),
+        ("POST", "/v1/auth/token/renew"),
+        ("POST", "/v1/auth/token/revoke-self"),
+        ("POST", "/v1/audit/fingerprint"),
+        ("POST", _E + "/values"),
+        ("POST", _E + "/check"),
+        ("POST", _E + "/compile"),
+    }
+)
+READ_ONLY = (
+    "the broker is read-only: its database is behind the last signed audit checkpoint; changes are "
+    "refused until an operator resolves it"
+)
+
+
+_TEMPLATES = [
+    (method, re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))), template)
+    for method, template in ROUTE_ACTIONS
+]
+
+
+def match_template(method: str, path: str) -> tuple[str | None, dict[str, str]]:
+    """The route template a method and path would reach, with its path parameters (before routing)."""
+    for candidate, pattern, template in _TEMPLATES:
+        if candidate == method and (m := pattern.fullmatch(path)) is not None:
+            return template, m.groupdict()
+    return None, {}
+
+
+def fill_from_route(scope: Scope, ctx: RequestContext) -> None:
+    """Name the action and resource of a request no service described, from the route it matched."""
+    route = scope.get("route")
+    if route is not None:
+        methods = getattr(route, "methods", None) or ()
+        template = getattr(route, "path", None) if ctx.method in methods else None
+        params = scope.get("path_params") or {}
+    else:
+        template, params = match_template(ctx.method, scope["path"])
+    if ctx.action is None:
+        ctx.action = ROUTE_ACTIONS.get((ctx.method, template or ""), UNROUTED)
+    for key, attr, limit in (
+        ("project", "project", 64),
+        ("environment", "environment", 64),
+        ("name", "secret_name", 256),
+    ):
+        value = params.get(key)
+        if getattr(ctx, attr) is None and isinstance(value, str):
+            setattr(ctx, attr, value[:limit])
+    version = params.get("version")
+    if ctx.version is None and isinstance(version, str) and version.isdigit() and len(version) <= 9:
+        ctx.version = int(version)
+
+
+def _read_only_refuses(method: str, template: str | None) -> bool:
+    if method in ("GET", "HEAD", "OPTIONS"):
+        return False
+    return (method, template) not in READ_ONLY_ALLOWED
 
 
 def _problem(status: int, title: str, detail: str, request_id: str) -> tuple[dict[str, Any], bytes]:
@@ -43,10 +158,21 @@ class _BodyTooLarge(Exception):
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def _unmapped(addr: str) -> str:
+    # Dual-stack listeners report IPv4 peers as ::ffff:a.b.c.d; audit and match them as IPv4.
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return addr
+
+
 def client_address(scope: Scope, headers: dict[bytes, bytes], trusted: list[Network]) -> str | None:
     """The caller's address; X-Forwarded-For is believed only when the peer is a trusted proxy."""
     client = scope.get("client")
-    peer: str | None = str(client[0]) if client else None
+    peer: str | None = _unmapped(str(client[0])) if client else None
     if not trusted or peer is None or b"x-forwarded-for" not in headers:
         return peer
 
@@ -85,6 +211,7 @@ class Edge:
         self.trusted: list[Network] = [
             ipaddress.ip_network(c, strict=False) for c in runtime.settings.trusted_proxies
         ]
+        self.inline = runtime.engine.dialect.name == "sqlite"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,13 +226,23 @@ class Edge:
             source_addr=client_address(scope, headers, self.trusted),
             user_agent=headers.get(b"user-agent", b"").decode("latin-1")[:512] or None,
         )
+        ctx.client_kind = audit.client_kind(ctx.user_agent)
         scope.setdefault("state", {})["ctx"] = ctx
         audited_path = scope["path"] not in UNAUDITED_PATHS
+
+        if self.rt.audit.read_only is not None and audited_path:
+            template, _ = match_template(scope["method"], scope["path"])
+            if _read_only_refuses(scope["method"], template):
+                ctx.reason = READ_ONLY
+                await self._reply(send, ctx, 503, "Service Unavailable", READ_ONLY, scope)
+                return
 
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             ctx.reason = "request body over the size limit"
-            await self._reply(send, ctx, 413, "Content Too Large", f"body: larger than {self.max_body} bytes")
+            await self._reply(
+                send, ctx, 413, "Content Too Large", f"body: larger than {self.max_body} bytes", scope
+            )
             return
 
         seen = 0
@@ -130,13 +267,14 @@ class Edge:
                 state["started"] = state["swallow"] = True
                 ctx.reason = "request body over the size limit"
                 await self._reply(
-                    send, ctx, 413, "Content Too Large", f"body: larger than {self.max_body} bytes"
+                    send, ctx, 413, "Content Too Large", f"body: larger than {self.max_body} bytes", scope
                 )
                 return
             if message["type"] == "http.response.start":
                 state["started"] = True
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
                 if audited_path and not ctx.audited:
+                    fill_from_route(scope, ctx)
                     try:
                         await audit.record_alone(self.rt, ctx, status=message["status"])
                     except Exception:
@@ -152,6 +290,10 @@ class Edge:
                         await send(start)
                         await send({"type": "http.response.body", "body": body})
                         return
+                if audited_path:
+                    # The event is committed by now: let the chainer link it (PostgreSQL) or sign a
+                    # checkpoint when one is due.
+                    self.rt.audit.kick(inline=self.inline)
             await send(message)
 
         try:
@@ -160,20 +302,34 @@ class Edge:
             if state["started"]:
                 raise
             ctx.reason = "request body over the size limit"
-            await self._reply(send, ctx, 413, "Content Too Large", f"body: larger than {self.max_body} bytes")
+            await self._reply(
+                send, ctx, 413, "Content Too Large", f"body: larger than {self.max_body} bytes", scope
+            )
         except Exception as exc:
             # Starlette re-raises after it has answered 500; the server would then log the exception's
             # message, which may quote input. api/errors.py already logged the type and frames.
             if not state["started"]:
                 ctx.reason = f"internal error ({type(exc).__name__})"
-                await self._reply(send, ctx, 500, "Internal Server Error", "internal error")
+                await self._reply(send, ctx, 500, "Internal Server Error", "internal error", scope)
 
-    async def _reply(self, send: Send, ctx: RequestContext, status: int, title: str, detail: str) -> None:
+    async def _reply(
+        self,
+        send: Send,
+        ctx: RequestContext,
+        status: int,
+        title: str,
+        detail: str,
+        scope: Scope | None = None,
+    ) -> None:
+        if scope is not None:
+            fill_from_route(scope, ctx)
         try:
             await audit.record_alone(self.rt, ctx, status=status)
         except Exception:
             log.exception("audit write failed; answering 503 (request %s)", ctx.request_id)
             status, title, detail = 503, "Service Unavailable", "the audit trail is unavailable; retry later"
+        else:
+            self.rt.audit.kick(inline=self.inline)
         start, body = _problem(status, title, detail, ctx.request_id)
         await send(start)
         await send({"type": "http.response.body", "body": body})

@@ -138,6 +138,17 @@ async def get_token(conn: AsyncConnection, token_id: int) -> TokenRow | None:
     return result.first()
 
 
+async def list_tokens(
+    conn: AsyncConnection, *, now: datetime, include_inactive: bool, limit: int
+) -> list[TokenRow]:
+    """Tokens joined to their principals, newest first; only live ones unless `include_inactive`."""
+    query = select(*_TOKEN_COLS).join(principals, principals.c.id == tokens.c.principal_id)
+    if not include_inactive:
+        query = query.where(tokens.c.revoked_at.is_(None), tokens.c.expires_at > now)
+    result = await conn.execute(query.order_by(tokens.c.id.desc()).limit(limit))
+    return list(result.all())
+
+
 async def add_token(
     conn: AsyncConnection,
     *,

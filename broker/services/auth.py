@@ -124,6 +124,9 @@ def _addr_in(addr: str | None, cidrs: tuple[str, ...]) -> bool:
         ip = ipaddress.ip_address(addr)
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        # A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; match them against IPv4 CIDRs.
+        ip = ip.ipv4_mapped
     return any(ip in ipaddress.ip_network(c) for c in cidrs)
 
 
@@ -183,11 +186,12 @@ async def _issue(
     ttl: int,
     max_expires_at: datetime,
     num_uses: int | None,
+    expires_cap: datetime | None = None,
 ) -> IssuedToken:
     now = rt.clock()
     token = _random(TOKEN_PREFIX)
     accessor = _random(ACCESSOR_PREFIX)
-    expires_at = min(now + timedelta(seconds=ttl), max_expires_at)
+    expires_at = min(now + timedelta(seconds=ttl), max_expires_at, expires_cap or max_expires_at)
     token_id = await repo.add_token(
         conn,
         token_hash=keyed_hash(rt.keys.hmac_key, b"token", token),
@@ -252,6 +256,8 @@ async def exchange(
             num_uses=None,
         )
         ctx.actor.accessor = issued.info.accessor
+        # The event records the scopes the new token holds.
+        ctx.actor.scopes = issued.info.scopes
         await audit.record(conn, rt, ctx)
     return issued
 
@@ -394,6 +400,7 @@ async def create_child(
             ttl=max(1, min(ttl or rt.settings.token_ttl, parent_ttl)),
             max_expires_at=actor.max_expires_at,
             num_uses=num_uses,
+            expires_cap=actor.expires_at,  # never outlive the parent, not even by a fraction of a second
         )
         await audit.record(conn, rt, ctx, status=201)
     return issued
@@ -409,6 +416,20 @@ async def lookup_accessor(rt: Runtime, ctx: RequestContext, actor: Actor, *, acc
             raise NotFound("accessor: no token has this accessor")
         await audit.record(conn, rt, ctx)
     return _info(row)
+
+
+async def list_tokens(
+    rt: Runtime, ctx: RequestContext, actor: Actor, *, include_inactive: bool, limit: int
+) -> list[TokenInfo]:
+    """Tokens by accessor, newest first, never their strings (admins); live ones unless `include_inactive`."""
+    ctx.about("token.list")
+    require(actor, Action.ADMIN, None, None)
+    if not 1 <= limit <= 1000:
+        raise Invalid("limit: must be between 1 and 1000", field="limit")
+    async with rt.engine.begin() as conn:
+        rows = await repo.list_tokens(conn, now=rt.clock(), include_inactive=include_inactive, limit=limit)
+        await audit.record(conn, rt, ctx)
+    return [_info(row) for row in rows]
 
 
 async def revoke_accessor(rt: Runtime, ctx: RequestContext, actor: Actor, *, accessor: str) -> None:

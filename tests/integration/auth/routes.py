@@ -6,11 +6,15 @@ import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
+import httpx
 from fastapi import FastAPI
 from fastapi import routing as fastapi_routing
 from pydantic import BaseModel
 from starlette.routing import BaseRoute, Route
+
+from tests.integration.auth.conftest import Broker, Login, bearer
 
 
 @dataclass(frozen=True)
@@ -20,11 +24,15 @@ class Endpoint:
     params: tuple[str, ...]
     body: type[BaseModel] | None
     in_schema: bool
+    query: tuple[str, ...] = ()  # required query parameters
 
     def url(self, values: dict[str, str]) -> str:
-        missing = [p for p in self.params if p not in values]
-        assert not missing, f"{self.method} {self.path}: no test value for path params {missing}"
-        return self.path.format(**{p: values[p] for p in self.params})
+        missing = [p for p in (*self.params, *self.query) if p not in values]
+        assert not missing, f"{self.method} {self.path}: no test value for parameters {missing}"
+        url = self.path.format(**{p: values[p] for p in self.params})
+        if self.query:
+            url += "?" + urlencode({q: values[q] for q in self.query})
+        return url
 
 
 def _flat(routes: list[BaseRoute]) -> Iterator[Any]:
@@ -50,6 +58,7 @@ def _body_model(endpoint: Any) -> type[BaseModel] | None:
 
 
 def endpoints(app: FastAPI) -> list[Endpoint]:
+    schema_paths = app.openapi()["paths"]
     out: list[Endpoint] = []
     for route in _flat(list(app.routes)):
         path = route.path
@@ -62,10 +71,84 @@ def endpoints(app: FastAPI) -> list[Endpoint]:
         in_schema = bool(getattr(route, "include_in_schema", True))
         body = _body_model(route.endpoint) if isinstance(original, fastapi_routing.APIRoute) else None
         for method in sorted(methods):
-            out.append(Endpoint(method, path, params, body, in_schema))
+            operation = schema_paths.get(path, {}).get(method.lower(), {})
+            query = tuple(
+                p["name"]
+                for p in operation.get("parameters", [])
+                if p.get("in") == "query" and p.get("required")
+            )
+            out.append(Endpoint(method, path, params, body, in_schema, query))
     return out
 
 
 def schema_operations(app: FastAPI) -> set[tuple[str, str]]:
     paths = app.openapi()["paths"]
     return {(m.upper(), p) for p, ops in paths.items() for m in ops}
+
+
+def app_of(broker: Broker) -> FastAPI:
+    app = broker.client.app.app  # type: ignore[attr-defined]  # create_app returns Edge(FastAPI)
+    assert isinstance(app, FastAPI)
+    return app
+
+
+def example_bodies(login: Login, accessor: str) -> dict[str, dict[str, Any]]:
+    """A valid body for each request model (validated below, so a changed model fails loudly)."""
+    return {
+        "TokenRequest": {"client_id": login.client_id, "client_secret": login.client_secret},
+        "RenewRequest": {},
+        "ChildTokenRequest": {},
+        "AccessorRequest": {"accessor": accessor},
+        "IdentityRequest": {"name": "sneaky", "type": "machine", "scopes": []},
+        "ProjectCreate": {"slug": "gamma"},
+        "ProjectUpdate": {"description": "changed"},
+        "EnvironmentCreate": {"slug": "staging", "parent": "prod"},
+        "EnvironmentUpdate": {"parent": None},
+        "SecretWrite": {"value": "overwritten"},
+        "RollbackRequest": {"version": 1},
+        "GenerateRequest": {"bytes": 32, "format": "hex", "rotate": True},
+        "CompileRequest": {"manifest": "service: web\n", "targets": ["dotenv"]},
+        "CheckRequest": {"manifest": "service: web\n", "targets": ["dotenv"]},
+        "ValuesRequest": {"names": ["API_KEY"]},
+        "ImportRequest": {"source": "vault://secret/myapp/production", "dry_run": True},
+    }
+
+
+def body_for(ep: Endpoint, bodies: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    if ep.body is None:
+        return None
+    name = ep.body.__name__
+    assert name in bodies, (
+        f"{ep.method} {ep.path}: add a valid example body for {name} to example_bodies() in {__file__}"
+    )
+    model: type[BaseModel] = ep.body
+    model.model_validate(bodies[name])
+    return bodies[name]
+
+
+def call(broker: Broker, ep: Endpoint, values: dict[str, str], token: str, body: Any) -> httpx.Response:
+    r: httpx.Response = broker.client.request(
+        ep.method, ep.url(values), json=body, headers=bearer(token) if token else {}
+    )
+    return r
+
+
+# Path parameters, then required query parameters (`a`, `b`: the environments of GET .../diff).
+EXISTING = {
+    "project": "alpha",
+    "environment": "prod",
+    "name": "API_KEY",
+    "version": "1",
+    "client_id": "admin",
+    "a": "common",
+    "b": "prod",
+}
+MISSING = {
+    "project": "ghost",
+    "environment": "nowhere",
+    "name": "NOPE",
+    "version": "7",
+    "client_id": "sri_nobody",
+    "a": "nowhere",
+    "b": "nothere",
+}

@@ -9,14 +9,23 @@ A new route that is neither denied to a scope-less token nor listed here fails t
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
-import httpx
 from fastapi import FastAPI
-from pydantic import BaseModel
 
-from tests.integration.auth.conftest import Broker, Login, World, bearer, scope
-from tests.integration.auth.routes import Endpoint, endpoints, schema_operations
+from broker.main import build_runtime, create_app
+from tests.conftest import make_settings
+from tests.integration.auth.conftest import Broker, World, scope
+from tests.integration.auth.routes import (
+    EXISTING,
+    MISSING,
+    app_of,
+    body_for,
+    call,
+    endpoints,
+    example_bodies,
+    schema_operations,
+)
 
 ALLOWED_WITHOUT_SCOPE: dict[tuple[str, str], int] = {
     ("GET", "/up"): 200,
@@ -34,70 +43,29 @@ ALLOWED_WITHOUT_SCOPE: dict[tuple[str, str], int] = {
 }
 
 
-def _app(broker: Broker) -> FastAPI:
-    app = broker.client.app.app  # type: ignore[attr-defined]  # create_app returns Edge(FastAPI)
+def test_route_table_is_fully_enumerated(tmp_path: Path) -> None:
+    """The walk finds every documented operation (no database needed: the app is only inspected)."""
+    rt = build_runtime(make_settings(f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}", tmp_path))
+    app = create_app(rt).app  # type: ignore[attr-defined]
     assert isinstance(app, FastAPI)
-    return app
-
-
-def _bodies(login: Login, accessor: str) -> dict[str, dict[str, Any]]:
-    """A valid body for each request model (validated below, so a changed model fails loudly)."""
-    return {
-        "TokenRequest": {"client_id": login.client_id, "client_secret": login.client_secret},
-        "RenewRequest": {},
-        "ChildTokenRequest": {},
-        "AccessorRequest": {"accessor": accessor},
-        "IdentityRequest": {"name": "sneaky", "type": "machine", "scopes": []},
-        "ProjectCreate": {"slug": "gamma"},
-        "ProjectUpdate": {"description": "changed"},
-        "EnvironmentCreate": {"slug": "staging", "parent": "prod"},
-        "EnvironmentUpdate": {"parent": None},
-        "SecretWrite": {"value": "overwritten"},
-        "RollbackRequest": {"version": 1},
-    }
-
-
-def _body_for(ep: Endpoint, bodies: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    if ep.body is None:
-        return None
-    name = ep.body.__name__
-    assert name in bodies, f"{ep.method} {ep.path}: add a valid example body for {name} to this test"
-    model: type[BaseModel] = ep.body
-    model.model_validate(bodies[name])
-    return bodies[name]
-
-
-def _call(broker: Broker, ep: Endpoint, values: dict[str, str], token: str, body: Any) -> httpx.Response:
-    return broker.client.request(
-        ep.method, ep.url(values), json=body, headers=bearer(token) if token else {}
-    )
-
-
-EXISTING = {"project": "alpha", "environment": "prod", "name": "API_KEY", "version": "1", "client_id": "admin"}
-MISSING = {"project": "ghost", "environment": "nowhere", "name": "NOPE", "version": "7", "client_id": "sri_nobody"}
-
-
-def test_route_table_is_fully_enumerated(broker: Broker) -> None:
-    app = _app(broker)
-    eps = endpoints(app)
-    found = {(e.method, e.path) for e in eps}
-    # Every documented operation is in the walk, and the walk found the routes the API docs name.
+    found = {(e.method, e.path) for e in endpoints(app)}
     assert schema_operations(app) <= found
     assert ("GET", "/v1/projects/{project}/environments/{environment}/resolved") in found
     assert len(found) >= 35
+    assert set(ALLOWED_WITHOUT_SCOPE) <= found
 
 
 def test_token_without_scopes_is_denied_everywhere(broker: Broker, world: World) -> None:
     noscope = broker.login([], name="nobody")
-    bodies = _bodies(noscope, broker.admin.accessor)
+    bodies = example_bodies(noscope, broker.admin.accessor)
     before = broker.dump()
     checked = 0
-    for ep in endpoints(_app(broker)):
+    for ep in endpoints(app_of(broker)):
         key = (ep.method, ep.path)
         if key in ALLOWED_WITHOUT_SCOPE:
             continue
         for values in (EXISTING, MISSING):
-            r = _call(broker, ep, values, noscope.token, _body_for(ep, bodies))
+            r = call(broker, ep, values, noscope.token, body_for(ep, bodies))
             assert r.status_code == 403, f"{ep.method} {ep.url(values)} gave {r.status_code}: {r.text}"
             broker.expect_denied(r, 403)
             for value in world.canaries("alpha") + world.canaries("beta"):
@@ -113,13 +81,15 @@ def test_token_without_scopes_is_denied_everywhere(broker: Broker, world: World)
 
 
 def test_allow_listed_routes_work_without_scopes(broker: Broker) -> None:
-    app = _app(broker)
+    app = app_of(broker)
     present = {(e.method, e.path): e for e in endpoints(app)}
-    assert set(ALLOWED_WITHOUT_SCOPE) <= set(present), "an allow-listed route no longer exists; update the list"
+    assert set(ALLOWED_WITHOUT_SCOPE) <= set(present), (
+        "an allow-listed route no longer exists; update the list"
+    )
     for key, status in ALLOWED_WITHOUT_SCOPE.items():
         ep = present[key]
         noscope = broker.login([], name="nobody")  # fresh each time: revoke-self ends it
-        r = _call(broker, ep, {}, noscope.token, _body_for(ep, _bodies(noscope, broker.admin.accessor)))
+        r = call(broker, ep, {}, noscope.token, body_for(ep, example_bodies(noscope, broker.admin.accessor)))
         assert r.status_code == status, f"{key}: {r.status_code} {r.text}"
 
 
@@ -131,6 +101,11 @@ READ_ON_PROJECT = {
     ("GET", "/v1/projects/{project}/environments/{environment}/secrets/{name}"),
     ("GET", "/v1/projects/{project}/environments/{environment}/secrets/{name}/versions"),
     ("GET", "/v1/projects/{project}/environments/{environment}/resolved"),
+    # Rendering and comparing read values (never write them).
+    ("POST", "/v1/projects/{project}/environments/{environment}/compile"),
+    ("POST", "/v1/projects/{project}/environments/{environment}/check"),
+    ("POST", "/v1/projects/{project}/environments/{environment}/values"),
+    ("GET", "/v1/projects/{project}/diff"),
 }
 # Routes without a project: what a token with only `read` on one project may do.
 PROJECTLESS_FOR_READER = {
@@ -141,33 +116,35 @@ PROJECTLESS_FOR_READER = {
 
 def test_project_read_token_is_confined_to_reading_that_project(broker: Broker, world: World) -> None:
     reader = broker.login([scope("alpha", ["read"])], name="reader")
-    bodies = _bodies(reader, broker.admin.accessor)
+    bodies = example_bodies(reader, broker.admin.accessor)
     beta = {**EXISTING, "project": "beta"}
-    for ep in endpoints(_app(broker)):
+    for ep in endpoints(app_of(broker)):
         key = (ep.method, ep.path)
         if key in ALLOWED_WITHOUT_SCOPE:
             continue
-        body = _body_for(ep, bodies)
+        body = body_for(ep, bodies)
         if "project" not in ep.params:
-            r = _call(broker, ep, EXISTING, reader.token, body)
+            r = call(broker, ep, EXISTING, reader.token, body)
             expected = PROJECTLESS_FOR_READER.get(key, 403)
             assert r.status_code == expected, f"{key}: {r.status_code} {r.text}"
             if expected == 403:
                 broker.expect_denied(r, 403)
             continue
         # Project B: nothing at all, not even reading.
-        r = _call(broker, ep, beta, reader.token, body)
+        r = call(broker, ep, beta, reader.token, body)
         assert r.status_code == 403, f"{ep.method} {ep.url(beta)}: {r.status_code} {r.text}"
         broker.expect_denied(r, 403)
         for value in world.canaries("beta"):
             assert value not in r.text
         # Project A: reads succeed, every write or admin route is refused.
-        r = _call(broker, ep, EXISTING, reader.token, body)
+        r = call(broker, ep, EXISTING, reader.token, body)
         if key in READ_ON_PROJECT:
             assert r.status_code == 200, f"{ep.method} {ep.url(EXISTING)}: {r.status_code} {r.text}"
         else:
             assert r.status_code == 403, f"{ep.method} {ep.url(EXISTING)}: {r.status_code} {r.text}"
             broker.expect_denied(r, 403)
     # The secret was neither overwritten nor deleted by the refused writes.
-    r = broker.client.get("/v1/projects/alpha/environments/prod/secrets/API_KEY", headers=broker.admin.headers)
+    r = broker.client.get(
+        "/v1/projects/alpha/environments/prod/secrets/API_KEY", headers=broker.admin.headers
+    )
     assert r.json()["value"] == world.values["alpha"]["prod/API_KEY"] and r.json()["version"] == 1

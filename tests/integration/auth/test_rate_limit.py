@@ -52,27 +52,29 @@ def test_principal_lockout_after_n_failures_then_window(broker: Broker) -> None:
     # Refusals while locked did not count as failures (else the lock would be extended).
 
 
-@pytest.mark.parametrize(
-    "variants",
-    [
-        ["ADMIN", "Admin", "aDmIn"],
-        ["\uff41\uff44\uff4d\uff49\uff4e", "\uff21\uff24\uff2d\uff29\uff2e", "ADMIN"],  # fullwidth
-        # NFKC compatibility forms: feminine ordinal a, small roman numerals d/m/i, superscript n.
-        ["\u00aa\u217e\u217f\u2170\u207f", "\uff41dMiN", "ADM\u2170N"],
-    ],
-    ids=["case", "fullwidth", "compatibility"],
-)
-def test_case_and_unicode_variants_share_one_counter(broker: Broker, variants: list[str]) -> None:
-    for i, client_id in enumerate(variants):
-        r = broker.exchange(client_id, _bad_secret(), via=broker.peer(f"10.1.0.{i + 1}"))
-        broker.expect_denied(r, 401)
-    assert len(variants) == LIMIT
-    # The real admin, with the right secret, from a fresh address, is locked by its variants' failures.
-    _expect_429(broker, broker.exchange("admin", broker.admin.client_secret, via=broker.peer("10.1.0.99")))
-    # And so is every variant.
-    _expect_429(broker, broker.exchange("\uff41\uff44\uff4d\uff49\uff4e", _bad_secret(), via=broker.peer("10.1.0.98")))
-    broker.mono.advance(WINDOW)
-    assert broker.exchange("admin", broker.admin.client_secret).status_code == 200
+VARIANTS = {
+    "case": ["ADMIN", "Admin", "aDmIn"],
+    "fullwidth": ["\uff41\uff44\uff4d\uff49\uff4e", "\uff21\uff24\uff2d\uff29\uff2e", "ADMIN"],
+    # NFKC compatibility forms: feminine ordinal a, small roman numerals d/m/i, superscript n.
+    "compatibility": ["\u00aa\u217e\u217f\u2170\u207f", "\uff41dMiN", "ADM\u2170N"],
+}
+
+
+def test_case_and_unicode_variants_share_one_counter(broker: Broker) -> None:
+    for n, (kind, variants) in enumerate(VARIANTS.items()):
+        assert len(variants) == LIMIT
+        for i, client_id in enumerate(variants):
+            r = broker.exchange(client_id, _bad_secret(), via=broker.peer(f"10.{n}.0.{i + 1}"))
+            broker.expect_denied(r, 401)
+        # The real admin, with the right secret, from a fresh address, is locked by its variants' failures.
+        r = broker.exchange("admin", broker.admin.client_secret, via=broker.peer(f"10.{n}.0.99"))
+        assert r.status_code == 429, kind
+        _expect_429(broker, r)
+        # And so is every other spelling.
+        for client_id in (*VARIANTS["fullwidth"], *VARIANTS["compatibility"]):
+            _expect_429(broker, broker.exchange(client_id, _bad_secret(), via=broker.peer(f"10.{n}.0.98")))
+        broker.mono.advance(WINDOW)
+        assert broker.exchange("admin", broker.admin.client_secret).status_code == 200, kind
 
 
 def test_failed_exchanges_are_also_limited_per_address(broker: Broker) -> None:
@@ -84,7 +86,9 @@ def test_failed_exchanges_are_also_limited_per_address(broker: Broker) -> None:
     _expect_429(broker, broker.exchange("sri_" + secrets.token_hex(12), _bad_secret(), via=attacker))
     _expect_429(broker, broker.exchange("admin", broker.admin.client_secret, via=attacker))
     # Other addresses are fine.
-    assert broker.exchange("admin", broker.admin.client_secret, via=broker.peer("192.0.2.67")).status_code == 200
+    assert (
+        broker.exchange("admin", broker.admin.client_secret, via=broker.peer("192.0.2.67")).status_code == 200
+    )
 
 
 def test_bad_bearer_tokens_are_limited_per_address(broker: Broker) -> None:

@@ -8,7 +8,6 @@ import hmac
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import text
 
@@ -63,6 +62,8 @@ def _needles(tokens: list[str], secrets: list[str]) -> list[bytes]:
 
 def test_database_holds_only_hmacs(broker: Broker) -> None:
     tokens, secrets = _issue_many(broker)
+    # The audit leak guard (run at teardown) knows every one of them.
+    assert set(tokens) | set(secrets) <= broker.sensitive.secrets()
     dump = broker.dump()
     assert {"tokens", "principals", "audit_events"} <= set(dump)
     needles = _needles(tokens, secrets)
@@ -100,7 +101,7 @@ def _raw_files(broker: Broker) -> list[Path]:
         assert db in files and Path(f"{db}-wal") in files
         return files
 
-    async def where(conn_factory: Any) -> tuple[str, int]:
+    async def where() -> tuple[str, int]:
         async with broker.rt.engine.connect() as conn:
             await conn.execute(text("CHECKPOINT"))
             datadir = (await conn.execute(text("SELECT current_setting('data_directory')"))).scalar_one()
@@ -109,7 +110,7 @@ def _raw_files(broker: Broker) -> list[Path]:
             ).scalar_one()
             return str(datadir), int(oid)
 
-    datadir, oid = broker.run(where, None)
+    datadir, oid = broker.run(where)
     base = Path(datadir) / "base" / str(oid)
     return [Path(root) / f for root, _, names in os.walk(base) for f in names]
 

@@ -12,7 +12,7 @@ import pytest
 
 import broker as broker_pkg
 from broker.services import auth
-from tests.integration.auth.conftest import ALL_ACTIONS, Broker, bearer, scope
+from tests.integration.auth.conftest import Broker, bearer, scope
 
 
 def _random_token() -> str:
@@ -91,7 +91,9 @@ def test_every_bad_token_gets_the_same_401(broker: Broker) -> None:
 def test_every_bad_client_credential_gets_the_same_401(broker: Broker) -> None:
     b = broker
     disabled = b.identity([scope("*", ["read"])], name="gone")
-    assert b.client.delete(f"/v1/identities/{disabled['client_id']}", headers=b.admin.headers).status_code == 204
+    assert (
+        b.client.delete(f"/v1/identities/{disabled['client_id']}", headers=b.admin.headers).status_code == 204
+    )
     bound = b.identity([scope("*", ["read"])], name="bound", bound_cidrs=["10.0.0.0/8"])
     cases = {
         "unknown client": b.exchange("sri_" + secrets.token_hex(12), "srs_" + secrets.token_urlsafe(32)),
@@ -142,41 +144,82 @@ def test_oversized_authorization_header_is_refused_before_hashing(
     assert calls == [b"token"]
 
 
+# Identifier parts that name a credential or an authentication code (hash-chain hashes are public, so
+# `hash` alone is not one); an identifier ending in a neutral part (`token_id`, `secret_name`) is not.
+_SENSITIVE = {"secret", "token", "hmac", "mac", "signature", "sig", "credential", "password"}
+_NEUTRAL_LAST = {
+    "id",
+    "ids",
+    "type",
+    "ttl",
+    "ttls",
+    "count",
+    "kind",
+    "name",
+    "names",
+    "prefix",
+    "mode",
+    "len",
+    "path",
+}
+
+
+def _sensitive(identifier: str) -> bool:
+    parts = [p for p in identifier.lower().split("_") if p]
+    return bool(parts) and parts[-1] not in _NEUTRAL_LAST and any(p in _SENSITIVE for p in parts)
+
+
+def _names(node: ast.AST) -> list[str]:
+    return [n.id for n in ast.walk(node) if isinstance(n, ast.Name)] + [
+        n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)
+    ]
+
+
+def _is_sql_column(node: ast.AST) -> bool:
+    # `table.c.column == value` builds a SQL expression; the database compares, not Python.
+    return (
+        isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "c"
+    )
+
+
+def _plain_secret_comparisons(source: str) -> list[str]:
+    """`==`/`!=` between values whose names say they are credentials or MACs."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Compare) or not any(
+            isinstance(op, ast.Eq | ast.NotEq) for op in node.ops
+        ):
+            continue
+        operands = [node.left, *node.comparators]
+        if any(_is_sql_column(o) for o in operands):
+            continue
+        # Against a literal or a public module constant (a mode such as "fail", None) nothing secret is timed.
+        if any(isinstance(o, ast.Constant) or (isinstance(o, ast.Name) and o.id.isupper()) for o in operands):
+            continue
+        if any(_sensitive(w) for o in operands for w in _names(o)):
+            found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
 def test_secret_comparisons_use_compare_digest() -> None:
     """The credential check uses hmac.compare_digest, and no broker code compares hashes with ==."""
     root = Path(broker_pkg.__file__).parent
-    auth_src = (root / "services" / "auth.py").read_text()
-    tree = ast.parse(auth_src)
-    exchange = next(
-        n for n in ast.walk(tree) if isinstance(n, ast.AsyncFunctionDef) and n.name == "exchange"
-    )
-    calls = {
-        ast.unparse(n.func) for n in ast.walk(exchange) if isinstance(n, ast.Call)
-    }
+    tree = ast.parse((root / "services" / "auth.py").read_text())
+    exchange = next(n for n in ast.walk(tree) if isinstance(n, ast.AsyncFunctionDef) and n.name == "exchange")
+    calls = {ast.unparse(n.func) for n in ast.walk(exchange) if isinstance(n, ast.Call)}
     assert "hmac.compare_digest" in calls
-
-    suspicious = ("hash", "digest", "mac", "secret", "signature", "expected", "candidate")
-
-    def names(node: ast.AST) -> list[str]:
-        return [n.id for n in ast.walk(node) if isinstance(n, ast.Name)] + [
-            n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)
-        ]
-
-    def is_sql_column(node: ast.AST) -> bool:
-        # `table.c.column == value` builds a SQL expression; the database compares, not Python.
-        return isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "c"
-
-    offenders = []
-    for path in sorted(root.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(node, ast.Compare):
-                continue
-            if not any(isinstance(op, ast.Eq | ast.NotEq) for op in node.ops):
-                continue
-            operands = [node.left, *node.comparators]
-            if any(is_sql_column(o) for o in operands):
-                continue
-            words = [w.lower() for o in operands for w in names(o)]
-            if any(s in w for w in words for s in suspicious):
-                offenders.append(f"{path.relative_to(root)}:{node.lineno}: {ast.unparse(node)}")
+    # The checker itself: it flags plain comparisons of credentials and MACs, and lets SQL expressions,
+    # flags, ids and public hash-chain values through.
+    bad = "a = row.secret_hash == keyed(x)\nb = mac != tag\nc = password == stored\nd = tok == self.token\n"
+    assert [hit.split(":")[0] for hit in _plain_secret_comparisons(bad)] == ["1", "2", "3", "4"]
+    fine = (
+        "q = t.c.token_hash == h\nm = cfg.secret_mode == 'fail'\ni = row.token_id == actor.token_id\n"
+        "p = prev_hash != self._prev\ng = h != GENESIS\n"
+    )
+    assert _plain_secret_comparisons(fine) == []
+    offenders = [
+        f"{path.relative_to(root)}:{hit}"
+        for path in sorted(root.rglob("*.py"))
+        for hit in _plain_secret_comparisons(path.read_text())
+    ]
     assert offenders == [], "compare secrets with hmac.compare_digest:\n" + "\n".join(offenders)

@@ -1,0 +1,118 @@
+"""Checks the renderers share: names, Unicode, duplicates, sizes and output file names.
+
+Every check raises `RenderError` naming the key, the target, the reason and the alternative; none
+of them ever puts a value in a message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from broker.renderers.base import Entry, RenderError, RenderOptions
+
+POSIX_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Linux refuses (E2BIG) to exec with any single "NAME=value" string longer than MAX_ARG_STRLEN
+# (32 pages = 131072 bytes, counting the terminating NUL).
+ENV_STRING_MAX_BYTES = 131072 - 1
+# RenderOptions.environment / .service: safe in file names and comments (k8s checks its own label limit).
+_OPTION_TEXT = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9])?")
+_PRINTABLE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,256}")
+
+FILE_MOUNT = "use a file mount"
+
+
+def shown(name: str) -> str:
+    """The key as shown in a message: verbatim when it is plain, else escaped (a name is never a secret)."""
+    return name if _PRINTABLE_KEY.fullmatch(name) else ascii(name)
+
+
+def refuse(entry: Entry | str, target: str, reason: str, alternative: str) -> RenderError:
+    """Build the RenderError for an entry (or a bare key name)."""
+    key = entry if isinstance(entry, str) else entry.name
+    return RenderError(key=shown(key), target=target, reason=reason, alternative=alternative)
+
+
+def check_options(options: RenderOptions, target: str) -> None:
+    """Environment and service must be plain names: they appear in file names, comments and labels."""
+    for field, text in (("environment", options.environment), ("service", options.service)):
+        if not _OPTION_TEXT.fullmatch(text):
+            raise RenderError(
+                key=f"options/{field}",
+                target=target,
+                reason="must be 1-64 letters, digits, '_', '.' or '-', starting and ending with a letter or digit",
+                alternative="rename it",
+            )
+
+
+def output_path(options: RenderOptions, default: str, target: str) -> str:
+    """The output file name: options.basename if given (a bare file name), else the target's default."""
+    name = options.basename if options.basename is not None else default
+    if not name or name in (".", "..") or "/" in name or "\\" in name or not name.isprintable():
+        raise RenderError(
+            key="options/basename",
+            target=target,
+            reason="must be a plain file name (no directory part, no control characters)",
+            alternative="pass a file name such as production.env",
+        )
+    return name
+
+
+def unique_sorted(entries: Sequence[Entry], target: str) -> list[Entry]:
+    """Entries sorted by name; a name given twice is refused (the second would silently win)."""
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.name in seen:
+            raise refuse(entry, target, "the name is given twice", "give each variable once")
+        seen.add(entry.name)
+    return sorted(entries, key=lambda e: e.name)
+
+
+def utf8(entry: Entry, target: str) -> bytes:
+    """The value's UTF-8 bytes; a lone surrogate (not text) is refused."""
+    try:
+        return entry.value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise refuse(
+            entry,
+            target,
+            "value is not valid Unicode text (it has a lone surrogate)",
+            "store the value as valid text",
+        ) from None
+
+
+def posix_name(entry: Entry, target: str) -> None:
+    """Shell-style variable names only: [A-Za-z_][A-Za-z0-9_]*."""
+    if not POSIX_NAME.fullmatch(entry.name):
+        raise refuse(
+            entry,
+            target,
+            "the name is not an environment variable name ([A-Za-z_][A-Za-z0-9_]*)",
+            "rename the variable",
+        )
+
+
+_CHAR_REASONS = {
+    "\n": "value has a newline",
+    "\r": "value has a carriage return",
+    "\x00": "value has a NUL character",
+}
+
+
+def refuse_chars(entry: Entry, target: str, chars: Iterable[str], alternative: str) -> None:
+    """Refuse a value holding any of `chars` (newline, carriage return, NUL get a named reason)."""
+    for char in chars:
+        if char in entry.value:
+            reason = _CHAR_REASONS.get(char, f"value has the character U+{ord(char):04X}")
+            raise refuse(entry, target, reason, alternative)
+
+
+def env_string_size(entry: Entry, data: bytes, target: str) -> None:
+    """Refuse NAME=value strings Linux cannot pass to a process (over MAX_ARG_STRLEN)."""
+    if len(entry.name.encode()) + 1 + len(data) > ENV_STRING_MAX_BYTES:
+        raise refuse(
+            entry,
+            target,
+            f"NAME=value is longer than {ENV_STRING_MAX_BYTES} bytes, which Linux cannot pass in an environment",
+            FILE_MOUNT,
+        )

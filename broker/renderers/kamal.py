@@ -1,0 +1,535 @@
+"""`kamal`: config/deploy.yml, config/deploy.<env>.yml and .kamal/secrets files that hold no value.
+
+What Kamal 2 (2.3 or later) does with each piece, and so what this renderer refuses:
+- `config/deploy*.yml` go through ERB, then a YAML loader. They are written by a YAML serializer, every
+  string that could be read as something else double-quoted, non-ASCII escaped (what a reviewer sees is
+  what Kamal reads), no anchors, no tags; any `<%` is refused (ERB would run it). The text is parsed back
+  with a safe loader before it is returned.
+- Secrets appear only by name (`env.secret`, `builder.secrets`, `registry.password: [NAME]`).
+- `.kamal/secrets.<env>` is read with Ruby dotenv plus command substitution. It holds one command,
+  `STRONGROOM_SECRETS=$(strongroom kamal fetch -p P -e ENV KEY...)`, which prints the JSON object
+  `kamal secrets extract` reads (shell-escaped, as `kamal secrets fetch` prints it), and one
+  `KEY=$(kamal secrets extract KEY ${STRONGROOM_SECRETS})` line per key. Names are `[A-Z_][A-Z0-9_]*`;
+  no value ever appears in the file.
+- Kamal hands secret env values to docker through an env file it escapes with Ruby's String#dump, and clear
+  values, build arguments and the registry password through a remote shell in double quotes. Values those
+  steps would change are refused: for env files a backslash or an ASCII control character (newline, tab,
+  NUL...), for the shell an ASCII control character, `#{`, `#$`, `#@`, `${...}` (Kamal leaves it for the
+  shell to expand) or a blank value. A trailing newline is dropped by the `$(...)` capture itself.
+  The alternative for such values is the env-file or k8s target, or a file mount.
+- `.kamal/secrets-common` is written with comments only, so values kept there before the switch are gone.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from broker.domain.manifest import EnvSection, ManifestBody
+from broker.renderers import checks
+from broker.renderers.base import Entry, RenderedFile, RenderError, RenderOptions
+
+TARGET = "kamal"
+HOLDER = "STRONGROOM_SECRETS"
+KAMAL_KEY = re.compile(r"[A-Z_][A-Z0-9_]*")
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SHELL_EXPANDED = re.compile(r"\$\{[^}]*\}")  # Kamal::Utils leaves ${...} unescaped for the shell
+_RUBY_INTERPOLATION = re.compile(r"#[{$@]")  # String#dump escapes '#' before these
+OTHER_TARGETS = "use the env-file or k8s target, or a file mount"
+
+Scope = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClearValue:
+    """A resolved clear value; sensitive when a reference pulled in a sensitive stored value."""
+
+    value: str = field(repr=False)
+    sensitive: bool = False
+
+
+@dataclass(frozen=True)
+class KamalPlan:
+    """What the compiler hands the renderer: the manifest views and their resolved clear values.
+
+    `clear` holds the environment's resolved values by scope (("global",), ("role", r), ("tag", t),
+    ("accessory", a)), each scope with its own names only. `base_clear` holds the base manifest's values
+    that have no reference (the same in every environment), which is all config/deploy.yml may contain.
+    """
+
+    project: str | None
+    body: ManifestBody
+    clear: Mapping[Scope, Mapping[str, ClearValue]]
+    base: ManifestBody | None = None
+    base_clear: Mapping[Scope, Mapping[str, str]] = field(default_factory=dict)
+
+
+# --- value rules (each returns why Kamal would change the value, or None) ----------------------------
+
+
+def env_file_problem(value: str) -> str | None:
+    """Why Kamal's env file (String#dump, Kamal >= 2.3) would change `value` on its way to docker."""
+    if _ASCII_CONTROL.search(value):
+        return "value has a control character (newline, tab, NUL...), which Kamal's env file escapes"
+    if "\\" in value:
+        return "value has a backslash, which Kamal's env file doubles"
+    return None
+
+
+def shell_problem(value: str) -> str | None:
+    """Why Kamal's double-quoted shell argument (Kamal::Utils.escape_shell_value) would change `value`."""
+    if not value.strip():
+        return "value is blank, which Kamal passes as a name without a value"
+    if _ASCII_CONTROL.search(value):
+        return "value has a control character (newline, tab, NUL...), which Kamal's shell quoting escapes"
+    if _RUBY_INTERPOLATION.search(value):
+        return "value has '#' before '{', '$' or '@', which Kamal's shell quoting turns into '\\#'"
+    if _SHELL_EXPANDED.search(value):
+        return "value has ${...}, which Kamal leaves for the remote shell to expand"
+    return None
+
+
+def build_secret_problem(value: str) -> str | None:
+    """Why a build secret (passed through the environment of `docker build`) would not arrive intact."""
+    if "\x00" in value:
+        return "value has a NUL character, which an environment variable cannot carry"
+    if value.endswith(("\n", "\r")):
+        return "value ends with a line break, which the $(...) capture in .kamal/secrets drops"
+    return None
+
+
+# --- YAML ---------------------------------------------------------------------------------------------
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEYWORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
+
+
+# libyaml's emitter and parser when PyYAML has them: a 1,000-key file in a few milliseconds.
+_BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Dumper(_BaseDumper):  # type: ignore[valid-type,misc]
+    """SafeDumper with no anchors, identifiers left plain and every other string double-quoted."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    # Double quotes for anything a YAML 1.1 reader (Ruby's Psych) could take for a number, boolean, null,
+    # time or symbol; with allow_unicode off, non-ASCII and invisible characters show as escapes.
+    plain = bool(_PLAIN.fullmatch(text)) and text.lower() not in _KEYWORDS
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=None if plain else '"')
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump(data: Mapping[str, Any]) -> str:
+    """YAML text for a deploy file."""
+    return str(
+        yaml.dump(
+            dict(data),
+            Dumper=_Dumper,
+            allow_unicode=False,
+            default_flow_style=False,
+            sort_keys=False,
+            width=1 << 30,
+        )
+    )
+
+
+# --- manifest -> Kamal configuration ---------------------------------------------------------------------
+
+ClearLookup = Callable[[Scope, str], ClearValue | None]
+
+
+def _env(section: EnvSection, scope: Scope, clear: ClearLookup) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    values = {}
+    for name in section.clear:
+        got = clear(scope, name)
+        if got is not None:
+            values[name] = got.value
+    if values:
+        out["clear"] = values
+    if section.secret:
+        out["secret"] = list(section.secret)
+    return out
+
+
+def _config(body: ManifestBody, clear: ClearLookup) -> dict[str, Any]:
+    config: dict[str, Any] = {"service": body.service}
+    if body.image is not None:
+        config["image"] = body.image
+    servers: dict[str, Any] = {}
+    for name, role in body.roles.items():
+        spec: dict[str, Any] = {
+            "hosts": [h.host if not h.tags else {h.host: list(h.tags)} for h in role.hosts]
+        }
+        if role.cmd is not None:
+            spec["cmd"] = role.cmd
+        env = _env(role.env, ("role", name), clear)
+        if env:
+            spec["env"] = env
+        if role.proxy is not None:
+            spec["proxy"] = role.proxy
+        if role.options:
+            spec["options"] = dict(role.options)
+        servers[name] = spec
+    if servers:
+        config["servers"] = servers
+    proxy: dict[str, Any] = {}
+    if body.proxy is not None:
+        proxy.update(body.proxy.model_dump(exclude_none=True))
+    if body.healthcheck is not None:
+        proxy["healthcheck"] = body.healthcheck.model_dump()
+    if proxy:
+        config["proxy"] = proxy
+    if body.registry is not None:
+        registry: dict[str, Any] = {}
+        if body.registry.server is not None:
+            registry["server"] = body.registry.server
+        registry["username"] = body.registry.username
+        registry["password"] = [body.registry.password]
+        config["registry"] = registry
+    if body.builder is not None:
+        b = body.builder
+        builder: dict[str, Any] = {"arch": b.arch[0] if len(b.arch) == 1 else list(b.arch)}
+        if b.secrets:
+            builder["secrets"] = list(b.secrets)
+        if b.args:
+            builder["args"] = dict(b.args)
+        for key in ("dockerfile", "context", "target"):
+            if getattr(b, key) is not None:
+                builder[key] = getattr(b, key)
+        config["builder"] = builder
+    env = _env(body.env, ("global",), clear)
+    tags = {tag: _env(section, ("tag", tag), clear) for tag, section in body.env.tags.items()}
+    tags = {tag: spec for tag, spec in tags.items() if spec}
+    if tags:
+        env["tags"] = tags
+    if env:
+        config["env"] = env
+    if body.volumes:
+        config["volumes"] = list(body.volumes)
+    accessories: dict[str, Any] = {}
+    for name, acc in body.accessories.items():
+        spec = {"image": acc.image}
+        for key in ("host", "hosts", "roles", "port", "cmd"):
+            if getattr(acc, key) is not None:
+                spec[key] = getattr(acc, key)
+        env = _env(acc.env, ("accessory", name), clear)
+        if env:
+            spec["env"] = env
+        for key in ("volumes", "directories"):
+            if getattr(acc, key):
+                spec[key] = list(getattr(acc, key))
+        if acc.options:
+            spec["options"] = dict(acc.options)
+        accessories[name] = spec
+    if accessories:
+        config["accessories"] = accessories
+    config["ssh"] = {"user": body.ssh.user, "port": body.ssh.port}
+    return config
+
+
+def destination_diff(base: Mapping[str, Any], full: Mapping[str, Any]) -> dict[str, Any]:
+    """The smallest mapping that Kamal's deep merge over `base` turns into `full`."""
+    out: dict[str, Any] = {}
+    for key, value in full.items():
+        if key not in base:
+            out[key] = value
+        elif isinstance(value, Mapping) and isinstance(base[key], Mapping):
+            sub = destination_diff(base[key], value)
+            if sub:
+                out[key] = sub
+        elif base[key] != value:
+            out[key] = value
+    return out
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """ActiveSupport's Hash#deep_merge, which Kamal uses to lay a destination file over deploy.yml."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _strings(data: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            yield f"{path}{key}", str(key)
+            yield from _strings(value, f"{path}{key}/")
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield from _strings(value, f"{path}{i}/")
+    elif isinstance(data, str):
+        yield path.rstrip("/"), data
+
+
+def _erb_problems(config: Mapping[str, Any]) -> Iterator[RenderError]:
+    # One C-speed search over the whole configuration first; the walk naming the key runs only on a hit.
+    if "<%" not in json.dumps(config, ensure_ascii=False):
+        return
+    for where, text in _strings(config):
+        if "<%" in text:
+            yield checks.refuse(
+                where,
+                TARGET,
+                "it contains '<%', which Kamal's ERB pass over deploy.yml would run",
+                "remove it",
+            )
+
+
+def _emit_yaml(config: Mapping[str, Any], header: str) -> bytes:
+    text = dump(config)
+    # The emitter is trusted, but what Kamal reads must be exactly this data: prove it before returning.
+    if yaml.load(text, Loader=_Loader) != config or "<%" in text:  # noqa: S506 (a safe loader)
+        raise RenderError(
+            key="config",
+            target=TARGET,
+            reason="the YAML did not read back identically",
+            alternative="report this",
+        )
+    return (header + text).encode()
+
+
+# --- the renderer -------------------------------------------------------------------------------------------
+
+HEADER = "# Generated by strongroom compile --target kamal from strongroom.yml; edit that file instead.\n"
+
+
+@dataclass(frozen=True)
+class _Rendering:
+    plan: KamalPlan
+    base: dict[str, Any]
+    full: dict[str, Any]
+    destination: dict[str, Any]
+
+
+class KamalRenderer:
+    """Kamal 2 deploy files and `.kamal/secrets*` that fetch values through `strongroom kamal fetch`.
+
+    Built with a KamalPlan by the compiler. Without one (the target registry's default), it renders the
+    entries alone: non-sensitive ones as clear values, sensitive ones as secrets, service from the options,
+    and a fetch line without `-p` (the CLI then takes the project from STRONGROOM_PROJECT).
+    """
+
+    name = TARGET
+
+    def __init__(self, plan: KamalPlan | None = None) -> None:
+        self._plan = plan
+
+    def find_problems(self, entries: Sequence[Entry], *, options: RenderOptions) -> list[RenderError]:
+        """Every reason this target cannot carry these entries (empty when render would succeed)."""
+        found: list[RenderError] = []
+        self._prepare(entries, options, found)
+        return found
+
+    def render(self, entries: Sequence[Entry], *, options: RenderOptions) -> list[RenderedFile]:
+        """Render deploy.yml, deploy.<env>.yml, .kamal/secrets-common and .kamal/secrets.<env>."""
+        found: list[RenderError] = []
+        prepared = self._prepare(entries, options, found)
+        if found or prepared is None:
+            raise found[0]
+        environment = options.environment
+        plan = prepared.plan
+        secrets = sorted(plan.body.secret_names())
+        destination_header = HEADER + f"# Kamal destination {environment}: kamal deploy -d {environment}\n"
+        return [
+            RenderedFile(
+                "config/deploy.yml", _emit_yaml(prepared.base, HEADER), holds_values=False, mode=0o644
+            ),
+            RenderedFile(
+                f"config/deploy.{environment}.yml",
+                _emit_yaml(prepared.destination, destination_header),
+                holds_values=False,
+                mode=0o644,
+            ),
+            RenderedFile(".kamal/secrets-common", _secrets_common(), holds_values=False, mode=0o644),
+            RenderedFile(
+                f".kamal/secrets.{environment}",
+                _secrets_file(plan.project, environment, secrets),
+                holds_values=False,
+                mode=0o644,
+            ),
+        ]
+
+    def _prepare(
+        self, entries: Sequence[Entry], options: RenderOptions, found: list[RenderError]
+    ) -> _Rendering | None:
+        try:
+            checks.check_options(options, TARGET)
+            if not _SLUG.fullmatch(options.environment):
+                raise RenderError(
+                    key="options/environment",
+                    target=TARGET,
+                    reason="must be an environment slug",
+                    alternative="rename it",
+                )
+            plan = self._plan or _plan_from_entries(entries, options)
+            if plan.project is not None and not _SLUG.fullmatch(plan.project):
+                raise RenderError(
+                    key="project", target=TARGET, reason="must be a project slug", alternative="rename it"
+                )
+            values = {e.name: e for e in checks.unique_sorted(entries, TARGET)}
+        except RenderError as exc:
+            found.append(exc)
+            return None
+        found += _secret_problems(plan.body, values)
+        found += _sensitive_problems(plan)
+
+        def resolved(scope: Scope, name: str) -> ClearValue | None:
+            return plan.clear.get(scope, {}).get(name)
+
+        def literal(scope: Scope, name: str) -> ClearValue | None:
+            text = plan.base_clear.get(scope, {}).get(name)
+            return None if text is None else ClearValue(text)
+
+        full = _config(plan.body, resolved)
+        base = _config(plan.base, literal) if plan.base is not None else {"service": plan.body.service}
+        for config in (full, base):
+            for problem in [*_clear_problems(config), *_erb_problems(config)]:
+                if str(problem) not in {str(p) for p in found}:
+                    found.append(problem)
+        destination = destination_diff(base, full)
+        if deep_merge(base, destination) != full:
+            found.append(
+                RenderError(
+                    key=f"config/deploy.{options.environment}.yml",
+                    target=TARGET,
+                    reason="this environment removes a setting config/deploy.yml has, which a Kamal destination cannot",
+                    alternative="move the setting into each environment's overrides",
+                )
+            )
+        return _Rendering(plan, base, full, destination)
+
+
+def _secret_problems(body: ManifestBody, values: Mapping[str, Entry]) -> Iterator[RenderError]:
+    in_env: set[str] = set(body.env.secret)
+    for section in [*body.env.tags.values(), *(r.env for r in body.roles.values())]:
+        in_env.update(section.secret)
+    for accessory in body.accessories.values():
+        in_env.update(accessory.env.secret)
+    built = set(body.builder.secrets) if body.builder is not None else set()
+    login = {body.registry.password} if body.registry is not None else set()
+    for name in body.secret_names():
+        if not KAMAL_KEY.fullmatch(name) or name == HOLDER:
+            yield checks.refuse(
+                name,
+                TARGET,
+                "the name must be [A-Z_][A-Z0-9_]* (and not STRONGROOM_SECRETS) in .kamal/secrets",
+                "rename the secret",
+            )
+            continue
+        entry = values.get(name)
+        if entry is None:
+            yield checks.refuse(name, TARGET, "no value was read for this secret", "store it in the broker")
+            continue
+        rules: list[Callable[[str], str | None]] = []
+        if name in in_env:
+            rules.append(env_file_problem)
+        if name in login:
+            rules.append(shell_problem)
+        if name in built:
+            rules.append(build_secret_problem)
+        for rule in rules:
+            reason = rule(entry.value)
+            if reason:
+                yield checks.refuse(entry, TARGET, reason, OTHER_TARGETS)
+                break
+
+
+def _clear_problems(config: Mapping[str, Any]) -> Iterator[RenderError]:
+    for where, section in _env_sections(config):
+        for name, value in section.get("clear", {}).items():
+            reason = shell_problem(value)
+            if reason:
+                yield checks.refuse(f"{where}/clear/{name}", TARGET, reason, OTHER_TARGETS)
+    for name, value in config.get("builder", {}).get("args", {}).items():
+        reason = shell_problem(value)
+        if reason:
+            yield checks.refuse(f"builder/args/{name}", TARGET, reason, "change the build argument")
+    username = config.get("registry", {}).get("username")
+    reason = shell_problem(username) if username is not None else None
+    if reason:
+        yield checks.refuse("registry/username", TARGET, reason, "change the user name")
+
+
+def _sensitive_problems(plan: KamalPlan) -> Iterator[RenderError]:
+    for scope, names in plan.clear.items():
+        for name, value in names.items():
+            if value.sensitive:
+                yield checks.refuse(
+                    name,
+                    TARGET,
+                    "this clear value is built from a sensitive secret, and clear values are written into "
+                    "config/deploy.yml",
+                    f"list {name} under secret{'' if scope == ('global',) else ' in the same section'} "
+                    "and store the complete value in the broker",
+                )
+
+
+def _env_sections(config: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    if "env" in config:
+        yield "env", config["env"]
+        for tag, section in config["env"].get("tags", {}).items():
+            yield f"env/tags/{tag}", section
+    for role, spec in config.get("servers", {}).items():
+        if "env" in spec:
+            yield f"roles/{role}/env", spec["env"]
+    for name, spec in config.get("accessories", {}).items():
+        if "env" in spec:
+            yield f"accessories/{name}/env", spec["env"]
+
+
+def _plan_from_entries(entries: Sequence[Entry], options: RenderOptions) -> KamalPlan:
+    clear = {e.name: ClearValue(e.value) for e in entries if not e.sensitive}
+    secret = sorted(e.name for e in entries if e.sensitive)
+    for entry in entries:
+        checks.posix_name(entry, TARGET)
+    try:
+        body = ManifestBody.model_validate(
+            {"service": options.service, "env": {"clear": dict.fromkeys(clear, ""), "secret": secret}}
+        )
+    except ValueError:
+        raise RenderError(
+            key="options/service",
+            target=TARGET,
+            reason="must be a Kamal service name (lower-case letters, digits, '_' and '-')",
+            alternative="rename it",
+        ) from None
+    return KamalPlan(project=None, body=body, clear={("global",): clear})
+
+
+def _secrets_common() -> bytes:
+    return (
+        b"# Generated by strongroom compile --target kamal.\n"
+        b"# Every secret is fetched per environment in .kamal/secrets.<environment>; this file is kept\n"
+        b"# empty on purpose so that no value is stored here.\n"
+    )
+
+
+def _secrets_file(project: str | None, environment: str, names: Sequence[str]) -> bytes:
+    lines = [
+        "# Generated by strongroom compile --target kamal from strongroom.yml; edit that file instead.",
+        "# No value is stored here: each deploy fetches them from the Strongroom broker with the caller's",
+        "# short-lived token (strongroom login, or STRONGROOM_TOKEN in CI).",
+    ]
+    if names:
+        project_option = f"-p {project} " if project is not None else ""
+        lines.append(f"{HOLDER}=$(strongroom kamal fetch {project_option}-e {environment} {' '.join(names)})")
+        lines.extend(f"{name}=$(kamal secrets extract {name} ${{{HOLDER}}})" for name in names)
+    return ("\n".join(lines) + "\n").encode()

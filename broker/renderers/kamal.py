@@ -56,12 +56,11 @@ class ClearValue:
 
 @dataclass(frozen=True)
 class KamalPlan:
-    """What the compiler hands the renderer: the manifest views and their resolved clear values.
+    """The manifest views and their clear values, as the compiler hands them to the renderer."""
 
-    `clear` holds the environment's resolved values by scope (("global",), ("role", r), ("tag", t),
-    ("accessory", a)), each scope with its own names only. `base_clear` holds the base manifest's values
-    that have no reference (the same in every environment), which is all config/deploy.yml may contain.
-    """
+    # `clear`: the environment's resolved values by scope (("global",), ("role", r), ("tag", t),
+    # ("accessory", a)), each scope's own names only. `base_clear`: the base manifest's values without a
+    # reference (the same in every environment), which is all config/deploy.yml may contain.
 
     project: str | None
     body: ManifestBody
@@ -320,12 +319,11 @@ class _Rendering:
 
 
 class KamalRenderer:
-    """Kamal 2 deploy files and `.kamal/secrets*` that fetch values through `strongroom kamal fetch`.
+    """Kamal 2 deploy files and `.kamal/secrets*` that fetch values through `strongroom kamal fetch`."""
 
-    Built with a KamalPlan by the compiler. Without one (the target registry's default), it renders the
-    entries alone: non-sensitive ones as clear values, sensitive ones as secrets, service from the options,
-    and a fetch line without `-p` (the CLI then takes the project from STRONGROOM_PROJECT).
-    """
+    # Built with a KamalPlan by the compiler. Without one (the target registry's default) it renders the
+    # entries alone: non-sensitive ones as clear values, sensitive ones as secrets, service from the
+    # options, and a fetch line without `-p` (the CLI then takes the project from STRONGROOM_PROJECT).
 
     name = TARGET
 

@@ -1,0 +1,472 @@
+"""The kamal target (SECURITY.md F37, F38, F39): names only, every value arrives exactly or is refused.
+
+Oracles: PyYAML's safe loader and, with Ruby, Kamal's own reading path (ERB, Psych, Ruby dotenv with
+Kamal's inline command substitution, JSON, Shellwords, String#dump); see tests/support/kamal_oracle.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from broker.compiler.compile import compile_environment, render, target_problems
+from broker.compiler.parse import parse_manifest
+from broker.domain.manifest import ManifestBody
+from broker.renderers.base import Entry, RenderError, RenderOptions
+from broker.renderers.kamal import (
+    HOLDER,
+    ClearValue,
+    KamalPlan,
+    KamalRenderer,
+    build_secret_problem,
+    deep_merge,
+    destination_diff,
+    env_file_problem,
+    shell_problem,
+)
+from broker.renderers.registry import get_renderer
+from cli.commands.kamal import kamal_json, shell_escape
+from tests.conftest import need
+from tests.support import kamal_oracle, rails_app
+
+GOLDEN = Path(__file__).parent / "golden" / "kamal"
+REPO = Path(__file__).resolve().parents[3]
+
+FETCH_LINE = re.compile(
+    rf"{HOLDER}=\$\(strongroom kamal fetch -p [a-z0-9-]+ -e [a-z0-9-]+( [A-Z_][A-Z0-9_]*)+\)"
+)
+EXTRACT_LINE = re.compile(
+    rf"([A-Z_][A-Z0-9_]*)=\$\(kamal secrets extract ([A-Z_][A-Z0-9_]*) \$\{{{HOLDER}\}}\)"
+)
+
+HOSTILE = [
+    "<%= `id` %>",
+    "<% system('id') %>",
+    "!ruby/object:Gem::Installer",
+    "!!python/object/apply:os.system ['id']",
+    "&a",
+    "*a",
+    "{a: 1}",
+    "[1, 2]",
+    "a: b",
+    "- item",
+    "# not a comment",
+    "yes",
+    "NO",
+    "null",
+    "~",
+    "1,000",
+    "0o17",
+    "0755",
+    "1e3",
+    ".inf",
+    "2024-01-01",
+    ":symbol",
+    "'single'",
+    '"double"',
+    "trailing space ",
+    " leading space",
+    "ünïcödé \u202e bidi",
+    "|",
+    ">",
+    "@at",
+    "%percent",
+    "a\nb",
+    "tab\there",
+]
+
+
+def rails_files(environment: str) -> dict[str, str]:
+    manifest = parse_manifest(rails_app.manifest_text())
+    compiled = compile_environment(manifest, environment, rails_app.lookup)
+    assert not compiled.problems, compiled.problems
+    return {f.path: f.content.decode() for f in render(compiled, ["kamal"])}
+
+
+def need_ruby() -> None:
+    if kamal_oracle.RUBY is None:
+        need("ruby is not installed (apt-get install ruby ruby-dotenv)")
+
+
+# --- golden files ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_golden_rails_app(environment: str) -> None:
+    files = rails_files(environment)
+    directory = GOLDEN / environment
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        for path, content in files.items():
+            (directory / path).parent.mkdir(parents=True, exist_ok=True)
+            (directory / path).write_text(content)
+    on_disk = {str(p.relative_to(directory)): p.read_text() for p in directory.rglob("*") if p.is_file()}
+    assert files == on_disk
+
+
+def test_deploy_yml_is_the_same_for_every_environment() -> None:
+    assert rails_files("production")["config/deploy.yml"] == rails_files("staging")["config/deploy.yml"]
+    assert (
+        rails_files("production")[".kamal/secrets-common"] == rails_files("staging")[".kamal/secrets-common"]
+    )
+
+
+def test_destination_merged_over_deploy_yml_is_the_environment() -> None:
+    files = rails_files("staging")
+    merged = deep_merge(
+        yaml.safe_load(files["config/deploy.yml"]), yaml.safe_load(files["config/deploy.staging.yml"])
+    )
+    assert merged["servers"]["web"]["hosts"] == ["192.0.2.30"]
+    assert merged["env"]["clear"]["FRONTEND_URL"] == "https://staging.microblog.example.com"
+    assert merged["env"]["clear"]["RAILS_ENV"] == "staging"
+    assert merged["proxy"]["host"] == "staging.microblog.example.com"
+    assert merged["registry"]["password"] == ["KAMAL_REGISTRY_PASSWORD"]
+    assert merged["builder"]["secrets"] == ["RAILS_MASTER_KEY"]
+
+
+# --- F37: .kamal/secrets -----------------------------------------------------------------------------------
+
+
+def test_secrets_files_hold_only_fetches_and_no_value() -> None:
+    for environment in ("production", "staging"):
+        files = rails_files(environment)
+        fetched: list[str] = []
+        extracted: list[str] = []
+        for path in (".kamal/secrets-common", f".kamal/secrets.{environment}"):
+            for line in files[path].splitlines():
+                if line.startswith("#"):
+                    continue
+                if match := FETCH_LINE.fullmatch(line):
+                    fetched = line.split(")")[0].split(" ")[7:]
+                    continue
+                match = EXTRACT_LINE.fullmatch(line)
+                assert match and match.group(1) == match.group(2), line
+                extracted.append(match.group(1))
+        assert fetched == extracted == sorted(fetched)
+        assert set(fetched) == set(parse_manifest(rails_app.manifest_text()).base.secret_names())
+        every = "".join(files.values())
+        for value in rails_app.sensitive_values():
+            assert value not in every
+
+
+@pytest.mark.parametrize("name", ["lower_case", HOLDER, "Mixed"])
+def test_secret_names_kamal_cannot_take_are_refused(name: str) -> None:
+    body = ManifestBody.model_validate({"service": "app", "env": {"secret": [name]}})
+    plan = KamalPlan(project="app", body=body, clear={})
+    with pytest.raises(RenderError, match=r"\[A-Z_\]\[A-Z0-9_\]\*"):
+        KamalRenderer(plan).render([Entry(name, "v", True)], options=RenderOptions("production", "app"))
+
+
+def _stub_strongroom(tmp_path: Path, values: dict[str, str]) -> dict[str, str]:
+    """A `strongroom` on PATH printing what `strongroom kamal fetch` prints, for these values."""
+    (tmp_path / "values.json").write_text(json.dumps(values))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    stub = bin_dir / "strongroom"
+    stub.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "from cli.commands.kamal import kamal_json, shell_escape\n"
+        "assert sys.argv[1:3] == ['kamal', 'fetch'], sys.argv\n"
+        f"values = json.load(open({str(tmp_path / 'values.json')!r}))\n"
+        "names = sys.argv[7:]\n"
+        "print(shell_escape(kamal_json({n: values[n] for n in names})))\n"
+    )
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(tmp_path)}
+
+
+def _secrets_file(names: list[str]) -> str:
+    body = ManifestBody.model_validate({"service": "app", "env": {"secret": names}})
+    plan = KamalPlan(project="app", body=body, clear={})
+    entries = [Entry(n, "x", True) for n in names]
+    files = KamalRenderer(plan).render(entries, options=RenderOptions("production", "app"))
+    return next(f.content.decode() for f in files if f.path == ".kamal/secrets.production")
+
+
+def _read_with_kamal(tmp_path: Path, values: dict[str, str]) -> dict[str, str]:
+    env = _stub_strongroom(tmp_path, values)
+    secrets_dir = tmp_path / ".kamal"
+    secrets_dir.mkdir(exist_ok=True)
+    (secrets_dir / "secrets.production").write_text(_secrets_file(sorted(values)))
+    got = kamal_oracle.ruby_read_secrets(
+        [secrets_dir / "secrets-common", secrets_dir / "secrets.production"], env=env, cwd=tmp_path
+    )
+    got.pop(HOLDER)
+    return got
+
+
+TRICKY = {
+    "DOLLAR": "pa$word$$ and $HOME and ${HOME} and $(id) and `id`",
+    "QUOTES": "it's \"quoted\" 'twice'",
+    "HASH": "p#ss #{x} #$y #@z # comment",
+    "PARENS": "(unbalanced ((( and ) ) )",
+    "EMPTYPARENS": "()",
+    "BACKSLASH": "back\\slash \\n \\$",
+    "SPACES": "  both ends  ",
+    "UNICODE": "ünïcödé \u202e 日本 \U0001f600",
+    "MULTILINE": "line1\nline2\r\nline3",
+    "JSON": '{"a": [1, 2]}',
+    "SHELLISH": "a; rm -rf / && echo | cat > /dev/null",
+    "EMPTY": "",
+}
+
+
+def test_kamal_reads_back_every_value_exactly(tmp_path: Path) -> None:
+    need_ruby()
+    sentinel = tmp_path / "pwned"
+    values = {
+        **TRICKY,
+        "SENTINEL1": f"$(touch {sentinel})",
+        "SENTINEL2": f"`touch {sentinel}`",
+        "SENTINEL3": f"${{{HOLDER}}}$(touch {sentinel})",
+    }
+    assert _read_with_kamal(tmp_path, values) == values
+    assert not sentinel.exists()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(st.characters(exclude_categories=["Cs"]), max_size=80), min_size=1, max_size=12))
+def test_kamal_fetch_and_extract_carry_arbitrary_text(tmp_path: Path, texts: list[str]) -> None:
+    need_ruby()
+    values = {f"K{i}": t for i, t in enumerate(texts)}
+    got = _read_with_kamal(tmp_path, values)
+    for name, value in values.items():
+        if build_secret_problem(value) is None:  # only a trailing line break is lost ($(...) drops it)
+            assert got[name] == value, name
+        else:
+            assert got[name] == value.rstrip("\r\n") or "\x00" in value
+
+
+@given(st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,10}", fullmatch=True), st.text(), max_size=8))
+def test_fetch_output_is_what_extract_reads(values: dict[str, str]) -> None:
+    printed = shell_escape(kamal_json(values))
+    # Nothing left for dotenv's variable or command patterns, Ruby's chomp or a shell to act on.
+    assert not re.search(r"[()$`'#\n]", printed), printed
+    (argument,) = kamal_oracle.shellsplit(printed)
+    for name, value in values.items():
+        assert kamal_oracle.kamal_secrets_extract(name, argument) == value
+
+
+# --- F38: deploy.yml ---------------------------------------------------------------------------------------
+
+
+def _plan(body: dict[str, Any], clear: dict[str, str] | None = None) -> KamalPlan:
+    model = ManifestBody.model_validate(body)
+    values = {("global",): {k: ClearValue(v) for k, v in (clear or {}).items()}}
+    return KamalPlan(project="app", body=model, clear=values)
+
+
+def _render(plan: KamalPlan, entries: list[Entry] | None = None) -> dict[str, Any]:
+    files = KamalRenderer(plan).render(entries or [], options=RenderOptions("production", "app"))
+    texts = {f.path: f.content.decode() for f in files}
+    for path in ("config/deploy.yml", "config/deploy.production.yml"):
+        assert "<%" not in texts[path]
+        no_tags_or_anchors(texts[path])
+    return deep_merge(
+        yaml.safe_load(texts["config/deploy.yml"]),
+        yaml.safe_load(texts["config/deploy.production.yml"]) or {},
+    )
+
+
+def no_tags_or_anchors(text: str) -> None:
+    """The YAML has no explicit tag, anchor or alias: nothing for a loader to act on."""
+    for event in yaml.parse(text):
+        assert not isinstance(event, yaml.AliasEvent), text
+        assert getattr(event, "anchor", None) is None, text
+        assert getattr(event, "tag", None) is None, text
+
+
+def _hostile_fields(text: str) -> Iterator[tuple[str, dict[str, Any], dict[str, str], list[str]]]:
+    """(where, manifest body, clear values, path to the value in the Kamal config) for each interpolated field."""
+    base: dict[str, Any] = {"service": "app", "image": "acme/app", "roles": {"web": {"hosts": ["192.0.2.1"]}}}
+    yield "env/clear", {**base, "env": {"clear": {"V": "x"}}}, {"V": text}, ["env", "clear", "V"]
+    yield "builder/args", {**base, "builder": {"args": {"V": text}}}, {}, ["builder", "args", "V"]
+    yield (
+        "registry/username",
+        {**base, "registry": {"username": text, "password": "P"}},
+        {},
+        ["registry", "username"],
+    )
+    yield (
+        "roles/web/cmd",
+        {**base, "roles": {"web": {"hosts": ["192.0.2.1"], "cmd": text}}},
+        {},
+        ["servers", "web", "cmd"],
+    )
+    yield (
+        "roles/web/options",
+        {**base, "roles": {"web": {"hosts": ["192.0.2.1"], "options": {"label": text}}}},
+        {},
+        [
+            "servers",
+            "web",
+            "options",
+            "label",
+        ],
+    )
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_text_is_refused_or_read_back_identically(text: str) -> None:
+    for where, body, clear, path in _hostile_fields(text):
+        try:
+            plan = _plan(body, clear)
+        except ValueError:
+            continue  # the manifest model itself refused it (control characters in commands, say)
+        try:
+            merged = _render(plan, [Entry("P", "pw", True)])
+        except RenderError as exc:
+            assert text not in exc.message
+            assert "<%" in text or shell_problem(text), (where, text)
+            continue
+        node: Any = merged
+        for key in path:
+            node = node[key]
+        assert node == text, (where, text)
+
+
+def test_erb_is_refused_wherever_it_appears() -> None:
+    for _where, body, clear, _path in _hostile_fields("<%= `touch /tmp/x` %>"):
+        with pytest.raises(RenderError, match="ERB"):
+            KamalRenderer(_plan(body, clear)).render(
+                [Entry("P", "pw", True)], options=RenderOptions("production", "app")
+            )
+
+
+def test_clear_value_built_from_a_secret_is_refused() -> None:
+    manifest = parse_manifest(
+        "service: app\nimage: acme/app\nroles: {web: {hosts: [192.0.2.1]}}\n"
+        "env:\n  clear:\n    DSN: postgres://app:${DB_PASSWORD}@db/app\n"
+    )
+    compiled = compile_environment(manifest, "production", rails_app.lookup_with({"DB_PASSWORD": "hunter2"}))
+    problems = target_problems(compiled, ["kamal", "json"])
+    assert [p.where for p in problems] == ["targets/kamal"]
+    assert "DSN" in problems[0].message and "list DSN under secret" in problems[0].message
+    assert "hunter2" not in problems[0].message
+
+
+def test_deploy_yml_through_kamal_erb_and_psych(tmp_path: Path) -> None:
+    need_ruby()
+    accepted: list[str] = []
+    for text in [*HOSTILE, "100%", "<%% literal", "a%>b", "\\", "\\n"]:
+        plan = _plan(
+            {
+                "service": "app",
+                "image": "acme/app",
+                "roles": {"web": {"hosts": ["192.0.2.1"]}},
+                "env": {"clear": {"V": "x"}},
+            },
+            {"V": text},
+        )
+        try:
+            files = KamalRenderer(plan).render([], options=RenderOptions("production", "app"))
+        except RenderError:
+            continue
+        accepted.append(text)
+        deploy = next(f.content.decode() for f in files if f.path == "config/deploy.production.yml")
+        (tmp_path / "deploy.yml").write_text(deploy)
+        script = (
+            'require "erb"; require "yaml"; require "json"; '
+            "puts JSON.generate(YAML.load(ERB.new(File.read(ARGV[0])).result))"
+        )
+        done = subprocess.run(
+            [str(kamal_oracle.RUBY), "-e", script, str(tmp_path / "deploy.yml")],
+            capture_output=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["env"]["clear"]["V"] == text
+    assert "yes" in accepted and "1,000" in accepted and ":symbol" in accepted
+
+
+# --- F39: the rules against Kamal's own escaping -------------------------------------------------------------
+
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_TEXT, min_size=1, max_size=30))
+def test_accepted_values_survive_kamal_escaping(texts: list[str]) -> None:
+    need_ruby()
+    escaped = kamal_oracle.ruby_escapes(texts)
+    for text, got in zip(texts, escaped, strict=True):
+        if env_file_problem(text) is None:
+            assert got["env_file"] == text, text
+        else:
+            assert got["env_file"] != text, text
+        if shell_problem(text) is None:
+            assert kamal_oracle.sh_double_quoted(got["shell"]) == text, text
+
+
+@pytest.mark.parametrize(
+    ("value", "rule"),
+    [
+        ("a\nb", env_file_problem),
+        ("a\\b", env_file_problem),
+        ("a\x00", env_file_problem),
+        ("", shell_problem),
+        ("   ", shell_problem),
+        ("#{x}", shell_problem),
+        ("${HOME}", shell_problem),
+        ("a\tb", shell_problem),
+        ("pem\n", build_secret_problem),
+        ("a\x00b", build_secret_problem),
+    ],
+)
+def test_refusals(value: str, rule: Any) -> None:
+    assert rule(value)
+
+
+@pytest.mark.parametrize("value", ["pa$word", "p#ss", "it's", 'say "hi"', "$HOME", "${x", "ünï", "#$@"])
+def test_env_file_carries(value: str) -> None:
+    assert env_file_problem(value) is None
+
+
+# --- destinations and the registry default ---------------------------------------------------------------------
+
+_TREE = st.recursive(
+    st.one_of(st.integers(0, 3), st.text("ab", max_size=2), st.lists(st.integers(0, 2), max_size=2)),
+    lambda children: st.dictionaries(st.sampled_from("abcd"), children, max_size=3),
+    max_leaves=12,
+)
+
+
+@given(
+    st.dictionaries(st.sampled_from("abcd"), _TREE, max_size=4),
+    st.dictionaries(st.sampled_from("abcd"), _TREE, max_size=4),
+)
+def test_destination_diff_merges_back(base: dict[str, Any], override: dict[str, Any]) -> None:
+    full = deep_merge(base, override)
+    assert deep_merge(base, destination_diff(base, full)) == full
+
+
+def test_registry_default_renders_entries_alone() -> None:
+    renderer = get_renderer("kamal")
+    entries = [Entry("RAILS_ENV", "production", False), Entry("DATABASE_URL", "pa$s", True)]
+    files = {
+        f.path: f.content.decode()
+        for f in renderer.render(entries, options=RenderOptions("production", "app"))
+    }
+    merged = deep_merge(
+        yaml.safe_load(files["config/deploy.yml"]), yaml.safe_load(files["config/deploy.production.yml"])
+    )
+    assert merged == {
+        "service": "app",
+        "env": {"clear": {"RAILS_ENV": "production"}, "secret": ["DATABASE_URL"]},
+        "ssh": {"user": "root", "port": 22},
+    }
+    assert "strongroom kamal fetch -e production DATABASE_URL)" in files[".kamal/secrets.production"]
+    assert "pa$s" not in "".join(files.values())

@@ -2,8 +2,12 @@
 
 Transport rules: HTTPS is verified against the system CA store, or only against STRONGROOM_CA_FILE when one
 is configured; plain HTTP is allowed to loopback hosts only, unless the user passes --insecure. Redirects are
-never followed (http.client does not), so the token is only ever sent to the URL the user gave. Tokens and
-secret values travel in headers and JSON bodies, never in a path or query.
+never followed, so the token is only ever sent to the URL the user gave. Tokens and secret values travel in
+headers and JSON bodies, never in a path or query.
+
+Two transports, one interface: http.client with a kept-alive connection, and for a single read on no open
+connection (`resolved`, all that `run` does) a light HTTP/1.1 exchange on a plain or TLS socket, which
+spares `run` the start-up cost of importing http.client and the email package.
 
 Every non-2xx answer becomes a `BrokerError` carrying the broker's problem-JSON `detail` sentence; anything
 the CLI itself sent as a secret is masked out of that sentence before anyone sees it.
@@ -11,20 +15,93 @@ the CLI itself sent as a secret is masked out of that sentence before anyone see
 
 from __future__ import annotations
 
-import http.client
+import base64
 import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from cli import __version__
 from cli.errors import CliError
 
+if TYPE_CHECKING:
+    import http.client
+    import ssl
+
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 TIMEOUT_SECONDS = 30.0
 MASK = "********"
+REVEAL_HEADER = "X-Strongroom-Reveal"
+
+# Shows that a request is in progress (the CLI passes one that draws on a terminal after a second).
+Progress = Callable[[str], AbstractContextManager[None]]
 
 _TOKEN_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
+
+
+class ProtocolError(Exception):
+    """The broker's answer is not well-formed HTTP."""
+
+
+class Answer:
+    """A response: status, reason, lower-cased headers, body."""
+
+    __slots__ = ("headers", "raw", "reason", "status")
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str], raw: bytes) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.raw = raw
+
+
+def parse_response(data: bytes) -> Answer:
+    """Parse a whole HTTP/1.1 response (read until the server closed); raise ProtocolError if malformed."""
+    head, separator, body = data.partition(b"\r\n\r\n")
+    if not separator:
+        raise ProtocolError("the connection closed before the response headers ended")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    version, _, rest = status_line.partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not version.startswith("HTTP/1.") or not (code.isdigit() and len(code) == 3):
+        raise ProtocolError("the response does not start with an HTTP/1.x status line")
+    headers: dict[str, str] = {}
+    for line in header_lines:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise ProtocolError("a response header line has no colon")
+        headers[name.strip().lower()] = value.strip()
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = _dechunk(body)
+    elif headers.get("content-length", "").isdigit():
+        length = int(headers["content-length"])
+        if len(body) < length:
+            raise ProtocolError("the connection closed before the response body ended")
+        body = body[:length]
+    return Answer(int(code), reason, headers, body)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out: list[bytes] = []
+    position = 0
+    while True:
+        line_end = data.find(b"\r\n", position)
+        if line_end < 0:
+            raise ProtocolError("a chunk of the response body is cut short")
+        size_text = data[position:line_end].split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise ProtocolError("a chunk size in the response body is not a number") from None
+        if size == 0:
+            return b"".join(out)
+        start = line_end + 2
+        if len(data) < start + size + 2:
+            raise ProtocolError("a chunk of the response body is cut short")
+        out.append(data[start : start + size])
+        position = start + size + 2
 
 
 class BrokerError(CliError):
@@ -54,6 +131,7 @@ class Scope:
     project: str
     environments: str
     actions: tuple[str, ...]
+    deny: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +146,7 @@ class TokenInfo:
     bound_cidrs: tuple[str, ...]
     scopes: tuple[Scope, ...]
     principal: Principal
+    uses_remaining: int | None = None
 
     @property
     def max_expires_in(self) -> int | None:
@@ -88,6 +167,24 @@ class Token:
 
     token: str = field(repr=False)
     info: TokenInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ListedToken:
+    """A token as an admin lists it: metadata, never the token string."""
+
+    info: TokenInfo
+    created_at: str
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    """What the broker did for `secrets generate`; never the value."""
+
+    generated: bool
+    rotated: bool
+    secret: SecretMeta
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +268,99 @@ class Resolved:
     values: dict[str, ResolvedValue] = field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A problem found in a manifest or a target: where (a manifest path or targets/<name>), what, how bad."""
+
+    path: str
+    line: int | None
+    level: str
+    message: str
+
+    def text(self) -> str:
+        """`path: message (line N)`."""
+        return f"{self.path}: {self.message}" + (f" (line {self.line})" if self.line else "")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRead:
+    """A stored value the broker read for a request: name, where it came from, version (never the value)."""
+
+    name: str
+    environment: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedFile:
+    """A compiled file: relative path, bytes (kept out of repr), whether it holds values, mode."""
+
+    path: str
+    content: bytes = field(repr=False)
+    holds_values: bool
+    mode: int
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """What a compile returned."""
+
+    files: tuple[RenderedFile, ...]
+    warnings: tuple[Problem, ...]
+    keys: tuple[KeyRead, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What a check found; `ok` is false when any problem is an error."""
+
+    ok: bool
+    problems: tuple[Problem, ...]
+    keys: tuple[KeyRead, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """A keyed hash standing for a value in a comparison."""
+
+    fingerprint: str
+    version: int
+    environment: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnvironmentDiff:
+    """Two environments compared by name and fingerprint."""
+
+    a: str
+    b: str
+    only_in_a: tuple[str, ...]
+    only_in_b: tuple[str, ...]
+    different: tuple[tuple[str, Fingerprint, Fingerprint], ...]
+    same: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ImportChange:
+    """What an import does (or would do) to one name."""
+
+    name: str
+    action: str
+    reason: str | None
+    upstream_path: str | None
+    upstream_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    """The outcome of an import or a dry run (never values)."""
+
+    source: str
+    backend: str
+    dry_run: bool
+    changes: tuple[ImportChange, ...]
+
+
 # --- URL rules ---------------------------------------------------------------------------------------
 
 
@@ -236,6 +426,7 @@ class BrokerClient:
         ca_file: str | None = None,
         unauthorized_message: str | None = None,
         timeout: float = TIMEOUT_SECONDS,
+        progress: Progress | None = None,
     ) -> None:
         self._url = parse_broker_url(url)
         if self._url.scheme == "http" and not insecure and not is_loopback(self._url.host):
@@ -250,6 +441,7 @@ class BrokerClient:
         self._ca_file = ca_file
         self._unauthorized_message = unauthorized_message
         self._timeout = timeout
+        self._progress = progress
         self._connection: http.client.HTTPConnection | None = None
 
     @property
@@ -278,6 +470,34 @@ class BrokerClient:
     def revoke_self(self) -> None:
         """Revoke this client's token and its children (`POST /v1/auth/token/revoke-self`)."""
         self._request("POST", "/v1/auth/token/revoke-self", None)
+
+    def create_token(
+        self,
+        *,
+        scopes: list[dict[str, Any]] | None,
+        ttl: int | None,
+        num_uses: int | None,
+        bound_cidrs: list[str] | None,
+    ) -> Token:
+        """A child of this client's token, never broader (`POST /v1/tokens`)."""
+        body = {"scopes": scopes, "ttl": ttl, "num_uses": num_uses, "bound_cidrs": bound_cidrs}
+        data = _Reader(self._request("POST", "/v1/tokens", body), "token")
+        return Token(token=data.text("token"), info=_token_info(data))
+
+    def list_tokens(self, *, include_inactive: bool = False, limit: int = 200) -> list[ListedToken]:
+        """Tokens newest first, without their strings (`GET /v1/tokens`, admin)."""
+        query = f"?limit={int(limit)}" + ("&include_inactive=true" if include_inactive else "")
+        data = _Reader(self._request("GET", f"/v1/tokens{query}"), "response")
+        return [
+            ListedToken(
+                info=_token_info(item), created_at=item.text("created_at"), revoked=item.flag("revoked")
+            )
+            for item in data.objects("tokens")
+        ]
+
+    def revoke_token(self, *, accessor: str) -> None:
+        """Revoke a token and its children by accessor (`POST /v1/tokens/revoke`, admin)."""
+        self._request("POST", "/v1/tokens/revoke", {"accessor": accessor})
 
     # --- projects and environments
 
@@ -309,12 +529,14 @@ class BrokerClient:
         data = _Reader(self._request("GET", f"{_env_path(project, environment)}/secrets"), "response")
         return [_secret_meta(item) for item in data.objects("secrets")]
 
-    def get_secret(self, *, project: str, environment: str, name: str, version: int | None = None) -> Secret:
-        """Read one secret's value, the current version unless `version` is given."""
+    def get_secret(
+        self, *, project: str, environment: str, name: str, version: int | None = None, reveal: bool = False
+    ) -> Secret:
+        """Read one secret's value, the current version unless `version`; `reveal`: audited as shown."""
         path = _secret_path(project, environment, name)
         if version is not None:
             path += f"?version={int(version)}"
-        data = _Reader(self._request("GET", path), "secret")
+        data = _Reader(self._request("GET", path, reveal=reveal), "secret")
         return Secret(
             name=data.text("name"),
             value=data.text("value"),
@@ -368,9 +590,23 @@ class BrokerClient:
         path = f"{_secret_path(project, environment, name)}/rollback"
         return _secret_meta(_Reader(self._request("POST", path, {"version": version}), "secret"))
 
-    def resolved(self, *, project: str, environment: str) -> Resolved:
-        """Every value an environment sees, inheritance applied, in one round trip."""
-        data = _Reader(self._request("GET", f"{_env_path(project, environment)}/resolved"), "resolved")
+    def generate_secret(
+        self, *, project: str, environment: str, name: str, size: int, encoding: str, rotate: bool
+    ) -> Generated:
+        """Have the broker generate and store a value unless the secret exists (or `rotate`); never returns it."""
+        body = {"bytes": size, "format": encoding, "rotate": rotate}
+        path = f"{_secret_path(project, environment, name)}/generate"
+        data = _Reader(self._request("POST", path, body), "generated")
+        return Generated(
+            generated=data.flag("generated"),
+            rotated=data.flag("rotated"),
+            secret=_secret_meta(data.child("secret")),
+        )
+
+    def resolved(self, *, project: str, environment: str, reveal: bool = False) -> Resolved:
+        """Every value an environment sees, inheritance applied, in one round trip; `reveal`: audited as shown."""
+        path = f"{_env_path(project, environment)}/resolved"
+        data = _Reader(self._request("GET", path, reveal=reveal, light=True), "resolved")
         values_reader = data.child("values")
         values: dict[str, ResolvedValue] = {}
         for name in values_reader.keys():  # noqa: SIM118 (a _Reader, not a dict)
@@ -383,21 +619,163 @@ class BrokerClient:
             )
         return Resolved(project=data.text("project"), environment=data.text("environment"), values=values)
 
+    # --- compile (the manifest goes up as text; it holds no values)
+
+    def compile(
+        self, *, project: str, environment: str, manifest: str, targets: list[str], role: str | None = None
+    ) -> Compiled:
+        """Render `targets` for an environment from `manifest` (`POST .../compile`)."""
+        body = {"manifest": manifest, "targets": targets, "role": role}
+        data = _Reader(self._request("POST", f"{_env_path(project, environment)}/compile", body), "compile")
+        files = []
+        for item in data.objects("files"):
+            encoding = item.text("encoding")
+            text = item.text("content")
+            try:
+                content = (
+                    text.encode("utf-8") if encoding == "utf-8" else base64.b64decode(text, validate=True)
+                )
+            except ValueError:
+                raise _unexpected("compile.files", "has content that is not base64") from None
+            files.append(
+                RenderedFile(
+                    path=item.text("path"),
+                    content=content,
+                    holds_values=item.flag("holds_values"),
+                    mode=item.integer("mode"),
+                )
+            )
+        return Compiled(files=tuple(files), warnings=_problems(data, "warnings"), keys=_keys_read(data))
+
+    def check(
+        self, *, project: str, environment: str, manifest: str, targets: list[str], role: str | None = None
+    ) -> Checked:
+        """Every problem a compile would meet, without any value (`POST .../check`)."""
+        body = {"manifest": manifest, "targets": targets, "role": role}
+        data = _Reader(self._request("POST", f"{_env_path(project, environment)}/check", body), "check")
+        return Checked(ok=data.flag("ok"), problems=_problems(data, "problems"), keys=_keys_read(data))
+
+    def values(self, *, project: str, environment: str, names: list[str]) -> dict[str, str]:
+        """The named values as the environment sees them, all or an error (`POST .../values`)."""
+        path = f"{_env_path(project, environment)}/values"
+        data = _Reader(self._request("POST", path, {"names": names}), "values").child("values")
+        out = {name: data.child(name).text("value") for name in data.keys()}  # noqa: SIM118 (a _Reader)
+        missing = [name for name in names if name not in out]
+        if missing:
+            raise _unexpected("values", f"lacks {missing[0]}")
+        return out
+
+    def diff(self, *, project: str, a: str, b: str) -> EnvironmentDiff:
+        """Two environments compared by fingerprint, never by value (`GET /v1/projects/{p}/diff`)."""
+        path = f"{_project_path(project)}/diff?a={quote(a, safe='')}&b={quote(b, safe='')}"
+        data = _Reader(self._request("GET", path), "diff")
+
+        def fingerprint(item: _Reader) -> Fingerprint:
+            return Fingerprint(item.text("fingerprint"), item.integer("version"), item.text("environment"))
+
+        return EnvironmentDiff(
+            a=data.text("a"),
+            b=data.text("b"),
+            only_in_a=data.texts("only_in_a"),
+            only_in_b=data.texts("only_in_b"),
+            different=tuple(
+                (item.text("name"), fingerprint(item.child("a")), fingerprint(item.child("b")))
+                for item in data.objects("different")
+            ),
+            same=data.texts("same"),
+        )
+
+    # --- import from an upstream (issue 7)
+
+    def import_from_backend(
+        self,
+        *,
+        project: str,
+        environment: str,
+        source: str,
+        backend: str | None = None,
+        dry_run: bool = False,
+        overwrite: bool = False,
+    ) -> ImportResult:
+        """Copy a Vault or AWS Secrets Manager source into a database environment (or list what would change)."""
+        body = {"source": source, "backend": backend, "dry_run": dry_run, "overwrite": overwrite}
+        data = _Reader(self._request("POST", f"{_env_path(project, environment)}/import", body), "import")
+        return ImportResult(
+            source=data.text("source"),
+            backend=data.text("backend"),
+            dry_run=data.flag("dry_run"),
+            changes=tuple(
+                ImportChange(
+                    name=item.text("name"),
+                    action=item.text("action"),
+                    reason=item.maybe_text("reason"),
+                    upstream_path=item.maybe_text("upstream_path"),
+                    upstream_version=item.maybe_text("upstream_version"),
+                )
+                for item in data.objects("changes")
+            ),
+        )
+
+    # --- audit (docs/audit.md): records pass through as the broker's JSON, which is what auditors keep
+
+    def audit_events(self, query: dict[str, str]) -> dict[str, Any]:
+        """A page of audit events (`GET /v1/audit/events`)."""
+        return _object(self._request("GET", "/v1/audit/events" + _query(query)), "events")
+
+    def audit_fingerprint(self, *, value: str) -> dict[str, Any]:
+        """The fingerprint of a candidate value and the events that touched it (`POST /v1/audit/fingerprint`)."""
+        return _object(
+            self._request("POST", "/v1/audit/fingerprint", {"value": value}, redact=(value,)), "fingerprint"
+        )
+
+    def audit_checkpoints(self, *, from_seq: int = 0) -> dict[str, Any]:
+        """Signed checkpoints from `from_seq` on, and the public key (`GET /v1/audit/checkpoints`)."""
+        return _object(
+            self._request("GET", "/v1/audit/checkpoints" + _query({"from_seq": str(from_seq)})), "checkpoints"
+        )
+
+    def audit_export(self, query: dict[str, str], write: Callable[[bytes], object]) -> None:
+        """Stream an export (`GET /v1/audit/export`) to `write`, chunk by chunk (exports can be large)."""
+        import http.client
+
+        headers = {"Accept": "application/x-ndjson, text/csv", "User-Agent": f"strongroom-cli/{__version__}"}
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
+        connection = self._connect()
+        try:
+            connection.request(
+                "GET", self._url.base_path + "/v1/audit/export" + _query(query), headers=headers
+            )
+            response = connection.getresponse()
+            if not 200 <= response.status < 300:
+                raw = response.read(MAX_RESPONSE_BYTES + 1)
+                answer = Answer(response.status, response.reason, {}, raw)
+                raise self._http_error(answer, ())
+            while chunk := response.read(65536):
+                write(chunk)
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise self._network_error(exc) from None
+
     # --- transport
+
+    def _tls_context(self) -> ssl.SSLContext:
+        import ssl
+
+        try:
+            # With a CA file the system store is deliberately not loaded: the user pinned a private CA.
+            return ssl.create_default_context(cafile=self._ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise CliError(f"cannot load the CA file {self._ca_file}: {_reason(exc)}") from None
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._connection is not None:
             return self._connection
-        if self._url.scheme == "https":
-            import ssl
+        import http.client  # not at module level: `run` reads through the light path below instead
 
-            try:
-                # With a CA file the system store is deliberately not loaded: the user pinned a private CA.
-                context = ssl.create_default_context(cafile=self._ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise CliError(f"cannot load the CA file {self._ca_file}: {_reason(exc)}") from None
+        if self._url.scheme == "https":
             self._connection = http.client.HTTPSConnection(
-                self._url.host, self._url.port, timeout=self._timeout, context=context
+                self._url.host, self._url.port, timeout=self._timeout, context=self._tls_context()
             )
         else:
             self._connection = http.client.HTTPConnection(
@@ -412,27 +790,35 @@ class BrokerClient:
         body: dict[str, Any] | None = None,
         *,
         redact: tuple[str, ...] = (),
+        reveal: bool = False,
+        light: bool = False,
     ) -> Any:
         headers = {"Accept": "application/json", "User-Agent": f"strongroom-cli/{__version__}"}
         if self._token is not None:
             headers["Authorization"] = f"Bearer {self._token}"
+        if reveal:
+            headers[REVEAL_HEADER] = "1"
         payload = None
         if body is not None:
             payload = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        connection = self._connect()
+        # One request on no open connection (what `run` makes) skips http.client, which costs start-up time.
+        exchange = self._light_exchange if light and self._connection is None else self._exchange
         try:
-            connection.request(method, self._url.base_path + path, body=payload, headers=headers)
-            response = connection.getresponse()
-            raw = response.read(MAX_RESPONSE_BYTES + 1)
-        except (OSError, http.client.HTTPException) as exc:
+            if self._progress is None:
+                answer = exchange(method, path, payload, headers)
+            else:
+                with self._progress("waiting for the broker"):
+                    answer = exchange(method, path, payload, headers)
+        except (OSError, ProtocolError) as exc:
             self.close()
             raise self._network_error(exc) from None
+        raw = answer.raw
         if len(raw) > MAX_RESPONSE_BYTES:
             self.close()
             raise CliError("the broker's response is larger than 16 MiB; refusing to read it")
-        if 200 <= response.status < 300:
-            if response.status == 204:
+        if 200 <= answer.status < 300:
+            if answer.status == 204:
                 return None
             try:
                 return json.loads(raw)
@@ -440,23 +826,69 @@ class BrokerClient:
                 raise CliError(
                     f"the broker answered {method} {path} with something that is not JSON"
                 ) from None
-        raise self._http_error(response, raw, redact)
+        raise self._http_error(answer, redact)
 
-    def _http_error(
-        self, response: http.client.HTTPResponse, raw: bytes, redact: tuple[str, ...]
-    ) -> BrokerError:
-        status = response.status
+    def _exchange(self, method: str, path: str, payload: bytes | None, headers: dict[str, str]) -> Answer:
+        import http.client
+
+        connection = self._connect()
+        try:
+            connection.request(method, self._url.base_path + path, body=payload, headers=headers)
+            response = connection.getresponse()
+            raw = response.read(MAX_RESPONSE_BYTES + 1)
+        except http.client.HTTPException as exc:
+            raise ProtocolError(str(exc) or type(exc).__name__) from None
+        retry_after = response.getheader("Retry-After", "") or ""
+        return Answer(response.status, response.reason, {"retry-after": retry_after}, raw)
+
+    def _light_exchange(
+        self, method: str, path: str, payload: bytes | None, headers: dict[str, str]
+    ) -> Answer:
+        """One HTTP/1.1 request on its own connection (`Connection: close`), read to the end."""
+        import socket
+
+        target = self._url.base_path + path
+        if not target.isascii() or not target.isprintable() or " " in target:
+            raise CliError("the broker URL's path has characters that a request line cannot carry")
+        host = self._url.host
+        port = self._url.port or (443 if self._url.scheme == "https" else 80)
+        context = self._tls_context() if self._url.scheme == "https" else None
+        with socket.create_connection((host, port), timeout=self._timeout) as plain:
+            sock = plain if context is None else context.wrap_socket(plain, server_hostname=host)
+            shown_host = f"[{host}]" if ":" in host else host
+            default_port = self._url.port is None
+            lines = [
+                f"{method} {target} HTTP/1.1",
+                f"Host: {shown_host}{'' if default_port else f':{port}'}",
+                "Connection: close",
+                *(f"{name}: {value}" for name, value in headers.items()),
+            ]
+            if payload is not None:
+                lines.append(f"Content-Length: {len(payload)}")
+            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + (payload or b""))
+            chunks: list[bytes] = []
+            size = 0
+            while size <= MAX_RESPONSE_BYTES + 65536:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        return parse_response(b"".join(chunks))
+
+    def _http_error(self, answer: Answer, redact: tuple[str, ...]) -> BrokerError:
+        status = answer.status
         if status == 401 and self._unauthorized_message is not None:
             return BrokerError(status, self._unauthorized_message)
-        detail = _problem_detail(raw)
+        detail = _problem_detail(answer.raw)
         if detail is None:
-            detail = f"the broker answered HTTP {status} {response.reason}".rstrip()
+            detail = f"the broker answered HTTP {status} {answer.reason}".rstrip()
         for secret in redact:
             # Defence in depth: the broker should never echo a value, but if it does the user must not see it.
             if secret:
                 detail = detail.replace(secret, MASK)
         if status == 429:
-            retry_after = response.getheader("Retry-After", "")
+            retry_after = answer.headers.get("retry-after", "")
             if retry_after.isdigit():
                 detail = f"{detail.rstrip('.')}; try again in {retry_after} seconds"
         return BrokerError(status, detail)
@@ -495,6 +927,19 @@ def _problem_detail(raw: bytes) -> str | None:
         if isinstance(detail, str) and detail.strip():
             return detail.strip()
     return None
+
+
+def _query(params: dict[str, str]) -> str:
+    from urllib.parse import urlencode
+
+    present = {k: v for k, v in params.items() if v is not None and v != ""}
+    return "?" + urlencode(present, quote_via=quote) if present else ""
+
+
+def _object(data: object, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise _unexpected(where, "is not an object")
+    return data
 
 
 def _segment(value: str) -> str:
@@ -560,6 +1005,9 @@ class _Reader:
             raise _unexpected(f"{self._where}.{key}", "is not true or false")
         return value
 
+    def maybe_flag(self, key: str) -> bool | None:
+        return None if self._data.get(key) is None else self.flag(key)
+
     def child(self, key: str) -> _Reader:
         return _Reader(self._get(key), f"{self._where}.{key}")
 
@@ -594,12 +1042,14 @@ def _token_info(data: _Reader) -> TokenInfo:
                 project=scope.text("project"),
                 environments=scope.text("environments"),
                 actions=scope.texts("actions"),
+                deny=scope.maybe_flag("deny") or False,
             )
             for scope in data.objects("scopes")
         ),
         principal=Principal(
             id=principal.text("id"), type=principal.text("type"), name=principal.text("name")
         ),
+        uses_remaining=data.maybe_integer("uses_remaining"),
     )
 
 
@@ -612,6 +1062,25 @@ def _project(data: _Reader) -> Project:
 def _environment(data: _Reader) -> Environment:
     return Environment(
         slug=data.text("slug"), parent=data.maybe_text("parent"), created_at=data.text("created_at")
+    )
+
+
+def _problems(data: _Reader, key: str) -> tuple[Problem, ...]:
+    return tuple(
+        Problem(
+            path=item.text("path"),
+            line=item.maybe_integer("line"),
+            level=item.text("level"),
+            message=item.text("message"),
+        )
+        for item in data.objects(key)
+    )
+
+
+def _keys_read(data: _Reader) -> tuple[KeyRead, ...]:
+    return tuple(
+        KeyRead(name=item.text("name"), environment=item.text("environment"), version=item.integer("version"))
+        for item in data.objects("keys")
     )
 
 

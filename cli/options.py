@@ -53,16 +53,26 @@ def check_secret_name(ctx: click.Context, param: click.Parameter, value: str) ->
     return value
 
 
+def _project_or_profile_default(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """Click callback: the given project slug, else the profile's `project`, else a missing-option error."""
+    if value is None:
+        value = getattr(ctx.obj, "default_project", None)
+        if value is None:
+            raise click.MissingParameter(ctx=ctx, param=param)
+    checked = check_slug(ctx, param, value)
+    assert checked is not None
+    return checked
+
+
 def project_option(f: F) -> F:
-    """`-p/--project`, also read from STRONGROOM_PROJECT."""
+    """`-p/--project`, also read from STRONGROOM_PROJECT, else the profile's `project`."""
     return click.option(
         "-p",
         "--project",
         envvar="STRONGROOM_PROJECT",
         metavar="PROJECT",
-        required=True,
-        callback=check_slug,
-        help="Project slug [env: STRONGROOM_PROJECT].",
+        callback=_project_or_profile_default,
+        help="Project slug [env: STRONGROOM_PROJECT; default: the profile's project].",
     )(f)
 
 
@@ -80,7 +90,24 @@ def environment_option(f: F) -> F:
 
 def json_option(f: F) -> F:
     """`--json`: machine-readable output."""
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+
+
+def split_names(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Click callback: `K1,K2` (the option repeatable too) as secret names, each checked, in order, once."""
+    names: list[str] = []
+    for value in values:
+        for raw in value.split(","):
+            name = raw.strip()
+            if not name:
+                continue
+            if not is_secret_name(name):
+                raise click.BadParameter(f"{name!r} {NAME_RULE}", ctx=ctx, param=param)
+            if name not in names:
+                names.append(name)
+    if values and not names:
+        raise click.BadParameter("give at least one name, e.g. DATABASE_URL,REDIS_URL", ctx=ctx, param=param)
+    return tuple(names)
 
 
 class _RefusedArgument(click.Argument):

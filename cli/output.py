@@ -8,8 +8,12 @@ its one value itself.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import TextIO
 
 import click
 
@@ -32,8 +36,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def emit_table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, empty: str) -> None:
-    """Print a table, or the `empty` sentence when there are no rows."""
-    click.echo(table(headers, rows) if rows else empty)
+    """Print a table (its header bold on a colour terminal), or the `empty` sentence when there are no rows."""
+    if not rows:
+        click.echo(empty)
+        return
+    header, _, body = table(headers, rows).partition("\n")
+    click.echo(style(header, bold=True))
+    click.echo(body)
 
 
 def emit_json(data: object) -> None:
@@ -70,3 +79,74 @@ def duration(seconds: float) -> str:
 def local_time(epoch: float) -> str:
     """A local date and time to the minute, with the zone name."""
     return time.strftime("%Y-%m-%d %H:%M %Z", time.localtime(epoch)).rstrip()
+
+
+def colour_enabled(stream: object) -> bool:
+    """Colour only on a terminal, never with NO_COLOR set (https://no-color.org) or TERM=dumb."""
+    isatty = getattr(stream, "isatty", None)
+    if not callable(isatty) or not isatty():
+        return False
+    return not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def style(text: str, *, err: bool = False, **styles: object) -> str:
+    """`text` styled with click.style when the target stream may have colour, else unchanged."""
+    if not colour_enabled(sys.stderr if err else sys.stdout):
+        return text
+    return click.style(text, **styles)  # type: ignore[arg-type]
+
+
+def error(message: str) -> None:
+    """Print `Error: <sentence>` on stderr, `Error:` in red on a colour terminal."""
+    click.echo(f"{style('Error:', err=True, fg='red', bold=True)} {clean(message)}", err=True)
+
+
+def warn(message: str) -> None:
+    """Print `Warning: <sentence>` on stderr."""
+    click.echo(f"{style('Warning:', err=True, fg='yellow', bold=True)} {clean(message)}", err=True)
+
+
+class _Spinner:
+    """A one-line spinner on a terminal's stderr, drawn only once `delay` seconds have passed."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, label: str, stream: TextIO, delay: float) -> None:
+        import threading
+
+        self._label = label
+        self._stream = stream
+        self._delay = delay
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._drawn = False
+
+    def _spin(self) -> None:
+        if self._stop.wait(self._delay):
+            return
+        frame = 0
+        while True:
+            self._stream.write(f"\r{self.FRAMES[frame % 4]} {self._label}...")
+            self._stream.flush()
+            self._drawn = True
+            frame += 1
+            if self._stop.wait(0.1):
+                return
+
+    def __enter__(self) -> None:
+        self._thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self._drawn:
+            self._stream.write("\r\x1b[2K")
+            self._stream.flush()
+
+
+def progress(label: str, *, delay: float = 1.0) -> AbstractContextManager[None]:
+    """A context that shows `label` with a spinner on stderr if it lasts over `delay` seconds (terminal only)."""
+    stream = sys.stderr
+    if stream is None or not stream.isatty() or os.environ.get("TERM") == "dumb":
+        return nullcontext()
+    return _Spinner(label, stream, delay)

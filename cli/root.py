@@ -23,11 +23,60 @@ SUBCOMMANDS = {
     "envs": "cli.commands.envs:envs",
     "secrets": "cli.commands.secrets:secrets_group",
     "run": "cli.commands.run:run",
+    "export": "cli.commands.export:export",
+    "tokens": "cli.commands.tokens:tokens",
+    "profiles": "cli.commands.profiles:profiles_group",
+    "completion": "cli.commands.completion:completion",
+    "import-backend": "cli.commands.importing:import_backend",
+    "compile": "cli.commands.compile:compile_command",
+    "check": "cli.commands.compile:check_command",
+    "diff": "cli.commands.compile:diff_command",
+    "import": "cli.commands.compile:import_command",
+    "kamal": "cli.commands.kamal:kamal_group",
+    "audit": "cli.commands.audit:audit_group",
+}
+
+
+# name -> the command's one-line help, so that `strongroom --help` need not import every command module.
+# A command missing here is imported for --help; tests/unit/cli/test_cli_main.py keeps these in step.
+SHORT_HELP = {
+    "login": "Exchange a client ID and secret for a short-lived session token, cached 0600 for the profile.",
+    "logout": "Revoke the cached session at the broker and delete it.",
+    "projects": "List and create projects.",
+    "envs": "List and create the environments of a project.",
+    "secrets": "Read and write the secrets of one environment of a project.",
+    "run": "Run COMMAND with an environment's values added to its environment variables.",
+    "export": "Render an environment's values as a dotenv, env-file, compose, JSON, YAML, k8s or systemd file.",
+    "tokens": "Create tokens for CI (printed once); list and revoke tokens (admins).",
+    "profiles": "List profiles and pick the default one (profiles live in $XDG_CONFIG_HOME/strongroom/config.toml).",
+    "completion": "Print the completion script for SHELL: bash, zsh or fish.",
+    "audit": "Read, export and verify the audit trail (needs a token with the audit action, except verify).",
 }
 
 
 class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list, from SHORT_HELP where it has the command, else from the imported command."""
+        names = [name for name in self.list_commands(ctx) if name in SHORT_HELP or self._shown(ctx, name)]
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            if name in SHORT_HELP:
+                text = click.Command(name, help=SHORT_HELP[name]).get_short_help_str(limit)
+            else:
+                command = self.get_command(ctx, name)
+                text = command.get_short_help_str(limit) if command is not None else ""
+            rows.append((name, text))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def _shown(self, ctx: click.Context, name: str) -> bool:
+        command = self.get_command(ctx, name)
+        return command is not None and not command.hidden
 
     def __init__(self, *args: Any, lazy_commands: dict[str, str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -49,11 +98,30 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CliError as error:
-            from cli.output import clean
+            from cli import output
 
             # Same shape as click's own errors: `Error: <sentence>` on stderr, then the error's exit status.
-            click.echo(f"Error: {clean(error.message)}", err=True)
+            output.error(error.message)
             raise click.exceptions.Exit(error.exit_code) from None
+        except click.UsageError as error:
+            # click quotes stray arguments back; one of them may be a secret typed in the wrong place.
+            if error.message.startswith("Got unexpected extra argument"):
+                raise click.UsageError(
+                    "got unexpected extra arguments (not shown, in case one is a secret); see --help",
+                    error.ctx,
+                ) from None
+            raise
+
+
+def _complete_profile(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Profile names from the config file, for shell completion."""
+    from cli import profiles
+
+    try:
+        names = profiles.load(os.environ).profiles
+    except CliError:
+        return []
+    return [name for name in sorted(names) if name.startswith(incomplete)]
 
 
 @click.group(
@@ -75,13 +143,31 @@ class LazyGroup(click.Group):
     metavar="FILE",
     help="Trust only this CA certificate for the broker's TLS [env: STRONGROOM_CA_FILE].",
 )
+@click.option(
+    "--profile",
+    envvar="STRONGROOM_PROFILE",
+    metavar="NAME",
+    shell_complete=_complete_profile,
+    help="Use this profile of the config file [env: STRONGROOM_PROFILE].",
+)
 @click.pass_context
-def strongroom(ctx: click.Context, url: str | None, insecure: bool, ca_file: str | None) -> None:
+def strongroom(
+    ctx: click.Context, url: str | None, insecure: bool, ca_file: str | None, profile: str | None
+) -> None:
     """Strongroom: keep secrets in the broker, hand them to programs, never to shell history.
 
-    The token comes from STRONGROOM_TOKEN if set, else from the session cached by `strongroom login`.
+    The token comes from STRONGROOM_TOKEN if set, else from the session cached by `strongroom login` for
+    the profile. Profiles (several brokers and identities) live in $XDG_CONFIG_HOME/strongroom/config.toml.
     """
     # Imported here so that --help and --version do not load the HTTP stack.
+    from cli import output
     from cli.session import Session
 
-    ctx.obj = Session(url=url, insecure=insecure, ca_file=ca_file, environ=os.environ)
+    ctx.obj = Session(
+        url=url,
+        insecure=insecure,
+        ca_file=ca_file,
+        environ=os.environ,
+        profile=profile,
+        progress=output.progress,
+    )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import click
 
 from cli import output
-from cli.options import RefusingCommand, refuse_positionals
+from cli.options import RefusingCommand, json_option, refuse_positionals
 from cli.secret_input import read_client_secret
 from cli.session import Session
 
@@ -18,8 +19,10 @@ REFUSAL_ON_ARGV = (
 
 
 @click.command(cls=RefusingCommand)
-@click.option("--url", metavar="URL", help="Broker URL (default: the global --url or STRONGROOM_URL).")
-@click.option("--client-id", required=True, help="The client ID of your identity.")
+@click.option(
+    "--url", metavar="URL", help="Broker URL (default: the global --url, STRONGROOM_URL, or the profile's)."
+)
+@click.option("--client-id", help="The client ID of your identity (default: the profile's).")
 @click.option(
     "--secret-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -28,15 +31,33 @@ REFUSAL_ON_ARGV = (
 @click.option(
     "--ttl", type=click.IntRange(min=1), metavar="SECONDS", help="Ask for a session this many seconds long."
 )
+@json_option
 @refuse_positionals(REFUSAL_ON_ARGV)
 @click.pass_obj
 def login(
-    session: Session, url: str | None, client_id: str, secret_file: Path | None, ttl: int | None
+    session: Session,
+    url: str | None,
+    client_id: str | None,
+    secret_file: Path | None,
+    ttl: int | None,
+    as_json: bool,
 ) -> None:
-    """Exchange a client ID and secret for a short-lived session token, cached 0600."""
+    """Exchange a client ID and secret for a short-lived session token, cached 0600 for the profile."""
+    broker_url, client_id = session.login_target(url=url, client_id=client_id)
     client_secret = read_client_secret(secret_file=secret_file)
-    credential = session.login(url=url, client_id=client_id, client_secret=client_secret, ttl=ttl)
+    credential = session.login(url=broker_url, client_id=client_id, client_secret=client_secret, ttl=ttl)
     principal = credential.principal
+    if as_json:
+        output.emit_json(
+            {
+                "profile": session.profile_name,
+                "url": credential.url,
+                "principal": asdict(principal),
+                "accessor": credential.accessor,
+                "expires_in": credential.expires_in,
+            }
+        )
+        return
     click.echo(
         f"Logged in to {credential.url} as {output.clean(principal.name)} "
         f"({output.clean(principal.type)} {output.clean(principal.id)}); the session expires in "
@@ -45,10 +66,17 @@ def login(
 
 
 @click.command()
+@json_option
 @click.pass_obj
-def logout(session: Session) -> None:
+def logout(session: Session, as_json: bool) -> None:
     """Revoke the cached session at the broker and delete it."""
     credential = session.logout()
+    if as_json:
+        output.emit_json(
+            {"profile": session.profile_name, "logged_out": credential is not None}
+            | ({"url": credential.url} if credential is not None else {})
+        )
+        return
     if credential is None:
         click.echo("Not logged in; nothing to do.")
     else:

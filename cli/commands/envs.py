@@ -36,9 +36,13 @@ def list_environments(session: Session, project: str, as_json: bool) -> None:
 @click.option(
     "--parent", callback=check_slug, metavar="ENVIRONMENT", help="Inherit the values of this environment."
 )
+@json_option
 @click.pass_obj
-def create_environment(session: Session, project: str, slug: str, parent: str | None) -> None:
+def create_environment(session: Session, project: str, slug: str, parent: str | None, as_json: bool) -> None:
     """Create environment SLUG in a project."""
     environment = session.client().create_environment(project=project, slug=slug, parent=parent)
+    if as_json:
+        output.emit_json(asdict(environment))
+        return
     inherits = f", inheriting from {environment.parent}" if environment.parent else ""
     click.echo(f"Created environment {project}/{environment.slug}{inherits}.")

@@ -32,8 +32,12 @@ def list_projects(session: Session, as_json: bool) -> None:
 @projects.command("create")
 @click.argument("slug", callback=check_slug)
 @click.option("--description", default="", help="What the project is.")
+@json_option
 @click.pass_obj
-def create_project(session: Session, slug: str, description: str) -> None:
+def create_project(session: Session, slug: str, description: str, as_json: bool) -> None:
     """Create project SLUG."""
     project = session.client().create_project(slug=slug, description=description)
+    if as_json:
+        output.emit_json(asdict(project))
+        return
     click.echo(f"Created project {project.slug}.")

@@ -27,6 +27,12 @@ REFUSAL_ON_ARGV = (
 )
 
 
+GENERATE_REFUSAL = (
+    "refusing a value on the command line: generate makes the value in the broker and takes none; "
+    "to store one of your own use strongroom secrets set (stdin, --from-file or a hidden prompt)"
+)
+
+
 @click.group("secrets")
 def secrets_group() -> None:
     """Read and write the secrets of one environment of a project."""
@@ -59,12 +65,25 @@ def list_secrets(session: Session, project: str, environment: str, as_json: bool
 @click.option(
     "--version", type=click.IntRange(min=1), metavar="N", help="Read this version instead of the current one."
 )
+@json_option
 @click.pass_obj
 def get_secret(
-    session: Session, *, project: str, environment: str, name: str, reveal: bool, version: int | None
+    session: Session,
+    *,
+    project: str,
+    environment: str,
+    name: str,
+    reveal: bool,
+    version: int | None,
+    as_json: bool,
 ) -> None:
     """Show a secret; its value stays masked unless --reveal."""
-    secret = session.client().get_secret(project=project, environment=environment, name=name, version=version)
+    secret = session.client().get_secret(
+        project=project, environment=environment, name=name, version=version, reveal=reveal
+    )
+    if as_json:
+        output.emit_json({**asdict(secret), "value": secret.value if reveal else MASK})
+        return
     if reveal:
         # Raw, with no newline added, so `$(strongroom secrets get --reveal ...)` and redirects are exact.
         sys.stdout.flush()
@@ -99,6 +118,7 @@ def get_secret(
     help="Only if the current version is N (0: only if new).",
 )
 @click.option("--not-sensitive", is_flag=True, help="Mark the value as not sensitive (e.g. a public URL).")
+@json_option
 @refuse_positionals(REFUSAL_ON_ARGV)
 @click.pass_obj
 def set_secret(
@@ -110,12 +130,16 @@ def set_secret(
     from_file: Path | None,
     cas: int | None,
     not_sensitive: bool,
+    as_json: bool,
 ) -> None:
     """Store a new version of secret NAME; the value never goes on the command line."""
     value = read_secret_value(name=name, from_file=from_file)
     meta = session.client().put_secret(
         project=project, environment=environment, name=name, value=value, sensitive=not not_sensitive, cas=cas
     )
+    if as_json:
+        output.emit_json(asdict(meta))
+        return
     click.echo(f"Set {project}/{environment}/{meta.name}: version {meta.version}.")
 
 
@@ -123,10 +147,14 @@ def set_secret(
 @project_option
 @environment_option
 @click.argument("name", callback=check_secret_name)
+@json_option
 @click.pass_obj
-def delete_secret(session: Session, project: str, environment: str, name: str) -> None:
+def delete_secret(session: Session, project: str, environment: str, name: str, as_json: bool) -> None:
     """Delete secret NAME (its history is kept)."""
     session.client().delete_secret(project=project, environment=environment, name=name)
+    if as_json:
+        output.emit_json({"project": project, "environment": environment, "name": name, "deleted": True})
+        return
     click.echo(f"Deleted {project}/{environment}/{name}.")
 
 
@@ -166,11 +194,91 @@ def _state(current: bool, deleted: bool, destroyed: bool) -> str:
 @environment_option
 @click.argument("name", callback=check_secret_name)
 @click.argument("version", type=click.IntRange(min=1))
+@json_option
 @click.pass_obj
-def rollback_secret(session: Session, project: str, environment: str, name: str, version: int) -> None:
+def rollback_secret(
+    session: Session, project: str, environment: str, name: str, version: int, as_json: bool
+) -> None:
     """Store the value of VERSION of secret NAME as a new version."""
     meta = session.client().rollback_secret(
         project=project, environment=environment, name=name, version=version
     )
+    if as_json:
+        output.emit_json(asdict(meta))
+        return
     click.echo(f"Rolled {project}/{environment}/{meta.name} back to the value of version {version}.")
     click.echo(f"It is now version {meta.version}.")
+
+
+@secrets_group.command("generate", cls=RefusingCommand)
+@project_option
+@environment_option
+@click.argument("name", callback=check_secret_name)
+@click.option(
+    "--bytes",
+    "size",
+    type=click.IntRange(min=16, max=1024),
+    default=64,
+    show_default=True,
+    metavar="N",
+    help="Randomness of the value, in bytes (64: what `rails secret` gives).",
+)
+@click.option(
+    "--format",
+    "encoding",
+    type=click.Choice(("hex", "base64", "alnum")),
+    default="hex",
+    show_default=True,
+    help="hex: 2N characters; base64: standard, padded; alnum: [A-Za-z0-9], long enough for 8N bits.",
+)
+@click.option("--rotate", is_flag=True, help="Replace an existing value with a newly generated version.")
+@click.option("--reveal", is_flag=True, help="Then print the stored value, raw (the read is audited).")
+@json_option
+@refuse_positionals(GENERATE_REFUSAL)
+@click.pass_obj
+def generate_secret(
+    session: Session,
+    *,
+    project: str,
+    environment: str,
+    name: str,
+    size: int,
+    encoding: str,
+    rotate: bool,
+    reveal: bool,
+    as_json: bool,
+) -> None:
+    """Have the broker generate and store NAME once; an existing value is left alone unless --rotate."""
+    client = session.client()
+    done = client.generate_secret(
+        project=project, environment=environment, name=name, size=size, encoding=encoding, rotate=rotate
+    )
+    where = f"{project}/{environment}/{name}"
+    value = None
+    if reveal:
+        value = client.get_secret(project=project, environment=environment, name=name, reveal=True).value
+    if as_json:
+        output.emit_json(
+            {
+                "generated": done.generated,
+                "rotated": done.rotated,
+                "secret": asdict(done.secret),
+                **({"value": value} if value is not None else {}),
+            }
+        )
+        return
+    if done.rotated:
+        message = f"Rotated {where}: the broker generated version {done.secret.version}."
+    elif done.generated:
+        message = f"Generated {where} in the broker (version {done.secret.version}); the value was not shown."
+    else:
+        deleted = " (deleted: undelete it or pass --rotate)" if done.secret.deleted else ""
+        message = f"{where} already exists (version {done.secret.version}){deleted}; left unchanged (--rotate replaces it)."
+    if value is None:
+        click.echo(message)
+        return
+    # The message goes to stderr so that stdout is exactly the value, as with `secrets get --reveal`.
+    click.echo(message, err=True)
+    sys.stdout.flush()
+    sys.stdout.buffer.write(value.encode("utf-8"))
+    sys.stdout.buffer.flush()

@@ -32,6 +32,9 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "STRONGROOM_PROJECT",
         "STRONGROOM_CA_FILE",
         "STRONGROOM_INSECURE",
+        "STRONGROOM_PROFILE",
+        "STRONGROOM_CONFIG",
+        "NO_COLOR",
     ):
         monkeypatch.delenv(name, raising=False)
     return config
@@ -39,9 +42,10 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The CLI's wall clock, frozen at T0; tests move it by assigning clock[0]."""
+    """The CLI's wall clock, frozen at T0; tests move it by assigning clock[0]. No boot clock: the wall decides."""
     now = [T0]
     monkeypatch.setattr(session, "wall_clock", lambda: now[0])
+    monkeypatch.setattr(session, "boot_clock", lambda: None)
     return now
 
 

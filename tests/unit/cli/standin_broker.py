@@ -32,6 +32,7 @@ class Recorded:
     target: str
     authorization: str | None
     body: Any
+    reveal: str | None = None  # the X-Strongroom-Reveal header, if sent
 
 
 @dataclass
@@ -53,6 +54,9 @@ class IssuedToken:
     expires_in: int
     max_ttl: int
     revoked: bool = False
+    scopes: list[dict[str, Any]] | None = None
+    num_uses: int | None = None
+    bound_cidrs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -210,7 +214,13 @@ class StandinBroker:
             body = None
         with self._lock:
             self.requests.append(
-                Recorded(request.command, request.path, request.headers.get("Authorization"), body)
+                Recorded(
+                    request.command,
+                    request.path,
+                    request.headers.get("Authorization"),
+                    body,
+                    request.headers.get("X-Strongroom-Reveal"),
+                )
             )
         path = urlsplit(request.path).path
         override = self.overrides.get((request.command, path))
@@ -290,6 +300,10 @@ class StandinBroker:
             ("GET", rf"{base}/secrets/{seg}/versions", self._history),
             ("POST", rf"{base}/secrets/{seg}/rollback", self._rollback),
             ("GET", rf"{base}/resolved", self._resolved),
+            ("POST", rf"{base}/secrets/{seg}/generate", self._generate),
+            ("POST", r"/v1/tokens", self._create_token),
+            ("GET", r"/v1/tokens", self._list_tokens),
+            ("POST", r"/v1/tokens/revoke", self._revoke_token),
         ]
 
     # --- auth
@@ -311,9 +325,11 @@ class StandinBroker:
             "expires_in": issued.expires_in,
             "expires_at": _iso(EPOCH + timedelta(seconds=issued.expires_in)),
             "max_expires_at": _iso(EPOCH + timedelta(seconds=issued.max_ttl)),
-            "num_uses": None,
-            "bound_cidrs": [],
-            "scopes": [{"project": "*", "environments": "*", "actions": list(issued.client.actions)}],
+            "num_uses": issued.num_uses,
+            "uses_remaining": issued.num_uses,
+            "bound_cidrs": issued.bound_cidrs,
+            "scopes": issued.scopes
+            or [{"project": "*", "environments": "*", "actions": list(issued.client.actions), "deny": False}],
             "principal": issued.client.principal,
         }
 
@@ -503,6 +519,47 @@ class StandinBroker:
                         "sensitive": versions[-1].sensitive,
                     }
         return 200, {"project": project, "environment": env, "values": values}
+
+    # --- generate and tokens (issue 5)
+
+    def _generate(
+        self, issued: IssuedToken, body: Any, query: Any, project: str, env: str, name: str
+    ) -> tuple[int, Any]:
+        self._require(issued, "write")
+        self._environment(project, env)
+        versions = self.secrets.get((project, env, name))
+        if versions and not body.get("rotate"):
+            return 200, {"generated": False, "rotated": False, "secret": self._meta(name, versions)}
+        self.put(project, env, name, secrets.token_hex(body.get("bytes", 64)))
+        return 200, {
+            "generated": True,
+            "rotated": bool(versions),
+            "secret": self._meta(name, self.secrets[(project, env, name)]),
+        }
+
+    def _create_token(self, issued: IssuedToken, body: Any, query: Any) -> tuple[int, Any]:
+        child = self._issue(issued.client, body.get("ttl"))
+        child.scopes = body.get("scopes")
+        child.num_uses = body.get("num_uses")
+        child.bound_cidrs = body.get("bound_cidrs") or []
+        return 201, {"token": child.token, **self._token_info(child)}
+
+    def _list_tokens(self, issued: IssuedToken, body: Any, query: Any) -> tuple[int, Any]:
+        self._require(issued, "admin")
+        items = [
+            {**self._token_info(t), "created_at": CREATED, "revoked": t.revoked}
+            for t in reversed(list(self.tokens.values()))
+            if query.get("include_inactive") == ["true"] or not t.revoked
+        ]
+        return 200, {"tokens": items[: int(query.get("limit", ["200"])[0])]}
+
+    def _revoke_token(self, issued: IssuedToken, body: Any, query: Any) -> tuple[int, Any]:
+        self._require(issued, "admin")
+        for t in self.tokens.values():
+            if t.accessor == body.get("accessor"):
+                t.revoked = True
+                return 204, None
+        raise Problem(404, "accessor: no token has this accessor")
 
 
 def _iso(moment: datetime) -> str:

@@ -143,9 +143,9 @@ def test_repr_never_shows_the_token() -> None:
 
 @pytest.mark.parametrize(
     ("elapsed", "due"),
-    [(0, False), (599, False), (600, False), (600.5, True), (899, True), (5000, True)],
+    [(0, False), (599, False), (599.9, False), (600, True), (899, True), (5000, True)],
 )
-def test_renewal_is_due_after_two_thirds_of_the_lifetime(elapsed: float, due: bool) -> None:
+def test_renewal_is_due_at_two_thirds_of_the_lifetime(elapsed: float, due: bool) -> None:
     assert credential(obtained_at=1000.0, expires_in=900).needs_renewal(1000.0 + elapsed) is due
 
 

@@ -71,7 +71,9 @@ def test_run_execs_the_command_with_the_values_and_passes_its_exit_code_through(
     assert (call.method, call.target) == ("GET", "/v1/projects/shop/environments/production/resolved")
 
 
-def test_run_does_not_hand_the_broker_token_to_the_program(broker: StandinBroker, values: dict[str, str]) -> None:
+def test_run_does_not_hand_the_broker_token_to_the_program(
+    broker: StandinBroker, values: dict[str, str]
+) -> None:
     token = broker.issue(CLIENT_ID)
     probe = "import os, sys; sys.exit(3 if 'STRONGROOM_TOKEN' in os.environ else 0)"
 

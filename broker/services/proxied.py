@@ -1,0 +1,369 @@
+"""Secrets kept upstream (Vault KV v2, AWS Secrets Manager): the same use cases as services.secrets.
+
+services.secrets routes here only when the backends file maps the project; the database path is
+untouched. Scopes and names are checked by the caller before it routes. Upstream calls run in the
+backend's worker threads and never inside a database transaction (no lock is held across the network).
+
+Audit: every event names the backend, the upstream path and the upstream version (ctx). A read's event
+commits before the value is returned, as in the database path. A write cannot share a transaction with
+the upstream, so the upstream write comes first and its event right after; if that event cannot be
+written the client gets 503 although the upstream holds the new version (which the upstream's own audit
+device records). Upstream errors are BrokerErrors (not found, forbidden, conflict, throttled,
+unavailable): nothing stale or partial is returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from broker.backends.base import Origin, UpstreamValue
+from broker.backends.router import Route
+from broker.domain.request import RequestContext
+from broker.domain.values import SecretValue
+from broker.errors import Invalid, NotFound
+from broker.repositories import projects as project_repo
+from broker.repositories import secrets as repo
+from broker.services import audit
+from broker.services.projects import MAX_DEPTH
+from broker.services.runtime import Runtime
+from broker.services.secrets import (
+    ResolvedValue,
+    SecretMeta,
+    SecretRead,
+    VersionInfo,
+    _env,
+    _open,
+)
+
+
+def _about(ctx: RequestContext, route: Route) -> None:
+    ctx.backend = route.backend.name
+    ctx.upstream_path = route.rel
+
+
+def _came_from(ctx: RequestContext, origin: Origin, version: int | None) -> None:
+    ctx.backend = origin.backend
+    ctx.upstream_path = origin.path
+    ctx.upstream_version = origin.upstream_version
+    ctx.version = version
+
+
+async def _env_exists(rt: Runtime, project: str, environment: str) -> None:
+    async with rt.engine.begin() as conn:
+        await _env(conn, project, environment)
+
+
+async def _audit(
+    rt: Runtime, ctx: RequestContext, project: str, environment: str, *, status: int = 200
+) -> None:
+    async with rt.engine.begin() as conn:
+        await _env(conn, project, environment)
+        await audit.record(conn, rt, ctx, status=status)
+
+
+async def read_secret(
+    rt: Runtime,
+    ctx: RequestContext,
+    route: Route,
+    *,
+    project: str,
+    environment: str,
+    name: str,
+    version: int | None,
+    pin: str | None,
+) -> SecretRead:
+    """Read upstream, then commit the audit event, then return the value."""
+    if version is not None and version < 1:
+        raise Invalid("version: must be a positive integer", field="version")
+    if version is not None and pin is not None:
+        raise Invalid("upstream_version: give either version or upstream_version", field="upstream_version")
+    if pin is not None and not 0 < len(pin) <= 256:
+        raise Invalid("upstream_version: 1 to 256 characters", field="upstream_version")
+    assert rt.backends is not None
+    _about(ctx, route)
+    got = await rt.backends.read(route, version=version, pin=pin)
+    _came_from(ctx, got.origin, got.version)
+    audit.saw_value(
+        rt, ctx, environment=environment, name=name, version=got.version, value=got.value.reveal()
+    )
+    await _audit(rt, ctx, project, environment)
+    return SecretRead(
+        name, got.value, got.version, True, environment, got.created_at or rt.clock(), got.origin
+    )
+
+
+async def write_secret(
+    rt: Runtime,
+    ctx: RequestContext,
+    route: Route,
+    *,
+    project: str,
+    environment: str,
+    name: str,
+    value: str,
+    cas: int | None,
+) -> SecretMeta:
+    """Write upstream (its own check-and-set), then record the event. Proxied values are always sensitive."""
+    if cas is not None and cas < 0:
+        raise Invalid("cas: must be 0 (create only) or the current version", field="cas")
+    assert rt.backends is not None
+    await _env_exists(rt, project, environment)
+    _about(ctx, route)
+    b = route.backend
+    try:
+        meta = await rt.backends.call(b, b.write, route.rel, value, cas=cas)
+    finally:
+        rt.backends.cache.drop(b.name, route.rel)
+    _came_from(ctx, meta.origin, meta.version)
+    audit.saw_value(rt, ctx, environment=environment, name=name, version=meta.version, value=value)
+    await _audit(rt, ctx, project, environment)
+    now = rt.clock()
+    return SecretMeta(
+        name, meta.version, True, False, meta.created_at or now, meta.updated_at or now, meta.origin
+    )
+
+
+async def delete_secret(
+    rt: Runtime, ctx: RequestContext, route: Route, *, project: str, environment: str, name: str
+) -> None:
+    """Soft delete upstream."""
+    assert rt.backends is not None
+    await _env_exists(rt, project, environment)
+    _about(ctx, route)
+    b = route.backend
+    try:
+        ctx.version = await rt.backends.call(b, b.delete, route.rel)
+    finally:
+        rt.backends.cache.drop(b.name, route.rel)
+    await _audit(rt, ctx, project, environment, status=204)
+
+
+async def undelete_secret(
+    rt: Runtime, ctx: RequestContext, route: Route, *, project: str, environment: str, name: str
+) -> SecretMeta:
+    """Undelete upstream."""
+    assert rt.backends is not None
+    await _env_exists(rt, project, environment)
+    _about(ctx, route)
+    b = route.backend
+    try:
+        meta = await rt.backends.call(b, b.undelete, route.rel)
+    finally:
+        rt.backends.cache.drop(b.name, route.rel)
+    _came_from(ctx, meta.origin, meta.version)
+    await _audit(rt, ctx, project, environment)
+    now = rt.clock()
+    return SecretMeta(
+        name, meta.version, True, False, meta.created_at or now, meta.updated_at or now, meta.origin
+    )
+
+
+async def destroy_version(
+    rt: Runtime, ctx: RequestContext, route: Route, *, project: str, environment: str, name: str, version: int
+) -> None:
+    """Destroy one version upstream (where the upstream can)."""
+    assert rt.backends is not None
+    await _env_exists(rt, project, environment)
+    _about(ctx, route)
+    b = route.backend
+    try:
+        await rt.backends.call(b, b.destroy, route.rel, version)
+    finally:
+        rt.backends.cache.drop(b.name, route.rel)
+    await _audit(rt, ctx, project, environment, status=204)
+
+
+async def history(
+    rt: Runtime, ctx: RequestContext, route: Route, *, project: str, environment: str, name: str
+) -> tuple[int, list[VersionInfo]]:
+    """Upstream versions, newest first (authors are not known upstream)."""
+    assert rt.backends is not None
+    _about(ctx, route)
+    b = route.backend
+    current, versions = await rt.backends.call(b, b.history, route.rel)
+    ctx.version = current
+    await _audit(rt, ctx, project, environment)
+    epoch = rt.clock()
+    return current, [
+        VersionInfo(v.version, v.created_at or epoch, None, v.deleted, v.destroyed, v.upstream_version)
+        for v in versions
+    ]
+
+
+async def rollback(
+    rt: Runtime, ctx: RequestContext, route: Route, *, project: str, environment: str, name: str, version: int
+) -> SecretMeta:
+    """A new upstream version holding an older version's value, conditional on the current version."""
+    assert rt.backends is not None
+    await _env_exists(rt, project, environment)
+    _about(ctx, route)
+    b = route.backend
+    current, _ = await rt.backends.call(b, b.history, route.rel)
+    old = await rt.backends.call(b, b.read, route.rel, version=version)
+    try:
+        meta = await rt.backends.call(b, b.write, route.rel, old.value.reveal(), cas=current)
+    finally:
+        rt.backends.cache.drop(b.name, route.rel)
+    _came_from(ctx, meta.origin, meta.version)
+    audit.saw_value(
+        rt, ctx, environment=environment, name=name, version=meta.version, value=old.value.reveal()
+    )
+    await _audit(rt, ctx, project, environment)
+    now = rt.clock()
+    return SecretMeta(
+        name, meta.version, True, False, meta.created_at or now, meta.updated_at or now, meta.origin
+    )
+
+
+async def list_secrets(
+    rt: Runtime, ctx: RequestContext, *, project: str, environment: str, include_deleted: bool
+) -> list[SecretMeta]:
+    """A mapped environment's upstream secrets, or a database environment's rows plus its mapped secrets."""
+    assert rt.backends is not None
+    env_route = rt.backends.env_route(project, environment)
+    singles = rt.backends.single_secrets(project, environment)
+    metas: dict[str, SecretMeta] = {}
+    if env_route is not None:
+        _about(ctx, env_route)
+        b = env_route.backend
+        for m in await rt.backends.call(b, b.list_dir, env_route.rel):
+            metas[m.name] = SecretMeta(
+                m.name,
+                m.version,
+                True,
+                m.deleted,
+                m.created_at or rt.clock(),
+                m.updated_at or rt.clock(),
+                m.origin,
+            )
+    for name, route in singles:
+        b = route.backend
+        try:
+            current, versions = await rt.backends.call(b, b.history, route.rel)
+        except NotFound:
+            continue
+        top = next((v for v in versions if v.version == current), None)
+        deleted = top is None or top.deleted or top.destroyed
+        created = min((v.created_at for v in versions if v.created_at), default=None) or rt.clock()
+        updated = (top.created_at if top else None) or created
+        path = f"{b.name}:{route.rel}"
+        metas[name] = SecretMeta(
+            name,
+            current,
+            True,
+            deleted,
+            created,
+            updated,
+            Origin(b.name, b.kind, path, top.upstream_version if top else None),
+        )
+    async with rt.engine.begin() as conn:
+        _, env_id, _ = await _env(conn, project, environment)
+        rows = [] if env_route is not None else await repo.list_secrets(conn, env_id)
+        await audit.record(conn, rt, ctx)
+    for r in rows:
+        if r.name in metas:
+            continue
+        deleted = r.deleted_at is not None or r.destroyed_at is not None
+        metas[r.name] = SecretMeta(
+            r.name, r.current_version, r.sensitive, deleted, r.created_at, r.updated_at
+        )
+    return [m for _, m in sorted(metas.items()) if include_deleted or not m.deleted]
+
+
+async def _upstream_values(
+    rt: Runtime, project: str, chain_slugs: list[str]
+) -> dict[str, dict[str, UpstreamValue]]:
+    """Values of every mapped environment (whole) and single mapped secret in the chain, concurrently."""
+    assert rt.backends is not None
+    backends = rt.backends
+    jobs: list[tuple[str, str | None, asyncio.Future[object] | asyncio.Task[object]]] = []
+
+    async def one(route: Route) -> object:
+        try:
+            return await backends.read(route)
+        except NotFound:
+            return None
+
+    for slug in chain_slugs:
+        env_route = backends.env_route(project, slug)
+        if env_route is not None:
+            jobs.append((slug, None, asyncio.ensure_future(backends.read_many(env_route))))
+        for name, route in backends.single_secrets(project, slug):
+            jobs.append((slug, name, asyncio.ensure_future(one(route))))
+    out: dict[str, dict[str, UpstreamValue]] = {}
+    try:
+        results = await asyncio.gather(*(job for _, _, job in jobs))
+    except BaseException:
+        for _, _, job in jobs:
+            job.cancel()
+        raise
+    for (slug, single, _), result in zip(jobs, results, strict=True):
+        bucket = out.setdefault(slug, {})
+        if single is None:
+            assert isinstance(result, dict)
+            for key, value in result.items():
+                bucket.setdefault(key, value)
+        elif isinstance(result, UpstreamValue):
+            bucket[single] = result
+    return out
+
+
+async def _chain(
+    conn: AsyncConnection, project: str, environment: str
+) -> tuple[int, list[int], dict[int, tuple[str, int | None]]]:
+    project_id, env_id, _ = await _env(conn, project, environment)
+    tree = await project_repo.environment_slugs(conn, project_id)
+    chain: list[int] = []
+    cursor: int | None = env_id
+    while cursor is not None and cursor not in chain and len(chain) < MAX_DEPTH:
+        chain.append(cursor)
+        cursor = tree[cursor][1]
+    return project_id, chain, tree
+
+
+async def resolve(
+    rt: Runtime, ctx: RequestContext, *, project: str, environment: str
+) -> dict[str, ResolvedValue]:
+    """Inheritance across database and upstream environments; the nearest environment wins."""
+    assert rt.backends is not None
+    async with rt.engine.begin() as conn:
+        _, chain, tree = await _chain(conn, project, environment)
+    slugs = [tree[e][0] for e in chain]
+    upstream = await _upstream_values(rt, project, slugs)
+    async with rt.engine.begin() as conn:
+        project_id, chain, tree = await _chain(conn, project, environment)
+        whole = {e for e in chain if rt.backends.env_route(project, tree[e][0]) is not None}
+        rows = await repo.current_values(conn, [e for e in chain if e not in whole])
+        by_env: dict[int, list[tuple[str, bool, int, bytes, bytes, str]]] = {}
+        for eid, name, sensitive, ver, ct, wrapped, kek in rows:
+            if ct is None or wrapped is None or kek is None:
+                continue
+            by_env.setdefault(eid, []).append((name, sensitive, ver, ct, wrapped, kek))
+        best: dict[str, ResolvedValue] = {}
+        for eid in chain:
+            slug = tree[eid][0]
+            for name, got in sorted(upstream.get(slug, {}).items()):
+                if name not in best:
+                    best[name] = ResolvedValue(got.value, got.version, slug, True, got.origin)
+                    audit.saw_value(
+                        rt, ctx, environment=slug, name=name, version=got.version, value=got.value.reveal()
+                    )
+            for name, sensitive, ver, ct, wrapped, kek in by_env.get(eid, []):
+                if name in best:
+                    continue
+                text = await _open(
+                    rt,
+                    project_id=project_id,
+                    env_id=eid,
+                    name=name,
+                    version=ver,
+                    ct=ct,
+                    wrapped=wrapped,
+                    kek=kek,
+                )
+                best[name] = ResolvedValue(SecretValue(text), ver, slug, sensitive)
+                audit.saw_value(rt, ctx, environment=slug, name=name, version=ver, value=text)
+        await audit.record(conn, rt, ctx)
+    return dict(sorted(best.items()))

@@ -116,6 +116,17 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
         path = _run(_bootstrap_file(settings, runtime))
         if path is not None:
             click.echo(_login_hint(settings, path), err=True)
+    if settings.audit_signing_key_file is None:
+        from broker.audit.signing import checkpoint_dir, signing_key_path
+
+        click.echo(
+            f"!! DEVELOPMENT AUDIT SIGNING KEY: {signing_key_path(settings)} signs the audit checkpoints in "
+            f"{checkpoint_dir(settings)}.\n!! Both sit next to the database, so they prove nothing against "
+            "someone who can copy or restore the data directory. Before production, set\n"
+            "!! STRONGROOM_AUDIT_SIGNING_KEY_FILE (strongroom-server audit keygen) and "
+            "STRONGROOM_AUDIT_CHECKPOINT_DIR on another volume or host.",
+            err=True,
+        )
     click.echo(f"strongroom broker on http://{settings.host}:{settings.port}", err=True)
     if workers > 1:
         uvicorn.run(
@@ -223,7 +234,15 @@ def keys_generate(out: Path) -> None:
 
 
 @keys.command("rotate")
-def keys_rotate() -> None:
+@click.option(
+    "--entry",
+    "entry_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A JSON file holding a typed KEK entry (aws-kms or vault-transit, docs/backends.md); "
+    "without it a new local key is generated.",
+)
+def keys_rotate(entry_file: Path | None) -> None:
     """Add a new key to the keyring file and make it current (restart brokers, then run `keys rewrap`)."""
     from broker.keys import rotate_file
     from broker.services.runtime import utcnow
@@ -234,7 +253,17 @@ def keys_rotate() -> None:
             "keys rotate: the keyring comes from STRONGROOM_KEYRING; add a key there and change `current`"
         )
     try:
-        kid = rotate_file(settings.resolved_key_file, now=utcnow())
+        entry = None
+        if entry_file is not None:
+            import json
+
+            try:
+                entry = json.loads(entry_file.read_text())
+            except ValueError:
+                raise click.ClickException(f"--entry: {entry_file} is not valid JSON") from None
+            if not isinstance(entry, dict):
+                raise click.ClickException(f"--entry: {entry_file} must hold one JSON object")
+        kid = rotate_file(settings.resolved_key_file, now=utcnow(), entry=entry)
     except BrokerError as exc:
         raise _fail(exc) from None
     click.echo(f"new current key: {kid}; restart the brokers, then run `strongroom-server keys rewrap`")
@@ -242,16 +271,23 @@ def keys_rotate() -> None:
 
 @keys.command("rewrap")
 @click.option("--batch", type=click.IntRange(1, 10_000), default=200, show_default=True)
-def keys_rewrap(batch: int) -> None:
+@click.option(
+    "--upstream-versions",
+    is_flag=True,
+    help="Instead: Vault transit rewrap of every data key under the current (transit) key to that transit "
+    "key's newest version, after `transit/keys/NAME/rotate`; the data keys never leave Vault.",
+)
+def keys_rewrap(batch: int, upstream_versions: bool) -> None:
     """Re-wrap every data key under the current key, online; resumable and idempotent."""
     from broker.main import build_runtime
-    from broker.services.keys import rewrap
+    from broker.services.keys import refresh_upstream, rewrap
 
     runtime = build_runtime(_settings())
+    job = refresh_upstream if upstream_versions else rewrap
 
     async def go() -> Any:
         try:
-            return await rewrap(
+            return await job(
                 runtime, batch=batch, on_batch=lambda n: click.echo(f"  {n} re-wrapped", err=True)
             )
         finally:
@@ -288,6 +324,149 @@ def keys_retire(key_id: str) -> None:
     except BrokerError as exc:
         raise _fail(exc) from None
     click.echo(f"retired {key_id}")
+
+
+@main.group()
+def audit() -> None:
+    """Audit trail: checkpoint keys, checkpoints, verification, retention."""
+
+
+@audit.command("keygen")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Private key file to create.",
+)
+def audit_keygen(out: Path) -> None:
+    """Write a new Ed25519 checkpoint signing key (0600) and its public key beside it (OUT.pub.pem)."""
+    from broker.audit.checkpoint import Signer, generate_private_pem
+    from broker.files import write_private
+
+    public_out = out.with_name(out.name + ".pub.pem")
+    if out.exists() or public_out.exists():
+        raise click.ClickException(f"--out: {out} (or its .pub.pem) exists; refusing to overwrite a key")
+    pem = generate_private_pem()
+    write_private(out, pem)
+    signer = Signer.from_pem(pem)
+    write_private(public_out, signer.public.pem())
+    click.echo(
+        f"wrote {out} (0600) and {public_out}; key id {signer.public.key_id}\n"
+        f"set STRONGROOM_AUDIT_SIGNING_KEY_FILE={out} and give {public_out} to your auditors"
+    )
+
+
+def _audit_runtime() -> Any:
+    from broker.main import build_runtime
+
+    try:
+        return build_runtime(_settings())
+    except BrokerError as exc:
+        raise _fail(exc) from None
+
+
+@audit.command("public-key")
+def audit_public_key() -> None:
+    """Print the public key that verifies this broker's checkpoints (PEM), for auditors."""
+    from broker.audit.signing import load_signer
+
+    try:
+        signer, _ = load_signer(_settings())
+    except BrokerError as exc:
+        raise _fail(exc) from None
+    click.echo(signer.public.pem().decode("ascii"), nl=False)
+
+
+@audit.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Link every pending event and sign a checkpoint of the head now."""
+    from broker.services import audit as audit_service
+
+    runtime = _audit_runtime()
+
+    async def go() -> Any:
+        try:
+            return await audit_service.checkpoint_now(runtime)
+        finally:
+            await runtime.engine.dispose()
+
+    signed = _run(go())
+    if signed is None:
+        click.echo("nothing new to sign: the newest checkpoint already covers the head")
+    else:
+        click.echo(f"checkpoint at seq {signed.seq} ({signed.checkpoint.time}) written")
+
+
+@audit.command("verify")
+@click.option(
+    "--public-key",
+    "public_key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Verify checkpoints with this key (default: the configured signing key's public half).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def audit_verify(public_key: Path | None, as_json: bool) -> None:
+    """Verify the whole chain in the database against the checkpoint directory; exit 1 on a problem."""
+    import json
+
+    from broker.audit.checkpoint import CheckpointError, PublicKey
+    from broker.services import audit as audit_service
+
+    try:
+        public = PublicKey.from_pem(public_key.read_bytes()) if public_key else None
+    except CheckpointError as exc:
+        raise click.ClickException(f"--public-key: {exc}") from None
+    runtime = _audit_runtime()
+
+    async def go() -> Any:
+        try:
+            return await audit_service.verify_database(runtime, public=public)
+        finally:
+            await runtime.engine.dispose()
+
+    report = _run(go())
+    if as_json:
+        click.echo(json.dumps(report.as_json(), indent=2, sort_keys=True))
+    else:
+        click.echo(_report_text(report))
+    if not report.ok:
+        sys.exit(1)
+
+
+def _report_text(report: Any) -> str:
+    lines = []
+    if report.ok:
+        lines.append(
+            f"ok: {report.events} records (seq {report.first_seq}..{report.last_seq}), "
+            f"{report.checkpoints} checkpoints; signed up to seq {report.vouched_to or 'none'}"
+        )
+    else:
+        lines.append(f"FAILED at seq {report.bad_seq}: {report.problem}")
+    lines += [f"note: {note}" for note in report.notes]
+    return "\n".join(lines)
+
+
+@audit.command("prune")
+@click.option("--older-than", "days", type=click.IntRange(min=1), required=True, metavar="DAYS")
+def audit_prune(days: int) -> None:
+    """Delete events older than DAYS, cutting only at a published checkpoint so the rest still verifies."""
+    from datetime import timedelta
+
+    from broker.services import audit as audit_service
+
+    runtime = _audit_runtime()
+
+    async def go() -> tuple[int, int | None]:
+        try:
+            return await audit_service.prune(runtime, older_than=timedelta(days=days))
+        finally:
+            await runtime.engine.dispose()
+
+    gone, anchor = _run(go())
+    if anchor is None:
+        click.echo("nothing to prune: no published checkpoint is that old")
+    else:
+        click.echo(f"pruned {gone} events; the chain now starts after the checkpoint at seq {anchor}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,20 @@ class Settings(BaseSettings):
     auth_failure_limit: int = Field(default=10, ge=1)
     auth_failure_window: int = Field(default=60, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
+    # Vault / AWS Secrets Manager upstreams and what maps to them (docs/backends.md).
+    backends_file: Path | None = None
+    # Audit evidence (docs/audit.md): checkpoint signing key and directory, extra sinks, retention.
+    audit_signing_key_file: Path | None = None
+    audit_checkpoint_dir: Path | None = None
+    audit_checkpoint_every: int = Field(default=1000, ge=1)
+    audit_checkpoint_interval: int = Field(default=60, ge=1)
+    audit_on_rollback: Literal["refuse", "read-only"] = "refuse"
+    audit_file: Path | None = None
+    audit_syslog: str | None = None
+    audit_sink_timeout: float = Field(default=5.0, gt=0, le=60)
+    audit_fingerprint_limit: int = Field(default=30, ge=1)
+    audit_fingerprint_window: int = Field(default=60, ge=1)
+    audit_retention_days: int | None = Field(default=None, ge=1)
 
     @field_validator("trusted_proxies")
     @classmethod

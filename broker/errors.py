@@ -47,6 +47,14 @@ class Unavailable(BrokerError):
     """A dependency (database, audit sink, key source) cannot serve the request now; retry later."""
 
 
+class Throttled(Unavailable):
+    """An upstream (Vault, AWS) is throttling the broker; the client may retry after `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class IntegrityError(BrokerError):
     """Stored ciphertext failed authentication; deliberately says nothing about which check failed."""
 

@@ -5,6 +5,8 @@ Keyring document (JSON; the file is 0600):
      "keys": {"k-20261126-1a2b": "<base64 of 32 bytes>", ...}, "hmac_key": "<base64 of 32 bytes>"}
 `keys` are key-encryption keys by id (the current one wraps new data keys; all unwrap).
 `hmac_key` keys the hashes of tokens and client secrets at rest.
+`audit_key` (optional) keys the value fingerprints of the audit trail (`hmac-sha256:...`); it lives
+here, outside the database, with the KEKs. A document without one derives it from `hmac_key`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from broker.audit.fingerprint import derive_key as derive_audit_key
 from broker.config import Settings
 from broker.crypto.kek.local import LocalKek
-from broker.crypto.keyring import Keyring
+from broker.crypto.keyring import Kek, Keyring
 from broker.errors import Invalid
 from broker.files import write_private
 
@@ -36,6 +39,14 @@ class KeyMaterial:
     hmac_key: bytes
     dev: bool
     source: str
+    # Ids of KEKs whose wrap/unwrap is a network call (AWS KMS, Vault transit): run off the event loop.
+    remote: frozenset[str] = frozenset()
+    # Keys the audit trail's value fingerprints (broker/audit/fingerprint.py); empty: derived from hmac_key.
+    audit_key: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not self.audit_key:
+            object.__setattr__(self, "audit_key", derive_audit_key(self.hmac_key))
 
     def __repr__(self) -> str:
         return f"KeyMaterial(source={self.source!r}, current={self.keyring.current_id!r}, keys=***)"
@@ -67,15 +78,33 @@ def parse_document(text: str, *, source: str) -> KeyMaterial:
     keys = doc.get("keys")
     if not isinstance(keys, dict) or not keys:
         raise Invalid(f"{source}: keys must be a non-empty object of key id to base64 key", field="keys")
-    keks = [LocalKek(str(kid), _b64key(val, f"keys.{kid}")) for kid, val in keys.items()]
     current = doc.get("current")
     if current not in keys:
         raise Invalid(f"{source}: current must name one of the keys", field="current")
+    keks: list[Kek] = []
+    remote: set[str] = set()
+    for kid, val in keys.items():
+        if isinstance(val, dict) and val.get("type") != "local":
+            # A typed entry (issue 7): AWS KMS or Vault transit, built where the SDKs live.
+            from broker.backends.keks import remote_kek
+
+            keks.append(remote_kek(str(kid), val, source=source))
+            remote.add(str(kid))
+            continue
+        if isinstance(val, dict) and set(val) != {"type", "key"}:
+            raise Invalid(
+                f"{source}: keys.{kid}: a local entry is {{'type': 'local', 'key': '<base64>'}}", field="keys"
+            )
+        keks.append(
+            LocalKek(str(kid), _b64key(val.get("key") if isinstance(val, dict) else val, f"keys.{kid}"))
+        )
     return KeyMaterial(
         keyring=Keyring(keks, current=str(current)),
         hmac_key=_b64key(doc.get("hmac_key"), "hmac_key"),
         dev=bool(doc.get("dev", False)),
         source=source,
+        remote=frozenset(remote),
+        audit_key=_b64key(doc["audit_key"], "audit_key") if "audit_key" in doc else b"",
     )
 
 
@@ -88,6 +117,7 @@ def new_document(now: datetime, *, dev: bool) -> dict[str, Any]:
         "current": kid,
         "keys": {kid: base64.b64encode(os.urandom(32)).decode()},
         "hmac_key": base64.b64encode(os.urandom(32)).decode(),
+        "audit_key": base64.b64encode(os.urandom(32)).decode(),
     }
 
 
@@ -118,13 +148,18 @@ def load(settings: Settings, *, now: datetime, create_dev: bool) -> tuple[KeyMat
     return material, created
 
 
-def rotate_file(path: Path, *, now: datetime) -> str:
-    """Add a new key to a keyring file and make it current; returns the new key id."""
+def rotate_file(path: Path, *, now: datetime, entry: dict[str, Any] | None = None) -> str:
+    """Add a new key to a keyring file and make it current; returns the new key id.
+
+    `entry` is a typed remote entry ({"type": "aws-kms", ...} or {"type": "vault-transit", ...});
+    without it a new local key is generated. Keyrings may mix kinds.
+    """
     doc = json.loads(path.read_text())
     parse_document(json.dumps(doc), source=str(path))
     kid = new_key_id(now)
-    doc["keys"][kid] = base64.b64encode(os.urandom(32)).decode()
+    doc["keys"][kid] = entry if entry is not None else base64.b64encode(os.urandom(32)).decode()
     doc["current"] = kid
+    parse_document(json.dumps(doc), source=str(path))
     write_private(path, json.dumps(doc, indent=2).encode())
     return kid
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,18 +12,30 @@ from starlette.types import ASGIApp
 
 from broker.api import errors
 from broker.api.edge import Edge
-from broker.api.routes import auth, health, projects, secrets
+from broker.api.routes import audit as audit_routes
+from broker.api.routes import auth, compile, health, importing, projects, secrets
+from broker.audit.trail import from_settings as audit_trail
+from broker.backends.router import load as load_backends
 from broker.config import Settings, get_settings
 from broker.db import migrate
 from broker.db.engine import make_engine
 from broker.errors import Unavailable
 from broker.keys import load as load_keys
+from broker.services import audit as audit_service
 from broker.services.runtime import FailureLimiter, Runtime, utcnow
 
 
 def build_runtime(settings: Settings, *, create_dev_keys: bool = False) -> Runtime:
     """Load keys and make the engine (no I/O against the database yet)."""
     keys, _ = load_keys(settings, now=utcnow(), create_dev=create_dev_keys)
+    backends = load_backends(settings.backends_file) if settings.backends_file is not None else None
+    trail, created = audit_trail(settings, audit_key=keys.audit_key)
+    if created:
+        logging.getLogger("strongroom.audit").warning(
+            "generated a development audit signing key in %s: checkpoints it signs prove nothing to "
+            "someone who can write the data directory; set STRONGROOM_AUDIT_SIGNING_KEY_FILE for production",
+            settings.data_dir,
+        )
     return Runtime(
         settings=settings,
         engine=make_engine(settings.resolved_database_url, pool_size=settings.db_pool_size),
@@ -32,6 +45,8 @@ def build_runtime(settings: Settings, *, create_dev_keys: bool = False) -> Runti
             window=float(settings.auth_failure_window),
             clock=time.monotonic,
         ),
+        backends=backends,
+        audit=trail,
     )
 
 
@@ -48,8 +63,14 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
                     f"database schema is at {current or 'nothing'} but this broker needs {head}; "
                     "run `strongroom-server db upgrade` first"
                 )
-        yield
-        await runtime.engine.dispose()
+            # Compare the database with the newest external audit checkpoint; start the chainer.
+            await audit_service.start(runtime)
+        try:
+            yield
+        finally:
+            if check_schema:
+                await audit_service.stop(runtime)
+            await runtime.engine.dispose()
 
     app = FastAPI(
         title="Strongroom broker",
@@ -62,7 +83,15 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
     )
     app.state.runtime = runtime
     errors.install(app)
-    for router in (health.router, auth.router, projects.router, secrets.router):
+    for router in (
+        health.router,
+        auth.router,
+        projects.router,
+        secrets.router,
+        compile.router,
+        importing.router,
+        audit_routes.router,
+    ):
         app.include_router(router)
     return Edge(app, runtime)
 

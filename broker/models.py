@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     ForeignKey,
     Index,
@@ -113,10 +114,18 @@ class Token(Base):
 
 
 class AuditEvent(Base):
-    """One event per request: who, what, when, from where, outcome; never a value."""
+    """One event per request: who, what, when, from where, outcome; never a value (only fingerprints).
+
+    `seq`, `prev_hash` and `hash` place the event in the hash chain (broker/audit/canonical.py); they
+    are null from the event's commit until the chainer links it (at once on SQLite, shortly after the
+    commit on PostgreSQL). The unique `seq` makes a fork impossible even if two chainers ran at once.
+    """
 
     __tablename__ = "audit_events"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     request_id: Mapped[str] = mapped_column(String(64))
     actor_id: Mapped[int | None] = mapped_column(Integer)
@@ -135,6 +144,29 @@ class AuditEvent(Base):
     outcome: Mapped[str] = mapped_column(String(16))
     status: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str | None] = mapped_column(Text)
+    # Canonical JSON: the token's scopes at that moment; the fingerprints of every value read or written.
+    scopes: Mapped[str | None] = mapped_column(Text)
+    fingerprints: Mapped[str | None] = mapped_column(Text)
+    client_kind: Mapped[str | None] = mapped_column(String(16))
+    # Where a proxied value came from (issue 7): backend name, upstream path and version.
+    backend: Mapped[str | None] = mapped_column(String(64))
+    upstream_path: Mapped[str | None] = mapped_column(String(512))
+    upstream_version: Mapped[str | None] = mapped_column(String(128))
+
+
+class AuditCheckpoint(Base):
+    """A signed checkpoint of the chain, kept beside the events for coordination and exports.
+
+    The copy that counts is the one in the external checkpoint directory (a database restored from a
+    backup restores this table too); the start-up check reads the directory, never this table.
+    """
+
+    __tablename__ = "audit_checkpoints"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    head: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    key_id: Mapped[str] = mapped_column(String(64))
+    document: Mapped[str] = mapped_column(Text)
 
 
 projects: Table = Project.__table__  # type: ignore[assignment]
@@ -144,3 +176,4 @@ secret_versions: Table = SecretVersion.__table__  # type: ignore[assignment]
 principals: Table = Principal.__table__  # type: ignore[assignment]
 tokens: Table = Token.__table__  # type: ignore[assignment]
 audit_events: Table = AuditEvent.__table__  # type: ignore[assignment]
+audit_checkpoints: Table = AuditCheckpoint.__table__  # type: ignore[assignment]

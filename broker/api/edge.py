@@ -91,15 +91,15 @@ READ_ONLY = (
 
 
 _TEMPLATES = [
-    (method, re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))), template)
-    for method, template in ROUTE_ACTIONS
+    (verb, re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))), template)
+    for verb, template in ROUTE_ACTIONS
 ]
 
 
 def match_template(method: str, path: str) -> tuple[str | None, dict[str, str]]:
     """The route template a method and path would reach, with its path parameters (before routing)."""
-    for candidate, pattern, template in _TEMPLATES:
-        if candidate == method and (m := pattern.fullmatch(path)) is not None:
+    for verb, pattern, template in _TEMPLATES:
+        if verb == method and (m := pattern.fullmatch(path)) is not None:
             return template, m.groupdict()
     return None, {}
 

@@ -20,6 +20,7 @@ from broker.errors import (
     Invalid,
     NotFound,
     RateLimited,
+    Throttled,
     Unauthenticated,
     Unavailable,
 )
@@ -77,7 +78,7 @@ async def on_broker_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, kind):
             headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
             if isinstance(exc, Unavailable):
-                headers = {"Retry-After": "5"}
+                headers = {"Retry-After": str(exc.retry_after) if isinstance(exc, Throttled) else "5"}
             if isinstance(exc, Unauthenticated):
                 headers = {"WWW-Authenticate": "Bearer"}
             return problem(request, status, title, exc.message, headers)

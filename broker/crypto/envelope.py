@@ -148,11 +148,13 @@ def open_value(dek: bytes, blob: bytes, aad: bytes) -> bytes:
 class DekWrapper:
     """Wraps and unwraps DEKs in the version-1 format under one KEK, bound to that KEK's id."""
 
-    __slots__ = ("_aad_prefix", "kek", "kek_id")
+    __slots__ = ("_aad_prefix", "generates", "kek", "kek_id")
 
     def __init__(self, kek: Kek) -> None:
         self.kek = kek
         self.kek_id: str = check_kek_id(kek.key_id)
+        # A remote KEK may make the DEK itself (KMS GenerateDataKey, transit datakey): one call, not two.
+        self.generates: bool = callable(getattr(kek, "generate", None))
         # Built once: rebuilding it per call (regex check, encode, concatenations) costs about half
         # as much as the KEK decrypt itself on the read path.
         self._aad_prefix = dek_aad_prefix(self.kek_id)
@@ -166,6 +168,28 @@ class DekWrapper:
             # Refusing at write time keeps every stored row readable within unwrap()'s bound.
             raise ValueError("the KEK returned a wrapped DEK larger than the format allows")
         return _VERSION_PREFIX + wrapped
+
+    def generate(self, aad: bytes) -> tuple[bytes, bytes]:
+        """A fresh DEK made by the KEK and its wrapped DEK blob (only when `generates`)."""
+        dek, wrapped = self.kek.generate(self._aad_prefix + aad)  # type: ignore[attr-defined]
+        if not isinstance(dek, bytes) or len(dek) != DEK_SIZE:
+            raise ValueError("the KEK made a data key that is not 32 bytes")
+        if not isinstance(wrapped, bytes) or len(wrapped) > MAX_WRAPPED_SIZE:
+            raise ValueError("the KEK returned a wrapped DEK larger than the format allows")
+        return dek, _VERSION_PREFIX + wrapped
+
+    def refresh(self, wrapped: bytes, aad: bytes) -> bytes | None:
+        """The blob re-wrapped by the KEK's own newest key version (Vault transit rewrap), or None if the
+        KEK cannot do that; the DEK never leaves the KEK."""
+        rewrap = getattr(self.kek, "rewrap", None)
+        if rewrap is None:
+            return None
+        if not 1 < len(wrapped) <= _MAX_WRAPPED_BLOB_SIZE or wrapped[0] != FORMAT_V1:
+            raise IntegrityError
+        new = rewrap(wrapped[1:], self._aad_prefix + aad)
+        if not isinstance(new, bytes) or len(new) > MAX_WRAPPED_SIZE:
+            raise IntegrityError
+        return _VERSION_PREFIX + new
 
     def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
         """Return the DEK of a wrapped DEK blob; raise IntegrityError if anything is wrong."""

@@ -35,6 +35,14 @@ class Kek(Protocol):
         ...
 
 
+class DataKeyKek(Kek, Protocol):
+    """A KEK that makes the data key itself (AWS KMS GenerateDataKey, Vault transit datakey)."""
+
+    def generate(self, aad: bytes, /) -> tuple[bytes, bytes]:
+        """Return a fresh 32-byte DEK and its wrapping under this KEK, bound to aad."""
+        ...
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class Sealed:
     """One encrypted value as stored: value ciphertext, its wrapped DEK and the wrapping KEK's id."""
@@ -83,11 +91,15 @@ class Keyring:
 
     def seal(self, plaintext: bytes, aad: bytes) -> Sealed:
         """Encrypt plaintext under a fresh DEK wrapped by the current KEK."""
-        dek = envelope.new_dek()
         current = self._current
+        if current.generates:
+            dek, wrapped = current.generate(aad)
+        else:
+            dek = envelope.new_dek()
+            wrapped = current.wrap(dek, aad)
         return Sealed(
             ciphertext=envelope.seal_value(dek, plaintext, aad),
-            wrapped_dek=current.wrap(dek, aad),
+            wrapped_dek=wrapped,
             kek_id=current.kek_id,
         )
 
@@ -117,6 +129,14 @@ class Keyring:
             wrapped_dek=current.wrap(self._wrapper(sealed.kek_id).unwrap(sealed.wrapped_dek, aad), aad),
             kek_id=current.kek_id,
         )
+
+    def refresh(self, sealed: Sealed, aad: bytes) -> Sealed:
+        """Move the row's wrapped DEK to its KEK's newest upstream key version, where the KEK can
+        (Vault transit rewrap); otherwise return the row unchanged. The KEK id does not change."""
+        new = self._wrapper(sealed.kek_id).refresh(sealed.wrapped_dek, aad)
+        if new is None:
+            return sealed
+        return Sealed(ciphertext=sealed.ciphertext, wrapped_dek=new, kek_id=sealed.kek_id)
 
     def _wrapper(self, kid: str) -> envelope.DekWrapper:
         wrapper = self._wrappers.get(kid)

@@ -23,6 +23,17 @@ class Actor:
     max_expires_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ValueSeen:
+    """A value the request read or wrote, as the audit trail sees it: where, which version, a keyed
+    fingerprint (`hmac-sha256:...`), never the value."""
+
+    environment: str | None
+    name: str | None
+    version: int | None
+    fingerprint: str
+
+
 @dataclass(slots=True)
 class RequestContext:
     """Per-request audit facts; services fill in the action and resource, the edge the rest."""
@@ -38,8 +49,15 @@ class RequestContext:
     environment: str | None = None
     secret_name: str | None = None
     version: int | None = None
+    # Where a proxied value came from (issue 7): the backend's name, the upstream path and version.
+    backend: str | None = None
+    upstream_path: str | None = None
+    upstream_version: str | None = None
     reason: str | None = None
     audited: bool = field(default=False)
+    # cli, api or web, from the user agent (set by the edge).
+    client_kind: str | None = None
+    values: list[ValueSeen] = field(default_factory=list)
 
     def about(
         self,

@@ -1,56 +1,229 @@
-"""Audit event rows."""
+"""Audit event and checkpoint rows: insert, link into the chain, page through, prune (Core, never commit)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import ColumnElement, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.domain.request import RequestContext
-from broker.models import audit_events
+from broker.db.base import DbRow
+from broker.models import audit_checkpoints, audit_events
 
-_TEXT_LIMITS = {
-    "user_agent": 512,
-    "route": 256,
-    "reason": 2000,
-    "project": 64,
-    "environment": 64,
-    "secret_name": 256,
-}
+# pg_advisory_xact_lock key of the chainer: "SRAUDIT1" as a 64-bit integer.
+CHAIN_LOCK_KEY = int.from_bytes(b"SRAUDIT1", "big") & 0x7FFF_FFFF_FFFF_FFFF
+
+# Columns that make up a record (the chain columns apart), selected for linking, listing and export.
+RECORD_COLUMNS = [
+    audit_events.c.seq,
+    audit_events.c.prev_hash,
+    audit_events.c.hash,
+    audit_events.c.occurred_at,
+    audit_events.c.request_id,
+    audit_events.c.actor_id,
+    audit_events.c.actor_type,
+    audit_events.c.actor_name,
+    audit_events.c.token_accessor,
+    audit_events.c.scopes,
+    audit_events.c.source_addr,
+    audit_events.c.user_agent,
+    audit_events.c.client_kind,
+    audit_events.c.method,
+    audit_events.c.route,
+    audit_events.c.action,
+    audit_events.c.project,
+    audit_events.c.environment,
+    audit_events.c.secret_name,
+    audit_events.c.version,
+    audit_events.c.fingerprints,
+    audit_events.c.backend,
+    audit_events.c.upstream_path,
+    audit_events.c.upstream_version,
+    audit_events.c.outcome,
+    audit_events.c.status,
+    audit_events.c.reason,
+]
 
 
-def _clip(value: str | None, key: str) -> str | None:
-    if value is None:
-        return None
-    # PostgreSQL text cannot hold NUL: a refused name or path containing one must still be audited.
-    return value.replace("\x00", "\\x00")[: _TEXT_LIMITS[key]]
+async def append(conn: AsyncConnection, event: Mapping[str, Any]) -> None:
+    """Insert one event (column values, already shaped by the audit service); never carries a value."""
+    await conn.execute(insert(audit_events).values(**event))
 
 
-async def append(
-    conn: AsyncConnection, ctx: RequestContext, *, outcome: str, status: int, now: datetime
+async def lock_chain(conn: AsyncConnection) -> None:
+    """Make this transaction the only chainer: an advisory lock on PostgreSQL (released at commit).
+
+    SQLite needs nothing: every transaction begins IMMEDIATE, which already holds the one write lock.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
+
+
+async def head(conn: AsyncConnection) -> tuple[int, str | None]:
+    """(seq, hash) of the newest linked event, or (0, None) for an empty chain."""
+    row = (
+        await conn.execute(
+            select(audit_events.c.seq, audit_events.c.hash)
+            .where(audit_events.c.seq.is_not(None))
+            .order_by(audit_events.c.seq.desc())
+            .limit(1)
+        )
+    ).first()
+    return (int(row[0]), row[1]) if row is not None else (0, None)
+
+
+async def pending(conn: AsyncConnection, *, limit: int) -> list[DbRow]:
+    """Committed events not linked yet, oldest id first: (id, *RECORD_COLUMNS)."""
+    result = await conn.execute(
+        select(audit_events.c.id, *RECORD_COLUMNS)
+        .where(audit_events.c.seq.is_(None))
+        .order_by(audit_events.c.id)
+        .limit(limit)
+    )
+    return list(result.all())
+
+
+async def count_pending(conn: AsyncConnection) -> int:
+    """How many committed events wait to be linked."""
+    result = await conn.execute(
+        select(func.count()).select_from(audit_events).where(audit_events.c.seq.is_(None))
+    )
+    return int(result.scalar_one())
+
+
+async def link(conn: AsyncConnection, links: Sequence[tuple[int, int, str, str]]) -> None:
+    """Give events (id, seq, prev_hash, hash); an event someone else linked meanwhile is left alone and
+    the pass fails (the caller holds the chain lock, and `seq` is unique, so this is belt and braces)."""
+    stmt = (
+        update(audit_events)
+        .where(audit_events.c.id == bindparam("event_id"), audit_events.c.seq.is_(None))
+        .values(seq=bindparam("new_seq"), prev_hash=bindparam("new_prev"), hash=bindparam("new_hash"))
+    )
+    params = [{"event_id": i, "new_seq": s, "new_prev": p, "new_hash": h} for i, s, p, h in links]
+    result = await conn.execute(stmt, params)
+    if conn.dialect.supports_sane_multi_rowcount and result.rowcount != len(links):
+        raise RuntimeError("audit chain: an event was linked by someone else during this pass")
+
+
+async def events_between(conn: AsyncConnection, low: int, high: int, *, limit: int) -> list[DbRow]:
+    """Linked events low <= seq <= high in sequence order (RECORD_COLUMNS), at most `limit`."""
+    result = await conn.execute(
+        select(*RECORD_COLUMNS)
+        .where(audit_events.c.seq >= low, audit_events.c.seq <= high)
+        .order_by(audit_events.c.seq)
+        .limit(limit)
+    )
+    return list(result.all())
+
+
+async def event_at(conn: AsyncConnection, seq: int) -> DbRow | None:
+    """The linked event at `seq` (RECORD_COLUMNS), or None."""
+    return (await conn.execute(select(*RECORD_COLUMNS).where(audit_events.c.seq == seq))).first()
+
+
+async def first_seq(conn: AsyncConnection) -> int:
+    """The lowest linked sequence number still held (after a prune, above 1); 0 when empty."""
+    return int((await conn.execute(select(func.min(audit_events.c.seq)))).scalar() or 0)
+
+
+async def seq_range(
+    conn: AsyncConnection, since: datetime | None, until: datetime | None
+) -> tuple[int | None, int | None]:
+    """The smallest seq at or after `since` and the largest before `until` (None when there is none).
+
+    Exporting every record between the two (a contiguous, verifiable stretch) covers every event of the
+    time range; events are linked in commit order, so a few just outside it may ride along at the edges.
+    """
+    low_q = select(func.min(audit_events.c.seq)).where(audit_events.c.seq.is_not(None))
+    high_q = select(func.max(audit_events.c.seq)).where(audit_events.c.seq.is_not(None))
+    if since is not None:
+        low_q = low_q.where(audit_events.c.occurred_at >= since)
+    if until is not None:
+        high_q = high_q.where(audit_events.c.occurred_at < until)
+    low = (await conn.execute(low_q)).scalar()
+    high = (await conn.execute(high_q)).scalar()
+    return (int(low) if low is not None else None, int(high) if high is not None else None)
+
+
+async def search(
+    conn: AsyncConnection,
+    conditions: Sequence[ColumnElement[bool]],
+    *,
+    cursor: int | None,
+    newest_first: bool,
+    limit: int,
+) -> list[DbRow]:
+    """Linked events matching every condition, a page in sequence order after `cursor` (RECORD_COLUMNS)."""
+    seq = audit_events.c.seq
+    where = [seq.is_not(None), *conditions]
+    if cursor is not None:
+        where.append(seq < cursor if newest_first else seq > cursor)
+    result = await conn.execute(
+        select(*RECORD_COLUMNS).where(*where).order_by(seq.desc() if newest_first else seq).limit(limit)
+    )
+    return list(result.all())
+
+
+def column(name: str) -> Any:
+    """An audit_events column by name (for the service's filters)."""
+    return audit_events.c[name]
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+
+
+async def last_checkpoint(conn: AsyncConnection) -> DbRow | None:
+    """(seq, head, signed_at, key_id, document) of the newest checkpoint, or None."""
+    result = await conn.execute(
+        select(
+            audit_checkpoints.c.seq,
+            audit_checkpoints.c.head,
+            audit_checkpoints.c.signed_at,
+            audit_checkpoints.c.key_id,
+            audit_checkpoints.c.document,
+        )
+        .order_by(audit_checkpoints.c.seq.desc())
+        .limit(1)
+    )
+    return result.first()
+
+
+async def add_checkpoint(
+    conn: AsyncConnection, *, seq: int, head: str, signed_at: datetime, key_id: str, document: str
 ) -> None:
-    """Insert one event for the request; never carries a value."""
-    actor = ctx.actor
+    """Insert a checkpoint row."""
     await conn.execute(
-        insert(audit_events).values(
-            occurred_at=now,
-            request_id=ctx.request_id,
-            actor_id=actor.principal_id if actor else None,
-            actor_type=actor.principal_type if actor else None,
-            actor_name=actor.name if actor else None,
-            token_accessor=actor.accessor if actor else None,
-            source_addr=ctx.source_addr,
-            user_agent=_clip(ctx.user_agent, "user_agent"),
-            method=ctx.method,
-            route=_clip(ctx.route, "route") or "",
-            action=ctx.action,
-            project=_clip(ctx.project, "project"),
-            environment=_clip(ctx.environment, "environment"),
-            secret_name=_clip(ctx.secret_name, "secret_name"),
-            version=ctx.version,
-            outcome=outcome,
-            status=status,
-            reason=_clip(ctx.reason, "reason"),
+        insert(audit_checkpoints).values(
+            seq=seq, head=head, signed_at=signed_at, key_id=key_id, document=document
         )
     )
+
+
+async def checkpoint_documents(conn: AsyncConnection, low: int, high: int | None) -> list[str]:
+    """Documents of the checkpoints with low <= seq <= high (no bound when high is None), oldest first."""
+    q = select(audit_checkpoints.c.document).where(audit_checkpoints.c.seq >= low)
+    if high is not None:
+        q = q.where(audit_checkpoints.c.seq <= high)
+    result = await conn.execute(q.order_by(audit_checkpoints.c.seq))
+    return [row[0] for row in result.all()]
+
+
+async def prune_anchor(conn: AsyncConnection, before: datetime) -> DbRow | None:
+    """(seq, head, signed_at) of the newest checkpoint signed before `before`: where a prune may cut."""
+    result = await conn.execute(
+        select(audit_checkpoints.c.seq, audit_checkpoints.c.head, audit_checkpoints.c.signed_at)
+        .where(audit_checkpoints.c.signed_at < before)
+        .order_by(audit_checkpoints.c.seq.desc())
+        .limit(1)
+    )
+    return result.first()
+
+
+async def prune_through(conn: AsyncConnection, seq: int) -> int:
+    """Delete events up to and including `seq` and the checkpoints before it (the one at `seq` stays as
+    the anchor the remaining chain starts from); returns how many events went."""
+    gone = await conn.execute(delete(audit_events).where(audit_events.c.seq <= seq))
+    await conn.execute(delete(audit_checkpoints).where(audit_checkpoints.c.seq < seq))
+    return int(gone.rowcount)

@@ -261,3 +261,27 @@ async def count_under(conn: AsyncConnection, kek_id: str) -> int:
         select(func.count()).select_from(secret_versions).where(secret_versions.c.kek_id == kek_id)
     )
     return int(result.scalar_one())
+
+
+async def versions_under(conn: AsyncConnection, kek_id: str, *, after_id: int, limit: int) -> list[DbRow]:
+    """A batch of versions wrapped by `kek_id`, in id order (rows as versions_not_under)."""
+    from broker.models import environments
+
+    result = await conn.execute(
+        select(
+            secret_versions.c.id,
+            environments.c.project_id,
+            environments.c.id,
+            secrets.c.name,
+            secret_versions.c.version,
+            secret_versions.c.ciphertext,
+            secret_versions.c.wrapped_dek,
+            secret_versions.c.kek_id,
+        )
+        .join(secrets, secrets.c.id == secret_versions.c.secret_id)
+        .join(environments, environments.c.id == secrets.c.environment_id)
+        .where(secret_versions.c.id > after_id, secret_versions.c.kek_id == kek_id)
+        .order_by(secret_versions.c.id)
+        .limit(limit)
+    )
+    return list(result.all())

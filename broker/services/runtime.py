@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.audit.trail import AuditTrail
+from broker.backends.router import Backends
 from broker.config import Settings
 from broker.keys import KeyMaterial
 
@@ -64,4 +66,6 @@ class Runtime:
     engine: AsyncEngine
     keys: KeyMaterial
     limiter: FailureLimiter
+    audit: AuditTrail
     clock: Callable[[], datetime] = utcnow
+    backends: Backends | None = None

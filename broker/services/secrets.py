@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import math
+import secrets
+import string
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,6 +28,9 @@ from broker.services.auth import require
 from broker.services.projects import MAX_DEPTH
 from broker.services.runtime import Runtime
 
+if TYPE_CHECKING:
+    from broker.backends.base import Origin
+
 
 @dataclass(frozen=True)
 class SecretMeta:
@@ -33,6 +42,7 @@ class SecretMeta:
     deleted: bool
     created_at: datetime
     updated_at: datetime
+    origin: Origin | None = None  # None: the database
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class SecretRead:
     sensitive: bool
     environment: str
     created_at: datetime
+    origin: Origin | None = None  # None: the database
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ class ResolvedValue:
     version: int
     environment: str
     sensitive: bool
+    origin: Origin | None = None  # None: the database
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,7 @@ class VersionInfo:
     author: str | None
     deleted: bool
     destroyed: bool
+    upstream_version: str | None = None
 
 
 def _where(project: str, environment: str, name: str | None = None) -> str:
@@ -90,11 +103,22 @@ async def _env(conn: AsyncConnection, project: str, environment: str) -> tuple[i
     return row[0], row[1], row[2]
 
 
-def _open(
+async def _open(
     rt: Runtime, *, project_id: int, env_id: int, name: str, version: int, ct: bytes, wrapped: bytes, kek: str
 ) -> str:
     aad = secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
-    return rt.keys.keyring.open(Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek), aad).decode("utf-8")
+    sealed = Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek)
+    if kek in rt.keys.remote:
+        # AWS KMS / Vault transit: a blocking SDK call, so off the event loop (ARCHITECTURE rule 7).
+        return (await asyncio.to_thread(rt.keys.keyring.open, sealed, aad)).decode("utf-8")
+    return rt.keys.keyring.open(sealed, aad).decode("utf-8")
+
+
+async def _seal(rt: Runtime, data: bytes, aad: bytes) -> Sealed:
+    keyring = rt.keys.keyring
+    if keyring.current_id in rt.keys.remote:
+        return await asyncio.to_thread(keyring.seal, data, aad)
+    return keyring.seal(data, aad)
 
 
 async def list_secrets(
@@ -103,6 +127,12 @@ async def list_secrets(
     """Names and metadata of an environment's own secrets."""
     _check(ctx, "secret.list", project, environment)
     require(actor, Action.READ, project, environment)
+    if rt.backends is not None and project in rt.backends.projects:
+        from broker.services import proxied
+
+        return await proxied.list_secrets(
+            rt, ctx, project=project, environment=environment, include_deleted=include_deleted
+        )
     async with rt.engine.begin() as conn:
         _, env_id, _ = await _env(conn, project, environment)
         rows = await repo.list_secrets(conn, env_id)
@@ -125,10 +155,26 @@ async def read_secret(
     environment: str,
     name: str,
     version: int | None,
+    pin: str | None = None,
+    reveal: bool = False,
 ) -> SecretRead:
-    """Read one value; its audit event commits before the value is returned."""
-    _check(ctx, "secret.read", project, environment, name)
+    """Read one value; its audit event commits before the value is returned.
+
+    `pin` names an upstream version (a Vault version, an AWS staging label or version id). `reveal`: the
+    value is for display, so the event's action is `secret.reveal`.
+    """
+    _check(ctx, "secret.reveal" if reveal else "secret.read", project, environment, name)
     require(actor, Action.READ, project, environment)
+    if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
+        from broker.services import proxied
+
+        return await proxied.read_secret(
+            rt, ctx, route, project=project, environment=environment, name=name, version=version, pin=pin
+        )
+    if pin is not None:
+        raise Invalid(
+            "upstream_version: only for secrets kept in Vault or AWS; use version", field="upstream_version"
+        )
     async with rt.engine.begin() as conn:
         project_id, env_id, _ = await _env(conn, project, environment)
         if version is None:
@@ -152,9 +198,10 @@ async def read_secret(
             raise NotFound(
                 f"{_where(project, environment, name)}: version {ver} is deleted (undelete it to read)"
             )
-        text = _open(
+        text = await _open(
             rt, project_id=project_id, env_id=env_id, name=name, version=ver, ct=ct, wrapped=wrapped, kek=kek
         )
+        audit.saw_value(rt, ctx, environment=environment, name=name, version=ver, value=text)
         await audit.record(conn, rt, ctx)
     return SecretRead(name, SecretValue(text), ver, sensitive, environment, created)
 
@@ -170,13 +217,20 @@ async def write_secret(
     value: str,
     sensitive: bool,
     cas: int | None,
+    action: str = "secret.write",
 ) -> SecretMeta:
     """Store a new version; with `cas`, only if the current version is still `cas` (0: must not exist)."""
-    _check(ctx, "secret.write", project, environment, name)
+    _check(ctx, action, project, environment, name)
     data = check_value(value, field="value")
     if cas is not None and cas < 0:
         raise Invalid("cas: must be 0 (create only) or the current version", field="cas")
     require(actor, Action.WRITE, project, environment)
+    if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
+        from broker.services import proxied
+
+        return await proxied.write_secret(
+            rt, ctx, route, project=project, environment=environment, name=name, value=value, cas=cas
+        )
     now = rt.clock()
     try:
         async with rt.engine.begin() as conn:
@@ -203,8 +257,8 @@ async def write_secret(
                         f"{_where(project, environment, name)}: changed concurrently; read it and retry"
                     )
                 secret_id, version, created_at = sec.id, sec.current_version + 1, sec.created_at
-            sealed = rt.keys.keyring.seal(
-                data, secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
+            sealed = await _seal(
+                rt, data, secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
             )
             await repo.add_version(
                 conn,
@@ -217,6 +271,7 @@ async def write_secret(
                 now=now,
             )
             ctx.version = version
+            audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
             await audit.record(conn, rt, ctx)
     except DbIntegrityError:
         raise Conflict(
@@ -238,6 +293,12 @@ async def delete_secret(
     """Soft-delete the current version: hidden from lists and resolution until undeleted."""
     _check(ctx, "secret.delete", project, environment, name)
     require(actor, Action.WRITE, project, environment)
+    if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
+        from broker.services import proxied
+
+        return await proxied.delete_secret(
+            rt, ctx, route, project=project, environment=environment, name=name
+        )
     where = _where(project, environment, name)
     async with rt.engine.begin() as conn:
         _, env_id, _ = await _env(conn, project, environment)
@@ -256,6 +317,12 @@ async def undelete_secret(
     """Bring back a soft-deleted current version."""
     _check(ctx, "secret.undelete", project, environment, name)
     require(actor, Action.WRITE, project, environment)
+    if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
+        from broker.services import proxied
+
+        return await proxied.undelete_secret(
+            rt, ctx, route, project=project, environment=environment, name=name
+        )
     where = _where(project, environment, name)
     async with rt.engine.begin() as conn:
         _, env_id, _ = await _env(conn, project, environment)
@@ -280,6 +347,12 @@ async def destroy_version(
     _check(ctx, "secret.destroy", project, environment, name)
     ctx.version = version
     require(actor, Action.ADMIN, project, environment)
+    if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
+        from broker.services import proxied
+
+        return await proxied.destroy_version(
+            rt, ctx, route, project=project, environment=environment, name=name, version=version
+        )
     where = _where(project, environment, name)
     async with rt.engine.begin() as conn:
         _, env_id, _ = await _env(conn, project, environment)
@@ -298,6 +371,10 @@ async def history(
     """The current version number and every version's metadata, newest first."""
     _check(ctx, "secret.history", project, environment, name)
     require(actor, Action.READ, project, environment)
+    if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
+        from broker.services import proxied
+
+        return await proxied.history(rt, ctx, route, project=project, environment=environment, name=name)
     where = _where(project, environment, name)
     async with rt.engine.begin() as conn:
         _, env_id, _ = await _env(conn, project, environment)
@@ -315,6 +392,12 @@ async def rollback(
     """Write a new version holding an older version's value."""
     _check(ctx, "secret.rollback", project, environment, name)
     require(actor, Action.WRITE, project, environment)
+    if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
+        from broker.services import proxied
+
+        return await proxied.rollback(
+            rt, ctx, route, project=project, environment=environment, name=name, version=version
+        )
     where = _where(project, environment, name)
     now = rt.clock()
     async with rt.engine.begin() as conn:
@@ -325,7 +408,7 @@ async def rollback(
             raise NotFound(f"{where}: no version {version}")
         if old.ciphertext is None or old.wrapped_dek is None or old.kek_id is None:
             raise Conflict(f"{where}: version {version} was destroyed")
-        text = _open(
+        text = await _open(
             rt,
             project_id=project_id,
             env_id=env_id,
@@ -340,7 +423,8 @@ async def rollback(
             conn, sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now
         ):
             raise Conflict(f"{where}: changed concurrently; retry")
-        sealed = rt.keys.keyring.seal(
+        sealed = await _seal(
+            rt,
             text.encode(),
             secret_aad(project_id=project_id, environment_id=env_id, name=name, version=new_version),
         )
@@ -355,16 +439,21 @@ async def rollback(
             now=now,
         )
         ctx.version = new_version
+        audit.saw_value(rt, ctx, environment=environment, name=name, version=new_version, value=text)
         await audit.record(conn, rt, ctx)
     return SecretMeta(name, new_version, sec.sensitive, False, sec.created_at, now)
 
 
 async def resolve(
-    rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str, environment: str
+    rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str, environment: str, reveal: bool = False
 ) -> dict[str, ResolvedValue]:
     """Every value the environment sees, inheritance applied, nearest environment winning."""
-    _check(ctx, "secret.resolve", project, environment)
+    _check(ctx, "secret.reveal" if reveal else "secret.resolve", project, environment)
     require(actor, Action.READ, project, environment)
+    if rt.backends is not None and project in rt.backends.projects:
+        from broker.services import proxied
+
+        return await proxied.resolve(rt, ctx, project=project, environment=environment)
     async with rt.engine.begin() as conn:
         project_id, env_id, _ = await _env(conn, project, environment)
         tree = await project_repo.environment_slugs(conn, project_id)
@@ -379,9 +468,108 @@ async def resolve(
         for eid, name, sensitive, ver, ct, wrapped, kek in sorted(rows, key=lambda r: rank[r[0]]):
             if name in best or ct is None or wrapped is None or kek is None:
                 continue
-            text = _open(
+            text = await _open(
                 rt, project_id=project_id, env_id=eid, name=name, version=ver, ct=ct, wrapped=wrapped, kek=kek
             )
             best[name] = (rank[eid], ResolvedValue(SecretValue(text), ver, tree[eid][0], sensitive))
+            audit.saw_value(rt, ctx, environment=tree[eid][0], name=name, version=ver, value=text)
         await audit.record(conn, rt, ctx)
     return {name: rv for name, (_, rv) in sorted(best.items())}
+
+
+GENERATE_FORMATS = ("hex", "base64", "alnum")
+GENERATE_MIN_BYTES, GENERATE_MAX_BYTES = 16, 1024
+_ALNUM = string.ascii_letters + string.digits
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What `generate_secret` did: `generated` is False when an existing secret was left alone."""
+
+    meta: SecretMeta
+    generated: bool
+    rotated: bool
+
+
+def generate_value(size: int, encoding: str) -> str:
+    """`size` bytes from the OS CSPRNG as hex, base64, or as many [A-Za-z0-9] characters as hold 8*size bits."""
+    if encoding == "hex":
+        return secrets.token_hex(size)
+    if encoding == "base64":
+        return base64.b64encode(secrets.token_bytes(size)).decode("ascii")
+    length = math.ceil(size * 8 / math.log2(len(_ALNUM)))
+    return "".join(secrets.choice(_ALNUM) for _ in range(length))
+
+
+async def _left_alone(
+    rt: Runtime, ctx: RequestContext, *, project: str, environment: str, name: str
+) -> Generated | None:
+    """The existing secret's metadata, this request audited as a no-op; None if there is no such secret."""
+    async with rt.engine.begin() as conn:
+        _, env_id, _ = await _env(conn, project, environment)
+        sec = await repo.get_secret(conn, env_id, name)
+        if sec is None:
+            return None
+        cur = await repo.get_version(conn, sec.id, sec.current_version)
+        deleted = cur is None or cur.deleted_at is not None or cur.destroyed_at is not None
+        ctx.version = sec.current_version
+        ctx.reason = "already exists; left unchanged (rotate not asked)"
+        await audit.record(conn, rt, ctx)
+    meta = SecretMeta(name, sec.current_version, sec.sensitive, deleted, sec.created_at, sec.updated_at)
+    return Generated(meta, generated=False, rotated=False)
+
+
+async def generate_secret(
+    rt: Runtime,
+    ctx: RequestContext,
+    actor: Actor,
+    *,
+    project: str,
+    environment: str,
+    name: str,
+    size: int,
+    encoding: str,
+    rotate: bool,
+) -> Generated:
+    """Generate and store a random value once: an existing secret is left alone unless `rotate`."""
+    _check(ctx, "secret.generate", project, environment, name)
+    if not GENERATE_MIN_BYTES <= size <= GENERATE_MAX_BYTES:
+        raise Invalid(f"bytes: must be between {GENERATE_MIN_BYTES} and {GENERATE_MAX_BYTES}", field="bytes")
+    if encoding not in GENERATE_FORMATS:
+        raise Invalid("format: must be hex, base64 or alnum", field="format")
+    require(actor, Action.WRITE, project, environment)
+    if rt.backends is not None and rt.backends.route(project, environment, name) is not None:
+        raise Invalid(
+            f"{_where(project, environment, name)}: kept in an external backend; generate it there "
+            "and read it through the broker",
+            field="name",
+        )
+    cas, sensitive = 0, True
+    if rotate:
+        async with rt.engine.begin() as conn:
+            _, env_id, _ = await _env(conn, project, environment)
+            sec = await repo.get_secret(conn, env_id, name)
+        if sec is not None:
+            cas, sensitive = sec.current_version, sec.sensitive
+    try:
+        meta = await write_secret(
+            rt,
+            ctx,
+            actor,
+            project=project,
+            environment=environment,
+            name=name,
+            value=generate_value(size, encoding),
+            sensitive=sensitive,
+            cas=cas,
+            action="secret.generate",
+        )
+    except Conflict:
+        if rotate:
+            raise
+        # It exists (perhaps created a moment ago by a concurrent request): leave it alone, idempotently.
+        existing = await _left_alone(rt, ctx, project=project, environment=environment, name=name)
+        if existing is None:
+            raise
+        return existing
+    return Generated(meta, generated=True, rotated=cas != 0)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from broker.api.deps import ActorDep, CtxDep, RuntimeDep
 from broker.api.routes.common import NO_STORE, PROBLEMS
@@ -19,6 +20,8 @@ from broker.api.schemas import (
     RenewRequest,
     ScopeBody,
     TokenInfoOut,
+    TokenList,
+    TokenListItem,
     TokenOut,
     TokenRequest,
 )
@@ -113,6 +116,25 @@ async def create_child(
     )
     response.headers.update(NO_STORE)
     return token_out(issued, rt.clock())
+
+
+@router.get("/tokens", response_model=TokenList, tags=["tokens"])
+async def list_tokens(
+    rt: RuntimeDep,
+    ctx: CtxDep,
+    actor: ActorDep,
+    include_inactive: Annotated[bool, Query()] = False,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> TokenList:
+    """Tokens newest first, by accessor, never their strings (admin); expired and revoked ones on request."""
+    infos = await auth.list_tokens(rt, ctx, actor, include_inactive=include_inactive, limit=limit)
+    now = rt.clock()
+    return TokenList(
+        tokens=[
+            TokenListItem(created_at=i.created_at, revoked=i.revoked, **info_out(i, now).model_dump())
+            for i in infos
+        ]
+    )
 
 
 @router.post("/tokens/lookup", response_model=TokenInfoOut, tags=["tokens"])

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Response
 
 from broker.api.deps import ActorDep, CtxDep, RuntimeDep
 from broker.api.routes.common import NO_STORE, PROBLEMS
 from broker.api.schemas import (
+    GenerateOut,
+    GenerateRequest,
     HistoryOut,
     ResolvedOut,
     ResolvedValueOut,
@@ -19,15 +21,25 @@ from broker.api.schemas import (
     SecretWrite,
     VersionOut,
 )
+from broker.backends.base import Origin
 from broker.services import secrets as svc
 
 router = APIRouter(
     prefix="/v1/projects/{project}/environments/{environment}", responses=PROBLEMS, tags=["secrets"]
 )
 
+# `X-Strongroom-Reveal: 1`: the client will display the value, so the read is audited as `secret.reveal`.
+RevealHeader = Annotated[
+    str | None, Header(alias="X-Strongroom-Reveal", max_length=16, description="1: audited as a reveal")
+]
+
+
+def _reveal(header: str | None) -> bool:
+    return (header or "").strip().lower() in ("1", "true", "yes")
+
 
 def _meta(m: svc.SecretMeta) -> SecretMetaOut:
-    return SecretMetaOut(
+    out = SecretMetaOut(
         name=m.name,
         version=m.version,
         sensitive=m.sensitive,
@@ -35,6 +47,13 @@ def _meta(m: svc.SecretMeta) -> SecretMetaOut:
         created_at=m.created_at,
         updated_at=m.updated_at,
     )
+    if m.origin is not None:
+        out.backend, out.upstream_path, out.upstream_version = _source(m.origin)
+    return out
+
+
+def _source(origin: Origin) -> tuple[str, str, str | None]:
+    return origin.backend, origin.path, origin.upstream_version
 
 
 @router.get("/secrets", response_model=SecretList)
@@ -63,13 +82,30 @@ async def read_secret(
     actor: ActorDep,
     response: Response,
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
+    upstream_version: Annotated[
+        str | None,
+        Query(
+            max_length=256,
+            description="proxied secrets: a Vault version, an AWS staging label (AWSCURRENT, AWSPREVIOUS) "
+            "or an AWS version id",
+        ),
+    ] = None,
+    x_strongroom_reveal: RevealHeader = None,
 ) -> SecretValueOut:
-    """Read one value (the current version, or `version`)."""
+    """Read one value (the current version, or `version`, or an upstream version)."""
     got = await svc.read_secret(
-        rt, ctx, actor, project=project, environment=environment, name=name, version=version
+        rt,
+        ctx,
+        actor,
+        project=project,
+        environment=environment,
+        name=name,
+        version=version,
+        pin=upstream_version,
+        reveal=_reveal(x_strongroom_reveal),
     )
     response.headers.update(NO_STORE)
-    return SecretValueOut(
+    out = SecretValueOut(
         name=got.name,
         value=got.value.reveal(),
         version=got.version,
@@ -77,6 +113,9 @@ async def read_secret(
         environment=got.environment,
         created_at=got.created_at,
     )
+    if got.origin is not None:
+        out.backend, out.upstream_path, out.upstream_version = _source(got.origin)
+    return out
 
 
 @router.put("/secrets/{name}", response_model=SecretMetaOut)
@@ -134,6 +173,7 @@ async def history(
                 author=v.author,
                 deleted=v.deleted,
                 destroyed=v.destroyed,
+                upstream_version=v.upstream_version,
             )
             for v in versions
         ],
@@ -175,20 +215,57 @@ async def rollback(
     )
 
 
+@router.post("/secrets/{name}/generate", response_model=GenerateOut)
+async def generate(
+    project: str,
+    environment: str,
+    name: str,
+    body: GenerateRequest,
+    rt: RuntimeDep,
+    ctx: CtxDep,
+    actor: ActorDep,
+) -> GenerateOut:
+    """Generate and store a random value once; an existing one is left alone unless `rotate`; never returns it."""
+    done = await svc.generate_secret(
+        rt,
+        ctx,
+        actor,
+        project=project,
+        environment=environment,
+        name=name,
+        size=body.bytes,
+        encoding=body.format,
+        rotate=body.rotate,
+    )
+    return GenerateOut(generated=done.generated, rotated=done.rotated, secret=_meta(done.meta))
+
+
 @router.get("/resolved", response_model=ResolvedOut)
 async def resolved(
-    project: str, environment: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep, response: Response
+    project: str,
+    environment: str,
+    rt: RuntimeDep,
+    ctx: CtxDep,
+    actor: ActorDep,
+    response: Response,
+    x_strongroom_reveal: RevealHeader = None,
 ) -> ResolvedOut:
     """Every value the environment sees, inheritance applied; each says where it came from."""
-    values = await svc.resolve(rt, ctx, actor, project=project, environment=environment)
+    values = await svc.resolve(
+        rt, ctx, actor, project=project, environment=environment, reveal=_reveal(x_strongroom_reveal)
+    )
     response.headers.update(NO_STORE)
     return ResolvedOut(
         project=project,
         environment=environment,
-        values={
-            k: ResolvedValueOut(
-                value=v.value.reveal(), version=v.version, environment=v.environment, sensitive=v.sensitive
-            )
-            for k, v in values.items()
-        },
+        values={k: _resolved(v) for k, v in values.items()},
     )
+
+
+def _resolved(v: svc.ResolvedValue) -> ResolvedValueOut:
+    out = ResolvedValueOut(
+        value=v.value.reveal(), version=v.version, environment=v.environment, sensitive=v.sensitive
+    )
+    if v.origin is not None:
+        out.backend, out.upstream_path, out.upstream_version = _source(v.origin)
+    return out

@@ -8,6 +8,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+def _absent(value: object) -> bool:
+    """Optional provenance fields are left out of the JSON when they do not apply."""
+    return value is None
+
+
 class Request(BaseModel):
     """Base of request bodies: unknown keys are errors, and JSON types are not coerced ("1" is not 1)."""
 
@@ -78,6 +83,19 @@ class TokenOut(TokenInfoOut):
     """A new token, shown once."""
 
     token: str
+
+
+class TokenListItem(TokenInfoOut):
+    """A token as admins list it: metadata, never the token string."""
+
+    created_at: datetime
+    revoked: bool
+
+
+class TokenList(BaseModel):
+    """Tokens, newest first."""
+
+    tokens: list[TokenListItem]
 
 
 class IdentityRequest(Request):
@@ -188,6 +206,14 @@ class RollbackRequest(Request):
     version: int = Field(ge=1, le=2**31 - 1)
 
 
+class GenerateRequest(Request):
+    """Have the broker generate and store a random value (left alone if the secret exists, unless rotate)."""
+
+    bytes: int = Field(default=64, ge=16, le=1024, description="Random bytes (8 bits each) of the value")
+    format: Literal["hex", "base64", "alnum"] = "hex"
+    rotate: bool = Field(default=False, description="Replace an existing value with a new version")
+
+
 class SecretMetaOut(BaseModel):
     """A secret's metadata."""
 
@@ -197,6 +223,25 @@ class SecretMetaOut(BaseModel):
     deleted: bool
     created_at: datetime
     updated_at: datetime
+    backend: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="proxied values only: the backend's name (absent: database)",
+    )
+    upstream_path: str | None = Field(
+        default=None, exclude_if=_absent, description="proxied values only: the upstream path or secret id"
+    )
+    upstream_version: str | None = Field(
+        default=None, exclude_if=_absent, description="proxied values only: the upstream version"
+    )
+
+
+class GenerateOut(BaseModel):
+    """What `generate` did; never the value."""
+
+    generated: bool
+    rotated: bool
+    secret: SecretMetaOut
 
 
 class SecretList(BaseModel):
@@ -214,6 +259,17 @@ class SecretValueOut(BaseModel):
     sensitive: bool
     environment: str
     created_at: datetime
+    backend: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="proxied values only: the backend's name (absent: database)",
+    )
+    upstream_path: str | None = Field(
+        default=None, exclude_if=_absent, description="proxied values only: the upstream path or secret id"
+    )
+    upstream_version: str | None = Field(
+        default=None, exclude_if=_absent, description="proxied values only: the upstream version"
+    )
 
 
 class VersionOut(BaseModel):
@@ -224,6 +280,7 @@ class VersionOut(BaseModel):
     author: str | None
     deleted: bool
     destroyed: bool
+    upstream_version: str | None = Field(default=None, exclude_if=_absent, description="proxied secrets only")
 
 
 class HistoryOut(BaseModel):
@@ -241,6 +298,17 @@ class ResolvedValueOut(BaseModel):
     version: int
     environment: str
     sensitive: bool
+    backend: str | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="proxied values only: the backend's name (absent: database)",
+    )
+    upstream_path: str | None = Field(
+        default=None, exclude_if=_absent, description="proxied values only: the upstream path or secret id"
+    )
+    upstream_version: str | None = Field(
+        default=None, exclude_if=_absent, description="proxied values only: the upstream version"
+    )
 
 
 class ResolvedOut(BaseModel):

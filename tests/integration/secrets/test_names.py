@@ -139,7 +139,7 @@ def test_slashes_and_empty_names_never_reach_a_handler(seeded: Api, subtests: py
                 body = problem(r, 404)
                 assert body["detail"] == "no such route"
                 event = api.one_audit(r.request_id)
-                assert (event["outcome"], event["action"]) == ("invalid", None)
+                assert (event["outcome"], event["action"]) == ("invalid", "request.unrouted")
 
     # `/secrets/` has an empty name segment. It is a 404 "no such route", never a redirect to the
     # list route (Starlette's default slash redirect would answer 307 and audit it as `ok`).

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.crypto.envelope import secret_aad
 from broker.crypto.keyring import Sealed
@@ -21,32 +24,27 @@ class RewrapReport:
     current: str
 
 
-async def rewrap(
-    rt: Runtime, *, batch: int = 200, on_batch: Callable[[int], None] | None = None
-) -> RewrapReport:
-    """Re-wrap every data key not under the current KEK; value ciphertext is never touched.
+Fetch = Callable[[AsyncConnection, str, int, int], Awaitable[list[Any]]]
+Transform = Callable[[Sealed, bytes], Awaitable[Sealed]]
 
-    Each batch commits on its own, and each row is updated only if still under its old key,
-    so an interrupted run resumes where it stopped and a rerun changes nothing.
-    """
-    keyring = rt.keys.keyring
-    current = keyring.current_id
+
+async def _walk(
+    rt: Runtime, *, fetch: Fetch, transform: Transform, batch: int, on_batch: Callable[[int], None] | None
+) -> RewrapReport:
+    """Re-wrap rows batch by batch; each batch commits on its own and each row changes only if its
+    wrapped key is still the one read, so an interrupted run resumes and a rerun changes nothing."""
+    current = rt.keys.keyring.current_id
     done = skipped = 0
     after = 0
     while True:
         async with rt.engine.begin() as conn:
-            rows = await repo.versions_not_under(conn, current, after_id=after, limit=batch)
+            rows = await fetch(conn, current, after, batch)
             if not rows:
                 break
             for row_id, project_id, env_id, name, version, ct, wrapped, kek in rows:
                 aad = secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
-                sealed = Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek)
-                if kek in rt.keys.remote or current in rt.keys.remote:
-                    # AWS KMS / Vault transit on either side: blocking SDK calls, off the event loop.
-                    new = await asyncio.to_thread(keyring.rewrap, sealed, aad)
-                else:
-                    new = keyring.rewrap(sealed, aad)
-                if await repo.rewrap_row(
+                new = await transform(Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek), aad)
+                if new.wrapped_dek != wrapped and await repo.rewrap_row(
                     conn, row_id, old_kek=kek, wrapped_dek=new.wrapped_dek, kek_id=new.kek_id
                 ):
                     done += 1
@@ -56,6 +54,25 @@ async def rewrap(
         if on_batch is not None:
             on_batch(done)
     return RewrapReport(rewrapped=done, skipped=skipped, current=current)
+
+
+async def rewrap(
+    rt: Runtime, *, batch: int = 200, on_batch: Callable[[int], None] | None = None
+) -> RewrapReport:
+    """Re-wrap every data key not under the current KEK; value ciphertext is never touched."""
+    keyring = rt.keys.keyring
+    remote = rt.keys.remote
+
+    async def transform(sealed: Sealed, aad: bytes) -> Sealed:
+        if sealed.kek_id in remote or keyring.current_id in remote:
+            # AWS KMS / Vault transit on either side: blocking SDK calls, off the event loop.
+            return await asyncio.to_thread(keyring.rewrap, sealed, aad)
+        return keyring.rewrap(sealed, aad)
+
+    async def fetch(conn: AsyncConnection, current: str, after: int, limit: int) -> list[Any]:
+        return await repo.versions_not_under(conn, current, after_id=after, limit=limit)
+
+    return await _walk(rt, fetch=fetch, transform=transform, batch=batch, on_batch=on_batch)
 
 
 async def usage(rt: Runtime, kek_id: str) -> int:
@@ -73,25 +90,11 @@ async def refresh_upstream(
     leaves Vault and the KEK id does not change; a KEK that cannot do this (local, KMS) changes nothing.
     """
     keyring = rt.keys.keyring
-    current = keyring.current_id
-    done = skipped = 0
-    after = 0
-    while True:
-        async with rt.engine.begin() as conn:
-            rows = await repo.versions_under(conn, current, after_id=after, limit=batch)
-            if not rows:
-                break
-            for row_id, project_id, env_id, name, version, ct, wrapped, kek in rows:
-                aad = secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
-                sealed = Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek)
-                new = await asyncio.to_thread(keyring.refresh, sealed, aad)
-                if new.wrapped_dek != wrapped and await repo.rewrap_row(
-                    conn, row_id, old_kek=kek, wrapped_dek=new.wrapped_dek, kek_id=kek
-                ):
-                    done += 1
-                else:
-                    skipped += 1
-                after = row_id
-        if on_batch is not None:
-            on_batch(done)
-    return RewrapReport(rewrapped=done, skipped=skipped, current=current)
+
+    async def transform(sealed: Sealed, aad: bytes) -> Sealed:
+        return await asyncio.to_thread(keyring.refresh, sealed, aad)
+
+    async def fetch(conn: AsyncConnection, current: str, after: int, limit: int) -> list[Any]:
+        return await repo.versions_under(conn, current, after_id=after, limit=limit)
+
+    return await _walk(rt, fetch=fetch, transform=transform, batch=batch, on_batch=on_batch)

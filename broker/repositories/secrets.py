@@ -9,7 +9,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db.base import DbRow
-from broker.models import principals, secret_versions, secrets
+from broker.models import environments, principals, projects, secret_versions, secrets
 
 SecretRow = DbRow
 
@@ -91,6 +91,39 @@ async def read_current(conn: AsyncConnection, env_id: int, name: str) -> DbRow |
             & (secret_versions.c.version == secrets.c.current_version),
         )
         .where(secrets.c.environment_id == env_id, secrets.c.name == name)
+    )
+    return result.first()
+
+
+async def read_current_by_slugs(
+    conn: AsyncConnection, project: str, environment: str, name: str
+) -> DbRow | None:
+    """The hot read in one query: None when the environment does not exist; else
+    (project id, env id, secret id, sensitive, version, ciphertext, wrapped_dek, kek_id, created, deleted,
+    destroyed) with the secret columns None when the environment holds no such secret."""
+    result = await conn.execute(
+        select(
+            projects.c.id,
+            environments.c.id,
+            secrets.c.id,
+            secrets.c.sensitive,
+            secret_versions.c.version,
+            secret_versions.c.ciphertext,
+            secret_versions.c.wrapped_dek,
+            secret_versions.c.kek_id,
+            secret_versions.c.created_at,
+            secret_versions.c.deleted_at,
+            secret_versions.c.destroyed_at,
+        )
+        .select_from(projects)
+        .join(environments, environments.c.project_id == projects.c.id)
+        .outerjoin(secrets, (secrets.c.environment_id == environments.c.id) & (secrets.c.name == name))
+        .outerjoin(
+            secret_versions,
+            (secret_versions.c.secret_id == secrets.c.id)
+            & (secret_versions.c.version == secrets.c.current_version),
+        )
+        .where(projects.c.slug == project, environments.c.slug == environment)
     )
     return result.first()
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
+from broker.db.engine import autocommit
 from broker.domain.request import Actor, RequestContext
 from broker.domain.scopes import ADMIN_SCOPES, Action, Scope, allowed, covered, scopes_from_json, with_denies
 from broker.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
@@ -277,7 +278,8 @@ async def authenticate(rt: Runtime, ctx: RequestContext, authorization: str | No
         raise Unauthenticated()
     digest = keyed_hash(rt.keys.hmac_key, b"token", token.strip())
     now = rt.clock()
-    async with rt.engine.begin() as conn:
+    # One lookup (and, for use-limited tokens, one atomic conditional update): no transaction needed.
+    async with autocommit(rt.engine) as conn:
         row = await repo.get_token_by_hash(conn, digest)
         reason = None
         if row is None:

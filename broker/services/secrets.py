@@ -176,13 +176,16 @@ async def read_secret(
             "upstream_version: only for secrets kept in Vault or AWS; use version", field="upstream_version"
         )
     async with rt.engine.begin() as conn:
-        project_id, env_id, _ = await _env(conn, project, environment)
         if version is None:
-            row = await repo.read_current(conn, env_id, name)
+            # The hot path: environment and current version in one round trip.
+            row = await repo.read_current_by_slugs(conn, project, environment, name)
             if row is None:
+                raise NotFound(f"{_where(project, environment)}: no such environment")
+            project_id, env_id, sid, sensitive, ver, ct, wrapped, kek, created, deleted, destroyed = row
+            if sid is None or ver is None:
                 raise NotFound(f"{_where(project, environment, name)}: no such secret")
-            _sid, sensitive, ver, ct, wrapped, kek, created, deleted, destroyed = row
         else:
+            project_id, env_id, _ = await _env(conn, project, environment)
             if version < 1:
                 raise Invalid("version: must be a positive integer", field="version")
             sec = await repo.get_secret(conn, env_id, name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db.base import DbRow
@@ -243,13 +243,10 @@ async def history(conn: AsyncConnection, secret_id: int) -> list[DbRow]:
     return list(result.all())
 
 
-async def versions_not_under(conn: AsyncConnection, kek_id: str, *, after_id: int, limit: int) -> list[DbRow]:
-    """A batch of versions wrapped by a key other than `kek_id`, in id order, for rewrap.
-
-    Rows: (version row id, project id, env id, name, version, ciphertext, wrapped_dek, kek_id).
-    """
-    from broker.models import environments
-
+async def _sealed_batch(
+    conn: AsyncConnection, which: ColumnElement[bool], *, after_id: int, limit: int
+) -> list[DbRow]:
+    """Rows (version row id, project id, env id, name, version, ciphertext, wrapped_dek, kek_id), id order."""
     result = await conn.execute(
         select(
             secret_versions.c.id,
@@ -263,15 +260,17 @@ async def versions_not_under(conn: AsyncConnection, kek_id: str, *, after_id: in
         )
         .join(secrets, secrets.c.id == secret_versions.c.secret_id)
         .join(environments, environments.c.id == secrets.c.environment_id)
-        .where(
-            secret_versions.c.id > after_id,
-            secret_versions.c.kek_id.is_not(None),
-            secret_versions.c.kek_id != kek_id,
-        )
+        .where(secret_versions.c.id > after_id, which)
         .order_by(secret_versions.c.id)
         .limit(limit)
     )
     return list(result.all())
+
+
+async def versions_not_under(conn: AsyncConnection, kek_id: str, *, after_id: int, limit: int) -> list[DbRow]:
+    """A batch of versions wrapped by a key other than `kek_id`, for rewrap."""
+    which = secret_versions.c.kek_id.is_not(None) & (secret_versions.c.kek_id != kek_id)
+    return await _sealed_batch(conn, which, after_id=after_id, limit=limit)
 
 
 async def rewrap_row(
@@ -288,8 +287,6 @@ async def rewrap_row(
 
 async def count_under(conn: AsyncConnection, kek_id: str) -> int:
     """How many versions are still wrapped by a key."""
-    from sqlalchemy import func
-
     result = await conn.execute(
         select(func.count()).select_from(secret_versions).where(secret_versions.c.kek_id == kek_id)
     )
@@ -297,24 +294,5 @@ async def count_under(conn: AsyncConnection, kek_id: str) -> int:
 
 
 async def versions_under(conn: AsyncConnection, kek_id: str, *, after_id: int, limit: int) -> list[DbRow]:
-    """A batch of versions wrapped by `kek_id`, in id order (rows as versions_not_under)."""
-    from broker.models import environments
-
-    result = await conn.execute(
-        select(
-            secret_versions.c.id,
-            environments.c.project_id,
-            environments.c.id,
-            secrets.c.name,
-            secret_versions.c.version,
-            secret_versions.c.ciphertext,
-            secret_versions.c.wrapped_dek,
-            secret_versions.c.kek_id,
-        )
-        .join(secrets, secrets.c.id == secret_versions.c.secret_id)
-        .join(environments, environments.c.id == secrets.c.environment_id)
-        .where(secret_versions.c.id > after_id, secret_versions.c.kek_id == kek_id)
-        .order_by(secret_versions.c.id)
-        .limit(limit)
-    )
-    return list(result.all())
+    """A batch of versions wrapped by `kek_id` (rows as versions_not_under)."""
+    return await _sealed_batch(conn, secret_versions.c.kek_id == kek_id, after_id=after_id, limit=limit)

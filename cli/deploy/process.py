@@ -32,6 +32,7 @@ class Completed:
     returncode: int
     stdout: str
     stderr: str
+    argv: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -123,7 +124,7 @@ def run(
         child.kill()
         child.communicate()
         raise _timed_out(argv, timeout) from None
-    return Completed(child.returncode, _decode(out, redactor), _decode(err, redactor))
+    return Completed(child.returncode, _decode(out, redactor), _decode(err, redactor), tuple(map(str, argv)))
 
 
 def stream(
@@ -179,4 +180,6 @@ def stream(
         raise _timed_out(argv, timeout) from None
     for thread in threads:
         thread.join()
-    return Completed(returncode, "".join(captured["stdout"]), "".join(captured["stderr"]))
+    return Completed(
+        returncode, "".join(captured["stdout"]), "".join(captured["stderr"]), tuple(map(str, argv))
+    )

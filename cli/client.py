@@ -132,6 +132,7 @@ class Scope:
     environments: str
     actions: tuple[str, ...]
     deny: bool = False
+    keys: tuple[str, ...] | None = None  # None: every key
 
 
 @dataclass(frozen=True, slots=True)
@@ -1043,6 +1044,7 @@ def _token_info(data: _Reader) -> TokenInfo:
                 environments=scope.text("environments"),
                 actions=scope.texts("actions"),
                 deny=scope.maybe_flag("deny") or False,
+                keys=scope.texts("keys") if "keys" in scope.keys() else None,  # noqa: SIM118 (a reader, not a dict)
             )
             for scope in data.objects("scopes")
         ),

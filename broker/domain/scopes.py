@@ -1,4 +1,9 @@
-"""Token scopes: which actions on which projects and environments; default deny."""
+"""Token scopes: which actions on which projects, environments and (optionally) keys; default deny.
+
+A scope with `keys` speaks only about the named secrets: as a grant it allows its actions on those keys
+and never an environment-wide call (list, resolved, compile, export: key None); as a deny it refuses
+those keys, and environment-wide calls too, since their answers would hold them.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from broker.domain.names import check_name
 from broker.errors import Invalid
 
 _PROJECT = re.compile(r"\*|[a-z0-9][a-z0-9-]{0,63}")
 _ENV_GLOB = re.compile(r"[a-z0-9*?-]{1,64}")
+MAX_KEYS = 1000
 
 
 class Action(StrEnum):
@@ -32,11 +39,20 @@ class Scope:
     environments: str
     actions: frozenset[Action]
     deny: bool = False
+    keys: frozenset[str] | None = None  # None: every key
 
-    def matches(self, action: Action, project: str | None, environment: str | None) -> bool:
-        """Return whether this scope speaks about `action` on the project and environment given."""
+    def matches(
+        self, action: Action, project: str | None, environment: str | None, key: str | None = None
+    ) -> bool:
+        """Return whether this scope speaks about `action` on the project, environment (and key) given."""
         if action not in self.actions:
             return False
+        if self.keys is not None:
+            # A grant on named keys never reaches an environment-wide call; a deny on them refuses it.
+            if key is None and not self.deny:
+                return False
+            if key is not None and key not in self.keys:
+                return False
         if project is None:
             # Project-less actions (identities, tokens by accessor) need a wildcard project grant.
             return self.project == "*"
@@ -48,9 +64,11 @@ class Scope:
             return self.deny or self.environments == "*"
         return fnmatch.fnmatchcase(environment, self.environments)
 
-    def allows(self, action: Action, project: str | None, environment: str | None) -> bool:
+    def allows(
+        self, action: Action, project: str | None, environment: str | None, key: str | None = None
+    ) -> bool:
         """Return whether this is a grant that covers the action."""
-        return not self.deny and self.matches(action, project, environment)
+        return not self.deny and self.matches(action, project, environment, key)
 
     def touches(self, project: str) -> bool:
         """Return whether this grant names the project at all (to let its holder see it exists)."""
@@ -63,6 +81,8 @@ class Scope:
         if not other.actions <= self.actions:
             return False
         if self.project not in ("*", other.project):
+            return False
+        if self.keys is not None and (other.keys is None or not other.keys <= self.keys):
             return False
         if self.environments == "*":
             return True
@@ -81,13 +101,17 @@ class Scope:
         }
         if self.deny:
             out["deny"] = True
+        if self.keys is not None:
+            out["keys"] = sorted(self.keys)
         return out
 
 
 def scope_from_json(data: Any, *, field: str = "scopes") -> Scope:
     """Parse a stored or submitted scope, raising Invalid naming the field."""
-    if not isinstance(data, dict) or set(data) - {"project", "environments", "actions", "deny"}:
-        raise Invalid(f"{field}: must be an object with project, environments, actions and deny", field=field)
+    if not isinstance(data, dict) or set(data) - {"project", "environments", "actions", "deny", "keys"}:
+        raise Invalid(
+            f"{field}: must be an object with project, environments, actions, deny and keys", field=field
+        )
     deny = data.get("deny", False)
     if not isinstance(deny, bool):
         raise Invalid(f"{field}.deny: must be true or false", field=f"{field}.deny")
@@ -109,7 +133,16 @@ def scope_from_json(data: Any, *, field: str = "scopes") -> Scope:
         raise Invalid(
             f"{field}.actions: each must be one of read, write, admin, audit", field=f"{field}.actions"
         ) from None
-    return Scope(project=project, environments=envs, actions=parsed, deny=deny)
+    keys = _keys(data.get("keys"), field=f"{field}.keys")
+    return Scope(project=project, environments=envs, actions=parsed, deny=deny, keys=keys)
+
+
+def _keys(value: Any, *, field: str) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_KEYS:
+        raise Invalid(f"{field}: must be a list of at most {MAX_KEYS} secret names", field=field)
+    return frozenset(check_name(name, field=f"{field}[{i}]") for i, name in enumerate(value))
 
 
 def scopes_from_json(items: Iterable[Any], *, field: str = "scopes") -> tuple[Scope, ...]:
@@ -117,11 +150,18 @@ def scopes_from_json(items: Iterable[Any], *, field: str = "scopes") -> tuple[Sc
     return tuple(scope_from_json(item, field=f"{field}[{i}]") for i, item in enumerate(items))
 
 
-def allowed(scopes: Sequence[Scope], action: Action, project: str | None, environment: str | None) -> bool:
+def allowed(
+    scopes: Sequence[Scope],
+    action: Action,
+    project: str | None,
+    environment: str | None,
+    *,
+    key: str | None = None,
+) -> bool:
     """Default deny, and explicit deny wins: true only if some grant matches and no deny does."""
-    if any(s.deny and s.matches(action, project, environment) for s in scopes):
+    if any(s.deny and s.matches(action, project, environment, key) for s in scopes):
         return False
-    return any(s.allows(action, project, environment) for s in scopes)
+    return any(s.allows(action, project, environment, key) for s in scopes)
 
 
 def covered(parent: Sequence[Scope], child: Sequence[Scope]) -> bool:

@@ -313,10 +313,14 @@ async def authenticate(rt: Runtime, ctx: RequestContext, authorization: str | No
     return actor
 
 
-def require(actor: Actor, action: Action, project: str | None, environment: str | None) -> None:
-    """Raise Forbidden unless the actor's scopes grant the action (default deny)."""
-    if not allowed(actor.scopes, action, project, environment):
+def require(
+    actor: Actor, action: Action, project: str | None, environment: str | None, *, key: str | None = None
+) -> None:
+    """Raise Forbidden unless the actor's scopes grant the action (on `key`, when one is named)."""
+    if not allowed(actor.scopes, action, project, environment, key=key):
         where = project if environment is None else f"{project}/{environment}"
+        if key is not None:
+            where = f"{where}/{key}"
         raise Forbidden(f"this token does not grant {action.value} on {where or 'the broker'}")
 
 

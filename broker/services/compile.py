@@ -299,7 +299,8 @@ async def read_values(
         raise Invalid(f"names: give between 1 and {MAX_NAMES} names", field="names")
     for i, name in enumerate(names):
         check_name(name, field=f"names/{i}")
-    require(actor, Action.READ, project, environment)
+    for name in names:
+        require(actor, Action.READ, project, environment, key=name)
     _database_only(rt, project)
     async with rt.engine.begin() as conn:
         store = await _visible(conn, project, environment)

@@ -164,7 +164,7 @@ async def read_secret(
     value is for display, so the event's action is `secret.reveal`.
     """
     _check(ctx, "secret.reveal" if reveal else "secret.read", project, environment, name)
-    require(actor, Action.READ, project, environment)
+    require(actor, Action.READ, project, environment, key=name)
     if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
         from broker.services import proxied
 
@@ -227,7 +227,7 @@ async def write_secret(
     data = check_value(value, field="value")
     if cas is not None and cas < 0:
         raise Invalid("cas: must be 0 (create only) or the current version", field="cas")
-    require(actor, Action.WRITE, project, environment)
+    require(actor, Action.WRITE, project, environment, key=name)
     if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
         from broker.services import proxied
 
@@ -295,7 +295,7 @@ async def delete_secret(
 ) -> None:
     """Soft-delete the current version: hidden from lists and resolution until undeleted."""
     _check(ctx, "secret.delete", project, environment, name)
-    require(actor, Action.WRITE, project, environment)
+    require(actor, Action.WRITE, project, environment, key=name)
     if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
         from broker.services import proxied
 
@@ -319,7 +319,7 @@ async def undelete_secret(
 ) -> SecretMeta:
     """Bring back a soft-deleted current version."""
     _check(ctx, "secret.undelete", project, environment, name)
-    require(actor, Action.WRITE, project, environment)
+    require(actor, Action.WRITE, project, environment, key=name)
     if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
         from broker.services import proxied
 
@@ -349,7 +349,7 @@ async def destroy_version(
     """Erase one version's ciphertext for good (admin: it cannot be undone)."""
     _check(ctx, "secret.destroy", project, environment, name)
     ctx.version = version
-    require(actor, Action.ADMIN, project, environment)
+    require(actor, Action.ADMIN, project, environment, key=name)
     if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
         from broker.services import proxied
 
@@ -373,7 +373,7 @@ async def history(
 ) -> tuple[int, list[VersionInfo]]:
     """The current version number and every version's metadata, newest first."""
     _check(ctx, "secret.history", project, environment, name)
-    require(actor, Action.READ, project, environment)
+    require(actor, Action.READ, project, environment, key=name)
     if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
         from broker.services import proxied
 
@@ -394,7 +394,7 @@ async def rollback(
 ) -> SecretMeta:
     """Write a new version holding an older version's value."""
     _check(ctx, "secret.rollback", project, environment, name)
-    require(actor, Action.WRITE, project, environment)
+    require(actor, Action.WRITE, project, environment, key=name)
     if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
         from broker.services import proxied
 
@@ -540,7 +540,7 @@ async def generate_secret(
         raise Invalid(f"bytes: must be between {GENERATE_MIN_BYTES} and {GENERATE_MAX_BYTES}", field="bytes")
     if encoding not in GENERATE_FORMATS:
         raise Invalid("format: must be hex, base64 or alnum", field="format")
-    require(actor, Action.WRITE, project, environment)
+    require(actor, Action.WRITE, project, environment, key=name)
     if rt.backends is not None and rt.backends.route(project, environment, name) is not None:
         raise Invalid(
             f"{_where(project, environment, name)}: kept in an external backend; generate it there "

@@ -23,7 +23,11 @@ MAX_TTL_SECONDS = 31 * 86400
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _SLUG_OR_STAR = re.compile(r"\*|[a-z0-9][a-z0-9-]{0,63}")
 _GLOB = re.compile(r"[a-z0-9*?\[\]!-]{1,64}")
-SCOPE_FORMAT = "PROJECT[:ENVIRONMENTS]:ACTIONS, e.g. microblog:production:read or 'microblog:*:read,write'"
+SCOPE_FORMAT = (
+    "PROJECT[:ENVIRONMENTS]:ACTIONS[:KEYS], e.g. microblog:production:read, 'microblog:*:read,write' "
+    "or microblog:production:read:DB_PASSWORD,API_KEY (only those secrets)"
+)
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def parse_duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -49,6 +53,11 @@ def parse_scope(text: str, *, deny: bool) -> dict[str, Any]:
     parts = text.split(":")
     if len(parts) == 2:
         parts.insert(1, "*")
+    keys: list[str] | None = None
+    if len(parts) == 4:
+        keys = [k.strip() for k in parts.pop().split(",") if k.strip()]
+        if not keys or not all(_KEY.fullmatch(k) for k in keys):
+            raise click.BadParameter(f"{text!r}: the keys must be secret names separated by commas")
     if len(parts) != 3:
         raise click.BadParameter(f"{text!r} is not {SCOPE_FORMAT}")
     project, environments, actions_text = (part.strip() for part in parts)
@@ -60,7 +69,10 @@ def parse_scope(text: str, *, deny: bool) -> dict[str, Any]:
     unknown = [a for a in actions if a not in ACTIONS]
     if not actions or unknown:
         raise click.BadParameter(f"{text!r}: the actions must be among {', '.join(ACTIONS)}")
-    return {"project": project, "environments": environments, "actions": actions, "deny": deny}
+    out: dict[str, Any] = {"project": project, "environments": environments, "actions": actions, "deny": deny}
+    if keys is not None:
+        out["keys"] = keys
+    return out
 
 
 def _scopes(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -76,7 +88,9 @@ def describe_scopes(scopes: tuple[Scope, ...]) -> str:
     if not scopes:
         return "-"
     return "; ".join(
-        f"{'deny ' if s.deny else ''}{','.join(s.actions)} {s.project}/{s.environments}" for s in scopes
+        f"{'deny ' if s.deny else ''}{','.join(s.actions)} {s.project}/{s.environments}"
+        + (f" keys {','.join(s.keys)}" if s.keys is not None else "")
+        for s in scopes
     )
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 
 def _absent(value: object) -> bool:
@@ -26,6 +26,18 @@ class ScopeBody(Request):
     environments: str = Field(default="*", max_length=64, examples=["production"])
     actions: list[Literal["read", "write", "admin", "audit"]] = Field(min_length=1, max_length=4)
     deny: bool = Field(default=False, description="A refusal: it wins over every grant that matches")
+    keys: list[str] | None = Field(
+        default=None,
+        max_length=1000,
+        description="Only these secret names (absent: every key); never grants an environment-wide call",
+    )
+
+    @model_serializer(mode="wrap")
+    def _drop_absent_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        if out.get("keys") is None:
+            out.pop("keys", None)
+        return out
 
 
 class TokenRequest(Request):

@@ -362,6 +362,208 @@ class ImportResult:
     changes: tuple[ImportChange, ...]
 
 
+# --- deploys (issue 6): a plan from the broker, a bundle for the deploy token, a ledger per host
+
+
+@dataclass(frozen=True, slots=True)
+class PlanHost:
+    """One host of a role and its tags."""
+
+    host: str
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRole:
+    """A role: its command, docker run options and hosts."""
+
+    name: str
+    cmd: str | None
+    options: dict[str, str]
+    hosts: tuple[PlanHost, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanBuilder:
+    """How to build the image: context, Dockerfile, target, clear args, build secret names."""
+
+    context: str | None
+    dockerfile: str | None
+    target: str | None
+    args: dict[str, str]
+    secrets: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRegistry:
+    """The registry to push to and pull from (the password comes only in the bundle)."""
+
+    server: str | None
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
+class PlanHealthcheck:
+    """How the remote side decides a new container is healthy."""
+
+    path: str | None
+    port: int | None
+    cmd: str | None
+    interval: int
+    timeout: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSsh:
+    """SSH login, port and the host key fingerprints pinned in the manifest."""
+
+    user: str | None
+    port: int | None
+    host_keys: dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class DeployPlan:
+    """The broker's PlanOut: names, hosts and settings, never a value; `raw` is the JSON object itself."""
+
+    service: str
+    image: str
+    version: str
+    registry: PlanRegistry | None
+    builder: PlanBuilder | None
+    roles: tuple[PlanRole, ...]
+    ssh: PlanSsh
+    healthcheck: PlanHealthcheck | None
+    retain_images: int
+    stop_timeout: int
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRef:
+    """A secret the plan reads: environment, name and (in a bundle or ledger) version and fingerprint."""
+
+    environment: str
+    name: str
+    version: int | None = None
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeployHostRecord:
+    """A ledger row: what a deploy did on one host."""
+
+    host: str
+    role: str
+    outcome: str
+    container: str | None
+    image_digest: str | None
+    env_fingerprint: str | None
+    error: str | None
+    at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeployInfo:
+    """A deploy as the broker records it (`hosts` and `keys` only when read one by one)."""
+
+    id: str
+    project: str
+    environment: str
+    service: str
+    version: str
+    kind: str
+    status: str
+    started_at: str
+    finished_at: str | None
+    by: str
+    hosts: tuple[DeployHostRecord, ...] = ()
+    keys: tuple[KeyRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedDeploy:
+    """A new deploy: its row, the short-lived deploy token bound to it, and the plan."""
+
+    deploy: DeployInfo | None
+    token: str | None = field(repr=False)
+    accessor: str | None
+    expires_at: str | None
+    uses: int | None
+    keys: tuple[KeyRef, ...]
+    plan: DeployPlan
+
+
+@dataclass(frozen=True, slots=True)
+class BundleHost:
+    """One host's env file (values: kept out of repr) and its fingerprint."""
+
+    host: str
+    role: str
+    env_file: str = field(repr=False)
+    env_fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeployBundle:
+    """Everything secret a deploy needs, fetched once with the deploy token; repr shows names only."""
+
+    hosts: tuple[BundleHost, ...]
+    registry_password: str | None = field(repr=False)
+    build_secrets: dict[str, str] = field(repr=False)
+    keys: tuple[KeyRef, ...]
+
+    def values(self) -> list[str]:
+        """Every value in the bundle (to seed a redactor): env-file texts, the password, build secrets."""
+        out = [item.env_file for item in self.hosts]
+        if self.registry_password is not None:
+            out.append(self.registry_password)
+        out.extend(self.build_secrets.values())
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class LastDeploy:
+    """What the ledger says runs on a host."""
+
+    deploy_id: str | None
+    version: str | None
+    image_digest: str | None
+    env_fingerprint: str | None
+    at: str | None
+    by: str | None
+    outcome: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rotated:
+    """A secret changed since it was deployed to a host."""
+
+    name: str
+    deployed_version: int | None
+    current_version: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class HostStatus:
+    """A host of the manifest: what runs there by the ledger, and what the broker would compile now."""
+
+    host: str
+    role: str
+    last: LastDeploy | None
+    expected_env_fingerprint: str | None
+    rotated: tuple[Rotated, ...]
+
+    @property
+    def drift(self) -> bool:
+        """Whether the host runs something other than what a deploy would give it now (or nothing)."""
+        return (
+            self.last is None
+            or self.last.env_fingerprint != self.expected_env_fingerprint
+            or bool(self.rotated)
+        )
+
+
 # --- URL rules ---------------------------------------------------------------------------------------
 
 
@@ -439,6 +641,7 @@ class BrokerClient:
             # http.client would refuse it too, but its error message quotes the whole header value.
             raise CliError("the token has characters a broker token never has (is it truncated or quoted?)")
         self._token = token
+        self._insecure = insecure
         self._ca_file = ca_file
         self._unauthorized_message = unauthorized_message
         self._timeout = timeout
@@ -716,6 +919,140 @@ class BrokerClient:
                 for item in data.objects("changes")
             ),
         )
+
+    # --- deploys (issue 6; docs/api.md): the deploy token's calls go through `with_token(token)`
+
+    def with_token(self, token: str, *, unauthorized_message: str | None = None) -> BrokerClient:
+        """A client for the same broker, TLS settings and progress, authenticated by `token` instead."""
+        return BrokerClient(
+            self._url.text,
+            token=token,
+            insecure=self._insecure,
+            ca_file=self._ca_file,
+            unauthorized_message=unauthorized_message,
+            timeout=self._timeout,
+            progress=self._progress,
+        )
+
+    def create_deploy(
+        self,
+        *,
+        project: str,
+        environment: str,
+        manifest: str,
+        version: str,
+        ttl_seconds: int = 900,
+        hosts: list[str] | None = None,
+        kind: str = "deploy",
+        via: str = "ssh",
+        dry_run: bool = False,
+    ) -> CreatedDeploy:
+        """Start a deploy: a ledger row, a deploy token for the plan's keys only, and the plan (or a dry run)."""
+        body: dict[str, Any] = {
+            "manifest": manifest,
+            "version": version,
+            "ttl_seconds": ttl_seconds,
+            "hosts": hosts,
+            "kind": kind,
+            "via": via,
+        }
+        if dry_run:
+            body["dry_run"] = True
+        data = _Reader(self._request("POST", f"{_env_path(project, environment)}/deploys", body), "deploy")
+        deploy = data.child("deploy") if data.maybe_object("deploy") else None
+        return CreatedDeploy(
+            deploy=_deploy_info(deploy) if deploy is not None else None,
+            token=data.maybe_text("token"),
+            accessor=data.maybe_text("accessor"),
+            expires_at=data.maybe_text("expires_at"),
+            uses=data.maybe_integer("uses"),
+            keys=_key_refs(data, "keys"),
+            plan=_deploy_plan(data.child("plan")),
+        )
+
+    def deploy_bundle(self, *, deploy_id: str) -> DeployBundle:
+        """The env file of every host, the registry password and build secrets (deploy token only)."""
+        data = _Reader(self._request("POST", f"/v1/deploys/{_segment(deploy_id)}/bundle", None), "bundle")
+        secrets = data.child("build_secrets")
+        return DeployBundle(
+            hosts=tuple(
+                BundleHost(
+                    host=item.text("host"),
+                    role=item.text("role"),
+                    env_file=item.text("env_file"),
+                    env_fingerprint=item.text("env_fingerprint"),
+                )
+                for item in data.objects("hosts")
+            ),
+            registry_password=data.maybe_text("registry_password"),
+            build_secrets={name: secrets.text(name) for name in secrets.keys()},  # noqa: SIM118 (a _Reader)
+            keys=_key_refs(data, "keys"),
+        )
+
+    def report_deploy_host(
+        self,
+        *,
+        deploy_id: str,
+        host: str,
+        role: str,
+        outcome: str,
+        container: str | None = None,
+        image_digest: str | None = None,
+        env_fingerprint: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record what the deploy did on one host in the ledger (deploy token)."""
+        body = {
+            "host": host,
+            "role": role,
+            "outcome": outcome,
+            "container": container,
+            "image_digest": image_digest,
+            "env_fingerprint": env_fingerprint,
+            "error": error[:2000] if error is not None else None,
+        }
+        self._request("POST", f"/v1/deploys/{_segment(deploy_id)}/hosts", body)
+
+    def finish_deploy(self, *, deploy_id: str, outcome: str) -> DeployInfo:
+        """Close the deploy with its outcome; the broker revokes the deploy token (deploy token)."""
+        path = f"/v1/deploys/{_segment(deploy_id)}/finish"
+        return _deploy_info(_Reader(self._request("POST", path, {"outcome": outcome}), "deploy"))
+
+    def list_deploys(self, *, project: str, environment: str, limit: int = 20) -> list[DeployInfo]:
+        """The environment's deploys, newest first."""
+        path = f"{_env_path(project, environment)}/deploys?limit={int(limit)}"
+        return [
+            _deploy_info(item) for item in _Reader(self._request("GET", path), "response").objects("deploys")
+        ]
+
+    def get_deploy(self, *, deploy_id: str) -> DeployInfo:
+        """One deploy with its ledger rows and the key versions it served."""
+        return _deploy_info(_Reader(self._request("GET", f"/v1/deploys/{_segment(deploy_id)}"), "deploy"))
+
+    def deploy_status(self, *, project: str, environment: str, manifest: str) -> list[HostStatus]:
+        """Per host of the manifest: the ledger's last deploy against what the broker would compile now."""
+        path = f"{_env_path(project, environment)}/deploys/status"
+        data = _Reader(self._request("POST", path, {"manifest": manifest}), "status")
+        out = []
+        for item in data.objects("hosts"):
+            last = item.child("last") if item.maybe_object("last") else None
+            out.append(
+                HostStatus(
+                    host=item.text("host"),
+                    role=item.text("role"),
+                    last=_last_deploy(last) if last is not None else None,
+                    expected_env_fingerprint=item.maybe_text("expected_env_fingerprint"),
+                    rotated=tuple(
+                        Rotated(
+                            name=entry.text("name"),
+                            deployed_version=entry.maybe_integer("deployed_version"),
+                            current_version=entry.maybe_integer("current_version"),
+                        )
+                        for entry in item.objects_or_none("rotated")
+                    ),
+                )
+            )
+        return out
 
     # --- audit (docs/audit.md): records pass through as the broker's JSON, which is what auditors keep
 
@@ -1021,6 +1358,40 @@ class _Reader:
     def objects(self, key: str) -> list[_Reader]:
         return [_Reader(item, f"{self._where}.{key}[{i}]") for i, item in enumerate(self._list(key))]
 
+    def maybe_object(self, key: str) -> bool:
+        """Whether `key` holds an object (False when absent or null; an error when another type)."""
+        value = self._data.get(key)
+        if value is None:
+            return False
+        if not isinstance(value, dict):
+            raise _unexpected(f"{self._where}.{key}", "is not an object")
+        return True
+
+    def objects_or_none(self, key: str) -> list[_Reader]:
+        return self.objects(key) if self._data.get(key) is not None else []
+
+    def ident(self, key: str) -> str:
+        """An id the broker may send as a string or an integer, as text."""
+        value = self._get(key)
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise _unexpected(f"{self._where}.{key}", "is not an id")
+        return str(value)
+
+    def maybe_list(self, key: str) -> bool:
+        return self._data.get(key) is not None
+
+    def maybe_text_or_id(self, key: str) -> str | None:
+        return None if self._data.get(key) is None else self.ident(key)
+
+    def raw(self) -> dict[str, object]:
+        return self._data
+
+    def text_map(self, key: str) -> dict[str, str]:
+        if self._data.get(key) is None:
+            return {}
+        child = self.child(key)
+        return {name: child.text(name) for name in child.keys()}  # noqa: SIM118 (a _Reader)
+
     def texts(self, key: str) -> tuple[str, ...]:
         items = self._list(key)
         for i, item in enumerate(items):
@@ -1094,4 +1465,125 @@ def _secret_meta(data: _Reader) -> SecretMeta:
         deleted=data.flag("deleted"),
         created_at=data.text("created_at"),
         updated_at=data.text("updated_at"),
+    )
+
+
+def _key_refs(data: _Reader, key: str) -> tuple[KeyRef, ...]:
+    return tuple(
+        KeyRef(
+            environment=item.text("environment"),
+            name=item.text("name"),
+            version=item.maybe_integer("version"),
+            fingerprint=item.maybe_text("fingerprint"),
+        )
+        for item in data.objects_or_none(key)
+    )
+
+
+def _deploy_info(data: _Reader) -> DeployInfo:
+    return DeployInfo(
+        id=data.ident("id"),
+        project=data.text("project"),
+        environment=data.text("environment"),
+        service=data.text("service"),
+        version=data.text("version"),
+        kind=data.text("kind"),
+        status=data.text("status"),
+        started_at=data.text("started_at"),
+        finished_at=data.maybe_text("finished_at"),
+        by=data.text("by"),
+        hosts=tuple(
+            DeployHostRecord(
+                host=item.text("host"),
+                role=item.text("role"),
+                outcome=item.text("outcome"),
+                container=item.maybe_text("container"),
+                image_digest=item.maybe_text("image_digest"),
+                env_fingerprint=item.maybe_text("env_fingerprint"),
+                error=item.maybe_text("error"),
+                at=item.maybe_text("at") or item.maybe_text("created_at"),
+            )
+            for item in data.objects_or_none("hosts")
+        ),
+        keys=_key_refs(data, "keys"),
+    )
+
+
+def _last_deploy(data: _Reader) -> LastDeploy:
+    deploy_key = next(
+        (k for k in ("deploy_id", "deploy", "id") if data.maybe_text_or_id(k) is not None), None
+    )
+    return LastDeploy(
+        deploy_id=data.maybe_text_or_id(deploy_key) if deploy_key is not None else None,
+        version=data.maybe_text("version"),
+        image_digest=data.maybe_text("image_digest"),
+        env_fingerprint=data.maybe_text("env_fingerprint"),
+        at=data.maybe_text("at"),
+        by=data.maybe_text("by"),
+        outcome=data.maybe_text("outcome"),
+    )
+
+
+def _deploy_plan(data: _Reader) -> DeployPlan:
+    registry = data.child("registry") if data.maybe_object("registry") else None
+    builder = data.child("builder") if data.maybe_object("builder") else None
+    health = data.child("healthcheck") if data.maybe_object("healthcheck") else None
+    ssh = data.child("ssh") if data.maybe_object("ssh") else None
+    host_keys: dict[str, tuple[str, ...]] = {}
+    if ssh is not None and ssh.maybe_object("host_keys"):
+        pinned = ssh.child("host_keys")
+        host_keys = {host: pinned.texts(host) for host in pinned.keys()}  # noqa: SIM118 (a _Reader)
+    return DeployPlan(
+        service=data.text("service"),
+        image=data.text("image"),
+        version=data.text("version"),
+        registry=(
+            PlanRegistry(server=registry.maybe_text("server"), username=registry.text("username"))
+            if registry is not None
+            else None
+        ),
+        builder=(
+            PlanBuilder(
+                context=builder.maybe_text("context"),
+                dockerfile=builder.maybe_text("dockerfile"),
+                target=builder.maybe_text("target"),
+                args=builder.text_map("args"),
+                secrets=builder.texts("secrets") if builder.maybe_list("secrets") else (),
+            )
+            if builder is not None
+            else None
+        ),
+        roles=tuple(
+            PlanRole(
+                name=role.text("name"),
+                cmd=role.maybe_text("cmd"),
+                options=role.text_map("options"),
+                hosts=tuple(
+                    PlanHost(
+                        host=item.text("host"), tags=item.texts("tags") if item.maybe_list("tags") else ()
+                    )
+                    for item in role.objects("hosts")
+                ),
+            )
+            for role in data.objects("roles")
+        ),
+        ssh=PlanSsh(
+            user=ssh.maybe_text("user") if ssh is not None else None,
+            port=ssh.maybe_integer("port") if ssh is not None else None,
+            host_keys=host_keys,
+        ),
+        healthcheck=(
+            PlanHealthcheck(
+                path=health.maybe_text("path"),
+                port=health.maybe_integer("port"),
+                cmd=health.maybe_text("cmd"),
+                interval=health.maybe_integer("interval") or 1,
+                timeout=health.maybe_integer("timeout") or 30,
+            )
+            if health is not None
+            else None
+        ),
+        retain_images=data.maybe_integer("retain_images") or 5,
+        stop_timeout=data.maybe_integer("stop_timeout") or 10,
+        raw=dict(data.raw()),
     )

@@ -169,6 +169,62 @@ class AuditCheckpoint(Base):
     document: Mapped[str] = mapped_column(Text)
 
 
+class Deploy(Base):
+    """One deploy (or rollback) of a service to an environment: who started it, with which token, how it ended.
+
+    Project and environment are slugs, as in the audit trail: the ledger is history and outlives them.
+    """
+
+    __tablename__ = "deploys"
+    __table_args__ = (
+        Index("ix_deploys_project_environment_started", "project", "environment", "started_at"),
+    )
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str] = mapped_column(String(64))
+    service: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    via: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    principal_id: Mapped[int] = mapped_column(ForeignKey("principals.id"))
+    principal_name: Mapped[str] = mapped_column(String(128))
+    token_accessor: Mapped[str] = mapped_column(String(64), unique=True)
+    manifest_digest: Mapped[str] = mapped_column(String(80))
+
+
+class DeployHost(Base):
+    """What a deploy did on one host: outcome, container, image digest, env-file fingerprint (never values)."""
+
+    __tablename__ = "deploy_hosts"
+    __table_args__ = (Index("ix_deploy_hosts_host_at", "host", "at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    deploy_id: Mapped[str] = mapped_column(ForeignKey("deploys.id"), index=True)
+    host: Mapped[str] = mapped_column(String(253))
+    role: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    container: Mapped[str | None] = mapped_column(String(256))
+    image_digest: Mapped[str | None] = mapped_column(String(256))
+    env_fingerprint: Mapped[str | None] = mapped_column(String(80))
+    error: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DeployKey(Base):
+    """A secret version a deploy was served, with its audit fingerprint (HMAC), never the value."""
+
+    __tablename__ = "deploy_keys"
+    __table_args__ = (UniqueConstraint("deploy_id", "environment", "name"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    deploy_id: Mapped[str] = mapped_column(ForeignKey("deploys.id"), index=True)
+    environment: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[str] = mapped_column(String(80))
+
+
 projects: Table = Project.__table__  # type: ignore[assignment]
 environments: Table = Environment.__table__  # type: ignore[assignment]
 secrets: Table = Secret.__table__  # type: ignore[assignment]
@@ -177,3 +233,6 @@ principals: Table = Principal.__table__  # type: ignore[assignment]
 tokens: Table = Token.__table__  # type: ignore[assignment]
 audit_events: Table = AuditEvent.__table__  # type: ignore[assignment]
 audit_checkpoints: Table = AuditCheckpoint.__table__  # type: ignore[assignment]
+deploys: Table = Deploy.__table__  # type: ignore[assignment]
+deploy_hosts: Table = DeployHost.__table__  # type: ignore[assignment]
+deploy_keys: Table = DeployKey.__table__  # type: ignore[assignment]

@@ -1524,6 +1524,11 @@ def _last_deploy(data: _Reader) -> LastDeploy:
     )
 
 
+def plan_from_json(data: object) -> DeployPlan:
+    """A PlanOut object (as the broker sends it) as a DeployPlan; CliError naming a bad field."""
+    return _deploy_plan(_Reader(data, "plan"))
+
+
 def _deploy_plan(data: _Reader) -> DeployPlan:
     registry = data.child("registry") if data.maybe_object("registry") else None
     builder = data.child("builder") if data.maybe_object("builder") else None

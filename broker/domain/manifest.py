@@ -241,6 +241,17 @@ class Healthcheck(Model):
     path: UrlPath = "/up"
     interval: Seconds = 1
     timeout: Seconds = 5
+    # For `strongroom deploy` only (kamal-proxy checks path on the proxy's app_port): left out of dumps so
+    # the Kamal target is unchanged.
+    port: Port | None = Field(default=None, exclude=True)
+    cmd: Text | None = Field(default=None, exclude=True)
+
+
+class DeploySettings(Model):
+    """How `strongroom deploy` treats old images and containers on each host."""
+
+    retain_images: int = Field(default=5, ge=1, le=100)
+    stop_timeout: Seconds = 10
 
 
 class Registry(Model):
@@ -322,6 +333,7 @@ class ManifestBody(Model):
     ] = Field(default_factory=dict)
     ssh: Ssh = Field(default_factory=Ssh)
     lint: Lint = Field(default_factory=Lint)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
 
     def secret_names(self) -> list[str]:
         """Every secret name the manifest uses, sorted: env (global, role, tag, accessory), build, registry."""

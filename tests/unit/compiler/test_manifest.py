@@ -194,7 +194,7 @@ def test_errors_name_the_path(text: str, expected: str) -> None:
 def test_unknown_top_level_key_lists_the_known_ones() -> None:
     (found,) = problems("service: microblog\nimagez: acme/app\n")
     assert found.startswith(
-        "imagez: unknown key (expected one of: accessories, builder, env, healthcheck, image"
+        "imagez: unknown key (expected one of: accessories, builder, deploy, env, healthcheck, image"
     )
 
 

@@ -12,16 +12,18 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.audit.fingerprint import fingerprint as value_fingerprint
+from broker.audit.fingerprint import fingerprints
 from broker.compiler import compile as compiler
 from broker.compiler.parse import parse_manifest
 from broker.compiler.references import StoredValue, referenced_environments, stored_names
 from broker.domain.manifest import Manifest, Problem
 from broker.domain.names import check_name, check_slug
-from broker.domain.request import Actor, RequestContext
+from broker.domain.request import Actor, RequestContext, ValueSeen
 from broker.domain.scopes import Action
 from broker.errors import Invalid, NotFound
 from broker.renderers.base import RenderedFile
@@ -37,8 +39,7 @@ MAX_NAMES = 1000
 MAX_TARGETS = 16
 
 
-@dataclass(frozen=True)
-class KeyRead:
+class KeyRead(NamedTuple):
     """One stored value a request read: its name, where it came from and which version."""
 
     name: str
@@ -157,16 +158,6 @@ def _database_only(rt: Runtime, project: str) -> None:
         )
 
 
-def _note_reads(
-    rt: Runtime, ctx: RequestContext, values: Iterable[StoredValue], keys: Sequence[KeyRead]
-) -> None:
-    # The audit event names every value read, with its keyed fingerprint, never the value.
-    for stored, key in zip(values, keys, strict=True):
-        audit.saw_value(
-            rt, ctx, environment=key.environment, name=key.name, version=key.version, value=stored.value
-        )
-
-
 def _keys(
     rt: Runtime,
     ctx: RequestContext,
@@ -181,7 +172,12 @@ def _keys(
             seen.setdefault((stored.environment, name), stored)
     ordered = sorted(seen.items())
     keys = [KeyRead(name, env, stored.version) for (env, name), stored in ordered]
-    _note_reads(rt, ctx, [stored for _key, stored in ordered], keys)
+    # The audit event names every value read, with its keyed fingerprint, never the value: what
+    # audit.saw_value notes for one value, here for all of them with one HMAC key set-up.
+    prints = fingerprints(rt.keys.audit_key, [stored.value for _key, stored in ordered])
+    ctx.values.extend(
+        ValueSeen(key.environment, key.name, key.version, fp) for key, fp in zip(keys, prints, strict=True)
+    )
     return keys
 
 

@@ -1,0 +1,233 @@
+"""The remote scripts as text: valid POSIX sh, every value quoted and validated, no secret in them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from cli.plans import remote
+
+SHELLS = [shell for shell in ("sh", "dash", "bash") if shutil.which(shell)]
+
+
+def step(**extra: object) -> remote.DeployScript:
+    values: dict[str, object] = {
+        "service": "shop",
+        "role": "web",
+        "version": "abc123",
+        "image": "127.0.0.1:5000/acme/shop:abc123",
+        "deploy_id": "d-42",
+        "env_fingerprint": "hmac-sha256:AbCdEf0123456789",
+        "registry": "127.0.0.1:5000",
+        "registry_username": "deployer",
+        "options": {"network": "host", "memory": "256m"},
+        "cmd": "bin/server --port 8000",
+        "health": remote.health_from_plan({"path": "/up", "port": 8000, "interval": 2, "timeout": 30}),
+    }
+    values.update(extra)
+    return remote.DeployScript(**values)  # type: ignore[arg-type]
+
+
+def all_scripts() -> dict[str, str]:
+    return {
+        "deploy": remote.deploy(step()),
+        "deploy-no-registry": remote.deploy(
+            step(registry=None, registry_username=None, health=None, pull="missing")
+        ),
+        "deploy-stop-first": remote.deploy(step(options={"publish": ["80:8000"]})),
+        "preflight": remote.preflight(),
+        "status": remote.status("shop"),
+        "status-role": remote.status("shop", "web"),
+        "logs": remote.logs("shop", "web", tail=10, since="10m"),
+        "exec": remote.exec_running("shop", "web", ["bin/rails", "console"], interactive=True),
+        "exec-new": remote.exec_new("shop", "web", ["bin/rails", "db:migrate"], options={"network": "host"}),
+        "stop": remote.stop("shop", "web", stop_timeout=5),
+        "start": remote.start("shop"),
+        "remove": remote.remove("shop", "web"),
+        "remove-all": remote.remove("shop"),
+    }
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("name", list(all_scripts()))
+def test_scripts_parse(shell: str, name: str) -> None:
+    text = all_scripts()[name]
+    checked = subprocess.run([shell, "-n"], input=text.encode(), capture_output=True, check=False)
+    assert checked.returncode == 0, checked.stderr.decode()
+
+
+def header_values(text: str, names: list[str]) -> dict[str, str]:
+    """Run only the assignments at the top of a script and read the variables back."""
+    header = text.split("\numask 077", 1)[0]
+    probe = header + "\n" + "".join(f"printf '%s\\0' \"${name}\"\n" for name in names)
+    out = subprocess.run(["sh", "-c", probe], capture_output=True, check=True).stdout
+    return dict(zip(names, out.decode().split("\0")[:-1], strict=True))
+
+
+def test_values_reach_the_script_intact() -> None:
+    text = remote.deploy(step())
+    found = header_values(
+        text, ["service", "role", "image", "repo", "name", "registry", "registry_user", "login"]
+    )
+    assert found == {
+        "service": "shop",
+        "role": "web",
+        "image": "127.0.0.1:5000/acme/shop:abc123",
+        "repo": "127.0.0.1:5000/acme/shop",
+        "name": "shop-web-abc123",
+        "registry": "127.0.0.1:5000",
+        "registry_user": "deployer",
+        "login": "1",
+    }
+
+
+def words_after(text: str, start: str, end: str) -> list[str]:
+    """The words a shell reads between two markers of the docker run line."""
+    run_line = text[text.index("out=$(docker run -d") :].split("2>&1)", maxsplit=1)[0]
+    words = run_line.split(start, 1)[1].split(end, 1)[0] if end else run_line.split(start, 1)[1]
+    out = subprocess.run(
+        ["sh", "-c", f"set -- {words}; printf '%s\\0' \"$@\""], capture_output=True, check=True
+    )
+    return out.stdout.decode().split("\0")[:-1]
+
+
+def test_option_values_and_command_words_are_quoted() -> None:
+    hostile = "$(touch /tmp/strongroom-pwned);`id`;'\"\\ *"
+    text = remote.deploy(
+        step(options={"label": hostile, "network": "host"}, cmd=["echo", hostile], health=None)
+    )
+    assert words_after(text, '"$image"', "") == ["echo", hostile]
+    assert words_after(text, '--env-file "$sr_env"', '"$image"') == ["--label", hostile, "--network", "host"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"service": "shop;id"}, "service"),
+        ({"role": "-web"}, "role"),
+        ({"version": "v1 v2"}, "version"),
+        ({"image": "Shop:latest"}, "image"),
+        ({"image": "shop:$(id)"}, "image"),
+        ({"deploy_id": "a b"}, "deploy id"),
+        ({"env_fingerprint": "x"}, "env_fingerprint"),
+        ({"registry": "reg;id"}, "registry.server"),
+        ({"registry_username": "a b"}, "registry.username"),
+        ({"registry_username": None}, "registry.username"),
+        ({"retain_images": 0}, "retain_images"),
+        ({"options": {"env": "A=b"}}, "options.env"),
+        ({"options": {"e": "A=b"}}, "options.e"),
+        ({"options": {"name": "x"}}, "options.name"),
+        ({"options": {"health-cmd": "x"}}, "options.health-cmd"),
+        ({"options": {"label": "strongroom.version=x"}}, "options.label"),
+        ({"options": {"-x": "1"}}, "options.-x"),
+        ({"cmd": "echo 'unterminated"}, "cmd"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_field(extra: dict[str, object], field: str) -> None:
+    with pytest.raises(remote.ScriptError, match=f"^(roles\\.web\\.)?{field.replace('.', '[.]')}"):
+        remote.deploy(step(**extra))
+
+
+def test_run_options() -> None:
+    assert remote.run_options(
+        {"network": "host", "publish": ["80:80", "443:443"], "init": True, "cpus": 1.5}
+    ) == [
+        "--network",
+        "host",
+        "--publish",
+        "80:80",
+        "--publish",
+        "443:443",
+        "--init",
+        "--cpus",
+        "1.5",
+    ]
+    assert remote.run_options({"init": False, "memory": None}) == []
+    with pytest.raises(remote.ScriptError, match=r"options\.tty"):
+        remote.run_options({"tty": True})
+
+
+def test_health_from_plan() -> None:
+    assert remote.health_from_plan(None) is None
+    http = remote.health_from_plan({"path": "/up", "port": 3000, "interval": 2, "timeout": 40})
+    assert http is not None
+    assert (
+        http.cmd
+        == "wget -q -O /dev/null http://127.0.0.1:3000/up || curl -fsS -o /dev/null http://127.0.0.1:3000/up"
+    )
+    assert http.timeout == 40
+    assert http.options()[:4] == ["--health-cmd", http.cmd, "--health-interval", "2s"]
+    cmd = remote.health_from_plan({"cmd": "pg_isready", "interval": None, "timeout": None})
+    assert cmd is not None and cmd.cmd == "pg_isready" and cmd.interval == remote.DEFAULT_HEALTH_INTERVAL
+    with pytest.raises(remote.ScriptError, match=r"healthcheck\.path"):
+        remote.health_from_plan({"path": "up now", "port": 80})
+    with pytest.raises(remote.ScriptError, match=r"healthcheck\.interval"):
+        remote.health_from_plan({"path": "/up", "interval": 0})
+
+
+def test_health_options_reach_docker_run() -> None:
+    text = remote.deploy(step())
+    assert "--health-cmd 'wget -q -O /dev/null http://127.0.0.1:8000/up" in text
+    assert "wait_seconds=30" in text
+    assert "--health-cmd" not in remote.deploy(step(health=None))
+
+
+def test_strategy() -> None:
+    assert step().strategy == "start-first"
+    assert step(options={"publish": "80:80"}).strategy == "stop-first"
+    assert "strategy=stop-first" in remote.deploy(step(options={"publish": "80:80"}))
+
+
+def test_the_password_and_env_file_go_on_stdin_only() -> None:
+    secret = "CANARY-pw-0123456789"
+    env = b"DATABASE_URL=postgres://u:CANARY-env-9876@db/app\n"
+    script = step()
+    text = remote.deploy(script)
+    data = remote.stdin_for(script, env, secret)
+    assert data == secret.encode() + b"\n" + env
+    assert "CANARY" not in text
+    # The password is read with `IFS= read -r` and piped by the builtin printf into --password-stdin.
+    assert "IFS= read -r sr_pw" in text
+    assert "printf '%s\\n' \"$sr_pw\" | docker login" in text
+    logins = [line for line in text.splitlines() if "| docker login" in line]
+    assert len(logins) == 1 and "--password-stdin" in logins[0]
+    assert " -p " not in logins[0] and "--password " not in logins[0]
+    # Without a registry there is no password line.
+    plain = step(registry=None, registry_username=None)
+    assert remote.stdin_for(plain, env, None) == env
+    with pytest.raises(remote.ScriptError, match="registry_password"):
+        remote.stdin_for(script, env, None)
+    with pytest.raises(remote.ScriptError, match="registry_password"):
+        remote.stdin_for(script, env, "two\nlines")
+
+
+def test_env_file_is_written_private_and_atomically() -> None:
+    text = remote.deploy(step())
+    assert text.index("umask 077") < text.index("cat >")
+    assert '( set -C; cat > "$sr_tmp" )' in text
+    assert 'chmod 700 "$sr_dir"' in text and 'chmod 600 "$sr_tmp"' in text
+    assert 'mv -f "$sr_tmp" "$sr_dir/$role.env.next"' in text
+    assert 'sr_base="${STRONGROOM_REMOTE_DIR:-$HOME/.strongroom}"' in text
+
+
+def test_labels_and_result_line() -> None:
+    text = remote.deploy(step())
+    for label in ("service", "role", "version", "env-fingerprint", "deploy"):
+        assert f'--label "strongroom.{label}=' in text
+    assert "STRONGROOM-RESULT" in text
+
+
+def test_status_prints_chosen_fields_not_the_environment() -> None:
+    text = remote.status("shop", "web")
+    assert "{{json .Config.Env}}" not in text and "{{json .}}" not in text
+    assert "STRONGROOM-CONTAINER" in text
+    assert "label=strongroom.role=$role" in text
+
+
+def test_image_refs() -> None:
+    assert remote.repository("127.0.0.1:5000/acme/shop:abc") == "127.0.0.1:5000/acme/shop"
+    assert remote.repository("shop") == "shop"
+    assert remote.repository("ghcr.io/acme/shop@sha256:" + "a" * 64) == "ghcr.io/acme/shop"
+    assert remote.check_image("localhost:5000/lab/app:v1")

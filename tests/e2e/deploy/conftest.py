@@ -1,0 +1,183 @@
+"""Fixtures of the deploy end-to-end package: one lab and one broker process for the whole session.
+
+The lab (tests/support/deploy_lab.py) is a build engine, a registry and two ssh hosts with their own engines,
+all real and on loopback; the broker is a real `strongroom-server serve` (tests/e2e/conftest.py). Without
+root, dockerd, sshd or docker-registry the tests skip, and fail under CI=true (tests/conftest.py `need`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import need
+from tests.e2e.conftest import BIN, BrokerProcess, start, stop
+from tests.support import deploy_lab
+
+PROJECT = "shop"
+
+
+def canary(label: str) -> str:
+    """A random marker value (with a space and shell metacharacters) that must never leak."""
+    return f"{label}CANARY{secrets.token_hex(10)} x&y'z"
+
+
+@dataclass
+class DeployBroker:
+    """The session's broker, an admin token for it and helpers to set up environments and read results."""
+
+    process: BrokerProcess
+    token: str
+    http: httpx.Client
+    environments: set[str] = field(default_factory=set)
+
+    def environment(self, name: str, values: dict[str, str]) -> None:
+        """Create environment `name` of the project (once) and store `values` in it."""
+        if name not in self.environments:
+            r = self.http.post(f"/v1/projects/{PROJECT}/environments", json={"slug": name, "parent": None})
+            assert r.status_code == 201, r.text
+            self.environments.add(name)
+        for key, value in values.items():
+            self.put(name, key, value)
+
+    def put(self, environment: str, key: str, value: str) -> int:
+        """Store a value; returns its new version."""
+        r = self.http.put(
+            f"/v1/projects/{PROJECT}/environments/{environment}/secrets/{key}", json={"value": value}
+        )
+        assert r.status_code == 200, r.text
+        return int(r.json()["version"])
+
+    def deploys(self, environment: str) -> list[dict[str, Any]]:
+        """The environment's deploys, newest first."""
+        r = self.http.get(f"/v1/projects/{PROJECT}/environments/{environment}/deploys")
+        assert r.status_code == 200, r.text
+        return list(r.json()["deploys"])
+
+    def deploy(self, deploy_id: str) -> dict[str, Any]:
+        """One deploy with its host ledger and keys."""
+        r = self.http.get(f"/v1/deploys/{deploy_id}")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def audit(self) -> list[dict[str, Any]]:
+        """Every audit event so far, oldest first, read from the broker's SQLite file."""
+        import sqlite3
+
+        with sqlite3.connect(self.process.data_dir / "strongroom.db") as db:
+            db.row_factory = sqlite3.Row
+            return [dict(row) for row in db.execute("SELECT * FROM audit_events ORDER BY id")]
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[deploy_lab.Lab]:
+    """The session's deploy lab (started once, engines in parallel)."""
+    reason = deploy_lab.missing()
+    if reason:
+        need(reason)
+    with deploy_lab.lab() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def deploy_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployBroker]:
+    """A real broker process with project `shop`, and an admin token (not use-limited: it mints deploy tokens)."""
+    root = tmp_path_factory.mktemp("deploy-broker")
+    process = start(root / "data", root / "home" / ".config", root / "broker.log")
+    try:
+        client_secret = (process.data_dir / "bootstrap-admin.secret").read_text().strip()
+        r = httpx.post(
+            f"{process.url}/v1/auth/token",
+            json={"client_id": "admin", "client_secret": client_secret, "ttl": 3600},
+        )
+        assert r.status_code == 200, r.text
+        token = r.json()["token"]
+        with httpx.Client(
+            base_url=process.url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as http:
+            assert http.post("/v1/projects", json={"slug": PROJECT}).status_code == 201
+            yield DeployBroker(process, token, http)
+    finally:
+        stop(process)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_calls(request: pytest.FixtureRequest) -> None:
+    """Tests that look at recorded calls see only their own (module fixtures keep theirs separately)."""
+    if "lab" in request.fixturenames:
+        request.getfixturevalue("lab").forget_calls()
+
+
+def strongroom(
+    lab: deploy_lab.Lab,
+    broker: DeployBroker,
+    *args: str,
+    cwd: Path,
+    url: str | None = None,
+    timeout: float = 180,
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `strongroom` CLI as a deployer's shell would, through the lab's ssh and docker."""
+    env = {
+        **broker.process.env,
+        **lab.env(),
+        "PATH": f"{lab.shims}:{broker.process.env['PATH']}",
+        "STRONGROOM_URL": url or broker.process.url,
+        "STRONGROOM_TOKEN": broker.token,
+        "HOME": str(cwd),
+    }
+    done = subprocess.run(
+        [str(BIN / "strongroom"), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+def manifest(
+    lab: deploy_lab.Lab,
+    *,
+    service: str,
+    hosts: list[str],
+    secret: tuple[str, ...] = ("APP_SECRET",),
+    build_secrets: tuple[str, ...] = ("BUILD_TOKEN",),
+) -> str:
+    """A strongroom.yml deploying the lab app (context: the manifest's directory) to `hosts`."""
+    document: dict[str, Any] = {
+        "project": PROJECT,
+        "service": service,
+        "image": lab.image,
+        "registry": {
+            "server": lab.registry.server,
+            "username": lab.registry.username,
+            "password": "REGISTRY_PASSWORD",
+        },
+        "builder": {"context": ".", "dockerfile": "Dockerfile", "secrets": list(build_secrets)},
+        "roles": {"web": {"hosts": hosts, "options": {"network": "host"}}},
+        "healthcheck": {"cmd": deploy_lab.HEALTH_CMD, "interval": 1, "timeout": 5},
+        "env": {"clear": {"APP_MODE": "e2e"}, "secret": list(secret)},
+    }
+    return str(yaml.safe_dump(document, sort_keys=False))
+
+
+def project_dir(root: Path, lab: deploy_lab.Lab, version: str, **manifest_args: Any) -> Path:
+    """A directory holding the app's build context for `version` and its strongroom.yml."""
+    deploy_lab.app_context(root, version)
+    (root / "strongroom.yml").write_text(manifest(lab, **manifest_args))
+    return root
+
+
+def ok(out: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """Assert the CLI exited 0, showing its output when not."""
+    assert out.returncode == 0, (out.args, out.stdout, out.stderr)
+    return out

@@ -34,6 +34,9 @@ SUBCOMMANDS = {
     "import": "cli.commands.compile:import_command",
     "kamal": "cli.commands.kamal:kamal_group",
     "audit": "cli.commands.audit:audit_group",
+    "deploy": "cli.commands.deploy:deploy_group",
+    "rollback": "cli.commands.deploy:rollback_command",
+    "app": "cli.commands.app:app_group",
 }
 
 
@@ -51,6 +54,9 @@ SHORT_HELP = {
     "profiles": "List profiles and pick the default one (profiles live in $XDG_CONFIG_HOME/strongroom/config.toml).",
     "completion": "Print the completion script for SHELL: bash, zsh or fish.",
     "audit": "Read, export and verify the audit trail (needs a token with the audit action, except verify).",
+    "deploy": "Build, push and start the manifest's service on every host of ENVIRONMENT, with short-lived credentials.",
+    "rollback": "Start an earlier version (already in the registry) on every host with today's secrets; no build, no push.",
+    "app": "The deployed containers: logs, exec, stop, start, remove, on every host (or --hosts/--role).",
 }
 
 

@@ -1,0 +1,173 @@
+"""`strongroom app logs|exec|stop|start|remove`: the deployed containers, on every host of an environment.
+
+The hosts, roles and ssh settings come from the broker's plan for the manifest (a dry run: no value is
+fetched, no token minted). `exec --new` starts a one-off container with the env file the last deploy
+left on the host, so a console sees exactly what the service sees (what Kamal's app exec lacks, #1180).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from cli import output
+from cli.commands.compile import pick_project, read_manifest
+from cli.commands.deploy import _environment_option, _hosts_option, _manifest_option, _project_option
+from cli.errors import CliError
+from cli.options import F
+from cli.session import Session
+
+if TYPE_CHECKING:
+    from cli.deploy.process import Completed
+    from cli.deploy.remote import RemoteHost
+
+
+def _role_option(f: F) -> F:
+    return click.option("--role", metavar="ROLE", help="Only this role's containers.")(f)
+
+
+def _targets(
+    session: Session,
+    environment: str,
+    project: str | None,
+    manifest_path: Path,
+    role: str | None,
+    hosts: list[str] | None,
+) -> tuple[dict[str, object], list[str]]:
+    """The plan (as the broker sends it) and the hosts to act on."""
+    text = read_manifest(manifest_path)
+    project = pick_project(project, text)
+    created = session.client().create_deploy(
+        project=project, environment=environment, manifest=text, version="app", hosts=hosts, dry_run=True
+    )
+    plan = created.plan
+    roles = [r for r in plan.roles if role is None or r.name == role]
+    if role is not None and not roles:
+        raise CliError(f"role {role} is not in the manifest for {environment}", exit_code=2)
+    chosen = list(dict.fromkeys(h.host for r in roles for h in r.hosts if hosts is None or h.host in hosts))
+    if not chosen:
+        raise CliError("no host of the manifest matches --hosts/--role", exit_code=2)
+    return plan.raw, chosen
+
+
+def _on_hosts(plan: dict[str, object], hosts: list[str], act: Callable[[RemoteHost], Completed]) -> int:
+    """Connect to each host in parallel, `act` on it, print its output prefixed by the host; worst status."""
+    from cli.deploy.redact import Redactor
+    from cli.deploy.remote import RemoteHost
+
+    def one(host: str) -> tuple[str, Completed | None, str | None]:
+        remote = RemoteHost(host, plan, redactor=Redactor())
+        try:
+            remote.connect()
+            return host, act(remote), None
+        except CliError as exc:
+            return host, None, exc.message
+        finally:
+            remote.close()
+
+    status = 0
+    with ThreadPoolExecutor(max_workers=min(32, len(hosts))) as pool:
+        results = list(pool.map(one, hosts))
+    prefix = len(hosts) > 1
+    for host, done, error in results:
+        if error is not None:
+            click.echo(f"{host}: error: {output.clean(error)}", err=True)
+            status = max(status, 1)
+            continue
+        assert done is not None
+        for stream, text in ((False, done.stdout), (True, done.stderr)):
+            for line in text.splitlines():
+                click.echo(f"{host}: {line}" if prefix else line, err=stream)
+        if not done.ok:
+            status = max(status, done.returncode if 0 < done.returncode < 256 else 1)
+    return status
+
+
+@click.group("app")
+def app_group() -> None:
+    """The deployed containers: logs, exec, stop, start, remove, on every host (or --hosts/--role)."""
+
+
+def _app_options(f: F) -> F:
+    for decorate in (
+        _hosts_option,
+        _role_option,
+        _manifest_option,
+        _project_option,
+        _environment_option(True),
+    ):
+        f = decorate(f)
+    return f
+
+
+@app_group.command("logs")
+@_app_options
+@click.option("--tail", type=click.IntRange(0), default=100, show_default=True, help="Lines per container.")
+@click.option("--since", metavar="WHEN", help="Only lines since WHEN (docker logs --since, e.g. 10m).")
+@click.pass_obj
+def logs(
+    session: Session,
+    environment: str,
+    project: str | None,
+    manifest_path: Path,
+    role: str | None,
+    hosts: list[str] | None,
+    tail: int,
+    since: str | None,
+) -> None:
+    """The last lines of the service's running containers."""
+    plan, chosen = _targets(session, environment, project, manifest_path, role, hosts)
+    raise click.exceptions.Exit(
+        _on_hosts(plan, chosen, lambda r: r.app("logs", role, tail=tail, since=since))
+    )
+
+
+@app_group.command("exec", context_settings={"ignore_unknown_options": True})
+@_app_options
+@click.option("--new", is_flag=True, help="In a new one-off container with the deployed env file.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_obj
+def exec_command(
+    session: Session,
+    environment: str,
+    project: str | None,
+    manifest_path: Path,
+    role: str | None,
+    hosts: list[str] | None,
+    new: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND in the running container (or, with --new, a one-off one), e.g. app exec -e prod -- ls."""
+    if new and role is None:
+        raise click.UsageError("exec --new needs --role (the role's image options and env file)")
+    plan, chosen = _targets(session, environment, project, manifest_path, role, hosts)
+    raise click.exceptions.Exit(
+        _on_hosts(plan, chosen, lambda r: r.app("exec", role, argv=list(command), new=new))
+    )
+
+
+def _simple(action: str, summary: str) -> click.Command:
+    @click.command(action, help=summary)
+    @_app_options
+    @click.pass_obj
+    def command(
+        session: Session,
+        environment: str,
+        project: str | None,
+        manifest_path: Path,
+        role: str | None,
+        hosts: list[str] | None,
+    ) -> None:
+        plan, chosen = _targets(session, environment, project, manifest_path, role, hosts)
+        raise click.exceptions.Exit(_on_hosts(plan, chosen, lambda r: r.app(action, role)))
+
+    return command
+
+
+app_group.add_command(_simple("stop", "Stop the service's running containers (they stay, for start)."))
+app_group.add_command(_simple("start", "Start the service's most recent stopped containers again."))
+app_group.add_command(_simple("remove", "Remove the service's containers (stopped first)."))

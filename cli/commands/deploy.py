@@ -1,0 +1,433 @@
+"""`strongroom deploy`, `deploy status` and `rollback`: build, push and start a version on every host.
+
+Callbacks stay short: options → cli.deploy.engine (which talks to the broker and runs docker and ssh) →
+a summary. See docs/deploy.md for what happens and what it promises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from cli import output
+from cli.commands.compile import MANIFEST, pick_project, read_manifest
+from cli.errors import CliError
+from cli.options import F, check_slug, json_option
+from cli.session import Session
+
+if TYPE_CHECKING:
+    from cli.client import BrokerClient
+    from cli.deploy.engine import DeployReport
+
+DEFAULT_TTL_SECONDS = 900
+
+
+def _project_option(f: F) -> F:
+    return click.option(
+        "-p",
+        "--project",
+        envvar="STRONGROOM_PROJECT",
+        metavar="PROJECT",
+        callback=check_slug,
+        help="Project slug [env: STRONGROOM_PROJECT; default: `project:` in strongroom.yml].",
+    )(f)
+
+
+def _environment_option(required: bool) -> Callable[[F], F]:
+    def decorate(f: F) -> F:
+        return click.option(
+            "-e",
+            "--environment",
+            metavar="ENVIRONMENT",
+            required=required,
+            callback=check_slug,
+            help="Environment slug, e.g. production.",
+        )(f)
+
+    return decorate
+
+
+def _manifest_option(f: F) -> F:
+    return click.option(
+        "-f",
+        "--manifest",
+        "manifest_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=MANIFEST,
+        show_default=True,
+        help="The manifest (strongroom.yml) to deploy.",
+    )(f)
+
+
+def _split_hosts(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    hosts = list(dict.fromkeys(h.strip() for h in value.split(",") if h.strip()))
+    if not hosts:
+        raise click.BadParameter("give at least one host, e.g. web1,web2", ctx=ctx, param=param)
+    return hosts
+
+
+def _hosts_option(f: F) -> F:
+    return click.option(
+        "--hosts",
+        metavar="HOST,...",
+        callback=_split_hosts,
+        help="Only these hosts of the manifest (comma-separated).",
+    )(f)
+
+
+def _common_deploy_options(f: F) -> F:
+    for decorate in (
+        click.option("-v", "--verbose", is_flag=True, help="Show docker's build and push output (redacted)."),
+        click.option(
+            "--ttl",
+            "ttl_seconds",
+            type=click.IntRange(60, 3600),
+            default=DEFAULT_TTL_SECONDS,
+            show_default=True,
+            help="Seconds the deploy token lives (60-3600); it is revoked when the deploy ends anyway.",
+        ),
+        click.option(
+            "--fail-fast",
+            is_flag=True,
+            help="Change no host unless every host passes its host-key check and preflight, and start no "
+            "new host after the first failure.",
+        ),
+        click.option(
+            "--dry-run", is_flag=True, help="Print the plan (names, hosts, fingerprints; never a value)."
+        ),
+        _hosts_option,
+        _manifest_option,
+        _project_option,
+    ):
+        f = decorate(f)
+    return f
+
+
+def _say(line: str) -> None:
+    click.echo(output.clean(line), err=True)
+
+
+@click.group("deploy", invoke_without_command=True)
+@_environment_option(required=False)
+@_common_deploy_options
+@click.option(
+    "--version",
+    "version",
+    metavar="VERSION",
+    help="Image tag to build and deploy [default: the git commit of the manifest's directory].",
+)
+@click.option(
+    "--via",
+    type=click.Choice(["ssh", "kamal"]),
+    default="ssh",
+    show_default=True,
+    help="ssh: Strongroom's own driver; kamal: write the Kamal files and run `kamal deploy`.",
+)
+@click.pass_context
+def deploy_group(
+    ctx: click.Context,
+    environment: str | None,
+    project: str | None,
+    manifest_path: Path,
+    hosts: list[str] | None,
+    dry_run: bool,
+    fail_fast: bool,
+    ttl_seconds: int,
+    verbose: bool,
+    version: str | None,
+    via: str,
+) -> None:
+    """Build, push and start the manifest's service on every host of ENVIRONMENT, with short-lived credentials.
+
+    The broker mints a deploy token that reads only the keys this deploy needs; build secrets go to
+    BuildKit as 0600 files, the registry password on stdin, each host's env file over ssh's stdin into
+    a 0600 file. The new container must become healthy before the old one stops. The token is revoked
+    when the deploy ends, whatever the outcome, and the broker records what now runs where.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if environment is None:
+        raise click.MissingParameter(ctx=ctx, param=_param(ctx, "environment"))
+    session: Session = ctx.obj
+    text = read_manifest(manifest_path)
+    project = pick_project(project, text)
+    manifest_dir = str(manifest_path.resolve().parent)
+    if version is None and not dry_run:
+        from cli.deploy.engine import default_version
+
+        version = default_version(manifest_dir)
+    client = session.client()
+    if dry_run:
+        _dry_run(client, project, environment, text, manifest_dir, version or "<git commit>", hosts, "deploy")
+        return
+    assert version is not None
+    if via == "kamal":
+        from cli.deploy.kamal import deploy_with_kamal
+
+        raise click.exceptions.Exit(
+            deploy_with_kamal(
+                client,
+                project=project,
+                environment=environment,
+                manifest=text,
+                manifest_dir=manifest_dir,
+                version=version,
+                ttl_seconds=ttl_seconds,
+                say=_say,
+            )
+        )
+    _run(
+        client,
+        project,
+        environment,
+        text,
+        manifest_dir,
+        version,
+        "deploy",
+        hosts,
+        fail_fast,
+        ttl_seconds,
+        verbose,
+    )
+
+
+def _param(ctx: click.Context, name: str) -> click.Parameter:
+    return next(p for p in ctx.command.params if p.name == name)
+
+
+def _dry_run(
+    client: BrokerClient,
+    project: str,
+    environment: str,
+    manifest: str,
+    manifest_dir: str,
+    version: str,
+    hosts: list[str] | None,
+    kind: str,
+) -> None:
+    import os
+
+    from cli.deploy import plan as plans
+    from cli.deploy.engine import BUILD_NETWORK_ENVVAR, docker_binary
+
+    created = client.create_deploy(
+        project=project,
+        environment=environment,
+        manifest=manifest,
+        version=version,
+        hosts=hosts,
+        kind=kind,
+        dry_run=True,
+    )
+    statuses = client.deploy_status(project=project, environment=environment, manifest=manifest)
+    for line in plans.describe(
+        created.plan,
+        project=project,
+        environment=environment,
+        kind=kind,
+        keys=created.keys,
+        statuses=statuses,
+        docker_binary=docker_binary(os.environ),
+        manifest_dir=manifest_dir,
+        network=os.environ.get(BUILD_NETWORK_ENVVAR) or None,
+    ):
+        click.echo(output.clean(line))
+    click.echo("Dry run: nothing was fetched, built, pushed or started.")
+
+
+def _run(
+    client: BrokerClient,
+    project: str,
+    environment: str,
+    manifest: str,
+    manifest_dir: str,
+    version: str,
+    kind: str,
+    hosts: list[str] | None,
+    fail_fast: bool,
+    ttl_seconds: int,
+    verbose: bool,
+) -> None:
+    from cli.deploy.engine import DeployEngine, DeployRequest
+
+    engine = DeployEngine(client, say=_say, verbose=verbose)
+    report = engine.run(
+        DeployRequest(
+            project=project,
+            environment=environment,
+            manifest=manifest,
+            manifest_dir=manifest_dir,
+            version=version,
+            kind=kind,
+            hosts=hosts,
+            fail_fast=fail_fast,
+            ttl_seconds=ttl_seconds,
+        )
+    )
+    _summary(report, kind)
+
+
+def _summary(report: DeployReport, kind: str) -> None:
+    rows = [
+        (
+            o.host,
+            o.role,
+            o.outcome,
+            o.container or "-",
+            (o.error or "").splitlines()[0][:120] if o.error else "",
+        )
+        for o in report.hosts
+    ]
+    if rows:
+        output.emit_table(["HOST", "ROLE", "OUTCOME", "CONTAINER", "ERROR"], rows, empty="")
+    if report.error:
+        click.echo(f"error: {output.clean(report.error)}", err=True)
+    click.echo(f"{kind.capitalize()} {report.deploy_id} of {report.image}: {report.outcome}.")
+    if report.outcome != "succeeded":
+        raise click.exceptions.Exit(1)
+
+
+@deploy_group.command("status")
+@_environment_option(required=True)
+@_project_option
+@_manifest_option
+@json_option
+@click.pass_obj
+def status_command(
+    session: Session, environment: str, project: str | None, manifest_path: Path, as_json: bool
+) -> None:
+    """Per host: what runs (by the ledger) against what a deploy would give it now; exit 1 on any drift."""
+    text = read_manifest(manifest_path)
+    project = pick_project(project, text)
+    hosts = session.client().deploy_status(project=project, environment=environment, manifest=text)
+    if as_json:
+        output.emit_json(
+            {
+                "hosts": [
+                    {
+                        "host": h.host,
+                        "role": h.role,
+                        "drift": h.drift,
+                        "expected_env_fingerprint": h.expected_env_fingerprint,
+                        "last": None
+                        if h.last is None
+                        else {
+                            "deploy_id": h.last.deploy_id,
+                            "version": h.last.version,
+                            "image_digest": h.last.image_digest,
+                            "env_fingerprint": h.last.env_fingerprint,
+                            "at": h.last.at,
+                            "by": h.last.by,
+                            "outcome": h.last.outcome,
+                        },
+                        "rotated": [
+                            {
+                                "name": r.name,
+                                "deployed_version": r.deployed_version,
+                                "current_version": r.current_version,
+                            }
+                            for r in h.rotated
+                        ],
+                    }
+                    for h in hosts
+                ]
+            }
+        )
+    else:
+        rows = []
+        for h in hosts:
+            last = h.last
+            if last is None:
+                state = "never deployed"
+            elif h.rotated:
+                state = "rotated: " + ", ".join(
+                    f"{r.name} v{r.deployed_version}→v{r.current_version}" for r in h.rotated
+                )
+            elif last.env_fingerprint != h.expected_env_fingerprint:
+                state = "drift: env differs from what a deploy would give"
+            else:
+                state = "current"
+            rows.append(
+                (
+                    h.host,
+                    h.role,
+                    last.version[:12] if last and last.version else "-",
+                    (last.at or "-") if last else "-",
+                    (last.by or "-") if last else "-",
+                    state,
+                )
+            )
+        output.emit_table(["HOST", "ROLE", "VERSION", "DEPLOYED", "BY", "STATE"], rows, empty="No hosts.")
+    if any(h.drift for h in hosts):
+        raise click.exceptions.Exit(1)
+
+
+@click.command("rollback")
+@_environment_option(required=True)
+@_common_deploy_options
+@click.option(
+    "--version",
+    "version",
+    metavar="VERSION",
+    help="The version to go back to [default: the one before the current one in the ledger].",
+)
+@click.pass_obj
+def rollback_command(
+    session: Session,
+    environment: str,
+    project: str | None,
+    manifest_path: Path,
+    hosts: list[str] | None,
+    dry_run: bool,
+    fail_fast: bool,
+    ttl_seconds: int,
+    verbose: bool,
+    version: str | None,
+) -> None:
+    """Start an earlier version (already in the registry) on every host with today's secrets; no build, no push."""
+    text = read_manifest(manifest_path)
+    project = pick_project(project, text)
+    manifest_dir = str(manifest_path.resolve().parent)
+    client = session.client()
+    if version is None:
+        version = previous_version(client, project, environment)
+        _say(f"Rolling back to {version}, the version before the current one in the ledger.")
+    if dry_run:
+        _dry_run(client, project, environment, text, manifest_dir, version, hosts, "rollback")
+        return
+    _run(
+        client,
+        project,
+        environment,
+        text,
+        manifest_dir,
+        version,
+        "rollback",
+        hosts,
+        fail_fast,
+        ttl_seconds,
+        verbose,
+    )
+
+
+def previous_version(client: BrokerClient, project: str, environment: str) -> str:
+    """The version deployed before the current one: the newest successful deploy's predecessor by version."""
+    deploys = client.list_deploys(project=project, environment=environment, limit=50)
+    done = [d for d in deploys if d.status in ("succeeded", "partial")]
+    if not done:
+        raise CliError(
+            f"no earlier deploy of {project}/{environment} in the ledger: pass --version", exit_code=2
+        )
+    current = done[0].version
+    for item in done[1:]:
+        if item.version != current:
+            return item.version
+    raise CliError(
+        f"the ledger of {project}/{environment} has no version before {current[:12]}: pass --version",
+        exit_code=2,
+    )

@@ -1,0 +1,512 @@
+"""A deploy from start to finish: broker plan → bundle → build → push → every host in parallel → ledger.
+
+Order of events (docs/deploy.md):
+1. `create_deploy` with the caller's token: the broker checks the caller may read every key of the plan,
+   opens a ledger row and mints a deploy token bound to it (only those keys, a TTL, a use limit).
+2. Everything after that uses the deploy token: the bundle (env files, registry password, build secrets);
+   one report per host; `finish`, in `finally`, whatever happened. If `finish` cannot be called the token
+   revokes itself; if that fails too, its TTL is all that is left, and the user is told so.
+3. The build gets secrets as BuildKit secret files (0600, in a 0700 directory removed afterwards); the
+   push logs in with `--password-stdin` into a throwaway DOCKER_CONFIG, so the registry password is never
+   stored on this machine. A rollback builds and pushes nothing.
+4. Hosts connect in parallel first (host keys, preflight); then each deploys its roles. With `fail_fast`,
+   a refused or unreachable host stops the deploy before any host changes, and after the first failed
+   host no new host starts. Without it, every host that can be deployed is, and the outcome is "partial".
+
+Every program runs through `cli.deploy.process`; every line they print passes through a redactor seeded
+with every value of the bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cli.deploy import plan as plans
+from cli.deploy import process
+from cli.deploy.redact import Redactor
+from cli.errors import CliError
+from cli.plans import docker, git
+
+if TYPE_CHECKING:
+    from cli.client import BrokerClient, CreatedDeploy, DeployBundle, DeployInfo, DeployPlan
+    from cli.deploy.remote import DeployResult, DeployStep
+
+DOCKER_ENVVAR = "STRONGROOM_DOCKER"
+BUILD_NETWORK_ENVVAR = "STRONGROOM_BUILD_NETWORK"
+MAX_PARALLEL_HOSTS = 32
+BUILD_TIMEOUT = 3600.0
+PUSH_TIMEOUT = 1800.0
+LOCAL_TIMEOUT = 60.0
+TAIL_LINES = 15
+# Docker config keys that hold or reach registry credentials: never copied into the throwaway config.
+_CREDENTIAL_KEYS = frozenset({"auths", "credsStore", "credHelpers"})
+
+
+class Remote(Protocol):
+    """What the engine needs of a host (cli.deploy.remote.RemoteHost)."""
+
+    round_trips: int
+
+    def connect(self) -> Any:
+        """Check the host key, open the connection, run the preflight."""
+
+    def deploy(self, step: DeployStep) -> DeployResult:
+        """Deploy one role; DeployFailed when it does not come up healthy."""
+
+    def close(self) -> None:
+        """End the connection."""
+
+
+RemoteFactory = Callable[[str, "DeployPlan", Redactor], Remote]
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    """What the user asked for."""
+
+    project: str
+    environment: str
+    manifest: str
+    manifest_dir: str
+    version: str
+    kind: str = "deploy"  # or "rollback"
+    hosts: list[str] | None = None
+    fail_fast: bool = False
+    ttl_seconds: int = 900
+
+
+@dataclass
+class HostOutcome:
+    """What happened on one host for one role."""
+
+    host: str
+    role: str
+    outcome: str  # deployed | failed | skipped
+    container: str | None = None
+    image_digest: str | None = None
+    env_fingerprint: str | None = None
+    error: str | None = None
+    round_trips: int = 0
+
+
+@dataclass
+class DeployReport:
+    """The whole deploy: its id, outcome, image and each host's outcome."""
+
+    deploy_id: str
+    outcome: str  # succeeded | failed | partial
+    image: str
+    version: str
+    hosts: list[HostOutcome] = field(default_factory=list)
+    error: str | None = None
+    finished: DeployInfo | None = None
+    token_note: str | None = None
+
+
+def docker_binary(environ: Mapping[str, str]) -> str:
+    """The local docker CLI: STRONGROOM_DOCKER, else `docker` on the PATH."""
+    return environ.get(DOCKER_ENVVAR) or "docker"
+
+
+def default_version(manifest_dir: str) -> str:
+    """The commit checked out in the manifest's directory; CliError if it is not a clean git work tree."""
+    done = process.run(git.head_commit("git", manifest_dir), timeout=LOCAL_TIMEOUT)
+    commit = done.stdout.strip()
+    if not done.ok or not commit:
+        raise CliError(
+            f"cannot name a version: {manifest_dir} is not in a git work tree with a commit (pass --version)",
+            exit_code=2,
+        )
+    changes = process.run(git.tracked_changes("git", manifest_dir), timeout=LOCAL_TIMEOUT)
+    if changes.ok and changes.stdout.strip():
+        raise CliError(
+            "the work tree has uncommitted changes, so an image built from it would not match "
+            f"commit {commit[:12]}: commit them, or pass --version to name this build",
+            exit_code=2,
+        )
+    return commit
+
+
+def _tail(text: str) -> str:
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-TAIL_LINES:]) if lines else "no output"
+
+
+@contextlib.contextmanager
+def private_dir(prefix: str) -> Iterator[Path]:
+    """A 0700 temporary directory, removed with everything in it afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        path.chmod(0o700)
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def write_secret_file(directory: Path, name: str, value: str) -> str:
+    """Write `value` to directory/name as a new 0600 file (O_EXCL, fsync); return its path."""
+    path = directory / name
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(value.encode("utf-8"))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return str(path)
+
+
+def throwaway_docker_config(directory: Path, environ: Mapping[str, str]) -> str:
+    """A DOCKER_CONFIG in `directory` with the user's settings (contexts, proxies) but no credentials."""
+    source = Path(environ.get("DOCKER_CONFIG") or Path(environ.get("HOME") or "~").expanduser() / ".docker")
+    settings: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        loaded = json.loads((source / "config.json").read_text("utf-8"))
+        if isinstance(loaded, dict):
+            settings = {k: v for k, v in loaded.items() if k not in _CREDENTIAL_KEYS}
+    target = directory / "docker-config"
+    target.mkdir(mode=0o700)
+    descriptor = os.open(target / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump(settings, handle)
+    for shared in ("contexts", "cli-plugins"):
+        if (source / shared).is_dir():
+            (target / shared).symlink_to((source / shared).resolve(), target_is_directory=True)
+    return str(target)
+
+
+class DeployEngine:
+    """Runs one deploy or rollback; `run` returns a DeployReport (and never leaves the deploy token alive)."""
+
+    def __init__(
+        self,
+        client: BrokerClient,
+        *,
+        say: Say,
+        environ: Mapping[str, str] | None = None,
+        remote_factory: RemoteFactory | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.client = client
+        self.say = say
+        self.environ: Mapping[str, str] = os.environ if environ is None else environ
+        self.docker = docker_binary(self.environ)
+        self.network = self.environ.get(BUILD_NETWORK_ENVVAR) or None
+        self.redactor = Redactor()
+        self._remote_factory = remote_factory or _remote_host
+        self._report_lock = threading.Lock()
+        self._echo: Say | None = (lambda line: say("  | " + line)) if verbose else None
+
+    # -- the whole deploy --------------------------------------------------------------------------------
+
+    def run(self, request: DeployRequest) -> DeployReport:
+        """Create the deploy, do it, report every host and finish it, whatever happens in between."""
+        created = self.client.create_deploy(
+            project=request.project,
+            environment=request.environment,
+            manifest=request.manifest,
+            version=request.version,
+            ttl_seconds=request.ttl_seconds,
+            hosts=request.hosts,
+            kind=request.kind,
+        )
+        if created.deploy is None or created.token is None:
+            raise CliError("the broker answered the deploy without a deploy token; nothing was started")
+        deploy_id = created.deploy.id
+        deploy_client = self.client.with_token(
+            created.token,
+            unauthorized_message=f"the broker refused the deploy token of deploy {deploy_id} "
+            "(it expired, ran out of uses or was revoked)",
+        )
+        report = DeployReport(
+            deploy_id=deploy_id,
+            outcome="failed",
+            image=plans.image_ref(created.plan),
+            version=request.version,
+        )
+        self.say(
+            f"Deploy {deploy_id}: {created.plan.service} {created.plan.version} to "
+            f"{request.project}/{request.environment}; deploy token good for {len(created.keys)} keys "
+            f"until {created.expires_at}"
+        )
+        try:
+            self._execute(request, created, deploy_client, report)
+        except CliError as exc:
+            report.error = self.redactor(exc.message)
+        except BaseException as exc:
+            report.error = f"interrupted ({type(exc).__name__})"
+            raise
+        finally:
+            report.outcome = _overall(report)
+            self._finish(deploy_client, report)
+            deploy_client.close()
+        return report
+
+    def _execute(
+        self,
+        request: DeployRequest,
+        created: CreatedDeploy,
+        deploy_client: BrokerClient,
+        report: DeployReport,
+    ) -> None:
+        plan = created.plan
+        bundle = deploy_client.deploy_bundle(deploy_id=report.deploy_id)
+        self._seed(bundle)
+        steps = plans.host_steps(plan, bundle)
+        report.hosts = [HostOutcome(step.host, step.role, "skipped") for step in steps]
+        digest: str | None = None
+        if request.kind == "deploy":
+            self._build(plan, bundle, request.manifest_dir)
+            digest = self._push(plan, bundle)
+        by_host: dict[str, list[plans.HostStep]] = {}
+        for step in steps:
+            by_host.setdefault(step.host, []).append(step)
+        self._deploy_hosts(plan, bundle, by_host, report, deploy_client, digest, request.fail_fast)
+
+    def _seed(self, bundle: DeployBundle) -> None:
+        for item in bundle.hosts:
+            self.redactor.add_env_file(item.env_file)
+        if bundle.registry_password is not None:
+            self.redactor.add(bundle.registry_password)
+        self.redactor.add(*bundle.build_secrets.values())
+        if self.redactor.skipped:
+            self.say(
+                f"note: {self.redactor.skipped} fetched values are shorter than 4 characters and are not "
+                "masked in output (masking them would garble it)"
+            )
+
+    # -- local: build and push --------------------------------------------------------------------------
+
+    def _build(self, plan: DeployPlan, bundle: DeployBundle, manifest_dir: str) -> None:
+        names = plan.builder.secrets if plan.builder else ()
+        missing = [name for name in names if name not in bundle.build_secrets]
+        if missing:
+            raise CliError(f"the broker's bundle lacks the build secret {missing[0]}; nothing was built")
+        with private_dir("sr-build-") as directory:
+            files = {name: write_secret_file(directory, name, bundle.build_secrets[name]) for name in names}
+            argv = plans.build_argv(
+                plan,
+                docker_binary=self.docker,
+                manifest_dir=manifest_dir,
+                secret_files=files,
+                network=self.network,
+            )
+            self.say(
+                f"Building {plans.image_ref(plan)} ({len(files)} build secrets as BuildKit secret files)"
+            )
+            done = process.stream(
+                argv,
+                env=docker.BUILD_ENV,
+                redactor=self.redactor,
+                timeout=BUILD_TIMEOUT,
+                on_stdout=self._echo,
+                on_stderr=self._echo,
+            )
+        if not done.ok:
+            output = done.stderr + done.stdout
+            hint = ""
+            if "buildx" in output.lower():
+                hint = (
+                    f"\n(this docker CLI has no BuildKit without the buildx plugin; set {DOCKER_ENVVAR} to a "
+                    "docker CLI that builds with DOCKER_BUILDKIT=1, e.g. /usr/bin/docker)"
+                )
+            raise CliError(f"docker build failed (exit {done.returncode}):\n{_tail(output)}{hint}")
+
+    def _push(self, plan: DeployPlan, bundle: DeployBundle) -> str | None:
+        ref = plans.image_ref(plan)
+        with private_dir("sr-push-") as directory:
+            env: dict[str, str] = {}
+            registry = plan.registry
+            if registry is not None:
+                if bundle.registry_password is None:
+                    raise CliError("the broker's bundle has no registry password; nothing was pushed")
+                env["DOCKER_CONFIG"] = throwaway_docker_config(directory, self.environ)
+                login = docker.login(self.docker, server=registry.server, username=registry.username)
+                done = process.run(
+                    login,
+                    stdin=bundle.registry_password.encode("utf-8"),
+                    env=env,
+                    redactor=self.redactor,
+                    timeout=LOCAL_TIMEOUT,
+                )
+                if not done.ok:
+                    raise CliError(
+                        f"docker login to {registry.server or 'the default registry'} failed: "
+                        f"{_tail(done.stderr + done.stdout)}"
+                    )
+            self.say(f"Pushing {ref}")
+            done = process.stream(
+                docker.push(self.docker, ref),
+                env=env,
+                redactor=self.redactor,
+                timeout=PUSH_TIMEOUT,
+                on_stdout=self._echo,
+                on_stderr=self._echo,
+            )
+            if not done.ok:
+                raise CliError(f"docker push {ref} failed:\n{_tail(done.stderr + done.stdout)}")
+            inspect = process.run(
+                docker.repo_digests(self.docker, ref), env=env, redactor=self.redactor, timeout=LOCAL_TIMEOUT
+            )
+        return docker.parse_repo_digest(inspect.stdout, plans.repository(plan)) if inspect.ok else None
+
+    # -- hosts ---------------------------------------------------------------------------------------------
+
+    def _deploy_hosts(
+        self,
+        plan: DeployPlan,
+        bundle: DeployBundle,
+        by_host: Mapping[str, Sequence[plans.HostStep]],
+        report: DeployReport,
+        deploy_client: BrokerClient,
+        digest: str | None,
+        fail_fast: bool,
+    ) -> None:
+        remotes: dict[str, Remote] = {}
+        stop = threading.Event()
+        outcomes = {(o.host, o.role): o for o in report.hosts}
+        workers = max(1, min(MAX_PARALLEL_HOSTS, len(by_host)))
+
+        def connect(host: str) -> None:
+            remote = self._remote_factory(host, plan, self.redactor)
+            remotes[host] = remote
+            try:
+                remote.connect()
+            except CliError as exc:
+                for step in by_host[host]:
+                    self._record(outcomes[(host, step.role)], "failed", error=self.redactor(exc.message))
+                raise
+
+        def deploy(host: str) -> None:
+            remote = remotes[host]
+            for step in by_host[host]:
+                outcome = outcomes[(host, step.role)]
+                if stop.is_set():
+                    return
+                try:
+                    result = remote.deploy(self._remote_step(plan, bundle, step, report.deploy_id))
+                except CliError as exc:
+                    self._record(
+                        outcome, "failed", error=self.redactor(exc.message), fingerprint=step.env_fingerprint
+                    )
+                    if fail_fast:
+                        stop.set()
+                    return
+                self._record(
+                    outcome,
+                    "deployed",
+                    container=result.container,
+                    digest=digest or result.image_digest,
+                    fingerprint=step.env_fingerprint,
+                )
+
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-host") as pool:
+                connected = {host: pool.submit(connect, host) for host in by_host}
+                reachable = [host for host, future in connected.items() if future.exception() is None]
+                if fail_fast and len(reachable) < len(by_host):
+                    self.say("A host cannot be deployed to and --fail-fast is set: no host was changed.")
+                    stop.set()
+                for future in [pool.submit(deploy, host) for host in reachable if not stop.is_set()]:
+                    future.result()
+        finally:
+            for host, remote in remotes.items():
+                with contextlib.suppress(Exception):
+                    remote.close()
+                for step in by_host[host]:
+                    outcomes[(host, step.role)].round_trips = remote.round_trips
+            for outcome in report.hosts:
+                self._report(deploy_client, report.deploy_id, outcome)
+
+    def _remote_step(
+        self, plan: DeployPlan, bundle: DeployBundle, step: plans.HostStep, deploy_id: str
+    ) -> DeployStep:
+        from cli.deploy.remote import DeployStep
+
+        return DeployStep(
+            role=step.role,
+            version=plan.version,
+            image=plans.image_ref(plan),
+            env_file=step.env_file,
+            env_fingerprint=step.env_fingerprint,
+            deploy_id=deploy_id,
+            registry_password=bundle.registry_password if plan.registry is not None else None,
+        )
+
+    def _record(
+        self,
+        outcome: HostOutcome,
+        result: str,
+        *,
+        error: str | None = None,
+        container: str | None = None,
+        digest: str | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        outcome.outcome = result
+        outcome.error = error
+        outcome.container = container
+        outcome.image_digest = digest
+        outcome.env_fingerprint = fingerprint
+        if result == "deployed":
+            self.say(f"  {outcome.host} ({outcome.role}): deployed {container or ''}".rstrip())
+        else:
+            self.say(f"  {outcome.host} ({outcome.role}): {result}: {error}")
+
+    def _report(self, deploy_client: BrokerClient, deploy_id: str, outcome: HostOutcome) -> None:
+        with self._report_lock:
+            try:
+                deploy_client.report_deploy_host(
+                    deploy_id=deploy_id,
+                    host=outcome.host,
+                    role=outcome.role,
+                    outcome=outcome.outcome,
+                    container=outcome.container,
+                    image_digest=outcome.image_digest,
+                    env_fingerprint=outcome.env_fingerprint if outcome.outcome == "deployed" else None,
+                    error=outcome.error,
+                )
+            except CliError as exc:
+                self.say(
+                    f"warning: could not record {outcome.host} ({outcome.role}) in the ledger: {exc.message}"
+                )
+
+    # -- the end -------------------------------------------------------------------------------------------
+
+    def _finish(self, deploy_client: BrokerClient, report: DeployReport) -> None:
+        try:
+            report.finished = deploy_client.finish_deploy(deploy_id=report.deploy_id, outcome=report.outcome)
+            return
+        except CliError as exc:
+            failure = exc.message
+        try:
+            deploy_client.revoke_self()
+            report.token_note = f"could not finish the deploy at the broker ({failure}); revoked its token"
+        except CliError as exc:
+            report.token_note = (
+                f"could not finish the deploy ({failure}) nor revoke its token ({exc.message}); "
+                "the token stays valid until its TTL ends"
+            )
+        self.say(f"warning: {report.token_note}")
+
+
+def _overall(report: DeployReport) -> str:
+    deployed = sum(1 for o in report.hosts if o.outcome == "deployed")
+    if report.error is None and report.hosts and deployed == len(report.hosts):
+        return "succeeded"
+    return "partial" if deployed else "failed"
+
+
+def _remote_host(host: str, plan: DeployPlan, redactor: Redactor) -> Remote:
+    from cli.deploy.remote import RemoteHost
+
+    return RemoteHost(host, plan.raw, redactor=redactor)

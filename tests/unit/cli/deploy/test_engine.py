@@ -1,0 +1,504 @@
+"""The deploy engine: every argv and environment recorded, no value in any of them, the token always ended.
+
+Stand-ins, and why (the real parts run in tests/e2e/deploy, helper C's lab of dockerd, registry and sshd):
+- `DeployBroker`: a tiny HTTP stand-in for the six deploy routes, so each failure path (bundle refused,
+  finish refused, revoke refused) can be forced; it proves nothing about the broker itself.
+- `fake-docker`: a script standing in for the docker CLI; it checks what the real one would be handed
+  (BuildKit secret files 0600 in a 0700 directory, the password on stdin) and can be told to fail.
+- `FakeRemote`: stands in for cli.deploy.remote.RemoteHost (sshd + a remote engine), recording the steps.
+The subprocess layer is real: the engine runs fake-docker and git through cli.deploy.process, whose
+recorder sees every invocation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.client import BrokerClient
+from cli.deploy import process
+from cli.deploy.engine import DeployEngine, DeployRequest, default_version
+from cli.deploy.process import Invocation
+from cli.deploy.remote import DeployFailed, DeployResult, DeployStep, HostUnreachable
+from cli.errors import CliError
+
+CANARY = "canary-7c1e-value"
+PASSWORD = "registry-pass-9f2b"
+BUILD_SECRET = "npm-token-3d5a\nsecond-line-88"
+USER_TOKEN = "srt_" + "u" * 40
+DEPLOY_TOKEN = "srt_" + "d" * 40
+DIGEST = "sha256:" + "ab" * 32
+SECRETS = (CANARY, PASSWORD, BUILD_SECRET, *BUILD_SECRET.split("\n"))
+
+FAKE_DOCKER = r"""
+import json, os, stat, sys
+log = os.environ["FAKE_DOCKER_LOG"]
+args = sys.argv[1:]
+entry = {"argv": args}
+def finish(code, out="", err=""):
+    with open(log, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+    sys.stdout.write(out); sys.stderr.write(err); sys.exit(code)
+if args[0] == "build":
+    files = []
+    for i, a in enumerate(args):
+        if a == "--secret":
+            spec = dict(p.split("=", 1) for p in args[i + 1].split(","))
+            st = os.stat(spec["src"]); dst = os.stat(os.path.dirname(spec["src"]))
+            files.append({"id": spec["id"], "src": spec["src"], "mode": stat.S_IMODE(st.st_mode),
+                          "dir_mode": stat.S_IMODE(dst.st_mode), "size": st.st_size})
+    entry["secret_files"] = files
+    entry["buildkit"] = os.environ.get("DOCKER_BUILDKIT")
+    if os.environ.get("FAKE_DOCKER_FAIL") == "build":
+        secret = open(files[0]["src"]).read() if files else ""
+        finish(1, "", "step 3/4: RUN failed; echo " + secret + "\nERROR: process did not complete\n")
+    finish(0, "built\n")
+if args[0] == "login":
+    entry["stdin"] = sys.stdin.read()
+    entry["docker_config"] = os.environ.get("DOCKER_CONFIG")
+    cfg = os.environ["DOCKER_CONFIG"]
+    with open(os.path.join(cfg, "config.json"), "w") as f:
+        json.dump({"auths": {args[-1]: {"auth": "stored"}}}, f)
+    finish(0, "Login Succeeded\n")
+if args[0] == "push":
+    entry["docker_config"] = os.environ.get("DOCKER_CONFIG")
+    finish(1 if os.environ.get("FAKE_DOCKER_FAIL") == "push" else 0, "pushed\n")
+if args[:2] == ["image", "inspect"]:
+    repo = args[-1].rsplit(":", 1)[0]
+    finish(0, json.dumps([repo + "@" + os.environ["FAKE_DIGEST"]]) + "\n")
+finish(2, "", "fake docker: unknown command\n")
+"""
+
+
+def plan_json(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "service": "app",
+        "image": "app",
+        "version": "v2",
+        "registry": {"server": "127.0.0.1:5000", "username": "ci"},
+        "builder": {"context": ".", "dockerfile": None, "target": None, "args": {"MODE": "prod"},
+                    "secrets": ["NPM_TOKEN"]},
+        "roles": [
+            {"name": "web", "cmd": None, "options": {"network": "host"},
+             "hosts": [{"host": "web1", "tags": []}, {"host": "web2", "tags": []}]},
+            {"name": "jobs", "cmd": "bin/jobs", "options": {}, "hosts": [{"host": "web1", "tags": []}]},
+        ],
+        "ssh": {"user": "deploy", "port": 22, "host_keys": {}},
+        "healthcheck": {"path": "/up", "port": 8080, "cmd": None, "interval": 1, "timeout": 5},
+        "retain_images": 5,
+        "stop_timeout": 10,
+    }  # fmt: skip
+    data.update(overrides)
+    return data
+
+
+@dataclass
+class DeployBroker:
+    """Stand-in for the deploy routes (see the module docstring); records every request."""
+
+    plan: dict[str, Any] = field(default_factory=plan_json)
+    requests: list[tuple[str, str, str | None, Any]] = field(default_factory=list)
+    fail: dict[str, int] = field(default_factory=dict)  # route name -> status to answer
+    url: str = ""
+
+    def hosts(self) -> list[tuple[str, str]]:
+        return [(r["name"], h["host"]) for r in self.plan["roles"] for h in r["hosts"]]
+
+    def answer(self, method: str, path: str, auth: str | None, body: Any) -> tuple[int, Any]:
+        self.requests.append((method, path, auth, body))
+        deploy = {
+            "id": "d-1", "project": "shop", "environment": "production", "service": "app",
+            "version": "v2", "kind": "deploy", "status": "running", "started_at": "2030-01-01T00:00:00Z",
+            "finished_at": None, "by": "ci",
+        }  # fmt: skip
+        route = path.rsplit("/", 1)[-1]
+        if route in self.fail:
+            return self.fail[route], {"detail": f"stand-in refuses {route}"}
+        if path.endswith("/environments/production/deploys") and auth == f"Bearer {USER_TOKEN}":
+            return 201, {
+                "deploy": deploy, "token": DEPLOY_TOKEN, "accessor": "acc-1",
+                "expires_at": "2030-01-01T00:15:00Z", "uses": 10,
+                "keys": [{"environment": "production", "name": "SECRET"}], "plan": self.plan,
+            }  # fmt: skip
+        if auth != f"Bearer {DEPLOY_TOKEN}":
+            return 403, {"detail": "wrong token"}
+        if route == "bundle":
+            return 200, {
+                "hosts": [
+                    {"host": h, "role": r, "env_file": f"SECRET={CANARY}\nROLE={r}\n",
+                     "env_fingerprint": f"hmac-sha256:{r}{h}"}
+                    for r, h in self.hosts()
+                ],
+                "registry_password": PASSWORD,
+                "build_secrets": {"NPM_TOKEN": BUILD_SECRET},
+                "keys": [{"environment": "production", "name": "SECRET", "version": 3, "fingerprint": "hmac-sha256:k"}],
+            }  # fmt: skip
+        if route == "hosts":
+            return 201, {"ok": True}
+        if route == "finish":
+            return 200, {**deploy, "status": body["outcome"], "finished_at": "2030-01-01T00:01:00Z"}
+        if route == "revoke-self":
+            return 204, None
+        return 404, {"detail": "no such route"}
+
+    def calls(self, route: str) -> list[tuple[str, str, str | None, Any]]:
+        return [r for r in self.requests if r[1].rsplit("/", 1)[-1] == route]
+
+
+@pytest.fixture
+def broker() -> Iterator[DeployBroker]:
+    state = DeployBroker()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            body = json.loads(raw) if raw else None
+            status, answer = state.answer("POST", self.path, self.headers.get("Authorization"), body)
+            data = b"" if answer is None else json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class FakeRemote:
+    """Stands in for RemoteHost (see the module docstring): `behaviour` is ok, unreachable or unhealthy."""
+
+    def __init__(self, host: str, behaviour: str, steps: list[tuple[str, DeployStep]]) -> None:
+        self.host = host
+        self.behaviour = behaviour
+        self.steps = steps
+        self.round_trips = 0
+        self.closed = False
+
+    def connect(self) -> None:
+        self.round_trips += 1
+        if self.behaviour == "unreachable":
+            raise HostUnreachable(self.host, "ssh: connect to host port 22: Connection refused")
+
+    def deploy(self, step: DeployStep) -> DeployResult:
+        self.round_trips += 1
+        self.steps.append((self.host, step))
+        if self.behaviour == "unhealthy":
+            raise DeployFailed(self.host, step.role, "health", f"unhealthy; last log line: {CANARY}")
+        if self.behaviour == "crash":
+            raise RuntimeError("boom")
+        return DeployResult(
+            host=self.host, role=step.role, outcome="deployed", step="done",
+            container=f"app-{step.role}-v2", name=f"app-{step.role}-v2", image=step.image,
+            image_id="sha256:id", image_digest=None,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        self.closed = True
+        self.round_trips += 1
+
+
+@dataclass
+class Rig:
+    broker: DeployBroker
+    docker_log: Path
+    invocations: list[Invocation]
+    steps: list[tuple[str, DeployStep]]
+    remotes: dict[str, FakeRemote]
+    environ: dict[str, str]
+    said: list[str]
+    workdir: Path
+
+    def engine(self, behaviours: dict[str, str] | None = None) -> DeployEngine:
+        behaviours = behaviours or {}
+
+        def factory(host: str, _plan: object, _redactor: object) -> FakeRemote:
+            remote = FakeRemote(host, behaviours.get(host, "ok"), self.steps)
+            self.remotes[host] = remote
+            return remote
+
+        client = BrokerClient(self.broker.url, token=USER_TOKEN)
+        return DeployEngine(client, say=self.said.append, environ=self.environ, remote_factory=factory)
+
+    def request(self, **overrides: Any) -> DeployRequest:
+        values: dict[str, Any] = {
+            "project": "shop",
+            "environment": "production",
+            "manifest": "service: app\n",
+            "manifest_dir": str(self.workdir),
+            "version": "v2",
+        }
+        values.update(overrides)
+        return DeployRequest(**values)
+
+    def docker_calls(self) -> list[dict[str, Any]]:
+        if not self.docker_log.exists():
+            return []
+        return [json.loads(line) for line in self.docker_log.read_text().splitlines()]
+
+    def assert_no_secret_in_argv_or_env(self) -> None:
+        assert self.invocations, "nothing was recorded"
+        for call in self.invocations:
+            for secret in SECRETS:
+                assert not any(secret in part for part in call.argv), call.argv
+                assert not any(secret in f"{k}={v}" for k, v in call.env.items()), call.argv
+            assert USER_TOKEN not in " ".join(f"{k}={v}" for k, v in call.env.items())
+            assert DEPLOY_TOKEN not in " ".join([*call.argv, *call.env.values()])
+
+
+@pytest.fixture
+def rig(broker: DeployBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Rig]:
+    fake = tmp_path / "fake-docker"
+    fake.write_text(f"#!{sys.executable}\n{FAKE_DOCKER}")
+    fake.chmod(0o755)
+    user_config = tmp_path / "user-docker"
+    user_config.mkdir()
+    (user_config / "config.json").write_text(
+        json.dumps({"auths": {"other": {"auth": "x"}}, "detachKeys": "ctrl-q"})
+    )
+    log = tmp_path / "docker.log"
+    environ = {"STRONGROOM_DOCKER": str(fake), "DOCKER_CONFIG": str(user_config), "HOME": str(tmp_path)}
+    monkeypatch.setenv("FAKE_DOCKER_LOG", str(log))
+    monkeypatch.setenv("FAKE_DIGEST", DIGEST)
+    monkeypatch.setenv("DOCKER_CONFIG", str(user_config))
+    monkeypatch.setenv("STRONGROOM_TOKEN", USER_TOKEN)  # what CI sets: never handed to a child
+    invocations: list[Invocation] = []
+    process.set_recorder(invocations.append)
+    try:
+        yield Rig(broker, log, invocations, [], {}, environ, [], tmp_path)
+    finally:
+        process.set_recorder(None)
+
+
+def test_deploy_builds_pushes_deploys_reports_and_finishes(rig: Rig) -> None:
+    report = rig.engine().run(rig.request())
+
+    assert report.outcome == "succeeded", report.error
+    assert [(o.host, o.role, o.outcome) for o in report.hosts] == [
+        ("web1", "web", "deployed"), ("web2", "web", "deployed"), ("web1", "jobs", "deployed"),
+    ]  # fmt: skip
+    build, login, push, inspect = rig.docker_calls()
+    # Build: BuildKit, the secret as a 0600 file in a 0700 directory, only the clear arg as a build arg.
+    assert build["buildkit"] == "1"
+    assert build["argv"][:5] == [
+        "build",
+        "--tag",
+        "127.0.0.1:5000/app:v2",
+        "--label",
+        "strongroom.service=app",
+    ]
+    assert build["argv"][5:7] == ["--build-arg", "MODE=prod"]
+    [secret_file] = build["secret_files"]
+    assert secret_file["id"] == "NPM_TOKEN" and secret_file["size"] == len(BUILD_SECRET)
+    assert (secret_file["mode"], secret_file["dir_mode"]) == (0o600, 0o700)
+    assert not os.path.exists(secret_file["src"]) and not os.path.exists(os.path.dirname(secret_file["src"]))
+    # Login: password on stdin only, into a throwaway config; the user's config keeps its own credentials.
+    assert login["argv"] == ["login", "--username", "ci", "--password-stdin", "127.0.0.1:5000"]
+    assert login["stdin"] == PASSWORD
+    assert login["docker_config"] != os.environ["DOCKER_CONFIG"]
+    assert not os.path.exists(login["docker_config"])
+    assert push["docker_config"] == login["docker_config"]
+    assert json.loads((Path(os.environ["DOCKER_CONFIG"]) / "config.json").read_text())["auths"] == {
+        "other": {"auth": "x"}
+    }
+    assert push["argv"] == ["push", "127.0.0.1:5000/app:v2"] and inspect["argv"][:2] == ["image", "inspect"]
+    # Hosts: one connection each, every role's env file handed to the remote side, never on a command line.
+    assert sorted((h, s.role) for h, s in rig.steps) == [("web1", "jobs"), ("web1", "web"), ("web2", "web")]
+    assert all(s.env_file == f"SECRET={CANARY}\nROLE={s.role}\n".encode() for _, s in rig.steps)
+    assert all(s.registry_password == PASSWORD and s.image == "127.0.0.1:5000/app:v2" for _, s in rig.steps)
+    assert all(r.closed for r in rig.remotes.values())
+    # Ledger: one report per host and role with the digest of the push, then finish; all with the deploy token.
+    reports = rig.broker.calls("hosts")
+    assert len(reports) == 3 and all(r[2] == f"Bearer {DEPLOY_TOKEN}" for r in reports)
+    assert {r[3]["image_digest"] for r in reports} == {DIGEST}
+    assert {r[3]["env_fingerprint"] for r in reports} == {
+        "hmac-sha256:webweb1",
+        "hmac-sha256:webweb2",
+        "hmac-sha256:jobsweb1",
+    }
+    [finish] = rig.broker.calls("finish")
+    assert finish[2] == f"Bearer {DEPLOY_TOKEN}" and finish[3] == {"outcome": "succeeded"}
+    assert report.finished is not None and report.finished.status == "succeeded"
+    assert not rig.broker.calls("revoke-self")
+    rig.assert_no_secret_in_argv_or_env()
+    # The password went on stdin of login and nowhere else.
+    assert [c.argv[1] for c in rig.invocations if c.stdin is not None] == ["login"]
+    assert all(secret not in line for line in rig.said for secret in SECRETS)
+
+
+def test_build_failure_finishes_failed_and_redacts_docker_output(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_DOCKER_FAIL", "build")
+    report = rig.engine().run(rig.request())
+
+    assert report.outcome == "failed"
+    assert report.error is not None and "docker build failed" in report.error
+    assert "[REDACTED]" in report.error and all(secret not in report.error for secret in SECRETS)
+    assert [c["argv"][0] for c in rig.docker_calls()] == ["build"]  # no login, no push
+    assert rig.steps == [] and rig.broker.calls("hosts") == []
+    assert [c[3] for c in rig.broker.calls("finish")] == [{"outcome": "failed"}]
+    rig.assert_no_secret_in_argv_or_env()
+
+
+def test_push_failure_finishes_failed(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_DOCKER_FAIL", "push")
+    report = rig.engine().run(rig.request())
+    assert report.outcome == "failed" and "docker push" in (report.error or "")
+    assert rig.steps == []
+    assert [c[3] for c in rig.broker.calls("finish")] == [{"outcome": "failed"}]
+
+
+def test_bundle_refused_still_finishes(rig: Rig) -> None:
+    rig.broker.fail["bundle"] = 403
+    report = rig.engine().run(rig.request())
+    assert report.outcome == "failed" and "stand-in refuses bundle" in (report.error or "")
+    assert rig.docker_calls() == []
+    assert [c[3] for c in rig.broker.calls("finish")] == [{"outcome": "failed"}]
+
+
+def test_unreachable_host_without_fail_fast_is_partial(rig: Rig) -> None:
+    report = rig.engine({"web2": "unreachable"}).run(rig.request())
+    assert report.outcome == "partial"
+    outcomes = {(o.host, o.role): o for o in report.hosts}
+    assert outcomes[("web2", "web")].outcome == "failed"
+    assert "Connection refused" in (outcomes[("web2", "web")].error or "")
+    assert outcomes[("web1", "web")].outcome == outcomes[("web1", "jobs")].outcome == "deployed"
+    ledger = {(r[3]["host"], r[3]["role"]): r[3] for r in rig.broker.calls("hosts")}
+    assert (
+        ledger[("web2", "web")]["outcome"] == "failed" and ledger[("web2", "web")]["env_fingerprint"] is None
+    )
+    assert [c[3] for c in rig.broker.calls("finish")] == [{"outcome": "partial"}]
+
+
+def test_unreachable_host_with_fail_fast_changes_no_host(rig: Rig) -> None:
+    report = rig.engine({"web2": "unreachable"}).run(rig.request(fail_fast=True))
+    assert report.outcome == "failed"
+    assert rig.steps == []  # web1 connected fine but was never changed
+    assert {o.outcome for o in report.hosts if o.host == "web1"} == {"skipped"}
+    assert all(r.closed for r in rig.remotes.values())
+    assert [c[3] for c in rig.broker.calls("finish")] == [{"outcome": "failed"}]
+
+
+def test_unhealthy_host_reports_a_redacted_reason(rig: Rig) -> None:
+    report = rig.engine({"web2": "unhealthy"}).run(rig.request())
+    assert report.outcome == "partial"
+    failed = next(o for o in report.hosts if o.host == "web2")
+    assert failed.error is not None and "unhealthy" in failed.error
+    assert CANARY not in failed.error and "[REDACTED]" in failed.error
+    assert all(CANARY not in json.dumps(r[3]) for r in rig.broker.requests)
+
+
+def test_rollback_builds_and_pushes_nothing(rig: Rig) -> None:
+    report = rig.engine().run(rig.request(kind="rollback", version="v1"))
+    assert report.outcome == "succeeded"
+    assert rig.docker_calls() == []
+    create = rig.broker.requests[0]
+    assert create[3]["kind"] == "rollback" and create[3]["version"] == "v1"
+
+
+def test_finish_refused_revokes_the_deploy_token(rig: Rig) -> None:
+    rig.broker.fail["finish"] = 500
+    report = rig.engine().run(rig.request())
+    assert [r[2] for r in rig.broker.calls("revoke-self")] == [f"Bearer {DEPLOY_TOKEN}"]
+    assert report.token_note is not None and "revoked its token" in report.token_note
+
+
+def test_finish_and_revoke_refused_says_the_ttl_is_left(rig: Rig) -> None:
+    rig.broker.fail["finish"] = 500
+    rig.broker.fail["revoke-self"] = 500
+    report = rig.engine().run(rig.request())
+    assert report.token_note is not None and "until its TTL ends" in report.token_note
+    assert any("until its TTL ends" in line for line in rig.said)
+
+
+def test_unexpected_crash_still_finishes_and_revokes_nothing_else(rig: Rig) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        rig.engine({"web1": "crash"}).run(rig.request())
+    [finish] = rig.broker.calls("finish")
+    assert finish[3]["outcome"] in ("failed", "partial")
+    assert len(rig.broker.calls("hosts")) == 3  # every host's outcome recorded, even on a crash
+
+
+def test_create_refused_leaves_nothing_to_clean(rig: Rig) -> None:
+    rig.broker.fail["deploys"] = 403
+    with pytest.raises(CliError, match="stand-in refuses deploys"):
+        rig.engine().run(rig.request())
+    assert rig.broker.calls("finish") == [] and rig.docker_calls() == []
+
+
+def _git(directory: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(directory), *args], check=True, capture_output=True)
+
+
+def test_default_version_is_the_clean_commit(tmp_path: Path) -> None:
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "strongroom.yml").write_text("service: app\n")
+    _git(tmp_path, "add", "strongroom.yml")
+    _git(tmp_path, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "-m", "one")
+    head = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    )
+    assert default_version(str(tmp_path)) == head.stdout.strip()
+    (tmp_path / "strongroom.yml").write_text("service: changed\n")
+    with pytest.raises(CliError, match="uncommitted changes"):
+        default_version(str(tmp_path))
+
+
+def test_default_version_outside_git_asks_for_one(tmp_path: Path) -> None:
+    with pytest.raises(CliError, match="pass --version"):
+        default_version(str(tmp_path))
+
+
+def test_process_withholds_the_broker_token_and_redacts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRONGROOM_TOKEN", USER_TOKEN)
+    seen: list[Invocation] = []
+    process.set_recorder(seen.append)
+    try:
+        done = process.run(
+            [
+                sys.executable,
+                "-c",
+                "import os,sys; print(sys.stdin.read(), os.environ.get('STRONGROOM_TOKEN'))",
+            ],
+            stdin=CANARY.encode(),
+            redactor=lambda text: text.replace(CANARY, "[REDACTED]"),
+        )
+        lines: list[str] = []
+        streamed = process.stream(
+            [sys.executable, "-c", f"print('a'); print({CANARY!r}); import sys; sys.exit(3)"],
+            redactor=lambda text: text.replace(CANARY, "[REDACTED]"),
+            on_stdout=lines.append,
+        )
+    finally:
+        process.set_recorder(None)
+    assert done.ok and done.stdout == "[REDACTED] None\n"
+    assert streamed.returncode == 3 and lines == ["a", "[REDACTED]"]
+    assert "STRONGROOM_TOKEN" not in seen[0].env and seen[0].stdin == CANARY.encode()
+    with pytest.raises(CliError, match="no answer within"):
+        process.run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.3)
+    with pytest.raises(CliError, match="command not found"):
+        process.run(["/nonexistent/docker"])
+    assert stat.S_IMODE(0o600) == 0o600

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp
 from broker.api import errors
 from broker.api.edge import Edge
 from broker.api.routes import audit as audit_routes
-from broker.api.routes import auth, compile, health, importing, projects, secrets
+from broker.api.routes import auth, compile, deploys, health, importing, projects, secrets
 from broker.audit.trail import from_settings as audit_trail
 from broker.backends.router import load as load_backends
 from broker.config import Settings, get_settings
@@ -89,6 +89,7 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
         projects.router,
         secrets.router,
         compile.router,
+        deploys.router,
         importing.router,
         audit_routes.router,
     ):

@@ -193,6 +193,9 @@ class Deploy(Base):
     principal_name: Mapped[str] = mapped_column(String(128))
     token_accessor: Mapped[str] = mapped_column(String(64), unique=True)
     manifest_digest: Mapped[str] = mapped_column(String(80))
+    # The manifest holds names, never values; kept so the bundle renders exactly the plan that was approved.
+    manifest: Mapped[str] = mapped_column(Text)
+    hosts: Mapped[list[Any] | None] = mapped_column(JSON)  # the --hosts selection, None: every host
 
 
 class DeployHost(Base):

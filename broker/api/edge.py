@@ -70,6 +70,13 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("GET", "/v1/audit/checkpoints"): "audit.checkpoints",
     ("POST", "/v1/audit/fingerprint"): "audit.fingerprint",
     ("GET", "/v1/audit/status"): "audit.status",
+    ("POST", _E + "/deploys"): "deploy.create",
+    ("GET", _E + "/deploys"): "deploy.list",
+    ("POST", _E + "/deploys/status"): "deploy.status",
+    ("GET", "/v1/deploys/{deploy_id}"): "deploy.read",
+    ("POST", "/v1/deploys/{deploy_id}/bundle"): "deploy.bundle",
+    ("POST", "/v1/deploys/{deploy_id}/hosts"): "deploy.host",
+    ("POST", "/v1/deploys/{deploy_id}/finish"): "deploy.finish",
 }
 UNROUTED = "request.unrouted"
 # What a read-only broker (its database is behind the last audit checkpoint) still answers besides reads.
@@ -82,6 +89,7 @@ READ_ONLY_ALLOWED = frozenset(
         ("POST", _E + "/values"),
         ("POST", _E + "/check"),
         ("POST", _E + "/compile"),
+        ("POST", _E + "/deploys/status"),
     }
 )
 READ_ONLY = (

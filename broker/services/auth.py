@@ -410,6 +410,29 @@ async def create_child(
         )
         await audit.record(conn, rt, ctx, status=201)
     return issued
+async def issue_child(
+    conn: Any, rt: Runtime, actor: Actor, *, scopes: tuple[Scope, ...], ttl: int, num_uses: int | None
+) -> IssuedToken:
+    """Mint a child of the caller's token in the caller's transaction (deploy tokens); the caller audits."""
+    if not covered(actor.scopes, scopes):
+        raise Forbidden("scopes: a child token cannot be broader than its parent")
+    assert actor.expires_at is not None and actor.max_expires_at is not None
+    parent = await repo.get_token(conn, actor.token_id)
+    if parent is None or parent.num_uses is not None:
+        raise Forbidden("a use-limited token cannot create child tokens")
+    parent_ttl = int((actor.expires_at - rt.clock()).total_seconds())
+    return await _issue(
+        conn,
+        rt,
+        principal_id=actor.principal_id,
+        parent_id=actor.token_id,
+        scopes=with_denies(actor.scopes, scopes),
+        bound_cidrs=actor.bound_cidrs,
+        ttl=max(1, min(ttl, parent_ttl)),
+        max_expires_at=actor.max_expires_at,
+        num_uses=num_uses,
+        expires_cap=actor.expires_at,  # never outlive the parent
+    )
 
 
 async def lookup_accessor(rt: Runtime, ctx: RequestContext, actor: Actor, *, accessor: str) -> TokenInfo:

@@ -37,6 +37,8 @@ def upgrade() -> None:
         sa.Column("principal_name", sa.String(length=128), nullable=False),
         sa.Column("token_accessor", sa.String(length=64), nullable=False),
         sa.Column("manifest_digest", sa.String(length=80), nullable=False),
+        sa.Column("manifest", sa.Text(), nullable=False),
+        sa.Column("hosts", sa.JSON(), nullable=True),
         sa.ForeignKeyConstraint(
             ["principal_id"], ["principals.id"], name=op.f("fk_deploys_principal_id_principals")
         ),

@@ -104,6 +104,23 @@ def _two_versions(api: AuditApi, name: str) -> str:
     return name
 
 
+DEPLOY_MANIFEST = "service: web\nimage: acme/web\nroles:\n  web:\n    hosts: [web1]\n"
+
+
+def _deploy(api: AuditApi) -> tuple[str, dict[str, str]]:
+    """A running deploy's id and its deploy token's headers."""
+    r = api.client.post(
+        f"{BASE}/production/deploys", json={"manifest": DEPLOY_MANIFEST, "version": "v1"}, headers=api.h
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["deploy"]["id"], {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def _as_deploy(api: AuditApi, suffix: str, json: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    deploy_id, headers = _deploy(api)
+    return f"/v1/deploys/{deploy_id}{suffix}", {"headers": headers, **({"json": json} if json else {})}
+
+
 OK: dict[tuple[str, str], Case] = {
     ("GET", "/openapi.json"): lambda a: ("/openapi.json", {}),
     ("GET", "/docs"): lambda a: ("/docs", {}),
@@ -186,6 +203,21 @@ OK: dict[tuple[str, str], Case] = {
         {"json": {"value": "a candidate"}},
     ),
     ("GET", "/v1/audit/status"): lambda a: ("/v1/audit/status", {}),
+    ("POST", E + "/deploys"): lambda a: (
+        f"{BASE}/production/deploys",
+        {"json": {"manifest": DEPLOY_MANIFEST, "version": "v1"}},
+    ),
+    ("GET", E + "/deploys"): lambda a: (f"{BASE}/production/deploys", {}),
+    ("POST", E + "/deploys/status"): lambda a: (
+        f"{BASE}/production/deploys/status",
+        {"json": {"manifest": DEPLOY_MANIFEST}},
+    ),
+    ("GET", "/v1/deploys/{deploy_id}"): lambda a: (f"/v1/deploys/{_deploy(a)[0]}", {}),
+    ("POST", "/v1/deploys/{deploy_id}/bundle"): lambda a: _as_deploy(a, "/bundle"),
+    ("POST", "/v1/deploys/{deploy_id}/hosts"): lambda a: _as_deploy(
+        a, "/hosts", {"host": "web1", "role": "web", "outcome": "deployed"}
+    ),
+    ("POST", "/v1/deploys/{deploy_id}/finish"): lambda a: _as_deploy(a, "/finish", {"outcome": "succeeded"}),
 }
 
 # A URL for each route that reaches no existing resource, for the invalid and error outcomes.
@@ -195,6 +227,7 @@ MISSING = {
     "name": "NOPE",
     "version": "7",
     "client_id": "sri_nobody",
+    "deploy_id": "00000000-0000-4000-8000-000000000000",
 }
 
 

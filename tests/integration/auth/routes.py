@@ -92,6 +92,11 @@ def app_of(broker: Broker) -> FastAPI:
     return app
 
 
+DEPLOY_MANIFEST = (
+    "service: web\nimage: acme/web\nroles:\n  web:\n    hosts: [web1]\nenv:\n  secret: [API_KEY]\n"
+)
+
+
 def example_bodies(login: Login, accessor: str) -> dict[str, dict[str, Any]]:
     """A valid body for each request model (validated below, so a changed model fails loudly)."""
     return {
@@ -111,6 +116,10 @@ def example_bodies(login: Login, accessor: str) -> dict[str, dict[str, Any]]:
         "CheckRequest": {"manifest": "service: web\n", "targets": ["dotenv"]},
         "ValuesRequest": {"names": ["API_KEY"]},
         "ImportRequest": {"source": "vault://secret/myapp/production", "dry_run": True},
+        "DeployRequest": {"manifest": DEPLOY_MANIFEST, "version": "v1"},
+        "DeployHostReport": {"host": "web1", "role": "web", "outcome": "deployed"},
+        "DeployFinish": {"outcome": "succeeded"},
+        "DeployStatusRequest": {"manifest": DEPLOY_MANIFEST},
     }
 
 
@@ -142,6 +151,7 @@ EXISTING = {
     "client_id": "admin",
     "a": "common",
     "b": "prod",
+    "deploy_id": "7d3f5c9e-0b1a-4c2d-9e8f-1a2b3c4d5e6f",
 }
 MISSING = {
     "project": "ghost",
@@ -151,4 +161,5 @@ MISSING = {
     "client_id": "sri_nobody",
     "a": "nowhere",
     "b": "nothere",
+    "deploy_id": "00000000-0000-4000-8000-000000000000",
 }

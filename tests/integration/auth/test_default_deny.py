@@ -106,7 +106,12 @@ READ_ON_PROJECT = {
     ("POST", "/v1/projects/{project}/environments/{environment}/check"),
     ("POST", "/v1/projects/{project}/environments/{environment}/values"),
     ("GET", "/v1/projects/{project}/diff"),
+    # Deploys: starting one mints a deploy token under the reader's (201); the ledger and status are reads.
+    ("POST", "/v1/projects/{project}/environments/{environment}/deploys"),
+    ("GET", "/v1/projects/{project}/environments/{environment}/deploys"),
+    ("POST", "/v1/projects/{project}/environments/{environment}/deploys/status"),
 }
+READ_STATUS = {("POST", "/v1/projects/{project}/environments/{environment}/deploys"): 201}
 # Routes without a project: what a token with only `read` on one project may do.
 PROJECTLESS_FOR_READER = {
     ("GET", "/v1/projects"): 200,  # lists only the projects it has a scope on (see D26)
@@ -139,7 +144,8 @@ def test_project_read_token_is_confined_to_reading_that_project(broker: Broker, 
         # Project A: reads succeed, every write or admin route is refused.
         r = call(broker, ep, EXISTING, reader.token, body)
         if key in READ_ON_PROJECT:
-            assert r.status_code == 200, f"{ep.method} {ep.url(EXISTING)}: {r.status_code} {r.text}"
+            expected = READ_STATUS.get(key, 200)
+            assert r.status_code == expected, f"{ep.method} {ep.url(EXISTING)}: {r.status_code} {r.text}"
         else:
             assert r.status_code == 403, f"{ep.method} {ep.url(EXISTING)}: {r.status_code} {r.text}"
             broker.expect_denied(r, 403)

@@ -3,8 +3,9 @@
 What Kamal 2 (2.3 or later) does with each piece, and so what this renderer refuses:
 - `config/deploy*.yml` go through ERB, then a YAML loader. They are written by a YAML serializer, every
   string that could be read as something else double-quoted, non-ASCII escaped (what a reviewer sees is
-  what Kamal reads), no anchors, no tags; any `<%` is refused (ERB would run it). The text is parsed back
-  with a safe loader before it is returned.
+  what Kamal reads), no anchors, no tags; any `<%` is refused (ERB would run it). Only scalars with an
+  exact YAML form are written (identifiers plain, other text double-quoted, integers, booleans); anything
+  else is refused. The tests read every file back with PyYAML and Ruby's Psych.
 - Secrets appear only by name (`env.secret`, `builder.secrets`, `registry.password: [NAME]`).
 - `.kamal/secrets.<env>` is read with Ruby dotenv plus command substitution. It holds one command,
   `STRONGROOM_SECRETS=$(strongroom kamal fetch -p P -e ENV KEY...)`, which prints the JSON object
@@ -29,6 +30,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+from yaml.events import (
+    DocumentEndEvent,
+    DocumentStartEvent,
+    Event,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+    StreamEndEvent,
+    StreamStartEvent,
+)
 
 from broker.domain.manifest import EnvSection, ManifestBody
 from broker.renderers import checks
@@ -109,40 +122,81 @@ _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KEYWORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
 
 
-# libyaml's emitter and parser when PyYAML has them: a 1,000-key file in a few milliseconds.
-_BaseDumper: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# libyaml's emitter when PyYAML has it: a 1,000-key file in about a millisecond.
+_Emitter: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-class _Dumper(_BaseDumper):  # type: ignore[valid-type,misc]
-    """SafeDumper with no anchors, identifiers left plain and every other string double-quoted."""
+class _Unwritable(Exception):
+    """A value the writer has no exact YAML form for; `where` is its path in the configuration."""
 
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-
-def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
-    # Double quotes for anything a YAML 1.1 reader (Ruby's Psych) could take for a number, boolean, null,
-    # time or symbol; with allow_unicode off, non-ASCII and invisible characters show as escapes.
-    plain = bool(_PLAIN.fullmatch(text)) and text.lower() not in _KEYWORDS
-    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=None if plain else '"')
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(where)
+        self.where = where
+        self.reason = reason
 
 
-_Dumper.add_representer(str, _represent_str)
+_SURROGATE = "it is not valid Unicode text (a lone surrogate)"
+
+
+def _scalar(text: str) -> ScalarEvent | None:
+    # Plain only for identifiers no YAML 1.1 reader (Ruby's Psych) takes for a boolean or null; every
+    # other string double-quoted, which carries any text (allow_unicode off: non-ASCII and invisible
+    # characters show as escapes). No tag is ever written: implicit (plain, quoted) says "a string".
+    # None for text UTF-8 cannot carry (a lone surrogate).
+    if _PLAIN.fullmatch(text) and text.lower() not in _KEYWORDS:
+        return ScalarEvent(None, None, (True, True), text, style=None)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+    return ScalarEvent(None, None, (False, True), text, style='"')
+
+
+def _events(data: Any, where: str, out: list[Event]) -> None:
+    # The events a SafeDumper's representer and serializer would make for this data (block style, key
+    # order kept, no anchors), built directly: no representer or resolver runs per scalar. Types the
+    # configuration never holds are refused rather than written some approximate way.
+    kind = type(data)
+    if kind is str:
+        event = _scalar(data)
+        if event is None:
+            raise _Unwritable(where.rstrip("/"), _SURROGATE)
+        out.append(event)
+    elif kind is dict:
+        out.append(MappingStartEvent(None, None, True, flow_style=False))
+        for key, value in data.items():
+            event = _scalar(key) if type(key) is str else None
+            if event is None:
+                raise _Unwritable(f"{where}{key}", "the key is not valid Unicode text")
+            out.append(event)
+            _events(value, f"{where}{key}/", out)
+        out.append(MappingEndEvent())
+    elif kind is list:
+        out.append(SequenceStartEvent(None, None, True, flow_style=False))
+        for i, item in enumerate(data):
+            event = _scalar(item) if type(item) is str else None
+            if event is not None:
+                out.append(event)
+            else:
+                _events(item, f"{where}{i}/", out)
+        out.append(SequenceEndEvent())
+    elif kind is bool:
+        out.append(ScalarEvent(None, None, (True, False), "true" if data else "false"))
+    elif kind is int:
+        out.append(ScalarEvent(None, None, (True, False), str(data)))
+    elif data is None:
+        out.append(ScalarEvent(None, None, (True, False), "null"))
+    else:
+        raise _Unwritable(where.rstrip("/"), f"a {kind.__name__} has no exact YAML form here")
 
 
 def dump(data: Mapping[str, Any]) -> str:
-    """YAML text for a deploy file."""
-    return str(
-        yaml.dump(
-            dict(data),
-            Dumper=_Dumper,
-            allow_unicode=False,
-            default_flow_style=False,
-            sort_keys=False,
-            width=1 << 30,
-        )
-    )
+    """YAML text for a deploy file (what yaml.dump with a SafeDumper writes, identifiers plain, other strings quoted)."""
+    events: list[Event] = [StreamStartEvent(), DocumentStartEvent(explicit=False)]
+    _events(dict(data), "", events)
+    events += [DocumentEndEvent(explicit=False), StreamEndEvent()]
+    return str(yaml.emit(events, Dumper=_Emitter, allow_unicode=False, width=1 << 30))
 
 
 # --- manifest -> Kamal configuration ---------------------------------------------------------------------
@@ -293,13 +347,21 @@ def _erb_problems(config: Mapping[str, Any]) -> Iterator[RenderError]:
 
 
 def _emit_yaml(config: Mapping[str, Any], header: str) -> bytes:
-    text = dump(config)
-    # The emitter is trusted, but what Kamal reads must be exactly this data: prove it before returning.
-    if yaml.load(text, Loader=_Loader) != config or "<%" in text:  # noqa: S506 (a safe loader)
+    # What Kamal reads must be exactly this data. The text is written from serializer events whose every
+    # scalar is an identifier left plain (read back as that string by YAML 1.1 and 1.2 readers), a
+    # double-quoted string (which carries any text exactly), an integer, a boolean or null; anything
+    # else is refused above. So it is not parsed back here: the tests read it back with PyYAML and Psych.
+    try:
+        text = dump(config)
+    except _Unwritable as exc:
+        raise RenderError(
+            key=exc.where or "config", target=TARGET, reason=exc.reason, alternative="change the value"
+        ) from None
+    if "<%" in text:  # refused before (_erb_problems); an escape can never spell it
         raise RenderError(
             key="config",
             target=TARGET,
-            reason="the YAML did not read back identically",
+            reason="the YAML holds '<%', which Kamal's ERB pass would run",
             alternative="report this",
         )
     return (header + text).encode()

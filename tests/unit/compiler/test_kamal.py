@@ -36,6 +36,8 @@ from broker.renderers.kamal import (
     env_file_problem,
     shell_problem,
 )
+from broker.renderers.kamal import _emit_yaml as kamal_emit_yaml
+from broker.renderers.kamal import dump as kamal_dump
 from broker.renderers.registry import get_renderer
 from cli.commands.kamal import kamal_json, shell_escape
 from tests.conftest import need
@@ -287,6 +289,70 @@ def no_tags_or_anchors(text: str) -> None:
         assert not isinstance(event, yaml.AliasEvent), text
         assert getattr(event, "anchor", None) is None, text
         assert getattr(event, "tag", None) is None, text
+
+
+class _ReferenceDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """The representer path the event writer replaces: PyYAML's (libyaml) SafeDumper, the same quoting rule."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _reference_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    plain = bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text)) and text.lower() not in {
+        "y", "n", "yes", "no", "on", "off", "true", "false", "null"
+    }  # fmt: skip
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=None if plain else '"')
+
+
+_ReferenceDumper.add_representer(str, _reference_str)
+
+_TEXT_ANY = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
+_CONFIG = st.recursive(
+    st.one_of(
+        _TEXT_ANY,
+        st.sampled_from(["web", "On", "NULL", "_x1", "1.0", "~", ""]),
+        st.integers(),
+        st.booleans(),
+        st.none(),
+    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_TEXT_ANY, children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_TEXT_ANY, _CONFIG, max_size=5))
+def test_deploy_yaml_writer_matches_pyyaml_and_reads_back(config: dict[str, Any]) -> None:
+    text = kamal_dump(config)
+    # Byte for byte what yaml.dump writes through the representer and the same emitter ...
+    assert text == yaml.dump(
+        config,
+        Dumper=_ReferenceDumper,
+        allow_unicode=False,
+        default_flow_style=False,
+        sort_keys=False,
+        width=1 << 30,
+    )
+    # ... and read back as exactly this data, with no tag, anchor or alias.
+    assert yaml.safe_load(text) == config
+    no_tags_or_anchors(text)
+
+
+def test_deploy_yaml_writer_refuses_what_it_cannot_write_exactly() -> None:
+    plan = _plan(
+        {
+            "service": "app",
+            "image": "acme/app",
+            "roles": {"web": {"hosts": ["192.0.2.1"]}},
+            "env": {"clear": {"V": "x"}},
+        },
+        {"V": "a\ud800b"},
+    )
+    with pytest.raises(RenderError, match="env/clear/V: it is not valid Unicode text"):
+        KamalRenderer(plan).render([], options=RenderOptions("production", "app"))
+    with pytest.raises(RenderError, match="a/0: a float has no exact YAML form"):
+        kamal_emit_yaml({"a": [1.5]}, "")
 
 
 def _hostile_fields(text: str) -> Iterator[tuple[str, dict[str, Any], dict[str, str], list[str]]]:

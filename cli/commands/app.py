@@ -169,5 +169,7 @@ def _simple(action: str, summary: str) -> click.Command:
 
 
 app_group.add_command(_simple("stop", "Stop the service's running containers (they stay, for start)."))
-app_group.add_command(_simple("start", "Start the service's most recent stopped containers again."))
-app_group.add_command(_simple("remove", "Remove the service's containers (stopped first)."))
+app_group.add_command(_simple("start", "Start the newest stopped container of the service (per role) again."))
+app_group.add_command(
+    _simple("remove", "Remove the service's containers and the env files Strongroom wrote for them.")
+)

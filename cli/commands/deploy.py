@@ -157,15 +157,19 @@ def deploy_group(
     text = read_manifest(manifest_path)
     project = pick_project(project, text)
     manifest_dir = str(manifest_path.resolve().parent)
-    if version is None and not dry_run:
+    if version is None:
         from cli.deploy.engine import default_version
 
-        version = default_version(manifest_dir)
+        try:
+            version = default_version(manifest_dir)
+        except CliError:
+            if not dry_run:
+                raise
+            version = "unversioned"  # a dry run shows the plan even outside a clean git tree
     client = session.client()
     if dry_run:
-        _dry_run(client, project, environment, text, manifest_dir, version or "<git commit>", hosts, "deploy")
+        _dry_run(client, project, environment, text, manifest_dir, version, hosts, "deploy")
         return
-    assert version is not None
     if via == "kamal":
         from cli.deploy.kamal import deploy_with_kamal
 

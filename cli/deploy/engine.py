@@ -279,9 +279,10 @@ class DeployEngine:
             self.redactor.add(bundle.registry_password)
         self.redactor.add(*bundle.build_secrets.values())
         if self.redactor.skipped:
+            count = self.redactor.skipped
             self.say(
-                f"note: {self.redactor.skipped} fetched values are shorter than 4 characters and are not "
-                "masked in output (masking them would garble it)"
+                f"note: {count} fetched {'value is' if count == 1 else 'values are'} shorter than 4 "
+                "characters and not masked in output (masking them would garble it)"
             )
 
     # -- local: build and push --------------------------------------------------------------------------

@@ -110,6 +110,7 @@ class DeployBroker:
     plan: dict[str, Any] = field(default_factory=plan_json)
     requests: list[tuple[str, str, str | None, Any]] = field(default_factory=list)
     fail: dict[str, int] = field(default_factory=dict)  # route name -> status to answer
+    ledger: list[tuple[str, str]] = field(default_factory=list)  # (version, status), newest first
     url: str = ""
 
     def hosts(self) -> list[tuple[str, str]]:
@@ -125,6 +126,38 @@ class DeployBroker:
         route = path.rsplit("/", 1)[-1]
         if route in self.fail:
             return self.fail[route], {"detail": f"stand-in refuses {route}"}
+        if method == "GET" and "/deploys" in path:
+            return 200, {
+                "deploys": [
+                    {**deploy, "id": f"d-{i}", "version": v, "status": st}
+                    for i, (v, st) in enumerate(self.ledger)
+                ]
+            }
+        if route == "compile":
+            return 200, {
+                "files": [
+                    {"path": "config/deploy.yml", "content": "service: app\n", "encoding": "utf-8",
+                     "holds_values": False, "mode": 0o644},
+                    {"path": ".kamal/secrets.production", "content": "X=$(strongroom kamal fetch)\n",
+                     "encoding": "utf-8", "holds_values": False, "mode": 0o644},
+                ],
+                "warnings": [], "keys": [],
+            }  # fmt: skip
+        if route == "status":
+            return 200, {"hosts": [
+                {"host": "web1", "role": "web", "expected_env_fingerprint": "hmac-sha256:" + "1" * 64, "rotated": [],
+                 "last": {"deploy": "d-1", "version": "v2", "image_digest": DIGEST, "at": "2030-01-01T00:00:00Z",
+                          "env_fingerprint": "hmac-sha256:" + "1" * 64, "by": "ci", "outcome": "deployed"}},
+                {"host": "web2", "role": "web", "expected_env_fingerprint": "hmac-sha256:" + "2" * 64,
+                 "rotated": [{"name": "SECRET", "deployed_version": 2, "current_version": 3}],
+                 "last": {"deploy": "d-1", "version": "v2", "image_digest": DIGEST, "at": "2030-01-01T00:00:00Z",
+                          "env_fingerprint": "hmac-sha256:" + "3" * 64, "by": "ci", "outcome": "deployed"}},
+            ]}  # fmt: skip
+        if path.endswith("/environments/production/deploys") and body and body.get("dry_run"):
+            return 200, {
+                "deploy": None, "token": None, "accessor": None, "expires_at": None, "uses": None,
+                "keys": [{"environment": "production", "name": "SECRET"}], "plan": self.plan,
+            }  # fmt: skip
         if path.endswith("/environments/production/deploys") and auth == f"Bearer {USER_TOKEN}":
             return 201, {
                 "deploy": deploy, "token": DEPLOY_TOKEN, "accessor": "acc-1",
@@ -161,11 +194,14 @@ def broker() -> Iterator[DeployBroker]:
     state = DeployBroker()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
+        def do_GET(self) -> None:
+            self.do_POST("GET")
+
+        def do_POST(self, method: str = "POST") -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             body = json.loads(raw) if raw else None
-            status, answer = state.answer("POST", self.path, self.headers.get("Authorization"), body)
+            status, answer = state.answer(method, self.path, self.headers.get("Authorization"), body)
             data = b"" if answer is None else json.dumps(answer).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -502,3 +538,99 @@ def test_process_withholds_the_broker_token_and_redacts(monkeypatch: pytest.Monk
     with pytest.raises(CliError, match="command not found"):
         process.run(["/nonexistent/docker"])
     assert stat.S_IMODE(0o600) == 0o600
+
+
+# --- the commands, through click, against the stand-in
+
+
+def _cli(rig: Rig, *args: str, env: dict[str, str] | None = None) -> Any:
+    from click.testing import CliRunner
+
+    from cli.root import strongroom
+
+    manifest = rig.workdir / "strongroom.yml"
+    if not manifest.exists():
+        manifest.write_text("project: shop\nservice: app\n")
+    environ = {"STRONGROOM_URL": rig.broker.url, "STRONGROOM_TOKEN": USER_TOKEN, **(env or {})}
+    return CliRunner().invoke(strongroom, [*args, "-f", str(manifest)], env=environ, catch_exceptions=False)
+
+
+def test_dry_run_prints_the_plan_and_touches_nothing(rig: Rig) -> None:
+    result = _cli(rig, "deploy", "-e", "production", "--dry-run", "--version", "v2")
+    assert result.exit_code == 0, result.output
+    assert "Deploy app v2 to shop/production (127.0.0.1:5000/app:v2)" in result.output
+    assert "--secret 'id=NPM_TOKEN,src=<0600 temp file>'" in result.output
+    assert "rotated since: SECRET v2→v3" in result.output
+    assert "Dry run: nothing was fetched" in result.output
+    create = rig.broker.requests[0]
+    assert create[3]["dry_run"] is True and create[3]["version"] == "v2"
+    assert rig.broker.calls("bundle") == [] and rig.invocations == []
+
+
+def test_deploy_status_shows_current_and_rotated_and_exits_1_on_drift(rig: Rig) -> None:
+    result = _cli(rig, "deploy", "status", "-e", "production")
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert any(line.startswith("web1") and line.rstrip().endswith("current") for line in lines)
+    assert any(line.startswith("web2") and "rotated: SECRET v2→v3" in line for line in lines)
+    as_json = _cli(rig, "deploy", "status", "-e", "production", "--json")
+    data = json.loads(as_json.output)
+    assert [h["drift"] for h in data["hosts"]] == [False, True]
+
+
+def test_rollback_picks_the_version_before_the_current_one(rig: Rig) -> None:
+    from cli.commands.deploy import previous_version
+
+    client = BrokerClient(rig.broker.url, token=USER_TOKEN)
+    rig.broker.ledger = [("v3", "failed"), ("v2", "succeeded"), ("v2", "partial"), ("v1", "succeeded")]
+    assert previous_version(client, "shop", "production") == "v1"
+    rig.broker.ledger = [("v2", "succeeded")]
+    with pytest.raises(CliError, match="no version before v2"):
+        previous_version(client, "shop", "production")
+    rig.broker.ledger = []
+    with pytest.raises(CliError, match="no earlier deploy"):
+        previous_version(client, "shop", "production")
+
+
+def test_deploy_command_exits_1_unless_every_host_succeeded(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cli.deploy.engine as engine_module
+
+    monkeypatch.setenv("STRONGROOM_DOCKER", rig.environ["STRONGROOM_DOCKER"])
+    steps: list[tuple[str, DeployStep]] = []
+    behaviours = {"web2": "unhealthy"}
+    monkeypatch.setattr(
+        engine_module,
+        "_remote_host",
+        lambda host, _p, _r: FakeRemote(host, behaviours.get(host, "ok"), steps),
+    )
+    result = _cli(rig, "deploy", "-e", "production", "--version", "v2")
+    assert result.exit_code == 1
+    assert "Deploy d-1 of 127.0.0.1:5000/app:v2: partial." in result.output
+    assert CANARY not in result.output
+    behaviours.clear()
+    assert _cli(rig, "deploy", "-e", "production", "--version", "v2").exit_code == 0
+
+
+def test_via_kamal_skips_when_kamal_is_missing(rig: Rig) -> None:
+    result = _cli(rig, "deploy", "-e", "production", "--version", "v2", "--via", "kamal",
+                  env={"STRONGROOM_KAMAL": "/nonexistent/kamal"})  # fmt: skip
+    assert result.exit_code == 127
+    assert "kamal is not installed" in result.output and "nothing was deployed" in result.output
+    assert rig.broker.requests == [] and not (rig.workdir / "config").exists()
+
+
+@pytest.mark.parametrize(("kamal_status", "outcome"), [(0, "succeeded"), (1, "failed")])
+def test_via_kamal_runs_kamal_with_the_deploy_token(rig: Rig, kamal_status: int, outcome: str) -> None:
+    kamal = rig.workdir / "kamal"
+    kamal.write_text(f"#!/bin/sh\necho kamal ran\nexit {kamal_status}\n")
+    kamal.chmod(0o755)
+    result = _cli(rig, "deploy", "-e", "production", "--version", "v2", "--via", "kamal",
+                  env={"STRONGROOM_KAMAL": str(kamal)})  # fmt: skip
+    assert result.exit_code == kamal_status, result.output
+    [call] = rig.invocations
+    assert call.argv == (str(kamal), "deploy", "-d", "production", "--version", "v2")
+    assert call.env["STRONGROOM_TOKEN"] == DEPLOY_TOKEN and call.cwd == str(rig.workdir)
+    assert (rig.workdir / "config" / "deploy.yml").read_text() == "service: app\n"
+    assert [c[3] for c in rig.broker.calls("finish")] == [{"outcome": outcome}]

@@ -634,3 +634,121 @@ def test_via_kamal_runs_kamal_with_the_deploy_token(rig: Rig, kamal_status: int,
     assert call.env["STRONGROOM_TOKEN"] == DEPLOY_TOKEN and call.cwd == str(rig.workdir)
     assert (rig.workdir / "config" / "deploy.yml").read_text() == "service: app\n"
     assert [c[3] for c in rig.broker.calls("finish")] == [{"outcome": outcome}]
+
+
+# --- the engine against the real broker (its deploy routes, ledger and token rules); docker and hosts as above
+
+REAL_MANIFEST = """\
+project: shop
+service: shop
+image: shop
+registry:
+  server: 127.0.0.1:5000
+  username: ci
+  password: REGISTRY_PASSWORD
+builder:
+  secrets: [BUILD_TOKEN]
+healthcheck:
+  path: /up
+  port: 8080
+roles:
+  web:
+    hosts: [web1, web2]
+    options:
+      network: host
+env:
+  clear:
+    MODE: production
+  secret: [APP_SECRET]
+"""
+
+
+@pytest.mark.e2e
+def test_engine_against_the_real_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.e2e.conftest import start, stop
+
+    broker = start(tmp_path / "data", tmp_path / "home" / ".config", tmp_path / "broker.log")
+    try:
+        secret_file = broker.data_dir / "bootstrap-admin.secret"
+        assert (
+            broker.cli(
+                "login", "--url", broker.url, "--client-id", "admin", "--secret-file", str(secret_file)
+            ).returncode
+            == 0
+        )
+        assert broker.cli("projects", "create", "shop").returncode == 0
+        assert broker.cli("envs", "create", "-p", "shop", "production").returncode == 0
+        values = {"REGISTRY_PASSWORD": PASSWORD, "BUILD_TOKEN": BUILD_SECRET.replace("\n", " "),
+                  "APP_SECRET": CANARY, "UNRELATED": "unrelated-" + CANARY}  # fmt: skip
+        for name, value in values.items():
+            done = broker.cli("secrets", "set", "-p", "shop", "-e", "production", name, input=value.encode())
+            assert done.returncode == 0, done.stderr
+        minted = broker.cli("tokens", "create", "--scope", "shop:production:read", "--ttl", "15m")
+        assert minted.returncode == 0, minted.stderr
+        user_token = minted.stdout.strip()
+
+        fake = tmp_path / "fake-docker"
+        fake.write_text(f"#!{sys.executable}\n{FAKE_DOCKER}")
+        fake.chmod(0o755)
+        monkeypatch.setenv("FAKE_DOCKER_LOG", str(tmp_path / "docker.log"))
+        monkeypatch.setenv("FAKE_DIGEST", DIGEST)
+        invocations: list[Invocation] = []
+        steps: list[tuple[str, DeployStep]] = []
+        behaviours = {"web2": "unhealthy"}
+        process.set_recorder(invocations.append)
+        try:
+            user_client = BrokerClient(broker.url, token=user_token)
+            minted_tokens: list[str] = []
+            with_token = user_client.with_token
+
+            def capture(token: str, **kwargs: Any) -> BrokerClient:
+                minted_tokens.append(token)
+                return with_token(token, **kwargs)
+
+            monkeypatch.setattr(user_client, "with_token", capture)
+            engine = DeployEngine(
+                user_client,
+                say=lambda _line: None,
+                environ={"STRONGROOM_DOCKER": str(fake), "HOME": str(tmp_path)},
+                remote_factory=lambda host, _p, _r: FakeRemote(host, behaviours.get(host, "ok"), steps),
+            )
+            report = engine.run(
+                DeployRequest(
+                    project="shop",
+                    environment="production",
+                    manifest=REAL_MANIFEST,
+                    manifest_dir=str(tmp_path),
+                    version="v1",
+                )
+            )
+        finally:
+            process.set_recorder(None)
+
+        assert report.outcome == "partial", report.error
+        assert all(b"APP_SECRET=" + CANARY.encode() in s.env_file for _, s in steps)
+        for call in invocations:
+            assert not any(v in " ".join([*call.argv, *call.env.values()]) for v in values.values())
+        # The ledger has both hosts; the deploy is closed with the outcome and its token is dead.
+        client = BrokerClient(broker.url, token=user_token)
+        detail = client.get_deploy(deploy_id=report.deploy_id)
+        assert detail.status == "partial"
+        assert {(h.host, h.outcome) for h in detail.hosts} == {("web1", "deployed"), ("web2", "failed")}
+        assert {h.image_digest for h in detail.hosts if h.outcome == "deployed"} == {DIGEST}
+        assert {k.name for k in detail.keys} >= {"APP_SECRET", "REGISTRY_PASSWORD", "BUILD_TOKEN"}
+        assert "UNRELATED" not in {k.name for k in detail.keys}
+        statuses = {
+            s.host: s
+            for s in client.deploy_status(project="shop", environment="production", manifest=REAL_MANIFEST)
+        }
+        assert statuses["web1"].last is not None and statuses["web1"].last.version == "v1"
+        assert not statuses["web1"].drift and statuses["web2"].drift
+        assert report.finished is not None and report.token_note is None
+        # The deploy token died with the deploy.
+        from cli.client import BrokerError
+
+        [deploy_token] = minted_tokens
+        with pytest.raises(BrokerError) as refused:
+            BrokerClient(broker.url, token=deploy_token).deploy_bundle(deploy_id=report.deploy_id)
+        assert refused.value.status == 401
+    finally:
+        stop(broker)

@@ -1,0 +1,380 @@
+"""The deploy routes on SQLite and PostgreSQL: lifecycle, the deploy token's confinement, use limit and TTL,
+strict bodies, the ledger and status, and no value in any audit record, error body or log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.deploys.conftest import BASE, ENV, MANIFEST, PROJECT, Shop, bearer, scope
+
+LEDGER = ("deploys", "deploy_hosts", "deploy_keys")
+PLAN_KEYS = ["BUILD_TOKEN", "DB_PASSWORD", "EU_KEY", "JOB_KEY", "REGISTRY_PASSWORD", "SECRET_KEY_BASE"]
+
+
+def _at(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def deployer(shop: Shop, **kw: Any) -> str:
+    """A machine identity's token with read on every environment of the project."""
+    return shop.broker.login([scope(PROJECT, ["read"])], name="deployer", **kw).token
+
+
+def env_lines(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def fingerprint(shop: Shop, value: str) -> str:
+    r = shop.client.post("/v1/audit/fingerprint", json={"value": value}, headers=shop.broker.admin.headers)
+    assert r.status_code == 200, r.text
+    out: str = r.json()["fingerprint"]
+    return out
+
+
+def status(shop: Shop, token: str) -> dict[tuple[str, str], dict[str, Any]]:
+    r = shop.client.post(f"{BASE}/{ENV}/deploys/status", json={"manifest": MANIFEST}, headers=bearer(token))
+    assert r.status_code == 200, r.text
+    return {(h["host"], h["role"]): h for h in r.json()["hosts"]}
+
+
+def test_full_lifecycle_and_ledger(shop: Shop) -> None:
+    token = deployer(shop)
+    r = shop.start(token, version="v1", ttl_seconds=600)
+    assert r.status_code == 201, r.text
+    assert r.headers["cache-control"] == "no-store"
+    started = r.json()
+    deploy = started["deploy"]
+    assert deploy["status"] == "running" and deploy["kind"] == "deploy" and deploy["via"] == "ssh"
+    assert deploy["by"] == "deployer" and deploy["service"] == "shop" and deploy["version"] == "v1"
+    assert started["uses"] == 4 + 2 * 3
+    assert started["keys"] == [{"environment": ENV, "name": n} for n in PLAN_KEYS]  # OUTSIDE_PLAN is not one
+    plan = started["plan"]
+    assert plan["image"] == "registry.example.com/acme/shop" and plan["version"] == "v1"
+    assert plan["registry"] == {"server": "registry.example.com", "username": "deployer"}
+    assert plan["builder"]["secrets"] == ["BUILD_TOKEN"] and plan["builder"]["args"] == {
+        "RUBY_VERSION": "3.3"
+    }
+    assert [(r["name"], [h["host"] for h in r["hosts"]]) for r in plan["roles"]] == [
+        ("web", ["web1", "web2"]),
+        ("job", ["job1"]),
+    ]
+    assert plan["roles"][0]["options"] == {"network": "host"} and plan["roles"][1]["cmd"] == "bin/jobs"
+    assert plan["roles"][0]["hosts"][1]["tags"] == ["eu"]
+    assert plan["healthcheck"] == {"path": "/up", "port": 3000, "cmd": None, "interval": 1, "timeout": 5}
+    assert (plan["retain_images"], plan["stop_timeout"]) == (3, 7)
+    assert plan["ssh"] == {"user": "root", "port": 22, "host_keys": {}}
+    info = shop.client.get("/v1/auth/token/self", headers=bearer(started["token"]))
+    assert info.status_code == 200
+    assert info.json()["scopes"] == [
+        {"project": PROJECT, "environments": ENV, "actions": ["read"], "deny": False, "keys": PLAN_KEYS}
+    ]
+    assert info.json()["num_uses"] == started["uses"]
+
+    dt = started["token"]
+    did = deploy["id"]
+    r = shop.call("POST", f"/v1/deploys/{did}/bundle", dt)
+    assert r.status_code == 200, r.text
+    assert r.headers["cache-control"] == "no-store"
+    bundle = r.json()
+    v = shop.values
+    files = {(h["host"], h["role"]): h for h in bundle["hosts"]}
+    assert list(files) == [("web1", "web"), ("web2", "web"), ("job1", "job")]
+    common = {
+        "RAILS_ENV": "production",
+        "DATABASE_URL": f"postgres://app:{v['DB_PASSWORD']}@db/app",
+        "SECRET_KEY_BASE": v["SECRET_KEY_BASE"],
+    }
+    assert env_lines(files[("web1", "web")]["env_file"]) == common
+    assert env_lines(files[("web2", "web")]["env_file"]) == {**common, "REGION": "eu", "EU_KEY": v["EU_KEY"]}
+    assert env_lines(files[("job1", "job")]["env_file"]) == {**common, "JOB_KEY": v["JOB_KEY"]}
+    for item in files.values():
+        assert item["env_fingerprint"] == fingerprint(shop, item["env_file"])
+    assert bundle["registry_password"] == v["REGISTRY_PASSWORD"]
+    assert bundle["build_secrets"] == {"BUILD_TOKEN": v["BUILD_TOKEN"]}
+    assert [(k["name"], k["version"]) for k in bundle["keys"]] == [(n, 1) for n in PLAN_KEYS]
+    assert all(k["fingerprint"] == fingerprint(shop, v[k["name"]]) for k in bundle["keys"])
+
+    for (host, role), item in files.items():
+        r = shop.call(
+            "POST",
+            f"/v1/deploys/{did}/hosts",
+            dt,
+            {
+                "host": host,
+                "role": role,
+                "outcome": "deployed",
+                "container": f"shop-{role}-v1",
+                "image_digest": "sha256:" + "a" * 64,
+                "env_fingerprint": item["env_fingerprint"],
+            },
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["host"] == host and r.json()["outcome"] == "deployed"
+    r = shop.call("POST", f"/v1/deploys/{did}/finish", dt, {"outcome": "succeeded"})
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "succeeded" and r.json()["finished_at"] is not None
+    # Dead after finish, on every route and on plain reads.
+    shop.broker.expect_denied(shop.call("POST", f"/v1/deploys/{did}/bundle", dt), 401)
+    shop.broker.expect_denied(shop.call("GET", f"{BASE}/{ENV}/secrets/SECRET_KEY_BASE", dt), 401)
+    shop.broker.expect_denied(shop.call("POST", f"/v1/deploys/{did}/finish", dt, {"outcome": "failed"}), 401)
+
+    r = shop.client.get(f"/v1/deploys/{did}", headers=bearer(token))
+    assert r.status_code == 200, r.text
+    detail = r.json()
+    assert detail["status"] == "succeeded" and len(detail["hosts"]) == 3
+    assert detail["keys"] == bundle["keys"]
+    shop.broker.clock.advance(1)
+    second = shop.started(token, version="v2", kind="rollback", hosts=["web1"])
+    listed = shop.client.get(f"{BASE}/{ENV}/deploys?limit=20", headers=bearer(token)).json()["deploys"]
+    assert [d["id"] for d in listed] == [second["deploy"]["id"], did]
+    assert "hosts" not in listed[0]
+    assert second["uses"] == 4 + 2 and [r["name"] for r in second["plan"]["roles"]] == ["web"]
+
+    # Status: no drift, then a rotated secret shows on the hosts that use it.
+    now = status(shop, token)
+    for key, item in files.items():
+        assert now[key]["last"]["deploy"] == did and now[key]["last"]["version"] == "v1"
+        assert now[key]["last"]["by"] == "deployer" and now[key]["last"]["outcome"] == "deployed"
+        assert (
+            now[key]["expected_env_fingerprint"]
+            == item["env_fingerprint"]
+            == now[key]["last"]["env_fingerprint"]
+        )
+        assert now[key]["rotated"] == []
+    shop.put(ENV, "EU_KEY", shop.canary + "-rotated")
+    now = status(shop, token)
+    assert now[("web2", "web")]["rotated"] == [
+        {"name": "EU_KEY", "deployed_version": 1, "current_version": 2}
+    ]
+    assert now[("web2", "web")]["expected_env_fingerprint"] != files[("web2", "web")]["env_fingerprint"]
+    assert now[("web1", "web")]["rotated"] == [] and now[("job1", "job")]["rotated"] == []
+
+
+def test_deploy_token_reads_only_plan_keys(shop: Shop) -> None:
+    started = shop.started(deployer(shop))
+    dt = started["token"]
+    b = shop.broker
+    r = shop.call("GET", f"{BASE}/{ENV}/secrets/SECRET_KEY_BASE", dt)
+    assert r.status_code == 200 and r.json()["value"] == shop.values["SECRET_KEY_BASE"]
+    r = shop.call("POST", f"{BASE}/{ENV}/values", dt, {"names": ["JOB_KEY"]})
+    assert r.status_code == 200 and r.json()["values"]["JOB_KEY"]["value"] == shop.values["JOB_KEY"]
+    refused = [
+        shop.call("GET", f"{BASE}/{ENV}/secrets/OUTSIDE_PLAN", dt),
+        shop.call("POST", f"{BASE}/{ENV}/values", dt, {"names": ["JOB_KEY", "OUTSIDE_PLAN"]}),
+        shop.call("GET", f"{BASE}/{ENV}/resolved", dt),
+        shop.call("GET", f"{BASE}/{ENV}/secrets", dt),
+        shop.call("POST", f"{BASE}/{ENV}/compile", dt, {"manifest": MANIFEST, "targets": ["env-file"]}),
+        shop.call("PUT", f"{BASE}/{ENV}/secrets/SECRET_KEY_BASE", dt, {"value": "x"}),
+        shop.call("GET", f"{BASE}/common/secrets/DB_PASSWORD", dt),
+    ]
+    dt = shop.started(deployer(shop))["token"]  # a fresh one: the first has used its 10 uses
+    refused += [
+        shop.call("POST", f"{BASE}/{ENV}/deploys", dt, {"manifest": MANIFEST, "version": "v9"}),
+        shop.call("POST", "/v1/tokens", dt, {}),
+        shop.call("GET", f"{BASE}/{ENV}/deploys", dt),
+    ]
+    for r in refused:
+        b.expect_denied(r, 403)
+        assert shop.canary not in r.text
+    assert "OUTSIDE_PLAN" in refused[0].json()["detail"]
+
+
+def test_deploy_token_cannot_touch_another_deploy(shop: Shop) -> None:
+    token = deployer(shop)
+    a = shop.started(token)
+    other = shop.started(token)
+    before = shop.broker.dump()
+    for path, body in (
+        ("bundle", None),
+        ("hosts", {"host": "web1", "role": "web", "outcome": "failed"}),
+        ("finish", {"outcome": "failed"}),
+    ):
+        r = shop.call("POST", f"/v1/deploys/{other['deploy']['id']}/{path}", a["token"], body)
+        shop.broker.expect_denied(r, 403)
+        assert shop.canary not in r.text
+        # The caller's own (ordinary) token is not a deploy token either.
+        shop.broker.expect_denied(
+            shop.call("POST", f"/v1/deploys/{a['deploy']['id']}/{path}", token, body), 403
+        )
+    after = shop.broker.dump()
+    for table in LEDGER:
+        assert after[table] == before[table]
+    # A missing deploy looks the same as one the caller may not see, unless it could read every deploy.
+    missing = "/v1/deploys/00000000-0000-4000-8000-000000000000"
+    shop.broker.expect_denied(shop.call("GET", missing, token), 403)
+    assert shop.call("GET", missing, shop.broker.admin.token).status_code == 404
+    stranger = shop.broker.login([scope("elsewhere", ["read"])], name="stranger").token
+    shop.broker.expect_denied(shop.call("GET", f"/v1/deploys/{a['deploy']['id']}", stranger), 403)
+
+
+def test_use_limit(shop: Shop) -> None:
+    started = shop.started(deployer(shop), hosts=["web2"])
+    assert started["uses"] == 6
+    dt, did = started["token"], started["deploy"]["id"]
+    for _ in range(5):
+        assert shop.call("POST", f"/v1/deploys/{did}/bundle", dt).status_code == 200
+    assert shop.call("GET", f"{BASE}/{ENV}/secrets/EU_KEY", dt).status_code == 200
+    shop.broker.expect_denied(shop.call("POST", f"/v1/deploys/{did}/bundle", dt), 401)
+    shop.broker.expect_denied(shop.call("POST", f"/v1/deploys/{did}/finish", dt, {"outcome": "failed"}), 401)
+
+
+def test_ttl_never_beyond_the_parent(shop: Shop) -> None:
+    parent = shop.broker.login([scope(PROJECT, ["read"])], name="short", token_ttl=300, token_max_ttl=300)
+    started = shop.started(parent.token, ttl_seconds=3600)
+    parent_expiry = _at(shop.client.get("/v1/auth/token/self", headers=parent.headers).json()["expires_at"])
+    assert _at(started["expires_at"]) <= parent_expiry
+    own = shop.started(deployer(shop), ttl_seconds=120)
+    shop.broker.clock.advance(121)
+    shop.broker.expect_denied(
+        shop.call("POST", f"/v1/deploys/{own['deploy']['id']}/bundle", own["token"]), 401
+    )
+    shop.broker.clock.advance(200)
+    shop.broker.expect_denied(
+        shop.call("POST", f"/v1/deploys/{started['deploy']['id']}/bundle", started["token"]), 401
+    )
+    # A use-limited caller cannot mint a deploy token (it would outlive the caller's uses).
+    limited = shop.broker.child_token(shop.broker.admin.token, num_uses=5)
+    shop.broker.expect_denied(shop.start(limited["token"]), 403)
+
+
+BAD_STARTS: list[tuple[dict[str, Any], str]] = [
+    ({"ttl_seconds": 59}, "ttl_seconds"),
+    ({"ttl_seconds": 3601}, "ttl_seconds"),
+    ({"version": "bad tag"}, "version"),
+    ({"version": ""}, "version"),
+    ({"kind": "redeploy"}, "kind"),
+    ({"via": "ftp"}, "via"),
+    ({"hosts": []}, "hosts"),
+    ({"hosts": ["web9"]}, "hosts[0]"),
+    ({"unknown": 1}, "unknown"),
+    ({"manifest": MANIFEST.replace("image: registry.example.com/acme/shop\n", "")}, "image"),
+    ({"manifest": MANIFEST + "surprise: 1\n"}, "strongroom.yml is invalid: surprise"),
+    ({"manifest": MANIFEST.replace("[SECRET_KEY_BASE]", "[SECRET_KEY_BASE, NOT_STORED]")}, "manifest"),
+    ({"manifest": MANIFEST.replace("project: shop", "project: other")}, "project"),
+]
+
+
+def test_bad_bodies_name_the_field_and_store_nothing(shop: Shop) -> None:
+    token = deployer(shop)
+    before = shop.broker.dump()
+    for change, field in BAD_STARTS:
+        r = shop.start(token, **change)
+        assert r.status_code == 400, (change, r.status_code, r.text)
+        assert r.json()["detail"].startswith(field), (change, r.json()["detail"])
+        assert shop.canary not in r.text
+    after = shop.broker.dump()
+    for table in LEDGER:
+        assert after[table] == before[table], table
+    assert len(after["tokens"]) == len(before["tokens"])
+    started = shop.started(token)
+    dt, did = started["token"], started["deploy"]["id"]
+    before = shop.broker.dump()
+    for path, body, field in (
+        ("hosts", {"host": "web1", "role": "web", "outcome": "maybe"}, "outcome"),
+        ("hosts", {"host": "web1", "role": "web"}, "outcome"),
+        ("hosts", {"host": "web1", "role": "web", "outcome": "failed", "error": "x" * 2001}, "error"),
+        ("hosts", {"host": "web1", "role": "job", "outcome": "deployed"}, "host"),
+        ("hosts", {"host": "db9", "role": "web", "outcome": "deployed"}, "host"),
+        (
+            "hosts",
+            {"host": "web1", "role": "web", "outcome": "deployed", "env_fingerprint": "sha1:x"},
+            "env_fingerprint",
+        ),
+        ("hosts", {"host": "web1", "role": "web", "outcome": "deployed", "extra": True}, "extra"),
+        ("finish", {"outcome": "done"}, "outcome"),
+        ("finish", {}, "outcome"),
+    ):
+        r = shop.call("POST", f"/v1/deploys/{did}/{path}", dt, body)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["detail"].startswith(field), (body, r.json()["detail"])
+    after = shop.broker.dump()
+    for table in LEDGER:
+        assert after[table] == before[table], table
+
+
+def test_first_unreadable_key_is_named(shop: Shop) -> None:
+    only_prod = shop.broker.login([scope(PROJECT, ["read"], ENV)], name="prod-only").token
+    manifest = MANIFEST.replace(
+        "RAILS_ENV: production", "RAILS_ENV: production\n    SHARED: ${common.DB_PASSWORD}"
+    )
+    before = shop.broker.dump()
+    r = shop.start(only_prod, manifest=manifest)
+    shop.broker.expect_denied(r, 403)
+    assert "shop/common/DB_PASSWORD" in r.json()["detail"]
+    assert shop.broker.dump()["deploys"] == before["deploys"]
+    # With read there too, the token gets a second scope for the other environment.
+    started = shop.started(deployer(shop), manifest=manifest)
+    assert {"environment": "common", "name": "DB_PASSWORD"} in started["keys"]
+    scopes = shop.client.get("/v1/auth/token/self", headers=bearer(started["token"])).json()["scopes"]
+    assert [(s["environments"], s["keys"]) for s in scopes] == [(ENV, PLAN_KEYS), ("common", ["DB_PASSWORD"])]
+    bundle = shop.call("POST", f"/v1/deploys/{started['deploy']['id']}/bundle", started["token"]).json()
+    assert env_lines(bundle["hosts"][0]["env_file"])["SHARED"] == shop.values["DB_PASSWORD"]
+
+
+def test_a_value_the_env_file_cannot_carry_names_key_and_host(shop: Shop) -> None:
+    shop.put(ENV, "EU_KEY", f"{shop.canary}\nsecond line")
+    started = shop.started(deployer(shop))
+    r = shop.call("POST", f"/v1/deploys/{started['deploy']['id']}/bundle", started["token"])
+    assert r.status_code == 400, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith("hosts/web2 (role web): EU_KEY") and shop.canary not in r.text
+    assert shop.broker.dump()["deploy_keys"] == []
+
+
+def test_no_value_in_audit_errors_or_logs(shop: Shop, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    responses: list[httpx.Response] = []
+    token = deployer(shop)
+    started = shop.started(token)
+    dt, did = started["token"], started["deploy"]["id"]
+    responses.append(shop.call("GET", f"{BASE}/{ENV}/secrets/OUTSIDE_PLAN", dt))
+    responses.append(shop.call("POST", f"/v1/deploys/{did}/hosts", dt, {"host": "nope!", "role": "web"}))
+    bundle = shop.call("POST", f"/v1/deploys/{did}/bundle", dt)
+    assert bundle.status_code == 200
+    responses.append(
+        shop.call(
+            "POST",
+            f"/v1/deploys/{did}/hosts",
+            dt,
+            {"host": "web1", "role": "web", "outcome": "failed", "error": "container exited (code 1)"},
+        )
+    )
+    responses.append(shop.call("POST", f"/v1/deploys/{did}/finish", dt, {"outcome": "failed"}))
+    responses.append(shop.client.get(f"/v1/deploys/{did}", headers=bearer(token)))
+    responses.append(
+        shop.client.post(f"{BASE}/{ENV}/deploys/status", json={"manifest": MANIFEST}, headers=bearer(token))
+    )
+    responses.append(shop.start(token, manifest=MANIFEST + "bad: [\n"))
+    for r in responses:
+        assert shop.canary not in r.text, r.request.url
+    rows = shop.broker.audit_rows()
+    actions = {row["action"] for row in rows}
+    assert {
+        "deploy.create",
+        "deploy.bundle",
+        "deploy.host",
+        "deploy.finish",
+        "deploy.read",
+        "deploy.status",
+    } <= actions
+    bundle_events = [row for row in rows if row["action"] == "deploy.bundle"]
+    assert len(bundle_events) == 1 and bundle_events[0]["outcome"] == "ok"
+    served = json.loads(bundle_events[0]["fingerprints"])
+    assert len(served) == len(PLAN_KEYS) and all("hmac-sha256:" in json.dumps(item) for item in served)
+    for row in rows:
+        assert shop.canary not in json.dumps(row, default=str), row["action"]
+    assert shop.canary not in caplog.text
+
+
+def test_deploy_routes_are_audited_with_project_and_environment(shop: Shop) -> None:
+    started = shop.started(deployer(shop))
+    r = shop.call("POST", f"/v1/deploys/{started['deploy']['id']}/bundle", started["token"])
+    event = shop.broker.audit_of(r)
+    assert (event["project"], event["environment"], event["outcome"]) == (PROJECT, ENV, "ok")
+    assert event["token_accessor"] == started["accessor"]

@@ -377,15 +377,18 @@ class DeployEngine:
         outcomes = {(o.host, o.role): o for o in report.hosts}
         workers = max(1, min(MAX_PARALLEL_HOSTS, len(by_host)))
 
-        def connect(host: str) -> None:
-            remote = self._remote_factory(host, plan, self.redactor)
-            remotes[host] = remote
+        def connect(host: str) -> bool:
             try:
+                remote = self._remote_factory(host, plan, self.redactor)
+                remotes[host] = remote
                 remote.connect()
-            except CliError as exc:
+            except (CliError, ValueError) as exc:
+                # ValueError: a host name or setting ssh cannot take (the plans' PlanError names the field).
+                message = exc.message if isinstance(exc, CliError) else f"{host}: {exc}"
                 for step in by_host[host]:
-                    self._record(outcomes[(host, step.role)], "failed", error=self.redactor(exc.message))
-                raise
+                    self._record(outcomes[(host, step.role)], "failed", error=self.redactor(message))
+                return False
+            return True
 
         def deploy(host: str) -> None:
             remote = remotes[host]
@@ -413,7 +416,7 @@ class DeployEngine:
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-host") as pool:
                 connected = {host: pool.submit(connect, host) for host in by_host}
-                reachable = [host for host, future in connected.items() if future.exception() is None]
+                reachable = [host for host, future in connected.items() if future.result()]
                 if fail_fast and len(reachable) < len(by_host):
                     self.say("A host cannot be deployed to and --fail-fast is set: no host was changed.")
                     stop.set()

@@ -271,6 +271,8 @@ class Rig:
         behaviours = behaviours or {}
 
         def factory(host: str, _plan: object, _redactor: object) -> FakeRemote:
+            if behaviours.get(host) == "invalid":
+                raise ValueError(f"ssh host {host!r}: not a host name, address or ssh_config alias")
             remote = FakeRemote(host, behaviours.get(host, "ok"), self.steps)
             self.remotes[host] = remote
             return remote
@@ -426,6 +428,14 @@ def test_unreachable_host_without_fail_fast_is_partial(rig: Rig) -> None:
     assert (
         ledger[("web2", "web")]["outcome"] == "failed" and ledger[("web2", "web")]["env_fingerprint"] is None
     )
+    assert [c[3] for c in rig.broker.calls("finish")] == [{"outcome": "partial"}]
+
+
+def test_host_ssh_cannot_take_is_a_failed_host_not_a_crash(rig: Rig) -> None:
+    report = rig.engine({"web2": "invalid"}).run(rig.request())
+    assert report.outcome == "partial"
+    failed = next(o for o in report.hosts if o.host == "web2")
+    assert failed.outcome == "failed" and "not a host name" in (failed.error or "")
     assert [c[3] for c in rig.broker.calls("finish")] == [{"outcome": "partial"}]
 
 

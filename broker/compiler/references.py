@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from broker.domain.manifest import EnvSection, Manifest, ManifestBody, ManifestPath, Problem
 
@@ -207,26 +208,35 @@ def stored_names(manifest: Manifest, environment: str) -> set[tuple[str, str]]:
 # --- resolution -------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StoredValue:
+class StoredValue(NamedTuple):
     """A value stored in the broker, as the environment being read sees it (inheritance applied)."""
 
-    value: str = field(repr=False)
+    # Named tuples rather than frozen dataclasses (here and Resolved): one per value of a compile, built
+    # at a third of the cost; repr still never shows the value.
+    value: str
     sensitive: bool
     version: int
     environment: str  # the environment it was stored in
+
+    def __repr__(self) -> str:
+        return (
+            f"StoredValue(value=[REDACTED], sensitive={self.sensitive}, version={self.version}, "
+            f"environment={self.environment!r})"
+        )
 
 
 Lookup = Callable[[str, str], StoredValue | None]
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     """A clear value with its references replaced; sensitive if any stored value it used is."""
 
-    value: str = field(repr=False)
+    value: str
     sensitive: bool
     reads: frozenset[tuple[str, str]]  # (environment, name) of each stored value used
+
+    def __repr__(self) -> str:
+        return f"Resolved(value=[REDACTED], sensitive={self.sensitive}, reads={sorted(self.reads)!r})"
 
 
 class _Failed(Exception):

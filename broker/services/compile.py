@@ -21,6 +21,8 @@ from broker.audit.fingerprint import fingerprints
 from broker.compiler import compile as compiler
 from broker.compiler.parse import parse_manifest
 from broker.compiler.references import StoredValue, referenced_environments, stored_names
+from broker.crypto.envelope import secret_aad
+from broker.crypto.keyring import Sealed
 from broker.domain.manifest import Manifest, Problem
 from broker.domain.names import check_name, check_slug
 from broker.domain.request import Actor, RequestContext, ValueSeen
@@ -130,22 +132,29 @@ async def _decrypt(
     rt: Runtime, stores: dict[str, _Store], wanted: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], StoredValue]:
     out: dict[tuple[str, str], StoredValue] = {}
+    keyring = rt.keys.keyring
+    remote = rt.keys.remote
     for environment, name in wanted:
         store = stores.get(environment)
         row = store.rows.get(name) if store is not None else None
         if store is None or row is None:
             continue
         eid, _name, sensitive, version, ct, wrapped, kek = row
-        text = await _open(
-            rt,
-            project_id=store.project_id,
-            env_id=eid,
-            name=name,
-            version=version,
-            ct=ct,
-            wrapped=wrapped,
-            kek=kek,
-        )
+        if kek in remote:  # a blocking KMS or transit call: secrets._open runs it off the event loop
+            text = await _open(
+                rt,
+                project_id=store.project_id,
+                env_id=eid,
+                name=name,
+                version=version,
+                ct=ct,
+                wrapped=wrapped,
+                kek=kek,
+            )
+        else:
+            # What secrets._open does for a local KEK, without a coroutine per value.
+            aad = secret_aad(project_id=store.project_id, environment_id=eid, name=name, version=version)
+            text = keyring.open(Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek), aad).decode("utf-8")
         out[(environment, name)] = StoredValue(text, sensitive, version, store.slugs[eid])
     return out
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from broker.compiler.compile import compile_environment
 from broker.compiler.parse import parse_manifest
-from broker.compiler.references import MAX_DEPTH, Ref, StoredValue, TemplateError, parse
+from broker.compiler.references import MAX_DEPTH, Ref, Resolved, StoredValue, TemplateError, parse
 
 STORE = {
     "production": {"HOST": ("app.example.com", False), "DB_PASSWORD": ("pa$$${x}", True)},
@@ -215,3 +215,11 @@ def test_stored_names_cover_every_lookup() -> None:
     assert not compiled_env.problems, compiled_env.problems
     assert asked <= stored_names(manifest, "production")
     assert compiled_env.clear[("global",)]["H"].value == "staging.example.comx"
+
+
+def test_stored_and_resolved_reprs_never_show_values() -> None:
+    stored = StoredValue("hunter2", True, 3, "production")
+    resolved = Resolved("postgres://app:hunter2@db", True, frozenset({("production", "DB_PASSWORD")}))
+    for text in (repr(stored), str(stored), repr(resolved), str(resolved), repr([stored, resolved])):
+        assert "hunter2" not in text and "[REDACTED]" in text
+    assert "production" in repr(stored) and "DB_PASSWORD" in repr(resolved)

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 TIMEOUT_SECONDS = 30.0
 MASK = "********"
+# A kept-alive connection idle longer than this is not reused: uvicorn closes idle ones after 5 s.
+IDLE_REUSE_SECONDS = 4.0
 REVEAL_HEADER = "X-Strongroom-Reveal"
 
 # Shows that a request is in progress (the CLI passes one that draws on a terminal after a second).
@@ -647,6 +649,7 @@ class BrokerClient:
         self._timeout = timeout
         self._progress = progress
         self._connection: http.client.HTTPConnection | None = None
+        self._last_used = 0.0
 
     @property
     def url(self) -> str:
@@ -1108,7 +1111,13 @@ class BrokerClient:
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._connection is not None:
-            return self._connection
+            import time
+
+            if time.monotonic() - self._last_used < IDLE_REUSE_SECONDS:
+                return self._connection
+            # Servers drop idle keep-alive connections (uvicorn after 5 s); a request sent on one that
+            # is being closed fails with nothing processed, so a connection idle that long is replaced.
+            self.close()
         import http.client  # not at module level: `run` reads through the light path below instead
 
         if self._url.scheme == "https":
@@ -1176,6 +1185,9 @@ class BrokerClient:
             raw = response.read(MAX_RESPONSE_BYTES + 1)
         except http.client.HTTPException as exc:
             raise ProtocolError(str(exc) or type(exc).__name__) from None
+        import time
+
+        self._last_used = time.monotonic()
         retry_after = response.getheader("Retry-After", "") or ""
         return Answer(response.status, response.reason, {"retry-after": retry_after}, raw)
 

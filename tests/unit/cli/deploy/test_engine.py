@@ -762,3 +762,38 @@ def test_engine_against_the_real_broker(tmp_path: Path, monkeypatch: pytest.Monk
         assert refused.value.status == 401
     finally:
         stop(broker)
+
+
+def test_client_replaces_a_keep_alive_connection_the_server_dropped_while_idle() -> None:
+    """After a long build the broker (uvicorn: 5 s) has closed the kept-alive connection; reports must still go."""
+    connections: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            connections.append(id(self.connection))
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            data = b'{"ok": true}'
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            self.close_connection = True  # as an idle timeout would: closed without telling the client
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        client = BrokerClient(f"http://127.0.0.1:{server.server_address[1]}", token=DEPLOY_TOKEN)
+        client.report_deploy_host(deploy_id="d-1", host="web1", role="web", outcome="deployed")
+        client._last_used -= 60  # idle for a minute (a build), without waiting for one
+        client.report_deploy_host(deploy_id="d-1", host="web2", role="web", outcome="deployed")
+        assert len(connections) == 2
+    finally:
+        server.shutdown()
+        server.server_close()

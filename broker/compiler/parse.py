@@ -189,16 +189,17 @@ def _semantic(body: ManifestBody, tags_to_check: set[str] | None = None) -> list
 def parse_manifest(text: str) -> Manifest:
     """Validate manifest text and every environment's merged view, or raise ManifestError."""
     try:
-        doc = yamlsource.load(text)
+        # Without the line of every node: a valid manifest never needs them (read again below if not).
+        doc = yamlsource.load(text, with_lines=False)
     except yamlsource.SourceError as exc:
         raise ManifestError(exc.problems) from None
     tree = doc.tree
     if not isinstance(tree, dict):
         raise ManifestError([Problem((), "must be a mapping with at least a service key", 1)])
-    problems: list[Problem] = []
+    found: list[tuple[ManifestPath, str]] = []
 
     def add(path: ManifestPath, message: str) -> None:
-        problems.append(Problem(path, message, _line_of(doc.lines, path)))
+        found.append((path, message))
 
     head = {k: tree[k] for k in ("project", "environments") if k in tree}
     body_raw = {k: v for k, v in tree.items() if k not in head}
@@ -240,7 +241,9 @@ def parse_manifest(text: str) -> Manifest:
                     add((*prefix, *loc), f"{message} (after merging this environment's overrides)")
             if view is not None:
                 merged[env] = view
-    if problems:
+    if found:
+        lines = yamlsource.load(text).lines
+        problems = [Problem(path, message, _line_of(lines, path)) for path, message in found]
         raise ManifestError(sorted(problems, key=lambda p: p.line or 0))
     assert document is not None and base is not None
     return Manifest(project=document.project, base=base, environments=merged)

@@ -53,70 +53,102 @@ def _line(event: yaml.Event) -> int | None:
     return int(mark.line) + 1 if mark is not None else None
 
 
+_Scalar = yaml.ScalarEvent
+_SeqEnd = yaml.SequenceEndEvent
+_MapEnd = yaml.MappingEndEvent
+
+
 class _Builder:
     """Builds the tree straight from parser events: no YAML node objects, no second pass."""
 
-    def __init__(self) -> None:
+    # The common nodes (a scalar with no tag in a list or as a mapping's value) are handled inline in
+    # the loops rather than by a call per node. Lines are recorded only when asked for: they are needed
+    # for error messages alone, so a valid manifest is read without them.
+
+    def __init__(self, with_lines: bool) -> None:
         self.lines: dict[Path, int] = {}
+        self.with_lines = with_lines
         self.count = 0
 
     def refuse(self, path: Path, message: str, event: yaml.Event) -> SourceError:
         return SourceError([Problem(path, message, _line(event))])
 
+    def too_many(self, path: Path, event: yaml.Event) -> SourceError:
+        return self.refuse(path, f"the document has more than {MAX_NODES} nodes", event)
+
     def value(self, events: Iterator[yaml.Event], event: yaml.Event, path: Path) -> Tree:
         self.count += 1
         if self.count > MAX_NODES:
-            raise self.refuse(path, f"the document has more than {MAX_NODES} nodes", event)
+            raise self.too_many(path, event)
         if len(path) > MAX_DEPTH:
             raise self.refuse(path, f"nested deeper than {MAX_DEPTH} levels", event)
         if isinstance(event, yaml.AliasEvent):
             raise self.refuse(path, "YAML aliases (*name) are not allowed; repeat the value", event)
         if getattr(event, "tag", None) not in _NOT_SPECIFIC:
             raise self.refuse(path, "YAML tags are not allowed (write the value as plain text)", event)
-        line = _line(event)
-        if line is not None:
-            self.lines[path] = line
+        with_lines = self.with_lines
+        if with_lines:
+            line = _line(event)
+            if line is not None:
+                self.lines[path] = line
         if isinstance(event, yaml.ScalarEvent):
             return str(event.value)
+        inline = len(path) < MAX_DEPTH  # a child scalar is one level deeper
         if isinstance(event, yaml.SequenceStartEvent):
             items: list[Tree] = []
             for item in events:
-                if type(item) is yaml.SequenceEndEvent:
+                kind = type(item)
+                if kind is _SeqEnd:
                     return items
-                if type(item) is yaml.ScalarEvent and item.tag is None and len(path) < MAX_DEPTH:
-                    # The common case (a list of names), without a call per item.
+                if kind is _Scalar and item.tag is None and inline:
                     self.count += 1
                     if self.count > MAX_NODES:
-                        raise self.refuse(path, f"the document has more than {MAX_NODES} nodes", item)
-                    line = _line(item)
-                    if line is not None:
-                        self.lines[(*path, len(items))] = line
+                        raise self.too_many(path, item)
+                    if with_lines:
+                        line = _line(item)
+                        if line is not None:
+                            self.lines[(*path, len(items))] = line
                     items.append(item.value)
                     continue
                 items.append(self.value(events, item, (*path, len(items))))
         if isinstance(event, yaml.MappingStartEvent):
             out: dict[str, Tree] = {}
             for key_event in events:
-                if isinstance(key_event, yaml.MappingEndEvent):
+                kind = type(key_event)
+                if kind is _MapEnd:
                     return out
-                if not isinstance(key_event, yaml.ScalarEvent) or key_event.tag not in _NOT_SPECIFIC:
+                if kind is not _Scalar or key_event.tag not in _NOT_SPECIFIC:
                     raise self.refuse(path, "keys must be plain text", key_event)
                 key = str(key_event.value)
                 if key in out:
                     raise self.refuse(
                         (*path, key), "duplicate key (YAML would silently keep the last one)", key_event
                     )
-                out[key] = self.value(events, next(events), (*path, key))
+                item = next(events)
+                if type(item) is _Scalar and item.tag is None and inline:
+                    self.count += 1
+                    if self.count > MAX_NODES:
+                        raise self.too_many((*path, key), item)
+                    if with_lines:
+                        line = _line(item)
+                        if line is not None:
+                            self.lines[(*path, key)] = line
+                    out[key] = item.value
+                    continue
+                out[key] = self.value(events, item, (*path, key))
         raise self.refuse(path, "unsupported YAML", event)  # pragma: no cover
 
 
-def load(text: str) -> Document:
-    """Parse one YAML document into strings, lists and mappings, or raise SourceError."""
+def load(text: str, *, with_lines: bool = True) -> Document:
+    """Parse one YAML document into strings, lists and mappings, or raise SourceError.
+
+    `with_lines`: also note the line of every node (for messages about a tree that turns out invalid).
+    """
     if len(text.encode("utf-8", errors="surrogatepass")) > MAX_MANIFEST_BYTES:
         raise SourceError([Problem((), f"the manifest is larger than {MAX_MANIFEST_BYTES // 1024} KiB")])
     if "\x00" in text:
         raise SourceError([Problem((), "the manifest contains a NUL character")])
-    builder = _Builder()
+    builder = _Builder(with_lines)
     tree: Tree | None = None
     try:
         events = iter(yaml.parse(text, Loader=_LOADER))

@@ -100,3 +100,22 @@ def test_git_argv() -> None:
     assert git.tracked_changes("git", "/src") == [
         "git", "-C", "/src", "status", "--porcelain", "--untracked-files=no",
     ]  # fmt: skip
+
+
+def test_only_the_process_module_and_the_runner_start_programs_and_nothing_uses_a_shell() -> None:
+    """G43: one module per purpose starts programs (deploys: cli/deploy/process.py; run: cli/runner.py)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[4]
+    starting = re.compile(
+        r"\bimport subprocess\b|\bfrom subprocess\b|\bos\.(system|popen|exec\w*|spawn\w*)\("
+    )
+    shell = re.compile(r"shell\s*=\s*True")
+    starters = []
+    for path in sorted([*(root / "cli").rglob("*.py"), *(root / "broker").rglob("*.py")]):
+        text = path.read_text("utf-8")
+        assert not shell.search(text), f"{path} passes shell=True"
+        if starting.search(text):
+            starters.append(path.relative_to(root).as_posix())
+    assert starters == ["cli/deploy/process.py", "cli/runner.py"]

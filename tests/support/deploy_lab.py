@@ -7,8 +7,14 @@ One lab serves a whole test session (and bench/deploy.py):
 - a registry (tests/support/registry.py) named `127.0.0.1:PORT`, the name dockerd treats as insecure;
 - N ssh hosts (tests/support/sshd.py), each an sshd whose sessions see its own dockerd, docker config and
   STRONGROOM_REMOTE_DIR, reached through aliases (`web1`, `web2`, …) of one ssh config file;
-- `down1`, an alias on a port nothing listens on, and `stranger`, a live sshd whose host key is not in the
-  known_hosts file (its sessions would use the first host's engine: a container started there would show).
+- `down1`, an alias on an address and port nothing listens on, and `stranger`, a live sshd whose host key
+  is not in the known_hosts file (its sessions would use the first host's engine: a container started
+  there would show).
+
+Each host has its own loopback address (web1 127.0.0.2, web2 127.0.0.3, …) and they all share one port,
+`Lab.ssh_port`: a manifest's `ssh.port` (22 unless set) is passed to ssh as `-p`, which overrides the
+Port of an ssh config alias, so hosts told apart by port alone could not be deployed to together. The
+addresses are loopback (127.0.0.0/8 never leaves the machine); the registry stays on 127.0.0.1.
 
 Engines start in parallel; everything is stopped by PID in reverse order of start. The test app (`app_context`)
 is an image FROM scratch with Debian's static busybox: no registry pull, a few megabytes.
@@ -22,6 +28,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import subprocess
 import tarfile
 import tempfile
@@ -77,6 +84,7 @@ class Lab:
     ssh_config: Path
     known_hosts: Path
     client_key: Path
+    ssh_port: int = 22
     shims: Path | None = None
     unreachable: str = "down1"
     unknown: str = "stranger"
@@ -99,6 +107,8 @@ class Lab:
             "DOCKER_HOST": f"unix://{self.build.socket}",
             "DOCKER_CONFIG": str(self.build.root / "docker-config"),
             "DOCKER_BUILDKIT": "1",
+            # The build engine has no bridge (--bridge=none): a build's RUN steps need the host network.
+            "STRONGROOM_BUILD_NETWORK": "host",
         }
 
     def ssh(self, alias: str, *remote: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -152,19 +162,7 @@ SHIM = """#!/bin/sh
 # Recording shim (tests only): logs argv and environment (NUL-separated), then runs the real {name}.
 f="{log_dir}/$(date +%s%N).$$.{name}"
 {{ printf '%s\\0' "$#" "$@"; env -0; }} > "$f.part" && mv "$f.part" "$f"
-{extra}exec {real} "$@"
-"""
-
-# The lab's build engine has no bridge (--bridge=none), so a build's RUN steps need the host network; a
-# real engine has its bridge. The argv is recorded before this is added: the log shows what the CLI ran.
-BUILD_NETWORK = """case " $* " in *" --network "*|*" --network="*) ;; *)
-  first=1; added=0
-  for a do
-    [ $first = 1 ] && {{ set --; first=0; }}
-    set -- "$@" "$a"
-    [ $added = 0 ] && [ "$a" = build ] && {{ set -- "$@" --network host; added=1; }}
-  done;;
-esac
+exec {real} "$@"
 """
 
 
@@ -178,13 +176,12 @@ class Call:
     env: dict[str, str]
 
 
-def write_shim(bin_dir: Path, name: str, real: str, log_dir: Path, *, build_network: bool = False) -> Path:
+def write_shim(bin_dir: Path, name: str, real: str, log_dir: Path) -> Path:
     """A `name` in bin_dir that records each call into log_dir and execs `real` with the same argv and stdin."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     path = bin_dir / name
-    extra = BUILD_NETWORK.format() if build_network else ""
-    path.write_text(SHIM.format(name=name, log_dir=log_dir, real=real, extra=extra))
+    path.write_text(SHIM.format(name=name, log_dir=log_dir, real=real))
     path.chmod(0o755)
     return path
 
@@ -334,6 +331,20 @@ def layer_file(
 # --- start and stop ----------------------------------------------------------------------------------
 
 
+def _port_free_on(addresses: list[str]) -> int:
+    """A TCP port free on every one of the loopback addresses."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            for address in addresses:
+                with socket.socket() as s:
+                    s.bind((address, port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError(f"no port free on all of {', '.join(addresses)}")
+
+
 def _engines(count: int, stack: contextlib.ExitStack) -> list[docker.Engine]:
     """Start `count` throwaway dockerd in parallel; each is registered on stack for stopping."""
     managers = [docker.engine() for _ in range(count)]
@@ -370,8 +381,13 @@ def lab(*, hosts: int = 2, extras: bool = True) -> Iterator[Lab]:
         ssh_config = root / "ssh_config"
         known_hosts = root / "known_hosts"
         shims = root / "bin"
-        write_shim(shims, "docker", BUILD_DOCKER, root / "calls", build_network=True)
+        write_shim(shims, "docker", BUILD_DOCKER, root / "calls")
         write_shim(shims, "ssh", sshd.SSH, root / "calls")
+        # STRONGROOM_SSH given by path: its ssh-keyscan and ssh-keygen are looked for beside it.
+        write_shim(shims, "ssh-keyscan", "/usr/bin/ssh-keyscan", root / "calls")
+        write_shim(shims, "ssh-keygen", sshd.SSH_KEYGEN, root / "calls")
+        addresses = [f"127.0.0.{n}" for n in range(2, hosts + 4)]
+        port = _port_free_on(addresses)
         lab_hosts: dict[str, LabHost] = {}
         for number, engine in enumerate(engines, start=1):
             alias = f"web{number}"
@@ -384,6 +400,8 @@ def lab(*, hosts: int = 2, extras: bool = True) -> Iterator[Lab]:
                     client_key=client_key,
                     alias=alias,
                     path=f"{host_bin}:/usr/local/bin:/usr/bin:/bin",
+                    address=addresses[number - 1],
+                    port=port,
                 )
             )
             lab_hosts[alias] = LabHost(alias, host, engine)
@@ -391,11 +409,15 @@ def lab(*, hosts: int = 2, extras: bool = True) -> Iterator[Lab]:
         lines = [h.ssh.known_hosts_line() for h in lab_hosts.values()]
         unknown_host = None
         if extras:
-            # A port taken from the free pool and left closed: connections are refused.
-            blocks.append(sshd.config_block("down1", free_port(), client_key, known_hosts))
+            # An address nobody listens on: connections are refused.
+            blocks.append(sshd.config_block("down1", addresses[hosts + 1], port, client_key, known_hosts))
             unknown_host = stack.enter_context(
                 sshd.ssh_host(
-                    docker_host=f"unix://{engines[0].socket}", client_key=client_key, alias="stranger"
+                    docker_host=f"unix://{engines[0].socket}",
+                    client_key=client_key,
+                    alias="stranger",
+                    address=addresses[hosts],
+                    port=port,
                 )
             )
             blocks.append(unknown_host.config_block("stranger", known_hosts))
@@ -409,6 +431,7 @@ def lab(*, hosts: int = 2, extras: bool = True) -> Iterator[Lab]:
             ssh_config=ssh_config,
             known_hosts=known_hosts,
             client_key=client_key,
+            ssh_port=port,
             shims=shims,
             unknown_host=unknown_host,
         )

@@ -1,4 +1,4 @@
-"""A throwaway SSH "host" for tests: a real OpenSSH sshd on 127.0.0.1, on a free port, key-only, loopback only.
+"""A throwaway SSH "host" for tests: a real OpenSSH sshd on a loopback address, key-only, throwaway keys.
 
 Started the way ../shared/lab/e2e-pipeline.sh does: `/usr/sbin/sshd -D -e -f CONFIG` with a throwaway
 ed25519 host key, `AuthorizedKeysFile` holding one throwaway client key, no PAM, no passwords. Its sessions
@@ -64,6 +64,7 @@ class SshHost:
     """A running sshd whose sessions talk to one Docker engine and one remote directory."""
 
     root: Path
+    address: str
     port: int
     pid: int
     host_key: Path
@@ -89,12 +90,12 @@ class SshHost:
         return fingerprint(self.host_key.with_suffix(".pub"))
 
     def known_hosts_line(self) -> str:
-        """The known_hosts line OpenSSH looks up for 127.0.0.1 on this port (`[127.0.0.1]:PORT key`)."""
-        return f"[127.0.0.1]:{self.port} {self.host_public_key}\n"
+        """The known_hosts line OpenSSH looks up for this address and port (`[127.0.0.1]:PORT key`)."""
+        return f"[{self.address}]:{self.port} {self.host_public_key}\n"
 
     def config_block(self, alias: str, known_hosts: Path) -> str:
         """An ssh_config `Host` block making `alias` reach this sshd as root with the throwaway key."""
-        return config_block(alias, self.port, self.client_key, known_hosts)
+        return config_block(alias, self.address, self.port, self.client_key, known_hosts)
 
     def ssh(
         self, *remote: str, input: bytes | None = None, timeout: float = 30
@@ -109,11 +110,11 @@ class SshHost:
         )
 
 
-def config_block(alias: str, port: int, client_key: Path, known_hosts: Path) -> str:
-    """An ssh_config `Host` block for an alias on 127.0.0.1:port (used for aliases nothing listens on too)."""
+def config_block(alias: str, address: str, port: int, client_key: Path, known_hosts: Path) -> str:
+    """An ssh_config `Host` block for an alias on address:port (used for aliases nothing listens on too)."""
     return (
         f"Host {alias}\n"
-        "  HostName 127.0.0.1\n"
+        f"  HostName {address}\n"
         f"  Port {port}\n"
         "  User root\n"
         f"  IdentityFile {client_key}\n"
@@ -125,9 +126,9 @@ def config_block(alias: str, port: int, client_key: Path, known_hosts: Path) -> 
     )
 
 
-def _banner(port: int) -> bool:
+def _banner(address: str, port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        with socket.create_connection((address, port), timeout=1) as s:
             return s.recv(8).startswith(b"SSH-")
     except OSError:
         return False
@@ -151,12 +152,15 @@ def ssh_host(
     client_key: Path | None = None,
     alias: str = "lab",
     path: str | None = None,
+    address: str = "127.0.0.1",
+    port: int | None = None,
     start_timeout: float = 20,
 ) -> Iterator[SshHost]:
     """Start a throwaway sshd whose sessions use docker_host; yield it; stop it by PID and delete its dir.
 
     It also writes `ssh_config` (Host alias) and `known_hosts` in its directory, for use on its own. `path`
-    replaces the PATH its sessions get (e.g. to put recording shims first).
+    replaces the PATH its sessions get (e.g. to put recording shims first). `address` is a loopback
+    address (127.0.0.0/8) and `port` defaults to a free one.
     """
     reason = missing()
     if reason:
@@ -173,11 +177,13 @@ def ssh_host(
     remote_dir = root / "remote"
     docker_config = root / "docker-config"
     docker_config.mkdir(mode=0o700)
-    port = free_port()
+    if not address.startswith("127."):
+        raise ValueError(f"{address}: the test sshd listens on loopback addresses only")
+    port = port or free_port()
     config = root / "sshd_config"
     config.write_text(
         f"Port {port}\n"
-        "ListenAddress 127.0.0.1\n"
+        f"ListenAddress {address}\n"
         f"HostKey {host_key}\n"
         f"PidFile {root / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {authorized}\n"
@@ -196,8 +202,8 @@ def ssh_host(
         + "\n"
     )
     host_public = " ".join(host_key.with_suffix(".pub").read_text().split()[:2])
-    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_public}\n")
-    (root / "ssh_config").write_text(config_block(alias, port, client_key, root / "known_hosts"))
+    (root / "known_hosts").write_text(f"[{address}]:{port} {host_public}\n")
+    (root / "ssh_config").write_text(config_block(alias, address, port, client_key, root / "known_hosts"))
     checked = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True, check=False)
     if checked.returncode != 0:
         raise RuntimeError(f"sshd -t refused its config: {checked.stderr.strip()}")
@@ -207,6 +213,7 @@ def ssh_host(
     )
     host = SshHost(
         root=root,
+        address=address,
         port=port,
         pid=proc.pid,
         host_key=host_key,
@@ -218,7 +225,7 @@ def ssh_host(
     )
     try:
         deadline = time.monotonic() + start_timeout
-        while not _banner(port):
+        while not _banner(address, port):
             if proc.poll() is not None:
                 raise RuntimeError(
                     f"sshd exited ({proc.returncode}): {(root / 'sshd.log').read_text()[-2000:]}"

@@ -7,8 +7,10 @@ root, dockerd, sshd or docker-registry the tests skip, and fail under CI=true (t
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,7 +166,9 @@ def manifest(
         },
         "builder": {"context": ".", "dockerfile": "Dockerfile", "secrets": list(build_secrets)},
         "roles": {"web": {"hosts": hosts, "options": {"network": "host"}}},
-        "healthcheck": {"cmd": deploy_lab.HEALTH_CMD, "interval": 1, "timeout": 5},
+        # Every lab host listens on this port (each on its own loopback address): see deploy_lab.
+        "ssh": {"port": lab.ssh_port},
+        "healthcheck": {"cmd": deploy_lab.HEALTH_CMD, "interval": 1, "timeout": 20},
         "env": {"clear": {"APP_MODE": "e2e"}, "secret": list(secret)},
     }
     return str(yaml.safe_dump(document, sort_keys=False))
@@ -175,6 +179,35 @@ def project_dir(root: Path, lab: deploy_lab.Lab, version: str, **manifest_args: 
     deploy_lab.app_context(root, version)
     (root / "strongroom.yml").write_text(manifest(lab, **manifest_args))
     return root
+
+
+@dataclass
+class Run:
+    """One CLI run: its result and every docker/ssh call it made (local and on the hosts)."""
+
+    out: subprocess.CompletedProcess[str]
+    calls: list[deploy_lab.Call]
+    seconds: float
+
+
+def run(lab: deploy_lab.Lab, broker: DeployBroker, *args: str, cwd: Path, url: str | None = None) -> Run:
+    """Run the CLI with a clean call log and keep what it did."""
+    lab.forget_calls()
+    started = time.monotonic()
+    out = strongroom(lab, broker, *args, cwd=cwd, url=url)
+    return Run(out, lab.calls(), time.monotonic() - started)
+
+
+def service_containers(lab: deploy_lab.Lab, alias: str, service: str) -> list[dict[str, Any]]:
+    """`docker inspect` of every container (running or not) of `service` on a host's engine."""
+    host = lab.hosts[alias]
+    ids = host.docker("ps", "-aq", "--filter", f"label=strongroom.service={service}").stdout.decode().split()
+    return list(json.loads(host.docker("inspect", *ids).stdout)) if ids else []
+
+
+def health_file(lab: deploy_lab.Lab, alias: str, container: str) -> str:
+    """What the app in `container` wrote to /tmp/health, read with `docker exec` on that host's engine."""
+    return lab.hosts[alias].docker("exec", container, "cat", "/tmp/health").stdout.decode()
 
 
 def ok(out: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:

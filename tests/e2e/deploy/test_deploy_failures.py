@@ -1,0 +1,175 @@
+"""Issue 6 end to end, when hosts cannot be trusted or reached: the real CLI, broker, sshd and engines.
+
+- a host whose key is not in known_hosts (`stranger`, a live sshd) is refused before anything runs on
+  it: no session is opened there, the error shows its fingerprint; with --fail-fast no host changes;
+- a host nobody answers on (`down1`) gives a clear error naming it; with --fail-fast the other hosts are
+  not deployed, without it they are and the deploy is `partial` in the ledger.
+`stranger`'s sessions would use web1's engine, so a container started through it would show there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.deploy.conftest import (
+    DeployBroker,
+    Run,
+    canary,
+    project_dir,
+    run,
+    service_containers,
+)
+from tests.support import deploy_lab
+
+pytestmark = pytest.mark.e2e
+
+ENV = "edge"
+
+
+@pytest.fixture(scope="module")
+def edge(lab: deploy_lab.Lab, deploy_broker: DeployBroker) -> dict[str, str]:
+    """Environment `edge` with the values the lab app needs."""
+    values = {
+        "APP_SECRET": canary("EDGE"),
+        "BUILD_TOKEN": canary("EDGEBUILD"),
+        "REGISTRY_PASSWORD": lab.registry.password,
+    }
+    deploy_broker.environment(ENV, values)
+    return values
+
+
+def deploy(
+    lab: deploy_lab.Lab, broker: DeployBroker, root: Path, service: str, hosts: list[str], *flags: str
+) -> Run:
+    """Deploy version v1 of `service` to `hosts` of environment edge."""
+    project_dir(root, lab, "v1", service=service, hosts=hosts)
+    return run(lab, broker, "deploy", "-e", ENV, "--version", "v1", *flags, cwd=root)
+
+
+def nothing_anywhere(lab: deploy_lab.Lab, service: str) -> None:
+    """No container of `service` on any host's engine."""
+    for alias in lab.hosts:
+        assert service_containers(lab, alias, service) == [], alias
+
+
+def ledger(broker: DeployBroker, service: str) -> dict[str, Any]:
+    """The newest deploy of `service` in environment edge, with its hosts."""
+    newest = next(d for d in broker.deploys(ENV) if d["service"] == service)
+    return broker.deploy(newest["id"])
+
+
+def stranger_log(lab: deploy_lab.Lab) -> str:
+    """What the stranger's sshd has logged so far."""
+    assert lab.unknown_host is not None
+    return (lab.unknown_host.root / "sshd.log").read_text()
+
+
+def no_login_since(lab: deploy_lab.Lab, log_before: str) -> None:
+    """The stranger's sshd accepted no login since then (a key scan is not a login)."""
+    assert "Accepted publickey" not in stranger_log(lab)[len(log_before) :]
+
+
+@pytest.fixture(scope="module")
+def refused(
+    lab: deploy_lab.Lab,
+    deploy_broker: DeployBroker,
+    edge: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Run, str]:
+    """Deploy to the stranger alone; with what its sshd had logged before."""
+    log_before = stranger_log(lab)
+    root = tmp_path_factory.mktemp("refused")
+    return deploy(lab, deploy_broker, root, "refused", [lab.unknown]), log_before
+
+
+@pytest.fixture(scope="module")
+def reach_ff(
+    lab: deploy_lab.Lab,
+    deploy_broker: DeployBroker,
+    edge: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Run:
+    """Deploy to web1 and the unreachable down1 with --fail-fast."""
+    root = tmp_path_factory.mktemp("reach-ff")
+    return deploy(lab, deploy_broker, root, "reach-ff", ["web1", lab.unreachable], "--fail-fast")
+
+
+def test_unknown_host_key_is_refused_before_anything_runs_on_it(
+    lab: deploy_lab.Lab, deploy_broker: DeployBroker, refused: tuple[Run, str]
+) -> None:
+    r, log_before = refused
+    assert r.out.returncode != 0
+    said = r.out.stdout + r.out.stderr
+    assert lab.unknown in said
+    assert lab.unknown_host is not None and lab.unknown_host.fingerprint in said, said
+    no_login_since(lab, log_before)
+    nothing_anywhere(lab, "refused")
+    assert not [c for c in r.calls if c.where != "local"], "a docker command ran on a host"
+    assert ledger(deploy_broker, "refused")["status"] == "failed"
+
+
+def test_unknown_host_key_with_fail_fast_changes_no_host(
+    lab: deploy_lab.Lab, deploy_broker: DeployBroker, edge: dict[str, str], tmp_path: Path
+) -> None:
+    log_before = stranger_log(lab)
+    r = deploy(lab, deploy_broker, tmp_path, "refused-ff", ["web1", lab.unknown], "--fail-fast")
+    assert r.out.returncode != 0
+    assert lab.unknown in r.out.stderr and "no host was changed" in r.out.stderr, r.out.stderr
+    no_login_since(lab, log_before)
+    nothing_anywhere(lab, "refused-ff")
+    assert not [c for c in r.calls if c.where != "local" and {"run", "pull", "login"} & set(c.argv)]
+
+
+def test_unreachable_host_with_fail_fast_deploys_no_other_host(
+    lab: deploy_lab.Lab, deploy_broker: DeployBroker, reach_ff: Run
+) -> None:
+    assert reach_ff.out.returncode != 0
+    assert f"{lab.unreachable}: unreachable" in reach_ff.out.stderr, reach_ff.out.stderr
+    nothing_anywhere(lab, "reach-ff")
+    assert ledger(deploy_broker, "reach-ff")["status"] == "failed"
+
+
+def test_the_ledger_names_the_refused_and_the_unreachable_host(
+    lab: deploy_lab.Lab, deploy_broker: DeployBroker, refused: tuple[Run, str], reach_ff: Run
+) -> None:
+    row = ledger(deploy_broker, "refused")
+    assert [(h["host"], h["outcome"]) for h in row["hosts"]] == [(lab.unknown, "failed")]
+    outcomes = {h["host"]: h["outcome"] for h in ledger(deploy_broker, "reach-ff")["hosts"]}
+    assert outcomes[lab.unreachable] == "failed" and outcomes.get("web1") != "deployed"
+
+
+@pytest.fixture(scope="module")
+def partial(
+    lab: deploy_lab.Lab,
+    deploy_broker: DeployBroker,
+    edge: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Run:
+    """Deploy to web1, web2 and the unreachable down1 without --fail-fast."""
+    root = tmp_path_factory.mktemp("reach-all")
+    return deploy(lab, deploy_broker, root, "reach-all", ["web1", "web2", lab.unreachable])
+
+
+def test_unreachable_host_without_fail_fast_deploys_the_others(
+    lab: deploy_lab.Lab, deploy_broker: DeployBroker, partial: Run
+) -> None:
+    assert partial.out.returncode != 0  # not everything went
+    assert f"{lab.unreachable}: unreachable" in partial.out.stderr, partial.out.stderr
+    for alias in ("web1", "web2"):
+        [container] = service_containers(lab, alias, "reach-all")
+        assert container["State"]["Health"]["Status"] == "healthy"
+        assert container["Name"] == "/reach-all-web-v1"
+    assert ledger(deploy_broker, "reach-all")["status"] == "partial"
+
+
+def test_the_ledger_of_a_partial_deploy_has_every_host(
+    lab: deploy_lab.Lab, deploy_broker: DeployBroker, partial: Run
+) -> None:
+    row = ledger(deploy_broker, "reach-all")
+    outcomes = {h["host"]: h["outcome"] for h in row["hosts"]}
+    assert outcomes == {"web1": "deployed", "web2": "deployed", lab.unreachable: "failed"}
+    errors = {h["host"]: h["error"] for h in row["hosts"]}
+    assert "unreachable" in errors[lab.unreachable]

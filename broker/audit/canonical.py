@@ -84,11 +84,17 @@ def parse_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
+# One encoder for every call (json.dumps builds one per call). No circular-reference bookkeeping: records
+# are trees of JSON values (built by the broker or read back from JSON text), and skipping it makes a
+# big event (a compile's 1,000 fingerprints) about a fifth cheaper to encode. Same bytes either way.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False, check_circular=False
+)
+
+
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no whitespace, ASCII only, no NaN: the same bytes for the same data, always."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
-    ).encode("ascii")
+    return _ENCODER.encode(value).encode("ascii")
 
 
 def is_hash(value: object) -> bool:

@@ -145,3 +145,24 @@ def test_time_format_is_fixed_utc_micros() -> None:
 def test_malformed_records_name_the_field(change: dict[str, object], field: str) -> None:
     with pytest.raises(RecordError, match=field):
         check_record({**VECTOR, **change})
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+@given(_JSON)
+def test_canonical_json_is_json_dumps_sorted_compact_ascii(value: object) -> None:
+    # The encoder is built once and skips circular-reference checks (speed only): the bytes stay json.dumps'.
+    expected = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    assert canonical_json(value) == expected.encode("ascii")
+
+
+def test_canonical_json_refuses_nan() -> None:
+    with pytest.raises(ValueError):
+        canonical_json({"x": float("nan")})

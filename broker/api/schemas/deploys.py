@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from broker.api.schemas import Request
 from broker.api.schemas.compile import MANIFEST_MAX_CHARS
 
+EXAMPLE_MANIFEST = "service: web\nimage: acme/web\nroles:\n  web:\n    hosts: [web1]\n"
 HOST_PATTERN = r"^[A-Za-z0-9:.\[\]-]{1,253}$"
 VERSION_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"  # a docker image tag
 FINGERPRINT_PATTERN = r"^hmac-sha256:[0-9a-f]{64}$"
@@ -18,8 +19,14 @@ FINGERPRINT_PATTERN = r"^hmac-sha256:[0-9a-f]{64}$"
 class DeployRequest(Request):
     """Start a deploy (or rollback): the broker parses the manifest and mints a deploy token for its plan."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"manifest": EXAMPLE_MANIFEST, "version": "v1"}]}
+    )
+
     manifest: str = Field(
-        max_length=MANIFEST_MAX_CHARS, description="strongroom.yml as text; it holds no values"
+        max_length=MANIFEST_MAX_CHARS,
+        description="strongroom.yml as text; it holds no values",
+        examples=[EXAMPLE_MANIFEST],
     )
     version: str = Field(pattern=VERSION_PATTERN, description="The image tag to deploy", examples=["3f2c1ab"])
     ttl_seconds: int = Field(
@@ -58,7 +65,9 @@ class DeployFinish(Request):
 class DeployStatusRequest(Request):
     """Compare what the ledger says runs on each host with what the broker would compile now."""
 
-    manifest: str = Field(max_length=MANIFEST_MAX_CHARS)
+    model_config = ConfigDict(json_schema_extra={"examples": [{"manifest": EXAMPLE_MANIFEST}]})
+
+    manifest: str = Field(max_length=MANIFEST_MAX_CHARS, examples=[EXAMPLE_MANIFEST])
 
 
 class KeyRefOut(BaseModel):

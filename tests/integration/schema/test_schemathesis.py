@@ -98,6 +98,11 @@ def api(tmp_path: Path) -> Iterator[Fixture]:
         for env, name in (("common", "DB_PASSWORD"), ("production", "API_KEY")):
             r = client.put(f"{base}/{env}/secrets/{name}", json={"value": canary}, headers=h)
             assert r.status_code == 200, r.text
+        # A deploy to pin `deploy_id` to (its bundle, hosts and finish routes answer only its own token).
+        manifest = "service: web\nimage: acme/web\nroles:\n  web:\n    hosts: [web1]\n"
+        r = client.post(f"{base}/production/deploys", json={"manifest": manifest, "version": "v1"}, headers=h)
+        assert r.status_code == 201, r.text
+        PINNED["deploy_id"] = r.json()["deploy"]["id"]
 
         r = client.get("/openapi.json")
         assert r.status_code == 200

@@ -948,9 +948,8 @@ class BrokerClient:
         hosts: list[str] | None = None,
         kind: str = "deploy",
         via: str = "ssh",
-        dry_run: bool = False,
     ) -> CreatedDeploy:
-        """Start a deploy: a ledger row, a deploy token for the plan's keys only, and the plan (or a dry run)."""
+        """Start a deploy: a ledger row, a deploy token for the plan's keys only, and the plan."""
         body: dict[str, Any] = {
             "manifest": manifest,
             "version": version,
@@ -959,8 +958,6 @@ class BrokerClient:
             "kind": kind,
             "via": via,
         }
-        if dry_run:
-            body["dry_run"] = True
         data = _Reader(self._request("POST", f"{_env_path(project, environment)}/deploys", body), "deploy")
         deploy = data.child("deploy") if data.maybe_object("deploy") else None
         return CreatedDeploy(

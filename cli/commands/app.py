@@ -1,7 +1,7 @@
 """`strongroom app logs|exec|stop|start|remove`: the deployed containers, on every host of an environment.
 
-The hosts, roles and ssh settings come from the broker's plan for the manifest (a dry run: no value is
-fetched, no token minted). `exec --new` starts a one-off container with the env file the last deploy
+The hosts, roles and ssh settings come from the manifest itself (cli/deploy/localplan.py): no request to
+the broker, no value, no token. `exec --new` starts a one-off container with the env file the last deploy
 left on the host, so a console sees exactly what the service sees (what Kamal's app exec lacks, #1180).
 """
 
@@ -15,11 +15,10 @@ from typing import TYPE_CHECKING
 import click
 
 from cli import output
-from cli.commands.compile import pick_project, read_manifest
-from cli.commands.deploy import _environment_option, _hosts_option, _manifest_option, _project_option
+from cli.commands.compile import read_manifest
+from cli.commands.deploy import _environment_option, _hosts_option, _manifest_option
 from cli.errors import CliError
 from cli.options import F
-from cli.session import Session
 
 if TYPE_CHECKING:
     from cli.deploy.process import Completed
@@ -31,27 +30,19 @@ def _role_option(f: F) -> F:
 
 
 def _targets(
-    session: Session,
-    environment: str,
-    project: str | None,
-    manifest_path: Path,
-    role: str | None,
-    hosts: list[str] | None,
+    environment: str, manifest_path: Path, role: str | None, hosts: list[str] | None
 ) -> tuple[dict[str, object], list[str]]:
-    """The plan (as the broker sends it) and the hosts to act on."""
-    text = read_manifest(manifest_path)
-    project = pick_project(project, text)
-    created = session.client().create_deploy(
-        project=project, environment=environment, manifest=text, version="app", hosts=hosts, dry_run=True
-    )
-    plan = created.plan
+    """The plan (in the broker's PlanOut shape) and the hosts to act on, from the manifest alone."""
+    from cli.client import plan_from_json
+    from cli.deploy.localplan import plan_json
+
+    raw = plan_json(read_manifest(manifest_path), environment, "app", hosts)
+    plan = plan_from_json(raw)
     roles = [r for r in plan.roles if role is None or r.name == role]
     if role is not None and not roles:
         raise CliError(f"role {role} is not in the manifest for {environment}", exit_code=2)
-    chosen = list(dict.fromkeys(h.host for r in roles for h in r.hosts if hosts is None or h.host in hosts))
-    if not chosen:
-        raise CliError("no host of the manifest matches --hosts/--role", exit_code=2)
-    return plan.raw, chosen
+    chosen = list(dict.fromkeys(h.host for r in roles for h in r.hosts))
+    return raw, chosen
 
 
 def _on_hosts(plan: dict[str, object], hosts: list[str], act: Callable[[RemoteHost], Completed]) -> int:
@@ -93,13 +84,7 @@ def app_group() -> None:
 
 
 def _app_options(f: F) -> F:
-    for decorate in (
-        _hosts_option,
-        _role_option,
-        _manifest_option,
-        _project_option,
-        _environment_option(True),
-    ):
+    for decorate in (_hosts_option, _role_option, _manifest_option, _environment_option(True)):
         f = decorate(f)
     return f
 
@@ -108,11 +93,8 @@ def _app_options(f: F) -> F:
 @_app_options
 @click.option("--tail", type=click.IntRange(0), default=100, show_default=True, help="Lines per container.")
 @click.option("--since", metavar="WHEN", help="Only lines since WHEN (docker logs --since, e.g. 10m).")
-@click.pass_obj
 def logs(
-    session: Session,
     environment: str,
-    project: str | None,
     manifest_path: Path,
     role: str | None,
     hosts: list[str] | None,
@@ -120,7 +102,7 @@ def logs(
     since: str | None,
 ) -> None:
     """The last lines of the service's running containers."""
-    plan, chosen = _targets(session, environment, project, manifest_path, role, hosts)
+    plan, chosen = _targets(environment, manifest_path, role, hosts)
     raise click.exceptions.Exit(
         _on_hosts(plan, chosen, lambda r: r.app("logs", role, tail=tail, since=since))
     )
@@ -130,11 +112,8 @@ def logs(
 @_app_options
 @click.option("--new", is_flag=True, help="In a new one-off container with the deployed env file.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@click.pass_obj
 def exec_command(
-    session: Session,
     environment: str,
-    project: str | None,
     manifest_path: Path,
     role: str | None,
     hosts: list[str] | None,
@@ -144,7 +123,7 @@ def exec_command(
     """Run COMMAND in the running container (or, with --new, a one-off one), e.g. app exec -e prod -- ls."""
     if new and role is None:
         raise click.UsageError("exec --new needs --role (the role's image options and env file)")
-    plan, chosen = _targets(session, environment, project, manifest_path, role, hosts)
+    plan, chosen = _targets(environment, manifest_path, role, hosts)
     raise click.exceptions.Exit(
         _on_hosts(plan, chosen, lambda r: r.app("exec", role, argv=list(command), new=new))
     )
@@ -153,16 +132,8 @@ def exec_command(
 def _simple(action: str, summary: str) -> click.Command:
     @click.command(action, help=summary)
     @_app_options
-    @click.pass_obj
-    def command(
-        session: Session,
-        environment: str,
-        project: str | None,
-        manifest_path: Path,
-        role: str | None,
-        hosts: list[str] | None,
-    ) -> None:
-        plan, chosen = _targets(session, environment, project, manifest_path, role, hosts)
+    def command(environment: str, manifest_path: Path, role: str | None, hosts: list[str] | None) -> None:
+        plan, chosen = _targets(environment, manifest_path, role, hosts)
         raise click.exceptions.Exit(_on_hosts(plan, chosen, lambda r: r.app(action, role)))
 
     return command

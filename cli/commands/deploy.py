@@ -214,34 +214,35 @@ def _dry_run(
     hosts: list[str] | None,
     kind: str,
 ) -> None:
+    """The plan from the manifest, the keys and problems from `check`, the fingerprints from `status`."""
     import os
 
+    from cli.client import KeyRef
     from cli.deploy import plan as plans
     from cli.deploy.engine import BUILD_NETWORK_ENVVAR, docker_binary
+    from cli.deploy.localplan import local_plan
 
-    created = client.create_deploy(
-        project=project,
-        environment=environment,
-        manifest=manifest,
-        version=version,
-        hosts=hosts,
-        kind=kind,
-        dry_run=True,
-    )
+    plan = local_plan(manifest, environment, version, hosts)
+    checked = client.check(project=project, environment=environment, manifest=manifest, targets=["env-file"])
     statuses = client.deploy_status(project=project, environment=environment, manifest=manifest)
     for line in plans.describe(
-        created.plan,
+        plan,
         project=project,
         environment=environment,
         kind=kind,
-        keys=created.keys,
+        keys=[KeyRef(k.environment, k.name, k.version) for k in checked.keys],
         statuses=statuses,
         docker_binary=docker_binary(os.environ),
         manifest_dir=manifest_dir,
         network=os.environ.get(BUILD_NETWORK_ENVVAR) or None,
     ):
         click.echo(output.clean(line))
+    for problem in checked.problems:
+        label = "warning" if problem.level == "warning" else "error"
+        click.echo(f"{label}: {output.clean(problem.text())}", err=True)
     click.echo("Dry run: nothing was fetched, built, pushed or started.")
+    if not checked.ok:
+        raise click.exceptions.Exit(1)
 
 
 def _run(

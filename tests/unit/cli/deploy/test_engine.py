@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -153,11 +153,12 @@ class DeployBroker:
                  "last": {"deploy": "d-1", "version": "v2", "image_digest": DIGEST, "at": "2030-01-01T00:00:00Z",
                           "env_fingerprint": "hmac-sha256:" + "3" * 64, "by": "ci", "outcome": "deployed"}},
             ]}  # fmt: skip
-        if path.endswith("/environments/production/deploys") and body and body.get("dry_run"):
+        if route == "check":
             return 200, {
-                "deploy": None, "token": None, "accessor": None, "expires_at": None, "uses": None,
-                "keys": [{"environment": "production", "name": "SECRET"}], "plan": self.plan,
-            }  # fmt: skip
+                "ok": True,
+                "problems": [],
+                "keys": [{"name": "SECRET", "environment": "production", "version": 3}],
+            }
         if path.endswith("/environments/production/deploys") and auth == f"Bearer {USER_TOKEN}":
             return 201, {
                 "deploy": deploy, "token": DEPLOY_TOKEN, "accessor": "acc-1",
@@ -553,6 +554,35 @@ def test_process_withholds_the_broker_token_and_redacts(monkeypatch: pytest.Monk
 # --- the commands, through click, against the stand-in
 
 
+# The manifest the stand-in's plan (plan_json) comes from, for the commands that read it themselves.
+STANDIN_MANIFEST = """\
+project: shop
+service: app
+image: app
+registry: {server: "127.0.0.1:5000", username: ci, password: REGISTRY_PASSWORD}
+builder: {context: ".", args: {MODE: prod}, secrets: [NPM_TOKEN]}
+healthcheck: {path: /up, port: 8080}
+ssh: {user: deploy}
+roles:
+  web: {hosts: [web1, web2], options: {network: host}}
+  jobs: {hosts: [web1], cmd: bin/jobs}
+env:
+  secret: [SECRET]
+"""
+
+
+def test_local_plan_is_the_stand_in_plan() -> None:
+    from cli.deploy.localplan import plan_json as local_plan_json
+
+    assert local_plan_json(STANDIN_MANIFEST, "production", "v2") == plan_json()
+    only_web2 = local_plan_json(STANDIN_MANIFEST, "production", "v2", ["web2"])
+    assert [(r["name"], [h["host"] for h in r["hosts"]]) for r in only_web2["roles"]] == [("web", ["web2"])]
+    with pytest.raises(CliError, match="web9 is not a host of any role"):
+        local_plan_json(STANDIN_MANIFEST, "production", "v2", ["web9"])
+    with pytest.raises(CliError, match=r"strongroom\.yml is invalid"):
+        local_plan_json("service: app\nbogus: 1\n", "production", "v2")
+
+
 def _cli(rig: Rig, *args: str, env: dict[str, str] | None = None) -> Any:
     from click.testing import CliRunner
 
@@ -560,9 +590,11 @@ def _cli(rig: Rig, *args: str, env: dict[str, str] | None = None) -> Any:
 
     manifest = rig.workdir / "strongroom.yml"
     if not manifest.exists():
-        manifest.write_text("project: shop\nservice: app\n")
+        manifest.write_text(STANDIN_MANIFEST)
     environ = {"STRONGROOM_URL": rig.broker.url, "STRONGROOM_TOKEN": USER_TOKEN, **(env or {})}
-    return CliRunner().invoke(strongroom, [*args, "-f", str(manifest)], env=environ, catch_exceptions=False)
+    cut = args.index("--") if "--" in args else len(args)  # -f before a command's own arguments
+    argv = [*args[:cut], "-f", str(manifest), *args[cut:]]
+    return CliRunner().invoke(strongroom, argv, env=environ, catch_exceptions=False)
 
 
 def test_dry_run_prints_the_plan_and_touches_nothing(rig: Rig) -> None:
@@ -571,10 +603,10 @@ def test_dry_run_prints_the_plan_and_touches_nothing(rig: Rig) -> None:
     assert "Deploy app v2 to shop/production (127.0.0.1:5000/app:v2)" in result.output
     assert "--secret 'id=NPM_TOKEN,src=<0600 temp file>'" in result.output
     assert "rotated since: SECRET v2→v3" in result.output
+    assert "Secrets read (1): production/SECRET" in result.output
     assert "Dry run: nothing was fetched" in result.output
-    create = rig.broker.requests[0]
-    assert create[3]["dry_run"] is True and create[3]["version"] == "v2"
-    assert rig.broker.calls("bundle") == [] and rig.invocations == []
+    assert [r[1].rsplit("/", 1)[-1] for r in rig.broker.requests] == ["check", "status"]
+    assert rig.invocations == []
 
 
 def test_deploy_status_shows_current_and_rotated_and_exits_1_on_drift(rig: Rig) -> None:
@@ -716,6 +748,14 @@ def test_engine_against_the_real_broker(tmp_path: Path, monkeypatch: pytest.Monk
                 return with_token(token, **kwargs)
 
             monkeypatch.setattr(user_client, "with_token", capture)
+            created: list[Any] = []
+            create_deploy = user_client.create_deploy
+
+            def capture_created(**kwargs: Any) -> Any:
+                created.append(create_deploy(**kwargs))
+                return created[-1]
+
+            monkeypatch.setattr(user_client, "create_deploy", capture_created)
             engine = DeployEngine(
                 user_client,
                 say=lambda _line: None,
@@ -753,6 +793,10 @@ def test_engine_against_the_real_broker(tmp_path: Path, monkeypatch: pytest.Monk
         assert statuses["web1"].last is not None and statuses["web1"].last.version == "v1"
         assert not statuses["web1"].drift and statuses["web2"].drift
         assert report.finished is not None and report.token_note is None
+        # The plan `app` and dry runs work out from the manifest is the broker's own.
+        from cli.deploy.localplan import plan_json as local_plan_json
+
+        assert local_plan_json(REAL_MANIFEST, "production", "v1") == created[0].plan.raw
         # The deploy token died with the deploy.
         from cli.client import BrokerError
 
@@ -797,3 +841,48 @@ def test_client_replaces_a_keep_alive_connection_the_server_dropped_while_idle()
     finally:
         server.shutdown()
         server.server_close()
+
+
+class FakeAppHost:
+    """Stands in for RemoteHost in `app` commands (no sshd here): records the action, answers per host."""
+
+    actions: ClassVar[list[tuple[str, str, str | None, tuple[str, ...], bool]]] = []
+
+    def __init__(self, host: str, plan: dict[str, Any], *, redactor: object = None) -> None:
+        self.host = host
+        self.plan = plan
+
+    def connect(self) -> None:
+        if self.host == "web2" and os.environ.get("FAKE_APP_UNREACHABLE"):
+            raise HostUnreachable(self.host, "ssh: connect to host port 22: Connection refused")
+
+    def app(
+        self, action: str, role: str | None = None, *, argv: Any = (), new: bool = False, **_: Any
+    ) -> Any:
+        FakeAppHost.actions.append((self.host, action, role, tuple(argv), new))
+        return process.Completed(0, f"{action} on {self.host} ({self.plan['service']})\n", "")
+
+    def close(self) -> None:
+        pass
+
+
+def test_app_commands_reach_the_manifest_hosts_without_the_broker(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cli.deploy.remote
+
+    monkeypatch.setattr(cli.deploy.remote, "RemoteHost", FakeAppHost)
+    FakeAppHost.actions.clear()
+    result = _cli(rig, "app", "logs", "-e", "production")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["web1: logs on web1 (app)", "web2: logs on web2 (app)"]
+    result = _cli(
+        rig, "app", "exec", "-e", "production", "--role", "jobs", "--new", "--", "bin/console", "-x"
+    )
+    assert result.exit_code == 0, result.output
+    assert FakeAppHost.actions[-1] == ("web1", "exec", "jobs", ("bin/console", "-x"), True)
+    assert _cli(rig, "app", "stop", "-e", "production", "--hosts", "web2").output == "stop on web2 (app)\n"
+    monkeypatch.setenv("FAKE_APP_UNREACHABLE", "1")
+    result = _cli(rig, "app", "remove", "-e", "production")
+    assert result.exit_code == 1 and "web2: error: web2: unreachable: ssh: connect to host" in result.output
+    assert rig.broker.requests == []

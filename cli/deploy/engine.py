@@ -375,7 +375,23 @@ class DeployEngine:
         remotes: dict[str, Remote] = {}
         stop = threading.Event()
         outcomes = {(o.host, o.role): o for o in report.hosts}
+        reported: set[tuple[str, str]] = set()
         workers = max(1, min(MAX_PARALLEL_HOSTS, len(by_host)))
+
+        def settle(host: str) -> None:
+            # Each host goes into the ledger as soon as it is done, so an interrupted deploy still
+            # records the hosts it finished.
+            remote = remotes.pop(host, None)
+            if remote is not None:
+                with contextlib.suppress(Exception):
+                    remote.close()
+            for step in by_host[host]:
+                outcome = outcomes[(host, step.role)]
+                if remote is not None:
+                    outcome.round_trips = remote.round_trips
+                if outcome.outcome != "skipped" and (host, step.role) not in reported:
+                    reported.add((host, step.role))
+                    self._report(deploy_client, report.deploy_id, outcome)
 
         def connect(host: str) -> bool:
             try:
@@ -387,31 +403,34 @@ class DeployEngine:
                 message = exc.message if isinstance(exc, CliError) else f"{host}: {exc}"
                 for step in by_host[host]:
                     self._record(outcomes[(host, step.role)], "failed", error=self.redactor(message))
+                settle(host)
                 return False
             return True
 
         def deploy(host: str) -> None:
             remote = remotes[host]
-            for step in by_host[host]:
-                outcome = outcomes[(host, step.role)]
-                if stop.is_set():
-                    return
-                try:
-                    result = remote.deploy(self._remote_step(plan, bundle, step, report.deploy_id))
-                except CliError as exc:
+            try:
+                for step in by_host[host]:
+                    if stop.is_set():
+                        return
+                    outcome = outcomes[(host, step.role)]
+                    try:
+                        result = remote.deploy(self._remote_step(plan, bundle, step, report.deploy_id))
+                    except CliError as exc:
+                        error = self.redactor(exc.message)
+                        self._record(outcome, "failed", error=error, fingerprint=step.env_fingerprint)
+                        if fail_fast:
+                            stop.set()
+                        return
                     self._record(
-                        outcome, "failed", error=self.redactor(exc.message), fingerprint=step.env_fingerprint
+                        outcome,
+                        "deployed",
+                        container=result.container,
+                        digest=digest or result.image_digest,
+                        fingerprint=step.env_fingerprint,
                     )
-                    if fail_fast:
-                        stop.set()
-                    return
-                self._record(
-                    outcome,
-                    "deployed",
-                    container=result.container,
-                    digest=digest or result.image_digest,
-                    fingerprint=step.env_fingerprint,
-                )
+            finally:
+                settle(host)
 
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-host") as pool:
@@ -420,16 +439,16 @@ class DeployEngine:
                 if fail_fast and len(reachable) < len(by_host):
                     self.say("A host cannot be deployed to and --fail-fast is set: no host was changed.")
                     stop.set()
-                for future in [pool.submit(deploy, host) for host in reachable if not stop.is_set()]:
+                futures = [pool.submit(deploy, host) for host in reachable if not stop.is_set()]
+                for future in futures:
                     future.result()
         finally:
-            for host, remote in remotes.items():
-                with contextlib.suppress(Exception):
-                    remote.close()
-                for step in by_host[host]:
-                    outcomes[(host, step.role)].round_trips = remote.round_trips
+            for host in list(remotes):
+                settle(host)
             for outcome in report.hosts:
-                self._report(deploy_client, report.deploy_id, outcome)
+                if (outcome.host, outcome.role) not in reported:
+                    reported.add((outcome.host, outcome.role))
+                    self._report(deploy_client, report.deploy_id, outcome)
 
     def _remote_step(
         self, plan: DeployPlan, bundle: DeployBundle, step: plans.HostStep, deploy_id: str

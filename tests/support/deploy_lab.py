@@ -174,6 +174,7 @@ class Call:
     where: str
     argv: tuple[str, ...]
     env: dict[str, str]
+    at_ns: int = 0  # when it started (CLOCK_REALTIME, ns)
 
 
 def write_shim(bin_dir: Path, name: str, real: str, log_dir: Path) -> Path:
@@ -196,7 +197,7 @@ def read_calls(log_dir: Path, where: str) -> list[Call]:
         argc = int(fields[0])
         argv = tuple(f.decode(errors="replace") for f in fields[1 : 1 + argc])
         env = dict(f.decode(errors="replace").partition("=")[::2] for f in fields[1 + argc :] if b"=" in f)
-        calls.append(Call(entry.name.rsplit(".", 1)[1], where, argv, env))
+        calls.append(Call(entry.name.rsplit(".", 1)[1], where, argv, env, int(entry.name.split(".", 1)[0])))
     return calls
 
 

@@ -117,20 +117,28 @@ def compile_environment(
     resolver = Resolver(manifest, lookup)
     clear: dict[Scope, dict[str, Resolved]] = {}
     for scope, section in _sections(body):
-        visible = resolver.resolve_scope(environment, scope)
-        clear[scope] = {name: visible[name] for name in section.clear if name in visible}
+        # Each scope's own names: what they reference elsewhere is resolved (and reported) on the way.
+        got = resolver.resolve_scope(environment, scope, section.clear)
+        clear[scope] = {name: got[name] for name in section.clear if name in got}  # the manifest's order
     problems = list(resolver.problems)
     secrets: dict[str, StoredValue] = {}
-    for name, path in sorted(_secret_paths(body).items()):
+    paths: dict[str, ManifestPath] | None = None  # where each secret is named, for problems only
+    for name in body.secret_names():
         stored = lookup(environment, name)
+        if stored is not None and stored.value != "":
+            secrets[name] = stored
+            continue
+        if paths is None:
+            paths = _secret_paths(body)
         if stored is None:
             problems.append(
-                Problem(path, f"{name} is not stored in {environment} (nor in the environments it inherits)")
+                Problem(
+                    paths[name],
+                    f"{name} is not stored in {environment} (nor in the environments it inherits)",
+                )
             )
-        elif stored.value == "":
-            problems.append(Problem(path, f"{name} is empty in {stored.environment}"))
         else:
-            secrets[name] = stored
+            problems.append(Problem(paths[name], f"{name} is empty in {stored.environment}"))
     if with_lint:
         problems += lint.lint(body)
     reads = {(environment, name) for name in secrets}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator
 from typing import Literal
 
 from broker.compiler import references
@@ -68,15 +67,8 @@ def value_looks_secret(text: str) -> str | None:
     return None
 
 
-def _clear_values(body: ManifestBody) -> Iterator[tuple[ManifestPath, str, str]]:
-    for path, name, text in references.clear_templates(body):
-        try:
-            yield path, name, references.literal_text(references.parse(text))
-        except references.TemplateError:
-            continue  # reported by the parser
-    if body.builder is not None:
-        for name, text in body.builder.args.items():
-            yield ("builder", "args", name), name, text
+def _finding(name: str, text: str) -> str | None:
+    return "its name says it is a secret" if name_looks_secret(name) else value_looks_secret(text)
 
 
 def lint(body: ManifestBody) -> list[Problem]:
@@ -84,17 +76,32 @@ def lint(body: ManifestBody) -> list[Problem]:
     level: Literal["error", "warning"] = "error" if body.lint.secret_like == "fail" else "warning"  # noqa: S105
     allowed = set(body.lint.allow)
     found: list[Problem] = []
-    for path, name, text in _clear_values(body):
-        if name in allowed:
-            continue
-        why = "its name says it is a secret" if name_looks_secret(name) else value_looks_secret(text)
-        if why:
-            found.append(
-                Problem(
-                    path,
-                    f"looks like a secret ({why}); move it under secret and store the value in the broker, "
-                    "or list the name under lint/allow once reviewed",
-                    level=level,
-                )
+
+    def note(path: ManifestPath, why: str) -> None:
+        found.append(
+            Problem(
+                path,
+                f"looks like a secret ({why}); move it under secret and store the value in the broker, "
+                "or list the name under lint/allow once reviewed",
+                level=level,
             )
+        )
+
+    # Paths are built only for findings: a manifest has hundreds of clear values and few findings.
+    for _scope, section_path, section in references.sections(body):
+        for name, text in section.clear.items():
+            if name in allowed:
+                continue
+            try:
+                literal = references.literal_text(references.parse(text))
+            except references.TemplateError:
+                continue  # reported by the parser
+            why = _finding(name, literal)
+            if why:
+                note((*section_path, "clear", name), why)
+    if body.builder is not None:
+        for name, text in body.builder.args.items():
+            why = None if name in allowed else _finding(name, text)
+            if why:
+                note(("builder", "args", name), why)
     return found

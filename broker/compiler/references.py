@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -125,6 +125,11 @@ def _sections(body: ManifestBody) -> Iterator[tuple[Scope, ManifestPath, EnvSect
         yield ("role", role), ("roles", role, "env"), spec.env
     for name, accessory in body.accessories.items():
         yield ("accessory", name), ("accessories", name, "env"), accessory.env
+
+
+def sections(body: ManifestBody) -> Iterator[tuple[Scope, ManifestPath, EnvSection]]:
+    """(scope, path, section) of every env section of a body: global, tags, roles, accessories."""
+    return _sections(body)
 
 
 def clear_templates(body: ManifestBody) -> list[tuple[ManifestPath, str, str]]:
@@ -254,6 +259,7 @@ class Resolver:
         self._lookup = lookup
         self._memo: dict[_Key, tuple[Resolved, int] | None] = {}
         self._stack: list[_Key] = []
+        self._active: set[_Key] = set()  # the keys on the stack, for the cycle check
         self._namespaces: dict[tuple[str, Scope], Namespace] = {}
         self.problems: list[Problem] = []
 
@@ -269,12 +275,17 @@ class Resolver:
 
     _root_environment = ""
 
-    def resolve_scope(self, environment: str, scope: Scope) -> dict[str, Resolved]:
-        """Every clear value visible in `scope` of `environment`, resolved; failures become problems."""
+    def resolve_scope(
+        self, environment: str, scope: Scope, names: Iterable[str] | None = None
+    ) -> dict[str, Resolved]:
+        """Every clear value visible in `scope` of `environment` (or only `names` of them), resolved, in
+        order of name; failures become problems."""
         self._root_environment = environment
+        visible = self._namespace(environment, scope)
         out: dict[str, Resolved] = {}
-        for name, (defining, _path, _text) in sorted(self._namespace(environment, scope).items()):
-            got = self._node((environment, defining, name))
+        for name in sorted(visible if names is None else names):
+            defined = visible.get(name)
+            got = self._node((environment, defined[0], name)) if defined is not None else None
             if got is not None:
                 out[name] = got[0]
         return out
@@ -291,7 +302,7 @@ class Resolver:
     def _node(self, key: _Key) -> tuple[Resolved, int] | None:
         if key in self._memo:
             return self._memo[key]
-        if key in self._stack:
+        if key in self._active:
             cycle = [*self._stack[self._stack.index(key) :], key]
             names = " -> ".join(k[2] if k[0] == key[0] else f"{k[0]}.{k[2]}" for k in cycle)
             self._problem(key, f"reference cycle: {names}")
@@ -299,20 +310,19 @@ class Resolver:
                 self._memo[member] = None
             return None
         self._stack.append(key)
+        self._active.add(key)
         try:
             result = self._evaluate(key)
         finally:
             self._stack.pop()
-        self._memo.setdefault(key, result)
-        return self._memo[key]
+            self._active.discard(key)
+        return self._memo.setdefault(key, result)
 
     def _evaluate(self, key: _Key) -> tuple[Resolved, int] | None:
         environment, scope, name = key
-        _defining, _path, text = self._namespace(environment, scope)[name]
-        try:
-            parts = parse(text)
-        except TemplateError as exc:
-            self._problem(key, exc.reason)
+        parts = _parse(self._namespace(environment, scope)[name][2])
+        if isinstance(parts, TemplateError):
+            self._problem(key, parts.reason)
             return None
         out: list[str] = []
         sensitive = False
@@ -325,8 +335,9 @@ class Resolver:
                 continue
             target_env = part.environment or environment
             namespace = self._namespace(target_env, scope if part.environment is None else GLOBAL)
-            if part.name in namespace:
-                got = self._node((target_env, namespace[part.name][0], part.name))
+            defined = namespace.get(part.name)
+            if defined is not None:
+                got = self._node((target_env, defined[0], part.name))
                 if got is None:
                     failed = True  # reported where it went wrong
                     continue
@@ -348,7 +359,8 @@ class Resolver:
             out.append(stored.value)
             sensitive = sensitive or stored.sensitive
             reads.add((target_env, part.name))
-            height = max(height, 1)
+            if not height:
+                height = 1
         if failed:
             return None
         if height > MAX_DEPTH:

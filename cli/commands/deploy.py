@@ -182,6 +182,7 @@ def deploy_group(
                 manifest_dir=manifest_dir,
                 version=version,
                 ttl_seconds=ttl_seconds,
+                hosts=hosts,
                 say=_say,
             )
         )
@@ -283,7 +284,7 @@ def _summary(report: DeployReport, kind: str) -> None:
             o.host,
             o.role,
             o.outcome,
-            o.container or "-",
+            o.name or o.container or "-",
             (o.error or "").splitlines()[0][:120] if o.error else "",
         )
         for o in report.hosts

@@ -98,6 +98,7 @@ class HostOutcome:
     env_fingerprint: str | None = None
     error: str | None = None
     round_trips: int = 0
+    name: str | None = None  # the container's name (`container` is its id, for the ledger)
 
 
 @dataclass
@@ -426,6 +427,7 @@ class DeployEngine:
                         outcome,
                         "deployed",
                         container=result.container,
+                        name=result.name or None,
                         digest=digest or result.image_digest,
                         fingerprint=step.env_fingerprint,
                     )
@@ -472,16 +474,18 @@ class DeployEngine:
         *,
         error: str | None = None,
         container: str | None = None,
+        name: str | None = None,
         digest: str | None = None,
         fingerprint: str | None = None,
     ) -> None:
         outcome.outcome = result
         outcome.error = error
         outcome.container = container
+        outcome.name = name
         outcome.image_digest = digest
         outcome.env_fingerprint = fingerprint
         if result == "deployed":
-            self.say(f"  {outcome.host} ({outcome.role}): deployed {container or ''}".rstrip())
+            self.say(f"  {outcome.host} ({outcome.role}): deployed {name or container or ''}".rstrip())
         else:
             self.say(f"  {outcome.host} ({outcome.role}): {result}: {error}")
 

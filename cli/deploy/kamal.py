@@ -25,9 +25,10 @@ KAMAL_TIMEOUT = 3600.0
 NOT_INSTALLED = 127
 
 
-def kamal_argv(kamal: str, *, environment: str, version: str) -> list[str]:
-    """`kamal deploy` for the environment's destination files and the version."""
-    return [kamal, "deploy", "-d", environment, "--version", version]
+def kamal_argv(kamal: str, *, environment: str, version: str, hosts: list[str] | None = None) -> list[str]:
+    """`kamal deploy` for the environment's destination files and the version (and only `hosts`)."""
+    argv = [kamal, "deploy", "-d", environment, "--version", version]
+    return [*argv, "--hosts", ",".join(hosts)] if hosts else argv
 
 
 def deploy_with_kamal(
@@ -40,6 +41,7 @@ def deploy_with_kamal(
     version: str,
     ttl_seconds: int,
     say: Callable[[str], None],
+    hosts: list[str] | None = None,
     kamal: str | None = None,
 ) -> int:
     """Run the deploy through Kamal; the exit status (127, having done nothing, when kamal is not installed)."""
@@ -62,6 +64,7 @@ def deploy_with_kamal(
         manifest=manifest,
         version=version,
         ttl_seconds=ttl_seconds,
+        hosts=hosts,
         via="kamal",
     )
     if created.deploy is None or created.token is None:
@@ -75,7 +78,7 @@ def deploy_with_kamal(
             mode = 0o600 if item.holds_values else (item.mode & 0o644) | 0o600
             write_private(path, item.content, mode=mode)
             say(f"Wrote {path} (names only)")
-        argv = kamal_argv(found, environment=environment, version=version)
+        argv = kamal_argv(found, environment=environment, version=version, hosts=hosts)
         say(f"Running {' '.join(argv[1:])} with deploy {deploy_id}'s token ({len(created.keys)} keys)")
         done = process.stream(
             argv,

@@ -650,6 +650,7 @@ def test_deploy_command_exits_1_unless_every_host_succeeded(
     result = _cli(rig, "deploy", "-e", "production", "--version", "v2")
     assert result.exit_code == 1
     assert "Deploy d-1 of 127.0.0.1:5000/app:v2: partial." in result.output
+    assert "app-web-v2" in result.output and "deploy of role web failed at health" in result.output
     assert CANARY not in result.output
     behaviours.clear()
     assert _cli(rig, "deploy", "-e", "production", "--version", "v2").exit_code == 0
@@ -886,3 +887,15 @@ def test_app_commands_reach_the_manifest_hosts_without_the_broker(
     result = _cli(rig, "app", "remove", "-e", "production")
     assert result.exit_code == 1 and "web2: error: web2: unreachable: ssh: connect to host" in result.output
     assert rig.broker.requests == []
+
+
+def test_kamal_argv_names_the_destination_version_and_hosts() -> None:
+    from cli.deploy.kamal import kamal_argv
+
+    assert kamal_argv("kamal", environment="production", version="v2") == [
+        "kamal", "deploy", "-d", "production", "--version", "v2",
+    ]  # fmt: skip
+    assert kamal_argv("kamal", environment="staging", version="v2", hosts=["web1", "web2"])[-2:] == [
+        "--hosts",
+        "web1,web2",
+    ]

@@ -9,9 +9,10 @@ Order of events (docs/deploy.md):
 3. The build gets secrets as BuildKit secret files (0600, in a 0700 directory removed afterwards); the
    push logs in with `--password-stdin` into a throwaway DOCKER_CONFIG, so the registry password is never
    stored on this machine. A rollback builds and pushes nothing.
-4. Hosts connect in parallel first (host keys, preflight); then each deploys its roles. With `fail_fast`,
-   a refused or unreachable host stops the deploy before any host changes, and after the first failed
-   host no new host starts. Without it, every host that can be deployed is, and the outcome is "partial".
+4. Hosts run in parallel: host key check and preflight, then each role. Without `fail_fast` a host goes
+   on as soon as its own preflight passed, every host that can be deployed is, and the outcome may be
+   "partial". With it, every host must pass its preflight before any host changes (a refused or
+   unreachable host stops the deploy), and after the first failed host no host starts another role.
 
 Every program runs through `cli.deploy.process`; every line they print passes through a redactor seeded
 with every value of the bundle.
@@ -408,12 +409,12 @@ class DeployEngine:
                 return False
             return True
 
-        def deploy(host: str) -> None:
+        def deploy(host: str) -> bool:
             remote = remotes[host]
             try:
                 for step in by_host[host]:
                     if stop.is_set():
-                        return
+                        return False
                     outcome = outcomes[(host, step.role)]
                     try:
                         result = remote.deploy(self._remote_step(plan, bundle, step, report.deploy_id))
@@ -422,7 +423,7 @@ class DeployEngine:
                         self._record(outcome, "failed", error=error, fingerprint=step.env_fingerprint)
                         if fail_fast:
                             stop.set()
-                        return
+                        return False
                     self._record(
                         outcome,
                         "deployed",
@@ -431,14 +432,20 @@ class DeployEngine:
                         digest=digest or result.image_digest,
                         fingerprint=step.env_fingerprint,
                     )
+                return True
             finally:
                 settle(host)
 
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-host") as pool:
+                if not fail_fast:
+                    # Each host goes on as soon as it is connected: no waiting for the slowest preflight.
+                    for future in [pool.submit(lambda h: connect(h) and deploy(h), host) for host in by_host]:
+                        future.result()
+                    return
                 connected = {host: pool.submit(connect, host) for host in by_host}
                 reachable = [host for host, future in connected.items() if future.result()]
-                if fail_fast and len(reachable) < len(by_host):
+                if len(reachable) < len(by_host):
                     self.say("A host cannot be deployed to and --fail-fast is set: no host was changed.")
                     stop.set()
                 futures = [pool.submit(deploy, host) for host in reachable if not stop.is_set()]

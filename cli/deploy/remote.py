@@ -400,6 +400,7 @@ class RemoteHost:
         tail: int | None = 100,
         since: str | None = None,
         interactive: bool = False,
+        entrypoint: str | None = None,
     ) -> Completed:
         """`logs`, `exec` (in the running container, or `new` with the deployed env file), `stop`, `start`, `remove`."""
         try:
@@ -409,7 +410,12 @@ class RemoteHost:
                 if role is None:
                     raise scripts.ScriptError("exec --new: a role is needed")
                 text = scripts.exec_new(
-                    self.service, role, argv, options=self._role(role).get("options"), interactive=interactive
+                    self.service,
+                    role,
+                    argv,
+                    options=self._role(role).get("options"),
+                    interactive=interactive,
+                    entrypoint=entrypoint,
                 )
             elif action == "exec":
                 text = scripts.exec_running(self.service, role, argv, interactive=interactive)

@@ -574,6 +574,7 @@ def exec_new(
     *,
     options: Mapping[str, Any] | None = None,
     interactive: bool = False,
+    entrypoint: str | None = None,
 ) -> str:
     """`docker run --rm --env-file <the deployed env file>` of the running container's image (Kamal #1180)."""
     check_name(service, "service")
@@ -581,6 +582,8 @@ def exec_new(
     if not argv:
         raise ScriptError("exec: a command is needed")
     flags = "-i " if interactive else ""
+    if entrypoint is not None:
+        flags += f"--entrypoint {shlex.quote(_scalar(entrypoint, 'entrypoint'))} "
     body = (
         f'[ -f "$sr_dir/$role.env" ] || {{ echo "no deployed env file for $service/$role on this host" >&2; exit 3; }}\n'
         "img=$(docker inspect --format '{{.Config.Image}}' \"$cid\")\n"

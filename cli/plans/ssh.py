@@ -83,18 +83,12 @@ class Target:
 
 
 def binaries(environ: Mapping[str, str]) -> tuple[str, str, str]:
-    """The ssh, ssh-keyscan and ssh-keygen programs: STRONGROOM_SSH (and siblings) or the ones on PATH."""
-    ssh = environ.get("STRONGROOM_SSH") or DEFAULT_SSH
-    keyscan = environ.get("STRONGROOM_SSH_KEYSCAN") or _sibling(ssh, DEFAULT_KEYSCAN)
-    keygen = environ.get("STRONGROOM_SSH_KEYGEN") or _sibling(ssh, DEFAULT_KEYGEN)
-    return ssh, keyscan, keygen
-
-
-def _sibling(ssh: str, name: str) -> str:
-    # An ssh given by path (/opt/openssh/bin/ssh) comes with its own keyscan and keygen beside it.
-    if "/" in ssh:
-        return ssh.rsplit("/", 1)[0] + "/" + name
-    return name
+    """The ssh, ssh-keyscan and ssh-keygen programs: STRONGROOM_SSH, _SSH_KEYSCAN, _SSH_KEYGEN or PATH's."""
+    return (
+        environ.get("STRONGROOM_SSH") or DEFAULT_SSH,
+        environ.get("STRONGROOM_SSH_KEYSCAN") or DEFAULT_KEYSCAN,
+        environ.get("STRONGROOM_SSH_KEYGEN") or DEFAULT_KEYGEN,
+    )
 
 
 def config_file(environ: Mapping[str, str]) -> str | None:

@@ -135,7 +135,7 @@ def test_unknown_host_is_refused_before_anything_runs(
 def test_changed_key_shows_both_fingerprints(host: sshd.SshHost, tmp_path: Path) -> None:
     public, old_fingerprint = other_key_line(tmp_path, "old")
     known = tmp_path / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{host.port} {public}\n")
+    known.write_text(f"[{host.address}]:{host.port} {public}\n")
     with pytest.raises(HostKeyRefused) as caught:
         policy(write_config(tmp_path, host, known)).check("lab", pinned=None, workdir=tmp_path)
     assert caught.value.known == [f"ED25519 {old_fingerprint}"]
@@ -151,7 +151,7 @@ def test_known_key_is_accepted_and_ssh_agrees(host: sshd.SshHost, tmp_path: Path
     accepted = policy(config).check("lab", pinned=None, workdir=tmp_path)
     assert accepted.how == "known_hosts"
     assert [key.fingerprint for key in accepted.keys] == [host.fingerprint]
-    assert (accepted.resolved.hostname, accepted.resolved.port) == ("127.0.0.1", host.port)
+    assert (accepted.resolved.hostname, accepted.resolved.port) == (host.address, host.port)
     target = ssh_plans.Target(host="lab", control_dir=str(short), config=str(config))
     done = process.run(ssh_plans.command(target, "echo connected"), timeout=30)
     assert done.stdout.strip() == "connected", done.stderr
@@ -161,7 +161,7 @@ def test_hashed_known_hosts_is_accepted(host: sshd.SshHost, tmp_path: Path) -> N
     known = tmp_path / "known_hosts"
     known.write_text(host.known_hosts_line())
     subprocess.run([sshd.SSH_KEYGEN, "-H", "-f", str(known)], check=True, capture_output=True)
-    assert known.read_text().startswith("|1|") and "127.0.0.1" not in known.read_text()
+    assert known.read_text().startswith("|1|") and host.address not in known.read_text()
     accepted = policy(write_config(tmp_path, host, known)).check("lab", pinned=None, workdir=tmp_path)
     assert accepted.how == "known_hosts"
     assert [key.fingerprint for key in accepted.keys] == [host.fingerprint]
@@ -169,7 +169,9 @@ def test_hashed_known_hosts_is_accepted(host: sshd.SshHost, tmp_path: Path) -> N
 
 def test_revoked_key_is_refused(host: sshd.SshHost, tmp_path: Path) -> None:
     known = tmp_path / "known_hosts"
-    known.write_text(host.known_hosts_line() + f"@revoked [127.0.0.1]:{host.port} {host.host_public_key}\n")
+    known.write_text(
+        host.known_hosts_line() + f"@revoked [{host.address}]:{host.port} {host.host_public_key}\n"
+    )
     with pytest.raises(HostKeyRefused, match="revoked"):
         policy(write_config(tmp_path, host, known)).check("lab", pinned=None, workdir=tmp_path)
 
@@ -240,6 +242,8 @@ def test_unreachable_host(tmp_path: Path) -> None:
         need(str(sshd.missing()))
     port = free_port()  # nothing listens there
     config = tmp_path / "ssh_config"
-    config.write_text(sshd.config_block("gone", port, tmp_path / "none", tmp_path / "known_hosts"))
+    config.write_text(
+        sshd.config_block("gone", "127.0.0.1", port, tmp_path / "none", tmp_path / "known_hosts")
+    )
     with pytest.raises(HostUnreachable, match="gone: unreachable"):
         policy(config).check("gone", pinned=None, workdir=tmp_path)

@@ -43,6 +43,7 @@ def all_scripts() -> dict[str, str]:
         "logs": remote.logs("shop", "web", tail=10, since="10m"),
         "exec": remote.exec_running("shop", "web", ["bin/rails", "console"], interactive=True),
         "exec-new": remote.exec_new("shop", "web", ["bin/rails", "db:migrate"], options={"network": "host"}),
+        "exec-new-entrypoint": remote.exec_new("shop", "web", ["-c", "env"], entrypoint="/bin/sh"),
         "stop": remote.stop("shop", "web", stop_timeout=5),
         "start": remote.start("shop"),
         "remove": remote.remove("shop", "web"),

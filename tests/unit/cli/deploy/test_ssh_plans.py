@@ -116,11 +116,14 @@ def test_bad_user_or_port_names_the_field(field: str, value: object) -> None:
 
 def test_binaries_and_config_from_the_environment() -> None:
     assert ssh.binaries({}) == ("ssh", "ssh-keyscan", "ssh-keygen")
-    assert ssh.binaries({"STRONGROOM_SSH": "/opt/ossh/bin/ssh"}) == (
-        "/opt/ossh/bin/ssh",
-        "/opt/ossh/bin/ssh-keyscan",
-        "/opt/ossh/bin/ssh-keygen",
-    )
+    assert ssh.binaries(
+        {
+            "STRONGROOM_SSH": "/opt/ssh",
+            "STRONGROOM_SSH_KEYSCAN": "/opt/scan",
+            "STRONGROOM_SSH_KEYGEN": "/opt/gen",
+        }
+    ) == ("/opt/ssh", "/opt/scan", "/opt/gen")
+    assert ssh.binaries({"STRONGROOM_SSH": "/opt/ssh"}) == ("/opt/ssh", "ssh-keyscan", "ssh-keygen")
     assert ssh.config_file({"STRONGROOM_SSH_CONFIG": "/c"}) == "/c"
     assert ssh.config_file({}) is None
 

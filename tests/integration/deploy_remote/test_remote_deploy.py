@@ -1,0 +1,286 @@
+"""RemoteHost against a real sshd + real dockerd + real registry: deploy, replace, refuse unhealthy, status, app.
+
+Every local program runs through cli.deploy.process (its recorder sees argv, environment and stdin); the
+lab's shims record every docker call on the host too. A poller reads every process's command line
+(what `ps` shows) while the deploy runs. No secret may show in any of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cli.deploy import process
+from cli.deploy.redact import Redactor
+from cli.deploy.remote import DeployFailed, DeployResult, DeployStep, HostKeyRefused, RemoteHost
+from tests.integration.deploy_remote.conftest import RemoteLab, canary
+from tests.support import deploy_lab
+
+
+@pytest.fixture
+def recorded() -> Iterator[list[process.Invocation]]:
+    calls: list[process.Invocation] = []
+    process.set_recorder(calls.append)
+    yield calls
+    process.set_recorder(None)
+
+
+class CommandLines:
+    """Polls /proc/*/cmdline (what ps shows) in a thread, keeping every distinct command line seen."""
+
+    def __init__(self) -> None:
+        self.seen: set[bytes] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            for entry in os.scandir("/proc"):
+                if entry.name.isdigit():
+                    try:
+                        with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
+                            self.seen.add(fh.read())
+                    except OSError:
+                        continue
+
+    def __enter__(self) -> CommandLines:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def env_file(app_secret: str) -> bytes:
+    return f"APP_SECRET={app_secret}\nAPP_MODE=e2e\n".encode()
+
+
+def step(lab: RemoteLab, version: str, app_secret: str, deploy_id: str = "d-1") -> DeployStep:
+    return DeployStep(
+        role="web",
+        version=version,
+        image=lab.tags[version],
+        env_file=env_file(app_secret),
+        env_fingerprint="hmac-sha256:" + hashlib.sha256(app_secret.encode()).hexdigest()[:32],
+        deploy_id=deploy_id,
+        registry_password=lab.lab.registry.password,
+    )
+
+
+def containers(lab: RemoteLab, service: str) -> list[dict[str, str]]:
+    return lab.lab.containers("web1", service)
+
+
+def running(lab: RemoteLab, service: str) -> list[str]:
+    return [c["Names"] for c in containers(lab, service) if c["State"] == "running"]
+
+
+def health_file(lab: RemoteLab, container: str) -> str:
+    return lab.host.docker("exec", container, "cat", "/tmp/health").stdout.decode()
+
+
+def deploy_once(lab: RemoteLab, service: str, version: str, app_secret: str, **plan: object) -> DeployResult:
+    with RemoteHost(
+        "web1", lab.plan(service, **plan), environ=lab.environ(), redactor=Redactor([app_secret])
+    ) as host:
+        host.connect()
+        return host.deploy(step(lab, version, app_secret))
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_first_deploy_then_a_new_version_replaces_it(remote_lab: RemoteLab) -> None:
+    first, second = canary("APP"), canary("APP")
+    service = "replace"
+    with RemoteHost("web1", remote_lab.plan(service), environ=remote_lab.environ()) as host:
+        preflight = host.connect()
+        assert preflight.docker and host.round_trips == 2  # key scan + master with the preflight
+        result = host.deploy(step(remote_lab, "v1", first))
+        assert host.round_trips == 3
+    assert host.round_trips == 4  # + the master's exit
+    assert result.outcome == "deployed" and result.name == "replace-web-v1" and result.container
+    assert result.image_digest and result.image_digest.startswith(f"{remote_lab.lab.image}@sha256:")
+    assert running(remote_lab, service) == ["replace-web-v1"]
+    assert f"app_secret_sha256={sha(first)}" in health_file(remote_lab, "replace-web-v1")
+
+    # The env file: 0600 in a 0700 directory under the host's STRONGROOM_REMOTE_DIR, and nothing else left.
+    directory = remote_lab.host.remote_dir / service
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert (directory / "web.env").stat().st_mode & 0o777 == 0o600
+    assert (directory / "web.env").read_bytes() == env_file(first)
+    assert sorted(p.name for p in directory.iterdir()) == ["web.env"]
+
+    labels = remote_lab.host.docker(
+        "inspect", "-f", "{{json .Config.Labels}}", "replace-web-v1"
+    ).stdout.decode()
+    for expected in (
+        '"strongroom.service":"replace"',
+        '"strongroom.version":"v1"',
+        '"strongroom.deploy":"d-1"',
+    ):
+        assert expected in labels
+    # No registry credential is left in the host's docker config.
+    config = remote_lab.host.ssh.docker_config / "config.json"
+    assert not config.exists() or remote_lab.lab.registry.server not in config.read_text()
+
+    result = deploy_once(remote_lab, service, "v2", second)
+    assert result.replaced and running(remote_lab, service) == ["replace-web-v2"]
+    assert [c["Names"] for c in containers(remote_lab, service)] == ["replace-web-v2"]
+    assert f"app_secret_sha256={sha(second)}" in health_file(remote_lab, "replace-web-v2")
+    assert (directory / "web.env").read_bytes() == env_file(second)
+
+
+def test_an_unhealthy_version_is_removed_and_the_old_keeps_running(remote_lab: RemoteLab) -> None:
+    good, bad = canary("APP"), canary("APP")
+    service = "unhealthy"
+    deploy_once(remote_lab, service, "v1", good)
+    started = time.monotonic()
+    with pytest.raises(DeployFailed) as caught:
+        deploy_once(
+            remote_lab,
+            service,
+            "broken",
+            bad,
+            healthcheck={"cmd": deploy_lab.HEALTH_CMD, "interval": 1, "timeout": 15},
+        )
+    assert time.monotonic() - started < 60
+    failure = caught.value
+    assert failure.step == "health"
+    assert "unhealthy" in failure.reason or "not healthy" in failure.reason
+    assert failure.result is not None and failure.result.outcome == "failed"
+    assert running(remote_lab, service) == ["unhealthy-web-v1"]
+    assert [c["Names"] for c in containers(remote_lab, service)] == ["unhealthy-web-v1"]
+    assert f"app_secret_sha256={sha(good)}" in health_file(remote_lab, "unhealthy-web-v1")
+    # The deployed env file is still the old one; the new one is gone.
+    directory = remote_lab.host.remote_dir / service
+    assert (directory / "web.env").read_bytes() == env_file(good)
+    assert sorted(p.name for p in directory.iterdir()) == ["web.env"]
+
+
+def test_redeploying_the_same_version_with_a_new_secret(remote_lab: RemoteLab) -> None:
+    first, second = canary("APP"), canary("APP")
+    service = "same"
+    deploy_once(remote_lab, service, "v1", first)
+    result = deploy_once(remote_lab, service, "v1", second)
+    assert len(result.replaced) == 1
+    assert [c["Names"] for c in containers(remote_lab, service)] == ["same-web-v1"]
+    assert f"app_secret_sha256={sha(second)}" in health_file(remote_lab, "same-web-v1")
+
+
+def test_no_secret_in_any_argv_environment_or_ps(
+    remote_lab: RemoteLab, recorded: list[process.Invocation]
+) -> None:
+    app_secret = canary("APP")
+    password = remote_lab.lab.registry.password
+    service = "argv"
+    remote_lab.lab.forget_calls()
+    with CommandLines() as lines:
+        deploy_once(remote_lab, service, "v1", app_secret)
+    assert recorded, "the recorder saw nothing"
+    for call in recorded:
+        for needle in (app_secret, password):
+            assert all(needle not in word for word in call.argv), call.argv[:3]
+            assert all(needle not in value for value in call.env.values())
+    # The values went on ssh's stdin, and only there.
+    stdins = [call.stdin for call in recorded if call.stdin]
+    assert any(app_secret.encode() in data and password.encode() in data for data in stdins)
+    # Every docker call on the host (recorded by its shim) and every local ssh call: argv and environment.
+    calls = remote_lab.lab.calls()
+    assert any(call.where == "web1" and call.argv[:1] == ("login",) for call in calls)
+    assert any(call.where == "web1" and "--password-stdin" in call.argv for call in calls)
+    for call in calls:
+        for needle in (app_secret, password):
+            assert all(needle not in word for word in call.argv), (call.where, call.argv[:3])
+            assert all(needle not in value for value in call.env.values())
+    assert lines.seen
+    for cmdline in lines.seen:
+        assert app_secret.encode() not in cmdline and password.encode() not in cmdline
+
+
+def test_status_and_app_actions(remote_lab: RemoteLab) -> None:
+    app_secret = canary("APP")
+    service = "appactions"
+    plan = remote_lab.plan(service)
+    deploy_once(remote_lab, service, "v2", app_secret)
+    with RemoteHost("web1", plan, environ=remote_lab.environ(), redactor=Redactor([app_secret])) as host:
+        host.connect()
+        found = host.status()
+        assert [(c.name, c.status, c.role, c.version) for c in found] == [
+            ("appactions-web-v2", "running", "web", "v2")
+        ]
+        assert found[0].env_fingerprint == "hmac-sha256:" + sha(app_secret)[:32]
+        assert found[0].health == "healthy"
+        assert any(d.startswith(remote_lab.lab.image + "@sha256:") for d in found[0].repo_digests)
+
+        logs = host.app("logs", "web")
+        assert "app v2 up" in logs.stdout + logs.stderr
+
+        # exec --new: a fresh container with the deployed env file sees the secret (its digest, not the value).
+        new = host.app(
+            "exec", "web", argv=["-c", 'printf %s "$APP_SECRET" | sha256sum'], new=True, entrypoint="/bin/sh"
+        )
+        assert sha(app_secret) in new.stdout, new.stderr
+        inside = host.app("exec", "web", argv=["cat", "/tmp/health"])
+        assert f"app_secret_sha256={sha(app_secret)}" in inside.stdout
+        # The redactor masks the value if a command prints it.
+        shown = host.app("exec", "web", argv=["sh", "-c", 'printf %s "$APP_SECRET"'])
+        assert app_secret not in shown.stdout and "[REDACTED]" in shown.stdout
+
+        assert host.app("stop", "web").returncode == 0
+        assert running(remote_lab, service) == []
+        assert host.app("start", "web").returncode == 0
+        assert running(remote_lab, service) == ["appactions-web-v2"]
+        assert host.app("remove", "web").returncode == 0
+        assert containers(remote_lab, service) == []
+        assert not (remote_lab.host.remote_dir / service / "web.env").exists()
+
+
+def test_old_images_beyond_retain_images_are_pruned(remote_lab: RemoteLab) -> None:
+    service = "prune"
+    # Images other tests' containers still use cannot be removed: start from a host without containers.
+    ids = remote_lab.host.docker("ps", "-aq").stdout.decode().split()
+    if ids:
+        remote_lab.host.docker("rm", "-f", *ids)
+    deploy_once(remote_lab, service, "v1", canary("APP"), retain_images=1)
+    result = deploy_once(remote_lab, service, "v2", canary("APP"), retain_images=1)
+    assert result.pruned >= 1
+    tags = (
+        remote_lab.host.docker("image", "ls", "--format", "{{.Tag}}", remote_lab.lab.image)
+        .stdout.decode()
+        .split()
+    )
+    assert "remote-v2" in tags and "remote-v1" not in tags
+
+
+def test_pinned_host_key_deploys_and_a_wrong_pin_runs_nothing(remote_lab: RemoteLab, tmp_path: Path) -> None:
+    fingerprint = remote_lab.host.ssh.fingerprint
+    # An ssh config whose known_hosts is empty: only the pin can make the host acceptable.
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    config = tmp_path / "ssh_config"
+    config.write_text(remote_lab.host.ssh.config_block("web1", empty))
+    environ = {**remote_lab.environ(), "STRONGROOM_SSH_CONFIG": str(config)}
+    plan = remote_lab.plan("pinned", ssh={"user": None, "port": None, "host_keys": {"web1": [fingerprint]}})
+    with RemoteHost("web1", plan, environ=environ) as host:
+        host.connect()
+        assert host.accepted is not None and host.accepted.how == "pinned"
+        result = host.deploy(step(remote_lab, "v1", canary("APP")))
+    assert result.outcome == "deployed"
+
+    remote_lab.lab.forget_calls()
+    wrong = "SHA256:" + "A" * 43
+    plan = remote_lab.plan("pinned2", ssh={"user": None, "port": None, "host_keys": {"web1": [wrong]}})
+    with RemoteHost("web1", plan, environ=environ) as host, pytest.raises(HostKeyRefused) as caught:
+        host.connect()
+    assert wrong in caught.value.message and fingerprint in caught.value.message
+    assert host.round_trips == 1  # the key scan only: no session was opened
+    assert [c for c in remote_lab.lab.calls() if c.where == "web1"] == []

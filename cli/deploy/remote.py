@@ -308,8 +308,8 @@ class RemoteHost:
     def deploy(self, step: DeployStep) -> DeployResult:
         """Run the deploy script for one role (one round trip); DeployFailed when the new container is not healthy."""
         target = self.target
-        script = self._script_for(step)
         try:
+            script = self._script_for(step)
             text = scripts.deploy(script)
             stdin = scripts.stdin_for(script, step.env_file, step.registry_password)
         except scripts.ScriptError as exc:

@@ -232,3 +232,42 @@ def test_image_refs() -> None:
     assert remote.repository("shop") == "shop"
     assert remote.repository("ghcr.io/acme/shop@sha256:" + "a" * 64) == "ghcr.io/acme/shop"
     assert remote.check_image("localhost:5000/lab/app:v1")
+
+
+def test_remote_host_helpers() -> None:
+    from cli.deploy.remote import DeployStep, image_ref, parse_line
+
+    assert image_ref({"image": "127.0.0.1:5000/acme/shop"}, "v1") == "127.0.0.1:5000/acme/shop:v1"
+    assert image_ref({"image": "acme/shop:pinned"}, "v1") == "acme/shop:pinned"
+    with pytest.raises(remote.ScriptError, match="version"):
+        image_ref({"image": "acme/shop"}, "v 1")
+    text = (
+        'noise\nSTRONGROOM-RESULT {"outcome":"deployed"}\nSTRONGROOM-RESULT {broken\nSTRONGROOM-RESULTX {}\n'
+    )
+    assert parse_line("STRONGROOM-RESULT", text) == [{"outcome": "deployed"}]
+    secret = "CANARY-in-env-file"
+    made = DeployStep("web", "v1", "shop:v1", f"K={secret}\n".encode(), "", "d", registry_password=secret)
+    assert secret not in repr(made) and secret not in str(made)
+
+
+def test_remote_host_refuses_bad_plan_values_before_running_anything() -> None:
+    from cli.deploy.remote import DeployStep, RemoteHost
+    from cli.plans.ssh import PlanError
+
+    calls: list[list[str]] = []
+
+    def run(argv: list[str], **_: object) -> object:
+        calls.append(argv)
+        raise AssertionError("nothing may run")
+
+    plan = {"service": "shop", "ssh": {"user": None, "port": None, "host_keys": {}}, "roles": []}
+    with pytest.raises(PlanError, match="ssh host"):
+        RemoteHost("-oProxyCommand=id", plan, run=run)  # type: ignore[arg-type]
+    with pytest.raises(remote.ScriptError, match="service"):
+        RemoteHost("web1", {**plan, "service": "shop;id"}, run=run)  # type: ignore[arg-type]
+    host = RemoteHost("web1", plan, run=run)  # type: ignore[arg-type]
+    from cli.errors import CliError
+
+    with pytest.raises(CliError, match="not connected"):
+        host.deploy(DeployStep("web", "v1", "shop:v1", b"", "", "d"))
+    assert calls == []

@@ -211,6 +211,8 @@ APP_SH = textwrap.dedent(
     version=$(cat /app/VERSION)
     [ -n "${APP_SECRET:-}" ] || { echo "APP_SECRET is missing" >&2; exit 64; }
     [ "${APP_MODE:-}" = e2e ] || { echo "APP_MODE is not e2e" >&2; exit 64; }
+    # A command (`docker run IMAGE CMD...`, `strongroom app exec --new`) runs instead of the app.
+    [ "$#" -eq 0 ] || exec "$@"
     trap 'exit 0' TERM INT
     if [ "$version" != broken ]; then
       secret_sha=$(printf %s "$APP_SECRET" | sha256sum | cut -d' ' -f1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -128,8 +129,12 @@ def first(lab: deploy_lab.Lab, deploy_broker: DeployBroker, world: World) -> Ite
 
 @pytest.fixture(scope="module")
 def second(lab: deploy_lab.Lab, deploy_broker: DeployBroker, world: World, first: TokenWatch) -> Run:
-    """Rotate APP_SECRET, look at `deploy status`, deploy v2, look again."""
+    """Rotate APP_SECRET, look at `deploy status`, loosen web2's file modes, deploy v2, look again."""
     world.rotated_app_secret = canary("ROTATED")
+    # G42: a directory and an env file left 0755/0644 on a host (by hand, by another tool) are fixed.
+    loose = lab.hosts["web2"].remote_dir / SERVICE
+    loose.chmod(0o755)
+    (loose / "web.env").chmod(0o644)
     deploy_broker.put(ENV, "APP_SECRET", world.rotated_app_secret)
     world.runs["status-rotated"] = run(
         lab, deploy_broker, "deploy", "status", "-e", ENV, "--json", cwd=world.root
@@ -286,6 +291,53 @@ def test_g42_remote_directory_is_0700_and_env_file_0600_with_no_value_elsewhere(
     assert not build_config.exists() or world.registry_password.encode() not in build_config.read_bytes()
 
 
+# --- app exec and logs: the deployed containers, and a one-off one with the deployed env file ---------
+
+
+def test_app_exec_runs_in_the_deployed_container_and_a_new_one_gets_its_env_file(
+    lab: deploy_lab.Lab, deploy_broker: DeployBroker, world: World, first: TokenWatch
+) -> None:
+    inside = run(lab, deploy_broker, "app", "exec", "-e", ENV, "--", "cat", "/tmp/health", cwd=world.root)
+    assert inside.out.returncode == 0, inside.out.stderr
+    health = {alias: health_file(lab, alias, running(lab, alias)[0]["Id"]) for alias in HOSTS}
+    assert sorted(inside.out.stdout.splitlines()) == sorted(f"{a}: {h.strip()}" for a, h in health.items())
+
+    # Kamal's #1180 gap: a one-off container gets the same env file as the deployed one.
+    digest_cmd = 'printf %s "$APP_SECRET" | sha256sum | cut -d" " -f1'
+    new = run(
+        lab,
+        deploy_broker,
+        "app",
+        "exec",
+        "-e",
+        ENV,
+        "--role",
+        "web",
+        "--hosts",
+        "web1",
+        "--new",
+        "--",
+        "sh",
+        "-c",
+        digest_cmd,
+        cwd=world.root,
+    )
+    assert new.out.returncode == 0, new.out.stderr
+    deployed = health["web1"].split("app_secret_sha256=")[1].split()[0]
+    assert new.out.stdout.strip() == deployed
+    assert [c["Name"] for c in running(lab, "web1")] == [running(lab, "web1")[0]["Name"]]  # nothing left over
+
+    logs = run(lab, deploy_broker, "app", "logs", "-e", ENV, "--tail", "5", cwd=world.root)
+    assert logs.out.returncode == 0, logs.out.stderr
+    for alias in HOSTS:
+        assert any(
+            line.startswith(f"{alias}: ") and re.search(r" app v\S+ up$", line)
+            for line in (logs.out.stdout + logs.out.stderr).splitlines()
+        ), logs.out.stdout + logs.out.stderr
+    for r in (inside, new, logs):
+        assert not [v for v in world.values() if v in r.out.stdout + r.out.stderr]
+
+
 # --- a secret changes: the second deploy -----------------------------------------------------------------
 
 
@@ -308,9 +360,11 @@ def test_second_deploy_after_a_secret_changed(
         assert health_file(lab, alias, container["Id"]) == deploy_lab.health_line(
             "v2", world.rotated_app_secret, world.build_token
         )
-        assert (lab.hosts[alias].remote_dir / SERVICE / "web.env").read_text().count(
-            world.rotated_app_secret
-        ) == 1
+        env_file = lab.hosts[alias].remote_dir / SERVICE / "web.env"
+        assert env_file.read_text().count(world.rotated_app_secret) == 1
+        # web2's were loosened before this deploy: it made them private again.
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(env_file.parent.stat().st_mode) == 0o700
 
     deploy = latest(deploy_broker)
     assert (deploy["version"], deploy["status"]) == ("v2", "succeeded")

@@ -153,6 +153,7 @@ def manifest(
     hosts: list[str],
     secret: tuple[str, ...] = ("APP_SECRET",),
     build_secrets: tuple[str, ...] = ("BUILD_TOKEN",),
+    ssh_port: bool = True,
 ) -> str:
     """A strongroom.yml deploying the lab app (context: the manifest's directory) to `hosts`."""
     document: dict[str, Any] = {
@@ -166,11 +167,12 @@ def manifest(
         },
         "builder": {"context": ".", "dockerfile": "Dockerfile", "secrets": list(build_secrets)},
         "roles": {"web": {"hosts": hosts, "options": {"network": "host"}}},
-        # Every lab host listens on this port (each on its own loopback address): see deploy_lab.
-        "ssh": {"port": lab.ssh_port},
         "healthcheck": {"cmd": deploy_lab.HEALTH_CMD, "interval": 1, "timeout": 20},
         "env": {"clear": {"APP_MODE": "e2e"}, "secret": list(secret)},
     }
+    if ssh_port:
+        # Every lab host listens on this port (each on its own loopback address): see deploy_lab.
+        document["ssh"] = {"port": lab.ssh_port}
     return str(yaml.safe_dump(document, sort_keys=False))
 
 

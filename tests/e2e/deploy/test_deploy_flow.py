@@ -432,9 +432,10 @@ def test_the_hosts_the_broken_version_failed_on_are_in_the_ledger_with_the_reaso
 
 
 def test_g40_no_value_in_any_argv_or_environment_here_or_on_the_hosts(
-    world: World, first: TokenWatch, second: Run, rolled_back: Run, broken: Run
+    deploy_broker: DeployBroker, world: World, first: TokenWatch, second: Run, rolled_back: Run, broken: Run
 ) -> None:
-    values = world.values()
+    # The values, the deploy token and the deployer's own token.
+    values = [*world.values(), first.created["token"], deploy_broker.token]
     calls = [c for r in world.runs.values() for c in r.calls]
     assert {c.where for c in calls} == {"local", *HOSTS}, "the hosts' docker calls were not recorded"
     for call in calls:
@@ -457,3 +458,20 @@ def test_g40_no_value_in_any_argv_or_environment_here_or_on_the_hosts(
     for r in world.runs.values():
         for value in values:
             assert value not in r.out.stdout + r.out.stderr
+
+
+def test_no_value_in_any_server_log(
+    lab: deploy_lab.Lab, deploy_broker: DeployBroker, world: World, broken: Run
+) -> None:
+    logs = [
+        deploy_broker.process.log,
+        lab.build.root / "engine.log",
+        lab.registry.root / "registry.log",
+        *(h.engine.root / "engine.log" for h in lab.hosts.values()),
+        *(h.ssh.root / "sshd.log" for h in lab.hosts.values()),
+    ]
+    for log in logs:
+        text = log.read_bytes()
+        assert text, log  # each one did log something
+        for value in world.values():
+            assert value.encode() not in text, log

@@ -349,11 +349,12 @@ def _port_free_on(addresses: list[str]) -> int:
 
 
 def _engines(count: int, stack: contextlib.ExitStack) -> list[docker.Engine]:
-    """Start `count` throwaway dockerd in parallel; each is registered on stack for stopping."""
+    """Start `count` throwaway dockerd in parallel; stack stops them (in parallel too) when it closes."""
     managers = [docker.engine() for _ in range(count)]
     with ThreadPoolExecutor(max_workers=count) as pool:
         futures = [pool.submit(m.__enter__) for m in managers]
     engines: list[docker.Engine] = []
+    started: list[contextlib.AbstractContextManager[docker.Engine]] = []
     errors: list[BaseException] = []
     for manager, future in zip(managers, futures, strict=True):
         try:
@@ -361,10 +362,26 @@ def _engines(count: int, stack: contextlib.ExitStack) -> list[docker.Engine]:
         except BaseException as exc:  # the first is raised below, once the rest are kept
             errors.append(exc)
         else:
-            stack.push(manager)
+            started.append(manager)
+    stack.callback(_stop_engines, started, [e.root for e in engines])
     if errors:
         raise errors[0]
     return engines
+
+
+def _stop_engines(
+    managers: list[contextlib.AbstractContextManager[docker.Engine]], roots: list[Path]
+) -> None:
+    """Stop the engines in parallel (each by its PID), then sweep what a slow stop may have left mounted."""
+    with ThreadPoolExecutor(max_workers=max(1, len(managers))) as pool:
+        for future in [pool.submit(m.__exit__, None, None, None) for m in managers]:
+            with contextlib.suppress(Exception):
+                future.result()
+    for root in roots:
+        for mount_point in docker._mounts_under(root):  # e.g. exec/netns/default after a KILL
+            subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
+        if root.exists() and not docker._mounts_under(root):
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager

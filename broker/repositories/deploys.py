@@ -10,7 +10,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db.base import DbRow
-from broker.models import deploy_hosts, deploy_keys, deploys
+from broker.models import deploy_hosts, deploy_keys, deploys, tokens
 
 _DEPLOY = (
     deploys.c.id,
@@ -28,7 +28,12 @@ _DEPLOY = (
     deploys.c.manifest_digest,
     deploys.c.manifest,
     deploys.c.hosts,
+    # The deploy token's state: a running deploy whose token is dead was abandoned.
+    tokens.c.expires_at.label("token_expires_at"),
+    tokens.c.revoked_at.label("token_revoked_at"),
+    tokens.c.uses_remaining.label("token_uses_remaining"),
 )
+_DEPLOYS = deploys.outerjoin(tokens, tokens.c.accessor == deploys.c.token_accessor)
 _HOST = (
     deploy_hosts.c.id,
     deploy_hosts.c.deploy_id,
@@ -51,13 +56,16 @@ async def add_deploy(conn: AsyncConnection, **values: Any) -> None:
 
 async def get_deploy(conn: AsyncConnection, deploy_id: str) -> DbRow | None:
     """The deploy row (the _DEPLOY columns) or None."""
-    return (await conn.execute(select(*_DEPLOY).where(deploys.c.id == deploy_id))).first()
+    return (
+        await conn.execute(select(*_DEPLOY).select_from(_DEPLOYS).where(deploys.c.id == deploy_id))
+    ).first()
 
 
 async def list_deploys(conn: AsyncConnection, project: str, environment: str, limit: int) -> list[DbRow]:
     """An environment's deploys, newest first."""
     result = await conn.execute(
         select(*_DEPLOY)
+        .select_from(_DEPLOYS)
         .where(deploys.c.project == project, deploys.c.environment == environment)
         .order_by(deploys.c.started_at.desc(), deploys.c.id)
         .limit(limit)

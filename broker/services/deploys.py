@@ -332,7 +332,20 @@ def _served(
 # --- rows -------------------------------------------------------------------------------------------------------
 
 
-def _info(row: DbRow) -> DeployInfo:
+def _status(row: DbRow, now: datetime) -> str:
+    """The stored status, or `abandoned` for a running deploy whose token can no longer finish it."""
+    if row.status != "running":
+        return str(row.status)
+    dead = (
+        row.token_revoked_at is not None
+        or row.token_expires_at is None
+        or row.token_expires_at <= now
+        or row.token_uses_remaining == 0
+    )
+    return "abandoned" if dead else "running"
+
+
+def _info(row: DbRow, now: datetime) -> DeployInfo:
     return DeployInfo(
         id=row.id,
         project=row.project,
@@ -341,7 +354,7 @@ def _info(row: DbRow) -> DeployInfo:
         version=row.version,
         kind=row.kind,
         via=row.via,
-        status=row.status,
+        status=_status(row, now),
         started_at=row.started_at,
         finished_at=row.finished_at,
         by=row.principal_name,
@@ -463,7 +476,7 @@ async def start(
         row = await repo.get_deploy(conn, deploy_id)
         assert row is not None
         await audit.record(conn, rt, ctx, status=201)
-    return Started(_info(row), issued, plan, uses)
+    return Started(_info(row, rt.clock()), issued, plan, uses)
 
 
 async def bundle(rt: Runtime, ctx: RequestContext, actor: Actor, *, deploy_id: str) -> Bundle:
@@ -544,7 +557,7 @@ async def finish(
         done = await repo.get_deploy(conn, row.id)
         assert done is not None
         await audit.record(conn, rt, ctx)
-    return _info(done)
+    return _info(done, rt.clock())
 
 
 async def list_deploys(
@@ -559,7 +572,8 @@ async def list_deploys(
         await _env(conn, project, environment)  # NotFound for an environment that does not exist
         rows = await repo.list_deploys(conn, project, environment, limit)
         await audit.record(conn, rt, ctx)
-    return [_info(r) for r in rows]
+    now = rt.clock()
+    return [_info(r, now) for r in rows]
 
 
 async def get_deploy(rt: Runtime, ctx: RequestContext, actor: Actor, *, deploy_id: str) -> DeployDetail:
@@ -572,7 +586,7 @@ async def get_deploy(rt: Runtime, ctx: RequestContext, actor: Actor, *, deploy_i
         keys = await repo.keys_of(conn, row.id)
         await audit.record(conn, rt, ctx)
     return DeployDetail(
-        _info(row),
+        _info(row, rt.clock()),
         [_host(h) for h in hosts],
         [ServedKey(k.environment, k.name, k.version, k.fingerprint) for k in keys],
     )

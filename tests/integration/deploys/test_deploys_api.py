@@ -222,6 +222,9 @@ def test_use_limit(shop: Shop) -> None:
     assert shop.call("GET", f"{BASE}/{ENV}/secrets/EU_KEY", dt).status_code == 200
     shop.broker.expect_denied(shop.call("POST", f"/v1/deploys/{did}/bundle", dt), 401)
     shop.broker.expect_denied(shop.call("POST", f"/v1/deploys/{did}/finish", dt, {"outcome": "failed"}), 401)
+    # Never finished, and its token can no longer finish it: the ledger says so.
+    r = shop.client.get(f"/v1/deploys/{did}", headers=shop.broker.admin.headers)
+    assert r.json()["status"] == "abandoned" and r.json()["finished_at"] is None
 
 
 def test_ttl_never_beyond_the_parent(shop: Shop) -> None:
@@ -230,10 +233,15 @@ def test_ttl_never_beyond_the_parent(shop: Shop) -> None:
     parent_expiry = _at(shop.client.get("/v1/auth/token/self", headers=parent.headers).json()["expires_at"])
     assert _at(started["expires_at"]) <= parent_expiry
     own = shop.started(deployer(shop), ttl_seconds=120)
+    listed = shop.client.get(f"{BASE}/{ENV}/deploys", headers=shop.broker.admin.headers).json()["deploys"]
+    assert {d["status"] for d in listed} == {"running"}
     shop.broker.clock.advance(121)
     shop.broker.expect_denied(
         shop.call("POST", f"/v1/deploys/{own['deploy']['id']}/bundle", own["token"]), 401
     )
+    listed = shop.client.get(f"{BASE}/{ENV}/deploys", headers=shop.broker.admin.headers).json()["deploys"]
+    status = {d["id"]: d["status"] for d in listed}
+    assert status == {own["deploy"]["id"]: "abandoned", started["deploy"]["id"]: "running"}
     shop.broker.clock.advance(200)
     shop.broker.expect_denied(
         shop.call("POST", f"/v1/deploys/{started['deploy']['id']}/bundle", started["token"]), 401

@@ -8,9 +8,10 @@ that `ssh -G` resolves an alias to) and judged:
   strict check can accept nothing else;
 - otherwise the known_hosts files ssh would read (`userknownhostsfile` and `globalknownhostsfile` of `ssh
   -G`, so an ssh config's choice counts), looked up with `ssh-keygen -F`, which matches hashed lines too: a
-  host with no key there is unknown, a host whose known keys all differ from the presented ones has
-  changed; both are refused before anything runs on it, the change showing known and presented
-  fingerprints.
+  host with no key there is unknown (scanned, to show what it presents, and refused); for a host with
+  known keys ssh's own strict check at the first connection decides, and a refusal there (the key
+  changed) shows the known fingerprints found here next to the one ssh saw presented. `scan=True`
+  compares before connecting instead, at the cost of one more connection.
 
 A host reached through ProxyJump/ProxyCommand cannot be scanned directly: its known_hosts check is left to
 ssh itself (always `StrictHostKeyChecking=yes`), and pinning is refused for it rather than weakened.
@@ -189,6 +190,7 @@ class Accepted:
     keys: tuple[HostKey, ...] = ()
     known_hosts: str | None = None  # the private file for a pinned key
     host_key_alias: str | None = None
+    where: str = ""  # the known_hosts name and files the keys came from
     round_trips: int = 0  # connections made to the host (the key scan)
 
 
@@ -198,6 +200,18 @@ def _describe(keys: Sequence[HostKey]) -> list[str]:
 
 def _joined(items: Sequence[str]) -> str:
     return ", ".join(items) if items else "none"
+
+
+def changed_key(host: str, known: Sequence[str], where: str, presented: Sequence[str]) -> HostKeyRefused:
+    """The refusal for a host whose key differs from the known one, showing both fingerprints."""
+    return HostKeyRefused(
+        host,
+        f"host key CHANGED: known {_joined(known)} ({where}), presented {_joined(presented)}. This may be "
+        "an attack, or the host was reinstalled: check the new fingerprint out of band before updating "
+        "known_hosts; nothing was run on the host",
+        known=known,
+        presented=presented,
+    )
 
 
 class Policy:
@@ -268,16 +282,24 @@ class Policy:
         workdir: Path,
         user: str | None = None,
         port: int | None = None,
+        scan: bool = False,
     ) -> Accepted:
-        """Accept `host`'s key or raise HostKeyRefused/HostUnreachable; nothing runs on the host here."""
+        """Accept `host`'s key or raise HostKeyRefused/HostUnreachable; nothing runs on the host here.
+
+        A host known_hosts has keys for is not scanned unless `scan`: ssh's own strict check at the first
+        connection decides (before authenticating, so nothing runs on a refused host), and the caller turns
+        its refusal into `changed_key` with the known keys returned here. This saves one connection per host.
+        """
         resolved = self.resolve(host, user=user, port=port)
         if pinned:
             return self._check_pinned(resolved, pinned, workdir)
         if resolved.proxied:
             return Accepted(resolved, "ssh")
-        presented = self.presented(resolved)
         known, files = self.known(resolved)
         where = f"{resolved.lookup_name} in {_joined(files) if files else 'no known_hosts file'}"
+        if (known.keys or known.cert_authority) and not scan:
+            return Accepted(resolved, "known_hosts", tuple(known.keys), where=where)
+        presented = self.presented(resolved)
         bad = [key for key in presented if key in known.revoked]
         if bad:
             raise HostKeyRefused(
@@ -288,9 +310,9 @@ class Policy:
             )
         matched = tuple(key for key in presented if key in known.keys)
         if matched:
-            return Accepted(resolved, "known_hosts", matched, round_trips=1)
+            return Accepted(resolved, "known_hosts", matched, where=where, round_trips=1)
         if known.cert_authority and not known.keys:
-            return Accepted(resolved, "ssh", round_trips=1)
+            return Accepted(resolved, "ssh", where=where, round_trips=1)
         if not known.keys:
             raise HostKeyRefused(
                 host,
@@ -300,15 +322,7 @@ class Policy:
                 known=[],
                 presented=_describe(presented),
             )
-        raise HostKeyRefused(
-            host,
-            f"host key CHANGED: known {_joined(_describe(known.keys))} ({where}), "
-            f"presented {_joined(_describe(presented))}. This may be an attack, or the host was "
-            "reinstalled: check the new fingerprint out of band before updating known_hosts; nothing was "
-            "run on the host",
-            known=_describe(known.keys),
-            presented=_describe(presented),
-        )
+        raise changed_key(host, _describe(known.keys), where, _describe(presented))
 
     def _check_pinned(self, resolved: Resolved, pinned: Sequence[str], workdir: Path) -> Accepted:
         host = resolved.host

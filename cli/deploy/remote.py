@@ -1,9 +1,10 @@
 """One deploy target host: its key checked, one multiplexed ssh connection, one round trip per step.
 
-`RemoteHost.connect()` resolves the host (`ssh -G`), checks its key (`cli.deploy.hostkeys`: one
-`ssh-keyscan`), then opens the master connection whose first session is the preflight: two round trips.
-`deploy(step)` is one more (the whole deploy script of `cli.plans.remote`, secrets on its stdin),
-`close()` one more (`ssh -O exit`): four per host for a deploy. `round_trips` counts every connection or
+`RemoteHost.connect()` resolves the host (`ssh -G`), checks its key (`cli.deploy.hostkeys`: known_hosts
+looked up locally; an `ssh-keyscan` only for pinned or unknown keys), then opens the master connection
+whose first session is the preflight. `deploy(step)` is one more round trip (the whole deploy script of
+`cli.plans.remote`, secrets on its stdin), `close()` one more (`ssh -O exit`): three per host for a
+deploy with known_hosts, four with pinned keys. `round_trips` counts every connection or
 session that reaches the host, for bench/deploy.py.
 
 Nothing here starts a process: every program runs through `cli.deploy.process.run` (or the `run` given),
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.deploy import process
-from cli.deploy.hostkeys import Accepted, HostKeyRefused, HostUnreachable, Policy
+from cli.deploy.hostkeys import Accepted, HostKeyRefused, HostUnreachable, Policy, changed_key
 from cli.deploy.process import Completed, Redactor
 from cli.errors import CliError
 from cli.plans import remote as scripts
@@ -45,6 +46,10 @@ Runner = Callable[..., Completed]
 
 DEFAULT_TIMEOUT = 900.0
 _FINGERPRINT_IN_TEXT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+# OpenSSH's words when a known host presents another key (sshconnect.c, warn_changed_key).
+_PRESENTED = re.compile(
+    r"fingerprint for the (\S+) key sent by the remote host is\s+(SHA256:[A-Za-z0-9+/]{43})"
+)
 
 
 class RemoteError(CliError):
@@ -227,6 +232,12 @@ class RemoteHost:
         """The error for an ssh that failed itself (exit 255): refused key, refused login, no route."""
         text = done.stderr
         if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION HAS CHANGED" in text:
+            sent = _PRESENTED.search(text)
+            accepted = self.accepted
+            if sent and accepted is not None and accepted.how == "known_hosts":
+                presented_key = f"{sent.group(1)} {sent.group(2)}"
+                known = [key.describe() for key in accepted.keys]
+                return changed_key(self.host, known, accepted.where, [presented_key])
             presented = _FINGERPRINT_IN_TEXT.findall(text)
             return HostKeyRefused(
                 self.host,

@@ -17,6 +17,7 @@ import pytest
 
 from cli.deploy import hostkeys, process
 from cli.deploy.hostkeys import HostKeyRefused, HostUnreachable, Policy
+from cli.deploy.remote import RemoteHost
 from cli.errors import CliError
 from cli.plans import ssh as ssh_plans
 from tests.conftest import need
@@ -137,11 +138,44 @@ def test_changed_key_shows_both_fingerprints(host: sshd.SshHost, tmp_path: Path)
     known = tmp_path / "known_hosts"
     known.write_text(f"[{host.address}]:{host.port} {public}\n")
     with pytest.raises(HostKeyRefused) as caught:
-        policy(write_config(tmp_path, host, known)).check("lab", pinned=None, workdir=tmp_path)
+        policy(write_config(tmp_path, host, known)).check("lab", pinned=None, workdir=tmp_path, scan=True)
     assert caught.value.known == [f"ED25519 {old_fingerprint}"]
     assert caught.value.presented == [f"ED25519 {host.fingerprint}"]
     assert old_fingerprint in caught.value.message and host.fingerprint in caught.value.message
     assert "CHANGED" in caught.value.message
+
+
+PLAN = {"service": "shop", "ssh": {"user": None, "port": None, "host_keys": {}}, "roles": []}
+
+
+def test_a_changed_key_stops_the_first_connection_showing_both_fingerprints(
+    host: sshd.SshHost, tmp_path: Path, recorded: list[process.Invocation]
+) -> None:
+    """Without a scan: ssh's strict check refuses at the master, RemoteHost shows known and presented."""
+    public, old_fingerprint = other_key_line(tmp_path, "old")
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{host.address}]:{host.port} {public}\n")
+    config = write_config(tmp_path, host, known)
+    remote = RemoteHost("lab", PLAN, environ={"STRONGROOM_SSH_CONFIG": str(config)})
+    with remote, pytest.raises(HostKeyRefused) as caught:
+        remote.connect()
+    assert caught.value.known == [f"ED25519 {old_fingerprint}"]
+    assert caught.value.presented == [f"ED25519 {host.fingerprint}"]
+    assert "CHANGED" in caught.value.message and old_fingerprint in caught.value.message
+    assert host.fingerprint in caught.value.message
+    assert remote.round_trips == 1  # the refused master: no key scan, no session
+    assert not any(Path(call.argv[0]).name == "ssh-keyscan" for call in recorded)
+
+
+def test_a_revoked_key_stops_the_first_connection(host: sshd.SshHost, tmp_path: Path) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        host.known_hosts_line() + f"@revoked [{host.address}]:{host.port} {host.host_public_key}\n"
+    )
+    config = write_config(tmp_path, host, known)
+    remote = RemoteHost("lab", PLAN, environ={"STRONGROOM_SSH_CONFIG": str(config)})
+    with remote, pytest.raises(HostKeyRefused, match="refused the host key"):
+        remote.connect()
 
 
 def test_known_key_is_accepted_and_ssh_agrees(host: sshd.SshHost, tmp_path: Path, short: Path) -> None:
@@ -149,9 +183,11 @@ def test_known_key_is_accepted_and_ssh_agrees(host: sshd.SshHost, tmp_path: Path
     known.write_text(host.known_hosts_line())
     config = write_config(tmp_path, host, known)
     accepted = policy(config).check("lab", pinned=None, workdir=tmp_path)
-    assert accepted.how == "known_hosts"
+    assert accepted.how == "known_hosts" and accepted.round_trips == 0  # looked up locally, not scanned
     assert [key.fingerprint for key in accepted.keys] == [host.fingerprint]
     assert (accepted.resolved.hostname, accepted.resolved.port) == (host.address, host.port)
+    scanned = policy(config).check("lab", pinned=None, workdir=tmp_path, scan=True)
+    assert scanned.round_trips == 1 and [key.fingerprint for key in scanned.keys] == [host.fingerprint]
     target = ssh_plans.Target(host="lab", control_dir=str(short), config=str(config))
     done = process.run(ssh_plans.command(target, "echo connected"), timeout=30)
     assert done.stdout.strip() == "connected", done.stderr
@@ -162,9 +198,12 @@ def test_hashed_known_hosts_is_accepted(host: sshd.SshHost, tmp_path: Path) -> N
     known.write_text(host.known_hosts_line())
     subprocess.run([sshd.SSH_KEYGEN, "-H", "-f", str(known)], check=True, capture_output=True)
     assert known.read_text().startswith("|1|") and host.address not in known.read_text()
-    accepted = policy(write_config(tmp_path, host, known)).check("lab", pinned=None, workdir=tmp_path)
-    assert accepted.how == "known_hosts"
-    assert [key.fingerprint for key in accepted.keys] == [host.fingerprint]
+    for scan in (False, True):
+        accepted = policy(write_config(tmp_path, host, known)).check(
+            "lab", pinned=None, workdir=tmp_path, scan=scan
+        )
+        assert accepted.how == "known_hosts"
+        assert [key.fingerprint for key in accepted.keys] == [host.fingerprint]
 
 
 def test_revoked_key_is_refused(host: sshd.SshHost, tmp_path: Path) -> None:
@@ -173,7 +212,7 @@ def test_revoked_key_is_refused(host: sshd.SshHost, tmp_path: Path) -> None:
         host.known_hosts_line() + f"@revoked [{host.address}]:{host.port} {host.host_public_key}\n"
     )
     with pytest.raises(HostKeyRefused, match="revoked"):
-        policy(write_config(tmp_path, host, known)).check("lab", pinned=None, workdir=tmp_path)
+        policy(write_config(tmp_path, host, known)).check("lab", pinned=None, workdir=tmp_path, scan=True)
 
 
 def test_pinned_fingerprint_is_accepted_with_exactly_that_key(

@@ -125,19 +125,21 @@ def strongroom(
     cwd: Path,
     url: str | None = None,
     timeout: float = 180,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `strongroom` CLI as a deployer's shell would, through the lab's ssh and docker."""
-    env = {
+    environ = {
         **broker.process.env,
         **lab.env(),
         "PATH": f"{lab.shims}:{broker.process.env['PATH']}",
         "STRONGROOM_URL": url or broker.process.url,
         "STRONGROOM_TOKEN": broker.token,
         "HOME": str(cwd),
+        **(env or {}),
     }
     done = subprocess.run(
         [str(BIN / "strongroom"), *args],
-        env=env,
+        env=environ,
         cwd=cwd,
         capture_output=True,
         timeout=timeout,
@@ -154,6 +156,7 @@ def manifest(
     secret: tuple[str, ...] = ("APP_SECRET",),
     build_secrets: tuple[str, ...] = ("BUILD_TOKEN",),
     ssh_port: bool = True,
+    host_keys: dict[str, list[str]] | None = None,
 ) -> str:
     """A strongroom.yml deploying the lab app (context: the manifest's directory) to `hosts`."""
     document: dict[str, Any] = {
@@ -173,6 +176,8 @@ def manifest(
     if ssh_port:
         # Every lab host listens on this port (each on its own loopback address): see deploy_lab.
         document["ssh"] = {"port": lab.ssh_port}
+    if host_keys:
+        document.setdefault("ssh", {})["host_keys"] = host_keys
     return str(yaml.safe_dump(document, sort_keys=False))
 
 
@@ -192,11 +197,18 @@ class Run:
     seconds: float
 
 
-def run(lab: deploy_lab.Lab, broker: DeployBroker, *args: str, cwd: Path, url: str | None = None) -> Run:
+def run(
+    lab: deploy_lab.Lab,
+    broker: DeployBroker,
+    *args: str,
+    cwd: Path,
+    url: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Run:
     """Run the CLI with a clean call log and keep what it did."""
     lab.forget_calls()
     started = time.monotonic()
-    out = strongroom(lab, broker, *args, cwd=cwd, url=url)
+    out = strongroom(lab, broker, *args, cwd=cwd, url=url, env=env)
     return Run(out, lab.calls(), time.monotonic() - started)
 
 

@@ -180,33 +180,44 @@ def namespace(body: ManifestBody, scope: Scope) -> Namespace:
 def stored_names(manifest: Manifest, environment: str) -> set[tuple[str, str]]:
     """(environment, name) of each stored value compiling `environment` can read (secrets, unanswered references)."""
     # For another environment only its global scope is reachable, so any reference there is counted.
+    # Each scope's own values only: a global value seen from a role or a tag reads nothing the global pass
+    # has not counted (a name not visible in the role is not visible globally either).
     body = manifest.for_environment(environment)
     out = {(environment, name) for name in body.secret_names()}
     todo: list[tuple[str, list[Scope]]] = [(environment, scopes(body))]
     done: set[str] = set()
+    global_names: dict[str, Namespace] = {}
     while todo:
         env, env_scopes = todo.pop()
         if env in done:
             continue
         done.add(env)
         view = manifest.for_environment(env)
+        own = {scope: section for scope, _path, section in _sections(view)}
         for scope in env_scopes:
+            section = own.get(scope)
+            if section is None or not section.clear:
+                continue
             visible = namespace(view, scope)
-            for _defining, _path, text in visible.values():
-                try:
-                    parts = parse(text)
-                except TemplateError:
+            for text in section.clear.values():
+                got = _parse(text)
+                if isinstance(got, TemplateError):
                     continue
-                for part in parts:
+                for part in got:
                     if not isinstance(part, Ref):
                         continue
-                    if part.environment is None and part.name not in visible:
-                        out.add((env, part.name))
-                    elif part.environment is not None:
-                        other = manifest.for_environment(part.environment)
-                        if part.name not in namespace(other, GLOBAL):
-                            out.add((part.environment, part.name))
-                        todo.append((part.environment, [GLOBAL]))
+                    if part.environment is None:
+                        if part.name not in visible:
+                            out.add((env, part.name))
+                        continue
+                    other = global_names.get(part.environment)
+                    if other is None:
+                        other = global_names[part.environment] = namespace(
+                            manifest.for_environment(part.environment), GLOBAL
+                        )
+                    if part.name not in other:
+                        out.add((part.environment, part.name))
+                    todo.append((part.environment, [GLOBAL]))
     return out
 
 

@@ -223,3 +223,42 @@ def test_stored_and_resolved_reprs_never_show_values() -> None:
     for text in (repr(stored), str(stored), repr(resolved), str(resolved), repr([stored, resolved])):
         assert "hunter2" not in text and "[REDACTED]" in text
     assert "production" in repr(stored) and "DB_PASSWORD" in repr(resolved)
+
+
+def test_stored_names_are_exactly_the_unanswered_names() -> None:
+    from broker.compiler.references import stored_names
+
+    manifest = parse_manifest(
+        textwrap.dedent(
+            """
+            service: microblog
+            roles:
+              web:
+                hosts: [{host: 192.0.2.10, tags: [t]}]
+                env: {clear: {R: "${HOST}-${G}-${X}", X: "${staging.Q}"}, secret: [DB_PASSWORD]}
+            env:
+              clear:
+                G: ${staging.HOST}
+                H: ${staging.NAME}-${X}-${Y}
+              secret: [HOST]
+              tags:
+                t: {clear: {T: "${DB_PASSWORD}${G}${Z}"}}
+            environments:
+              staging:
+                env: {clear: {NAME: "${HOST}x${production.W}"}}
+            """
+        )
+    )
+    # X is a clear variable of the role only: the global H reads a stored X, the role's R its own clear X.
+    assert stored_names(manifest, "production") == {
+        ("production", "DB_PASSWORD"),
+        ("production", "HOST"),
+        ("production", "W"),
+        ("production", "X"),
+        ("production", "Y"),
+        ("production", "Z"),
+        ("staging", "HOST"),
+        ("staging", "Q"),
+        ("staging", "X"),
+        ("staging", "Y"),
+    }

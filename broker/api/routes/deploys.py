@@ -105,8 +105,9 @@ def _plan(plan: svc.Plan, version: str) -> PlanOut:
         else None,
         roles=list(roles.values()),
         ssh=SshOut(
-            user=body.ssh.user,
-            port=body.ssh.port,
+            # Left out unless the manifest sets them, so an ssh config alias keeps its own User and Port.
+            user=body.ssh.user if "user" in body.ssh.model_fields_set else None,
+            port=body.ssh.port if "port" in body.ssh.model_fields_set else None,
             host_keys={h: list(f) for h, f in body.ssh.host_keys.items()},
         ),
         healthcheck=HealthcheckOut(

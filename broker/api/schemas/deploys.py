@@ -160,10 +160,13 @@ class PlanRoleOut(BaseModel):
 
 
 class SshOut(BaseModel):
-    """How to reach the hosts and the host key fingerprints pinned in the manifest."""
+    """How to reach the hosts and the host key fingerprints pinned in the manifest.
 
-    user: str
-    port: int
+    `user` and `port` are null unless the manifest sets them: ssh (its config, or its defaults) decides.
+    """
+
+    user: str | None
+    port: int | None
     host_keys: dict[str, list[str]]
 
 

@@ -68,7 +68,7 @@ def test_full_lifecycle_and_ledger(shop: Shop) -> None:
     assert plan["roles"][0]["hosts"][1]["tags"] == ["eu"]
     assert plan["healthcheck"] == {"path": "/up", "port": 3000, "cmd": None, "interval": 1, "timeout": 5}
     assert (plan["retain_images"], plan["stop_timeout"]) == (3, 7)
-    assert plan["ssh"] == {"user": "root", "port": 22, "host_keys": {}}
+    assert plan["ssh"] == {"user": None, "port": None, "host_keys": {}}  # not set: ssh decides
     info = shop.client.get("/v1/auth/token/self", headers=bearer(started["token"]))
     assert info.status_code == 200
     assert info.json()["scopes"] == [
@@ -154,6 +154,13 @@ def test_full_lifecycle_and_ledger(shop: Shop) -> None:
     ]
     assert now[("web2", "web")]["expected_env_fingerprint"] != files[("web2", "web")]["env_fingerprint"]
     assert now[("web1", "web")]["rotated"] == [] and now[("job1", "job")]["rotated"] == []
+
+
+def test_plan_ssh_carries_only_what_the_manifest_sets(shop: Shop) -> None:
+    pinned = "SHA256:" + "A" * 43
+    manifest = MANIFEST + f"ssh:\n  port: 2222\n  host_keys:\n    web1: [{pinned}]\n"
+    ssh = shop.started(deployer(shop), manifest=manifest)["plan"]["ssh"]
+    assert ssh == {"user": None, "port": 2222, "host_keys": {"web1": [pinned]}}
 
 
 def test_deploy_token_reads_only_plan_keys(shop: Shop) -> None:

@@ -376,15 +376,23 @@ if [ "$pull" = always ] || ! docker image inspect "$image" >/dev/null 2>&1; then
 elif [ "$login" = 1 ]; then
   docker logout ${registry:+"$registry"} >/dev/null 2>&1
 fi
-image_id=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null)
-image_digest=$(docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$image" 2>/dev/null \
-  | grep -F "$repo@" | head -n 1)
+image_info=$(docker image inspect --format '{{.Id}}{{range .RepoDigests}} {{.}}{{end}}' "$image" 2>/dev/null)
+image_id=${image_info%% *}
+image_digest=''
+for digest in $image_info; do
+  case "$digest" in "$repo@"*) image_digest=$digest; break ;; esac
+done
 
-old=$(docker ps -a -q --no-trunc --filter "label=strongroom.service=$service" --filter "label=strongroom.role=$role")
-if docker container inspect "$name" >/dev/null 2>&1; then
-  moved="$name-replaced-$$"
-  docker rename "$name" "$moved" >/dev/null 2>&1 || { moved=''; fail run "a container named $name exists and cannot be renamed"; }
-fi
+# One listing gives the previous containers of this service and role and whether one has the new name.
+old_list=$(docker ps -a --no-trunc --filter "label=strongroom.service=$service" --filter "label=strongroom.role=$role" \
+  --format '{{.ID}} {{.Names}}')
+old=$(printf '%s\n' "$old_list" | cut -d ' ' -f 1)
+case " $(printf '%s\n' "$old_list" | cut -d ' ' -f 2 | tr '\n' ' ') " in
+  *" $name "*)
+    moved="$name-replaced-$$"
+    docker rename "$name" "$moved" >/dev/null 2>&1 || { moved=''; fail run "a container named $name exists and cannot be renamed"; }
+    ;;
+esac
 if [ "$strategy" = stop-first ]; then
   for id in $old; do
     if [ "$(docker inspect --format '{{.State.Running}}' "$id" 2>/dev/null)" = true ]; then

@@ -119,9 +119,12 @@ async def _visible(conn: AsyncConnection, project: str, environment: str) -> _St
     while cursor is not None and cursor not in chain and len(chain) < MAX_DEPTH:
         chain.append(cursor)
         cursor = tree[cursor][1]
-    rank = {eid: i for i, eid in enumerate(chain)}
+    rows = await repo.current_values(conn, chain)
+    if len(chain) > 1:
+        rank = {eid: i for i, eid in enumerate(chain)}
+        rows = sorted(rows, key=lambda r: rank[r[0]])
     best: dict[str, _Row] = {}
-    for row in sorted(await repo.current_values(conn, chain), key=lambda r: rank[r[0]]):
+    for row in rows:
         name = row[1]
         if name not in best and row[4] is not None and row[5] is not None and row[6] is not None:
             best[name] = row
@@ -175,17 +178,17 @@ def _keys(
 ) -> list[KeyRead]:
     """The keys read (each stored value once, where it is stored), noted in the request's audit event."""
     seen: dict[tuple[str, str], StoredValue] = {}
-    for env, name in used:
-        stored = values.get((env, name))
+    for key in used:
+        stored = values.get(key)
         if stored is not None:
-            seen.setdefault((stored.environment, name), stored)
-    ordered = sorted(seen.items())
-    keys = [KeyRead(name, env, stored.version) for (env, name), stored in ordered]
+            seen.setdefault((stored.environment, key[1]), stored)
+    ordered = sorted(seen)
+    keys = [KeyRead(name, env, seen[env, name].version) for env, name in ordered]
     # The audit event names every value read, with its keyed fingerprint, never the value: what
     # audit.saw_value notes for one value, here for all of them with one HMAC key set-up.
-    prints = fingerprints(rt.keys.audit_key, [stored.value for _key, stored in ordered])
+    prints = fingerprints(rt.keys.audit_key, [seen[key].value for key in ordered])
     ctx.values.extend(
-        ValueSeen(key.environment, key.name, key.version, fp) for key, fp in zip(keys, prints, strict=True)
+        ValueSeen(env, name, version, fp) for (name, env, version), fp in zip(keys, prints, strict=True)
     )
     return keys
 

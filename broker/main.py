@@ -18,7 +18,7 @@ from broker.audit.trail import from_settings as audit_trail
 from broker.backends.router import load as load_backends
 from broker.config import Settings, get_settings
 from broker.db import migrate
-from broker.db.engine import make_engine
+from broker.db.engine import HotDb, make_engine
 from broker.errors import Unavailable
 from broker.keys import load as load_keys
 from broker.services import audit as audit_service
@@ -36,9 +36,11 @@ def build_runtime(settings: Settings, *, create_dev_keys: bool = False) -> Runti
             "someone who can write the data directory; set STRONGROOM_AUDIT_SIGNING_KEY_FILE for production",
             settings.data_dir,
         )
+    engine = make_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)
     return Runtime(
         settings=settings,
-        engine=make_engine(settings.resolved_database_url, pool_size=settings.db_pool_size),
+        engine=engine,
+        hot=HotDb(engine),
         keys=keys,
         limiter=FailureLimiter(
             limit=settings.auth_failure_limit,
@@ -70,6 +72,8 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
         finally:
             if check_schema:
                 await audit_service.stop(runtime)
+            if runtime.hot is not None:
+                await runtime.hot.close()
             await runtime.engine.dispose()
 
     app = FastAPI(

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 READ_ONLY = "strongroom_single_statement"
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA busy_timeout=30000",
+)
 
 
 @asynccontextmanager
@@ -45,10 +54,8 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin (see _begin).
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
         cursor.close()
 
     @event.listens_for(sync_engine, "begin")
@@ -59,3 +66,203 @@ def _sqlite_setup(engine: AsyncEngine) -> None:
         # Every request writes an audit event, so every transaction is a writer: taking the write
         # lock up front avoids SQLITE_BUSY on a read-to-write upgrade under concurrency.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+T = TypeVar("T")
+
+
+class SqliteWriter:
+    """One SQLite connection, in one thread, for the hot path's units of work, committed in groups.
+
+    A unit is a function of a DB-API connection that runs inside a write transaction. Units submitted
+    while a group is committing wait for the next group; each group is one thread hop, one
+    BEGIN IMMEDIATE and one COMMIT (one WAL sync) for all of its units, instead of a hop per statement
+    and pooled connections queueing for the write lock. A unit's result is returned only after its
+    group has committed. If any unit raises or the commit fails, the whole group rolls back and every
+    unit in it gets the exception (a unit must not catch database errors and carry on).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._pool: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._draining = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self, unit: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `unit` in the next group; return its result once the group has committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append((unit, future))
+        if not self._draining:
+            self._draining = True
+            self._task = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                group, self._pending = self._pending, []
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strongroom-sqlite")
+                try:
+                    results = await loop.run_in_executor(self._pool, self._commit, [u for u, _ in group])
+                except BaseException as exc:  # every unit of the group fails with it
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (_, future), result in zip(group, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._draining = False
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        for pragma in SQLITE_PRAGMAS:
+            conn.execute(pragma)
+        return conn
+
+    def _commit(self, units: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        if self._conn is None:
+            self._conn = self._connect()
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            results = [unit(conn) for unit in units]
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return results
+
+    def close(self) -> None:
+        """Close the connection and stop the thread (both come back on the next use)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+
+        def _close() -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        pool.submit(_close).result()
+        pool.shutdown(wait=True)
+
+
+class PgConnections:
+    """A few asyncpg connections for the hot path's single statements (no transaction block, so each
+    statement commits by itself), opened on first use and reused; no pool reset round trip."""
+
+    def __init__(self, engine: AsyncEngine, size: int) -> None:
+        self._args, self._kwargs = engine.dialect.create_connect_args(engine.url)
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[Any] = []
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """A connection for the duration of the block; one that failed is closed, not reused."""
+        async with self._slots:
+            if self._idle:
+                conn = self._idle.pop()
+            else:
+                import asyncpg
+
+                conn = await asyncpg.connect(*self._args, **self._kwargs)
+            ok = False
+            try:
+                yield conn
+                ok = True
+            finally:
+                if ok and not conn.is_closed():
+                    self._idle.append(conn)
+                else:
+                    conn.terminate()
+
+    async def close(self) -> None:
+        """Close every idle connection."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.close()
+
+
+class PgGroupInsert:
+    """One insert statement for many concurrent requests: the rows that arrive while a group is being
+    written go together in the next one (one pipelined, atomic executemany: one round trip and one
+    commit for the group). A caller's row has committed when `run` returns; if the group fails, every
+    caller in it gets the exception."""
+
+    def __init__(self, connections: PgConnections, sql: str) -> None:
+        self._connections = connections
+        self._sql = sql
+        self._pending: list[tuple[list[Any], asyncio.Future[None]]] = []
+        self._draining = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def run(self, args: list[Any]) -> None:
+        """Insert one row with the next group; return once it has committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((args, future))
+        if not self._draining:
+            self._draining = True
+            self._task = loop.create_task(self._drain())
+        await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                group, self._pending = self._pending, []
+                try:
+                    async with self._connections.connection() as conn:
+                        await conn.executemany(self._sql, [args for args, _ in group])
+                except BaseException as exc:  # every row of the group fails with it
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for _, future in group:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self._draining = False
+
+
+class HotDb:
+    """The hot path's own database access beside the engine: the SQLite writer or asyncpg connections."""
+
+    def __init__(self, engine: AsyncEngine, *, pg_connections: int = 4) -> None:
+        self.dialect = engine.dialect
+        self.sqlite: SqliteWriter | None = None
+        self.pg: PgConnections | None = None
+        if engine.dialect.name == "sqlite":
+            path = engine.url.database
+            if path and path != ":memory:" and not path.startswith("file:"):
+                self.sqlite = SqliteWriter(path)
+        elif engine.dialect.driver == "asyncpg":
+            self.pg = PgConnections(engine, pg_connections)
+        self._groups: dict[str, PgGroupInsert] = {}
+
+    def pg_insert(self, sql: str) -> PgGroupInsert:
+        """The group insert for one statement (PostgreSQL)."""
+        assert self.pg is not None
+        group = self._groups.get(sql)
+        if group is None:
+            group = self._groups[sql] = PgGroupInsert(self.pg, sql)
+        return group
+
+    async def close(self) -> None:
+        """Release the connections and the writer thread."""
+        if self.sqlite is not None:
+            await asyncio.to_thread(self.sqlite.close)
+        if self.pg is not None:
+            await self.pg.close()

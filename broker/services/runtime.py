@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.audit.trail import AuditTrail
 from broker.backends.router import Backends
 from broker.config import Settings
+from broker.db.engine import HotDb
 from broker.keys import KeyMaterial
 
 
@@ -69,3 +70,5 @@ class Runtime:
     audit: AuditTrail
     clock: Callable[[], datetime] = utcnow
     backends: Backends | None = None
+    # The one-secret read's own connections (the SQLite group-commit writer, or asyncpg connections).
+    hot: HotDb | None = None

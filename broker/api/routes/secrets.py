@@ -34,7 +34,8 @@ RevealHeader = Annotated[
 ]
 
 
-def _reveal(header: str | None) -> bool:
+def wants_reveal(header: str | None) -> bool:
+    """Whether an X-Strongroom-Reveal header asks for a reveal."""
     return (header or "").strip().lower() in ("1", "true", "yes")
 
 
@@ -102,7 +103,7 @@ async def read_secret(
         name=name,
         version=version,
         pin=upstream_version,
-        reveal=_reveal(x_strongroom_reveal),
+        reveal=wants_reveal(x_strongroom_reveal),
     )
     response.headers.update(NO_STORE)
     out = SecretValueOut(
@@ -252,7 +253,7 @@ async def resolved(
 ) -> ResolvedOut:
     """Every value the environment sees, inheritance applied; each says where it came from."""
     values = await svc.resolve(
-        rt, ctx, actor, project=project, environment=environment, reveal=_reveal(x_strongroom_reveal)
+        rt, ctx, actor, project=project, environment=environment, reveal=wants_reveal(x_strongroom_reveal)
     )
     response.headers.update(NO_STORE)
     return ResolvedOut(

@@ -1,0 +1,195 @@
+"""The one-secret read's statements, built with Core and compiled once per dialect, run on the raw driver.
+
+The hot path (GET one secret) pays for every layer between it and the database: SQLAlchemy's statement
+cache look-up, result rows, the asyncio adaptation (a greenlet switch, and on SQLite a thread hop per
+call). Here each statement is compiled once to the driver's SQL text with its bind and result
+processors (the column types' own, so stored values are exactly what the Core path stores and reads),
+and then runs straight on a DB-API sqlite3 connection or an asyncpg connection: one query finds the
+token, its principal and the secret's current version; one insert appends the audit event.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, Text, bindparam, insert, select, true, type_coerce
+from sqlalchemy.engine import Dialect
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
+
+from broker.db.engine import HotDb
+from broker.models import audit_events, environments, principals, projects, secret_versions, secrets, tokens
+
+Processor = Callable[[Any], Any] | None
+
+# (token id, accessor, principal id, scopes, bound cidrs, expires, max expires, num uses, revoked,
+#  principal type, principal name, principal disabled,
+#  project id, env id, secret id, sensitive, version, ciphertext, wrapped dek, kek id, created, deleted,
+#  destroyed): the secret columns are None when the environment or the secret does not exist.
+LOOKUP_COLUMNS = 23
+
+
+def _lookup() -> ClauseElement:
+    read = (
+        select(
+            projects.c.id.label("project_id"),
+            environments.c.id.label("env_id"),
+            secrets.c.id.label("secret_id"),
+            secrets.c.sensitive,
+            secret_versions.c.version,
+            secret_versions.c.ciphertext,
+            secret_versions.c.wrapped_dek,
+            secret_versions.c.kek_id,
+            secret_versions.c.created_at,
+            secret_versions.c.deleted_at,
+            secret_versions.c.destroyed_at,
+        )
+        .select_from(projects)
+        .join(environments, environments.c.project_id == projects.c.id)
+        .outerjoin(
+            secrets, (secrets.c.environment_id == environments.c.id) & (secrets.c.name == bindparam("name"))
+        )
+        .outerjoin(
+            secret_versions,
+            (secret_versions.c.secret_id == secrets.c.id)
+            & (secret_versions.c.version == secrets.c.current_version),
+        )
+        .where(projects.c.slug == bindparam("project"), environments.c.slug == bindparam("environment"))
+        .subquery("s")
+    )
+    return (
+        select(
+            tokens.c.id,
+            tokens.c.accessor,
+            tokens.c.principal_id,
+            # As text: the service parses each distinct scopes text once, not once per request.
+            type_coerce(tokens.c.scopes, Text).label("scopes"),
+            type_coerce(tokens.c.bound_cidrs, Text).label("bound_cidrs"),
+            tokens.c.expires_at,
+            tokens.c.max_expires_at,
+            tokens.c.num_uses,
+            tokens.c.revoked_at,
+            principals.c.type,
+            principals.c.name,
+            principals.c.disabled_at,
+            *read.c,
+        )
+        .select_from(
+            tokens.join(principals, principals.c.id == tokens.c.principal_id).outerjoin(read, true())
+        )
+        .where(tokens.c.token_hash == bindparam("token_hash"))
+    )
+
+
+def _head() -> ClauseElement:
+    return (
+        select(audit_events.c.seq, audit_events.c.hash)
+        .where(audit_events.c.seq.is_not(None))
+        .order_by(audit_events.c.seq.desc())
+        .limit(1)
+    )
+
+
+# Every column of an event but its id; absent keys are NULL.
+EVENT_COLUMNS = tuple(c.name for c in audit_events.c if c.name != "id")
+
+
+def _append() -> ClauseElement:
+    return insert(audit_events).values({name: bindparam(name) for name in EVENT_COLUMNS})
+
+
+class Prepared:
+    """One statement compiled for one dialect: SQL text, positional parameter order and processors."""
+
+    def __init__(self, stmt: ClauseElement, dialect: Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        self.sql = str(compiled)
+        order = compiled.positiontup or []
+        binds = compiled.binds
+        self.params: list[tuple[str, Processor, Any]] = [
+            (name, binds[name].type.dialect_impl(dialect).bind_processor(dialect), binds[name].value)
+            for name in order
+        ]
+        columns: Sequence[ColumnElement[Any]] = getattr(stmt, "selected_columns", ())
+        self.results: list[tuple[int, Callable[[Any], Any]]] = [
+            (i, proc)
+            for i, col in enumerate(columns)
+            if (proc := col.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
+        ]
+
+    def args(self, values: Mapping[str, Any]) -> list[Any]:
+        """Positional parameters from named values (missing ones take the statement's own value, such as
+        a LIMIT, else NULL), through the bind processors."""
+        out = []
+        for name, proc, default in self.params:
+            value = values.get(name, default)
+            out.append(proc(value) if proc is not None and value is not None else value)
+        return out
+
+    def row(self, raw: Sequence[Any] | None) -> list[Any] | None:
+        """A result row through the result processors."""
+        if raw is None:
+            return None
+        row = list(raw)
+        for i, proc in self.results:
+            row[i] = proc(row[i])
+        return row
+
+
+class Statements:
+    """The hot path's statements for one dialect."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.lookup = Prepared(_lookup(), dialect)
+        self.head = Prepared(_head(), dialect)
+        self.append = Prepared(_append(), dialect)
+
+
+_BY_DIALECT: dict[tuple[str, str], Statements] = {}
+
+
+def statements(dialect: Dialect) -> Statements:
+    """The compiled statements for a dialect (compiled on first use; compiling is deterministic)."""
+    key = (dialect.name, dialect.driver)
+    found = _BY_DIALECT.get(key)
+    if found is None:
+        found = _BY_DIALECT[key] = Statements(dialect)
+    return found
+
+
+# ---- SQLite (DB-API, inside the single writer's transaction) ------------------------------------
+
+
+def lookup_sqlite(conn: sqlite3.Connection, st: Statements, where: Mapping[str, Any]) -> list[Any] | None:
+    """The token row (by `token_hash`) joined to the current version of the secret `name` in `project` /
+    `environment` (see LOOKUP_COLUMNS), or None."""
+    args = st.lookup.args(where)
+    return st.lookup.row(conn.execute(st.lookup.sql, args).fetchone())
+
+
+def head_sqlite(conn: sqlite3.Connection, st: Statements) -> tuple[int, str | None]:
+    """(seq, hash) of the newest linked event, or (0, None)."""
+    row = conn.execute(st.head.sql, st.head.args({})).fetchone()
+    return (int(row[0]), row[1]) if row is not None else (0, None)
+
+
+def append_sqlite(conn: sqlite3.Connection, st: Statements, event: Mapping[str, Any]) -> None:
+    """Insert one event (column values shaped by the audit service)."""
+    conn.execute(st.append.sql, st.append.args(event))
+
+
+# ---- PostgreSQL (asyncpg, each statement its own transaction) ------------------------------------
+
+
+async def lookup_pg(conn: Any, st: Statements, where: Mapping[str, Any]) -> list[Any] | None:
+    """As lookup_sqlite, on an asyncpg connection."""
+    args = st.lookup.args(where)
+    return st.lookup.row(await conn.fetchrow(st.lookup.sql, *args))
+
+
+async def append_pg(hot: HotDb, st: Statements, event: Mapping[str, Any]) -> None:
+    """Insert one unlinked event with the next group of them; it has committed when this returns."""
+    await hot.pg_insert(st.append.sql).run(st.append.args(event))

@@ -43,6 +43,7 @@ from broker.services.secrets import _env
 TTL_MIN, TTL_MAX = 60, 3600
 LIST_MAX = 100
 BASE_USES = 4  # bundle, finish, and room for a retry of each
+MIN_REDACTED = 4  # shorter values would blank out ordinary words in an error message
 _PLACEHOLDER = "\x00not read for this plan"
 
 Key = tuple[str, str]  # (environment, name)
@@ -329,6 +330,17 @@ def _served(
     return out
 
 
+async def _redact(rt: Runtime, conn: AsyncConnection, project: str, plan: Plan, text: str) -> str:
+    """The text with every value the plan reads replaced (the CLI redacts too; the ledger must not rely on it)."""
+    stores = await _stores(conn, project, plan.environment, plan.keys)
+    values = await _decrypt(rt, stores, plan.keys)
+    # Longest first, so a value containing another is replaced whole.
+    for stored in sorted(values.values(), key=lambda v: len(v.value), reverse=True):
+        if len(stored.value) >= MIN_REDACTED:
+            text = text.replace(stored.value, "[REDACTED]")
+    return text
+
+
 # --- rows -------------------------------------------------------------------------------------------------------
 
 
@@ -524,6 +536,8 @@ async def report_host(
         plan = _plan(_parse(row.project, row.manifest), row.environment, row.hosts)
         if not any(t.host == host and t.role == role for t in plan.targets):
             raise Invalid("host: not a host of that role in this deploy's plan", field="host")
+        if error:
+            error = await _redact(rt, conn, row.project, plan, error)
         now = rt.clock()
         await repo.add_host(
             conn,

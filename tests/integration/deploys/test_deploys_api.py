@@ -387,6 +387,19 @@ def test_no_value_in_audit_errors_or_logs(shop: Shop, caplog: pytest.LogCaptureF
     assert shop.canary not in caplog.text
 
 
+def test_a_host_error_holding_a_value_is_redacted_in_the_ledger(shop: Shop) -> None:
+    started = shop.started(deployer(shop))
+    did = started["deploy"]["id"]
+    error = (
+        f"container exited: SECRET_KEY_BASE={shop.values['SECRET_KEY_BASE']} (and {shop.values['JOB_KEY']})"
+    )
+    body = {"host": "web1", "role": "web", "outcome": "failed", "error": error}
+    r = shop.call("POST", f"/v1/deploys/{did}/hosts", started["token"], body)
+    assert r.status_code == 201, r.text
+    assert r.json()["error"] == "container exited: SECRET_KEY_BASE=[REDACTED] (and [REDACTED])"
+    assert shop.canary not in json.dumps(shop.broker.dump()["deploy_hosts"], default=str)
+
+
 def test_deploy_routes_are_audited_with_project_and_environment(shop: Shop) -> None:
     started = shop.started(deployer(shop))
     r = shop.call("POST", f"/v1/deploys/{started['deploy']['id']}/bundle", started["token"])

@@ -16,6 +16,13 @@ Each host has its own loopback address (web1 127.0.0.2, web2 127.0.0.3, …) and
 Port of an ssh config alias, so hosts told apart by port alone could not be deployed to together. The
 addresses are loopback (127.0.0.0/8 never leaves the machine); the registry stays on 127.0.0.1.
 
+Recording shims (catalogue G40): `Lab.env()` points STRONGROOM_DOCKER and STRONGROOM_SSH (and PATH, for
+ssh-keyscan and ssh-keygen) at small sh scripts that write each call's argv and environment to a file and
+exec the real program with the same argv and stdin (stdin is not recorded: it is where secrets belong);
+each host's sessions get a PATH whose first docker is such a shim, so the docker commands the deploy
+script runs on the hosts are recorded too (`Lab.calls()`). The build engine has no bridge, so builds
+need STRONGROOM_BUILD_NETWORK=host.
+
 Engines start in parallel; everything is stopped by PID in reverse order of start. The test app (`app_context`)
 is an image FROM scratch with Debian's static busybox: no registry pull, a few megabytes.
 """

@@ -10,9 +10,9 @@ warm-up deploy to all four hosts (their engines pull the base layers once), each
 version to web1 alone and another to web1-web4 (which goes first alternates), timing the whole CLI run:
 broker calls, build, push, and the hosts in parallel. Figures are medians over the rounds.
 
-Round trips are counted from the recording docker/ssh shims of the lab: per host, every process that
-reaches it (the `ssh-keyscan` of the host key check, each `ssh` session or master, and `ssh -O exit`);
-`ssh -G` only reads the local config and is not counted.
+Round trips are counted from the lab's recording ssh shims (the hosts' docker is left unwrapped here):
+per host, every process that reaches it (the `ssh-keyscan` of the host key check, each `ssh` session or
+master, and `ssh -O exit`); `ssh -G` only reads the local config and is not counted.
 
 All "hosts" run on this machine: their sshd and dockerd share its cores with the deploying CLI, so on a
 small or busy machine the 4-host figure grows with CPU contention that separate hosts would not have; the
@@ -161,7 +161,7 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="strongroom-bench-deploy-"))
     started = time.perf_counter()
     try:
-        with deploy_lab.lab(hosts=4, extras=False) as lab:
+        with deploy_lab.lab(hosts=4, extras=False, record_hosts=False) as lab:
             lab_seconds = time.perf_counter() - started
             broker = start(root / "data", root / "home" / ".config", root / "broker.log")
             try:

@@ -392,8 +392,11 @@ def _stop_engines(
 
 
 @contextlib.contextmanager
-def lab(*, hosts: int = 2, extras: bool = True) -> Iterator[Lab]:
-    """Start a lab with `hosts` ssh hosts (web1..webN) and, with extras, the `down1` and `stranger` aliases."""
+def lab(*, hosts: int = 2, extras: bool = True, record_hosts: bool = True) -> Iterator[Lab]:
+    """Start a lab with `hosts` ssh hosts (web1..webN) and, with extras, the `down1` and `stranger` aliases.
+
+    record_hosts=False leaves the hosts' docker unwrapped (the local calls are still recorded).
+    """
     reason = missing()
     if reason:
         raise RuntimeError(reason)
@@ -421,12 +424,13 @@ def lab(*, hosts: int = 2, extras: bool = True) -> Iterator[Lab]:
             # The host's sessions find a recording docker first on PATH (its real one: the first on ours).
             host_bin = root / "hosts" / alias / "bin"
             write_shim(host_bin, "docker", engine.cli, root / "hosts" / alias / "calls")
+            (root / "hosts" / alias / "calls").mkdir(parents=True, exist_ok=True)
             host = stack.enter_context(
                 sshd.ssh_host(
                     docker_host=f"unix://{engine.socket}",
                     client_key=client_key,
                     alias=alias,
-                    path=f"{host_bin}:/usr/local/bin:/usr/bin:/bin",
+                    path=f"{host_bin}:/usr/local/bin:/usr/bin:/bin" if record_hosts else None,
                     address=addresses[number - 1],
                     port=port,
                 )

@@ -44,16 +44,22 @@ class Compiled:
                 raise Invalid(f"role: {role} is not defined under roles", field="role")
             sections.append((("role", role), self.body.roles[role].env))
         out: dict[str, Entry] = {}
+        secrets = self.secrets
         for scope, section in sections:
+            # A later section's name replaces an earlier one's, or removes it when it has no value.
             for name in section.secret:
-                out.pop(name, None)
-                if name in self.secrets:
-                    out[name] = Entry(name, self.secrets[name].value, sensitive=True)
+                stored = secrets.get(name)
+                if stored is None:
+                    out.pop(name, None)
+                else:
+                    out[name] = Entry(name, stored.value, True)
+            resolved_here = self.clear.get(scope, {})
             for name in section.clear:
-                out.pop(name, None)
-                resolved = self.clear.get(scope, {}).get(name)
-                if resolved is not None:
-                    out[name] = Entry(name, resolved.value, sensitive=resolved.sensitive)
+                resolved = resolved_here.get(name)
+                if resolved is None:
+                    out.pop(name, None)
+                else:
+                    out[name] = Entry(name, resolved.value, resolved.sensitive)
         return [out[name] for name in sorted(out)]
 
     def secret_entries(self) -> list[Entry]:

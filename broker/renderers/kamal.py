@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from yaml.events import (
@@ -59,12 +59,14 @@ OTHER_TARGETS = "use the env-file or k8s target, or a file mount"
 Scope = tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class ClearValue:
+class ClearValue(NamedTuple):
     """A resolved clear value; sensitive when a reference pulled in a sensitive stored value."""
 
-    value: str = field(repr=False)
+    value: str
     sensitive: bool = False
+
+    def __repr__(self) -> str:
+        return f"ClearValue(value=[REDACTED], sensitive={self.sensitive})"
 
 
 @dataclass(frozen=True)

@@ -339,6 +339,11 @@ def test_deploy_yaml_writer_matches_pyyaml_and_reads_back(config: dict[str, Any]
     no_tags_or_anchors(text)
 
 
+def test_clear_value_repr_never_shows_the_value() -> None:
+    value = ClearValue("hunter2-canary", sensitive=True)
+    assert "canary" not in repr(value) and "canary" not in str([value]) and "[REDACTED]" in repr(value)
+
+
 def test_deploy_yaml_writer_refuses_what_it_cannot_write_exactly() -> None:
     plan = _plan(
         {

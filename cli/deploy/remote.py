@@ -108,6 +108,8 @@ class DeployResult:
     pruned: int = 0
     strategy: str = "start-first"
     reason: str | None = None
+    # Seconds since the script started at the end of each phase: env, login, pull, run, healthy, done.
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,15 @@ def parse_line(prefix: str, text: str) -> list[dict[str, Any]]:
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1][:500] if lines else "no detail"
+
+
+def _timings(text: str) -> dict[str, float]:
+    found = {}
+    for item in text.split():
+        name, _, value = item.partition("=")
+        with contextlib.suppress(ValueError):
+            found[name] = float(value)
+    return found
 
 
 def _private_dir() -> Path:
@@ -363,6 +374,7 @@ class RemoteHost:
             pruned=pruned if isinstance(pruned, int) else 0,
             strategy=str(found.get("strategy") or ""),
             reason=text("reason"),
+            timings=_timings(str(found.get("timings") or "")),
         )
 
     def status(self, role: str | None = None) -> list[ContainerInfo]:

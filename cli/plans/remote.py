@@ -323,12 +323,18 @@ sr_dir="$sr_base/$service"
 _DEPLOY_BODY = r"""
 cid=''
 moved=''
+timings=''
+# Seconds since the script started, per phase (GNU and busybox date know %N; elsewhere whole seconds).
+sr_t0=$(date +%s.%N 2>/dev/null)
+mark() {
+  timings="$timings $1=$(awk -v a="$sr_t0" -v b="$(date +%s.%N 2>/dev/null)" 'BEGIN { printf "%.2f", b - a }')"
+}
 stopped=''
 result() {
-  printf '%s {"outcome":%s,"step":%s,"container":%s,"name":%s,"image":%s,"image_id":%s,"image_digest":%s,"replaced":%s,"pruned":%s,"strategy":%s,"reason":%s}\n' \
+  printf '%s {"outcome":%s,"step":%s,"container":%s,"name":%s,"image":%s,"image_id":%s,"image_digest":%s,"replaced":%s,"pruned":%s,"strategy":%s,"timings":%s,"reason":%s}\n' \
     STRONGROOM-RESULT "$(jstr "$1")" "$(jstr "$2")" "$(jstr "$cid")" "$(jstr "$name")" "$(jstr "$image")" \
     "$(jstr "${image_id:-}")" "$(jstr "${image_digest:-}")" "$(jstr "${replaced:-}")" "${pruned:-0}" \
-    "$(jstr "$strategy")" "$(jstr "$3")"
+    "$(jstr "$strategy")" "$(jstr "${timings# }")" "$(jstr "$3")"
 }
 fail() {
   step=$1
@@ -360,6 +366,7 @@ chmod 600 "$sr_tmp"
 sync "$sr_tmp" 2>/dev/null || sync
 mv -f "$sr_tmp" "$sr_dir/$role.env.next" || fail prepare "cannot rename the env file into $sr_dir"
 sr_env="$sr_dir/$role.env.next"
+mark env
 
 command -v docker >/dev/null 2>&1 || fail prepare "docker is not installed on this host"
 if [ "$login" = 1 ]; then
@@ -368,6 +375,7 @@ if [ "$login" = 1 ]; then
 fi
 sr_pw=''
 unset sr_pw
+mark login
 if [ "$pull" = always ] || ! docker image inspect "$image" >/dev/null 2>&1; then
   out=$(docker pull -q "$image" 2>&1)
   pulled=$?
@@ -376,6 +384,7 @@ if [ "$pull" = always ] || ! docker image inspect "$image" >/dev/null 2>&1; then
 elif [ "$login" = 1 ]; then
   docker logout ${registry:+"$registry"} >/dev/null 2>&1
 fi
+mark pull
 image_info=$(docker image inspect --format '{{.Id}}{{range .RepoDigests}} {{.}}{{end}}' "$image" 2>/dev/null)
 image_id=${image_info%% *}
 image_digest=''
@@ -405,6 +414,7 @@ out=$(docker run -d --name "$name" --restart unless-stopped \
   --label "strongroom.env-fingerprint=$env_fingerprint" --label "strongroom.deploy=$deploy_id" \
   --env-file "$sr_env" @HEALTH@ @OPTIONS@ "$image" @CMD@ 2>&1) || fail run "docker run failed: $(lastline "$out")"
 cid=$(printf '%s\n' "$out" | tail -n 1)
+mark run
 
 deadline=$(( $(date +%s) + wait_seconds ))
 while :; do
@@ -427,6 +437,7 @@ while :; do
   sleep 0.5 2>/dev/null || sleep 1
 done
 
+mark healthy
 replaced=''
 for id in $old; do
   [ "$id" = "$cid" ] && continue
@@ -447,6 +458,7 @@ pruned=$(docker image ls --format '{{.ID}} {{.Repository}}:{{.Tag}}' "$repo" 2>/
   done
   echo "$gone"
 })
+mark done
 result deployed done ''
 """
 

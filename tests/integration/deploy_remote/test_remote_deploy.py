@@ -109,6 +109,9 @@ def test_first_deploy_then_a_new_version_replaces_it(remote_lab: RemoteLab) -> N
         assert host.round_trips == 2
     assert host.round_trips == 3  # + the master's exit
     assert result.outcome == "deployed" and result.name == "replace-web-v1" and result.container
+    assert list(result.timings) == ["env", "login", "pull", "run", "healthy", "done"]
+    assert sorted(result.timings.values()) == list(result.timings.values())
+    print("phase timings (s since the script started):", result.timings)
     assert result.image_digest and result.image_digest.startswith(f"{remote_lab.lab.image}@sha256:")
     assert running(remote_lab, service) == ["replace-web-v1"]
     assert f"app_secret_sha256={sha(first)}" in health_file(remote_lab, "replace-web-v1")

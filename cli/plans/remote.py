@@ -348,13 +348,29 @@ fail() {
   for id in $stopped; do
     docker start "$id" >/dev/null 2>&1
   done
-  rm -f "$sr_dir/.$role.env.$$" "$sr_dir/$role.env.next"
+  if [ -n "$sr_locked" ]; then
+    rm -f "$sr_dir/.$role.env.$$" "$sr_dir/$role.env.next"
+    rmdir "$sr_lock" 2>/dev/null
+  fi
   cid=''
   result failed "$step" "$reason"
   exit 1
 }
 
+sr_locked=''
+sr_lock="$sr_dir/.deploy-$role.lock"
 mkdir -p "$sr_dir" 2>/dev/null && chmod 700 "$sr_dir" || fail prepare "cannot create $sr_dir"
+# One deploy of a service's role at a time on a host. A lock older than 90 minutes outlived its deploy
+# (no deploy waits that long): it is taken over.
+if ! mkdir "$sr_lock" 2>/dev/null; then
+  if [ -n "$(find "$sr_lock" -maxdepth 0 -mmin +90 2>/dev/null)" ] && rmdir "$sr_lock" 2>/dev/null \
+    && mkdir "$sr_lock" 2>/dev/null; then
+    :
+  else
+    fail prepare "another deploy of $service ($role) is running on this host (lock $sr_lock: remove it if that deploy died)"
+  fi
+fi
+sr_locked=1
 sr_pw=''
 if [ "$login" = 1 ]; then
   IFS= read -r sr_pw || fail prepare "no registry password on stdin"
@@ -458,6 +474,7 @@ pruned=$(docker image ls --format '{{.ID}} {{.Repository}}:{{.Tag}}' "$repo" 2>/
   done
   echo "$gone"
 })
+rmdir "$sr_lock" 2>/dev/null
 mark done
 result deployed done ''
 """

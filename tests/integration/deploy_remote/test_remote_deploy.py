@@ -288,3 +288,25 @@ def test_pinned_host_key_deploys_and_a_wrong_pin_runs_nothing(remote_lab: Remote
     assert wrong in caught.value.message and fingerprint in caught.value.message
     assert host.round_trips == 1  # the key scan only: no session was opened
     assert [c for c in remote_lab.lab.calls() if c.where == "web1"] == []
+
+
+def test_one_deploy_of_a_role_at_a_time_per_host(remote_lab: RemoteLab) -> None:
+    service = "locked"
+    deploy_once(remote_lab, service, "v1", canary("APP"))
+    lock = remote_lab.host.remote_dir / service / ".deploy-web.lock"
+    assert not lock.exists()  # released after a deploy
+    lock.mkdir()  # another deploy holds it
+    try:
+        with pytest.raises(DeployFailed) as caught:
+            deploy_once(remote_lab, service, "v2", canary("APP"))
+        assert caught.value.step == "prepare" and "another deploy" in caught.value.reason
+        assert running(remote_lab, service) == ["locked-web-v1"]
+        assert lock.is_dir()  # the refused deploy leaves the other one's lock alone
+    finally:
+        lock.rmdir()
+    # A stale lock (older than 90 minutes) is taken over.
+    lock.mkdir()
+    old = time.time() - 2 * 3600
+    os.utime(lock, (old, old))
+    assert deploy_once(remote_lab, service, "v2", canary("APP")).outcome == "deployed"
+    assert not lock.exists()

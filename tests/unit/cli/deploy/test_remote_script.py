@@ -213,6 +213,12 @@ def test_env_file_is_written_private_and_atomically() -> None:
     assert 'sr_base="${STRONGROOM_REMOTE_DIR:-$HOME/.strongroom}"' in text
 
 
+def test_one_deploy_per_role_and_host_at_a_time() -> None:
+    text = remote.deploy(step())
+    assert text.index('mkdir "$sr_lock"') < text.index("IFS= read -r sr_pw")
+    assert text.rstrip().splitlines()[-3] == 'rmdir "$sr_lock" 2>/dev/null'
+
+
 def test_labels_and_result_line() -> None:
     text = remote.deploy(step())
     for label in ("service", "role", "version", "env-fingerprint", "deploy"):

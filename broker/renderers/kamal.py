@@ -138,6 +138,8 @@ class _Unwritable(Exception):
 
 
 _SURROGATE = "it is not valid Unicode text (a lone surrogate)"
+_PLAIN_STRING = (True, True)  # ScalarEvent.implicit: no tag, read as a string when plain or quoted
+_QUOTED_STRING = (False, True)  # no tag, read as a string when quoted
 
 
 def _scalar(text: str) -> ScalarEvent | None:
@@ -146,13 +148,13 @@ def _scalar(text: str) -> ScalarEvent | None:
     # characters show as escapes). No tag is ever written: implicit (plain, quoted) says "a string".
     # None for text UTF-8 cannot carry (a lone surrogate).
     if _PLAIN.fullmatch(text) and text.lower() not in _KEYWORDS:
-        return ScalarEvent(None, None, (True, True), text, style=None)
+        return ScalarEvent(None, None, _PLAIN_STRING, text, None, None, None)
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             return None
-    return ScalarEvent(None, None, (False, True), text, style='"')
+    return ScalarEvent(None, None, _QUOTED_STRING, text, None, None, '"')
 
 
 def _events(data: Any, where: str, out: list[Event]) -> None:
@@ -172,7 +174,11 @@ def _events(data: Any, where: str, out: list[Event]) -> None:
             if event is None:
                 raise _Unwritable(f"{where}{key}", "the key is not valid Unicode text")
             out.append(event)
-            _events(value, f"{where}{key}/", out)
+            event = _scalar(value) if type(value) is str else None
+            if event is not None:
+                out.append(event)
+            else:
+                _events(value, f"{where}{key}/", out)
         out.append(MappingEndEvent())
     elif kind is list:
         out.append(SequenceStartEvent(None, None, True, flow_style=False))

@@ -48,11 +48,15 @@ from tests.support import deploy_lab  # noqa: E402
 
 PROJECT, ENVIRONMENT, SERVICE = "bench", "production", "bench"
 RATIO_TARGET = 1.3
+PINNED = False
 TRIPS_TARGET, TRIPS_STRETCH = 6, 4
 
 
-def manifest(lab: deploy_lab.Lab, hosts: list[str]) -> str:
-    """The lab app's strongroom.yml for `hosts`."""
+def manifest(lab: deploy_lab.Lab, hosts: list[str], pinned: bool = False) -> str:
+    """The lab app's strongroom.yml for `hosts` (with their host key fingerprints pinned, if asked)."""
+    ssh: dict[str, object] = {"port": lab.ssh_port}
+    if pinned:
+        ssh["host_keys"] = {h: [lab.hosts[h].ssh.fingerprint] for h in hosts}
     return str(
         yaml.safe_dump(
             {
@@ -66,7 +70,7 @@ def manifest(lab: deploy_lab.Lab, hosts: list[str]) -> str:
                 },
                 "builder": {"context": ".", "dockerfile": "Dockerfile", "secrets": ["BUILD_TOKEN"]},
                 "roles": {"web": {"hosts": hosts, "options": {"network": "host"}}},
-                "ssh": {"port": lab.ssh_port},
+                "ssh": ssh,
                 "healthcheck": {"cmd": deploy_lab.HEALTH_CMD, "interval": 1, "timeout": 30},
                 "env": {"clear": {"APP_MODE": "e2e"}, "secret": ["APP_SECRET"]},
             },
@@ -128,7 +132,7 @@ def deploy(
     """One `strongroom deploy` of `version` to `hosts`: wall seconds, recorded calls, CPU seconds of the CLI
     and the processes it started here (ssh clients, docker CLI; not the hosts' sshd and dockerd)."""
     deploy_lab.app_context(workdir, version)
-    (workdir / "strongroom.yml").write_text(manifest(lab, hosts))
+    (workdir / "strongroom.yml").write_text(manifest(lab, hosts, PINNED))
     lab.forget_calls()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -153,7 +157,14 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="rounds of (1 host, 4 hosts) deploys (default 3)"
     )
+    parser.add_argument(
+        "--pinned",
+        action="store_true",
+        help="pin the hosts' key fingerprints in the manifest (not known_hosts)",
+    )
     args = parser.parse_args()
+    global PINNED  # noqa: PLW0603 - one setting for the whole run
+    PINNED = args.pinned
     reason = deploy_lab.missing()
     if reason:
         print(f"cannot run: {reason}", file=sys.stderr)
@@ -214,6 +225,7 @@ def main() -> int:
 
     ratio = statistics.median(four) / statistics.median(one)
     most = max(sum(c.values()) for c in trips.values())
+    print(f"host keys: {'pinned in the manifest' if PINNED else 'known_hosts'}")
     print(
         f"load {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores; lab up in {lab_seconds:.1f} s; warm-up {warm:.1f} s"
     )

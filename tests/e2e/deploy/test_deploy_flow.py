@@ -291,6 +291,28 @@ def test_g42_remote_directory_is_0700_and_env_file_0600_with_no_value_elsewhere(
     assert not build_config.exists() or world.registry_password.encode() not in build_config.read_bytes()
 
 
+def test_g42_build_secret_files_and_the_login_config_are_gone_after_the_deploy(
+    lab: deploy_lab.Lab, world: World, first: TokenWatch
+) -> None:
+    local = [c for c in world.runs["first"].calls if c.where == "local" and c.program == "docker"]
+    [build] = [c for c in local if "build" in c.argv]
+    sources = [
+        Path(part.removeprefix("src="))
+        for i, arg in enumerate(build.argv)
+        if arg == "--secret"
+        for part in build.argv[i + 1].split(",")
+        if part.startswith("src=")
+    ]
+    assert sources, build.argv
+    for source in sources:
+        assert not source.exists() and not source.parent.exists(), source
+    # The push logged in with a throwaway docker config, gone as well: no registry credential stays here.
+    [login] = [c for c in local if "login" in c.argv]
+    config = Path(login.env["DOCKER_CONFIG"])
+    assert config != lab.build.root / "docker-config"
+    assert not config.exists()
+
+
 # --- app exec and logs: the deployed containers, and a one-off one with the deployed env file ---------
 
 

@@ -30,6 +30,7 @@ from tests.e2e.deploy.conftest import (
     Run,
     canary,
     health_file,
+    manifest,
     project_dir,
     run,
     service_containers,
@@ -406,6 +407,20 @@ def test_after_the_second_deploy_the_ledger_has_both_hosts_and_status_shows_no_d
         assert h["drift"] is False and h["rotated"] == []
         assert h["last"]["version"] == "v2"
         assert h["last"]["env_fingerprint"] == h["expected_env_fingerprint"]
+
+
+def test_deploy_status_names_a_host_of_the_manifest_never_deployed_to(
+    lab: deploy_lab.Lab, deploy_broker: DeployBroker, world: World, second: Run, tmp_path: Path
+) -> None:
+    (tmp_path / "strongroom.yml").write_text(manifest(lab, service=SERVICE, hosts=[*HOSTS, "web9"]))
+    status = run(lab, deploy_broker, "deploy", "status", "-e", ENV, "--json", cwd=tmp_path)
+    assert status.out.returncode == 1, status.out.stdout + status.out.stderr
+    hosts = {h["host"]: h for h in json.loads(status.out.stdout)["hosts"]}
+    assert set(hosts) == {*HOSTS, "web9"}
+    assert hosts["web9"]["last"] is None and hosts["web9"]["drift"] is True
+    table = run(lab, deploy_broker, "deploy", "status", "-e", ENV, cwd=tmp_path)
+    assert any(line.startswith("web9") and "never deployed" in line for line in table.out.stdout.splitlines())
+    assert not status.calls and not table.calls  # status reads the ledger: no ssh, no docker
 
 
 # --- rollback --------------------------------------------------------------------------------------------

@@ -316,10 +316,15 @@ class RemoteHost:
             options=role.get("options") or {},
             cmd=role.get("cmd"),
             health=scripts.health_from_plan(self.plan.get("healthcheck")),
-            retain_images=int(self.plan.get("retain_images") or scripts.DEFAULT_RETAIN_IMAGES),
-            stop_timeout=int(self.plan.get("stop_timeout") or scripts.DEFAULT_STOP_TIMEOUT),
+            retain_images=self._setting("retain_images", scripts.DEFAULT_RETAIN_IMAGES),
+            stop_timeout=self._setting("stop_timeout", scripts.DEFAULT_STOP_TIMEOUT),
             pull="always" if registry else "missing",
         )
+
+    def _setting(self, name: str, default: int) -> int:
+        # 0 is a setting (stop_timeout 0: kill at once), only a missing one takes the default.
+        value = self.plan.get(name)
+        return default if value is None else value
 
     def _role(self, name: str) -> Mapping[str, Any]:
         for role in self.plan.get("roles") or []:
@@ -446,7 +451,7 @@ class RemoteHost:
                 text = scripts.stop(
                     self.service,
                     role,
-                    stop_timeout=int(self.plan.get("stop_timeout") or scripts.DEFAULT_STOP_TIMEOUT),
+                    stop_timeout=self._setting("stop_timeout", scripts.DEFAULT_STOP_TIMEOUT),
                 )
             elif action == "start":
                 text = scripts.start(self.service, role)

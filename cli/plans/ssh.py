@@ -135,6 +135,11 @@ def base(target: Target) -> list[str]:
         "ForwardX11=no",
         "-o",
         "ClearAllForwardings=yes",
+        # Our command runs, not one from ssh_config, and nothing runs locally on connecting.
+        "-o",
+        "RemoteCommand=none",
+        "-o",
+        "PermitLocalCommand=no",
         "-o",
         "LogLevel=ERROR",
         "-T",

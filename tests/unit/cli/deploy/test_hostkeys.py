@@ -188,6 +188,10 @@ def test_known_key_is_accepted_and_ssh_agrees(host: sshd.SshHost, tmp_path: Path
     assert (accepted.resolved.hostname, accepted.resolved.port) == (host.address, host.port)
     scanned = policy(config).check("lab", pinned=None, workdir=tmp_path, scan=True)
     assert scanned.round_trips == 1 and [key.fingerprint for key in scanned.keys] == [host.fingerprint]
+    # An ssh config's own remote command, tty or forwarding does not get in the way of ours.
+    config.write_text(
+        config.read_text() + "  RemoteCommand echo hijacked\n  RequestTTY force\n  ForwardAgent yes\n"
+    )
     target = ssh_plans.Target(host="lab", control_dir=str(short), config=str(config))
     done = process.run(ssh_plans.command(target, "echo connected"), timeout=30)
     assert done.stdout.strip() == "connected", done.stderr

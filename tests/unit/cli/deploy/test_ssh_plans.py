@@ -91,6 +91,7 @@ def test_no_forwarding_whatever_the_config_says() -> None:
     found = options(ssh.command(target(), "true"))
     assert found["ForwardAgent"] == ["no"]
     assert found["ClearAllForwardings"] == ["yes"]
+    assert found["RemoteCommand"] == ["none"] and found["PermitLocalCommand"] == ["no"]
 
 
 @pytest.mark.parametrize("host", ["-oProxyCommand=touch /tmp/x", "web 1", "web;id", "", "a$(id)", "-p"])

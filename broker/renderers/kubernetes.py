@@ -15,7 +15,7 @@ One file, two YAML documents written by the serializer in jsonyaml.py, for `kube
 
 from __future__ import annotations
 
-import base64
+import binascii
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -105,17 +105,24 @@ class KubernetesRenderer:
         secret: dict[str, str] = {}
         sizes = {"config": 0, "secret": 0}
         for entry in checks.unique_sorted(entries, self.name):
-            _check_key(entry)
+            # The key and NUL checks inline for the common case; the helpers build the refusal.
+            name = entry.name
+            if _KEY.fullmatch(name) is None or name == "." or name.startswith(".."):
+                _check_key(entry)
             data = checks.utf8(entry, self.name)
             kind = "secret" if entry.sensitive else "config"
             if kind == "config":
-                checks.refuse_chars(
-                    entry, self.name, "\x00", "mark it sensitive (Secret data is base64) or use a file mount"
-                )
-                config[entry.name] = entry.value
+                if "\x00" in entry.value:
+                    checks.refuse_chars(
+                        entry,
+                        self.name,
+                        "\x00",
+                        "mark it sensitive (Secret data is base64) or use a file mount",
+                    )
+                config[name] = entry.value
             else:
-                secret[entry.name] = base64.b64encode(data).decode("ascii")
-            sizes[kind] += len(entry.name) + len(data)
+                secret[name] = binascii.b2a_base64(data, newline=False).decode("ascii")
+            sizes[kind] += len(name) + len(data)
             if sizes[kind] > DATA_MAX_BYTES:
                 raise checks.refuse(
                     entry,

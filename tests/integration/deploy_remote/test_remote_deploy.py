@@ -310,3 +310,27 @@ def test_one_deploy_of_a_role_at_a_time_per_host(remote_lab: RemoteLab) -> None:
     os.utime(lock, (old, old))
     assert deploy_once(remote_lab, service, "v2", canary("APP")).outcome == "deployed"
     assert not lock.exists()
+
+
+def test_stop_first_role_restarts_the_old_container_when_the_new_one_fails(remote_lab: RemoteLab) -> None:
+    """A role publishing ports is deployed stop-first (with host networking docker ignores the ports)."""
+    service = "stopfirst"
+    roles = [
+        {
+            "name": "web",
+            "cmd": None,
+            "options": {"network": "host", "publish": "18099:18099"},
+            "hosts": [{"host": "web1", "tags": []}],
+        }
+    ]
+    first = deploy_once(remote_lab, service, "v1", canary("APP"), roles=roles)
+    assert first.strategy == "stop-first"
+    with pytest.raises(DeployFailed) as caught:
+        deploy_once(remote_lab, service, "broken", canary("APP"), roles=roles)
+    assert caught.value.step == "health"
+    # The old container was stopped for the new one, then started again when the new one failed.
+    assert running(remote_lab, service) == ["stopfirst-web-v1"]
+    assert [c["Names"] for c in containers(remote_lab, service)] == ["stopfirst-web-v1"]
+    second = deploy_once(remote_lab, service, "v2", canary("APP"), roles=roles)
+    assert second.replaced == [first.container]
+    assert running(remote_lab, service) == ["stopfirst-web-v2"]

@@ -290,3 +290,15 @@ def test_unreachable_host(tmp_path: Path) -> None:
     )
     with pytest.raises(HostUnreachable, match="gone: unreachable"):
         policy(config).check("gone", pinned=None, workdir=tmp_path)
+
+
+def test_a_known_host_that_does_not_answer_is_unreachable(host: sshd.SshHost, tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there; known_hosts has a key for it, so no scan comes first
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{port} {host.host_public_key}\n")
+    config = tmp_path / "ssh_config"
+    config.write_text(sshd.config_block("gone", "127.0.0.1", port, host.client_key, known))
+    remote = RemoteHost("gone", PLAN, environ={"STRONGROOM_SSH_CONFIG": str(config)})
+    with remote, pytest.raises(HostUnreachable, match=r"gone: unreachable: .*[Cc]onnection refused"):
+        remote.connect()
+    assert remote.round_trips == 1

@@ -341,8 +341,12 @@ class RemoteHost:
             stdin = scripts.stdin_for(script, step.env_file, step.registry_password)
         except scripts.ScriptError as exc:
             raise CliError(f"{self.host}: {exc}") from None
+        # Never cut the script off while it still waits for health: it would leave the new container behind.
+        waiting = script.health.timeout if script.health else 0
         done = self._counted(
-            ssh_plans.command(target, ssh_plans.quote_command(["sh", "-c", text])), stdin=stdin
+            ssh_plans.command(target, ssh_plans.quote_command(["sh", "-c", text])),
+            stdin=stdin,
+            timeout=max(self.timeout, waiting + 2 * script.stop_timeout + 600),
         )
         if done.returncode == 255 and not parse_line(scripts.RESULT, done.stdout):
             raise self._ssh_failure(done, f"deploying role {step.role}")

@@ -500,7 +500,8 @@ def deploy(script: DeployScript) -> str:
             _assign("strategy", script.strategy),
             _assign("retain_images", str(script.retain_images)),
             _assign("stop_timeout", str(script.stop_timeout)),
-            _assign("wait_seconds", str(script.health.timeout if script.health else DEFAULT_HEALTH_INTERVAL)),
+            # Without a plan health check an image's own HEALTHCHECK may still report "starting" for a while.
+            _assign("wait_seconds", str(script.health.timeout if script.health else DEFAULT_HEALTH_TIMEOUT)),
         )
     )
     body = (

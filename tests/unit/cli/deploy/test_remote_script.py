@@ -172,6 +172,7 @@ def test_health_options_reach_docker_run() -> None:
     text = remote.deploy(step())
     assert "--health-cmd 'wget -q -O /dev/null http://127.0.0.1:8000/up" in text
     assert "wait_seconds=30" in text
+    assert f"wait_seconds={remote.DEFAULT_HEALTH_TIMEOUT}" in remote.deploy(step(health=None))
     assert "--health-cmd" not in remote.deploy(step(health=None))
 
 

@@ -6,6 +6,7 @@ of them ever puts a value in a message.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable, Sequence
 
@@ -20,6 +21,7 @@ _OPTION_TEXT = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9])?")
 _PRINTABLE_KEY = re.compile(r"[A-Za-z0-9_.-]{1,256}")
 
 FILE_MOUNT = "use a file mount"
+_BY_NAME = operator.attrgetter("name")
 
 
 def shown(name: str) -> str:
@@ -60,12 +62,14 @@ def output_path(options: RenderOptions, default: str, target: str) -> str:
 
 def unique_sorted(entries: Sequence[Entry], target: str) -> list[Entry]:
     """Entries sorted by name; a name given twice is refused (the second would silently win)."""
-    seen: set[str] = set()
-    for entry in entries:
-        if entry.name in seen:
-            raise refuse(entry, target, "the name is given twice", "give each variable once")
-        seen.add(entry.name)
-    return sorted(entries, key=lambda e: e.name)
+    names = {entry.name for entry in entries}
+    if len(names) != len(entries):
+        seen: set[str] = set()
+        for entry in entries:
+            if entry.name in seen:
+                raise refuse(entry, target, "the name is given twice", "give each variable once")
+            seen.add(entry.name)
+    return sorted(entries, key=_BY_NAME)
 
 
 def utf8(entry: Entry, target: str) -> bytes:

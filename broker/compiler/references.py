@@ -108,7 +108,7 @@ def literal(parts: tuple[Part, ...]) -> str | None:
 
 def literal_text(parts: tuple[Part, ...]) -> str:
     """The literal parts only, references dropped (what the lint looks at)."""
-    return "".join(p if isinstance(p, str) else "" for p in parts)
+    return "".join([p for p in parts if isinstance(p, str)])
 
 
 # --- where clear values live ----------------------------------------------------------------------------
@@ -331,7 +331,8 @@ class Resolver:
 
     def _evaluate(self, key: _Key) -> tuple[Resolved, int] | None:
         environment, scope, name = key
-        parts = _parse(self._namespace(environment, scope)[name][2])
+        here = self._namespace(environment, scope)
+        parts = _parse(here[name][2])
         if isinstance(parts, TemplateError):
             self._problem(key, parts.reason)
             return None
@@ -344,8 +345,11 @@ class Resolver:
             if isinstance(part, str):
                 out.append(part)
                 continue
-            target_env = part.environment or environment
-            namespace = self._namespace(target_env, scope if part.environment is None else GLOBAL)
+            if part.environment is None:
+                target_env, namespace = environment, here
+            else:
+                target_env = part.environment
+                namespace = self._namespace(target_env, GLOBAL)
             defined = namespace.get(part.name)
             if defined is not None:
                 got = self._node((target_env, defined[0], part.name))

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import yaml
+from yaml import MappingEndEvent, ScalarEvent, SequenceEndEvent
 
 from broker.domain.manifest import Problem
 
@@ -51,11 +52,6 @@ _NOT_SPECIFIC = (None, "!", "tag:yaml.org,2002:str", "tag:yaml.org,2002:map", "t
 def _line(event: yaml.Event) -> int | None:
     mark = event.start_mark
     return int(mark.line) + 1 if mark is not None else None
-
-
-_Scalar = yaml.ScalarEvent
-_SeqEnd = yaml.SequenceEndEvent
-_MapEnd = yaml.MappingEndEvent
 
 
 class _Builder:
@@ -97,10 +93,9 @@ class _Builder:
         if isinstance(event, yaml.SequenceStartEvent):
             items: list[Tree] = []
             for item in events:
-                kind = type(item)
-                if kind is _SeqEnd:
+                if type(item) is SequenceEndEvent:
                     return items
-                if kind is _Scalar and item.tag is None and inline:
+                if type(item) is ScalarEvent and item.tag is None and inline:
                     self.count += 1
                     if self.count > MAX_NODES:
                         raise self.too_many(path, item)
@@ -114,10 +109,9 @@ class _Builder:
         if isinstance(event, yaml.MappingStartEvent):
             out: dict[str, Tree] = {}
             for key_event in events:
-                kind = type(key_event)
-                if kind is _MapEnd:
+                if type(key_event) is MappingEndEvent:
                     return out
-                if kind is not _Scalar or key_event.tag not in _NOT_SPECIFIC:
+                if type(key_event) is not ScalarEvent or key_event.tag not in _NOT_SPECIFIC:
                     raise self.refuse(path, "keys must be plain text", key_event)
                 key = str(key_event.value)
                 if key in out:
@@ -125,7 +119,7 @@ class _Builder:
                         (*path, key), "duplicate key (YAML would silently keep the last one)", key_event
                     )
                 item = next(events)
-                if type(item) is _Scalar and item.tag is None and inline:
+                if type(item) is ScalarEvent and item.tag is None and inline:
                     self.count += 1
                     if self.count > MAX_NODES:
                         raise self.too_many((*path, key), item)

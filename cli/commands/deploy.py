@@ -122,6 +122,12 @@ def _say(line: str) -> None:
     help="Image tag to build and deploy [default: the git commit of the manifest's directory].",
 )
 @click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Build without docker's cache: needed after a build secret rotated, since BuildKit's cache "
+    "key ignores a secret's content.",
+)
+@click.option(
     "--via",
     type=click.Choice(["ssh", "kamal"]),
     default="ssh",
@@ -140,6 +146,7 @@ def deploy_group(
     ttl_seconds: int,
     verbose: bool,
     version: str | None,
+    no_cache: bool,
     via: str,
 ) -> None:
     """Build, push and start the manifest's service on every host of ENVIRONMENT, with short-lived credentials.
@@ -198,6 +205,7 @@ def deploy_group(
         fail_fast,
         ttl_seconds,
         verbose,
+        no_cache=no_cache,
     )
 
 
@@ -258,6 +266,8 @@ def _run(
     fail_fast: bool,
     ttl_seconds: int,
     verbose: bool,
+    *,
+    no_cache: bool = False,
 ) -> None:
     from cli.deploy.engine import DeployEngine, DeployRequest
 
@@ -273,6 +283,7 @@ def _run(
             hosts=hosts,
             fail_fast=fail_fast,
             ttl_seconds=ttl_seconds,
+            no_cache=no_cache,
         )
     )
     _summary(report, kind)

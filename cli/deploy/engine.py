@@ -85,6 +85,7 @@ class DeployRequest:
     hosts: list[str] | None = None
     fail_fast: bool = False
     ttl_seconds: int = 900
+    no_cache: bool = False  # `docker build --no-cache`: after a build secret rotated (docs/deploy.md)
 
 
 @dataclass
@@ -267,7 +268,7 @@ class DeployEngine:
         report.hosts = [HostOutcome(step.host, step.role, "skipped") for step in steps]
         digest: str | None = None
         if request.kind == "deploy":
-            self._build(plan, bundle, request.manifest_dir)
+            self._build(plan, bundle, request.manifest_dir, no_cache=request.no_cache)
             digest = self._push(plan, bundle)
         by_host: dict[str, list[plans.HostStep]] = {}
         for step in steps:
@@ -289,7 +290,9 @@ class DeployEngine:
 
     # -- local: build and push --------------------------------------------------------------------------
 
-    def _build(self, plan: DeployPlan, bundle: DeployBundle, manifest_dir: str) -> None:
+    def _build(
+        self, plan: DeployPlan, bundle: DeployBundle, manifest_dir: str, *, no_cache: bool = False
+    ) -> None:
         names = plan.builder.secrets if plan.builder else ()
         missing = [name for name in names if name not in bundle.build_secrets]
         if missing:
@@ -303,6 +306,9 @@ class DeployEngine:
                 secret_files=files,
                 network=self.network,
             )
+            if no_cache:
+                # BuildKit's cache key ignores a secret's content: only a cold build uses a rotated one.
+                argv.insert(argv.index("build") + 1, "--no-cache")
             self.say(
                 f"Building {plans.image_ref(plan)} ({len(files)} build secrets as BuildKit secret files)"
             )

@@ -66,8 +66,10 @@ def plan_json(
         else None,
         "roles": list(roles.values()),
         "ssh": {
-            "user": body.ssh.user,
-            "port": body.ssh.port,
+            # As the broker's plan: null unless the manifest sets them, so an ssh config alias keeps its
+            # own User and Port (ssh gets -l/-p only for a value the manifest gives).
+            "user": body.ssh.user if "user" in body.ssh.model_fields_set else None,
+            "port": body.ssh.port if "port" in body.ssh.model_fields_set else None,
             "host_keys": {host: list(prints) for host, prints in body.ssh.host_keys.items()},
         },
         "healthcheck": {

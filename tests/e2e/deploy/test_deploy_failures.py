@@ -42,10 +42,16 @@ def edge(lab: deploy_lab.Lab, deploy_broker: DeployBroker) -> dict[str, str]:
 
 
 def deploy(
-    lab: deploy_lab.Lab, broker: DeployBroker, root: Path, service: str, hosts: list[str], *flags: str
+    lab: deploy_lab.Lab,
+    broker: DeployBroker,
+    root: Path,
+    service: str,
+    hosts: list[str],
+    *flags: str,
+    ssh_port: bool = True,
 ) -> Run:
     """Deploy version v1 of `service` to `hosts` of environment edge."""
-    project_dir(root, lab, "v1", service=service, hosts=hosts)
+    project_dir(root, lab, "v1", service=service, hosts=hosts, ssh_port=ssh_port)
     return run(lab, broker, "deploy", "-e", ENV, "--version", "v1", *flags, cwd=root)
 
 
@@ -175,16 +181,16 @@ def test_the_ledger_of_a_partial_deploy_has_every_host(
     assert "unreachable" in errors[lab.unreachable]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="the plan always carries ssh.user/ssh.port (the manifest's defaults root/22 when it has no ssh "
-    "section) and the CLI passes them as -l/-p, which override the Port and User of an ssh config alias; "
-    "needs the broker's plan (or the CLI) to leave them out when the manifest does not set them",
-)
 def test_hosts_may_be_ssh_config_aliases_with_their_own_port(
     lab: deploy_lab.Lab, deploy_broker: DeployBroker, edge: dict[str, str], tmp_path: Path
 ) -> None:
-    project_dir(tmp_path, lab, "v1", service="alias", hosts=["web1"], ssh_port=False)
+    # No ssh section: ssh gets no -l/-p, so the alias's own Port (the lab's, not 22) and User apply.
+    r = deploy(lab, deploy_broker, tmp_path, "alias", ["web1"], ssh_port=False)
     assert "ssh" not in (tmp_path / "strongroom.yml").read_text()
-    r = run(lab, deploy_broker, "app", "logs", "-e", ENV, cwd=tmp_path)
     assert r.out.returncode == 0, r.out.stderr
+    [container] = service_containers(lab, "web1", "alias")
+    assert container["State"]["Health"]["Status"] == "healthy"
+    ssh_calls = [c for c in r.calls if c.where == "local" and c.program == "ssh"]
+    assert ssh_calls and not [c for c in ssh_calls if {"-p", "-l"} & set(c.argv)]
+    logs = run(lab, deploy_broker, "app", "logs", "-e", ENV, cwd=tmp_path)
+    assert logs.out.returncode == 0, logs.out.stderr

@@ -94,7 +94,7 @@ def plan_json(**overrides: Any) -> dict[str, Any]:
              "hosts": [{"host": "web1", "tags": []}, {"host": "web2", "tags": []}]},
             {"name": "jobs", "cmd": "bin/jobs", "options": {}, "hosts": [{"host": "web1", "tags": []}]},
         ],
-        "ssh": {"user": "deploy", "port": 22, "host_keys": {}},
+        "ssh": {"user": "deploy", "port": None, "host_keys": {}},
         "healthcheck": {"path": "/up", "port": 8080, "cmd": None, "interval": 1, "timeout": 5},
         "retain_images": 5,
         "stop_timeout": 10,
@@ -579,6 +579,11 @@ def test_local_plan_is_the_stand_in_plan() -> None:
     assert [(r["name"], [h["host"] for h in r["hosts"]]) for r in only_web2["roles"]] == [("web", ["web2"])]
     with pytest.raises(CliError, match="web9 is not a host of any role"):
         local_plan_json(STANDIN_MANIFEST, "production", "v2", ["web9"])
+    # ssh.user/ssh.port stay null unless the manifest sets them (an ssh config alias keeps its own).
+    bare = STANDIN_MANIFEST.replace("ssh: {user: deploy}\n", "")
+    assert local_plan_json(bare, "production", "v2")["ssh"] == {"user": None, "port": None, "host_keys": {}}
+    both = STANDIN_MANIFEST.replace("ssh: {user: deploy}", "ssh: {user: root, port: 22}")
+    assert local_plan_json(both, "production", "v2")["ssh"]["port"] == 22
     with pytest.raises(CliError, match=r"strongroom\.yml is invalid"):
         local_plan_json("service: app\nbogus: 1\n", "production", "v2")
 
@@ -899,3 +904,12 @@ def test_kamal_argv_names_the_destination_version_and_hosts() -> None:
         "--hosts",
         "web1,web2",
     ]
+
+
+def test_no_cache_builds_cold(rig: Rig) -> None:
+    report = rig.engine().run(rig.request(no_cache=True))
+    assert report.outcome == "succeeded", report.error
+    build = rig.docker_calls()[0]["argv"]
+    assert build[:2] == ["build", "--no-cache"] and "--secret" in build
+    rig.engine().run(rig.request())
+    assert "--no-cache" not in rig.docker_calls()[4]["argv"]  # the next deploy's build: cached again

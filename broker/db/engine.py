@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -193,48 +193,101 @@ class PgConnections:
             await conn.close()
 
 
-class PgGroupInsert:
-    """One insert statement for many concurrent requests: the rows that arrive while a group is being
-    written go together in the next one (one pipelined, atomic executemany: one round trip and one
-    commit for the group). A caller's row has committed when `run` returns; if the group fails, every
-    caller in it gets the exception."""
+K = TypeVar("K")
+R = TypeVar("R")
 
-    def __init__(self, connections: PgConnections, sql: str) -> None:
+
+class _Grouped(Generic[K, R]):
+    """Requests that arrive while up to `limit` groups are in flight wait and go together in the next
+    group; each group's outcome is every member's (if it fails, they all get the exception)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._pending: list[tuple[K, asyncio.Future[R]]] = []
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _submit(self, item: K) -> R:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        self._pending.append((item, future))
+        self._start(loop)
+        return await future
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        while self._pending and self._inflight < self._limit:
+            group, self._pending = self._pending, []
+            self._inflight += 1
+            task = loop.create_task(self._one(group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _one(self, group: list[tuple[K, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._execute([item for item, _ in group])
+        except BaseException as exc:
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for (_, future), result in zip(group, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+        finally:
+            self._inflight -= 1
+            self._start(asyncio.get_running_loop())
+
+    async def _execute(self, items: list[K]) -> list[R]:
+        raise NotImplementedError
+
+
+class PgGroupInsert(_Grouped[list[Any], None]):
+    """One insert statement for many concurrent requests: one pipelined, atomic executemany per group
+    (one round trip and one commit); a caller's row has committed when `run` returns."""
+
+    def __init__(self, connections: PgConnections, sql: str, *, limit: int = 2) -> None:
+        super().__init__(limit)
         self._connections = connections
         self._sql = sql
-        self._pending: list[tuple[list[Any], asyncio.Future[None]]] = []
-        self._draining = False
-        self._task: asyncio.Task[None] | None = None
 
     async def run(self, args: list[Any]) -> None:
         """Insert one row with the next group; return once it has committed."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((args, future))
-        if not self._draining:
-            self._draining = True
-            self._task = loop.create_task(self._drain())
-        await future
+        await self._submit(args)
 
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                group, self._pending = self._pending, []
-                try:
-                    async with self._connections.connection() as conn:
-                        await conn.executemany(self._sql, [args for args, _ in group])
-                except BaseException as exc:  # every row of the group fails with it
-                    for _, future in group:
-                        if not future.done():
-                            future.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                    continue
-                for _, future in group:
-                    if not future.done():
-                        future.set_result(None)
-        finally:
-            self._draining = False
+    async def _execute(self, items: list[list[Any]]) -> list[None]:
+        async with self._connections.connection() as conn:
+            await conn.executemany(self._sql, items)
+        return [None] * len(items)
+
+
+class PgGroupFetch(_Grouped[tuple[Any, ...], Any]):
+    """One query for many concurrent requests. The query takes the group's keys (through `arrays`, in
+    order) and returns at most one row per key, the key's 1-based position first."""
+
+    def __init__(
+        self,
+        connections: PgConnections,
+        sql: str,
+        arrays: Callable[[list[tuple[Any, ...]]], list[Any]],
+        *,
+        limit: int = 2,
+    ) -> None:
+        super().__init__(limit)
+        self._connections = connections
+        self._sql = sql
+        self._arrays = arrays
+
+    async def run(self, key: tuple[Any, ...]) -> Any:
+        """The row for `key` (None if there is none), fetched with the next group."""
+        return await self._submit(key)
+
+    async def _execute(self, items: list[tuple[Any, ...]]) -> list[Any]:
+        async with self._connections.connection() as conn:
+            rows = await conn.fetch(self._sql, *self._arrays(items))
+        found = {int(row[0]) - 1: row for row in rows}
+        return [found.get(i) for i in range(len(items))]
 
 
 class HotDb:
@@ -251,6 +304,15 @@ class HotDb:
         elif engine.dialect.driver == "asyncpg":
             self.pg = PgConnections(engine, pg_connections)
         self._groups: dict[str, PgGroupInsert] = {}
+        self._fetches: dict[str, PgGroupFetch] = {}
+
+    def pg_fetch(self, sql: str, arrays: Callable[[list[tuple[Any, ...]]], list[Any]]) -> PgGroupFetch:
+        """The group query for one statement (PostgreSQL); `arrays` is used when it is first made."""
+        assert self.pg is not None
+        group = self._fetches.get(sql)
+        if group is None:
+            group = self._fetches[sql] = PgGroupFetch(self.pg, sql, arrays)
+        return group
 
     def pg_insert(self, sql: str) -> PgGroupInsert:
         """The group insert for one statement (PostgreSQL)."""

@@ -14,7 +14,20 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, bindparam, insert, select, true, type_coerce
+from sqlalchemy import (
+    ColumnElement,
+    LargeBinary,
+    Select,
+    String,
+    Text,
+    bindparam,
+    func,
+    insert,
+    select,
+    true,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
@@ -31,8 +44,8 @@ Processor = Callable[[Any], Any] | None
 LOOKUP_COLUMNS = 23
 
 
-def _lookup() -> ClauseElement:
-    read = (
+def _secret(project: Any, environment: Any, name: Any) -> Select[Any]:
+    return (
         select(
             projects.c.id.label("project_id"),
             environments.c.id.label("env_id"),
@@ -48,38 +61,62 @@ def _lookup() -> ClauseElement:
         )
         .select_from(projects)
         .join(environments, environments.c.project_id == projects.c.id)
-        .outerjoin(
-            secrets, (secrets.c.environment_id == environments.c.id) & (secrets.c.name == bindparam("name"))
-        )
+        .outerjoin(secrets, (secrets.c.environment_id == environments.c.id) & (secrets.c.name == name))
         .outerjoin(
             secret_versions,
             (secret_versions.c.secret_id == secrets.c.id)
             & (secret_versions.c.version == secrets.c.current_version),
         )
-        .where(projects.c.slug == bindparam("project"), environments.c.slug == bindparam("environment"))
-        .subquery("s")
+        .where(projects.c.slug == project, environments.c.slug == environment)
     )
+
+
+_TOKEN_COLUMNS = (
+    tokens.c.id,
+    tokens.c.accessor,
+    tokens.c.principal_id,
+    # As text: the service parses each distinct scopes text once, not once per request.
+    type_coerce(tokens.c.scopes, Text).label("scopes"),
+    type_coerce(tokens.c.bound_cidrs, Text).label("bound_cidrs"),
+    tokens.c.expires_at,
+    tokens.c.max_expires_at,
+    tokens.c.num_uses,
+    tokens.c.revoked_at,
+    principals.c.type,
+    principals.c.name,
+    principals.c.disabled_at,
+)
+
+
+def _lookup() -> ClauseElement:
+    read = _secret(bindparam("project"), bindparam("environment"), bindparam("name")).subquery("s")
     return (
-        select(
-            tokens.c.id,
-            tokens.c.accessor,
-            tokens.c.principal_id,
-            # As text: the service parses each distinct scopes text once, not once per request.
-            type_coerce(tokens.c.scopes, Text).label("scopes"),
-            type_coerce(tokens.c.bound_cidrs, Text).label("bound_cidrs"),
-            tokens.c.expires_at,
-            tokens.c.max_expires_at,
-            tokens.c.num_uses,
-            tokens.c.revoked_at,
-            principals.c.type,
-            principals.c.name,
-            principals.c.disabled_at,
-            *read.c,
-        )
+        select(*_TOKEN_COLUMNS, *read.c)
         .select_from(
             tokens.join(principals, principals.c.id == tokens.c.principal_id).outerjoin(read, true())
         )
         .where(tokens.c.token_hash == bindparam("token_hash"))
+    )
+
+
+def _lookup_many() -> ClauseElement:
+    """PostgreSQL: the look-up for many requests at once, from parallel arrays; the first column is the
+    request's 1-based position (requests whose token is unknown have no row)."""
+    q = (
+        func.unnest(
+            bindparam("token_hashes", type_=ARRAY(LargeBinary)),
+            bindparam("projects", type_=ARRAY(String)),
+            bindparam("environments", type_=ARRAY(String)),
+            bindparam("names", type_=ARRAY(String)),
+        )
+        .table_valued("token_hash", "project", "environment", "name", with_ordinality="i")
+        .render_derived(name="q")
+    )
+    read = _secret(q.c.project, q.c.environment, q.c.name).lateral("s")
+    return select(q.c.i, *_TOKEN_COLUMNS, *read.c).select_from(
+        q.join(tokens, tokens.c.token_hash == q.c.token_hash)
+        .join(principals, principals.c.id == tokens.c.principal_id)
+        .outerjoin(read, true())
     )
 
 
@@ -144,6 +181,7 @@ class Statements:
 
     def __init__(self, dialect: Dialect) -> None:
         self.lookup = Prepared(_lookup(), dialect)
+        self.lookup_many = Prepared(_lookup_many(), dialect) if dialect.name == "postgresql" else None
         self.head = Prepared(_head(), dialect)
         self.append = Prepared(_append(), dialect)
 
@@ -184,10 +222,21 @@ def append_sqlite(conn: sqlite3.Connection, st: Statements, event: Mapping[str, 
 # ---- PostgreSQL (asyncpg, each statement its own transaction) ------------------------------------
 
 
-async def lookup_pg(conn: Any, st: Statements, where: Mapping[str, Any]) -> list[Any] | None:
-    """As lookup_sqlite, on an asyncpg connection."""
-    args = st.lookup.args(where)
-    return st.lookup.row(await conn.fetchrow(st.lookup.sql, *args))
+async def lookup_pg(hot: HotDb, st: Statements, where: Mapping[str, Any]) -> list[Any] | None:
+    """As lookup_sqlite, together with the look-ups of other requests in flight (one statement, one
+    round trip for the group)."""
+    prepared = st.lookup_many
+    assert prepared is not None
+
+    def arrays(keys: list[tuple[Any, ...]]) -> list[Any]:
+        hashes, project, environment, name = (list(column) for column in zip(*keys, strict=True))
+        return prepared.args(
+            {"token_hashes": hashes, "projects": project, "environments": environment, "names": name}
+        )
+
+    key = (where["token_hash"], where["project"], where["environment"], where["name"])
+    row = prepared.row(await hot.pg_fetch(prepared.sql, arrays).run(key))
+    return row[1:] if row is not None else None
 
 
 async def append_pg(hot: HotDb, st: Statements, event: Mapping[str, Any]) -> None:

@@ -8,7 +8,7 @@ import json
 import math
 import secrets
 import string
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -214,8 +214,8 @@ async def read_secret(
 
 
 CLOCK_TOLERANCE = timedelta(seconds=1)  # the audit trail's default: a smaller step back is not an anomaly
-# What the one-secret hot path decided: the value read, who read it, and the event to append.
-_Decided = tuple["SecretRead", Actor, ValueSeen, dict[str, Any]]
+# What the one-secret hot path decided: the value read and the event to append.
+_Decided = tuple["SecretRead", dict[str, Any]]
 
 
 async def read_current_fast(
@@ -273,7 +273,7 @@ async def read_current_fast(
             found = decide(hotpath.lookup_sqlite(conn, st, where))
             if found is None:
                 return None
-            event = found[3]
+            event = found[1]
             seq, prev = hotpath.head_sqlite(conn, st)
             prev = prev or GENESIS
             seq += 1
@@ -288,16 +288,11 @@ async def read_current_fast(
         rt.audit.head_seq = max(rt.audit.head_seq, seq)
     else:
         assert hot.pg is not None
-        async with hot.pg.connection() as conn:
-            row = await hotpath.lookup_pg(conn, st, where)
-        decided = decide(row)
+        decided = decide(await hotpath.lookup_pg(hot, st, where))
         if decided is None:
             return None
-        await hotpath.append_pg(hot, st, decided[3])
-    read, actor, seen, _ = decided
-    ctx.actor = actor
-    ctx.version = read.version
-    ctx.values.append(seen)
+        await hotpath.append_pg(hot, st, decided[1])
+    read = decided[0]
     ctx.audited = True
     rt.audit.counters["events"] += 1
     return read
@@ -354,11 +349,18 @@ def _decide(
     aad = secret_aad(project_id=project_id, environment_id=env_id, name=name, version=ver)
     text = rt.keys.keyring.open(Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek), aad).decode("utf-8")
     seen = ValueSeen(environment, name, ver, fingerprint(rt.keys.audit_key, text))
-    event = audit.shape(
-        replace(ctx, actor=actor, version=ver, values=[*ctx.values, seen]), outcome="ok", status=200, now=now
-    )
+    # Every check passed: the request is this read from here on, as in read_secret (if the event cannot
+    # be written now, the request fails with its actor, version and fingerprint on the error event).
+    ctx.actor, ctx.version = actor, ver
+    ctx.values.append(seen)
+    try:
+        event = audit.shape(ctx, outcome="ok", status=200, now=now)
+    except Exception:
+        ctx.actor, ctx.version = None, None
+        ctx.values.pop()
+        raise
     read = SecretRead(name, SecretValue(text), ver, bool(sensitive), environment, created)
-    return read, actor, seen, event
+    return read, event
 
 
 async def write_secret(

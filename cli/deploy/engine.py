@@ -1,18 +1,20 @@
-"""A deploy from start to finish: broker plan → bundle → build → push → every host in parallel → ledger.
+"""A deploy from start to finish: broker plan → every host connected → bundle → build → push → hosts → ledger.
 
 Order of events (docs/deploy.md):
 1. `create_deploy` with the caller's token: the broker checks the caller may read every key of the plan,
    opens a ledger row and mints a deploy token bound to it (only those keys, a TTL, a use limit).
-2. Everything after that uses the deploy token: the bundle (env files, registry password, build secrets);
-   one report per host; `finish`, in `finally`, whatever happened. If `finish` cannot be called the token
-   revokes itself; if that fails too, its TTL is all that is left, and the user is told so.
-3. The build gets secrets as BuildKit secret files (0600, in a 0700 directory removed afterwards); the
+2. Every host's key is checked and its master connection opened (with the preflight), all in parallel,
+   before anything is fetched, built or started. A refused host key aborts the whole deploy, with or
+   without `fail_fast`: nothing is built, no host is touched. An unreachable host aborts it with
+   `fail_fast`; without it, that host is failed and the others go on (the outcome may be "partial").
+3. Everything after creating the deploy uses the deploy token: the bundle (env files, registry password,
+   build secrets); one report per host; `finish`, in `finally`, whatever happened. If `finish` cannot be
+   called the token revokes itself; if that fails too, its TTL is all that is left, and the user is told so.
+4. The build gets secrets as BuildKit secret files (0600, in a 0700 directory removed afterwards); the
    push logs in with `--password-stdin` into a throwaway DOCKER_CONFIG, so the registry password is never
    stored on this machine. A rollback builds and pushes nothing.
-4. Hosts run in parallel: host key check and preflight, then each role. Without `fail_fast` a host goes
-   on as soon as its own preflight passed, every host that can be deployed is, and the outcome may be
-   "partial". With it, every host must pass its preflight before any host changes (a refused or
-   unreachable host stops the deploy), and after the first failed host no host starts another role.
+5. The connected hosts deploy in parallel, each role in turn. With `fail_fast`, after the first failed
+   host no host starts another role.
 
 Every program runs through `cli.deploy.process`; every line they print passes through a redactor seeded
 with every value of the bundle.
@@ -187,6 +189,59 @@ def throwaway_docker_config(directory: Path, environ: Mapping[str, str]) -> str:
     return str(target)
 
 
+class _HostSet:
+    """The deploy's hosts: their connections and outcomes; each host goes into the ledger once, when done."""
+
+    def __init__(
+        self,
+        engine: DeployEngine,
+        deploy_client: BrokerClient,
+        report: DeployReport,
+        by_host: Mapping[str, list[str]],
+    ) -> None:
+        self.engine = engine
+        self.deploy_client = deploy_client
+        self.report = report
+        self.by_host = by_host
+        self.remotes: dict[str, Remote] = {}
+        self.outcomes = {(o.host, o.role): o for o in report.hosts}
+        self._reported: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def fail(self, host: str, error: str) -> None:
+        """Every role of `host` failed with `error`; the host is settled."""
+        for role in self.by_host[host]:
+            self.engine._record(self.outcomes[(host, role)], "failed", error=error)
+        self.settle(host)
+
+    def settle(self, host: str) -> None:
+        """Close the host's connection and report its finished roles (an interrupted deploy keeps them)."""
+        remote = self.remotes.pop(host, None)
+        if remote is not None:
+            with contextlib.suppress(Exception):
+                remote.close()
+        for role in self.by_host[host]:
+            outcome = self.outcomes[(host, role)]
+            if remote is not None:
+                outcome.round_trips = remote.round_trips
+            if outcome.outcome != "skipped":
+                self._report_once(outcome)
+
+    def settle_all(self) -> None:
+        """Close every connection left and report every host and role, skipped ones too."""
+        for host in list(self.remotes):
+            self.settle(host)
+        for outcome in self.report.hosts:
+            self._report_once(outcome)
+
+    def _report_once(self, outcome: HostOutcome) -> None:
+        with self._lock:
+            if (outcome.host, outcome.role) in self._reported:
+                return
+            self._reported.add((outcome.host, outcome.role))
+        self.engine._report(self.deploy_client, self.report.deploy_id, outcome)
+
+
 class DeployEngine:
     """Runs one deploy or rollback; `run` returns a DeployReport (and never leaves the deploy token alive)."""
 
@@ -262,18 +317,70 @@ class DeployEngine:
         report: DeployReport,
     ) -> None:
         plan = created.plan
-        bundle = deploy_client.deploy_bundle(deploy_id=report.deploy_id)
-        self._seed(bundle)
-        steps = plans.host_steps(plan, bundle)
-        report.hosts = [HostOutcome(step.host, step.role, "skipped") for step in steps]
-        digest: str | None = None
-        if request.kind == "deploy":
-            self._build(plan, bundle, request.manifest_dir, no_cache=request.no_cache)
-            digest = self._push(plan, bundle)
-        by_host: dict[str, list[plans.HostStep]] = {}
-        for step in steps:
-            by_host.setdefault(step.host, []).append(step)
-        self._deploy_hosts(plan, bundle, by_host, report, deploy_client, digest, request.fail_fast)
+        report.hosts = [HostOutcome(h.host, role.name, "skipped") for role in plan.roles for h in role.hosts]
+        by_host: dict[str, list[str]] = {}
+        for outcome in report.hosts:
+            by_host.setdefault(outcome.host, []).append(outcome.role)
+        hosts = _HostSet(self, deploy_client, report, by_host)
+        try:
+            # Every host key is checked and every connection opened before anything is fetched, built,
+            # pushed or started: a refused key stops the whole deploy (journey 3, SECURITY G44).
+            reachable = self._connect_all(plan, hosts, request.fail_fast)
+            bundle = deploy_client.deploy_bundle(deploy_id=report.deploy_id)
+            self._seed(bundle)
+            steps = {(s.host, s.role): s for s in plans.host_steps(plan, bundle)}
+            digest: str | None = None
+            if request.kind == "deploy":
+                self._build(plan, bundle, request.manifest_dir, no_cache=request.no_cache)
+                digest = self._push(plan, bundle)
+            self._deploy_hosts(plan, bundle, steps, hosts, reachable, digest, request.fail_fast)
+        finally:
+            hosts.settle_all()
+
+    def _connect_all(self, plan: DeployPlan, hosts: _HostSet, fail_fast: bool) -> list[str]:
+        """Check every host's key and open its connection, in parallel; the hosts that can be deployed to.
+
+        A refused host key aborts the deploy whatever `fail_fast` says; an unreachable host aborts it
+        only with `fail_fast`, else that host is failed and the others go on.
+        """
+        from cli.deploy.remote import HostKeyRefused
+
+        def connect(host: str) -> CliError | None:
+            try:
+                remote = self._remote_factory(host, plan, self.redactor)
+                hosts.remotes[host] = remote
+                remote.connect()
+            except CliError as exc:
+                return exc
+            except ValueError as exc:
+                # A host name or setting ssh cannot take (the plans' PlanError names the field).
+                return CliError(f"{host}: {exc}")
+            return None
+
+        workers = max(1, min(MAX_PARALLEL_HOSTS, len(hosts.by_host)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-connect") as pool:
+            failures = {
+                host: error
+                for host, error in zip(hosts.by_host, pool.map(connect, hosts.by_host), strict=True)
+                if error is not None
+            }
+        for host, error in failures.items():
+            hosts.fail(host, self.redactor(error.message))
+        refused = [host for host, error in failures.items() if isinstance(error, HostKeyRefused)]
+        if refused:
+            raise CliError(
+                f"the host key of {', '.join(refused)} was refused, so nothing was built or pushed and "
+                "no host was changed (a refused key stops the whole deploy, with or without --fail-fast)"
+            )
+        if failures and fail_fast:
+            raise CliError(
+                f"{', '.join(failures)} cannot be deployed to and --fail-fast is set: nothing was built "
+                "or pushed and no host was changed"
+            )
+        reachable = [host for host in hosts.by_host if host not in failures]
+        if not reachable:
+            raise CliError("no host can be deployed to, so nothing was built or pushed")
+        return reachable
 
     def _seed(self, bundle: DeployBundle) -> None:
         for item in bundle.hosts:
@@ -374,62 +481,32 @@ class DeployEngine:
         self,
         plan: DeployPlan,
         bundle: DeployBundle,
-        by_host: Mapping[str, Sequence[plans.HostStep]],
-        report: DeployReport,
-        deploy_client: BrokerClient,
+        steps: Mapping[tuple[str, str], plans.HostStep],
+        hosts: _HostSet,
+        reachable: Sequence[str],
         digest: str | None,
         fail_fast: bool,
     ) -> None:
-        remotes: dict[str, Remote] = {}
         stop = threading.Event()
-        outcomes = {(o.host, o.role): o for o in report.hosts}
-        reported: set[tuple[str, str]] = set()
-        workers = max(1, min(MAX_PARALLEL_HOSTS, len(by_host)))
 
-        def settle(host: str) -> None:
-            # Each host goes into the ledger as soon as it is done, so an interrupted deploy still
-            # records the hosts it finished.
-            remote = remotes.pop(host, None)
-            if remote is not None:
-                with contextlib.suppress(Exception):
-                    remote.close()
-            for step in by_host[host]:
-                outcome = outcomes[(host, step.role)]
-                if remote is not None:
-                    outcome.round_trips = remote.round_trips
-                if outcome.outcome != "skipped" and (host, step.role) not in reported:
-                    reported.add((host, step.role))
-                    self._report(deploy_client, report.deploy_id, outcome)
-
-        def connect(host: str) -> bool:
+        def deploy(host: str) -> None:
+            remote = hosts.remotes[host]
             try:
-                remote = self._remote_factory(host, plan, self.redactor)
-                remotes[host] = remote
-                remote.connect()
-            except (CliError, ValueError) as exc:
-                # ValueError: a host name or setting ssh cannot take (the plans' PlanError names the field).
-                message = exc.message if isinstance(exc, CliError) else f"{host}: {exc}"
-                for step in by_host[host]:
-                    self._record(outcomes[(host, step.role)], "failed", error=self.redactor(message))
-                settle(host)
-                return False
-            return True
-
-        def deploy(host: str) -> bool:
-            remote = remotes[host]
-            try:
-                for step in by_host[host]:
+                for role in hosts.by_host[host]:
                     if stop.is_set():
-                        return False
-                    outcome = outcomes[(host, step.role)]
+                        return
+                    step = steps.get((host, role))
+                    if step is None:
+                        raise CliError(f"the broker's bundle has no env file for {host} ({role})")
+                    outcome = hosts.outcomes[(host, role)]
                     try:
-                        result = remote.deploy(self._remote_step(plan, bundle, step, report.deploy_id))
+                        result = remote.deploy(self._remote_step(plan, bundle, step, hosts.report.deploy_id))
                     except CliError as exc:
                         error = self.redactor(exc.message)
                         self._record(outcome, "failed", error=error, fingerprint=step.env_fingerprint)
                         if fail_fast:
                             stop.set()
-                        return False
+                        return
                     self._record(
                         outcome,
                         "deployed",
@@ -438,32 +515,13 @@ class DeployEngine:
                         digest=digest or result.image_digest,
                         fingerprint=step.env_fingerprint,
                     )
-                return True
             finally:
-                settle(host)
+                hosts.settle(host)
 
-        try:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-host") as pool:
-                if not fail_fast:
-                    # Each host goes on as soon as it is connected: no waiting for the slowest preflight.
-                    for future in [pool.submit(lambda h: connect(h) and deploy(h), host) for host in by_host]:
-                        future.result()
-                    return
-                connected = {host: pool.submit(connect, host) for host in by_host}
-                reachable = [host for host, future in connected.items() if future.result()]
-                if len(reachable) < len(by_host):
-                    self.say("A host cannot be deployed to and --fail-fast is set: no host was changed.")
-                    stop.set()
-                futures = [pool.submit(deploy, host) for host in reachable if not stop.is_set()]
-                for future in futures:
-                    future.result()
-        finally:
-            for host in list(remotes):
-                settle(host)
-            for outcome in report.hosts:
-                if (outcome.host, outcome.role) not in reported:
-                    reported.add((outcome.host, outcome.role))
-                    self._report(deploy_client, report.deploy_id, outcome)
+        workers = max(1, min(MAX_PARALLEL_HOSTS, len(reachable)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sr-host") as pool:
+            for future in [pool.submit(deploy, host) for host in reachable]:
+                future.result()
 
     def _remote_step(
         self, plan: DeployPlan, bundle: DeployBundle, step: plans.HostStep, deploy_id: str

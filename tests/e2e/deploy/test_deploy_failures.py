@@ -1,9 +1,10 @@
 """Issue 6 end to end, when hosts cannot be trusted or reached: the real CLI, broker, sshd and engines.
 
-- a host whose key is not in known_hosts (`stranger`, a live sshd) is refused before anything runs on
-  it: no session is opened there, the error shows its fingerprint; with --fail-fast no host changes;
-- a host nobody answers on (`down1`) gives a clear error naming it; with --fail-fast the other hosts are
-  not deployed, without it they are and the deploy is `partial` in the ledger.
+- a host whose key is not in known_hosts (`stranger`, a live sshd) stops the whole deploy before anything
+  runs, with or without --fail-fast: no session is opened there, the error shows its fingerprint, no
+  image is built, no host changes, the deploy is `failed` and its token dead;
+- a host nobody answers on (`down1`) gives a clear error naming it; with --fail-fast nothing is built and
+  no host changes, without it the others are deployed and the deploy is `partial` in the ledger.
 `stranger`'s sessions would use web1's engine, so a container started through it would show there.
 """
 
@@ -78,6 +79,22 @@ def no_login_since(lab: deploy_lab.Lab, log_before: str) -> None:
     assert "Accepted publickey" not in stranger_log(lab)[len(log_before) :]
 
 
+def nothing_built_or_run(r: Run) -> None:
+    """No `docker build`, push or login here; on the hosts nothing but the preflight's `docker version`."""
+    local = [c for c in r.calls if c.where == "local" and c.program == "docker"]
+    assert not [c for c in local if {"build", "push", "login"} & set(c.argv)], [c.argv[:3] for c in local]
+    on_hosts = [(c.where, c.argv[:3]) for c in r.calls if c.where != "local" and c.argv[:1] != ("version",)]
+    assert on_hosts == [], "a docker command ran on a host"
+
+
+def no_live_deploy_token(broker: DeployBroker) -> None:
+    """Every deploy token (the use-limited ones) is revoked once its deploy ended."""
+    listed = broker.http.get("/v1/tokens", params={"include_inactive": "true", "limit": 1000})
+    assert listed.status_code == 200, listed.text
+    live = [t["accessor"] for t in listed.json()["tokens"] if t["num_uses"] is not None and not t["revoked"]]
+    assert live == []
+
+
 @pytest.fixture(scope="module")
 def refused(
     lab: deploy_lab.Lab,
@@ -85,10 +102,10 @@ def refused(
     edge: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Run, str]:
-    """Deploy to the stranger alone; with what its sshd had logged before."""
+    """Deploy to web1 and the stranger without --fail-fast; with what its sshd had logged before."""
     log_before = stranger_log(lab)
     root = tmp_path_factory.mktemp("refused")
-    return deploy(lab, deploy_broker, root, "refused", [lab.unknown]), log_before
+    return deploy(lab, deploy_broker, root, "refused", ["web1", lab.unknown]), log_before
 
 
 @pytest.fixture(scope="module")
@@ -103,18 +120,19 @@ def reach_ff(
     return deploy(lab, deploy_broker, root, "reach-ff", ["web1", lab.unreachable], "--fail-fast")
 
 
-def test_unknown_host_key_is_refused_before_anything_runs_on_it(
+def test_unknown_host_key_stops_the_whole_deploy_before_anything_runs(
     lab: deploy_lab.Lab, deploy_broker: DeployBroker, refused: tuple[Run, str]
 ) -> None:
     r, log_before = refused
     assert r.out.returncode != 0
     said = r.out.stdout + r.out.stderr
-    assert lab.unknown in said
+    assert f"host key of {lab.unknown} was refused" in said and "no host was changed" in said, said
     assert lab.unknown_host is not None and lab.unknown_host.fingerprint in said, said
     no_login_since(lab, log_before)
-    nothing_anywhere(lab, "refused")
-    assert not [c for c in r.calls if c.where != "local"], "a docker command ran on a host"
+    nothing_anywhere(lab, "refused")  # web1 was reachable, and untouched all the same
+    nothing_built_or_run(r)
     assert ledger(deploy_broker, "refused")["status"] == "failed"
+    no_live_deploy_token(deploy_broker)
 
 
 def test_unknown_host_key_with_fail_fast_changes_no_host(
@@ -126,7 +144,9 @@ def test_unknown_host_key_with_fail_fast_changes_no_host(
     assert lab.unknown in r.out.stderr and "no host was changed" in r.out.stderr, r.out.stderr
     no_login_since(lab, log_before)
     nothing_anywhere(lab, "refused-ff")
-    assert not [c for c in r.calls if c.where != "local" and {"run", "pull", "login"} & set(c.argv)]
+    nothing_built_or_run(r)
+    assert ledger(deploy_broker, "refused-ff")["status"] == "failed"
+    no_live_deploy_token(deploy_broker)
 
 
 def test_unreachable_host_with_fail_fast_deploys_no_other_host(
@@ -134,7 +154,9 @@ def test_unreachable_host_with_fail_fast_deploys_no_other_host(
 ) -> None:
     assert reach_ff.out.returncode != 0
     assert f"{lab.unreachable}: unreachable" in reach_ff.out.stderr, reach_ff.out.stderr
+    assert "--fail-fast is set: nothing was built" in reach_ff.out.stderr, reach_ff.out.stderr
     nothing_anywhere(lab, "reach-ff")
+    nothing_built_or_run(reach_ff)
     assert ledger(deploy_broker, "reach-ff")["status"] == "failed"
 
 
@@ -142,7 +164,7 @@ def test_the_ledger_names_the_refused_and_the_unreachable_host(
     lab: deploy_lab.Lab, deploy_broker: DeployBroker, refused: tuple[Run, str], reach_ff: Run
 ) -> None:
     row = ledger(deploy_broker, "refused")
-    assert [(h["host"], h["outcome"]) for h in row["hosts"]] == [(lab.unknown, "failed")]
+    assert {h["host"]: h["outcome"] for h in row["hosts"]} == {lab.unknown: "failed", "web1": "skipped"}
     outcomes = {h["host"]: h["outcome"] for h in ledger(deploy_broker, "reach-ff")["hosts"]}
     assert outcomes[lab.unreachable] == "failed" and outcomes.get("web1") != "deployed"
 

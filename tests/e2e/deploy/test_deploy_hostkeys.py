@@ -2,8 +2,9 @@
 
 - a fingerprint pinned in the manifest admits a host that known_hosts does not know (`stranger`, whose
   sessions use web1's engine), and nothing is added to known_hosts;
-- a host whose key differs from the one known_hosts remembers is refused with both fingerprints shown;
-- a host whose key is not the pinned one is refused with both fingerprints shown.
+- a host whose key differs from the one known_hosts remembers is refused with both fingerprints shown,
+  before anything is built;
+- a host whose key is not the pinned one is refused with both fingerprints shown, before anything is built.
 Every ssh the CLI ran had `StrictHostKeyChecking=yes` (no accept-new, no no).
 """
 
@@ -49,6 +50,12 @@ def impostor_key(directory: Path) -> tuple[str, str]:
     key = sshd.keygen(directory / "impostor", "impostor")
     public = key.with_suffix(".pub")
     return " ".join(public.read_text().split()[:2]), sshd.fingerprint(public)
+
+
+def nothing_built(r: Run) -> None:
+    """The refused key stopped the deploy before the build: no `docker build`, push or login here."""
+    local = [c.argv[:3] for c in r.calls if c.where == "local" and c.program == "docker"]
+    assert not [argv for argv in local if {"build", "push", "login"} & set(argv)], local
 
 
 def accepted_logins(host: sshd.SshHost) -> int:
@@ -111,6 +118,7 @@ def test_a_changed_host_key_is_refused_showing_both_fingerprints(
     assert remembered_fingerprint in said and web1.fingerprint in said, said
     assert accepted_logins(web1) == logins  # refused before logging in
     assert service_containers(lab, "web1", "changed") == []
+    nothing_built(r)
     assert known.read_text() == f"[{web1.address}]:{web1.port} {remembered}\n"
 
 
@@ -129,3 +137,4 @@ def test_a_host_whose_key_is_not_the_pinned_one_is_refused_showing_both(
     assert pinned in said and web2.fingerprint in said, said
     assert accepted_logins(web2) == logins
     assert service_containers(lab, "web2", "mispinned") == []
+    nothing_built(r)

@@ -30,7 +30,7 @@ from cli.client import BrokerClient
 from cli.deploy import process
 from cli.deploy.engine import DeployEngine, DeployRequest, default_version
 from cli.deploy.process import Invocation
-from cli.deploy.remote import DeployFailed, DeployResult, DeployStep, HostUnreachable
+from cli.deploy.remote import DeployFailed, DeployResult, DeployStep, HostKeyRefused, HostUnreachable
 from cli.errors import CliError
 
 CANARY = "canary-7c1e-value"
@@ -40,6 +40,8 @@ USER_TOKEN = "srt_" + "u" * 40
 DEPLOY_TOKEN = "srt_" + "d" * 40
 DIGEST = "sha256:" + "ab" * 32
 SECRETS = (CANARY, PASSWORD, BUILD_SECRET, *BUILD_SECRET.split("\n"))
+KNOWN_KEY = "ED25519 SHA256:" + "k" * 43
+PRESENTED_KEY = "ED25519 SHA256:" + "p" * 43
 
 FAKE_DOCKER = r"""
 import json, os, stat, sys
@@ -238,6 +240,13 @@ class FakeRemote:
         self.round_trips += 1
         if self.behaviour == "unreachable":
             raise HostUnreachable(self.host, "ssh: connect to host port 22: Connection refused")
+        if self.behaviour == "refused":
+            raise HostKeyRefused(
+                self.host,
+                f"host key CHANGED: known {KNOWN_KEY}, presented {PRESENTED_KEY}",
+                known=[KNOWN_KEY],
+                presented=[PRESENTED_KEY],
+            )
 
     def deploy(self, step: DeployStep) -> DeployResult:
         self.round_trips += 1
@@ -397,7 +406,9 @@ def test_build_failure_finishes_failed_and_redacts_docker_output(
     assert report.error is not None and "docker build failed" in report.error
     assert "[REDACTED]" in report.error and all(secret not in report.error for secret in SECRETS)
     assert [c["argv"][0] for c in rig.docker_calls()] == ["build"]  # no login, no push
-    assert rig.steps == [] and rig.broker.calls("hosts") == []
+    assert rig.steps == []
+    assert {r[3]["outcome"] for r in rig.broker.calls("hosts")} == {"skipped"}  # connected, never changed
+    assert all(r.closed for r in rig.remotes.values())
     assert [c[3] for c in rig.broker.calls("finish")] == [{"outcome": "failed"}]
     rig.assert_no_secret_in_argv_or_env()
 
@@ -440,13 +451,54 @@ def test_host_ssh_cannot_take_is_a_failed_host_not_a_crash(rig: Rig) -> None:
     assert [c[3] for c in rig.broker.calls("finish")] == [{"outcome": "partial"}]
 
 
-def test_unreachable_host_with_fail_fast_changes_no_host(rig: Rig) -> None:
+def test_unreachable_host_with_fail_fast_stops_before_the_build(rig: Rig) -> None:
     report = rig.engine({"web2": "unreachable"}).run(rig.request(fail_fast=True))
     assert report.outcome == "failed"
+    assert report.error is not None and "web2 cannot be deployed to and --fail-fast is set" in report.error
+    assert rig.docker_calls() == [] and rig.broker.calls("bundle") == []  # nothing fetched or built
     assert rig.steps == []  # web1 connected fine but was never changed
     assert {o.outcome for o in report.hosts if o.host == "web1"} == {"skipped"}
     assert all(r.closed for r in rig.remotes.values())
+    ledger = {(r[3]["host"], r[3]["role"]): r[3]["outcome"] for r in rig.broker.calls("hosts")}
+    assert ledger == {("web1", "web"): "skipped", ("web2", "web"): "failed", ("web1", "jobs"): "skipped"}
     assert [c[3] for c in rig.broker.calls("finish")] == [{"outcome": "failed"}]
+
+
+@pytest.mark.parametrize("fail_fast", [False, True])
+def test_a_refused_host_key_stops_the_whole_deploy_before_anything_runs(rig: Rig, fail_fast: bool) -> None:
+    report = rig.engine({"web2": "refused"}).run(rig.request(fail_fast=fail_fast))
+    assert report.outcome == "failed"
+    assert report.error is not None and "host key of web2 was refused" in report.error
+    assert "no host was changed" in report.error
+    refused = next(o for o in report.hosts if o.host == "web2")
+    assert refused.error is not None and KNOWN_KEY in refused.error and PRESENTED_KEY in refused.error
+    # Nothing fetched, built, pushed or started; every connection closed; the deploy finished (token revoked).
+    assert rig.broker.calls("bundle") == [] and rig.docker_calls() == [] and rig.steps == []
+    assert set(rig.remotes) == {"web1", "web2"} and all(r.closed for r in rig.remotes.values())
+    assert [c[3] for c in rig.broker.calls("finish")] == [{"outcome": "failed"}]
+
+
+def test_every_host_connects_before_the_bundle_and_the_build(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, tuple[int, int]] = {}
+    connect = FakeRemote.connect
+
+    def noted(remote: FakeRemote) -> None:
+        seen[remote.host] = (len(rig.broker.calls("bundle")), len(rig.docker_calls()))
+        connect(remote)
+
+    monkeypatch.setattr(FakeRemote, "connect", noted)
+    report = rig.engine().run(rig.request())
+    assert report.outcome == "succeeded", report.error
+    assert seen == {"web1": (0, 0), "web2": (0, 0)}
+    assert len(rig.broker.calls("bundle")) == 1 and rig.docker_calls()[0]["argv"][0] == "build"
+
+
+def test_no_reachable_host_builds_nothing(rig: Rig) -> None:
+    report = rig.engine({"web1": "unreachable", "web2": "unreachable"}).run(rig.request())
+    assert report.outcome == "failed" and "no host can be deployed to" in (report.error or "")
+    assert rig.docker_calls() == [] and rig.broker.calls("bundle") == []
 
 
 def test_unhealthy_host_reports_a_redacted_reason(rig: Rig) -> None:

@@ -101,9 +101,12 @@ def parse(text: str) -> tuple[Part, ...]:
 
 def literal(parts: tuple[Part, ...]) -> str | None:
     """The value if it has no references (with `$$` already turned into `$`), else None."""
-    if any(isinstance(p, Ref) for p in parts):
-        return None
-    return "".join(p for p in parts if isinstance(p, str))
+    text: list[str] = []
+    for part in parts:
+        if not isinstance(part, str):
+            return None
+        text.append(part)
+    return "".join(text)
 
 
 def literal_text(parts: tuple[Part, ...]) -> str:

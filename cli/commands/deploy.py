@@ -21,6 +21,7 @@ from cli.session import Session
 if TYPE_CHECKING:
     from cli.client import BrokerClient
     from cli.deploy.engine import DeployReport
+    from cli.deploy.status import HostState
 
 DEFAULT_TTL_SECONDS = 900
 
@@ -313,75 +314,103 @@ def _summary(report: DeployReport, kind: str) -> None:
 @_environment_option(required=True)
 @_project_option
 @_manifest_option
+@click.option(
+    "--ledger-only",
+    is_flag=True,
+    help="Only the broker's view (ledger against what a deploy would give now): no ssh to the hosts.",
+)
 @json_option
 @click.pass_obj
 def status_command(
-    session: Session, environment: str, project: str | None, manifest_path: Path, as_json: bool
+    session: Session,
+    environment: str,
+    project: str | None,
+    manifest_path: Path,
+    ledger_only: bool,
+    as_json: bool,
 ) -> None:
-    """Per host: what runs (by the ledger) against what a deploy would give it now; exit 1 on any drift."""
+    """Per host: what runs there (over ssh) against the ledger and what a deploy would give it now.
+
+    States: current, drift (env or version not what they should be), rotated (secrets changed since the
+    deploy), missing (no running container), unreachable, never deployed. Exit 1 unless every host is
+    current.
+    """
+    from cli.deploy.status import host_states
+
     text = read_manifest(manifest_path)
     project = pick_project(project, text)
-    hosts = session.client().deploy_status(project=project, environment=environment, manifest=text)
+    statuses = session.client().deploy_status(project=project, environment=environment, manifest=text)
+    plan = None
+    if not ledger_only:
+        from cli.deploy.localplan import plan_json
+
+        plan = plan_json(text, environment, "status")
+    states = host_states(statuses, plan)
     if as_json:
-        output.emit_json(
-            {
-                "hosts": [
-                    {
-                        "host": h.host,
-                        "role": h.role,
-                        "drift": h.drift,
-                        "expected_env_fingerprint": h.expected_env_fingerprint,
-                        "last": None
-                        if h.last is None
-                        else {
-                            "deploy_id": h.last.deploy_id,
-                            "version": h.last.version,
-                            "image_digest": h.last.image_digest,
-                            "env_fingerprint": h.last.env_fingerprint,
-                            "at": h.last.at,
-                            "by": h.last.by,
-                            "outcome": h.last.outcome,
-                        },
-                        "rotated": [
-                            {
-                                "name": r.name,
-                                "deployed_version": r.deployed_version,
-                                "current_version": r.current_version,
-                            }
-                            for r in h.rotated
-                        ],
-                    }
-                    for h in hosts
-                ]
-            }
-        )
+        output.emit_json({"hosts": [_state_json(state) for state in states]})
     else:
         rows = []
-        for h in hosts:
-            last = h.last
-            if last is None:
-                state = "never deployed"
-            elif h.rotated:
-                state = "rotated: " + ", ".join(
-                    f"{r.name} v{r.deployed_version}→v{r.current_version}" for r in h.rotated
-                )
-            elif last.env_fingerprint != h.expected_env_fingerprint:
-                state = "drift: env differs from what a deploy would give"
-            else:
-                state = "current"
-            rows.append(
-                (
-                    h.host,
-                    h.role,
-                    last.version[:12] if last and last.version else "-",
-                    (last.at or "-") if last else "-",
-                    (last.by or "-") if last else "-",
-                    state,
-                )
-            )
-        output.emit_table(["HOST", "ROLE", "VERSION", "DEPLOYED", "BY", "STATE"], rows, empty="No hosts.")
-    if any(h.drift for h in hosts):
+        for state in states:
+            last, running = state.status.last, state.running
+            row = [state.status.host, state.status.role, _short(last.version if last else None)]
+            if not ledger_only:
+                row.append(_short(running.version) if running else "-")
+            row += [(last.at or "-") if last else "-", (last.by or "-") if last else "-", state.describe()]
+            rows.append(tuple(row))
+        headers = ["HOST", "ROLE", "LEDGER", "RUNNING", "DEPLOYED", "BY", "STATE"]
+        if ledger_only:
+            headers.remove("RUNNING")
+        output.emit_table(headers, rows, empty="No hosts.")
+    if any(state.problem for state in states):
         raise click.exceptions.Exit(1)
+
+
+def _short(version: str | None) -> str:
+    return version[:12] if version else "-"
+
+
+def _state_json(state: HostState) -> dict[str, object]:
+    h, running = state.status, state.running
+    return {
+        "host": h.host,
+        "role": h.role,
+        "state": state.state,
+        "states": list(state.states),
+        "drift": state.problem,
+        "inspected": state.inspected,
+        "error": state.error,
+        "expected_env_fingerprint": h.expected_env_fingerprint,
+        "last": None
+        if h.last is None
+        else {
+            "deploy_id": h.last.deploy_id,
+            "version": h.last.version,
+            "image_digest": h.last.image_digest,
+            "env_fingerprint": h.last.env_fingerprint,
+            "at": h.last.at,
+            "by": h.last.by,
+            "outcome": h.last.outcome,
+        },
+        "running": None
+        if running is None
+        else {
+            "container": running.name,
+            "id": running.id,
+            "version": running.version,
+            "image": running.image,
+            "image_id": running.image_id,
+            "repo_digests": running.repo_digests,
+            "env_fingerprint": running.env_fingerprint,
+            "deploy_id": running.deploy_id,
+            "status": running.status,
+            "health": running.health,
+            "started_at": running.started_at,
+        },
+        "rotated": [
+            {"name": r.name, "deployed_version": r.deployed_version, "current_version": r.current_version}
+            for r in h.rotated
+        ],
+    }
 
 
 @click.command("rollback")

@@ -2,7 +2,8 @@
 
 One environment (`production`) goes through a life: the first deploy of v1 to web1 and web2; APP_SECRET
 is rotated and v2 deployed (the containers see the new value, the ledger and `deploy status` follow);
-`rollback` goes back to v1 without building; a version that never becomes healthy fails while v1 keeps
+web2's container is removed behind the CLI's back (`deploy status` says missing); `rollback` goes back
+to v1 without building; a version that never becomes healthy fails while v1 keeps
 serving. Each step is a module fixture building on the previous one, so any test can run alone. The
 catalogue checks of section G run over what those deploys did: every argv and environment given to
 docker and ssh, here and on the hosts (G40), the built and pulled images (G41), the hosts' files (G42),
@@ -149,7 +150,19 @@ def second(lab: deploy_lab.Lab, deploy_broker: DeployBroker, world: World, first
 
 
 @pytest.fixture(scope="module")
-def rolled_back(lab: deploy_lab.Lab, deploy_broker: DeployBroker, world: World, second: Run) -> Run:
+def missing(lab: deploy_lab.Lab, deploy_broker: DeployBroker, world: World, second: Run) -> Run:
+    """Remove web2's container with `docker rm -f` on its engine, then `deploy status`."""
+    [container] = running(lab, "web2")
+    lab.hosts["web2"].docker("rm", "-f", container["Id"])
+    assert running(lab, "web2") == []
+    world.runs["status-missing"] = run(
+        lab, deploy_broker, "deploy", "status", "-e", ENV, "--json", cwd=world.root
+    )
+    return world.runs["status-missing"]
+
+
+@pytest.fixture(scope="module")
+def rolled_back(lab: deploy_lab.Lab, deploy_broker: DeployBroker, world: World, missing: Run) -> Run:
     """`strongroom rollback` with no version: back to the one before the current one (v1)."""
     world.runs["rollback"] = run(lab, deploy_broker, "rollback", "-e", ENV, cwd=world.root)
     return world.runs["rollback"]
@@ -376,6 +389,11 @@ def test_second_deploy_after_a_secret_changed(
         assert [(r["name"], r["deployed_version"], r["current_version"]) for r in h["rotated"]] == [
             ("APP_SECRET", 1, 2)
         ]
+        # What runs (inspected over ssh) is v1 with the old env: drift, and the rotated key named.
+        assert (h["state"], h["states"], h["inspected"]) == ("drift", ["drift", "rotated"], True)
+        assert h["running"]["version"] == "v1" and h["running"]["container"] == f"{SERVICE}-web-v1"
+        assert h["running"]["env_fingerprint"] == h["last"]["env_fingerprint"]
+        assert h["running"]["env_fingerprint"] != h["expected_env_fingerprint"]
 
     ok(second)
     for alias in HOSTS:
@@ -403,10 +421,19 @@ def test_after_the_second_deploy_the_ledger_has_both_hosts_and_status_shows_no_d
     current = world.runs["status-current"]
     assert current.out.returncode == 0, current.out.stdout + current.out.stderr
     after = json.loads(current.out.stdout)["hosts"]
+    assert {h["host"] for h in after} == set(HOSTS)
     for h in after:
-        assert h["drift"] is False and h["rotated"] == []
+        assert h["drift"] is False and h["rotated"] == [] and h["state"] == "current"
         assert h["last"]["version"] == "v2"
         assert h["last"]["env_fingerprint"] == h["expected_env_fingerprint"]
+        running_now = h["running"]
+        assert (running_now["version"], running_now["status"]) == ("v2", "running")
+        assert running_now["env_fingerprint"] == h["expected_env_fingerprint"]
+        assert running_now["image"].endswith(":v2") and running_now["deploy_id"] == deploy["id"]
+    # The status went to each host over ssh and ran only read-only docker commands there.
+    on_hosts = [c for c in current.calls if c.where in HOSTS]
+    assert {c.where for c in on_hosts} == set(HOSTS)
+    assert {c.argv[0] for c in on_hosts} <= {"version", "ps", "inspect", "image"}
 
 
 def test_deploy_status_names_a_host_of_the_manifest_never_deployed_to(
@@ -418,9 +445,22 @@ def test_deploy_status_names_a_host_of_the_manifest_never_deployed_to(
     hosts = {h["host"]: h for h in json.loads(status.out.stdout)["hosts"]}
     assert set(hosts) == {*HOSTS, "web9"}
     assert hosts["web9"]["last"] is None and hosts["web9"]["drift"] is True
-    table = run(lab, deploy_broker, "deploy", "status", "-e", ENV, cwd=tmp_path)
+    table = run(lab, deploy_broker, "deploy", "status", "-e", ENV, "--ledger-only", cwd=tmp_path)
+    assert table.out.returncode == 1
     assert any(line.startswith("web9") and "never deployed" in line for line in table.out.stdout.splitlines())
-    assert not status.calls and not table.calls  # status reads the ledger: no ssh, no docker
+    assert not table.calls  # --ledger-only: no ssh, no docker
+    # Without it, the hosts deployed to are inspected; web9, never deployed, is not tried.
+    assert status.calls and not [c for c in status.calls if "web9" in c.argv]
+
+
+def test_deploy_status_says_missing_for_a_host_whose_container_was_removed(
+    lab: deploy_lab.Lab, world: World, missing: Run
+) -> None:
+    assert missing.out.returncode == 1, missing.out.stdout + missing.out.stderr
+    hosts = {h["host"]: h for h in json.loads(missing.out.stdout)["hosts"]}
+    assert (hosts["web1"]["state"], hosts["web1"]["running"]["version"]) == ("current", "v2")
+    assert (hosts["web2"]["states"], hosts["web2"]["running"]) == (["missing"], None)
+    assert hosts["web2"]["last"]["version"] == "v2"  # the ledger still says v2 runs there
 
 
 # --- rollback --------------------------------------------------------------------------------------------

@@ -666,15 +666,73 @@ def test_dry_run_prints_the_plan_and_touches_nothing(rig: Rig) -> None:
     assert rig.invocations == []
 
 
-def test_deploy_status_shows_current_and_rotated_and_exits_1_on_drift(rig: Rig) -> None:
-    result = _cli(rig, "deploy", "status", "-e", "production")
+def test_deploy_status_ledger_only_shows_current_and_rotated_and_exits_1_on_drift(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cli.deploy.remote
+
+    monkeypatch.setattr(cli.deploy.remote, "RemoteHost", None)  # --ledger-only: no ssh at all
+    result = _cli(rig, "deploy", "status", "-e", "production", "--ledger-only")
     assert result.exit_code == 1
     lines = result.output.splitlines()
+    assert "RUNNING" not in lines[0]
     assert any(line.startswith("web1") and line.rstrip().endswith("current") for line in lines)
     assert any(line.startswith("web2") and "rotated: SECRET v2→v3" in line for line in lines)
-    as_json = _cli(rig, "deploy", "status", "-e", "production", "--json")
+    as_json = _cli(rig, "deploy", "status", "-e", "production", "--json", "--ledger-only")
     data = json.loads(as_json.output)
     assert [h["drift"] for h in data["hosts"]] == [False, True]
+    assert [h["running"] for h in data["hosts"]] == [None, None]
+    assert rig.invocations == []
+
+
+class FakeStatusHost:
+    """Stands in for RemoteHost in `deploy status` (no sshd here): web1 runs v2, web2 cannot be reached."""
+
+    def __init__(self, host: str, plan: dict[str, Any], **_: Any) -> None:
+        self.host = host
+
+    def connect(self) -> None:
+        if self.host == "web2":
+            raise HostUnreachable(self.host, "ssh: connect to host port 22: Connection refused")
+
+    def status(self, role: str | None = None) -> list[Any]:
+        from cli.deploy.remote import ContainerInfo
+
+        return [
+            ContainerInfo(
+                host=self.host, id="c1", name="app-web-v2", status="running", health="healthy",
+                image="127.0.0.1:5000/app:v2", image_id="sha256:i", repo_digests=[], role="web",
+                version="v2", env_fingerprint="hmac-sha256:" + "1" * 64, deploy_id="d-1",
+                created=None, started_at=None,
+            )
+        ]  # fmt: skip
+
+    def close(self) -> None:
+        pass
+
+
+def test_deploy_status_compares_what_runs_and_reports_an_unreachable_host(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cli.deploy.remote
+
+    monkeypatch.setattr(cli.deploy.remote, "RemoteHost", FakeStatusHost)
+    result = _cli(rig, "deploy", "status", "-e", "production")
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["HOST", "ROLE", "LEDGER", "RUNNING", "DEPLOYED", "BY", "STATE"]
+    assert any(line.startswith("web1") and line.rstrip().endswith("current") for line in lines)
+    [web2] = [line for line in lines if line.startswith("web2")]
+    assert "unreachable: ssh: connect to host port 22" in web2 and "rotated: SECRET v2→v3" in web2
+    data = json.loads(_cli(rig, "deploy", "status", "-e", "production", "--json").output)
+    web1, web2_json = data["hosts"]
+    assert (web1["state"], web1["running"]["version"], web1["running"]["container"]) == (
+        "current",
+        "v2",
+        "app-web-v2",
+    )
+    assert web1["running"]["env_fingerprint"] == web1["expected_env_fingerprint"]
+    assert (web2_json["states"], web2_json["running"]) == (["unreachable", "rotated"], None)
 
 
 def test_rollback_picks_the_version_before_the_current_one(rig: Rig) -> None:

@@ -72,14 +72,18 @@ T = TypeVar("T")
 
 
 class SqliteWriter:
-    """One SQLite connection, in one thread, for the hot path's units of work, committed in groups.
+    """One SQLite connection for the hot path's units of work, committed in groups.
 
     A unit is a function of a DB-API connection that runs inside a write transaction. Units submitted
-    while a group is committing wait for the next group; each group is one thread hop, one
-    BEGIN IMMEDIATE and one COMMIT (one WAL sync) for all of its units, instead of a hop per statement
-    and pooled connections queueing for the write lock. A unit's result is returned only after its
-    group has committed. If any unit raises or the commit fails, the whole group rolls back and every
-    unit in it gets the exception (a unit must not catch database errors and carry on).
+    while a group is being written wait for the next group; a group is one BEGIN IMMEDIATE and one
+    COMMIT (one WAL sync) for all of its units, instead of pooled connections queueing for the write
+    lock with a thread hop per statement. The units run on the event loop: their statements take
+    microseconds (the pages are cached, and the write lock is taken without waiting, or else in the
+    thread), while the commit, which waits for the disk, runs in the writer's thread. Running the units
+    in that thread instead would have them and the event loop take turns for the GIL (a 5 ms switch
+    interval each time). A unit's result is returned only after its group has committed; if any unit
+    raises or the commit fails, the whole group rolls back and every unit in it gets the exception
+    (a unit must not catch database errors and carry on).
     """
 
     def __init__(self, path: str) -> None:
@@ -101,14 +105,11 @@ class SqliteWriter:
         return await future
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while self._pending:
                 group, self._pending = self._pending, []
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strongroom-sqlite")
                 try:
-                    results = await loop.run_in_executor(self._pool, self._commit, [u for u, _ in group])
+                    results = await self._group([u for u, _ in group])
                 except BaseException as exc:  # every unit of the group fails with it
                     for _, future in group:
                         if not future.done():
@@ -122,39 +123,53 @@ class SqliteWriter:
         finally:
             self._draining = False
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        for pragma in SQLITE_PRAGMAS:
-            conn.execute(pragma)
-        return conn
-
-    def _commit(self, units: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+    async def _group(self, units: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        loop = asyncio.get_running_loop()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strongroom-sqlite")
         if self._conn is None:
-            self._conn = self._connect()
+            self._conn = await loop.run_in_executor(self._pool, self._connect)
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # busy_timeout is 0 here: never waits on the loop
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+            # Another connection holds the write lock: wait for it in the thread.
+            await loop.run_in_executor(self._pool, self._begin_waiting, conn)
         try:
             results = [unit(conn) for unit in units]
-            conn.execute("COMMIT")
+            await loop.run_in_executor(self._pool, conn.execute, "COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
         return results
 
+    def _connect(self) -> sqlite3.Connection:
+        # Used from the loop and from the writer's thread, never both at once (one group at a time).
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        for pragma in SQLITE_PRAGMAS:
+            conn.execute(pragma)
+        conn.execute("PRAGMA busy_timeout=0")
+        return conn
+
+    @staticmethod
+    def _begin_waiting(conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA busy_timeout=30000")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        finally:
+            conn.execute("PRAGMA busy_timeout=0")
+
     def close(self) -> None:
         """Close the connection and stop the thread (both come back on the next use)."""
         pool, self._pool = self._pool, None
-        if pool is None:
-            return
-
-        def _close() -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-        pool.submit(_close).result()
-        pool.shutdown(wait=True)
+        if pool is not None:
+            pool.shutdown(wait=True)  # a commit in flight finishes first
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
 
 class PgConnections:

@@ -19,11 +19,12 @@ from tests.e2e.deploy.conftest import (
     DeployBroker,
     Run,
     canary,
+    manifest,
     project_dir,
     run,
     service_containers,
 )
-from tests.support import deploy_lab
+from tests.support import deploy_lab, sshd
 
 pytestmark = pytest.mark.e2e
 
@@ -201,6 +202,35 @@ def test_the_ledger_of_a_partial_deploy_has_every_host(
     assert outcomes == {"web1": "deployed", "web2": "deployed", lab.unreachable: "failed"}
     errors = {h["host"]: h["error"] for h in row["hosts"]}
     assert "unreachable" in errors[lab.unreachable]
+
+
+def test_deploy_status_reports_an_unreachable_host_and_still_the_others(
+    lab: deploy_lab.Lab, deploy_broker: DeployBroker, partial: Run, tmp_path: Path
+) -> None:
+    (tmp_path / "strongroom.yml").write_text(
+        manifest(lab, service="reach-all", hosts=["web1", "web2", lab.unreachable])
+    )
+    # web2 moves to an address nothing listens on (an ssh config of our own: the lab's stays as it is).
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        lab.hosts["web1"].ssh.config_block("web1", lab.known_hosts)
+        + sshd.config_block("web2", "127.0.0.254", lab.ssh_port, lab.client_key, lab.known_hosts)
+    )
+    r = run(
+        lab,
+        deploy_broker,
+        "deploy",
+        "status",
+        "-e",
+        ENV,
+        cwd=tmp_path,
+        env={"STRONGROOM_SSH_CONFIG": str(config)},
+    )
+    assert r.out.returncode == 1, r.out.stdout + r.out.stderr
+    rows = {line.split()[0]: line for line in r.out.stdout.splitlines()[1:]}
+    assert rows["web1"].rstrip().endswith("current"), r.out.stdout
+    assert "unreachable: " in rows["web2"] and "127.0.0.254" in rows["web2"], r.out.stdout
+    assert "never deployed" in rows[lab.unreachable], r.out.stdout
 
 
 def test_hosts_may_be_ssh_config_aliases_with_their_own_port(

@@ -178,6 +178,7 @@ class PgConnections:
 
     def __init__(self, engine: AsyncEngine, size: int) -> None:
         self._args, self._kwargs = engine.dialect.create_connect_args(engine.url)
+        self._size = size
         self._slots = asyncio.Semaphore(size)
         self._idle: list[Any] = []
 
@@ -202,8 +203,9 @@ class PgConnections:
                     conn.terminate()
 
     async def close(self) -> None:
-        """Close every idle connection."""
+        """Close every idle connection (connections and the semaphore belong to the closing loop)."""
         idle, self._idle = self._idle, []
+        self._slots = asyncio.Semaphore(self._size)
         for conn in idle:
             await conn.close()
 

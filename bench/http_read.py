@@ -4,6 +4,10 @@ Run by hand: ``.venv/bin/python bench/http_read.py`` (embedded SQLite in a tempo
 or ``.venv/bin/python bench/http_read.py --postgres postgresql://user@127.0.0.1:5432/emptydb`` (the
 database must be empty or migrated without principals: the bench migrates it and bootstraps the admin).
 
+PostgreSQL's own settings move the figure: a cluster with fsync or synchronous_commit off (as the test
+suite's throwaway clusters run) commits the read's audit events without waiting for the disk; quote
+figures from a durable cluster (the defaults).
+
 The broker runs in a subprocess (`strongroom-server serve`, one worker, loopback, a free port). The bench
 creates project `microblog` with environments `common` and `production`, a 100-byte secret, and a
 read-only child token scoped to `microblog/production`. Then it drives 32 concurrent keep-alive

@@ -139,7 +139,14 @@ class SqliteWriter:
             await loop.run_in_executor(self._pool, self._begin_waiting, conn)
         try:
             results = [unit(conn) for unit in units]
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        try:
             await loop.run_in_executor(self._pool, conn.execute, "COMMIT")
+        except asyncio.CancelledError:
+            raise  # the commit goes on in the thread: the connection is its until then
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -335,7 +335,7 @@ def test_a_ci_token_is_printed_once_scoped_use_limited_and_revocable(
     refused = admin.cli("secrets", "set", "-p", "microblog", "-e", "production", "X", input=b"y", env=ci)
     assert (
         refused.returncode == 1
-        and refused.stderr == "Error: this token does not grant write on microblog/production\n"
+        and refused.stderr == "Error: this token does not grant write on microblog/production/X\n"
     )
     spent = admin.cli("secrets", "list", "-p", "microblog", "-e", "production", env=ci)
     assert spent.returncode == 1 and "STRONGROOM_TOKEN" in spent.stderr  # two uses: run and the refused set

@@ -35,6 +35,7 @@ TIMEOUT_SECONDS = 30.0
 MASK = "********"
 # A kept-alive connection idle longer than this is not reused: uvicorn closes idle ones after 5 s.
 IDLE_REUSE_SECONDS = 4.0
+MAX_HOST_ERROR = 2000  # the broker's limit on a host report's error
 REVEAL_HEADER = "X-Strongroom-Reveal"
 
 # Shows that a request is in progress (the CLI passes one that draws on a terminal after a second).
@@ -1000,8 +1001,13 @@ class BrokerClient:
         image_digest: str | None = None,
         env_fingerprint: str | None = None,
         error: str | None = None,
+        redactor: Callable[[str], str] | None = None,
     ) -> None:
-        """Record what the deploy did on one host in the ledger (deploy token)."""
+        """Record what the deploy did on one host in the ledger (deploy token); `error` redacted, then cut."""
+        if error is not None:
+            # Redact the whole text before cutting it: a cut through a value would leave a prefix no
+            # redactor recognises any more.
+            error = (redactor(error) if redactor is not None else error)[:MAX_HOST_ERROR]
         body = {
             "host": host,
             "role": role,
@@ -1009,7 +1015,7 @@ class BrokerClient:
             "container": container,
             "image_digest": image_digest,
             "env_fingerprint": env_fingerprint,
-            "error": error[:2000] if error is not None else None,
+            "error": error,
         }
         self._request("POST", f"/v1/deploys/{_segment(deploy_id)}/hosts", body)
 

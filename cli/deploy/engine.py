@@ -572,6 +572,7 @@ class DeployEngine:
                     image_digest=outcome.image_digest,
                     env_fingerprint=outcome.env_fingerprint if outcome.outcome == "deployed" else None,
                     error=outcome.error,
+                    redactor=self.redactor,
                 )
             except CliError as exc:
                 self.say(

@@ -28,7 +28,13 @@ import pytest
 
 from cli.client import BrokerClient
 from cli.deploy import process
-from cli.deploy.engine import DeployEngine, DeployRequest, default_version
+from cli.deploy.engine import (
+    DeployEngine,
+    DeployRequest,
+    default_version,
+    private_dir,
+    write_secret_file,
+)
 from cli.deploy.process import Invocation
 from cli.deploy.remote import DeployFailed, DeployResult, DeployStep, HostKeyRefused, HostUnreachable
 from cli.errors import CliError
@@ -600,7 +606,17 @@ def test_process_withholds_the_broker_token_and_redacts(monkeypatch: pytest.Monk
         process.run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.3)
     with pytest.raises(CliError, match="command not found"):
         process.run(["/nonexistent/docker"])
-    assert stat.S_IMODE(0o600) == 0o600
+
+
+def test_build_secret_files_are_0600_in_a_0700_directory(tmp_path: Path) -> None:
+    with private_dir("sr-test-") as directory:
+        path = Path(write_secret_file(directory, "NPM_TOKEN", CANARY))
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_text() == CANARY
+        with pytest.raises(FileExistsError):
+            write_secret_file(directory, "NPM_TOKEN", "again")
+    assert not directory.exists()
 
 
 # --- the commands, through click, against the stand-in
@@ -1023,3 +1039,16 @@ def test_no_cache_builds_cold(rig: Rig) -> None:
     assert build[:2] == ["build", "--no-cache"] and "--secret" in build
     rig.engine().run(rig.request())
     assert "--no-cache" not in rig.docker_calls()[4]["argv"]  # the next deploy's build: cached again
+
+
+def test_host_report_redacts_the_whole_error_before_cutting_it(broker: DeployBroker) -> None:
+    from cli.deploy.redact import Redactor
+
+    client = BrokerClient(broker.url, token=DEPLOY_TOKEN)
+    error = "x" * 1995 + CANARY + " and more"
+    client.report_deploy_host(
+        deploy_id="d-1", host="web1", role="web", outcome="failed", error=error, redactor=Redactor([CANARY])
+    )
+    sent = broker.calls("hosts")[-1][3]["error"]
+    assert len(sent) == 2000 and sent.startswith("x" * 1995)
+    assert CANARY[:5] not in sent and "[REDA" in sent

@@ -16,6 +16,7 @@ the CLI itself sent as a secret is masked out of that sentence before anyone see
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -960,16 +961,26 @@ class BrokerClient:
             "via": via,
         }
         data = _Reader(self._request("POST", f"{_env_path(project, environment)}/deploys", body), "deploy")
-        deploy = data.child("deploy") if data.maybe_object("deploy") else None
-        return CreatedDeploy(
-            deploy=_deploy_info(deploy) if deploy is not None else None,
-            token=data.maybe_text("token"),
-            accessor=data.maybe_text("accessor"),
-            expires_at=data.maybe_text("expires_at"),
-            uses=data.maybe_integer("uses"),
-            keys=_key_refs(data, "keys"),
-            plan=_deploy_plan(data.child("plan")),
-        )
+        token = data.maybe_text("token")
+        try:
+            deploy = data.child("deploy") if data.maybe_object("deploy") else None
+            return CreatedDeploy(
+                deploy=_deploy_info(deploy) if deploy is not None else None,
+                token=token,
+                accessor=data.maybe_text("accessor"),
+                expires_at=data.maybe_text("expires_at"),
+                uses=data.maybe_integer("uses"),
+                keys=_key_refs(data, "keys"),
+                plan=_deploy_plan(data.child("plan")),
+            )
+        except BaseException:
+            # A token was minted but the answer cannot be used: end the token before giving up on it.
+            if token is not None:
+                orphan = self.with_token(token)
+                with contextlib.suppress(Exception):
+                    orphan.revoke_self()
+                orphan.close()
+            raise
 
     def deploy_bundle(self, *, deploy_id: str) -> DeployBundle:
         """The env file of every host, the registry password and build secrets (deploy token only)."""

@@ -277,26 +277,26 @@ class DeployEngine:
             hosts=request.hosts,
             kind=request.kind,
         )
-        if created.deploy is None or created.token is None:
+        if created.token is None:
             raise CliError("the broker answered the deploy without a deploy token; nothing was started")
-        deploy_id = created.deploy.id
+        deploy_id = created.deploy.id if created.deploy is not None else ""
         deploy_client = self.client.with_token(
             created.token,
             unauthorized_message=f"the broker refused the deploy token of deploy {deploy_id} "
             "(it expired, ran out of uses or was revoked)",
         )
-        report = DeployReport(
-            deploy_id=deploy_id,
-            outcome="failed",
-            image=plans.image_ref(created.plan),
-            version=request.version,
-        )
-        self.say(
-            f"Deploy {deploy_id}: {created.plan.service} {created.plan.version} to "
-            f"{request.project}/{request.environment}; deploy token good for {len(created.keys)} keys "
-            f"until {created.expires_at}"
-        )
+        report = DeployReport(deploy_id=deploy_id, outcome="failed", image="", version=request.version)
+        # From here on the deploy token exists: every path, whatever it raises, finishes the deploy or
+        # revokes the token (SECURITY G45).
         try:
+            if created.deploy is None:
+                raise CliError("the broker answered the deploy without a deploy record; nothing was started")
+            report.image = plans.image_ref(created.plan)
+            self.say(
+                f"Deploy {deploy_id}: {created.plan.service} {created.plan.version} to "
+                f"{request.project}/{request.environment}; deploy token good for {len(created.keys)} keys "
+                f"until {created.expires_at}"
+            )
             self._execute(request, created, deploy_client, report)
         except CliError as exc:
             report.error = self.redactor(exc.message)
@@ -305,8 +305,10 @@ class DeployEngine:
             raise
         finally:
             report.outcome = _overall(report)
-            self._finish(deploy_client, report)
-            deploy_client.close()
+            try:
+                self._finish(deploy_client, report)
+            finally:
+                deploy_client.close()
         return report
 
     def _execute(
@@ -582,20 +584,30 @@ class DeployEngine:
     # -- the end -------------------------------------------------------------------------------------------
 
     def _finish(self, deploy_client: BrokerClient, report: DeployReport) -> None:
-        try:
-            report.finished = deploy_client.finish_deploy(deploy_id=report.deploy_id, outcome=report.outcome)
-            return
-        except CliError as exc:
-            failure = exc.message
+        """Finish the deploy, else revoke its token, else say the TTL is all that is left; never raises."""
+        failure = "no deploy record"
+        if report.deploy_id:
+            try:
+                report.finished = deploy_client.finish_deploy(
+                    deploy_id=report.deploy_id, outcome=report.outcome
+                )
+                return
+            except Exception as exc:  # any failure, not only the broker's: the token must not outlive this
+                failure = self.redactor(_message(exc))
         try:
             deploy_client.revoke_self()
             report.token_note = f"could not finish the deploy at the broker ({failure}); revoked its token"
-        except CliError as exc:
+        except Exception as exc:
             report.token_note = (
-                f"could not finish the deploy ({failure}) nor revoke its token ({exc.message}); "
+                f"could not finish the deploy ({failure}) nor revoke its token ({self.redactor(_message(exc))}); "
                 "the token stays valid until its TTL ends"
             )
-        self.say(f"warning: {report.token_note}")
+        with contextlib.suppress(Exception):
+            self.say(f"warning: {report.token_note}")
+
+
+def _message(exc: Exception) -> str:
+    return exc.message if isinstance(exc, CliError) else f"{type(exc).__name__}: {exc}"
 
 
 def _overall(report: DeployReport) -> str:

@@ -50,7 +50,7 @@ def plan_json(
         )
         entry["hosts"].append({"host": host, "tags": tags})
     registry, builder, health = body.registry, body.builder, body.healthcheck
-    return {
+    plan: dict[str, Any] = {
         "service": body.service,
         "image": body.image,
         "version": version,
@@ -84,6 +84,10 @@ def plan_json(
         "retain_images": body.deploy.retain_images,
         "stop_timeout": body.deploy.stop_timeout,
     }
+    if "readiness_delay" in type(body.deploy).model_fields:
+        # Seconds a container without a health check must stay up (Kamal's readiness_delay).
+        plan["readiness_delay"] = body.deploy.readiness_delay
+    return plan
 
 
 def local_plan(text: str, environment: str, version: str, hosts: Sequence[str] | None = None) -> DeployPlan:

@@ -642,7 +642,9 @@ env:
 def test_local_plan_is_the_stand_in_plan() -> None:
     from cli.deploy.localplan import plan_json as local_plan_json
 
-    assert local_plan_json(STANDIN_MANIFEST, "production", "v2") == plan_json()
+    local = local_plan_json(STANDIN_MANIFEST, "production", "v2")
+    assert local.pop("readiness_delay", 7) == 7  # the manifest's default, once the manifest has the field
+    assert local == plan_json()
     only_web2 = local_plan_json(STANDIN_MANIFEST, "production", "v2", ["web2"])
     assert [(r["name"], [h["host"] for h in r["hosts"]]) for r in only_web2["roles"]] == [("web", ["web2"])]
     with pytest.raises(CliError, match="web9 is not a host of any role"):
@@ -1052,3 +1054,33 @@ def test_host_report_redacts_the_whole_error_before_cutting_it(broker: DeployBro
     sent = broker.calls("hosts")[-1][3]["error"]
     assert len(sent) == 2000 and sent.startswith("x" * 1995)
     assert CANARY[:5] not in sent and "[REDA" in sent
+
+
+def test_a_crash_right_after_the_token_is_minted_still_finishes_the_deploy(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(_plan: object) -> str:
+        raise RuntimeError("boom right after create")
+
+    monkeypatch.setattr("cli.deploy.engine.plans.image_ref", crash)
+    with pytest.raises(RuntimeError, match="boom right after create"):
+        rig.engine().run(rig.request())
+    [finish] = rig.broker.calls("finish")
+    assert finish[2] == f"Bearer {DEPLOY_TOKEN}" and finish[3]["outcome"] == "failed"
+
+
+def test_finish_raising_anything_revokes_the_deploy_token(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise ValueError("unexpected answer")
+
+    monkeypatch.setattr(BrokerClient, "finish_deploy", broken)
+    report = rig.engine().run(rig.request())
+    assert [r[2] for r in rig.broker.calls("revoke-self")] == [f"Bearer {DEPLOY_TOKEN}"]
+    assert report.token_note is not None and "ValueError" in report.token_note
+
+
+def test_an_unusable_create_answer_revokes_the_minted_token(rig: Rig) -> None:
+    rig.broker.plan = {"service": "app"}  # no roles, no image: the client cannot read the plan
+    with pytest.raises(CliError):
+        rig.engine().run(rig.request())
+    assert [r[2] for r in rig.broker.calls("revoke-self")] == [f"Bearer {DEPLOY_TOKEN}"]

@@ -122,6 +122,12 @@ def base(target: Target) -> list[str]:
             # CheckHostIP would look the address up in the user's files, which the pin replaces.
             "-o",
             "CheckHostIP=no",
+            # Nor may any other source of keys vouch for the host: an ssh config's KnownHostsCommand, or
+            # SSHFP records in DNS.
+            "-o",
+            "KnownHostsCommand=none",
+            "-o",
+            "VerifyHostKeyDNS=no",
         ]
     argv += [
         "-o",

@@ -270,8 +270,12 @@ def test_pinned_host_key_deploys_and_a_wrong_pin_runs_nothing(remote_lab: Remote
     # An ssh config whose known_hosts is empty: only the pin can make the host acceptable.
     empty = tmp_path / "known_hosts"
     empty.write_text("")
+    # A KnownHostsCommand in the config is another source of keys: with a pin, ssh must not even run it.
+    ran = tmp_path / "known-hosts-command-ran"
     config = tmp_path / "ssh_config"
-    config.write_text(remote_lab.host.ssh.config_block("web1", empty))
+    config.write_text(
+        remote_lab.host.ssh.config_block("web1", empty) + f"\n    KnownHostsCommand /usr/bin/touch {ran}\n"
+    )
     environ = {**remote_lab.environ(), "STRONGROOM_SSH_CONFIG": str(config)}
     plan = remote_lab.plan("pinned", ssh={"user": None, "port": None, "host_keys": {"web1": [fingerprint]}})
     with RemoteHost("web1", plan, environ=environ) as host:
@@ -279,6 +283,7 @@ def test_pinned_host_key_deploys_and_a_wrong_pin_runs_nothing(remote_lab: Remote
         assert host.accepted is not None and host.accepted.how == "pinned"
         result = host.deploy(step(remote_lab, "v1", canary("APP")))
     assert result.outcome == "deployed"
+    assert not ran.exists()
 
     remote_lab.lab.forget_calls()
     wrong = "SHA256:" + "A" * 43

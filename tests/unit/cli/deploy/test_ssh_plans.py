@@ -79,6 +79,9 @@ def test_pinned_key_replaces_every_known_hosts_file() -> None:
     assert found["UserKnownHostsFile"] == ["/d/known_hosts"]
     assert found["GlobalKnownHostsFile"] == ["none"]
     assert found["HostKeyAlias"] == ["strongroom-pinned"]
+    # No other source of keys: neither an ssh config's KnownHostsCommand nor SSHFP records in DNS.
+    assert found["KnownHostsCommand"] == ["none"]
+    assert found["VerifyHostKeyDNS"] == ["no"]
     assert "UserKnownHostsFile" not in options(ssh.command(target(), "true"))
 
 

@@ -167,6 +167,12 @@ class DeployBroker:
                 "problems": [],
                 "keys": [{"name": "SECRET", "environment": "production", "version": 3}],
             }
+        if route == "values" and auth == f"Bearer {USER_TOKEN}":
+            return 200, {
+                "project": "shop", "environment": "production",
+                "values": {n: {"value": CANARY, "version": 3, "environment": "production", "sensitive": True}
+                           for n in body["names"]},
+            }  # fmt: skip
         if path.endswith("/environments/production/deploys") and auth == f"Bearer {USER_TOKEN}":
             return 201, {
                 "deploy": deploy, "token": DEPLOY_TOKEN, "accessor": "acc-1",
@@ -994,13 +1000,15 @@ class FakeAppHost:
         self, action: str, role: str | None = None, *, argv: Any = (), new: bool = False, **_: Any
     ) -> Any:
         FakeAppHost.actions.append((self.host, action, role, tuple(argv), new))
-        return process.Completed(0, f"{action} on {self.host} ({self.plan['service']})\n", "")
+        # What an app may print: its own secret (RemoteHost masks too; the command must not rely on it).
+        leak = f"SECRET={CANARY}\n" if action in ("logs", "exec") else ""
+        return process.Completed(0, f"{action} on {self.host} ({self.plan['service']})\n{leak}", "")
 
     def close(self) -> None:
         pass
 
 
-def test_app_commands_reach_the_manifest_hosts_without_the_broker(
+def test_app_commands_reach_the_manifest_hosts_and_mask_the_apps_secrets(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import cli.deploy.remote
@@ -1009,17 +1017,36 @@ def test_app_commands_reach_the_manifest_hosts_without_the_broker(
     FakeAppHost.actions.clear()
     result = _cli(rig, "app", "logs", "-e", "production")
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == ["web1: logs on web1 (app)", "web2: logs on web2 (app)"]
+    assert result.output.splitlines() == [
+        "web1: logs on web1 (app)", "web1: SECRET=[REDACTED]", "web2: logs on web2 (app)", "web2: SECRET=[REDACTED]",
+    ]  # fmt: skip
+    # One read of the env files' values with the user's own token (audited by the broker), no deploy.
+    [values] = rig.broker.calls("values")
+    assert values[2] == f"Bearer {USER_TOKEN}" and values[3] == {"names": ["SECRET"]}
+    assert rig.broker.calls("deploys") == []
     result = _cli(
         rig, "app", "exec", "-e", "production", "--role", "jobs", "--new", "--", "bin/console", "-x"
     )
     assert result.exit_code == 0, result.output
+    assert CANARY not in result.output and "SECRET=[REDACTED]" in result.output
     assert FakeAppHost.actions[-1] == ("web1", "exec", "jobs", ("bin/console", "-x"), True)
+    # --reveal: unmasked, and nothing is read.
+    before = len(rig.broker.requests)
+    result = _cli(rig, "app", "exec", "-e", "production", "--hosts", "web1", "--reveal", "--", "env")
+    assert result.exit_code == 0 and f"SECRET={CANARY}" in result.output
+    assert len(rig.broker.requests) == before
+    # A user who may not read the keys is refused before any host is reached.
+    rig.broker.fail["values"] = 403
+    FakeAppHost.actions.clear()
+    result = _cli(rig, "app", "logs", "-e", "production")
+    assert result.exit_code != 0 and FakeAppHost.actions == []
+    assert "reading them failed: stand-in refuses values" in result.output and "--reveal" in result.output
+    before = len(rig.broker.requests)
     assert _cli(rig, "app", "stop", "-e", "production", "--hosts", "web2").output == "stop on web2 (app)\n"
     monkeypatch.setenv("FAKE_APP_UNREACHABLE", "1")
     result = _cli(rig, "app", "remove", "-e", "production")
     assert result.exit_code == 1 and "web2: error: web2: unreachable: ssh: connect to host" in result.output
-    assert rig.broker.requests == []
+    assert len(rig.broker.requests) == before  # stop/start/remove print no app output: no read
 
 
 def test_kamal_argv_names_the_destination_version_and_hosts() -> None:

@@ -252,6 +252,8 @@ class DeploySettings(Model):
 
     retain_images: int = Field(default=5, ge=1, le=100)
     stop_timeout: Seconds = 10
+    # Kamal's readiness_delay: without a health check, a new container must stay up this long to count.
+    readiness_delay: int = Field(default=7, ge=0, le=600)
 
 
 class Registry(Model):

@@ -117,6 +117,7 @@ def _plan(plan: svc.Plan, version: str) -> PlanOut:
         else None,
         retain_images=body.deploy.retain_images,
         stop_timeout=body.deploy.stop_timeout,
+        readiness_delay=body.deploy.readiness_delay,
     )
 
 

@@ -193,6 +193,8 @@ class PlanOut(BaseModel):
     healthcheck: HealthcheckOut | None
     retain_images: int
     stop_timeout: int
+    # Seconds a new container without a health check must stay running before it counts as ready.
+    readiness_delay: int
 
 
 class DeployCreatedOut(BaseModel):

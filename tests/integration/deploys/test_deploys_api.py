@@ -68,6 +68,7 @@ def test_full_lifecycle_and_ledger(shop: Shop) -> None:
     assert plan["roles"][0]["hosts"][1]["tags"] == ["eu"]
     assert plan["healthcheck"] == {"path": "/up", "port": 3000, "cmd": None, "interval": 1, "timeout": 5}
     assert (plan["retain_images"], plan["stop_timeout"]) == (3, 7)
+    assert plan["readiness_delay"] == 7  # not set: Kamal's default
     assert plan["ssh"] == {"user": None, "port": None, "host_keys": {}}  # not set: ssh decides
     info = shop.client.get("/v1/auth/token/self", headers=bearer(started["token"]))
     assert info.status_code == 200
@@ -161,6 +162,21 @@ def test_plan_ssh_carries_only_what_the_manifest_sets(shop: Shop) -> None:
     manifest = MANIFEST + f"ssh:\n  port: 2222\n  host_keys:\n    web1: [{pinned}]\n"
     ssh = shop.started(deployer(shop), manifest=manifest)["plan"]["ssh"]
     assert ssh == {"user": None, "port": 2222, "host_keys": {"web1": [pinned]}}
+
+
+def test_plan_carries_the_readiness_delay_and_refuses_one_out_of_range(shop: Shop) -> None:
+    token = deployer(shop)
+    for delay in (0, 600):
+        manifest = MANIFEST + f"  readiness_delay: {delay}\n"  # under `deploy:`, the manifest's last section
+        assert shop.started(token, manifest=manifest)["plan"]["readiness_delay"] == delay
+    before = shop.broker.dump()
+    for bad in ("601", "-1", "soon"):
+        r = shop.start(token, manifest=MANIFEST + f"  readiness_delay: {bad}\n")
+        assert r.status_code == 400, r.text
+        assert "deploy/readiness_delay: must be" in r.json()["detail"], r.text
+    after = shop.broker.dump()
+    for table in LEDGER:
+        assert after[table] == before[table], table
 
 
 def test_deploy_token_reads_only_plan_keys(shop: Shop) -> None:

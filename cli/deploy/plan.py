@@ -14,6 +14,7 @@ from cli.client import DeployBundle, DeployPlan, HostStatus, KeyRef
 from cli.errors import CliError
 from cli.plans import docker
 
+DEFAULT_READINESS_DELAY = 7  # seconds, as the manifest's deploy.readiness_delay default (and Kamal's)
 SECRET_FILE_PLACEHOLDER = "<0600 temp file>"  # noqa: S105 (shown instead of a path)
 
 
@@ -162,16 +163,43 @@ def describe(
                 )
         lines.append(text.rstrip())
     container = f"{plan.service}-<role>-{plan.version}"
-    health = plan.healthcheck
-    if health is None:
-        check = "running"
-    elif health.cmd:
-        check = "health command passes"
-    else:
-        check = f"GET {health.path or '/'} on port {health.port or '(role port)'} answers"
     lines.append(
         f"On each host: env file 0600 from stdin, docker login (password on stdin), pull, run {container} "
-        f"with --env-file, wait until {check} (timeout {health.timeout if health else 30} s), "
-        f"stop the old container, keep {plan.retain_images} images."
+        f"with --env-file, wait until {health_wait(plan)}, stop the old container, "
+        f"keep {plan.retain_images} images."
     )
     return lines
+
+
+def health_wait(plan: DeployPlan) -> str:
+    """What the deploy script waits for before a new container counts as up, as the script does it."""
+    from cli.plans import remote
+
+    health = plan.healthcheck
+    delay = plan.raw.get("readiness_delay", DEFAULT_READINESS_DELAY)
+    if health is None:
+        return (
+            "the image's own HEALTHCHECK reports healthy (up to "
+            f"{remote.DEFAULT_HEALTH_TIMEOUT} s) or, if the image has none, the container has stayed up "
+            f"for {delay} s (readiness_delay)"
+        )
+    # The script's own reading of the plan's check (cli/plans/remote.py), so the defaults shown are its own.
+    try:
+        script_check = remote.health_from_plan(plan.raw.get("healthcheck"))
+    except ValueError as exc:
+        return f"(the deploy would refuse this health check: {exc})"
+    if script_check is None:  # pragma: no cover - health is not None here
+        return "the container runs"
+    if health.cmd:
+        check = "the health command passes inside the container"
+    else:
+        port = health.port or remote.DEFAULT_APP_PORT
+        check = (
+            f"GET {health.path or '/up'} on 127.0.0.1:{port} inside the container answers "
+            "(wget or curl in the image)"
+        )
+    timeout = script_check.timeout
+    return (
+        f"{check}, tried every {script_check.interval} s, failures ignored during a {timeout} s start "
+        f"period, giving up after {timeout} s"
+    )

@@ -162,3 +162,23 @@ def test_describe_rollback_has_no_build() -> None:
     )
     assert "Build:" not in text and "No build or push" in text
     assert "health command passes" in text
+
+
+def test_describe_says_what_the_deploy_script_waits_for() -> None:
+    from cli.plans.remote import DEFAULT_HEALTH_TIMEOUT
+
+    def wait(**overrides: object) -> str:
+        plan = plan_from_json(plan_json(**overrides))
+        return deploy_plan.health_wait(plan)
+
+    # No health check in the plan: the image's own HEALTHCHECK for as long as the script waits, else
+    # the container must stay up for readiness_delay (7 s unless the plan says otherwise).
+    bare = wait(healthcheck=None)
+    assert f"up to {DEFAULT_HEALTH_TIMEOUT} s" in bare and "stayed up for 7 s" in bare
+    assert "stayed up for 20 s" in wait(healthcheck=None, readiness_delay=20)
+    # An HTTP check: run inside the container with wget or curl, on the plan's port and path.
+    http = wait(healthcheck={"path": "/up", "port": 3000, "cmd": None, "interval": 2, "timeout": 40})
+    assert "GET /up on 127.0.0.1:3000 inside the container" in http and "wget or curl" in http
+    assert "every 2 s" in http and "giving up after 40 s" in http
+    # A check without a timeout: the script's default, not the client's.
+    assert f"giving up after {DEFAULT_HEALTH_TIMEOUT} s" in wait(healthcheck={"cmd": "true", "interval": 1})

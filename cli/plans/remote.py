@@ -305,13 +305,32 @@ def _words(words: Sequence[str]) -> str:
     return " ".join(shlex.quote(word) for word in words)
 
 
-# Shared shell helpers: JSON strings without control characters, a trimmed last line, the service dir.
+# Shared shell helpers: a JSON string of any text, a trimmed last line, the service dir.
+# jstr escapes control characters rather than dropping them: the local side must parse the exact text
+# (a value with a TAB or a line break in it is then found and masked by the redactor), and it escapes
+# them the way Python's json.dumps does (\t, \n, else \u00XX), a form the redactor also knows. A shell
+# string cannot hold NUL, so awk never sees one; the added newline makes a trailing one in $1 survive.
 _PRELUDE = r"""
 umask 077
 LC_ALL=C
 export LC_ALL
 jstr() {
-  printf '"%s"' "$(printf '%s' "$1" | tr -d '\000-\037' | sed 's/\\/\\\\/g; s/"/\\"/g')"
+  printf '%s\n' "$1" | awk '
+    BEGIN {
+      for (i = 1; i < 32; i++) esc[sprintf("%c", i)] = sprintf("\\u%04x", i)
+      esc["\b"] = "\\b"; esc["\t"] = "\\t"; esc["\f"] = "\\f"; esc["\r"] = "\\r"
+      esc["\\"] = "\\\\"; esc["\""] = "\\\""
+      printf "\""
+    }
+    NR > 1 { printf "\\n" }
+    {
+      n = length($0)
+      for (i = 1; i <= n; i++) {
+        c = substr($0, i, 1)
+        if (c in esc) printf "%s", esc[c]; else printf "%s", c
+      }
+    }
+    END { printf "\"" }'
 }
 lastline() {
   printf '%s\n' "$1" | sed '/^[[:space:]]*$/d' | tail -n 1 | cut -c 1-500

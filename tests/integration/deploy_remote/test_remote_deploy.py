@@ -339,3 +339,22 @@ def test_stop_first_role_restarts_the_old_container_when_the_new_one_fails(remot
     second = deploy_once(remote_lab, service, "v2", canary("APP"), roles=roles)
     assert second.replaced == [first.container]
     assert running(remote_lab, service) == ["stopfirst-web-v2"]
+
+
+def failing_check(script: str) -> dict[str, object]:
+    """A plan health check that runs `script` in the container and always fails (its output is the reason)."""
+    return {"path": None, "port": None, "cmd": f"{script}; exit 1", "interval": 1, "timeout": 5}
+
+
+def test_a_secret_with_a_tab_in_the_reason_is_masked(remote_lab: RemoteLab) -> None:
+    """R3: the host escapes the TAB (it used to drop it, and the value without it escaped the redactor)."""
+    secret = canary("TAB\tAPP")
+    with pytest.raises(DeployFailed) as caught:
+        deploy_once(
+            remote_lab, "tabbed", "v1", secret, healthcheck=failing_check('printf "%s\\n" "$APP_SECRET"')
+        )
+    failure = caught.value
+    assert failure.step == "health" and "last check: [REDACTED]" in failure.reason, failure.reason
+    for shown in (failure.reason, failure.message):
+        assert secret not in shown and secret.replace("\t", "") not in shown
+        assert secret.split("\t")[1] not in shown

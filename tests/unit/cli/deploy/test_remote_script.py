@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -278,3 +279,36 @@ def test_remote_host_refuses_bad_plan_values_before_running_anything() -> None:
     with pytest.raises(CliError, match="not connected"):
         host.deploy(DeployStep("web", "v1", "shop:v1", b"", "", "d"))
     assert calls == []
+
+
+JSTR_TEXTS = [
+    "plain",
+    "",
+    "tab\there",
+    "two\nlines",
+    "trailing newline\n\n",
+    "\nleading",
+    'quote " and backslash \\ and \\n literally',
+    "every control: " + "".join(chr(i) for i in range(1, 32)) + "\x7f",
+    "non-ASCII: caf\u00e9 \u2603",
+    "%s %d %% printf-like",
+    "x" * 70000,
+]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_jstr_is_json_the_local_side_parses_back_to_the_exact_text(shell: str) -> None:
+    """R3: control characters are escaped, not dropped, so the redactor sees the value as it was."""
+    prelude = remote.preflight().split("\nsr_base=", 1)[0].split("umask 077", 1)[1]
+    for text in JSTR_TEXTS:
+        probe = "umask 077" + prelude + '\njstr "$SR_TEXT"\n'
+        out = subprocess.run(
+            [shell, "-c", probe],
+            env={"SR_TEXT": text, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
+        assert json.loads(out) == text, (shell, text[:40])
+        assert "\n" not in out and "\t" not in out  # one line, as the result line must be
+        # The same escapes json.dumps uses, so a value's JSON form (which the redactor knows) is in the line.
+        assert out == json.dumps(text, ensure_ascii=False), (shell, text[:40])

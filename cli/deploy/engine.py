@@ -28,9 +28,11 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,6 +52,9 @@ MAX_PARALLEL_HOSTS = 32
 BUILD_TIMEOUT = 3600.0
 PUSH_TIMEOUT = 1800.0
 LOCAL_TIMEOUT = 60.0
+# Of the deploy token's life, what the build and push leave for the hosts, the reports and finish
+# (capped at a third of --ttl, so a short TTL still leaves the build something).
+HOST_MARGIN_SECONDS = 120.0
 TAIL_LINES = 15
 # Docker config keys that hold or reach registry credentials: never copied into the throwaway config.
 _CREDENTIAL_KEYS = frozenset({"auths", "credsStore", "credHelpers"})
@@ -263,6 +268,8 @@ class DeployEngine:
         self._remote_factory = remote_factory or _remote_host
         self._report_lock = threading.Lock()
         self._echo: Say | None = (lambda line: say("  | " + line)) if verbose else None
+        self._token_deadline: float | None = None  # time.monotonic() when the deploy token dies
+        self._ttl = 0
 
     # -- the whole deploy --------------------------------------------------------------------------------
 
@@ -286,6 +293,8 @@ class DeployEngine:
             "(it expired, ran out of uses or was revoked)",
         )
         report = DeployReport(deploy_id=deploy_id, outcome="failed", image="", version=request.version)
+        self._token_deadline = _token_deadline(created.expires_at, request.ttl_seconds)
+        self._ttl = request.ttl_seconds
         # From here on the deploy token exists: every path, whatever it raises, finishes the deploy or
         # revokes the token (SECURITY G45).
         try:
@@ -421,13 +430,17 @@ class DeployEngine:
             self.say(
                 f"Building {plans.image_ref(plan)} ({len(files)} build secrets as BuildKit secret files)"
             )
-            done = process.stream(
-                argv,
-                env=docker.BUILD_ENV,
-                redactor=self.redactor,
-                timeout=BUILD_TIMEOUT,
-                on_stdout=self._echo,
-                on_stderr=self._echo,
+            done = self._bounded(
+                "docker build",
+                BUILD_TIMEOUT,
+                lambda timeout: process.stream(
+                    argv,
+                    env=docker.BUILD_ENV,
+                    redactor=self.redactor,
+                    timeout=timeout,
+                    on_stdout=self._echo,
+                    on_stderr=self._echo,
+                ),
             )
         if not done.ok:
             output = done.stderr + done.stdout
@@ -462,13 +475,17 @@ class DeployEngine:
                         f"{_tail(done.stderr + done.stdout)}"
                     )
             self.say(f"Pushing {ref}")
-            done = process.stream(
-                docker.push(self.docker, ref),
-                env=env,
-                redactor=self.redactor,
-                timeout=PUSH_TIMEOUT,
-                on_stdout=self._echo,
-                on_stderr=self._echo,
+            done = self._bounded(
+                f"docker push {ref}",
+                PUSH_TIMEOUT,
+                lambda timeout: process.stream(
+                    docker.push(self.docker, ref),
+                    env=env,
+                    redactor=self.redactor,
+                    timeout=timeout,
+                    on_stdout=self._echo,
+                    on_stderr=self._echo,
+                ),
             )
             if not done.ok:
                 raise CliError(f"docker push {ref} failed:\n{_tail(done.stderr + done.stdout)}")
@@ -476,6 +493,33 @@ class DeployEngine:
                 docker.repo_digests(self.docker, ref), env=env, redactor=self.redactor, timeout=LOCAL_TIMEOUT
             )
         return docker.parse_repo_digest(inspect.stdout, plans.repository(plan)) if inspect.ok else None
+
+    def _bounded(
+        self, what: str, limit: float, call: Callable[[float], process.Completed]
+    ) -> process.Completed:
+        """Run `call(timeout)` within `limit` and within the deploy token's life less the hosts' margin."""
+        if self._token_deadline is None:
+            return call(limit)
+        margin = min(HOST_MARGIN_SECONDS, self._ttl / 3)
+        left = self._token_deadline - margin - time.monotonic()
+        if left <= 0:
+            raise CliError(
+                f"{what} not started: the deploy token (--ttl {self._ttl}) has too little life left for it "
+                f"and the hosts ({margin:g} s kept for them); deploy again with a longer --ttl (at most 3600)"
+            )
+        if left >= limit:
+            return call(limit)
+        started = time.monotonic()
+        try:
+            return call(left)
+        except CliError:
+            if time.monotonic() - started < left - 0.5:
+                raise
+            raise CliError(
+                f"{what} stopped after {left:.0f} s: the deploy token (--ttl {self._ttl}) would have expired "
+                f"before the hosts were deployed ({margin:g} s kept for them); deploy again with a longer "
+                "--ttl (at most 3600)"
+            ) from None
 
     # -- hosts ---------------------------------------------------------------------------------------------
 
@@ -608,6 +652,18 @@ class DeployEngine:
 
 def _message(exc: Exception) -> str:
     return exc.message if isinstance(exc, CliError) else f"{type(exc).__name__}: {exc}"
+
+
+def _token_deadline(expires_at: str | None, ttl_seconds: int) -> float | None:
+    """When (time.monotonic()) the deploy token dies: its expiry, never later than --ttl from now."""
+    life = float(ttl_seconds)
+    if expires_at:
+        with contextlib.suppress(ValueError):
+            expiry = datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+            if expiry.tzinfo is None:
+                expiry = expiry.replace(tzinfo=UTC)
+            life = min(life, (expiry - datetime.now(UTC)).total_seconds())
+    return time.monotonic() + life if ttl_seconds > 0 else None
 
 
 def _overall(report: DeployReport) -> str:

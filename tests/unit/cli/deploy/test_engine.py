@@ -68,6 +68,8 @@ if args[0] == "build":
                           "dir_mode": stat.S_IMODE(dst.st_mode), "size": st.st_size})
     entry["secret_files"] = files
     entry["buildkit"] = os.environ.get("DOCKER_BUILDKIT")
+    if os.environ.get("FAKE_DOCKER_SLEEP"):
+        import time; time.sleep(float(os.environ["FAKE_DOCKER_SLEEP"]))
     if os.environ.get("FAKE_DOCKER_FAIL") == "build":
         secret = open(files[0]["src"]).read() if files else ""
         finish(1, "", "step 3/4: RUN failed; echo " + secret + "\nERROR: process did not complete\n")
@@ -120,6 +122,7 @@ class DeployBroker:
     fail: dict[str, int] = field(default_factory=dict)  # route name -> status to answer
     ledger: list[tuple[str, str]] = field(default_factory=list)  # (version, status), newest first
     url: str = ""
+    expires_at: str = "2030-01-01T00:15:00Z"
 
     def hosts(self) -> list[tuple[str, str]]:
         return [(r["name"], h["host"]) for r in self.plan["roles"] for h in r["hosts"]]
@@ -176,7 +179,7 @@ class DeployBroker:
         if path.endswith("/environments/production/deploys") and auth == f"Bearer {USER_TOKEN}":
             return 201, {
                 "deploy": deploy, "token": DEPLOY_TOKEN, "accessor": "acc-1",
-                "expires_at": "2030-01-01T00:15:00Z", "uses": 10,
+                "expires_at": self.expires_at, "uses": 10,
                 "keys": [{"environment": "production", "name": "SECRET"}], "plan": self.plan,
             }  # fmt: skip
         if auth != f"Bearer {DEPLOY_TOKEN}":
@@ -1111,3 +1114,30 @@ def test_an_unusable_create_answer_revokes_the_minted_token(rig: Rig) -> None:
     with pytest.raises(CliError):
         rig.engine().run(rig.request())
     assert [r[2] for r in rig.broker.calls("revoke-self")] == [f"Bearer {DEPLOY_TOKEN}"]
+
+
+def _expires_in(seconds: float) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+
+
+def test_a_build_that_would_outlive_the_deploy_token_is_stopped_naming_ttl(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cli.deploy.engine.HOST_MARGIN_SECONDS", 0.0)
+    monkeypatch.setenv("FAKE_DOCKER_SLEEP", "30")
+    rig.broker.expires_at = _expires_in(2)
+    report = rig.engine().run(rig.request(ttl_seconds=60))
+    assert report.outcome == "failed" and report.error is not None
+    assert "docker build stopped after 2 s" in report.error and "--ttl" in report.error
+    assert rig.steps == []  # no host was changed
+    [finish] = rig.broker.calls("finish")
+    assert finish[3]["outcome"] == "failed"
+
+
+def test_a_token_too_short_for_the_hosts_builds_nothing(rig: Rig) -> None:
+    rig.broker.expires_at = _expires_in(10)  # less than the margin kept for the hosts (60 / 3 s)
+    report = rig.engine().run(rig.request(ttl_seconds=60))
+    assert report.error is not None and "docker build not started" in report.error
+    assert "--ttl" in report.error and rig.docker_calls() == [] and rig.steps == []

@@ -14,6 +14,7 @@ so tests see every argv and environment, and the output comes back through the r
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -45,6 +46,8 @@ __all__ = [
 Runner = Callable[..., Completed]
 
 DEFAULT_TIMEOUT = 900.0
+# A failure reason is cut to this many characters, after masking (the host sends the whole last line).
+REASON_LIMIT = 1000
 _FINGERPRINT_IN_TEXT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 # OpenSSH's words when a known host presents another key (sshconnect.c, warn_changed_key).
 _PRESENTED = re.compile(
@@ -162,9 +165,24 @@ def parse_line(prefix: str, text: str) -> list[dict[str, Any]]:
     return found
 
 
+def _cut(text: str, limit: int = REASON_LIMIT) -> str:
+    # Only ever on masked text: a value cut in two before masking would no longer be recognised.
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1][:500] if lines else "no detail"
+    return _cut(lines[-1], 500) if lines else "no detail"
+
+
+def _masked(value: Any, mask: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {key: _masked(item, mask) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item, mask) for item in value]
+    return value
 
 
 def _timings(text: str) -> dict[str, float]:
@@ -222,9 +240,30 @@ class RemoteHost:
     # -- plumbing -------------------------------------------------------------------------------------
 
     def _call(
-        self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        raw: bool = False,
     ) -> Completed:
-        return self._run(list(argv), stdin=stdin, redactor=self.redactor, timeout=timeout or self.timeout)
+        # raw: the output is parsed before it is masked (see _parsed); the caller masks what it keeps.
+        redactor = None if raw else self.redactor
+        return self._run(list(argv), stdin=stdin, redactor=redactor, timeout=timeout or self.timeout)
+
+    def _mask(self, text: str) -> str:
+        return self.redactor(text) if self.redactor is not None and text else text
+
+    def _parsed(self, prefix: str, done: Completed) -> tuple[list[dict[str, Any]], Completed]:
+        """The `PREFIX {json}` objects of raw output with every string masked, and the output masked.
+
+        Parsing comes first: masking the JSON text would miss a value the JSON escaped (a quote, a
+        backslash) and could break the line; a string once parsed is the text itself.
+        """
+        found = [_masked(item, self._mask) for item in parse_line(prefix, done.stdout)]
+        return found, dataclasses.replace(
+            done, stdout=self._mask(done.stdout), stderr=self._mask(done.stderr)
+        )
 
     def _counted(self, argv: Sequence[str], **kwargs: Any) -> Completed:
         self.round_trips += 1
@@ -286,16 +325,15 @@ class RemoteHost:
             host_key_alias=self.accepted.host_key_alias,
         )
         argv = ssh_plans.master(self._target, scripts.preflight(), persist_seconds=self.persist_seconds)
-        done = self._counted(argv, timeout=120)
+        lines, done = self._parsed(scripts.PREFLIGHT, self._counted(argv, timeout=120, raw=True))
         if done.returncode == 255:
             raise self._ssh_failure(done, "connecting")
         self._master = True
-        lines = parse_line(scripts.PREFLIGHT, done.stdout)
         if not lines:
             raise RemoteError(self.host, f"the preflight printed no result: {_last_line(done.stderr)}")
         found = lines[-1]
         if found.get("problem"):
-            raise RemoteError(self.host, f"cannot deploy here: {found['problem']}")
+            raise RemoteError(self.host, f"cannot deploy here: {_cut(str(found['problem']))}")
         self.preflight = Preflight(
             str(found.get("docker")), str(found.get("user")), str(found.get("remote_dir"))
         )
@@ -343,14 +381,17 @@ class RemoteHost:
             raise CliError(f"{self.host}: {exc}") from None
         # Never cut the script off while it still waits for health: it would leave the new container behind.
         waiting = script.health.timeout if script.health else 0
-        done = self._counted(
-            ssh_plans.command(target, ssh_plans.quote_command(["sh", "-c", text])),
-            stdin=stdin,
-            timeout=max(self.timeout, waiting + 2 * script.stop_timeout + 600),
+        lines, done = self._parsed(
+            scripts.RESULT,
+            self._counted(
+                ssh_plans.command(target, ssh_plans.quote_command(["sh", "-c", text])),
+                stdin=stdin,
+                timeout=max(self.timeout, waiting + 2 * script.stop_timeout + 600),
+                raw=True,
+            ),
         )
-        if done.returncode == 255 and not parse_line(scripts.RESULT, done.stdout):
+        if done.returncode == 255 and not lines:
             raise self._ssh_failure(done, f"deploying role {step.role}")
-        lines = parse_line(scripts.RESULT, done.stdout)
         if not lines:
             raise DeployFailed(
                 self.host,
@@ -382,23 +423,27 @@ class RemoteHost:
             replaced=str(found.get("replaced") or "").split(),
             pruned=pruned if isinstance(pruned, int) else 0,
             strategy=str(found.get("strategy") or ""),
-            reason=text("reason"),
+            reason=_cut(reason) if (reason := text("reason")) else None,
             timings=_timings(str(found.get("timings") or "")),
         )
 
     def status(self, role: str | None = None) -> list[ContainerInfo]:
         """The containers of the service (and role) on this host: state, version, image, env fingerprint."""
-        done = self._counted(
-            ssh_plans.command(
-                self.target, ssh_plans.quote_command(["sh", "-c", scripts.status(self.service, role)])
-            )
+        lines, done = self._parsed(
+            scripts.CONTAINER,
+            self._counted(
+                ssh_plans.command(
+                    self.target, ssh_plans.quote_command(["sh", "-c", scripts.status(self.service, role)])
+                ),
+                raw=True,
+            ),
         )
         if done.returncode == 255:
             raise self._ssh_failure(done, "reading the status")
         if done.returncode != 0:
             raise RemoteError(self.host, f"status failed: {_last_line(done.stderr)}")
         found = []
-        for line in parse_line(scripts.CONTAINER, done.stdout):
+        for line in lines:
             container = line.get("container") or {}
             labels = container.get("labels") or {}
             digests = line.get("repo_digests")

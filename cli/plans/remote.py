@@ -332,8 +332,10 @@ jstr() {
     }
     END { printf "\"" }'
 }
+# The whole last line, bounded only against a runaway: cutting it short here could split a value, which
+# the redactor could then not recognise; the local side cuts it after masking.
 lastline() {
-  printf '%s\n' "$1" | sed '/^[[:space:]]*$/d' | tail -n 1 | cut -c 1-500
+  printf '%s\n' "$1" | sed '/^[[:space:]]*$/d' | tail -n 1 | cut -c 1-65536
 }
 sr_base="${STRONGROOM_REMOTE_DIR:-$HOME/.strongroom}"
 sr_dir="$sr_base/$service"

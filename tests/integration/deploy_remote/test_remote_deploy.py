@@ -358,3 +358,24 @@ def test_a_secret_with_a_tab_in_the_reason_is_masked(remote_lab: RemoteLab) -> N
     for shown in (failure.reason, failure.message):
         assert secret not in shown and secret.replace("\t", "") not in shown
         assert secret.split("\t")[1] not in shown
+
+
+def test_a_long_reason_is_masked_before_it_is_cut(remote_lab: RemoteLab) -> None:
+    """R2: the host sends the whole last line; cut at 500 there, a value straddling the cut leaked in part."""
+    from cli.deploy.remote import REASON_LIMIT
+
+    secret = canary("LONG")
+    check = failing_check('printf "%0480d%s\\n" 0 "$APP_SECRET"')
+    with pytest.raises(DeployFailed) as caught:
+        deploy_once(remote_lab, "longline", "v1", secret, healthcheck=check)
+    reason = caught.value.reason
+    assert "0" * 480 + "[REDACTED]" in reason, reason[-80:]
+    assert secret[:8] not in reason and secret[:8] not in caught.value.message
+    assert len(reason) <= REASON_LIMIT
+
+    # Longer than the local limit: masked first, then cut (the ellipsis says so).
+    check = failing_check('printf "%02000d%s\\n" 0 "$APP_SECRET"')
+    with pytest.raises(DeployFailed) as caught:
+        deploy_once(remote_lab, "longline", "v1", secret, healthcheck=check)
+    reason = caught.value.reason
+    assert len(reason) == REASON_LIMIT and reason.endswith("\u2026") and secret[:8] not in reason

@@ -90,7 +90,8 @@ def _common_deploy_options(f: F) -> F:
             type=click.IntRange(60, 3600),
             default=DEFAULT_TTL_SECONDS,
             show_default=True,
-            help="Seconds the deploy token lives (60-3600); it is revoked when the deploy ends anyway.",
+            help="Seconds the deploy token lives (60-3600); the build and push must end within it, less "
+            "a margin for the hosts. It is revoked when the deploy ends anyway.",
         ),
         click.option(
             "--fail-fast",

@@ -809,15 +809,35 @@ def test_via_kamal_skips_when_kamal_is_missing(rig: Rig) -> None:
 @pytest.mark.parametrize(("kamal_status", "outcome"), [(0, "succeeded"), (1, "failed")])
 def test_via_kamal_runs_kamal_with_the_deploy_token(rig: Rig, kamal_status: int, outcome: str) -> None:
     kamal = rig.workdir / "kamal"
-    kamal.write_text(f"#!/bin/sh\necho kamal ran\nexit {kamal_status}\n")
+    # Kamal echoes commands that hold secrets (e.g. docker run -e SECRET=...): the CLI must mask them.
+    kamal.write_text(
+        f"#!/bin/sh\necho kamal ran -e SECRET={CANARY}\necho {PASSWORD} >&2\nexit {kamal_status}\n"
+    )
     kamal.chmod(0o755)
     result = _cli(rig, "deploy", "-e", "production", "--version", "v2", "--via", "kamal",
                   env={"STRONGROOM_KAMAL": str(kamal)})  # fmt: skip
     assert result.exit_code == kamal_status, result.output
+    assert "kamal ran -e SECRET=[REDACTED]" in result.output
+    assert CANARY not in result.output and PASSWORD not in result.output
     [call] = rig.invocations
     assert call.argv == (str(kamal), "deploy", "-d", "production", "--version", "v2")
     assert call.env["STRONGROOM_TOKEN"] == DEPLOY_TOKEN and call.cwd == str(rig.workdir)
     assert (rig.workdir / "config" / "deploy.yml").read_text() == "service: app\n"
+    # The bundle was fetched with the deploy token (the ledger records the served keys) before kamal ran.
+    [bundle] = rig.broker.calls("bundle")
+    assert bundle[2] == f"Bearer {DEPLOY_TOKEN}"
+    assert rig.broker.requests.index(bundle) < rig.broker.requests.index(rig.broker.calls("finish")[0])
+    # Every host of the plan is in the ledger, by kamal's exit status, before the deploy is finished.
+    reports = [c[3] for c in rig.broker.calls("hosts")]
+    assert sorted((r["host"], r["role"]) for r in reports) == sorted((h, r) for r, h in rig.broker.hosts())
+    expected = "deployed" if kamal_status == 0 else "failed"
+    assert {r["outcome"] for r in reports} == {expected}
+    assert all(r["container"] is None and r["image_digest"] is None for r in reports)
+    if kamal_status:
+        assert all("kamal deploy exited 1" in r["error"] and CANARY not in r["error"] for r in reports)
+    else:
+        assert {r["env_fingerprint"] for r in reports if r["host"] == "web2"} == {"hmac-sha256:webweb2"}
+    assert rig.broker.requests[-1][1].endswith("/finish")
     assert [c[3] for c in rig.broker.calls("finish")] == [{"outcome": outcome}]
 
 

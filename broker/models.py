@@ -228,6 +228,21 @@ class DeployKey(Base):
     fingerprint: Mapped[str] = mapped_column(String(80))
 
 
+class DeployHostKey(Base):
+    """A secret version one host (in one role) of a deploy was served in its env file, by fingerprint."""
+
+    __tablename__ = "deploy_host_keys"
+    __table_args__ = (UniqueConstraint("deploy_id", "host", "role", "environment", "name"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    deploy_id: Mapped[str] = mapped_column(ForeignKey("deploys.id"), index=True)
+    host: Mapped[str] = mapped_column(String(253))
+    role: Mapped[str] = mapped_column(String(64))
+    environment: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[str] = mapped_column(String(80))
+
+
 projects: Table = Project.__table__  # type: ignore[assignment]
 environments: Table = Environment.__table__  # type: ignore[assignment]
 secrets: Table = Secret.__table__  # type: ignore[assignment]
@@ -239,3 +254,4 @@ audit_checkpoints: Table = AuditCheckpoint.__table__  # type: ignore[assignment]
 deploys: Table = Deploy.__table__  # type: ignore[assignment]
 deploy_hosts: Table = DeployHost.__table__  # type: ignore[assignment]
 deploy_keys: Table = DeployKey.__table__  # type: ignore[assignment]
+deploy_host_keys: Table = DeployHostKey.__table__  # type: ignore[assignment]

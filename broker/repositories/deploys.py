@@ -10,7 +10,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db.base import DbRow
-from broker.models import deploy_hosts, deploy_keys, deploys, tokens
+from broker.models import deploy_host_keys, deploy_hosts, deploy_keys, deploys, tokens
 
 _DEPLOY = (
     deploys.c.id,
@@ -116,6 +116,51 @@ async def keys_of(conn: AsyncConnection, deploy_id: str) -> list[DbRow]:
         select(*_KEY)
         .where(deploy_keys.c.deploy_id == deploy_id)
         .order_by(deploy_keys.c.environment, deploy_keys.c.name)
+    )
+    return list(result.all())
+
+
+async def set_host_keys(
+    conn: AsyncConnection, deploy_id: str, rows: Sequence[tuple[str, str, str, str, int, str]]
+) -> None:
+    """Replace the (host, role, environment, name, version, fingerprint) rows of a deploy's env files."""
+    await conn.execute(delete(deploy_host_keys).where(deploy_host_keys.c.deploy_id == deploy_id))
+    if rows:
+        await conn.execute(
+            insert(deploy_host_keys),
+            [
+                {
+                    "deploy_id": deploy_id,
+                    "host": h,
+                    "role": r,
+                    "environment": e,
+                    "name": n,
+                    "version": v,
+                    "fingerprint": f,
+                }
+                for h, r, e, n, v, f in rows
+            ],
+        )
+
+
+async def host_keys_all(conn: AsyncConnection, deploy_id: str) -> list[DbRow]:
+    """Every (host, role, environment, name, version, fingerprint) row of a deploy's env files, in insert order."""
+    c = deploy_host_keys.c
+    result = await conn.execute(
+        select(c.host, c.role, c.environment, c.name, c.version, c.fingerprint)
+        .where(c.deploy_id == deploy_id)
+        .order_by(c.id)
+    )
+    return list(result.all())
+
+
+async def host_keys_of(conn: AsyncConnection, deploy_id: str, host: str, role: str) -> list[DbRow]:
+    """The (environment, name, version, fingerprint) rows one host's env file got in a deploy, sorted."""
+    c = deploy_host_keys.c
+    result = await conn.execute(
+        select(c.environment, c.name, c.version, c.fingerprint)
+        .where(c.deploy_id == deploy_id, c.host == host, c.role == role)
+        .order_by(c.environment, c.name)
     )
     return list(result.all())
 

@@ -120,12 +120,25 @@ class ServedKey:
 
 
 @dataclass(frozen=True)
+class HostKey:
+    """A secret version one host (in one role) got in its env file, by fingerprint."""
+
+    host: str
+    role: str
+    environment: str
+    name: str
+    version: int
+    fingerprint: str
+
+
+@dataclass(frozen=True)
 class DeployDetail:
-    """A deploy with its host outcomes and served keys."""
+    """A deploy with its host outcomes, served keys, and the keys each host's env file got."""
 
     deploy: DeployInfo
     hosts: list[HostRecord]
     keys: list[ServedKey]
+    host_keys: list[HostKey]
 
 
 @dataclass(frozen=True)
@@ -503,6 +516,17 @@ async def bundle(rt: Runtime, ctx: RequestContext, actor: Actor, *, deploy_id: s
         files = _env_files(rt, compiled, plan)
         served = _served(rt, ctx, values, plan.keys)
         await repo.set_keys(conn, row.id, [(k.environment, k.name, k.version, k.fingerprint) for k in served])
+        # Per host too: status must compare a host with what its own env file held, whatever the manifest says now.
+        by_key = {(k.environment, k.name): k for k in served}
+        await repo.set_host_keys(
+            conn,
+            row.id,
+            [
+                (t.host, t.role, k.environment, k.name, k.version, k.fingerprint)
+                for t in plan.targets
+                for k in (by_key[key] for key in sorted(plan.env_keys[t]) if key in by_key)
+            ],
+        )
         await audit.record(conn, rt, ctx)
     body = plan.body
     env = plan.environment
@@ -598,11 +622,13 @@ async def get_deploy(rt: Runtime, ctx: RequestContext, actor: Actor, *, deploy_i
         require(actor, Action.READ, row.project, row.environment)
         hosts = await repo.hosts_of(conn, row.id)
         keys = await repo.keys_of(conn, row.id)
+        host_keys = await repo.host_keys_all(conn, row.id)
         await audit.record(conn, rt, ctx)
     return DeployDetail(
         _info(row, rt.clock()),
         [_host(h) for h in hosts],
         [ServedKey(k.environment, k.name, k.version, k.fingerprint) for k in keys],
+        [HostKey(k.host, k.role, k.environment, k.name, k.version, k.fingerprint) for k in host_keys],
     )
 
 
@@ -623,19 +649,26 @@ async def status(
         files = _env_files(rt, compiled, env_only)
         _served(rt, ctx, values, env_only.keys)
         last = await repo.last_deployed(conn, project, environment, [(t.host, t.role) for t in plan.targets])
-        served: dict[str, list[DbRow]] = {}
-        for ledger in last.values():
-            if ledger.deploy_id not in served:
-                served[ledger.deploy_id] = await repo.keys_of(conn, ledger.deploy_id)
+        received: dict[tuple[str, str], list[DbRow]] = {}
+        for (host, role), ledger in last.items():
+            received[(host, role)] = await repo.host_keys_of(conn, ledger.deploy_id, host, role)
+        # Keys a host received that today's manifest no longer gives it: their rotation still matters.
+        gone = sorted(
+            {(k.environment, k.name) for rows in received.values() for k in rows} - set(env_only.keys)
+        )
+        for env, name in gone:
+            require(actor, Action.READ, project, env, key=name)
+        if gone:
+            more = await _decrypt(rt, await _stores(conn, project, environment, gone), gone)
+            _served(rt, ctx, more, gone)
+            values = {**values, **more}
         await audit.record(conn, rt, ctx)
     out = []
     for target, file in zip(plan.targets, files, strict=True):
         row = last.get((target.host, target.role))
         rotated: list[Rotated] = []
         if row is not None:
-            for key in served[row.deploy_id]:
-                if (key.environment, key.name) not in plan.env_keys[target]:
-                    continue
+            for key in received[(target.host, target.role)]:
                 now = values.get((key.environment, key.name))
                 current = value_fingerprint(rt.keys.audit_key, now.value) if now is not None else None
                 if current is None or not hmac.compare_digest(current, key.fingerprint):

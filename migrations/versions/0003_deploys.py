@@ -1,4 +1,4 @@
-"""deploys: the deploy ledger (deploys, what each host got, which secret versions were served)
+"""deploys: the deploy ledger (deploys, what each host got, which secret versions were served, per host)
 
 Revision ID: 0003
 Revises: 0002
@@ -92,8 +92,41 @@ def upgrade() -> None:
     with op.batch_alter_table("deploy_keys", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_deploy_keys_deploy_id"), ["deploy_id"], unique=False)
 
+    # What each host's env file held: status compares a host with what it received, not with today's manifest.
+    op.create_table(
+        "deploy_host_keys",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("deploy_id", sa.String(length=36), nullable=False),
+        sa.Column("host", sa.String(length=253), nullable=False),
+        sa.Column("role", sa.String(length=64), nullable=False),
+        sa.Column("environment", sa.String(length=64), nullable=False),
+        sa.Column("name", sa.String(length=256), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("fingerprint", sa.String(length=80), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["deploy_id"], ["deploys.id"], name=op.f("fk_deploy_host_keys_deploy_id_deploys")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_deploy_host_keys")),
+        sa.UniqueConstraint(
+            "deploy_id",
+            "host",
+            "role",
+            "environment",
+            "name",
+            name=op.f("uq_deploy_host_keys_deploy_id_host_role_environment_name"),
+        ),
+    )
+    with op.batch_alter_table("deploy_host_keys", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_deploy_host_keys_deploy_id"), ["deploy_id"], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("deploy_host_keys", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_deploy_host_keys_deploy_id"))
+
+    op.drop_table("deploy_host_keys")
     with op.batch_alter_table("deploy_keys", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_deploy_keys_deploy_id"))
 

@@ -22,6 +22,7 @@ from broker.api.schemas.deploys import (
     DeployStatusOut,
     DeployStatusRequest,
     HealthcheckOut,
+    HostKeyOut,
     HostOut,
     KeyRefOut,
     LastOut,
@@ -224,7 +225,20 @@ async def get_deploy(deploy_id: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDe
     """One deploy with its host outcomes and the secret versions it was served (by fingerprint)."""
     got = await svc.get_deploy(rt, ctx, actor, deploy_id=deploy_id)
     return DeployDetailOut(
-        **_deploy(got.deploy).model_dump(), hosts=[_host(h) for h in got.hosts], keys=_served(got.keys)
+        **_deploy(got.deploy).model_dump(),
+        hosts=[_host(h) for h in got.hosts],
+        keys=_served(got.keys),
+        host_keys=[
+            HostKeyOut(
+                host=k.host,
+                role=k.role,
+                environment=k.environment,
+                name=k.name,
+                version=k.version,
+                fingerprint=k.fingerprint,
+            )
+            for k in got.host_keys
+        ],
     )
 
 

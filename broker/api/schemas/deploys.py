@@ -84,6 +84,13 @@ class ServedKeyOut(KeyRefOut):
     fingerprint: str
 
 
+class HostKeyOut(ServedKeyOut):
+    """A secret version one host (in one role) got in its env file."""
+
+    host: str
+    role: str
+
+
 class HostOut(BaseModel):
     """A ledger row: what a deploy did on one host."""
 
@@ -118,6 +125,7 @@ class DeployDetailOut(DeployOut):
 
     hosts: list[HostOut]
     keys: list[ServedKeyOut]
+    host_keys: list[HostKeyOut]
 
 
 class DeployListOut(BaseModel):

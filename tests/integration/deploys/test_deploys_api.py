@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.deploys.conftest import BASE, ENV, MANIFEST, PROJECT, Shop, bearer, scope
 
-LEDGER = ("deploys", "deploy_hosts", "deploy_keys")
+LEDGER = ("deploys", "deploy_hosts", "deploy_keys", "deploy_host_keys")
 PLAN_KEYS = ["BUILD_TOKEN", "DB_PASSWORD", "EU_KEY", "JOB_KEY", "REGISTRY_PASSWORD", "SECRET_KEY_BASE"]
 
 
@@ -130,6 +130,17 @@ def test_full_lifecycle_and_ledger(shop: Shop) -> None:
     detail = r.json()
     assert detail["status"] == "succeeded" and len(detail["hosts"]) == 3
     assert detail["keys"] == bundle["keys"]
+    # Per host: the keys of its own env file (no registry or build secret), as served.
+    served = {k["name"]: k for k in bundle["keys"]}
+    assert detail["host_keys"] == [
+        {"host": host, "role": role, **served[name]}
+        for host, role, names in (
+            ("web1", "web", ["DB_PASSWORD", "SECRET_KEY_BASE"]),
+            ("web2", "web", ["DB_PASSWORD", "EU_KEY", "SECRET_KEY_BASE"]),
+            ("job1", "job", ["DB_PASSWORD", "JOB_KEY", "SECRET_KEY_BASE"]),
+        )
+        for name in names
+    ]
     shop.broker.clock.advance(1)
     second = shop.started(token, version="v2", kind="rollback", hosts=["web1"])
     listed = shop.client.get(f"{BASE}/{ENV}/deploys?limit=20", headers=bearer(token)).json()["deploys"]
@@ -155,6 +166,44 @@ def test_full_lifecycle_and_ledger(shop: Shop) -> None:
     ]
     assert now[("web2", "web")]["expected_env_fingerprint"] != files[("web2", "web")]["env_fingerprint"]
     assert now[("web1", "web")]["rotated"] == [] and now[("job1", "job")]["rotated"] == []
+
+
+def _deploy_every_host(shop: Shop, token: str) -> dict[tuple[str, str], str]:
+    """Start, fetch the bundle, report every host deployed and finish; the env fingerprint of each pair."""
+    started = shop.started(token)
+    dt, did = started["token"], started["deploy"]["id"]
+    r = shop.call("POST", f"/v1/deploys/{did}/bundle", dt)
+    assert r.status_code == 200, r.text
+    files = {(h["host"], h["role"]): h["env_fingerprint"] for h in r.json()["hosts"]}
+    for (host, role), env_fingerprint in files.items():
+        body = {"host": host, "role": role, "outcome": "deployed", "env_fingerprint": env_fingerprint}
+        assert shop.call("POST", f"/v1/deploys/{did}/hosts", dt, body).status_code == 201
+    assert shop.call("POST", f"/v1/deploys/{did}/finish", dt, {"outcome": "succeeded"}).status_code == 200
+    return files
+
+
+def test_status_compares_each_host_with_the_keys_its_own_env_file_got(shop: Shop) -> None:
+    """A manifest edited since the deploy changes neither which keys a host got nor their rotation."""
+    token = deployer(shop)
+    files = _deploy_every_host(shop, token)
+    shop.put(ENV, "EU_KEY", shop.canary + "-rotated")  # only web2 (tag eu) got it
+    shop.put(ENV, "JOB_KEY", shop.canary + "-rotated")  # only job1 got it
+    # Today's manifest gives web1 the eu tag (so EU_KEY) and no longer gives job1 JOB_KEY.
+    today = MANIFEST.replace("      - web1\n", "      - host: web1\n        tags: [eu]\n")
+    today = today.replace("    env:\n      secret: [JOB_KEY]\n", "")
+    assert today.count("tags: [eu]") == 2 and "JOB_KEY" not in today
+    r = shop.client.post(f"{BASE}/{ENV}/deploys/status", json={"manifest": today}, headers=bearer(token))
+    assert r.status_code == 200, r.text
+    now = {(h["host"], h["role"]): h for h in r.json()["hosts"]}
+    assert now[("web1", "web")]["rotated"] == []  # web1 never received EU_KEY: not a rotation
+    assert now[("web1", "web")]["expected_env_fingerprint"] != files[("web1", "web")]  # but it drifted
+    assert now[("web2", "web")]["rotated"] == [
+        {"name": "EU_KEY", "deployed_version": 1, "current_version": 2}
+    ]
+    assert now[("job1", "job")]["rotated"] == [
+        {"name": "JOB_KEY", "deployed_version": 1, "current_version": 2}
+    ]
+    assert shop.canary not in r.text
 
 
 def test_plan_ssh_carries_only_what_the_manifest_sets(shop: Shop) -> None:
@@ -355,7 +404,7 @@ def test_a_value_the_env_file_cannot_carry_names_key_and_host(shop: Shop) -> Non
     assert r.status_code == 400, r.text
     detail = r.json()["detail"]
     assert detail.startswith("hosts/web2 (role web): EU_KEY") and shop.canary not in r.text
-    assert shop.broker.dump()["deploy_keys"] == []
+    assert shop.broker.dump()["deploy_keys"] == [] == shop.broker.dump()["deploy_host_keys"]
 
 
 def test_no_value_in_audit_errors_or_logs(shop: Shop, caplog: pytest.LogCaptureFixture) -> None:

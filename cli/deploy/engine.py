@@ -293,11 +293,11 @@ class DeployEngine:
             "(it expired, ran out of uses or was revoked)",
         )
         report = DeployReport(deploy_id=deploy_id, outcome="failed", image="", version=request.version)
-        self._token_deadline = _token_deadline(created.expires_at, request.ttl_seconds)
-        self._ttl = request.ttl_seconds
         # From here on the deploy token exists: every path, whatever it raises, finishes the deploy or
         # revokes the token (SECURITY G45).
         try:
+            self._ttl = request.ttl_seconds
+            self._token_deadline = _token_deadline(created.expires_at, request.ttl_seconds)
             if created.deploy is None:
                 raise CliError("the broker answered the deploy without a deploy record; nothing was started")
             report.image = plans.image_ref(created.plan)

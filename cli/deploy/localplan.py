@@ -83,10 +83,9 @@ def plan_json(
         else None,
         "retain_images": body.deploy.retain_images,
         "stop_timeout": body.deploy.stop_timeout,
+        # Seconds a container without any health check must stay up to count (Kamal's readiness_delay).
+        "readiness_delay": body.deploy.readiness_delay,
     }
-    if "readiness_delay" in type(body.deploy).model_fields:
-        # Seconds a container without a health check must stay up (Kamal's readiness_delay).
-        plan["readiness_delay"] = body.deploy.readiness_delay
     return plan
 
 

@@ -108,6 +108,7 @@ def plan_json(**overrides: Any) -> dict[str, Any]:
         "healthcheck": {"path": "/up", "port": 8080, "cmd": None, "interval": 1, "timeout": 5},
         "retain_images": 5,
         "stop_timeout": 10,
+        "readiness_delay": 7,
     }  # fmt: skip
     data.update(overrides)
     return data
@@ -651,9 +652,7 @@ env:
 def test_local_plan_is_the_stand_in_plan() -> None:
     from cli.deploy.localplan import plan_json as local_plan_json
 
-    local = local_plan_json(STANDIN_MANIFEST, "production", "v2")
-    assert local.pop("readiness_delay", 7) == 7  # the manifest's default, once the manifest has the field
-    assert local == plan_json()
+    assert local_plan_json(STANDIN_MANIFEST, "production", "v2") == plan_json()
     only_web2 = local_plan_json(STANDIN_MANIFEST, "production", "v2", ["web2"])
     assert [(r["name"], [h["host"] for h in r["hosts"]]) for r in only_web2["roles"]] == [("web", ["web2"])]
     with pytest.raises(CliError, match="web9 is not a host of any role"):

@@ -198,8 +198,9 @@ def health_wait(plan: DeployPlan) -> str:
             f"GET {health.path or '/up'} on 127.0.0.1:{port} inside the container answers "
             "(wget or curl in the image)"
         )
-    timeout = script_check.timeout
-    return (
-        f"{check}, tried every {script_check.interval} s, failures ignored during a {timeout} s start "
-        f"period, giving up after {timeout} s"
-    )
+    options = script_check.options()
+    grace = ""
+    if "--health-start-period" in options:
+        period = options[options.index("--health-start-period") + 1].removesuffix("s")
+        grace = f", failures ignored during a {period} s start period"
+    return f"{check}, tried every {script_check.interval} s{grace}, giving up after {script_check.timeout} s"

@@ -165,7 +165,7 @@ def test_describe_rollback_has_no_build() -> None:
 
 
 def test_describe_says_what_the_deploy_script_waits_for() -> None:
-    from cli.plans.remote import DEFAULT_HEALTH_TIMEOUT
+    from cli.plans.remote import DEFAULT_HEALTH_TIMEOUT, health_from_plan
 
     def wait(**overrides: object) -> str:
         plan = plan_from_json(plan_json(**overrides))
@@ -180,5 +180,9 @@ def test_describe_says_what_the_deploy_script_waits_for() -> None:
     http = wait(healthcheck={"path": "/up", "port": 3000, "cmd": None, "interval": 2, "timeout": 40})
     assert "GET /up on 127.0.0.1:3000 inside the container" in http and "wget or curl" in http
     assert "every 2 s" in http and "giving up after 40 s" in http
+    # A start period is shown exactly when the script gives docker one.
+    script = health_from_plan({"path": "/up", "port": 3000, "interval": 2, "timeout": 40})
+    assert script is not None
+    assert ("start period" in http) == ("--health-start-period" in script.options())
     # A check without a timeout: the script's default, not the client's.
     assert f"giving up after {DEFAULT_HEALTH_TIMEOUT} s" in wait(healthcheck={"cmd": "true", "interval": 1})

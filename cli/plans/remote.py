@@ -339,6 +339,16 @@ lastline() {
 }
 sr_base="${STRONGROOM_REMOTE_DIR:-$HOME/.strongroom}"
 sr_dir="$sr_base/$service"
+# G42: the base holds every service's env files, so it is 0700 too: made so (umask 077), and the default
+# one made so if it is ours (an older one may be 0755). An explicit STRONGROOM_REMOTE_DIR that already
+# exists is the operator's to set: it may be shared, and only the service directories below it are ours.
+sr_private_base() {
+  if [ ! -d "$sr_base" ]; then
+    mkdir -p "$sr_base" 2>/dev/null && chmod 700 "$sr_base"
+  elif [ -z "${STRONGROOM_REMOTE_DIR:-}" ] && [ -O "$sr_base" ]; then
+    chmod 700 "$sr_base"
+  fi
+}
 """
 
 _DEPLOY_BODY = r"""
@@ -380,7 +390,7 @@ fail() {
 
 sr_locked=''
 sr_lock="$sr_dir/.deploy-$role.lock"
-mkdir -p "$sr_dir" 2>/dev/null && chmod 700 "$sr_dir" || fail prepare "cannot create $sr_dir"
+{ sr_private_base && mkdir -p "$sr_dir" && chmod 700 "$sr_dir"; } 2>/dev/null || fail prepare "cannot create $sr_dir"
 # One deploy of a service's role at a time on a host. A lock older than 90 minutes outlived its deploy
 # (no deploy waits that long): it is taken over.
 if ! mkdir "$sr_lock" 2>/dev/null; then
@@ -547,7 +557,7 @@ elif ! docker_version=$(docker version --format '{{.Server.Version}}' 2>&1); the
   problem="the docker engine does not answer: $(lastline "$docker_version")"
   docker_version=''
 fi
-if ! mkdir -p "$sr_base" 2>/dev/null || [ ! -w "$sr_base" ]; then
+if ! sr_private_base 2>/dev/null || [ ! -w "$sr_base" ]; then
   problem="${problem:+$problem; }cannot write $sr_base"
 fi
 printf '%s {"docker":%s,"user":%s,"remote_dir":%s,"problem":%s}\n' STRONGROOM-PREFLIGHT \

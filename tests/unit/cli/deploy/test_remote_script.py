@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +31,14 @@ def step(**extra: object) -> remote.DeployScript:
     }
     values.update(extra)
     return remote.DeployScript(**values)  # type: ignore[arg-type]
+
+
+NO_REGISTRY: dict[str, object] = {
+    "registry": None,
+    "registry_username": None,
+    "health": None,
+    "pull": "missing",
+}
 
 
 def all_scripts() -> dict[str, str]:
@@ -312,3 +322,42 @@ def test_jstr_is_json_the_local_side_parses_back_to_the_exact_text(shell: str) -
         assert "\n" not in out and "\t" not in out  # one line, as the result line must be
         # The same escapes json.dumps uses, so a value's JSON form (which the redactor knows) is in the line.
         assert out == json.dumps(text, ensure_ascii=False), (shell, text[:40])
+
+
+def run_locally(text: str, home: Path, **env: str) -> subprocess.CompletedProcess[bytes]:
+    """Run a remote script in a real sh on this machine, with a docker that cannot reach any engine."""
+    environ = {"HOME": str(home), "PATH": "/usr/bin:/bin", "DOCKER_HOST": "unix:///nonexistent.sock", **env}
+    return subprocess.run(
+        ["sh", "-c", text], env=environ, input=b"", capture_output=True, check=False, timeout=60
+    )
+
+
+@pytest.mark.parametrize("which", ["preflight", "deploy"])
+def test_the_default_base_directory_is_made_private(tmp_path: Path, which: str) -> None:
+    """R12: a $HOME/.strongroom left at 0755 (by an older version, or by hand) becomes 0700."""
+    base = tmp_path / ".strongroom"
+    base.mkdir()
+    base.chmod(0o755)
+    text = remote.preflight() if which == "preflight" else remote.deploy(step(**NO_REGISTRY))
+    done = run_locally(text, tmp_path)
+    assert stat.S_IMODE(base.stat().st_mode) == 0o700, done.stdout
+    if which == "deploy":  # it got as far as the service directory (and failed later, without docker)
+        assert stat.S_IMODE((base / "shop").stat().st_mode) == 0o700 and b'"outcome":"failed"' in done.stdout
+    # Made by the script: 0700 from the start.
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    run_locally(text, fresh)
+    assert stat.S_IMODE((fresh / ".strongroom").stat().st_mode) == 0o700
+
+
+def test_an_explicit_remote_dir_that_exists_is_left_as_it_is(tmp_path: Path) -> None:
+    """A STRONGROOM_REMOTE_DIR the operator chose may be shared: only what the script creates is made 0700."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    run_locally(remote.deploy(step(**NO_REGISTRY)), tmp_path, STRONGROOM_REMOTE_DIR=str(shared))
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+    assert stat.S_IMODE((shared / "shop").stat().st_mode) == 0o700
+    made = tmp_path / "made" / "here"
+    run_locally(remote.preflight(), tmp_path, STRONGROOM_REMOTE_DIR=str(made))
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700

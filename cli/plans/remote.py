@@ -11,8 +11,9 @@ a reason, never a value.
 The deploy script, in order: umask 077; `${STRONGROOM_REMOTE_DIR:-$HOME/.strongroom}/<service>` made
 0700; the password line read with `IFS= read -r` and the env file copied from stdin into a temporary
 file created exclusively (`set -C`), fsynced and renamed into place; `docker login --password-stdin`
-fed by the builtin printf (no process has the password in its argv), pull, logout (no registry
-credential left in the host's docker config); the new container started with labels, `--env-file`, the
+fed by the builtin printf (no process has the password in its argv) and pull, both with a throwaway
+DOCKER_CONFIG (0700, in the service directory, removed right after the pull: the host's own docker
+config and its stored credentials are never touched, and no registry credential is left behind); the new container started with labels, `--env-file`, the
 role's options and a `--health-cmd`; `docker inspect` polled until healthy, unhealthy, exited or the
 timeout. Healthy: the previous containers of the service and role are stopped and removed, the env file
 becomes `<role>.env` and images of the service beyond `retain_images` are removed. Otherwise the new
@@ -379,6 +380,7 @@ fail() {
   for id in $stopped; do
     docker start "$id" >/dev/null 2>&1
   done
+  sr_forget_login
   if [ -n "$sr_locked" ]; then
     rm -f "$sr_dir/.$role.env.$$" "$sr_dir/$role.env.next"
     rmdir "$sr_lock" 2>/dev/null
@@ -390,6 +392,32 @@ fail() {
 
 sr_locked=''
 sr_lock="$sr_dir/.deploy-$role.lock"
+# The registry login lives in a docker config of its own, never the host's: `docker login` there would
+# replace (and a logout delete) the operator's own credential for the registry, or land in a
+# shared credential store, and race with other services' deploys. Only the current context is carried
+# over (and the contexts it names), so login and pull reach the same engine as every other docker call.
+sr_dc=''
+sr_forget_login() {
+  if [ -n "$sr_dc" ]; then
+    rm -rf "$sr_dc"
+    sr_dc=''
+  fi
+}
+trap 'sr_forget_login' EXIT
+trap 'exit 1' HUP INT TERM
+sr_private_login() {
+  sr_dc="$sr_dir/.docker-$role"
+  rm -rf "$sr_dc"
+  mkdir -m 700 "$sr_dc" || return 1
+  sr_host_dc="${DOCKER_CONFIG:-$HOME/.docker}"
+  sr_ctx=$(sed -n 's/.*"currentContext"[[:space:]]*:[[:space:]]*"\([^"\\]*\)".*/\1/p' "$sr_host_dc/config.json" 2>/dev/null | head -n 1)
+  if [ -n "$sr_ctx" ]; then
+    printf '{"currentContext":%s}\n' "$(jstr "$sr_ctx")" > "$sr_dc/config.json" || return 1
+    if [ -d "$sr_host_dc/contexts" ]; then ln -s "$sr_host_dc/contexts" "$sr_dc/contexts" || return 1; fi
+  else
+    printf '{}\n' > "$sr_dc/config.json" || return 1
+  fi
+}
 { sr_private_base && mkdir -p "$sr_dir" && chmod 700 "$sr_dir"; } 2>/dev/null || fail prepare "cannot create $sr_dir"
 # One deploy of a service's role at a time on a host. A lock older than 90 minutes outlived its deploy
 # (no deploy waits that long): it is taken over.
@@ -417,20 +445,24 @@ mark env
 
 command -v docker >/dev/null 2>&1 || fail prepare "docker is not installed on this host"
 if [ "$login" = 1 ]; then
-  out=$(printf '%s\n' "$sr_pw" | docker login --username "$registry_user" --password-stdin ${registry:+"$registry"} 2>&1) \
+  sr_private_login || { sr_pw=''; fail login "cannot make a private docker config in $sr_dir"; }
+  out=$(printf '%s\n' "$sr_pw" | DOCKER_CONFIG="$sr_dc" docker login --username "$registry_user" --password-stdin ${registry:+"$registry"} 2>&1) \
     || { sr_pw=''; fail login "docker login to ${registry:-Docker Hub} failed: $(lastline "$out")"; }
 fi
 sr_pw=''
 unset sr_pw
 mark login
 if [ "$pull" = always ] || ! docker image inspect "$image" >/dev/null 2>&1; then
-  out=$(docker pull -q "$image" 2>&1)
+  if [ -n "$sr_dc" ]; then
+    out=$(DOCKER_CONFIG="$sr_dc" docker pull -q "$image" 2>&1)
+  else
+    out=$(docker pull -q "$image" 2>&1)
+  fi
   pulled=$?
-  if [ "$login" = 1 ]; then docker logout ${registry:+"$registry"} >/dev/null 2>&1; fi
+  sr_forget_login
   [ "$pulled" = 0 ] || fail pull "docker pull $image failed: $(lastline "$out")"
-elif [ "$login" = 1 ]; then
-  docker logout ${registry:+"$registry"} >/dev/null 2>&1
 fi
+sr_forget_login
 mark pull
 image_info=$(docker image inspect --format '{{.Id}}{{range .RepoDigests}} {{.}}{{end}}' "$image" 2>/dev/null)
 image_id=${image_info%% *}

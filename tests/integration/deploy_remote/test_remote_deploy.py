@@ -7,7 +7,9 @@ lab's shims record every docker call on the host too. A poller reads every proce
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import threading
 import time
@@ -379,3 +381,36 @@ def test_a_long_reason_is_masked_before_it_is_cut(remote_lab: RemoteLab) -> None
         deploy_once(remote_lab, "longline", "v1", secret, healthcheck=check)
     reason = caught.value.reason
     assert len(reason) == REASON_LIMIT and reason.endswith("\u2026") and secret[:8] not in reason
+
+
+def test_the_hosts_own_registry_credential_survives_and_none_is_left(remote_lab: RemoteLab) -> None:
+    """R6: login and pull use a throwaway DOCKER_CONFIG; the host's config (same registry!) is untouched."""
+    config = remote_lab.host.ssh.docker_config / "config.json"
+    before = config.read_bytes() if config.exists() else None
+    server = remote_lab.lab.registry.server
+    # As docker writes it (tabs), for a user "operator" with a password of their own.
+    theirs = json.dumps({"auths": {server: {"auth": "b3BlcmF0b3I6dGhlaXItb3duLXBhc3N3b3Jk"}}}, indent="\t")
+    config.write_text(theirs)
+    try:
+        result = deploy_once(remote_lab, "owncreds", "v1", canary("APP"))
+        assert result.outcome == "deployed"
+        assert config.read_text() == theirs
+        # The throwaway config is gone with the deploy: nothing but the env file in the service directory.
+        directory = remote_lab.host.remote_dir / "owncreds"
+        assert sorted(p.name for p in directory.iterdir()) == ["web.env"]
+        # A failed pull leaves nothing either.
+        missing = dataclasses.replace(
+            step(remote_lab, "v1", canary("APP")), image=remote_lab.lab.image + "-missing:v1"
+        )
+        with RemoteHost("web1", remote_lab.plan("owncreds"), environ=remote_lab.environ()) as host:
+            host.connect()
+            with pytest.raises(DeployFailed) as caught:
+                host.deploy(missing)
+        assert caught.value.step == "pull", caught.value
+        assert config.read_text() == theirs
+        assert sorted(p.name for p in directory.iterdir()) == ["web.env"]
+    finally:
+        if before is None:
+            config.unlink()
+        else:
+            config.write_bytes(before)

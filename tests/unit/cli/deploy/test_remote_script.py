@@ -203,8 +203,8 @@ def test_the_password_and_env_file_go_on_stdin_only() -> None:
     assert "CANARY" not in text
     # The password is read with `IFS= read -r` and piped by the builtin printf into --password-stdin.
     assert "IFS= read -r sr_pw" in text
-    assert "printf '%s\\n' \"$sr_pw\" | docker login" in text
-    logins = [line for line in text.splitlines() if "| docker login" in line]
+    assert 'printf \'%s\\n\' "$sr_pw" | DOCKER_CONFIG="$sr_dc" docker login' in text
+    logins = [line for line in text.splitlines() if "docker login" in line and "DOCKER_CONFIG" in line]
     assert len(logins) == 1 and "--password-stdin" in logins[0]
     assert " -p " not in logins[0] and "--password " not in logins[0]
     # Without a registry there is no password line.
@@ -361,3 +361,50 @@ def test_an_explicit_remote_dir_that_exists_is_left_as_it_is(tmp_path: Path) -> 
     made = tmp_path / "made" / "here"
     run_locally(remote.preflight(), tmp_path, STRONGROOM_REMOTE_DIR=str(made))
     assert stat.S_IMODE(made.stat().st_mode) == 0o700
+
+
+def test_login_and_pull_use_a_throwaway_docker_config() -> None:
+    """R6: never the host's docker config (its credentials, its store); no logout that would delete them."""
+    text = remote.deploy(step())
+    assert "docker logout" not in text
+    assert '| DOCKER_CONFIG="$sr_dc" docker login' in text
+    assert 'out=$(DOCKER_CONFIG="$sr_dc" docker pull -q "$image" 2>&1)' in text
+    assert 'sr_dc="$sr_dir/.docker-$role"' in text and 'mkdir -m 700 "$sr_dc"' in text
+    # Removed right after the pull, on failure and on exit.
+    assert text.index('sr_forget_login\n  [ "$pulled" = 0 ]') < text.index("mark pull")
+    assert "trap 'sr_forget_login' EXIT" in text
+
+
+def test_the_throwaway_docker_config_keeps_only_the_current_context(tmp_path: Path) -> None:
+    """The host's config.json goes through the script's sed: the context survives, credentials do not."""
+    text = remote.deploy(step())
+    helper = text[text.index("sr_private_login() {") :].split("\n}\n", 1)[0] + "\n}\n"
+    host = tmp_path / "host-docker"
+    (host / "contexts" / "meta").mkdir(parents=True)
+    (host / "config.json").write_text(
+        '{\n  "auths": {"127.0.0.1:5000": {"auth": "b3BlcmF0b3I6c2VjcmV0"}},\n'
+        '  "credsStore": "pass",\n  "currentContext": "remote-engine"\n}\n'
+    )
+    (tmp_path / "svc").mkdir()
+    prelude = remote.preflight().split("umask 077", 1)[1].split("\nsr_base=", 1)[0]
+    probe = (
+        f'{prelude}\nsr_dir={tmp_path}/svc\nrole=web\n{helper}sr_private_login && cat "$sr_dc/config.json"\n'
+    )
+    out = subprocess.run(
+        ["sh", "-c", probe],
+        env={"PATH": "/usr/bin:/bin", "DOCKER_CONFIG": str(host)},
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    assert json.loads(out) == {"currentContext": "remote-engine"}
+    made = tmp_path / "svc" / ".docker-web"
+    assert stat.S_IMODE(made.stat().st_mode) == 0o700
+    assert (made / "contexts").resolve() == (host / "contexts").resolve()
+    (host / "config.json").write_text('{"auths": {}}')
+    out = subprocess.run(
+        ["sh", "-c", probe],
+        env={"PATH": "/usr/bin:/bin", "DOCKER_CONFIG": str(host)},
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    assert json.loads(out) == {}

@@ -178,10 +178,10 @@ def health_wait(plan: DeployPlan) -> str:
     health = plan.healthcheck
     delay = plan.raw.get("readiness_delay", DEFAULT_READINESS_DELAY)
     if health is None:
+        waits = max(remote.DEFAULT_HEALTH_TIMEOUT, int(delay) + 10)
         return (
-            "the image's own HEALTHCHECK reports healthy (up to "
-            f"{remote.DEFAULT_HEALTH_TIMEOUT} s) or, if the image has none, the container has stayed up "
-            f"for {delay} s (readiness_delay)"
+            f"the image's own HEALTHCHECK reports healthy (up to {waits} s) or, if the image has none, "
+            f"the container has stayed up for {delay} s (readiness_delay)"
         )
     # The script's own reading of the plan's check (cli/plans/remote.py), so the defaults shown are its own.
     try:

@@ -176,6 +176,7 @@ def test_describe_says_what_the_deploy_script_waits_for() -> None:
     bare = wait(healthcheck=None)
     assert f"up to {DEFAULT_HEALTH_TIMEOUT} s" in bare and "stayed up for 7 s" in bare
     assert "stayed up for 20 s" in wait(healthcheck=None, readiness_delay=20)
+    assert "(up to 310 s)" in wait(healthcheck=None, readiness_delay=300)
     # An HTTP check: run inside the container with wget or curl, on the plan's port and path.
     http = wait(healthcheck={"path": "/up", "port": 3000, "cmd": None, "interval": 2, "timeout": 40})
     assert "GET /up on 127.0.0.1:3000 inside the container" in http and "wget or curl" in http

@@ -356,6 +356,7 @@ class RemoteHost:
             health=scripts.health_from_plan(self.plan.get("healthcheck")),
             retain_images=self._setting("retain_images", scripts.DEFAULT_RETAIN_IMAGES),
             stop_timeout=self._setting("stop_timeout", scripts.DEFAULT_STOP_TIMEOUT),
+            readiness_delay=self._readiness_delay(),
             pull="always" if registry else "missing",
         )
 
@@ -363,6 +364,13 @@ class RemoteHost:
         # 0 is a setting (stop_timeout 0: kill at once), only a missing one takes the default.
         value = self.plan.get(name)
         return default if value is None else value
+
+    def _readiness_delay(self) -> int:
+        # `deploy.readiness_delay` of the manifest: next to retain_images in the plan (or under "deploy").
+        value = self.plan.get("readiness_delay")
+        if value is None:
+            value = (self.plan.get("deploy") or {}).get("readiness_delay")
+        return scripts.DEFAULT_READINESS_DELAY if value is None else value
 
     def _role(self, name: str) -> Mapping[str, Any]:
         for role in self.plan.get("roles") or []:
@@ -380,7 +388,7 @@ class RemoteHost:
         except scripts.ScriptError as exc:
             raise CliError(f"{self.host}: {exc}") from None
         # Never cut the script off while it still waits for health: it would leave the new container behind.
-        waiting = script.health.timeout if script.health else 0
+        waiting = script.wait_seconds
         lines, done = self._parsed(
             scripts.RESULT,
             self._counted(

@@ -48,6 +48,9 @@ DEFAULT_STOP_TIMEOUT = 30
 DEFAULT_HEALTH_INTERVAL = 5
 DEFAULT_HEALTH_TIMEOUT = 120
 DEFAULT_APP_PORT = 80
+# Without any health check (neither the plan's nor the image's), the new container must stay running this
+# long before it counts as up (Kamal's readiness_delay); `deploy.readiness_delay` in the plan.
+DEFAULT_READINESS_DELAY = 7
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -184,7 +187,7 @@ class Health:
     retries: int = 3
 
     def options(self) -> list[str]:
-        """The `docker run` health options."""
+        """The `docker run` health options; docker ignores failed checks during the start period."""
         return [
             "--health-cmd",
             self.cmd,
@@ -194,6 +197,9 @@ class Health:
             f"{max(1, min(self.interval, 30))}s",
             "--health-retries",
             str(self.retries),
+            # An app may take all of the timeout to boot: its failed checks until then do not count.
+            "--health-start-period",
+            f"{self.timeout}s",
         ]
 
 
@@ -236,6 +242,7 @@ class DeployScript:
     health: Health | None = None
     retain_images: int = DEFAULT_RETAIN_IMAGES
     stop_timeout: int = DEFAULT_STOP_TIMEOUT
+    readiness_delay: int = DEFAULT_READINESS_DELAY
     # Without a registry the image must already be on the host (loaded out of band): pull only if missing.
     pull: str = "always"
 
@@ -261,6 +268,7 @@ class DeployScript:
         if not 1 <= self.retain_images <= 100:
             raise ScriptError(f"retain_images {self.retain_images}: from 1 to 100")
         _seconds(self.stop_timeout, "stop_timeout", DEFAULT_STOP_TIMEOUT, low=0)
+        _seconds(self.readiness_delay, "deploy.readiness_delay", DEFAULT_READINESS_DELAY, low=0, high=600)
         if self.pull not in ("always", "missing"):
             raise ScriptError(f"pull {self.pull!r}: always or missing")
         run_options(self.options, field_name=f"roles.{self.role}.options")
@@ -271,6 +279,13 @@ class DeployScript:
         """`stop-first` when the role publishes ports (the new container could not bind them), else `start-first`."""
         keys = set(self.options or {})
         return "stop-first" if keys & {"publish", "p", "publish-all", "P"} else "start-first"
+
+    @property
+    def wait_seconds(self) -> int:
+        """How long the script waits for the new container to be up before it gives up and removes it."""
+        if self.health is not None:
+            return self.health.timeout
+        return max(DEFAULT_HEALTH_TIMEOUT, self.readiness_delay + 10)
 
     @property
     def login(self) -> bool:
@@ -495,23 +510,40 @@ out=$(docker run -d --name "$name" --restart unless-stopped \
 cid=$(printf '%s\n' "$out" | tail -n 1)
 mark run
 
-deadline=$(( $(date +%s) + wait_seconds ))
+sr_run_at=$(date +%s)
+deadline=$(( sr_run_at + wait_seconds ))
+# Failed checks during docker's start period do not count, so "unhealthy" is final only after it.
+unhealthy_from=$(( sr_run_at + start_period ))
+# No health check at all: up once it has stayed running readiness_delay whole seconds (date +%s is whole
+# seconds, hence the +1), without a restart.
+ready_at=$(( sr_run_at + readiness_delay ))
+[ "$readiness_delay" = 0 ] || ready_at=$(( ready_at + 1 ))
 while :; do
-  state=$(docker inspect --format '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.ExitCode}}' "$cid" 2>&1) \
+  state=$(docker inspect --format '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.ExitCode}} {{.RestartCount}}' "$cid" 2>&1) \
     || fail health "the new container vanished: $(lastline "$state")"
-  case "$state" in
-    "running healthy "*|"running none "*)
+  now=$(date +%s)
+  set -- $state
+  case "$1 $2" in
+    "running healthy")
       break ;;
-    *" unhealthy "*)
-      log=$(docker inspect --format '{{if .State.Health}}{{range .State.Health.Log}}{{.Output}}{{println}}{{end}}{{end}}' "$cid" 2>/dev/null)
-      fail health "the new container is unhealthy; last check: $(lastline "$log")" ;;
+    "running none")
+      if [ "${4:-0}" != 0 ]; then
+        log=$(docker logs --tail 5 "$cid" 2>&1)
+        fail health "the new container restarted (it exited with code $3); last log line: $(lastline "$log")"
+      fi
+      [ "$now" -lt "$ready_at" ] || break ;;
+    *" unhealthy")
+      if [ "$now" -ge "$unhealthy_from" ]; then
+        log=$(docker inspect --format '{{if .State.Health}}{{range .State.Health.Log}}{{.Output}}{{println}}{{end}}{{end}}' "$cid" 2>/dev/null)
+        fail health "the new container is unhealthy; last check: $(lastline "$log")"
+      fi ;;
     exited*|dead*|restarting*)
       log=$(docker logs --tail 5 "$cid" 2>&1)
-      fail health "the new container exited with code ${state##* }; last log line: $(lastline "$log")" ;;
+      fail health "the new container exited with code $3; last log line: $(lastline "$log")" ;;
   esac
-  if [ "$(date +%s)" -ge "$deadline" ]; then
+  if [ "$now" -ge "$deadline" ]; then
     log=$(docker inspect --format '{{if .State.Health}}{{range .State.Health.Log}}{{.Output}}{{println}}{{end}}{{end}}' "$cid" 2>/dev/null)
-    fail health "the new container is not healthy after ${wait_seconds}s (${state% *}); last check: $(lastline "$log")"
+    fail health "the new container is not healthy after ${wait_seconds}s ($1 $2); last check: $(lastline "$log")"
   fi
   sleep 0.5 2>/dev/null || sleep 1
 done
@@ -564,7 +596,9 @@ def deploy(script: DeployScript) -> str:
             _assign("retain_images", str(script.retain_images)),
             _assign("stop_timeout", str(script.stop_timeout)),
             # Without a plan health check an image's own HEALTHCHECK may still report "starting" for a while.
-            _assign("wait_seconds", str(script.health.timeout if script.health else DEFAULT_HEALTH_TIMEOUT)),
+            _assign("wait_seconds", str(script.wait_seconds)),
+            _assign("start_period", str(script.health.timeout if script.health else 0)),
+            _assign("readiness_delay", str(script.readiness_delay)),
         )
     )
     body = (

@@ -414,3 +414,67 @@ def test_the_hosts_own_registry_credential_survives_and_none_is_left(remote_lab:
             config.unlink()
         else:
             config.write_bytes(before)
+
+
+@pytest.fixture(scope="module")
+def bare_image(remote_lab: RemoteLab, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The app v1 without any HEALTHCHECK, pushed: a container with no health check at all."""
+    context = tmp_path_factory.mktemp("bare")
+    (context / "Dockerfile").write_text(f"FROM {remote_lab.tags['v1']}\nHEALTHCHECK NONE\n")
+    image = f"{remote_lab.lab.image}:remote-bare"
+    remote_lab.lab.build_docker("build", "--network", "host", "-t", image, str(context))
+    remote_lab.lab.build_docker("push", image)
+    return image
+
+
+def test_without_any_health_check_the_container_must_stay_up_for_the_readiness_delay(
+    remote_lab: RemoteLab, bare_image: str
+) -> None:
+    """R8: no plan check and no image check is not "healthy" at the first poll (Kamal's readiness_delay)."""
+    service = "bare"
+    bare = dataclasses.replace(step(remote_lab, "v1", canary("APP")), image=bare_image)
+    plan = remote_lab.plan(service, healthcheck=None, readiness_delay=3)
+    with RemoteHost("web1", plan, environ=remote_lab.environ()) as host:
+        host.connect()
+        result = host.deploy(bare)
+    assert result.outcome == "deployed"
+    assert result.timings["healthy"] - result.timings["run"] >= 3, result.timings
+    assert running(remote_lab, service) == ["bare-web-v1"]
+
+    # One that exits after a second (and is restarted by its policy) never counts as up.
+    crashing = remote_lab.plan(
+        service,
+        healthcheck=None,
+        readiness_delay=3,
+        roles=[
+            {
+                "name": "web",
+                "cmd": ["-c", "sleep 1; exit 3"],
+                "options": {"network": "host", "entrypoint": "/bin/sh"},
+                "hosts": [{"host": "web1", "tags": []}],
+            }
+        ],
+    )
+    with RemoteHost("web1", crashing, environ=remote_lab.environ()) as host:
+        host.connect()
+        with pytest.raises(DeployFailed) as caught:
+            host.deploy(dataclasses.replace(bare, version="v2"))
+    assert caught.value.step == "health" and "code 3" in caught.value.reason, caught.value.reason
+    assert running(remote_lab, service) == ["bare-web-v1"]
+
+
+def test_an_app_slower_to_boot_than_three_checks_is_not_unhealthy(remote_lab: RemoteLab) -> None:
+    """R8: checks fail for 6 s (3 retries at 1 s would say unhealthy); the start period is the timeout."""
+    roles = [
+        {
+            "name": "web",
+            "cmd": ["-c", "sleep 6; touch /tmp/ready; while :; do sleep 3600 & wait $!; done"],
+            "options": {"network": "host", "entrypoint": "/bin/sh"},
+            "hosts": [{"host": "web1", "tags": []}],
+        }
+    ]
+    check = {"path": None, "port": None, "cmd": "test -e /tmp/ready", "interval": 1, "timeout": 30}
+    result = deploy_once(remote_lab, "slowboot", "v1", canary("APP"), roles=roles, healthcheck=check)
+    assert result.outcome == "deployed"
+    assert result.timings["healthy"] - result.timings["run"] >= 5, result.timings
+    assert running(remote_lab, "slowboot") == ["slowboot-web-v1"]

@@ -408,3 +408,23 @@ def test_the_throwaway_docker_config_keeps_only_the_current_context(tmp_path: Pa
         check=True,
     ).stdout.decode()
     assert json.loads(out) == {}
+
+
+def test_health_start_period_is_the_health_timeout_and_readiness_delay_is_set() -> None:
+    """R8: a slow app's failed checks during the timeout do not count; without any check it must stay up."""
+    health = remote.health_from_plan({"path": "/up", "port": 8000, "interval": 1, "timeout": 45})
+    assert health is not None
+    words = health.options()
+    assert words[words.index("--health-start-period") + 1] == "45s"
+    assert words[words.index("--health-retries") + 1] == "3"
+    text = remote.deploy(step(health=health))
+    assert "--health-start-period 45s" in text
+    found = header_values(text, ["wait_seconds", "start_period", "readiness_delay"])
+    assert found == {"wait_seconds": "45", "start_period": "45", "readiness_delay": "7"}
+    bare = header_values(
+        remote.deploy(step(health=None, readiness_delay=300)),
+        ["wait_seconds", "start_period", "readiness_delay"],
+    )
+    assert bare == {"wait_seconds": "310", "start_period": "0", "readiness_delay": "300"}
+    with pytest.raises(remote.ScriptError, match=r"^deploy\.readiness_delay"):
+        remote.deploy(step(readiness_delay=601))

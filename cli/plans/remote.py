@@ -543,7 +543,12 @@ while :; do
   esac
   if [ "$now" -ge "$deadline" ]; then
     log=$(docker inspect --format '{{if .State.Health}}{{range .State.Health.Log}}{{.Output}}{{println}}{{end}}{{end}}' "$cid" 2>/dev/null)
-    fail health "the new container is not healthy after ${wait_seconds}s ($1 $2); last check: $(lastline "$log")"
+    # With a check, the start period lasts the whole wait: docker still says "starting", but no check passed.
+    case "$2" in
+      starting|unhealthy) verdict="unhealthy: no health check passed within ${wait_seconds}s" ;;
+      *) verdict="not healthy after ${wait_seconds}s ($1 $2)" ;;
+    esac
+    fail health "the new container is $verdict; last check: $(lastline "$log")"
   fi
   sleep 0.5 2>/dev/null || sleep 1
 done

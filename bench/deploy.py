@@ -103,12 +103,14 @@ def round_trips(
 
 
 def phases(calls: list[deploy_lab.Call]) -> dict[str, float]:
-    """Seconds from the build's start to the push's, and from the push's to the first host contact, then to
-    the last `ssh -O exit` (the hosts, in parallel), from the start times the shims recorded."""
+    """Seconds from the build's start to the push's, from the push's to the first deploy session, and from
+    there to the last `ssh -O exit` (the hosts, in parallel), from the start times the shims recorded.
+
+    The master connections (host key checks and preflight) open before the build, so they are not in
+    the hosts phase: it is the deploy sessions alone."""
     local = [c for c in calls if c.where == "local"]
     build = next(c.at_ns for c in local if c.program == "docker" and "build" in c.argv)
     push = next(c.at_ns for c in local if c.program == "docker" and "push" in c.argv)
-    first = min(c.at_ns for c in local if c.program in ("ssh", "ssh-keyscan") and "-G" not in c.argv)
     last = max(c.at_ns for c in local if c.program == "ssh" and "-O" in c.argv)
     # The deploy script sessions (neither master nor -G nor -O): how far apart the hosts' ones started.
     sessions = [
@@ -120,10 +122,22 @@ def phases(calls: list[deploy_lab.Call]) -> dict[str, float]:
     ]
     return {
         "build": (push - build) / 1e9,
-        "push": (first - push) / 1e9,
-        "hosts": (last - first) / 1e9,
+        "push": (min(sessions) - push) / 1e9,
+        "hosts": (last - min(sessions)) / 1e9,
         "skew": (max(sessions) - min(sessions)) / 1e9,
     }
+
+
+# (wall seconds, machine-wide busy CPU seconds) of each deploy, in the order they ran.
+MACHINE_BUSY: list[tuple[float, float]] = []
+
+
+def busy_seconds() -> float:
+    """CPU seconds every core of this machine has spent not idle since boot (from /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(f) for f in fields]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def deploy(
@@ -135,6 +149,7 @@ def deploy(
     (workdir / "strongroom.yml").write_text(manifest(lab, hosts, PINNED))
     lab.forget_calls()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy_before = busy_seconds()
     started = time.perf_counter()
     done = subprocess.run(
         [str(BIN / "strongroom"), "deploy", "-e", ENVIRONMENT, "--version", version],
@@ -145,6 +160,7 @@ def deploy(
         check=False,
     )
     elapsed = time.perf_counter() - started
+    MACHINE_BUSY.append((elapsed, busy_seconds() - busy_before))
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
@@ -208,12 +224,14 @@ def main() -> int:
                 four: list[float] = []
                 split: dict[str, list[dict[str, float]]] = {"one": [], "four": []}
                 cpu: dict[str, list[float]] = {"one": [], "four": []}
+                machine: dict[str, list[float]] = {"one": [], "four": []}
                 trips: dict[str, Counter[str]] = {}
                 for r in range(args.rounds):
                     order = [("one", ["web1"]), ("four", all_hosts)]
                     for label, hosts in order if r % 2 == 0 else order[::-1]:
                         seconds, calls, cpu_seconds = deploy(lab, env, workdir, f"r{r}-{label}", hosts)
                         cpu[label].append(cpu_seconds)
+                        machine[label].append(MACHINE_BUSY[-1][1])
                         (one if label == "one" else four).append(seconds)
                         split[label].append(phases(calls))
                         if label == "four":
@@ -246,6 +264,14 @@ def main() -> int:
         f"  CPU of the CLI and its local children: 1 host {statistics.median(cpu['one']):.2f} s, "
         f"4 hosts {statistics.median(cpu['four']):.2f} s (the hosts' sshd and dockerd share the same cores)"
     )
+    cores = os.cpu_count() or 1
+    for label, walls in (("one", one), ("four", four)):
+        busy = statistics.median(machine[label])
+        print(
+            f"  whole machine, {label} host(s): {busy:.2f} CPU s busy in {statistics.median(walls):.2f} s "
+            f"({busy / (statistics.median(walls) * cores):.0%} of {cores} cores; CPU-bound floor "
+            f"{busy / cores:.2f} s)"
+        )
     ratio_ok = ratio <= RATIO_TARGET
     print(f"ratio 4/1: {ratio:.2f}x (target <= {RATIO_TARGET}x): {'ok' if ratio_ok else 'MISSED'}")
     for host, kinds in sorted(trips.items()):

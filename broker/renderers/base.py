@@ -58,14 +58,20 @@ class RenderOptions:
 
 
 class RenderError(Invalid):
-    """A value (or name) the target cannot carry exactly; the message never contains the value."""
+    """A value (or name) the target cannot carry exactly; the message never contains the value.
 
-    def __init__(self, *, key: str, target: str, reason: str, alternative: str) -> None:
+    `suggested` lists the other targets the alternative names: each of them carries this very value.
+    """
+
+    def __init__(
+        self, *, key: str, target: str, reason: str, alternative: str, suggested: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(f"{key}: {reason}; the {target} target cannot carry it ({alternative})", field=key)
         self.key = key
         self.target = target
         self.reason = reason
         self.alternative = alternative
+        self.suggested = suggested
 
 
 class Renderer(Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 
 from broker.renderers.base import Entry, RenderError, RenderOptions
 
@@ -29,10 +30,49 @@ def shown(name: str) -> str:
     return name if _PRINTABLE_KEY.fullmatch(name) else ascii(name)
 
 
-def refuse(entry: Entry | str, target: str, reason: str, alternative: str) -> RenderError:
-    """Build the RenderError for an entry (or a bare key name)."""
+# Set while a refusal tries other targets on the value: their own refusals then name no target (no recursion).
+_PROBING: ContextVar[bool] = ContextVar("strongroom_render_probing", default=False)
+# The value decides whether a target carries it; these only have to be valid for every target.
+_PROBE_OPTIONS = RenderOptions(environment="production", service="app")
+
+
+def carrying(entry: Entry, targets: Sequence[str]) -> tuple[str, ...]:
+    """Those of `targets` that carry this very entry (name, value and sensitivity), in the order given."""
+    if _PROBING.get():
+        return ()
+    # Imported here: the registry imports every renderer, and every renderer imports this module.
+    from broker.renderers.registry import get_renderer
+
+    able: list[str] = []
+    token = _PROBING.set(True)
+    try:
+        for name in targets:
+            try:
+                get_renderer(name).render([entry], options=_PROBE_OPTIONS)
+            except RenderError:
+                continue
+            able.append(name)
+    finally:
+        _PROBING.reset(token)
+    return tuple(able)
+
+
+def refuse(
+    entry: Entry | str, target: str, reason: str, alternative: str, *, targets: Sequence[str] = ()
+) -> RenderError:
+    """Build the RenderError for an entry (or a bare key name).
+
+    With `targets`, the alternative starts with those of them that carry this very value (tried, not
+    assumed), then `alternative` ("use a file mount" becomes "use the json target, or a file mount").
+    """
     key = entry if isinstance(entry, str) else entry.name
-    return RenderError(key=shown(key), target=target, reason=reason, alternative=alternative)
+    suggested = carrying(entry, targets) if targets and not isinstance(entry, str) else ()
+    if suggested:
+        names = suggested[0] if len(suggested) == 1 else f"{', '.join(suggested[:-1])} or {suggested[-1]}"
+        alternative = f"use the {names} target, or {alternative.removeprefix('use ')}"
+    return RenderError(
+        key=shown(key), target=target, reason=reason, alternative=alternative, suggested=suggested
+    )
 
 
 def check_options(options: RenderOptions, target: str) -> None:
@@ -103,12 +143,14 @@ _CHAR_REASONS = {
 }
 
 
-def refuse_chars(entry: Entry, target: str, chars: Iterable[str], alternative: str) -> None:
+def refuse_chars(
+    entry: Entry, target: str, chars: Iterable[str], alternative: str, *, targets: Sequence[str] = ()
+) -> None:
     """Refuse a value holding any of `chars` (newline, carriage return, NUL get a named reason)."""
     for char in chars:
         if char in entry.value:
             reason = _CHAR_REASONS.get(char, f"value has the character U+{ord(char):04X}")
-            raise refuse(entry, target, reason, alternative)
+            raise refuse(entry, target, reason, alternative, targets=targets)
 
 
 def env_string_size(entry: Entry, data: bytes, target: str) -> None:

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from broker.renderers import checks
 from broker.renderers.base import Entry, RenderedFile, RenderOptions
 
-_ALTERNATIVE = "use a file mount, or the env-file or k8s target"
+# Suggested only where they carry the very value refused (checks.refuse tries them).
+_OTHERS = ("env-file", "dotenv", "k8s")
 
 
 def compose_quote(value: str) -> str:
@@ -49,14 +50,15 @@ class ComposeRenderer:
         for entry in checks.unique_sorted(entries, self.name):
             checks.posix_name(entry, self.name)
             data = checks.utf8(entry, self.name)
-            checks.refuse_chars(entry, self.name, "\x00", _ALTERNATIVE)
+            checks.refuse_chars(entry, self.name, "\x00", checks.FILE_MOUNT, targets=_OTHERS)
             checks.env_string_size(entry, data, self.name)
             if entry.value.endswith("\\"):
                 raise checks.refuse(
                     entry,
                     self.name,
                     "value ends with a backslash, which older compose releases read as escaping the closing quote",
-                    _ALTERNATIVE,
+                    checks.FILE_MOUNT,
+                    targets=_OTHERS,
                 )
             lines.append(f"{entry.name}={compose_quote(entry.value)}\n")
         return [RenderedFile(path=path, content="".join(lines).encode(), holds_values=True)]

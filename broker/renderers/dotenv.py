@@ -33,7 +33,8 @@ from broker.renderers.base import Entry, RenderedFile, RenderOptions
 # python-dotenv's own pattern (dotenv/variables.py): what it expands even inside single quotes.
 _PYTHON_DOTENV_VARIABLE = re.compile(r"\$\{[^}:]*(?::-[^}]*)?\}")
 
-_DOTENV_ALTERNATIVE = "use the dotenv-export, env-file or json target, or a file mount"
+# Suggested only where they carry the very value refused (checks.refuse tries them).
+_DOTENV_OTHERS = ("dotenv-export", "env-file", "compose", "json")
 
 
 def _header(options: RenderOptions, what: str) -> str:
@@ -44,7 +45,7 @@ def dotenv_line(entry: Entry, target: str = "dotenv") -> str:
     """One dotenv line for the entry, or RenderError when no quoting reads the same in all three libraries."""
     checks.posix_name(entry, target)
     data = checks.utf8(entry, target)
-    checks.refuse_chars(entry, target, "\x00\r", _DOTENV_ALTERNATIVE)
+    checks.refuse_chars(entry, target, "\x00\r", checks.FILE_MOUNT, targets=_DOTENV_OTHERS)
     checks.env_string_size(entry, data, target)
     value = entry.value
     if _PYTHON_DOTENV_VARIABLE.search(value):
@@ -52,26 +53,32 @@ def dotenv_line(entry: Entry, target: str = "dotenv") -> str:
             entry,
             target,
             "value holds ${...}, which python-dotenv expands even inside quotes",
-            _DOTENV_ALTERNATIVE,
+            checks.FILE_MOUNT,
+            targets=_DOTENV_OTHERS,
         )
     if "\n" in value and "$(" in value:
         raise checks.refuse(
             entry,
             target,
             "value has several lines and a $(, which Ruby dotenv before 3.0 (line by line) would run as a command",
-            _DOTENV_ALTERNATIVE,
+            checks.FILE_MOUNT,
+            targets=_DOTENV_OTHERS,
         )
     if "'" not in value and "\\\\" not in value and not value.endswith("\\"):
         return f"{entry.name}='{value}'\n"
     if not any(c in value for c in '"\\$`'):
         return f'{entry.name}="{value}"\n'
-    raise checks.refuse(
-        entry,
-        target,
-        "value mixes a single quote with a double quote, backslash, $ or backtick, which the dotenv readers "
-        "(and shells sourcing the file) read differently",
-        _DOTENV_ALTERNATIVE,
-    )
+    if "'" in value:
+        reason = (
+            "value mixes a single quote with a double quote, backslash, $ or backtick, which the dotenv "
+            "readers (and shells sourcing the file) read differently"
+        )
+    else:  # single quotes failed only for the backslashes, and double quotes cannot hold one either
+        reason = (
+            "value has two backslashes in a row or ends with one, which python-dotenv unescapes inside "
+            "single quotes, and the dotenv readers read a backslash differently inside double quotes"
+        )
+    raise checks.refuse(entry, target, reason, checks.FILE_MOUNT, targets=_DOTENV_OTHERS)
 
 
 class DotenvRenderer:
@@ -148,7 +155,7 @@ class DotenvExportRenderer:
                     "rename the variable",
                 )
             data = checks.utf8(entry, self.name)
-            checks.refuse_chars(entry, self.name, "\x00", checks.FILE_MOUNT)
+            checks.refuse_chars(entry, self.name, "\x00", checks.FILE_MOUNT, targets=("json",))
             checks.env_string_size(entry, data, self.name)
             lines.append(f"export {entry.name}={shell_quote(entry.value)}\n")
         return [RenderedFile(path=path, content="".join(lines).encode(), holds_values=True)]

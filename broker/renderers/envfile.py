@@ -25,7 +25,8 @@ from broker.renderers.base import Entry, RenderedFile, RenderOptions
 
 # bufio.MaxScanTokenSize is 64 KiB; the buffer must hold the line and its newline.
 LINE_MAX_BYTES = 64 * 1024 - 1
-_ALTERNATIVE = "use a file mount, or the dotenv or k8s target"
+# Suggested only where they carry the very value refused (checks.refuse tries them).
+_OTHERS = ("compose", "dotenv", "k8s")
 
 
 class EnvFileRenderer:
@@ -43,13 +44,14 @@ class EnvFileRenderer:
         for entry in checks.unique_sorted(entries, self.name):
             checks.posix_name(entry, self.name)
             data = checks.utf8(entry, self.name)
-            checks.refuse_chars(entry, self.name, "\n\r\x00", _ALTERNATIVE)
+            checks.refuse_chars(entry, self.name, "\n\r\x00", checks.FILE_MOUNT, targets=_OTHERS)
             if entry.value[:1] in ("'", '"'):
                 raise checks.refuse(
                     entry,
                     self.name,
                     "value starts with a quote, which some docker and podman releases strip (docker/cli#3630)",
-                    _ALTERNATIVE,
+                    checks.FILE_MOUNT,
+                    targets=_OTHERS,
                 )
             if len(entry.name.encode()) + 1 + len(data) > LINE_MAX_BYTES:
                 raise checks.refuse(
@@ -57,6 +59,7 @@ class EnvFileRenderer:
                     self.name,
                     f"NAME=value is longer than {LINE_MAX_BYTES} bytes, the docker env-file line limit",
                     checks.FILE_MOUNT,
+                    targets=_OTHERS,
                 )
             lines.append(f"{entry.name}={entry.value}\n")
         return [RenderedFile(path=path, content="".join(lines).encode(), holds_values=True)]

@@ -119,7 +119,7 @@ def test_a_value_the_target_cannot_carry_is_refused_in_one_sentence_without_it(
     assert result.exit_code == 1
     assert result.stderr == (
         "Error: shop/production/TLS_KEY: value has a newline; the env-file target cannot carry it "
-        "(use a file mount, or the dotenv or k8s target)\n"
+        "(use the compose, dotenv or k8s target, or a file mount)\n"
     )
     assert not out.exists()
     for value in values.values():

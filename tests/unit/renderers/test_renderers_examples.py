@@ -72,8 +72,8 @@ def test_dotenv_carries_a_pem_key_in_single_quotes(tmp_path: Path, node_dotenv: 
         ("it's $5", "mixes a single quote"),
         ("it's \\", "mixes a single quote"),
         ('it\'s "x"', "mixes a single quote"),
-        ("a\\\\b", "mixes a single quote"),  # python-dotenv reads \\ as one backslash inside single quotes
-        ("ends\\", "mixes a single quote"),
+        ("a\\\\b", "two backslashes in a row"),  # python-dotenv reads \\ as one backslash in single quotes
+        ("ends\\", "ends with one"),
         ("it's `id`", "mixes a single quote"),
         ("line\n$(touch /tmp/x)", "would run as a command"),
     ],
@@ -138,7 +138,7 @@ def test_env_file_never_writes_a_line_without_equals() -> None:
     exc = refused("env-file", "x\nAWS_SECRET_ACCESS_KEY", name="DB_PASSWORD")
     assert exc.message == (
         "DB_PASSWORD: value has a newline; the env-file target cannot carry it "
-        "(use a file mount, or the dotenv or k8s target)"
+        "(use the compose, dotenv or k8s target, or a file mount)"
     )
 
 

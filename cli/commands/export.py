@@ -70,10 +70,12 @@ def export(
     # The renderers load only here: `export` is the one command that needs them (and PyYAML).
     from broker.renderers.base import Entry, RenderError, RenderOptions
     from broker.renderers.registry import get_renderer
-    from cli.commands.run import selected_values
+    from cli.commands.run import picked_values
 
     resolved = session.client().resolved(project=project, environment=environment, reveal=reveal)
-    values = selected_values(resolved, only) if only else {n: v.value for n, v in resolved.values.items()}
+    # Not `run`'s exec checks: whether a value fits the file (a NUL in JSON does) is the renderer's to
+    # say, as it is for `compile`, so both commands accept and refuse the same values (docs/targets.md).
+    values = picked_values(resolved, only)
     entries = [
         Entry(name=name, value=value, sensitive=resolved.values[name].sensitive)
         for name, value in values.items()

@@ -23,8 +23,8 @@ BASELINE_VARIABLES = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "TERM", "TZ", 
 BASELINE_PREFIXES = ("LC_",)
 
 
-def selected_values(resolved: Resolved, only: Sequence[str]) -> dict[str, str]:
-    """The values to inject (all, or only the `only` names, each of which must exist), checked for exec."""
+def picked_values(resolved: Resolved, only: Sequence[str]) -> dict[str, str]:
+    """All the values, or only the `only` names (each of which must exist), with valid names."""
     if only:
         missing = [name for name in only if name not in resolved.values]
         if missing:
@@ -39,11 +39,18 @@ def selected_values(resolved: Resolved, only: Sequence[str]) -> dict[str, str]:
     for name, item in items:
         if not is_secret_name(name):
             raise CliError(f"the broker sent a value named {name!r}, which is not a valid variable name")
-        if "\x00" in item.value:
+        values[name] = item.value
+    return values
+
+
+def selected_values(resolved: Resolved, only: Sequence[str]) -> dict[str, str]:
+    """The values to inject (as picked_values), checked for exec: an environment cannot hold a NUL."""
+    values = picked_values(resolved, only)
+    for name, value in values.items():
+        if "\x00" in value:
             raise CliError(
                 f"{name}: the value has a NUL character, which an environment variable cannot carry"
             )
-        values[name] = item.value
     return values
 
 

@@ -139,6 +139,28 @@ def test_only_exports_the_named_variables(
     assert missing.exit_code == 1 and "shop/production has no NOPE" in missing.stderr
 
 
+@pytest.mark.parametrize("only", [(), ("--only", "NUL_KEY,PUBLIC_URL")])
+def test_a_nul_value_is_the_renderers_to_judge_with_or_without_only(
+    broker: StandinBroker,
+    cli: Invoke,
+    logged_in: Credential,
+    values: dict[str, str],
+    out_dir: Path,
+    only: tuple[str, ...],
+) -> None:
+    """As `compile` does (docs/targets.md): json carries a NUL, env-file refuses it naming itself."""
+    broker.put("shop", "production", "NUL_KEY", "a\x00b")
+    carried = cli("export", *ENV, "--format", "json", *only, "--out", str(out_dir / "v.json"))
+    assert carried.exit_code == 0, carried.output
+    assert json.loads((out_dir / "v.json").read_text())["NUL_KEY"] == "a\x00b"
+    refused = cli("export", *ENV, "--format", "env-file", *only, "--out", str(out_dir / "e"))
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith(
+        "Error: shop/production/NUL_KEY: value has a NUL character; the env-file target"
+    )
+    assert not (out_dir / "e").exists()
+
+
 def test_stdout_needs_reveal_which_the_broker_audits(
     broker: StandinBroker, cli: Invoke, logged_in: Credential, values: dict[str, str]
 ) -> None:

@@ -233,7 +233,12 @@ def check_command(
 def diff_command(
     session: Session, project: str | None, env_a: str, env_b: str, manifest_path: Path, as_json: bool
 ) -> None:
-    """Compare ENV_A and ENV_B: keys only in one, and keys whose values differ, by fingerprint (never values)."""
+    """Compare ENV_A and ENV_B: keys only in one, and keys whose values differ, by fingerprint (never values).
+
+    A fingerprint is the audit trail's HMAC-SHA256 of the value under the broker's audit key: the same
+    value gets the same fingerprint in every answer (until that key changes), and
+    `strongroom audit list --fingerprint` finds the events that read or wrote it (--json shows it in full).
+    """
     if project is None:
         text = read_manifest(manifest_path) if manifest_path.exists() else ""
         project = pick_project(None, text)
@@ -262,7 +267,10 @@ def diff_command(
         empty=f"{env_a} and {env_b} hold the same keys with the same values.",
     )
     if rows:
-        click.echo(f"{len(diff.same)} keys are equal. Fingerprints are comparable within this answer only.")
+        click.echo(
+            f"{len(diff.same)} keys are equal. Fingerprints (shortened; --json shows them in full) are the "
+            "audit trail's: the same value has the same one in every answer."
+        )
 
 
 def _short(fingerprint: str) -> str:

@@ -96,7 +96,7 @@ class ValuesOut(BaseModel):
 
 
 class FingerprintOut(BaseModel):
-    """A value's stand-in in a comparison: HMAC-SHA256 under a key made for this one answer."""
+    """A value's stand-in in a comparison: the audit trail's HMAC-SHA256 under the audit key, stable across answers."""
 
     fingerprint: str
     version: int

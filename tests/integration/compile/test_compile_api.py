@@ -213,6 +213,24 @@ def test_diff_fingerprints_are_the_audit_trails(rails: Api) -> None:
     assert different["DATABASE_URL"]["b"]["fingerprint"] == audited["DATABASE_URL"]
 
 
+def test_diff_fingerprints_are_stable_across_answers_and_found_by_the_audit_look_up(rails: Api) -> None:
+    """What `strongroom diff` and docs/manifest.md promise: not a per-answer key, the audit trail's HMAC."""
+
+    def diff() -> dict[str, Any]:
+        r = rails.client.get(
+            f"/v1/projects/{PROJECT}/diff", params={"a": "staging", "b": "production"}, headers=rails.h
+        )
+        assert r.status_code == 200, r.text
+        return {x["name"]: x for x in r.json()["different"]}
+
+    first, second = diff(), diff()
+    assert first == second
+    value = RAILS_VALUES["production"]["DATABASE_URL"]
+    looked_up = rails.client.post("/v1/audit/fingerprint", json={"value": value}, headers=rails.h)
+    assert looked_up.status_code == 200, looked_up.text
+    assert first["DATABASE_URL"]["b"]["fingerprint"] == looked_up.json()["fingerprint"]
+
+
 def test_target_lists_agree() -> None:
     from typing import get_args
 

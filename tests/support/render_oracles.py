@@ -4,9 +4,10 @@ Real: python-dotenv (in the venv), Node dotenv (npm, see NODE_PREFIX), Ruby dote
 ruby-dotenv), sh/dash/bash (sourcing the export file), PyYAML, json, base64, and the docker engine
 and podman (tests/integration/renderers). Ports, line by line from the upstream source, for the
 property tests and for what cannot run here: docker/cli pkg/kvfile and podman pkg/env (both checked
-against the real programs by the integration tests), compose-go v2 dotenv (no compose v2 binary
-is installable here), and systemd's src/basic/env-file.c (no systemd manager runs here) with the
-env_assignment_is_valid() rules of systemd v239-v247 (the strictest still shipped).
+against the real programs by the integration tests), compose-go v2 dotenv (checked against Docker
+Compose v2.40.3 itself by tests/integration/renderers/test_compose_real.py), and systemd's
+src/basic/env-file.c (no systemd manager runs here) with the env_assignment_is_valid() rules of
+systemd v239-v247 (the strictest still shipped).
 """
 
 from __future__ import annotations

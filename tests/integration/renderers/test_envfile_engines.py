@@ -142,6 +142,21 @@ def test_line_limit_is_the_scanners(engine: docker.Engine, cli: str, tmp_path: P
     assert proc.returncode != 0 and b"too long" in proc.stderr
 
 
+def test_a_nul_in_a_container_environment_stops_the_start_and_cuts_nothing(
+    engine: docker.Engine, tmp_path: Path
+) -> None:
+    """Why every env-style target refuses a NUL, and what docs/targets.md says of a k8s Secret used as env:
+    the runtime (runc) refuses to start the container rather than pass a shortened value."""
+    path = tmp_path / "nul.env"
+    path.write_bytes(b"NUL_VALUE=before\x00after\n")
+    proc = engine.docker(
+        "run", "--rm", "--network", "host", "--env-file", str(path), engine.busybox_image(),
+        "/bin/busybox", "env", check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and proc.stdout == b""
+    assert b"can't contain null" in proc.stderr
+
+
 @pytest.fixture(scope="module")
 def podman_store() -> Iterator[podman.Store]:
     """A private podman store (podman parses --env-file itself; `create` + `inspect` runs nothing)."""

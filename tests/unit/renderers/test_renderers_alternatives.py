@@ -173,3 +173,13 @@ def test_a_name_refusal_suggests_no_target() -> None:
     with pytest.raises(RenderError) as caught:
         get_renderer("env-file").render([Entry("BAD-NAME", "v", True)], options=OPTIONS)
     assert caught.value.suggested == () and caught.value.alternative == "rename the variable"
+
+
+def test_k8s_clear_nul_advice_holds_once_the_variable_is_sensitive() -> None:
+    """The ConfigMap refusal says "mark it sensitive": the same value, sensitive, goes to the Secret exactly."""
+    with pytest.raises(RenderError) as caught:
+        get_renderer("k8s").render([Entry("KEY", "a\x00b", False)], options=OPTIONS)
+    assert caught.value.alternative.startswith("mark it sensitive")
+    (file,) = get_renderer("k8s").render([Entry("KEY", "a\x00b", True)], options=OPTIONS)
+    _config_map, secret = yaml.safe_load_all(file.content.decode())
+    assert base64.b64decode(secret["data"]["KEY"]) == b"a\x00b"

@@ -7,11 +7,16 @@ What Kamal 2 (2.3 or later) does with each piece, and so what this renderer refu
   exact YAML form are written (identifiers plain, other text double-quoted, integers, booleans); anything
   else is refused. The tests read every file back with PyYAML and Ruby's Psych.
 - Secrets appear only by name (`env.secret`, `builder.secrets`, `registry.password: [NAME]`).
-- `.kamal/secrets.<env>` is read with Ruby dotenv plus command substitution. It holds one command,
-  `STRONGROOM_SECRETS=$(strongroom kamal fetch -p P -e ENV KEY...)`, which prints the JSON object
-  `kamal secrets extract` reads (shell-escaped, as `kamal secrets fetch` prints it), and one
-  `KEY=$(kamal secrets extract KEY ${STRONGROOM_SECRETS})` line per key. Names are `[A-Z_][A-Z0-9_]*`;
-  no value ever appears in the file.
+- `.kamal/secrets.<env>` is read with Ruby dotenv plus Kamal's inline command substitution. dotenv 3.2.x
+  (Kamal 2.12's lock file) runs a command, then variable substitution over its output; 3.1.x the other
+  way round. Three lines find out which: STRONGROOM_DOTENV_ORDER=3.2, then
+  `STRONGROOM_DOTENV=$(printf '\\044{STRONGROOM_DOTENV_ORDER}')` (printf prints `${...}`, which 3.2
+  expands at once and 3.1 only where STRONGROOM_DOTENV is used), then STRONGROOM_DOTENV_ORDER=3.1.
+  Then one command, `STRONGROOM_SECRETS=$(strongroom kamal fetch --dotenv ${STRONGROOM_DOTENV} -p P -e
+  ENV KEY...)`, prints the JSON object `kamal secrets extract` reads (shell-escaped, as `kamal secrets
+  fetch` prints it; for 3.2 each `$` escaped so the substitution after `extract` restores it), and one
+  `KEY=$(kamal secrets extract KEY ${STRONGROOM_SECRETS})` line per key. Names are `[A-Z_][A-Z0-9_]*`,
+  not one of those three; no value ever appears in the file.
 - Kamal hands secret env values to docker through an env file it escapes with Ruby's String#dump, and clear
   values, build arguments and the registry password through a remote shell in double quotes. Values those
   steps would change are refused: for env files a backslash or an ASCII control character (newline, tab,
@@ -49,6 +54,9 @@ from broker.renderers.base import Entry, RenderedFile, RenderError, RenderOption
 
 TARGET = "kamal"
 HOLDER = "STRONGROOM_SECRETS"
+DOTENV_PROBE = "STRONGROOM_DOTENV"
+_DOTENV_ORDER = "STRONGROOM_DOTENV_ORDER"
+RESERVED = frozenset({HOLDER, DOTENV_PROBE, _DOTENV_ORDER})
 KAMAL_KEY = re.compile(r"[A-Z_][A-Z0-9_]*")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -494,11 +502,12 @@ def _secret_problems(body: ManifestBody, values: Mapping[str, Entry]) -> Iterato
     built = set(body.builder.secrets) if body.builder is not None else set()
     login = {body.registry.password} if body.registry is not None else set()
     for name in body.secret_names():
-        if not KAMAL_KEY.fullmatch(name) or name == HOLDER:
+        if not KAMAL_KEY.fullmatch(name) or name in RESERVED:
             yield checks.refuse(
                 name,
                 TARGET,
-                "the name must be [A-Z_][A-Z0-9_]* (and not STRONGROOM_SECRETS) in .kamal/secrets",
+                "the name must be [A-Z_][A-Z0-9_]* (and not STRONGROOM_SECRETS, STRONGROOM_DOTENV or "
+                "STRONGROOM_DOTENV_ORDER) in .kamal/secrets",
                 "rename the secret",
             )
             continue
@@ -598,6 +607,14 @@ def _secrets_file(project: str | None, environment: str, names: Sequence[str]) -
     ]
     if names:
         project_option = f"-p {project} " if project is not None else ""
-        lines.append(f"{HOLDER}=$(strongroom kamal fetch {project_option}-e {environment} {' '.join(names)})")
+        lines += [
+            "# Which dotenv reads this file: 3.2 (Kamal 2.12's) expands the ${...} printf prints at once, 3.1",
+            "# only on the fetch line, after the order is set to 3.1. The fetch escapes each $ for 3.2.",
+            f"{_DOTENV_ORDER}=3.2",
+            f"{DOTENV_PROBE}=$(printf '\\\\044{{{_DOTENV_ORDER}}}')",
+            f"{_DOTENV_ORDER}=3.1",
+            f"{HOLDER}=$(strongroom kamal fetch --dotenv ${{{DOTENV_PROBE}}} {project_option}-e {environment} "
+            f"{' '.join(names)})",
+        ]
         lines.extend(f"{name}=$(kamal secrets extract {name} ${{{HOLDER}}})" for name in names)
     return ("\n".join(lines) + "\n").encode()

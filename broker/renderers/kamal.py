@@ -22,7 +22,8 @@ What Kamal 2 (2.3 or later) does with each piece, and so what this renderer refu
   steps would change are refused: for env files a backslash or an ASCII control character (newline, tab,
   NUL...), for the shell an ASCII control character, `#{`, `#$`, `#@`, `${...}` (Kamal leaves it for the
   shell to expand) or a blank value. A trailing newline is dropped by the `$(...)` capture itself.
-  The alternative for such values is the env-file or k8s target, or a file mount.
+  The alternative named for such a value is a target that carries it (asked of the env-file and k8s
+  renderers themselves: a multi-line PEM goes to k8s, not env-file), or a file mount.
 - `.kamal/secrets-common` is written with comments only, so values kept there before the switch are gone.
 """
 
@@ -51,6 +52,8 @@ from yaml.events import (
 from broker.domain.manifest import EnvSection, ManifestBody
 from broker.renderers import checks
 from broker.renderers.base import Entry, RenderedFile, RenderError, RenderOptions
+from broker.renderers.envfile import EnvFileRenderer
+from broker.renderers.kubernetes import KubernetesRenderer
 
 TARGET = "kamal"
 HOLDER = "STRONGROOM_SECRETS"
@@ -62,7 +65,8 @@ _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SHELL_EXPANDED = re.compile(r"\$\{[^}]*\}")  # Kamal::Utils leaves ${...} unescaped for the shell
 _RUBY_INTERPOLATION = re.compile(r"#[{$@]")  # String#dump escapes '#' before these
-OTHER_TARGETS = "use the env-file or k8s target, or a file mount"
+_CARRIERS = (EnvFileRenderer(), KubernetesRenderer())
+_TRIAL = RenderOptions("production", "app")
 
 Scope = tuple[str, ...]
 
@@ -93,6 +97,20 @@ class KamalPlan:
 
 
 # --- value rules (each returns why Kamal would change the value, or None) ----------------------------
+
+
+def alternative(entry: Entry) -> str:
+    """Where a value the kamal target refuses arrives exactly: the targets that carry it, or a file mount."""
+    carriers = []
+    for renderer in _CARRIERS:
+        try:
+            renderer.render([entry], options=_TRIAL)
+        except RenderError:
+            continue
+        carriers.append(renderer.name)
+    if not carriers:
+        return checks.FILE_MOUNT
+    return f"use the {' or '.join(carriers)} target, or a file mount"
 
 
 def env_file_problem(value: str) -> str | None:
@@ -525,7 +543,7 @@ def _secret_problems(body: ManifestBody, values: Mapping[str, Entry]) -> Iterato
         for rule in rules:
             reason = rule(entry.value)
             if reason:
-                yield checks.refuse(entry, TARGET, reason, OTHER_TARGETS)
+                yield checks.refuse(entry, TARGET, reason, alternative(entry))
                 break
 
 
@@ -534,7 +552,9 @@ def _clear_problems(config: Mapping[str, Any]) -> Iterator[RenderError]:
         for name, value in section.get("clear", {}).items():
             reason = shell_problem(value)
             if reason:
-                yield checks.refuse(f"{where}/clear/{name}", TARGET, reason, OTHER_TARGETS)
+                yield checks.refuse(
+                    f"{where}/clear/{name}", TARGET, reason, alternative(Entry(name, value, False))
+                )
     for name, value in config.get("builder", {}).get("args", {}).items():
         reason = shell_problem(value)
         if reason:

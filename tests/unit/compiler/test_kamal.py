@@ -531,6 +531,43 @@ def test_env_file_carries(value: str) -> None:
     assert env_file_problem(value) is None
 
 
+PEM = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "named", "not_named"),
+    [
+        (PEM, "use the k8s target", "env-file"),
+        ("line1\r\nline2", "use the k8s target", "env-file"),
+        ("a\x00b", "use the k8s target", "env-file"),
+        ("back\\slash", "use the env-file or k8s target", None),
+        ("tab\there", "use the env-file or k8s target", None),
+        ('"quoted\\"', "use the k8s target", "env-file"),
+    ],
+)
+def test_a_refused_secret_names_a_target_that_carries_it(
+    value: str, named: str, not_named: str | None
+) -> None:
+    body = ManifestBody.model_validate({"service": "app", "env": {"secret": ["V"]}})
+    renderer = KamalRenderer(KamalPlan(project="app", body=body, clear={}))
+    entry = Entry("V", value, True)
+    (problem,) = renderer.find_problems([entry], options=RenderOptions("production", "app"))
+    assert named in problem.alternative and "file mount" in problem.alternative
+    if not_named:
+        assert not_named not in problem.alternative
+    for target in re.findall(r"env-file|k8s", problem.alternative):
+        assert get_renderer(target).render([entry], options=RenderOptions("production", "app"))
+
+
+def test_a_refused_clear_value_names_a_target_that_carries_it() -> None:
+    plan = _plan({"service": "app", "env": {"clear": {"V": "x"}}}, {"V": "a\nb"})
+    (problem,) = KamalRenderer(plan).find_problems([], options=RenderOptions("production", "app"))
+    assert problem.alternative == "use the k8s target, or a file mount"
+    plan = _plan({"service": "app", "env": {"clear": {"V": "x"}}}, {"V": "a\x00b"})
+    (problem,) = KamalRenderer(plan).find_problems([], options=RenderOptions("production", "app"))
+    assert problem.alternative == "use a file mount"  # a ConfigMap refuses NUL too
+
+
 # --- destinations and the registry default ---------------------------------------------------------------------
 
 _TREE = st.recursive(

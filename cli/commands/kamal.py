@@ -63,8 +63,9 @@ def _check_dotenv(dotenv: str | None) -> str:
     if dotenv not in DOTENV_VERSIONS:
         raise CliError(
             "--dotenv must be 3.1 or 3.2: .kamal/secrets was read by a dotenv that substitutes like neither "
-            "dotenv 3.1.x nor 3.2.x (Kamal 2 needs dotenv ~> 3.1); check `bundle exec ruby -e 'puts "
-            "Dotenv::VERSION'` and use dotenv 3.1.x or 3.2.x"
+            "dotenv 3.1.x nor 3.2.x (Kamal 2.12 is covered with those; see docs/targets.md); check "
+            "`bundle exec ruby -e 'require \"dotenv/version\"; puts Dotenv::VERSION'` and use dotenv 3.2.x "
+            "or 3.1.x"
         )
     return dotenv
 

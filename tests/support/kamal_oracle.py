@@ -2,9 +2,10 @@
 
 Versions emulated: Kamal 2.12.0 with dotenv 3.2.x (the default: Kamal 2.12's lock file pins dotenv 3.2.0,
 and a fresh install gets 3.2.x) and dotenv 3.1.x (Kamal 2 accepts any dotenv ~> 3.1). The Kamal gem cannot
-be installed here (no access to rubygems.org), so this is the project's own emulation, written from how
-those versions behave (their READMEs and changelogs, and trying them by hand); each behaviour is pinned by
-its own test in tests/unit/compiler/test_kamal_oracle.py:
+be installed here (no access to rubygems.org), so this is the project's own emulation, written for this
+project from how those versions behave (learned from their documentation and by running the released
+versions by hand); no code of theirs is reproduced. Each behaviour is pinned by its own test in
+tests/unit/compiler/test_kamal_oracle.py:
 
 - dotenv's `.env` grammar: `KEY=value`, `KEY: value`, `export KEY=value`; single-quoted values taken as
   written; double-quoted and bare values unescaped (a backslash before any character but `$` is dropped;
@@ -33,6 +34,7 @@ import atexit
 import json
 import re
 import shutil
+import string
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -153,23 +155,36 @@ class DotenvError(Exception):
 
 # --- dotenv: variable substitution -----------------------------------------------------------------------
 
-_VARIABLE = re.compile(r"(?P<escaped>\\)?\$(?!\()\{?(?P<name>[A-Z0-9_]+)?\}?", re.IGNORECASE)
+# Letters (either case), digits and "_"; Ruby's case-insensitive match also takes the Kelvin sign and the
+# long s, which fold to "k" and "s".
+_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_\u212a\u017f")
 
 
 def substitute_variables(value: str, seen: Mapping[str, str], environ: Mapping[str, str]) -> str:
     """dotenv's variable substitution: `$NAME`/`${NAME}` from `seen`, else `environ`, else ""; `\\$` -> `$`."""
-
-    def one(match: re.Match[str]) -> str:
-        if match.group("escaped"):
-            return match.group(0)[1:]
-        name = match.group("name")
-        if name is None:
-            return match.group(0)
-        if name in seen:
-            return seen[name]
-        return environ.get(name, "")
-
-    return _VARIABLE.sub(one, value)
+    out: list[str] = []
+    at = 0
+    while at < len(value):
+        escaped = value.startswith("\\$", at)
+        dollar = at + 1 if escaped else at
+        if value[dollar] != "$" or value.startswith("(", dollar + 1):
+            out.append(value[at])  # not a variable; "$(" never is, escaped or not
+            at += 1
+            continue
+        # "$", then "{", a name and "}", each optional on its own: "${A" and "$A}" are variables too.
+        name_start = dollar + 2 if value.startswith("{", dollar + 1) else dollar + 1
+        end = name_start
+        while end < len(value) and value[end] in _NAME_CHARS:
+            end += 1
+        name = value[name_start:end]
+        if value.startswith("}", end):
+            end += 1
+        if escaped or not name:
+            out.append(value[dollar:end])
+        else:
+            out.append(seen[name] if name in seen else environ.get(name, ""))
+        at = end
+    return "".join(out)
 
 
 # --- Kamal's command substitution ----------------------------------------------------------------------

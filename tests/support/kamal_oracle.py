@@ -3,8 +3,8 @@
 Versions emulated: Kamal 2.12.0 with dotenv 3.2.x (the default: Kamal 2.12's lock file pins dotenv 3.2.0,
 and a fresh install gets 3.2.x) and dotenv 3.1.x (Kamal 2 accepts any dotenv ~> 3.1). The Kamal gem cannot
 be installed here (no access to rubygems.org), so this is the project's own emulation, written for this
-project from how those versions behave (learned from their documentation and by running the released
-versions by hand); no code of theirs is reproduced. Each behaviour is pinned by its own test in
+project from how those versions behave (learned by reading their documentation and source and by
+running the released versions by hand); no code of theirs is reproduced. Each behaviour is pinned by its own test in
 tests/unit/compiler/test_kamal_oracle.py:
 
 - dotenv's `.env` grammar: `KEY=value`, `KEY: value`, `export KEY=value`; single-quoted values taken as

@@ -7,17 +7,23 @@ What Kamal 2 (2.3 or later) does with each piece, and so what this renderer refu
   exact YAML form are written (identifiers plain, other text double-quoted, integers, booleans); anything
   else is refused. The tests read every file back with PyYAML and Ruby's Psych.
 - Secrets appear only by name (`env.secret`, `builder.secrets`, `registry.password: [NAME]`).
-- `.kamal/secrets.<env>` is read with Ruby dotenv plus command substitution. It holds one command,
-  `STRONGROOM_SECRETS=$(strongroom kamal fetch -p P -e ENV KEY...)`, which prints the JSON object
-  `kamal secrets extract` reads (shell-escaped, as `kamal secrets fetch` prints it), and one
-  `KEY=$(kamal secrets extract KEY ${STRONGROOM_SECRETS})` line per key. Names are `[A-Z_][A-Z0-9_]*`;
-  no value ever appears in the file.
+- `.kamal/secrets.<env>` is read with Ruby dotenv plus Kamal's inline command substitution. dotenv 3.2.x
+  (Kamal 2.12's lock file) runs a command, then variable substitution over its output; 3.1.x the other
+  way round. Three lines find out which: STRONGROOM_DOTENV_ORDER=3.2, then
+  `STRONGROOM_DOTENV=$(printf '\\044{STRONGROOM_DOTENV_ORDER}')` (printf prints `${...}`, which 3.2
+  expands at once and 3.1 only where STRONGROOM_DOTENV is used), then STRONGROOM_DOTENV_ORDER=3.1.
+  Then one command, `STRONGROOM_SECRETS=$(strongroom kamal fetch --dotenv ${STRONGROOM_DOTENV} -p P -e
+  ENV KEY...)`, prints the JSON object `kamal secrets extract` reads (shell-escaped, as `kamal secrets
+  fetch` prints it; for 3.2 each `$` escaped so the substitution after `extract` restores it), and one
+  `KEY=$(kamal secrets extract KEY ${STRONGROOM_SECRETS})` line per key. Names are `[A-Z_][A-Z0-9_]*`,
+  not one of those three; no value ever appears in the file.
 - Kamal hands secret env values to docker through an env file it escapes with Ruby's String#dump, and clear
   values, build arguments and the registry password through a remote shell in double quotes. Values those
   steps would change are refused: for env files a backslash or an ASCII control character (newline, tab,
   NUL...), for the shell an ASCII control character, `#{`, `#$`, `#@`, `${...}` (Kamal leaves it for the
   shell to expand) or a blank value. A trailing newline is dropped by the `$(...)` capture itself.
-  The alternative for such values is the env-file or k8s target, or a file mount.
+  The alternative named for such a value is a target that carries it (asked of the env-file and k8s
+  renderers themselves: a multi-line PEM goes to k8s, not env-file), or a file mount.
 - `.kamal/secrets-common` is written with comments only, so values kept there before the switch are gone.
 """
 
@@ -46,15 +52,21 @@ from yaml.events import (
 from broker.domain.manifest import EnvSection, ManifestBody
 from broker.renderers import checks
 from broker.renderers.base import Entry, RenderedFile, RenderError, RenderOptions
+from broker.renderers.envfile import EnvFileRenderer
+from broker.renderers.kubernetes import KubernetesRenderer
 
 TARGET = "kamal"
 HOLDER = "STRONGROOM_SECRETS"
+DOTENV_PROBE = "STRONGROOM_DOTENV"
+_DOTENV_ORDER = "STRONGROOM_DOTENV_ORDER"
+RESERVED = frozenset({HOLDER, DOTENV_PROBE, _DOTENV_ORDER})
 KAMAL_KEY = re.compile(r"[A-Z_][A-Z0-9_]*")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SHELL_EXPANDED = re.compile(r"\$\{[^}]*\}")  # Kamal::Utils leaves ${...} unescaped for the shell
 _RUBY_INTERPOLATION = re.compile(r"#[{$@]")  # String#dump escapes '#' before these
-OTHER_TARGETS = "use the env-file or k8s target, or a file mount"
+_CARRIERS = (EnvFileRenderer(), KubernetesRenderer())
+_TRIAL = RenderOptions("production", "app")
 
 Scope = tuple[str, ...]
 
@@ -85,6 +97,20 @@ class KamalPlan:
 
 
 # --- value rules (each returns why Kamal would change the value, or None) ----------------------------
+
+
+def alternative(entry: Entry) -> str:
+    """Where a value the kamal target refuses arrives exactly: the targets that carry it, or a file mount."""
+    carriers = []
+    for renderer in _CARRIERS:
+        try:
+            renderer.render([entry], options=_TRIAL)
+        except RenderError:
+            continue
+        carriers.append(renderer.name)
+    if not carriers:
+        return checks.FILE_MOUNT
+    return f"use the {' or '.join(carriers)} target, or a file mount"
 
 
 def env_file_problem(value: str) -> str | None:
@@ -494,11 +520,12 @@ def _secret_problems(body: ManifestBody, values: Mapping[str, Entry]) -> Iterato
     built = set(body.builder.secrets) if body.builder is not None else set()
     login = {body.registry.password} if body.registry is not None else set()
     for name in body.secret_names():
-        if not KAMAL_KEY.fullmatch(name) or name == HOLDER:
+        if not KAMAL_KEY.fullmatch(name) or name in RESERVED:
             yield checks.refuse(
                 name,
                 TARGET,
-                "the name must be [A-Z_][A-Z0-9_]* (and not STRONGROOM_SECRETS) in .kamal/secrets",
+                "the name must be [A-Z_][A-Z0-9_]* (and not STRONGROOM_SECRETS, STRONGROOM_DOTENV or "
+                "STRONGROOM_DOTENV_ORDER) in .kamal/secrets",
                 "rename the secret",
             )
             continue
@@ -516,7 +543,7 @@ def _secret_problems(body: ManifestBody, values: Mapping[str, Entry]) -> Iterato
         for rule in rules:
             reason = rule(entry.value)
             if reason:
-                yield checks.refuse(entry, TARGET, reason, OTHER_TARGETS)
+                yield checks.refuse(entry, TARGET, reason, alternative(entry))
                 break
 
 
@@ -525,7 +552,9 @@ def _clear_problems(config: Mapping[str, Any]) -> Iterator[RenderError]:
         for name, value in section.get("clear", {}).items():
             reason = shell_problem(value)
             if reason:
-                yield checks.refuse(f"{where}/clear/{name}", TARGET, reason, OTHER_TARGETS)
+                yield checks.refuse(
+                    f"{where}/clear/{name}", TARGET, reason, alternative(Entry(name, value, False))
+                )
     for name, value in config.get("builder", {}).get("args", {}).items():
         reason = shell_problem(value)
         if reason:
@@ -598,6 +627,14 @@ def _secrets_file(project: str | None, environment: str, names: Sequence[str]) -
     ]
     if names:
         project_option = f"-p {project} " if project is not None else ""
-        lines.append(f"{HOLDER}=$(strongroom kamal fetch {project_option}-e {environment} {' '.join(names)})")
+        lines += [
+            "# Which dotenv reads this file: 3.2 (Kamal 2.12's) expands the ${...} printf prints at once, 3.1",
+            "# only on the fetch line, after the order is set to 3.1. The fetch escapes each $ for 3.2.",
+            f"{_DOTENV_ORDER}=3.2",
+            f"{DOTENV_PROBE}=$(printf '\\\\044{{{_DOTENV_ORDER}}}')",
+            f"{_DOTENV_ORDER}=3.1",
+            f"{HOLDER}=$(strongroom kamal fetch --dotenv ${{{DOTENV_PROBE}}} {project_option}-e {environment} "
+            f"{' '.join(names)})",
+        ]
         lines.extend(f"{name}=$(kamal secrets extract {name} ${{{HOLDER}}})" for name in names)
     return ("\n".join(lines) + "\n").encode()

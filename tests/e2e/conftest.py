@@ -79,6 +79,8 @@ def start(data_dir: Path, config_dir: Path, log: Path, port: int | None = None) 
         "STRONGROOM_DATA_DIR": str(data_dir),
         "LANG": "C.UTF-8",
     }
+    if "PYTHONPATH" in os.environ:  # a worktree under test (PYTHONPATH=tree) runs its own CLI and server
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     handle = log.open("ab")
     proc = subprocess.Popen(
         [str(BIN / "strongroom-server"), "serve", "--port", str(port)],

@@ -1,8 +1,8 @@
 """Journey 4 against a real broker process: import a Kamal project, compile it, let Kamal's reading path fetch.
 
-The `.kamal/secrets.production` the CLI writes is read the way Kamal 2 reads it (Ruby dotenv with Kamal's
-inline command substitution, see tests/support/kamal_oracle.py): its `$(strongroom kamal fetch ...)` runs
-the real CLI against the real broker, and every value must come back byte for byte, while nothing the
+The `.kamal/secrets.production` the CLI writes is read the way Kamal 2.12 reads it with dotenv 3.2.x and
+with dotenv 3.1.x (the emulation in tests/support/kamal_oracle.py): its `$(strongroom kamal fetch ...)`
+runs the real CLI against the real broker, and every value must come back byte for byte, while nothing the
 imported project contained is ever executed.
 """
 
@@ -107,7 +107,7 @@ def kamal_project(root: Path, sentinel: Path) -> None:
 
 def test_kamal_journey(broker: BrokerProcess, tmp_path: Path) -> None:
     if kamal_oracle.RUBY is None:
-        need("ruby is not installed (apt-get install ruby ruby-dotenv)")
+        need("ruby is not installed (apt-get install ruby)")
     setup_project(broker)
     project = tmp_path / "app"
     sentinel = tmp_path / "pwned"
@@ -170,22 +170,35 @@ def test_kamal_journey(broker: BrokerProcess, tmp_path: Path) -> None:
             assert value not in path.read_text()
 
     # 4. Kamal reads .kamal/secrets-common then .kamal/secrets.production; the old literal file is unused.
-    got = kamal_oracle.ruby_read_secrets(
-        [project / ".kamal" / "secrets-common", secrets_file], env=broker.env, cwd=project
-    )
-    got.pop("STRONGROOM_SECRETS")
-    assert got == TRICKY
+    for dotenv in kamal_oracle.DOTENV_VERSIONS:
+        got = kamal_oracle.read_secrets(
+            project / ".kamal", "production", env=broker.env, cwd=project, dotenv=dotenv
+        )
+        assert got.pop("STRONGROOM_DOTENV") == ("3.2" if dotenv == "3.2" else "${STRONGROOM_DOTENV_ORDER}")
+        for name in ("STRONGROOM_SECRETS", "STRONGROOM_DOTENV_ORDER"):
+            got.pop(name)
+        assert got == TRICKY, dotenv
     assert not sentinel.exists()
 
-    # 5. `strongroom kamal fetch` itself, read by a faithful `kamal secrets extract`.
-    out = broker.cli("kamal", "fetch", "-p", "microblog", "-e", "production", *sorted(TRICKY))
-    assert out.returncode == 0, out.stderr
-    (argument,) = kamal_oracle.shellsplit(out.stdout.removesuffix("\n"))
-    for name, value in TRICKY.items():
-        assert kamal_oracle.kamal_secrets_extract(name, argument) == value
+    # 5. `strongroom kamal fetch` itself, read by `kamal secrets extract` and what each dotenv does next.
+    for dotenv in kamal_oracle.DOTENV_VERSIONS:
+        out = broker.cli("kamal", "fetch", "--dotenv", dotenv, "-p", "microblog", "-e", "production", *TRICKY)
+        assert out.returncode == 0, out.stderr
+        (argument,) = kamal_oracle.ruby_shellsplit(out.stdout.removesuffix("\n"))
+        for name, value in TRICKY.items():
+            extracted = kamal_oracle.kamal_secrets_extract(name, argument)
+            if dotenv == "3.2":
+                extracted = kamal_oracle.substitute_variables(extracted, {}, broker.env)
+            assert extracted == value
+    for bad in ([], ["--dotenv", "3.0"]):
+        out = broker.cli("kamal", "fetch", *bad, "-p", "microblog", "-e", "production", "DATABASE_URL")
+        assert out.returncode == 1 and out.stdout == "", out.stderr
+        assert "dotenv" in out.stderr and TRICKY["DATABASE_URL"] not in out.stderr
     plain = broker.cli("kamal", "fetch", "-p", "microblog", "-e", "production", "--json", "DATABASE_URL")
     assert json.loads(plain.stdout) == {"DATABASE_URL": TRICKY["DATABASE_URL"]}
-    missing = broker.cli("kamal", "fetch", "-p", "microblog", "-e", "production", "DATABASE_URL", "NOPE")
+    missing = broker.cli(
+        "kamal", "fetch", "--dotenv", "3.2", "-p", "microblog", "-e", "production", "DATABASE_URL", "NOPE"
+    )
     assert missing.returncode == 1 and missing.stdout == "" and "NOPE" in missing.stderr
 
 

@@ -1,127 +1,387 @@
-"""How Kamal 2 reads what the kamal target writes, as test oracles.
+"""Kamal 2.12 reading `.kamal/secrets*` and writing its env file, emulated as a test oracle.
 
-Real where it runs here: Ruby (Debian's ruby 3.1) with Ruby dotenv (Debian's ruby-dotenv 2.4, whose
-Parser applies the same Variable-then-Command substitutions as dotenv 3.x, which Kamal 2 uses), Ruby's
-JSON, Shellwords and String#dump, and PyYAML's safe loader. Ported, because the Kamal gem cannot be
-installed here (no network to rubygems.org): the few lines of Kamal that sit between those libraries,
-copied from basecamp/kamal:
-- lib/kamal/secrets/dotenv/inline_command_substitution.rb (replaces dotenv's command substitution;
-  `kamal secrets ...` commands run in-process after Shellwords.shellsplit, anything else with backticks),
-- lib/kamal/cli/secrets.rb `extract` (JSON.parse, exact name or a `/NAME` suffix, `.chomp` by the caller),
-- lib/kamal/secrets.rb (secrets-common, then secrets.<destination>, each parsed alone, merged),
-- lib/kamal/env_file.rb (Kamal >= 2.3: String#dump, then `\\"` and `\\#` unescaped),
-- lib/kamal/utils.rb escape_shell_value (String#dump, backticks escaped, `$` escaped unless `${...}`).
-`kamal_secrets_extract` is the same `extract` in Python, for reading `strongroom kamal fetch` output directly.
+Versions emulated: Kamal 2.12.0 with dotenv 3.2.x (the default: Kamal 2.12's lock file pins dotenv 3.2.0,
+and a fresh install gets 3.2.x) and dotenv 3.1.x (Kamal 2 accepts any dotenv ~> 3.1). The Kamal gem cannot
+be installed here (no access to rubygems.org), so this is the project's own emulation, written for this
+project from how those versions behave (learned by reading their documentation and source and by
+running the released versions by hand); no code of theirs is reproduced. Each behaviour is pinned by its own test in
+tests/unit/compiler/test_kamal_oracle.py:
+
+- dotenv's `.env` grammar: `KEY=value`, `KEY: value`, `export KEY=value`; single-quoted values taken as
+  written; double-quoted and bare values unescaped (a backslash before any character but `$` is dropped;
+  in double quotes `\\n` and `\\r` stay as written, the legacy line-break mode is not emulated); a bare
+  value ends at `#`; quoted values may span lines; CR and CRLF read as LF.
+- Substitutions on double-quoted and bare values: variables (`$NAME`, `${NAME}`, `$1`; `\\$` gives `$`;
+  `$(` is never one; the name is looked up in the lines read so far, then the process environment, else
+  empty) and commands (Kamal replaces dotenv's with its own: `$(...)` with balanced parentheses and
+  backslash escapes inside, `\\$(...)` left as `$(...)`; the command's variables substituted first; a
+  `kamal secrets ...` command runs inside Kamal, anything else in `sh`, one trailing line break dropped).
+  dotenv 3.2 substitutes commands first and then variables over the whole result, a command's output
+  included; dotenv 3.1 substitutes variables first, so a command's output is kept as it is.
+- Kamal: `.kamal/secrets-common` then `.kamal/secrets.<destination>`, each read on its own (later files
+  win); `kamal secrets extract NAME JSON` (the JSON's NAME, or a key ending in `/NAME`; else an error);
+  `kamal secrets print` (`NAME=value` lines); the env file it hands to `docker run --env-file` and the
+  double-quoted shell words of `docker login` (each ASCII run written with String#dump, `\\"` and `\\#`
+  unescaped in the env file; in the shell word backticks escaped and `$` escaped unless it begins `${...}`).
+
+Real Ruby where Ruby is the real thing: Shellwords.shellsplit and JSON.parse inside `extract` and
+String#dump run in a Ruby process (`ruby`, Debian's 3.1), which also serves ERB and Psych to the tests.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
-import os
-import shlex
+import re
 import shutil
+import string
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 RUBY = shutil.which("ruby")
 
-_SECRETS_RB = r"""
-require "dotenv"
+Dotenv = Literal["3.1", "3.2"]
+DOTENV_VERSIONS: tuple[Dotenv, ...] = ("3.2", "3.1")
+
+# --- real Ruby: one long-lived process answering shellsplit / JSON.parse / dump requests ---------------
+
+_RUBY_SERVER = r"""
 require "json"
 require "shellwords"
-require "English"
-
-# Kamal::Secrets::Dotenv::InlineCommandSubstitution, with dotenv 2.x's call signature accepted too.
-module KamalInline
-  def self.call(value, _env, *_rest, **_kw)
-    value.gsub(Dotenv::Substitutions::Command.singleton_class::INTERPOLATED_SHELL_COMMAND) do |*|
-      command = $LAST_MATCH_INFO[:cmd][1..-2]
-      if $LAST_MATCH_INFO[:backslash]
-        $LAST_MATCH_INFO[0][1..]
-      elsif command =~ /\A\s*kamal\s*secrets\s+/
-        extract(command.shellsplit[1..]).chomp
-      else
-        `#{command}`.chomp
-      end
-    end
-  end
-
-  # Kamal::Cli::Secrets#extract (run inline, as Kamal::Cli::Main.start(... + ["--inline"]) does).
-  def self.extract(argv)
-    raise "only `kamal secrets extract` is emulated" unless argv[0..1] == ["secrets", "extract"]
-    name, secrets = argv[2], argv[3]
-    parsed = JSON.parse(secrets)
-    value = parsed[name] || parsed.find { |k, _v| k.end_with?("/#{name}") }&.last
-    raise "Could not find secret #{name}" if value.nil?
-    value
+STDOUT.sync = true
+STDIN.each_line do |line|
+  request = JSON.parse(line)
+  text = request["text"]
+  begin
+    answer = case request["op"]
+             when "shellsplit" then Shellwords.shellsplit(text)
+             when "json" then JSON.parse(text)
+             when "dump" then text.dump
+             end
+    STDOUT.puts(JSON.generate({ "ok" => answer }))
+  rescue StandardError => e
+    STDOUT.puts(JSON.generate({ "error" => e.class.name }))
   end
 end
-
-Dotenv::Parser.substitutions.map! { |s| s == Dotenv::Substitutions::Command ? KamalInline : s }
-result = {}
-ARGV.each { |f| result.merge!(Dotenv::Parser.call(File.read(f))) if File.exist?(f) }
-STDOUT.write(JSON.generate(result))
-"""
-
-_ESCAPES_RB = r"""
-require "json"
-
-# Kamal::EnvFile#escape_docker_env_file_value (Kamal >= 2.3)
-def env_file(value)
-  value.to_s.scan(/[\x00-\x7F]+|[^\x00-\x7F]+/).map do |part|
-    part.ascii_only? ? part.dump[1..-2].gsub(/\\"/, "\"").gsub(/\\#/, "#") : part
-  end.join
-end
-
-# Kamal::Utils.escape_shell_value
-def shell(value)
-  value.to_s.scan(/[\x00-\x7F]+|[^\x00-\x7F]+/).map do |part|
-    part.ascii_only? ? part.dump.gsub(/`/, '\\\\`').gsub(/\$(?!{[^\}]*\})/, '\$') : part
-  end.join
-end
-
-values = JSON.parse(STDIN.read)
-STDOUT.write(JSON.generate(values.map { |v| { "env_file" => env_file(v), "shell" => shell(v) } }))
 """
 
 
-def ruby_read_secrets(files: Sequence[Path], *, env: Mapping[str, str], cwd: Path) -> dict[str, str]:
-    """The secrets Kamal would read from these `.kamal/secrets*` files, in order (later files win)."""
-    assert RUBY is not None
-    script = cwd / "kamal_secrets_oracle.rb"
-    script.write_text(_SECRETS_RB)
+class RubyError(Exception):
+    """Ruby raised (the exception class name only: the message could hold a value)."""
+
+
+class _Ruby:
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[str] | None = None
+
+    def ask(self, op: str, text: str) -> Any:
+        if self._proc is None:
+            assert RUBY is not None, "ruby is not installed"
+            self._proc = subprocess.Popen(
+                [RUBY, "-e", _RUBY_SERVER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
+                env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+            )
+            atexit.register(self.close)
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps({"op": op, "text": text}) + "\n")
+        self._proc.stdin.flush()
+        answer = json.loads(self._proc.stdout.readline())
+        if "error" in answer:
+            raise RubyError(answer["error"])
+        return answer["ok"]
+
+    def close(self) -> None:
+        if self._proc is not None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            self._proc.wait(timeout=30)
+            self._proc = None
+
+
+_ruby = _Ruby()
+
+
+def ruby_shellsplit(text: str) -> list[str]:
+    """Ruby's Shellwords.shellsplit."""
+    return list(_ruby.ask("shellsplit", text))
+
+
+def ruby_json_parse(text: str) -> Any:
+    """Ruby's JSON.parse."""
+    return _ruby.ask("json", text)
+
+
+def ruby_dump(text: str) -> str:
+    """Ruby's String#dump (quotes included)."""
+    return str(_ruby.ask("dump", text))
+
+
+# --- dotenv: the line grammar --------------------------------------------------------------------------
+
+_SPACE = r"[ \t\n\v\f\r]"  # Ruby's \s: ASCII white space only
+_LINE = re.compile(
+    rf"""
+    ^ {_SPACE}*                              # from a line start, over blank space and blank lines
+    (?P<export> export {_SPACE}+ )?
+    (?P<key> [A-Za-z0-9_.]+ )
+    (?:
+        (?: {_SPACE}* = {_SPACE}*? | : {_SPACE}+? )
+        (?P<value>
+            {_SPACE}* ' (?: \\' | [^'] )* '      # single quotes, may span lines
+          | {_SPACE}* " (?: \\" | [^"] )* "      # double quotes, may span lines
+          | [^\#\n]+                          # bare, up to a comment or the line end
+        )?
+    )?
+    {_SPACE}*
+    (?: \# .* )?
+    $
+    """,
+    re.MULTILINE | re.VERBOSE,
+)
+_QUOTED = re.compile(r"(['\"])(.*)\1", re.DOTALL)
+_ESCAPED_CHAR = re.compile(r"\\([^$])")
+_RUBY_STRIP = " \t\n\v\f\r\x00"
+
+
+class DotenvError(Exception):
+    """What dotenv raises for a file it cannot read (an `export NAME` of an unset name)."""
+
+
+# --- dotenv: variable substitution -----------------------------------------------------------------------
+
+# Letters (either case), digits and "_"; Ruby's case-insensitive match also takes the Kelvin sign and the
+# long s, which fold to "k" and "s".
+_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_\u212a\u017f")
+
+
+def substitute_variables(value: str, seen: Mapping[str, str], environ: Mapping[str, str]) -> str:
+    """dotenv's variable substitution: `$NAME`/`${NAME}` from `seen`, else `environ`, else ""; `\\$` -> `$`."""
+    out: list[str] = []
+    at = 0
+    while at < len(value):
+        escaped = value.startswith("\\$", at)
+        dollar = at + 1 if escaped else at
+        if value[dollar] != "$" or value.startswith("(", dollar + 1):
+            out.append(value[at])  # not a variable; "$(" never is, escaped or not
+            at += 1
+            continue
+        # "$", then "{", a name and "}", each optional on its own: "${A" and "$A}" are variables too.
+        name_start = dollar + 2 if value.startswith("{", dollar + 1) else dollar + 1
+        end = name_start
+        while end < len(value) and value[end] in _NAME_CHARS:
+            end += 1
+        name = value[name_start:end]
+        if value.startswith("}", end):
+            end += 1
+        if escaped or not name:
+            out.append(value[dollar:end])
+        else:
+            out.append(seen[name] if name in seen else environ.get(name, ""))
+        at = end
+    return "".join(out)
+
+
+# --- Kamal's command substitution ----------------------------------------------------------------------
+
+
+def _group_end(text: str, start: int) -> int | None:
+    """Index after the `)` closing the group opened at text[start], or None when it does not close."""
+    counts = [0]  # items inside each open group; an empty group never matches
+    at = start + 1
+    while at < len(text):
+        char = text[at]
+        if char == ")":
+            if counts.pop() == 0:
+                return None
+            at += 1
+            if not counts:
+                return at
+            counts[-1] += 1
+            continue
+        if char == "(":
+            counts.append(0)
+            at += 1
+            continue
+        if char == "\\":
+            if at + 1 >= len(text) or text[at + 1] == "\n":
+                return None  # a backslash escapes one character, never a line break
+            at += 2
+        else:
+            at += 1
+        counts[-1] += 1
+    return None
+
+
+def _chomp(text: str) -> str:
+    for ending in ("\r\n", "\n", "\r"):
+        if text.endswith(ending):
+            return text[: -len(ending)]
+    return text
+
+
+_KAMAL_SECRETS = re.compile(r"\A[ \t\n\v\f\r]*kamal[ \t\n\v\f\r]*secrets[ \t\n\v\f\r]+")
+
+
+def kamal_secrets_extract(name: str, secrets: str) -> str:
+    """`kamal secrets extract NAME SECRETS`: JSON.parse (real Ruby), NAME or a key ending in /NAME, else fail."""
+    parsed = ruby_json_parse(secrets)
+    if not isinstance(parsed, dict):
+        raise DotenvError("extract: the secrets are not a JSON object")
+    value = parsed.get(name)
+    if value is None:
+        value = next((v for k, v in parsed.items() if k.endswith(f"/{name}")), None)
+    if value is None:
+        raise DotenvError(f"Could not find secret {name}")
+    if not isinstance(value, str):
+        raise DotenvError("extract: the secret is not a string")
+    return value
+
+
+def _kamal_inline(command: str) -> str:
+    words = ruby_shellsplit(command)[1:]
+    if words[:2] != ["secrets", "extract"] or len(words) != 4:
+        raise DotenvError("only `kamal secrets extract NAME SECRETS` is emulated")
+    return kamal_secrets_extract(words[2], words[3])
+
+
+Runner = Callable[[str], str]
+
+
+def substitute_commands(value: str, seen: Mapping[str, str], environ: Mapping[str, str], run: Runner) -> str:
+    """Kamal's `$(...)` substitution: variables in the command first, `kamal secrets` inline, else `run`."""
+    out: list[str] = []
+    done = 0
+    search = 0
+    while (dollar := value.find("$(", search)) >= 0:
+        end = _group_end(value, dollar + 1)
+        if end is None:
+            search = dollar + 1
+            continue
+        escaped = dollar > done and value[dollar - 1] == "\\"
+        begin = dollar - 1 if escaped else dollar
+        out.append(value[done:begin])
+        if escaped:
+            out.append(value[dollar:end])
+        else:
+            command = substitute_variables(value[dollar + 2 : end - 1], seen, environ)
+            output = _kamal_inline(command) if _KAMAL_SECRETS.match(command) else run(command)
+            out.append(_chomp(output))
+        done = search = end
+    out.append(value[done:])
+    return "".join(out)
+
+
+# --- dotenv: a file ----------------------------------------------------------------------------------------
+
+
+def shell_runner(*, env: Mapping[str, str], cwd: Path) -> Runner:
+    """Run a command the way Ruby's backticks do (`sh -c`, stdout captured, exit status ignored)."""
+
+    def run(command: str) -> str:
+        done = subprocess.run(
+            ["/bin/sh", "-c", command],
+            env=dict(env),
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            timeout=120,
+            check=False,
+        )
+        return done.stdout.decode("utf-8", errors="surrogateescape")
+
+    return run
+
+
+def _value(raw: str, seen: Mapping[str, str], environ: Mapping[str, str], run: Runner, dotenv: Dotenv) -> str:
+    value = raw.strip(_RUBY_STRIP)
+    quote = None
+    if quoted := _QUOTED.fullmatch(value):
+        quote, value = quoted.group(1), quoted.group(2)
+    if quote == "'":
+        return value
+    if quote == '"':
+        value = value.replace("\\n", "\\\\n").replace("\\r", "\\\\r")  # survive the unescaping below
+    value = _ESCAPED_CHAR.sub(r"\1", value)
+    if dotenv == "3.2":
+        value = substitute_commands(value, seen, environ, run)
+        return substitute_variables(value, seen, environ)
+    value = substitute_variables(value, seen, environ)
+    return substitute_commands(value, seen, environ, run)
+
+
+def parse(text: str, *, dotenv: Dotenv = "3.2", environ: Mapping[str, str], run: Runner) -> dict[str, str]:
+    """What Dotenv.parse(file, overwrite: true) returns with Kamal's command substitution installed."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    seen: dict[str, str] = {}
+    for line in _LINE.finditer(text):
+        key, raw = line.group("key"), line.group("value")
+        if line.group("export") and raw is None:
+            if key not in seen:
+                raise DotenvError(f"Line {line.group(0)!r} has an unset variable")
+            continue
+        seen[key] = _value(raw or "", seen, environ, run, dotenv)
+    return seen
+
+
+# --- Kamal ---------------------------------------------------------------------------------------------------
+
+
+def read_secrets(
+    directory: Path, destination: str, *, env: Mapping[str, str], cwd: Path, dotenv: Dotenv = "3.2"
+) -> dict[str, str]:
+    """Kamal's secrets: `.kamal/secrets-common` then `.kamal/secrets.<destination>`, each parsed alone."""
+    secrets: dict[str, str] = {}
+    for path in (directory / "secrets-common", directory / f"secrets.{destination}"):
+        if path.exists():
+            text = path.read_bytes().decode("utf-8")
+            secrets.update(parse(text, dotenv=dotenv, environ=env, run=shell_runner(env=env, cwd=cwd)))
+    return secrets
+
+
+def secrets_print(secrets: Mapping[str, str]) -> str:
+    """`kamal secrets print`: one `NAME=value` line each (Ruby's puts adds no second line break)."""
+    return "".join(f"{k}={v}" + ("" if v.endswith("\n") else "\n") for k, v in secrets.items())
+
+
+_RUNS = re.compile(r"[\x00-\x7f]+|[^\x00-\x7f]+")
+
+
+def env_file(env: Mapping[str, str]) -> str:
+    """Kamal's env file for `docker run --env-file`: ASCII runs String#dump'ed, then `\\"` and `\\#` unescaped."""
+
+    def escape(value: str) -> str:
+        out = []
+        for run in _RUNS.findall(value):
+            if run.isascii():
+                run = ruby_dump(run)[1:-1].replace('\\"', '"').replace("\\#", "#")
+            out.append(run)
+        return "".join(out)
+
+    return "".join(f"{k}={escape(v)}\n" for k, v in env.items()) or "\n"
+
+
+_LONE_DOLLAR = re.compile(r"\$(?!\{[^}]*\})")
+
+
+def shell_word(value: str) -> str:
+    """Kamal's double-quoted shell word (docker login, clear values): String#dump, then ` and lone $ escaped."""
+    out = []
+    for run in _RUNS.findall(value):
+        if run.isascii():
+            run = _LONE_DOLLAR.sub(r"\\$", ruby_dump(run).replace("`", "\\`"))
+        out.append(run)
+    return "".join(out)
+
+
+def sh_word(word: str) -> str:
+    """What `sh` makes of one shell word (it runs printf with it, nothing else)."""
     done = subprocess.run(
-        [RUBY, str(script), *map(str, files)],
-        env=dict(env),
-        cwd=cwd,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    return dict(json.loads(done.stdout))
-
-
-def ruby_escapes(values: Sequence[str]) -> list[dict[str, str]]:
-    """For each value, what Kamal's env file and Kamal's shell quoting make of it (real String#dump)."""
-    assert RUBY is not None
-    done = subprocess.run(
-        [RUBY, "-e", _ESCAPES_RB],
-        input=json.dumps(list(values)).encode(),
-        capture_output=True,
-        timeout=120,
-        check=False,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
-    )
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
-    return list(json.loads(done.stdout))
-
-
-def sh_double_quoted(escaped: str) -> str:
-    """What `sh` makes of an argument Kamal built with escape_shell_value (it runs printf, nothing else)."""
-    done = subprocess.run(
-        ["sh", "-c", f"printf %s {escaped}"],
+        ["sh", "-c", f"printf %s {word}"],
         capture_output=True,
         timeout=30,
         check=False,
@@ -129,21 +389,3 @@ def sh_double_quoted(escaped: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.decode("utf-8", errors="surrogateescape")
-
-
-def kamal_secrets_extract(name: str, secrets: str) -> str:
-    """Kamal::Cli::Secrets#extract: parse the JSON, take NAME (or a key ending in /NAME), else fail."""
-    parsed = json.loads(secrets)
-    if not isinstance(parsed, dict):
-        raise ValueError("not a JSON object")
-    value = parsed.get(name)
-    if value is None:
-        value = next((v for k, v in parsed.items() if k.endswith(f"/{name}")), None)
-    if value is None:
-        raise KeyError(f"Could not find secret {name}")
-    return str(value)
-
-
-def shellsplit(line: str) -> list[str]:
-    """Ruby's Shellwords.shellsplit, which POSIX shlex matches for the words Kamal splits."""
-    return shlex.split(line, posix=True)

@@ -67,7 +67,7 @@ def test_kamal_compile_holds_no_value_and_names_every_secret(rails: Api) -> None
     assert merged["env"]["secret"] == ["SECRET_KEY_BASE", "RAILS_MASTER_KEY", "DATABASE_URL"]
     assert merged["registry"]["password"] == ["KAMAL_REGISTRY_PASSWORD"]
     assert (
-        "STRONGROOM_SECRETS=$(strongroom kamal fetch -p microblog -e production"
+        "STRONGROOM_SECRETS=$(strongroom kamal fetch --dotenv ${STRONGROOM_DOTENV} -p microblog -e production"
         in out[".kamal/secrets.production"]
     )
     keys = {(k["name"], k["environment"]) for k in r.json()["keys"]}

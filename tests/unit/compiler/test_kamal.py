@@ -1,7 +1,8 @@
 """The kamal target (SECURITY.md F37, F38, F39): names only, every value arrives exactly or is refused.
 
-Oracles: PyYAML's safe loader and, with Ruby, Kamal's own reading path (ERB, Psych, Ruby dotenv with
-Kamal's inline command substitution, JSON, Shellwords, String#dump); see tests/support/kamal_oracle.py.
+Oracles: PyYAML's safe loader, Ruby's ERB and Psych, and the emulation of Kamal 2.12 reading
+`.kamal/secrets*` with dotenv 3.2.x and 3.1.x (real Ruby JSON, Shellwords, String#dump) in
+tests/support/kamal_oracle.py.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from broker.compiler.parse import parse_manifest
 from broker.domain.manifest import ManifestBody
 from broker.renderers.base import Entry, RenderError, RenderOptions
 from broker.renderers.kamal import (
+    DOTENV_PROBE,
     HOLDER,
     ClearValue,
     KamalPlan,
@@ -39,15 +41,21 @@ from broker.renderers.kamal import (
 from broker.renderers.kamal import _emit_yaml as kamal_emit_yaml
 from broker.renderers.kamal import dump as kamal_dump
 from broker.renderers.registry import get_renderer
-from cli.commands.kamal import kamal_json, shell_escape
+from cli.commands.kamal import for_dotenv, kamal_json, shell_escape
 from tests.conftest import need
 from tests.support import kamal_oracle, rails_app
 
 GOLDEN = Path(__file__).parent / "golden" / "kamal"
 REPO = Path(__file__).resolve().parents[3]
 
+PROBE_LINES = [
+    "STRONGROOM_DOTENV_ORDER=3.2",
+    f"{DOTENV_PROBE}=$(printf '\\\\044{{STRONGROOM_DOTENV_ORDER}}')",
+    "STRONGROOM_DOTENV_ORDER=3.1",
+]
 FETCH_LINE = re.compile(
-    rf"{HOLDER}=\$\(strongroom kamal fetch -p [a-z0-9-]+ -e [a-z0-9-]+( [A-Z_][A-Z0-9_]*)+\)"
+    rf"{HOLDER}=\$\(strongroom kamal fetch --dotenv \$\{{{DOTENV_PROBE}\}} -p [a-z0-9-]+ -e [a-z0-9-]+"
+    rf"( [A-Z_][A-Z0-9_]*)+\)"
 )
 EXTRACT_LINE = re.compile(
     rf"([A-Z_][A-Z0-9_]*)=\$\(kamal secrets extract ([A-Z_][A-Z0-9_]*) \$\{{{HOLDER}\}}\)"
@@ -99,7 +107,7 @@ def rails_files(environment: str) -> dict[str, str]:
 
 def need_ruby() -> None:
     if kamal_oracle.RUBY is None:
-        need("ruby is not installed (apt-get install ruby ruby-dotenv)")
+        need("ruby is not installed (apt-get install ruby)")
 
 
 # --- golden files ----------------------------------------------------------------------------------------
@@ -145,12 +153,17 @@ def test_secrets_files_hold_only_fetches_and_no_value() -> None:
         files = rails_files(environment)
         fetched: list[str] = []
         extracted: list[str] = []
+        probes: list[str] = []
         for path in (".kamal/secrets-common", f".kamal/secrets.{environment}"):
             for line in files[path].splitlines():
                 if line.startswith("#"):
                     continue
+                if line in PROBE_LINES:
+                    probes.append(line)
+                    continue
                 if match := FETCH_LINE.fullmatch(line):
-                    fetched = line.split(")")[0].split(" ")[7:]
+                    assert probes == PROBE_LINES
+                    fetched = line.split(")")[0].split(" ")[9:]
                     continue
                 match = EXTRACT_LINE.fullmatch(line)
                 assert match and match.group(1) == match.group(2), line
@@ -162,7 +175,7 @@ def test_secrets_files_hold_only_fetches_and_no_value() -> None:
             assert value not in every
 
 
-@pytest.mark.parametrize("name", ["lower_case", HOLDER, "Mixed"])
+@pytest.mark.parametrize("name", ["lower_case", HOLDER, DOTENV_PROBE, "STRONGROOM_DOTENV_ORDER", "Mixed"])
 def test_secret_names_kamal_cannot_take_are_refused(name: str) -> None:
     body = ManifestBody.model_validate({"service": "app", "env": {"secret": [name]}})
     plan = KamalPlan(project="app", body=body, clear={})
@@ -180,11 +193,13 @@ def _stub_strongroom(tmp_path: Path, values: dict[str, str]) -> dict[str, str]:
         f"#!{sys.executable}\n"
         "import json, sys\n"
         f"sys.path.insert(0, {str(REPO)!r})\n"
-        "from cli.commands.kamal import kamal_json, shell_escape\n"
-        "assert sys.argv[1:3] == ['kamal', 'fetch'], sys.argv\n"
+        "from cli.commands.kamal import for_dotenv, kamal_json, shell_escape\n"
+        "assert sys.argv[1:4] == ['kamal', 'fetch', '--dotenv'], sys.argv\n"
+        "version = sys.argv[4]\n"
+        "assert version in ('3.1', '3.2'), version\n"
         f"values = json.load(open({str(tmp_path / 'values.json')!r}))\n"
-        "names = sys.argv[7:]\n"
-        "print(shell_escape(kamal_json({n: values[n] for n in names})))\n"
+        "names = sys.argv[9:]\n"
+        "print(shell_escape(kamal_json({n: for_dotenv(values[n], version) for n in names})))\n"
     )
     stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
     return {"PATH": f"{bin_dir}:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(tmp_path)}
@@ -198,15 +213,14 @@ def _secrets_file(names: list[str]) -> str:
     return next(f.content.decode() for f in files if f.path == ".kamal/secrets.production")
 
 
-def _read_with_kamal(tmp_path: Path, values: dict[str, str]) -> dict[str, str]:
+def _read_with_kamal(tmp_path: Path, values: dict[str, str], dotenv: kamal_oracle.Dotenv) -> dict[str, str]:
     env = _stub_strongroom(tmp_path, values)
     secrets_dir = tmp_path / ".kamal"
     secrets_dir.mkdir(exist_ok=True)
     (secrets_dir / "secrets.production").write_text(_secrets_file(sorted(values)))
-    got = kamal_oracle.ruby_read_secrets(
-        [secrets_dir / "secrets-common", secrets_dir / "secrets.production"], env=env, cwd=tmp_path
-    )
-    got.pop(HOLDER)
+    got = kamal_oracle.read_secrets(secrets_dir, "production", env=env, cwd=tmp_path, dotenv=dotenv)
+    for name in (HOLDER, DOTENV_PROBE, "STRONGROOM_DOTENV_ORDER"):
+        got.pop(name)
     return got
 
 
@@ -226,7 +240,8 @@ TRICKY = {
 }
 
 
-def test_kamal_reads_back_every_value_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dotenv", kamal_oracle.DOTENV_VERSIONS)
+def test_kamal_reads_back_every_value_exactly(tmp_path: Path, dotenv: kamal_oracle.Dotenv) -> None:
     need_ruby()
     sentinel = tmp_path / "pwned"
     values = {
@@ -235,16 +250,21 @@ def test_kamal_reads_back_every_value_exactly(tmp_path: Path) -> None:
         "SENTINEL2": f"`touch {sentinel}`",
         "SENTINEL3": f"${{{HOLDER}}}$(touch {sentinel})",
     }
-    assert _read_with_kamal(tmp_path, values) == values
+    assert _read_with_kamal(tmp_path, values, dotenv) == values
     assert not sentinel.exists()
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.text(st.characters(exclude_categories=["Cs"]), max_size=80), min_size=1, max_size=12))
-def test_kamal_fetch_and_extract_carry_arbitrary_text(tmp_path: Path, texts: list[str]) -> None:
+@given(
+    st.lists(st.text(st.characters(exclude_categories=["Cs"]), max_size=80), min_size=1, max_size=12),
+    st.sampled_from(kamal_oracle.DOTENV_VERSIONS),
+)
+def test_kamal_fetch_and_extract_carry_arbitrary_text(
+    tmp_path: Path, texts: list[str], dotenv: kamal_oracle.Dotenv
+) -> None:
     need_ruby()
     values = {f"K{i}": t for i, t in enumerate(texts)}
-    got = _read_with_kamal(tmp_path, values)
+    got = _read_with_kamal(tmp_path, values, dotenv)
     for name, value in values.items():
         if build_secret_problem(value) is None:  # only a trailing line break is lost ($(...) drops it)
             assert got[name] == value, name
@@ -254,12 +274,17 @@ def test_kamal_fetch_and_extract_carry_arbitrary_text(tmp_path: Path, texts: lis
 
 @given(st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,10}", fullmatch=True), st.text(), max_size=8))
 def test_fetch_output_is_what_extract_reads(values: dict[str, str]) -> None:
-    printed = shell_escape(kamal_json(values))
-    # Nothing left for dotenv's variable or command patterns, Ruby's chomp or a shell to act on.
-    assert not re.search(r"[()$`'#\n]", printed), printed
-    (argument,) = kamal_oracle.shellsplit(printed)
-    for name, value in values.items():
-        assert kamal_oracle.kamal_secrets_extract(name, argument) == value
+    need_ruby()
+    for dotenv in kamal_oracle.DOTENV_VERSIONS:
+        printed = shell_escape(kamal_json({k: for_dotenv(v, dotenv) for k, v in values.items()}))
+        # Nothing left for dotenv's variable or command patterns, Ruby's chomp or a shell to act on.
+        assert not re.search(r"[()$`'#\n]", printed), printed
+        (argument,) = kamal_oracle.ruby_shellsplit(printed)
+        for name, value in values.items():
+            extracted = kamal_oracle.kamal_secrets_extract(name, argument)
+            # 3.1 keeps what extract returns; 3.2 substitutes variables over it first.
+            kept = extracted if dotenv == "3.1" else kamal_oracle.substitute_variables(extracted, {}, {})
+            assert kept == value
 
 
 # --- F38: deploy.yml ---------------------------------------------------------------------------------------
@@ -472,14 +497,14 @@ _TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 @given(st.lists(_TEXT, min_size=1, max_size=30))
 def test_accepted_values_survive_kamal_escaping(texts: list[str]) -> None:
     need_ruby()
-    escaped = kamal_oracle.ruby_escapes(texts)
-    for text, got in zip(texts, escaped, strict=True):
+    for text in texts:
+        line = kamal_oracle.env_file({"V": text})
         if env_file_problem(text) is None:
-            assert got["env_file"] == text, text
+            assert line == f"V={text}\n", text
         else:
-            assert got["env_file"] != text, text
+            assert line != f"V={text}\n", text
         if shell_problem(text) is None:
-            assert kamal_oracle.sh_double_quoted(got["shell"]) == text, text
+            assert kamal_oracle.sh_word(kamal_oracle.shell_word(text)) == text, text
 
 
 @pytest.mark.parametrize(
@@ -504,6 +529,43 @@ def test_refusals(value: str, rule: Any) -> None:
 @pytest.mark.parametrize("value", ["pa$word", "p#ss", "it's", 'say "hi"', "$HOME", "${x", "ünï", "#$@"])
 def test_env_file_carries(value: str) -> None:
     assert env_file_problem(value) is None
+
+
+PEM = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "named", "not_named"),
+    [
+        (PEM, "use the k8s target", "env-file"),
+        ("line1\r\nline2", "use the k8s target", "env-file"),
+        ("a\x00b", "use the k8s target", "env-file"),
+        ("back\\slash", "use the env-file or k8s target", None),
+        ("tab\there", "use the env-file or k8s target", None),
+        ('"quoted\\"', "use the k8s target", "env-file"),
+    ],
+)
+def test_a_refused_secret_names_a_target_that_carries_it(
+    value: str, named: str, not_named: str | None
+) -> None:
+    body = ManifestBody.model_validate({"service": "app", "env": {"secret": ["V"]}})
+    renderer = KamalRenderer(KamalPlan(project="app", body=body, clear={}))
+    entry = Entry("V", value, True)
+    (problem,) = renderer.find_problems([entry], options=RenderOptions("production", "app"))
+    assert named in problem.alternative and "file mount" in problem.alternative
+    if not_named:
+        assert not_named not in problem.alternative
+    for target in re.findall(r"env-file|k8s", problem.alternative):
+        assert get_renderer(target).render([entry], options=RenderOptions("production", "app"))
+
+
+def test_a_refused_clear_value_names_a_target_that_carries_it() -> None:
+    plan = _plan({"service": "app", "env": {"clear": {"V": "x"}}}, {"V": "a\nb"})
+    (problem,) = KamalRenderer(plan).find_problems([], options=RenderOptions("production", "app"))
+    assert problem.alternative == "use the k8s target, or a file mount"
+    plan = _plan({"service": "app", "env": {"clear": {"V": "x"}}}, {"V": "a\x00b"})
+    (problem,) = KamalRenderer(plan).find_problems([], options=RenderOptions("production", "app"))
+    assert problem.alternative == "use a file mount"  # a ConfigMap refuses NUL too
 
 
 # --- destinations and the registry default ---------------------------------------------------------------------
@@ -539,5 +601,8 @@ def test_registry_default_renders_entries_alone() -> None:
         "env": {"clear": {"RAILS_ENV": "production"}, "secret": ["DATABASE_URL"]},
         "ssh": {"user": "root", "port": 22},
     }
-    assert "strongroom kamal fetch -e production DATABASE_URL)" in files[".kamal/secrets.production"]
+    assert (
+        "strongroom kamal fetch --dotenv ${STRONGROOM_DOTENV} -e production DATABASE_URL)"
+        in files[".kamal/secrets.production"]
+    )
     assert "pa$s" not in "".join(files.values())

@@ -58,15 +58,22 @@ def carrying(entry: Entry, targets: Sequence[str]) -> tuple[str, ...]:
 
 
 def refuse(
-    entry: Entry | str, target: str, reason: str, alternative: str, *, targets: Sequence[str] = ()
+    entry: Entry | str,
+    target: str,
+    reason: str,
+    alternative: str,
+    *,
+    targets: Sequence[str] = (),
+    tried: Entry | None = None,
 ) -> RenderError:
-    """Build the RenderError for an entry (or a bare key name).
+    """Build the RenderError for an entry (or a bare key name, with `tried` the entry to try elsewhere).
 
     With `targets`, the alternative starts with those of them that carry this very value (tried, not
     assumed), then `alternative` ("use a file mount" becomes "use the json target, or a file mount").
     """
     key = entry if isinstance(entry, str) else entry.name
-    suggested = carrying(entry, targets) if targets and not isinstance(entry, str) else ()
+    probe = entry if not isinstance(entry, str) else tried
+    suggested = carrying(probe, targets) if targets and probe is not None else ()
     if suggested:
         names = suggested[0] if len(suggested) == 1 else f"{', '.join(suggested[:-1])} or {suggested[-1]}"
         alternative = f"use the {names} target, or {alternative.removeprefix('use ')}"

@@ -52,8 +52,6 @@ from yaml.events import (
 from broker.domain.manifest import EnvSection, ManifestBody
 from broker.renderers import checks
 from broker.renderers.base import Entry, RenderedFile, RenderError, RenderOptions
-from broker.renderers.envfile import EnvFileRenderer
-from broker.renderers.kubernetes import KubernetesRenderer
 
 TARGET = "kamal"
 HOLDER = "STRONGROOM_SECRETS"
@@ -65,8 +63,8 @@ _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SHELL_EXPANDED = re.compile(r"\$\{[^}]*\}")  # Kamal::Utils leaves ${...} unescaped for the shell
 _RUBY_INTERPOLATION = re.compile(r"#[{$@]")  # String#dump escapes '#' before these
-_CARRIERS = (EnvFileRenderer(), KubernetesRenderer())
-_TRIAL = RenderOptions("production", "app")
+# Where a value Kamal would change can go instead (each tried on the very value before it is named).
+_CARRIERS = ("env-file", "k8s")
 
 Scope = tuple[str, ...]
 
@@ -97,20 +95,6 @@ class KamalPlan:
 
 
 # --- value rules (each returns why Kamal would change the value, or None) ----------------------------
-
-
-def alternative(entry: Entry) -> str:
-    """Where a value the kamal target refuses arrives exactly: the targets that carry it, or a file mount."""
-    carriers = []
-    for renderer in _CARRIERS:
-        try:
-            renderer.render([entry], options=_TRIAL)
-        except RenderError:
-            continue
-        carriers.append(renderer.name)
-    if not carriers:
-        return checks.FILE_MOUNT
-    return f"use the {' or '.join(carriers)} target, or a file mount"
 
 
 def env_file_problem(value: str) -> str | None:
@@ -543,7 +527,7 @@ def _secret_problems(body: ManifestBody, values: Mapping[str, Entry]) -> Iterato
         for rule in rules:
             reason = rule(entry.value)
             if reason:
-                yield checks.refuse(entry, TARGET, reason, alternative(entry))
+                yield checks.refuse(entry, TARGET, reason, checks.FILE_MOUNT, targets=_CARRIERS)
                 break
 
 
@@ -553,7 +537,12 @@ def _clear_problems(config: Mapping[str, Any]) -> Iterator[RenderError]:
             reason = shell_problem(value)
             if reason:
                 yield checks.refuse(
-                    f"{where}/clear/{name}", TARGET, reason, alternative(Entry(name, value, False))
+                    f"{where}/clear/{name}",
+                    TARGET,
+                    reason,
+                    checks.FILE_MOUNT,
+                    targets=_CARRIERS,
+                    tried=Entry(name, value, False),
                 )
     for name, value in config.get("builder", {}).get("args", {}).items():
         reason = shell_problem(value)

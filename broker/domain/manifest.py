@@ -68,6 +68,7 @@ _IMAGE = re.compile(
 _OPTION = re.compile(r"[a-z][a-z0-9-]{0,63}")
 _REGISTRY = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._-]+)*")
 VAR_MAX_BYTES = 256
+PLACEHOLDER_DOMAIN = "invalid"
 CLEAR_MAX_BYTES = 64 * 1024
 TEXT_MAX = 4096
 
@@ -106,6 +107,12 @@ def check_host(value: str) -> str:
     labels = value.split(".")
     if len(value) > 253 or not all(_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
         raise ValueError("must be a host name or address")
+    if labels[-1].lower() == PLACEHOLDER_DOMAIN:
+        # RFC 6761: .invalid never resolves. `strongroom import` writes such names where ERB hid a host.
+        raise ValueError(
+            "is a placeholder (.invalid never resolves; strongroom import writes one where deploy.yml "
+            "computed the host with ERB): write the real host name or address"
+        )
     return value
 
 

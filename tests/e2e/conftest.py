@@ -79,6 +79,10 @@ def start(data_dir: Path, config_dir: Path, log: Path, port: int | None = None) 
         "STRONGROOM_DATA_DIR": str(data_dir),
         "LANG": "C.UTF-8",
     }
+    if "PYTHONPATH" in os.environ:
+        # A work tree run with PYTHONPATH=TREE: the broker and the CLI must run that tree's code too, not the
+        # checkout the shared virtualenv's editable install points at.
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     handle = log.open("ab")
     proc = subprocess.Popen(
         [str(BIN / "strongroom-server"), "serve", "--port", str(port)],

@@ -70,13 +70,19 @@ BOM = "\ufeff"
 _BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def _dotenv_value(raw: str) -> tuple[str | None, str | None]:
+def _dotenv_value(raw: str, *, legacy_linebreaks: bool) -> tuple[str | None, str | None]:
     value = raw.strip()
     quote = value[0] if len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0] else None
     if quote == "'":
         return value[1:-1], None
     if quote == '"':
-        value = value[1:-1].replace("\\n", "\n").replace("\\r", "\r")
+        value = value[1:-1]
+        # dotenv 3.x (Kamal 2.12 has 3.2.0) keeps `\n` and `\r` in double quotes as a backslash and a letter;
+        # before 3.0, and with DOTENV_LINEBREAK_MODE=legacy set earlier in the file, they are line breaks.
+        if legacy_linebreaks:
+            value = value.replace("\\n", "\n").replace("\\r", "\r")
+        else:
+            value = value.replace("\\n", "\\\\n").replace("\\r", "\\\\r")
     if _COMMAND.search(value):
         return None, "computed by a shell command $(...), which import never runs"
     if _VARIABLE.search(value):
@@ -143,6 +149,7 @@ def parse_dotenv(text: str, source: str) -> tuple[list[Found], list[Skipped]]:
                 skipped.append(Skipped(source, first + offset, why_unreadable(line)))
 
     position = 0
+    legacy = False
     for match in _LINE.finditer(text):
         gap(position, match.start())
         position = match.end()
@@ -151,7 +158,9 @@ def parse_dotenv(text: str, source: str) -> tuple[list[Found], list[Skipped]]:
         if problem is not None:
             skipped.append(Skipped(source, text.count("\n", 0, match.start(1)) + 1, problem))
             continue
-        value, reason = _dotenv_value(raw)
+        value, reason = _dotenv_value(raw, legacy_linebreaks=legacy)
+        if name == "DOTENV_LINEBREAK_MODE":
+            legacy = value == "legacy"
         found.append(Found(name, value, source, reason))
     gap(position, len(text))
     return found, skipped

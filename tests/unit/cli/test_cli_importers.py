@@ -42,7 +42,7 @@ def test_dotenv_literals() -> None:
         "PLAIN": "hello world",
         "EXPORTED": "yes",
         "SINGLE": 'pa$word #not-a-comment "x"',
-        "DOUBLE": 'line1\nline2 "q" #kept',
+        "DOUBLE": 'line1\\nline2 "q" #kept',  # dotenv 3.x: `\n` stays a backslash and an n
         "TRAILING": "value",
         "SPACED": "padded",
         "EMPTY": "",
@@ -50,10 +50,27 @@ def test_dotenv_literals() -> None:
     }
 
 
+def test_dotenv_linebreaks_follow_dotenv_3() -> None:
+    """dotenv 3.2.0 (what Kamal 2.12 locks), per its README: `\\n` in double quotes is no longer a newline
+    unless DOTENV_LINEBREAK_MODE=legacy comes first in the file; single quotes never change."""
+    text = 'A="x\\ny\\rz"\nB=\'x\\ny\'\nDOTENV_LINEBREAK_MODE=legacy\nC="x\\ny\\rz"\nD="\\\\n"\n'
+    found, skipped = importers.parse_dotenv(text, ".env")
+    assert skipped == []
+    assert values(found) == {
+        "A": "x\\ny\\rz",
+        "B": "x\\ny",
+        "DOTENV_LINEBREAK_MODE": "legacy",
+        "C": "x\ny\rz",
+        "D": "\n",  # `\\n`: the `\n` becomes a line break, then the backslash before it is dropped
+    }
+
+
 def test_dotenv_literals_agree_with_ruby_dotenv(tmp_path: Path) -> None:
+    """Against Debian's Ruby dotenv (2.4, which always expands `\\n`): the grammar, in dotenv 3's legacy mode."""
     if RUBY is None:
         need("ruby is not installed (apt-get install ruby ruby-dotenv)")
-    (tmp_path / ".env").write_text(DOTENV)
+    text = "DOTENV_LINEBREAK_MODE=legacy\n" + DOTENV
+    (tmp_path / ".env").write_text(text)
     done = subprocess.run(
         [
             RUBY,
@@ -65,7 +82,7 @@ def test_dotenv_literals_agree_with_ruby_dotenv(tmp_path: Path) -> None:
         check=True,
         env={"PATH": "/usr/bin:/bin"},
     )
-    assert json.loads(done.stdout) == values(importers.parse_dotenv(DOTENV, ".env")[0])
+    assert json.loads(done.stdout) == values(importers.parse_dotenv(text, ".env")[0])
 
 
 @pytest.mark.parametrize(

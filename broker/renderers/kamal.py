@@ -19,6 +19,9 @@ What Kamal 2 (2.3 or later) does with each piece, and so what this renderer refu
   shell to expand) or a blank value. A trailing newline is dropped by the `$(...)` capture itself.
   The alternative for such values is the env-file or k8s target, or a file mount.
 - `.kamal/secrets-common` is written with comments only, so values kept there before the switch are gone.
+- What Kamal 2.12's configuration loader would refuse (no builder arch, no registry, SSL on several servers
+  without a certificate of one's own...) is listed by `config_problems`, which the compiler applies before
+  rendering; this renderer alone writes whatever configuration it is given.
 """
 
 from __future__ import annotations

@@ -277,7 +277,10 @@ def test_missing_certificate_secret_is_named_at_its_path() -> None:
             {"certificate_pem": "TLS-CERT", "private_key_pem": "K"},
             "proxy/ssl/certificate_pem: must be a variable",
         ),
-        ({"certificate_pem": "C", "private_key_pem": "K", "pem": "x"}, "proxy/ssl/pem: unknown key"),
+        (
+            {"certificate_pem": "C", "private_key_pem": "K", "pem": "x"},
+            "proxy/ssl/pem: unknown key (expected one of: certificate_pem, private_key_pem)",
+        ),
         ("maybe", "proxy/ssl: must be true, false, or certificate_pem and private_key_pem"),
     ],
 )

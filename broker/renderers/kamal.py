@@ -356,7 +356,8 @@ def config_problems(body: ManifestBody) -> list[RenderError]:
             _refusal(
                 "registry",
                 "is not set",
-                "Missing required configuration for registry",
+                # What Kamal meets first: its registry section validates before the required-keys check.
+                "registry/username: is required",
                 "add registry with username and password, the name of the secret holding it",
             )
         )

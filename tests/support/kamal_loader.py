@@ -116,6 +116,9 @@ def refusals(config: Mapping[str, Any]) -> list[str]:
                 found.append(
                     f"registry/{key}: should be a string or an array with one string (for secret lookup)"
                 )
+            else:
+                continue
+            break  # the registry is validated while it loads: Kamal stops at its first problem
     builder = config.get("builder") or {}
     found += _unknown(builder, "builder", "builder")
     if not builder.get("arch"):
@@ -140,9 +143,9 @@ def refusals(config: Mapping[str, Any]) -> list[str]:
     env = config.get("env")
     if isinstance(env, dict) and set(env) & KEYS["env"]:
         found += _unknown(env, "env", "env")
-    for key in ("service", "registry"):
-        if not config.get(key):
-            found.append(f"Missing required configuration for {key}")
+    # Without a registry Kamal has already stopped on registry/username above; this is reached only for service.
+    if not config.get("service"):
+        found.append("Missing required configuration for service")
     if not config.get("image") and not str(registry.get("server", "")).startswith("localhost:"):
         found.append("Missing required configuration for image")
     if not re.fullmatch(r"[a-z0-9_-]+", str(config.get("service", "")), re.IGNORECASE):

@@ -8,12 +8,15 @@ Every manifest that compiles is loaded by the same emulation.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from broker.compiler.compile import compile_environment, render, target_problems
+from broker.compiler.compile import compile_environment, kamal_config_problems, render, target_problems
 from broker.compiler.parse import parse_manifest
 from broker.compiler.references import StoredValue
 from broker.errors import Invalid
@@ -79,9 +82,7 @@ REFUSED = [
         "builder: Builder arch not set",
         id="builder-without-arch",
     ),
-    pytest.param(
-        with_(registry=None), "registry", "Missing required configuration for registry", id="no-registry"
-    ),
+    pytest.param(with_(registry=None), "registry", "registry/username: is required", id="no-registry"),
     pytest.param(with_(image=None), "image", "Missing required configuration for image", id="no-image"),
     pytest.param(with_(roles=None), "roles", "No servers or accessories specified", id="no-servers"),
     pytest.param(
@@ -326,7 +327,7 @@ def _loadable() -> dict[str, Any]:
     ("change", "message"),
     [
         ({"builder": {}}, "builder: Builder arch not set"),
-        ({"registry": None}, "Missing required configuration for registry"),
+        ({"registry": None}, "registry/username: is required"),
         ({"image": None}, "Missing required configuration for image"),
         ({"servers": None}, "No servers or accessories specified"),
         ({"servers": {"app": ["192.0.2.1"]}}, "The primary_role web isn't defined"),
@@ -362,3 +363,56 @@ def test_loader_emulation_accepts_a_plain_configuration() -> None:
         "proxy": {"host": "a.example.com", "ssl": {"certificate_pem": "C", "private_key_pem": "K"}},
     }
     assert kamal_loader.refusals(custom) == []
+
+
+# --- the rules and the loader emulation agree on any manifest of this shape ---------------------------------
+
+_HOSTS = st.lists(st.sampled_from(["192.0.2.1", "192.0.2.2", "192.0.2.3"]), min_size=1, max_size=3)
+_ROLE = st.fixed_dictionaries(
+    {"hosts": _HOSTS},
+    optional={
+        "proxy": st.sampled_from(["true", "false"]),
+        "options": st.fixed_dictionaries(
+            {"restart": st.sampled_from(["no", "always", "on-failure:2", "often"])}
+        ),
+    },
+)
+_SSL = st.one_of(
+    st.sampled_from(["true", "false"]),
+    st.just({"certificate_pem": "TLS_CERT", "private_key_pem": "TLS_KEY"}),
+)
+
+
+@st.composite
+def _bodies(draw: st.DrawFn) -> dict[str, Any]:
+    body: dict[str, Any] = {"service": "app", "env": {"secret": ["DATABASE_URL"]}}
+    if draw(st.booleans()):
+        body["image"] = "ghcr.io/acme/app"
+    if draw(st.booleans()):
+        server = draw(st.sampled_from(["ghcr.io", "localhost:5000"]))
+        body["registry"] = {"server": server, "username": "acme", "password": "REGISTRY_PASSWORD"}
+    if draw(st.booleans()):
+        body["builder"] = draw(
+            st.sampled_from([{"arch": "amd64"}, {"arch": ["amd64", "arm64"]}, {"args": {}}])
+        )
+    roles = draw(st.dictionaries(st.sampled_from(["web", "job", "api"]), _ROLE, max_size=3))
+    if roles:
+        body["roles"] = roles
+    if draw(st.booleans()):
+        body["accessories"] = {"db": {"image": "postgres:16", "host": "192.0.2.20"}}
+    if draw(st.booleans()):
+        body["proxy"] = {"host": "app.example.com", "ssl": draw(_SSL)}
+    return body
+
+
+@settings(max_examples=300, deadline=None)
+@given(_bodies())
+def test_kamal_rules_agree_with_the_loader_emulation(body: dict[str, Any]) -> None:
+    compiled = compiled_of(body)
+    # Each refusal quotes Kamal's message between backticks: the same messages, no more and no fewer.
+    quoted = [
+        m.group(1) for e in kamal_config_problems(compiled) if (m := re.search(r"`([^`]+)`", e.message))
+    ]
+    loader = kamal_loader.refusals(kamal_reads(compiled))
+    assert all(any(q in said for said in loader) for q in quoted), (quoted, loader)
+    assert all(any(q in said for q in quoted) for said in loader), (quoted, loader)

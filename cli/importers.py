@@ -8,6 +8,7 @@ with the reason, and the user provides it. Pure functions over text; the command
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,9 +26,24 @@ class Found:
     reason: str | None = None
 
 
-# --- dotenv (Ruby dotenv's line grammar, which Kamal's .kamal/secrets uses too) ----------------------
+@dataclass(frozen=True)
+class Skipped:
+    """A line of an input file that import cannot bring: where it is and why, never what it holds."""
 
-# bkeepers/dotenv 3.x Parser::LINE, in Python's regex dialect.
+    source: str
+    line: int
+    reason: str
+
+    def text(self) -> str:
+        """`file:line: reason`."""
+        return f"{self.source}:{self.line}: {self.reason}"
+
+
+# --- dotenv (Ruby dotenv 3.x's line grammar, which Kamal's .kamal/secrets uses too) --------------------------
+
+# bkeepers/dotenv 3.x Parser::LINE in Python's regex dialect, ASCII classes as in Ruby (`\w` and `\s` are
+# ASCII there), with one difference: a name alone on a line (`NAME`, which 3.x reads as empty) is listed as
+# not brought rather than imported empty.
 _LINE = re.compile(
     r"""
     (?:^|\A)\s*
@@ -45,20 +61,28 @@ _LINE = re.compile(
     (?:\#.*)?
     (?:$|\Z)
     """,
-    re.VERBOSE | re.MULTILINE,
+    re.VERBOSE | re.MULTILINE | re.ASCII,
 )
 _COMMAND = re.compile(r"\$\(")
 # Escaped or not: dotenv's escaping rules differ between libraries, so any expansion is left to the user.
 _VARIABLE = re.compile(r"\$[A-Za-z0-9_{]")
+BOM = "\ufeff"
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def _dotenv_value(raw: str) -> tuple[str | None, str | None]:
+def _dotenv_value(raw: str, *, legacy_linebreaks: bool) -> tuple[str | None, str | None]:
     value = raw.strip()
     quote = value[0] if len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0] else None
     if quote == "'":
         return value[1:-1], None
     if quote == '"':
-        value = value[1:-1].replace("\\n", "\n").replace("\\r", "\r")
+        value = value[1:-1]
+        # dotenv 3.x (Kamal 2.12 has 3.2.0) keeps `\n` and `\r` in double quotes as a backslash and a letter;
+        # before 3.0, and with DOTENV_LINEBREAK_MODE=legacy set earlier in the file, they are line breaks.
+        if legacy_linebreaks:
+            value = value.replace("\\n", "\n").replace("\\r", "\r")
+        else:
+            value = value.replace("\\n", "\\\\n").replace("\\r", "\\\\r")
     if _COMMAND.search(value):
         return None, "computed by a shell command $(...), which import never runs"
     if _VARIABLE.search(value):
@@ -67,17 +91,79 @@ def _dotenv_value(raw: str) -> tuple[str | None, str | None]:
     return re.sub(r"\\(.)", r"\1", value, flags=re.DOTALL), None
 
 
-def parse_dotenv(text: str, source: str) -> list[Found]:
-    """Variables of a dotenv file; quoting as Ruby dotenv (and so Kamal) reads it."""
-    out: list[Found] = []
-    for match in _LINE.finditer(text.replace("\r\n", "\n").replace("\r", "\n")):
+def _code_point(char: str) -> str:
+    name = unicodedata.name(char, "").lower()
+    return f"U+{ord(char):04X}" + (f" {name}" if name else "")
+
+
+def why_unreadable(line: str) -> str:
+    """Why a non-comment line is not a variable (describes characters of the name part, never the value)."""
+    if BOM in line:
+        return f"has a byte order mark ({_code_point(BOM)}) inside the file, which hides the name"
+    for char in line:
+        if char in _BIDI:
+            return (
+                f"has a bidirectional control character ({_code_point(char)}), which makes the line "
+                "show differently from what it holds"
+            )
+    for char in line:
+        if unicodedata.category(char) == "Cf" or (not char.isprintable() and char not in "\t"):
+            return f"has an invisible character ({_code_point(char)}) where a name is expected"
+    stripped = line.strip()
+    equals = re.search(r"=|:\s", stripped)
+    if equals is None:
+        if re.fullmatch(r"export\s+[A-Za-z_][A-Za-z0-9_]*", stripped, re.ASCII):
+            return "is `export NAME` without a value"
+        return "has no '=': a variable line is NAME=value"
+    name = stripped[: equals.start()].strip()
+    name = re.sub(r"^export\s+", "", name, flags=re.ASCII)
+    if not name:
+        return "has no name before '='"
+    if name[0].isdigit():
+        return "the name starts with a digit, which a variable name cannot"
+    for char in name:
+        if char.isspace():
+            return "the name has a space in it"
+        if not (char.isascii() and (char.isalnum() or char == "_")):
+            shown = repr(char) if char.isascii() else _code_point(char)
+            return f"the name has {shown}, which a variable name cannot hold"
+    return "is not a NAME=value line"
+
+
+def _name_problem(name: str) -> str | None:
+    # What dotenv's `[\w.]+` takes and a variable name cannot be: a leading digit, or a '.'.
+    return None if NAME.fullmatch(name) else why_unreadable(f"{name}=")
+
+
+def parse_dotenv(text: str, source: str) -> tuple[list[Found], list[Skipped]]:
+    """Variables of a dotenv file as Ruby dotenv (and so Kamal) reads it, and every line it cannot bring."""
+    # Ruby dotenv opens files as "rb:bom|utf-8": a byte order mark at the very start is not part of the text.
+    text = text.removeprefix(BOM).replace("\r\n", "\n").replace("\r", "\n")
+    found: list[Found] = []
+    skipped: list[Skipped] = []
+
+    def gap(start: int, end: int) -> None:
+        first = text.count("\n", 0, start) + 1
+        for offset, line in enumerate(text[start:end].split("\n")):
+            if line.strip() and not line.lstrip().startswith("#"):
+                skipped.append(Skipped(source, first + offset, why_unreadable(line)))
+
+    position = 0
+    legacy = False
+    for match in _LINE.finditer(text):
+        gap(position, match.start())
+        position = match.end()
         name, raw = match.group(1), match.group(2) or ""
-        if not NAME.fullmatch(name):
-            out.append(Found(name, None, source, "is not a variable name Strongroom can store"))
+        problem = _name_problem(name)
+        if problem is not None:
+            skipped.append(Skipped(source, text.count("\n", 0, match.start(1)) + 1, problem))
             continue
-        value, reason = _dotenv_value(raw)
-        out.append(Found(name, value, source, reason))
-    return out
+        value, reason = _dotenv_value(raw, legacy_linebreaks=legacy)
+        if name == "DOTENV_LINEBREAK_MODE":
+            legacy = value == "legacy"
+        found.append(Found(name, value, source, reason))
+    gap(position, len(text))
+    return found, skipped
 
 
 # --- docker --env-file (docker/cli pkg/kvfile) -------------------------------------------------------------
@@ -85,9 +171,10 @@ def parse_dotenv(text: str, source: str) -> list[Found]:
 _GO_SPACE = " \t\n\v\f\r\x85\xa0"
 
 
-def parse_env_file(text: str, source: str) -> list[Found]:
-    """Variables of a docker env-file: values are literal; a line without `=` takes the caller's environment."""
-    out: list[Found] = []
+def parse_env_file(text: str, source: str) -> tuple[list[Found], list[Skipped]]:
+    """Variables of a docker env-file (values literal), and the lines whose name cannot be stored."""
+    found: list[Found] = []
+    skipped: list[Skipped] = []
     for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.removesuffix("\r").lstrip(_GO_SPACE)
         if not line or line.startswith("#"):
@@ -95,14 +182,12 @@ def parse_env_file(text: str, source: str) -> list[Found]:
         name, equals, value = line.partition("=")
         name = name.lstrip(_GO_SPACE)
         if not NAME.fullmatch(name):
-            out.append(
-                Found(name or f"line {number}", None, source, "is not a variable name Strongroom can store")
-            )
+            skipped.append(Skipped(source, number, why_unreadable(line)))
         elif not equals:
-            out.append(Found(name, None, source, "is taken from the caller's environment (no '=')"))
+            found.append(Found(name, None, source, "is taken from the caller's environment (no '=')"))
         else:
-            out.append(Found(name, value, source))
-    return out
+            found.append(Found(name, value, source))
+    return found, skipped
 
 
 # --- Kamal: config/deploy*.yml -------------------------------------------------------------------------------
@@ -138,6 +223,16 @@ class KamalImport:
     manifest: dict[str, Any]
     not_brought: list[str] = field(default_factory=list)
     values: list[Found] = field(default_factory=list)
+    # What strongroom.yml needs before `check` accepts it: placeholders to replace, required keys to add.
+    to_fill: list[str] = field(default_factory=list)
+    # Things done that the user should know of (a plain-string registry password read as a secret's name).
+    notes: list[str] = field(default_factory=list)
+
+
+# A host that never resolves (RFC 6761) and that the manifest refuses with a sentence saying what to do.
+PLACEHOLDER_SUFFIX = ".fill-in.invalid"
+# `password: KAMAL_REGISTRY_PASSWORD`: the name of a secret, as written before Kamal 2's `password: [NAME]`.
+_SECRET_NAME = re.compile(r"[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+")
 
 
 def _has_erb(value: Any) -> bool:
@@ -168,6 +263,15 @@ class _Mapper:
 
     def skip(self, path: str, why: str) -> None:
         self.into.not_brought.append(f"{self.source}: {path}: {why}")
+
+    def placeholder(self, path: str, what: str) -> str:
+        """A host for strongroom.yml where ERB hid a required one, and the line saying what to write there."""
+        host = re.sub(r"[^a-z0-9]+", "-", path.lower()).strip("-")[:40] + PLACEHOLDER_SUFFIX
+        self.into.to_fill.append(
+            f"{self.source}: {path}: {what} is computed by ERB, which import never runs; "
+            f"replace the placeholder {host} in strongroom.yml with the real {what}"
+        )
+        return host
 
     def env(self, raw: Any, path: str) -> dict[str, Any]:
         if not isinstance(raw, Mapping):
@@ -205,9 +309,12 @@ class _Mapper:
         return out
 
     def hosts(self, raw: Any, path: str) -> list[Any]:
+        if isinstance(raw, str) and _has_erb(raw):
+            # The whole list comes from ERB (`hosts: <%= ENV.fetch("WEB_HOSTS").split(",") %>`).
+            return [self.placeholder(path, "hosts")]
         out: list[Any] = []
         for i, host in enumerate(raw if isinstance(raw, list) else [raw]):
-            if isinstance(host, Mapping) and len(host) == 1:
+            if isinstance(host, Mapping) and len(host) == 1 and not _has_erb(host):
                 ((name, tags),) = host.items()
                 out.append(
                     {
@@ -217,12 +324,14 @@ class _Mapper:
                 )
             elif isinstance(host, str) and not _has_erb(host):
                 out.append(host)
+            elif _has_erb(host):
+                out.append(self.placeholder(f"{path}/{i}", "host"))
             else:
-                self.skip(f"{path}/{i}", "is not a host name (or is computed by ERB)")
+                self.skip(f"{path}/{i}", "is not a host name")
         return out
 
     def role(self, raw: Any, path: str) -> dict[str, Any]:
-        if isinstance(raw, list):
+        if isinstance(raw, list) or (isinstance(raw, str) and _has_erb(raw)):
             return {"hosts": self.hosts(raw, f"{path}/hosts")}
         if not isinstance(raw, Mapping):
             self.skip(path, "is not a list of hosts or a mapping")
@@ -230,6 +339,9 @@ class _Mapper:
         out: dict[str, Any] = {"hosts": self.hosts(raw.get("hosts") or [], f"{path}/hosts")}
         for key, value in raw.items():
             if key == "hosts":
+                continue
+            if _has_erb(value) and key != "env":
+                self.skip(f"{path}/{key}", "is computed by ERB; set it by hand")
                 continue
             if key == "env":
                 env = self.env(value, f"{path}/env")
@@ -246,7 +358,9 @@ class _Mapper:
     def body(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key, value in raw.items():
-            if _has_erb(value) and key not in ("env", "servers", "accessories"):
+            # Sections are mapped key by key, so one ERB value does not cost the whole section.
+            sections = ("env", "servers", "accessories", "proxy", "registry", "builder", "ssh")
+            if _has_erb(value) and (key not in sections or not isinstance(value, Mapping | list)):
                 self.skip(str(key), "is computed by ERB; set it by hand")
                 continue
             handler = getattr(self, f"_{key}", None)
@@ -255,6 +369,14 @@ class _Mapper:
                 continue
             handler(value, out)
         return out
+
+    def finish(self, body: dict[str, Any], *, base: bool) -> None:
+        """Say what a Kamal 2.12 deploy needs that deploy.yml did not give (only the base file must)."""
+        if base and "arch" not in body.get("builder", {}):
+            self.into.to_fill.append(
+                f"{self.source}: builder/arch: is not set, and Kamal 2.12 refuses a configuration without "
+                "it; add arch: amd64 (or arm64, or [amd64, arm64]) under builder in strongroom.yml"
+            )
 
     def _service(self, value: Any, out: dict[str, Any]) -> None:
         out["service"] = _text(value)
@@ -273,7 +395,11 @@ class _Mapper:
             return self.skip("proxy", "is not a mapping")
         proxy: dict[str, Any] = {}
         for key, item in value.items():
-            if key in ("host", "ssl", "app_port", "response_timeout"):
+            if key in ("host", "hosts") and _has_erb(item):
+                proxy["host"] = self.placeholder(f"proxy/{key}", "public host name")
+            elif _has_erb(item):
+                self.skip(f"proxy/{key}", "is computed by ERB; set it by hand")
+            elif key in ("host", "ssl", "app_port", "response_timeout"):
                 proxy[key] = item
             elif key == "hosts" and isinstance(item, list) and item:
                 proxy["host"] = item[0]
@@ -290,16 +416,35 @@ class _Mapper:
         if not isinstance(value, Mapping):
             return self.skip("registry", "is not a mapping")
         registry: dict[str, Any] = {}
-        if "server" in value:
+        for key in set(value) - {"server", "username", "password"}:
+            self.skip(f"registry/{key}", "has no manifest equivalent")
+        if _has_erb(value.get("server")):
+            self.skip("registry/server", "is computed by ERB; set it by hand")
+        elif "server" in value:
             registry["server"] = _text(value["server"])
         username = value.get("username")
-        if isinstance(username, list):
-            self.skip("registry/username", "is a secret; write the user name itself in strongroom.yml")
+        if _has_erb(username) or isinstance(username, list):
+            self.into.to_fill.append(
+                f"{self.source}: registry/username: is computed by ERB or read from a secret; write the user "
+                "name itself under registry in strongroom.yml"
+            )
         elif username is not None:
             registry["username"] = _text(username)
         password = value.get("password")
-        if isinstance(password, list) and len(password) == 1:
+        if _has_erb(password):
+            registry["password"] = "KAMAL_REGISTRY_PASSWORD"  # noqa: S105 (the secret's name)
+            self.into.notes.append(
+                f"{self.source}: registry/password: is computed by ERB; strongroom.yml names the secret "
+                "KAMAL_REGISTRY_PASSWORD: store the password there"
+            )
+        elif isinstance(password, list) and len(password) == 1:
             registry["password"] = str(password[0])
+        elif isinstance(password, str) and _SECRET_NAME.fullmatch(password):
+            registry["password"] = password
+            self.into.notes.append(
+                f"{self.source}: registry/password: read as the name of a secret (Kamal 2 would take a plain "
+                "string as the password itself; the kamal target writes it as [NAME])"
+            )
         elif isinstance(password, str):
             # A literal password in deploy.yml: it moves into the broker and the manifest keeps only its name.
             registry["password"] = "KAMAL_REGISTRY_PASSWORD"  # noqa: S105 (the secret's name)
@@ -314,7 +459,9 @@ class _Mapper:
             return self.skip("builder", "is not a mapping")
         builder: dict[str, Any] = {}
         for key, item in value.items():
-            if key == "arch":
+            if _has_erb(item):
+                self.skip(f"builder/{key}", "is computed by ERB; set it by hand")
+            elif key == "arch":
                 builder["arch"] = item
             elif key == "secrets" and isinstance(item, list):
                 builder["secrets"] = [str(s) for s in item]
@@ -344,7 +491,11 @@ class _Mapper:
             acc: dict[str, Any] = {}
             for key, item in spec.items():
                 where = f"accessories/{name}/{key}"
-                if _has_erb(item) and key != "env":
+                if key == "host" and _has_erb(item):
+                    acc[key] = self.placeholder(where, "host")
+                elif key == "hosts" and _has_erb(item):
+                    acc[key] = self.hosts(item, where)
+                elif _has_erb(item) and key != "env":
                     self.skip(where, "is computed by ERB; set it by hand")
                 elif key in ("image", "host", "port", "cmd"):
                     acc[key] = _text(item)
@@ -364,16 +515,24 @@ class _Mapper:
     def _ssh(self, value: Any, out: dict[str, Any]) -> None:
         if not isinstance(value, Mapping):
             return self.skip("ssh", "is not a mapping")
-        ssh = {k: value[k] for k in ("user", "port") if k in value}
-        for key in set(value) - {"user", "port"}:
-            self.skip(f"ssh/{key}", "has no manifest equivalent")
+        ssh = {k: value[k] for k in ("user", "port") if k in value and not _has_erb(value[k])}
+        for key in sorted(set(value) - set(ssh)):
+            why = (
+                "is computed by ERB; set it by hand" if _has_erb(value[key]) else "has no manifest equivalent"
+            )
+            self.skip(f"ssh/{key}", why)
         out["ssh"] = ssh
         return None
 
 
-def map_deploy(config: Mapping[str, Any], source: str, into: KamalImport) -> dict[str, Any]:
-    """A Kamal configuration (one deploy*.yml, already parsed) as a manifest body."""
-    return _Mapper(source, into).body(config)
+def map_deploy(
+    config: Mapping[str, Any], source: str, into: KamalImport, *, base: bool = True
+) -> dict[str, Any]:
+    """A Kamal configuration (deploy.yml, or with base=False a destination's file) as a manifest body."""
+    mapper = _Mapper(source, into)
+    body = mapper.body(config)
+    mapper.finish(body, base=base)
+    return body
 
 
 def secrets_files(names: list[str]) -> Iterator[tuple[str, str | None]]:

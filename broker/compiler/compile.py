@@ -13,6 +13,7 @@ from broker.compiler import lint, references
 from broker.compiler.references import GLOBAL, Lookup, Resolved, Resolver, Scope, StoredValue
 from broker.domain.manifest import EnvSection, Manifest, ManifestBody, ManifestPath, Problem
 from broker.errors import Invalid
+from broker.renderers import kamal
 from broker.renderers.base import Entry, RenderedFile, RenderError, RenderOptions, find_problems
 from broker.renderers.kamal import ClearValue, KamalPlan, KamalRenderer
 from broker.renderers.registry import TARGETS, get_renderer
@@ -112,6 +113,10 @@ def _secret_paths(body: ManifestBody) -> dict[str, ManifestPath]:
         note(("builder", "secrets"), body.builder.secrets)
     if body.registry is not None:
         paths.setdefault(body.registry.password, ("registry", "password"))
+    certificate = body.proxy.certificate if body.proxy is not None else None
+    if certificate is not None:
+        paths.setdefault(certificate.certificate_pem, ("proxy", "ssl", "certificate_pem"))
+        paths.setdefault(certificate.private_key_pem, ("proxy", "ssl", "private_key_pem"))
     return paths
 
 
@@ -180,11 +185,18 @@ def _problem(target: str, error: RenderError) -> Problem:
     return Problem(("targets", target), error.message)
 
 
+def kamal_config_problems(compiled: Compiled) -> list[RenderError]:
+    """What would stop Kamal 2.12 loading this environment's configuration (its rules, the TLS secrets)."""
+    values = {name: stored.value for name, stored in compiled.secrets.items()}
+    return kamal.config_problems(compiled.body) + kamal.certificate_problems(compiled.body, values)
+
+
 def target_problems(compiled: Compiled, targets: Sequence[str], *, role: str | None = None) -> list[Problem]:
     """Every value each target cannot carry (for `check`)."""
     found: list[Problem] = []
     for target in check_targets(targets):
         if target == "kamal":
+            found += [_problem(target, e) for e in kamal_config_problems(compiled)]
             renderer = KamalRenderer(compiled.kamal_plan())
             found += [
                 _problem(target, e)
@@ -201,6 +213,9 @@ def render(compiled: Compiled, targets: Sequence[str], *, role: str | None = Non
     files: list[RenderedFile] = []
     for target in check_targets(targets):
         if target == "kamal":
+            refused = kamal_config_problems(compiled)
+            if refused:
+                raise refused[0]
             files += KamalRenderer(compiled.kamal_plan()).render(
                 compiled.secret_entries(), options=compiled.options()
             )

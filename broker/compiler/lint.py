@@ -32,6 +32,13 @@ SECRET_NAMES = frozenset({"PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "P
 
 _URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@")
 _TOKEN = re.compile(r"[A-Za-z0-9+/=_-]{20,}")
+# A DNS name as people write one: lower-case labels, two or more, ending in an alphabetic top-level label.
+# Host names are public (they are in DNS), and their labels (`microblog-postgres-primary-2024`) would
+# otherwise pass for random tokens. Upper-case or base64 text (a JWT, an API key) never matches.
+_HOST_NAME = re.compile(
+    r"(?<![A-Za-z0-9._-])(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}(?![A-Za-z0-9_-])(?!\.[A-Za-z0-9])"
+)
+_WORD_SEPARATOR = re.compile(r"[-_/]")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 ENTROPY_BITS_PER_CHAR = 4.0
 HEX_MIN = 32
@@ -48,14 +55,23 @@ def _entropy(text: str) -> float:
     return -sum(c / len(text) * math.log2(c / len(text)) for c in counts.values())
 
 
+def _words(token: str) -> bool:
+    # `microblog-db-primary-2024`: lower-case words and numbers joined by '-', '_' or '/', an identifier
+    # people chose; a random token mixes letters and digits (or cases) inside its parts.
+    parts = [p for p in _WORD_SEPARATOR.split(token) if p]
+    return len(parts) > 1 and all(p.isdigit() or (p.isalpha() and p.islower()) for p in parts)
+
+
 def value_looks_secret(text: str) -> str | None:
     """Why a literal value looks like a secret (a URL with a password, a random token), or None."""
     if _URL_PASSWORD.search(text):
         return "it holds a URL with a password in it"
-    for token in _TOKEN.findall(text):
+    for token in _TOKEN.findall(_HOST_NAME.sub(" ", text)):
         if _HEX.fullmatch(token):
             if len(token) >= HEX_MIN:
                 return "it holds a long random-looking hex string"
+            continue
+        if _words(token):
             continue
         letters = [c for c in token if c.isalpha()]
         has_digits = any(c.isdigit() for c in token)

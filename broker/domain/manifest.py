@@ -14,7 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 # --- problems ---------------------------------------------------------------------------------------
 
@@ -59,6 +68,7 @@ _IMAGE = re.compile(
 _OPTION = re.compile(r"[a-z][a-z0-9-]{0,63}")
 _REGISTRY = re.compile(r"[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._-]+)*")
 VAR_MAX_BYTES = 256
+PLACEHOLDER_DOMAIN = "invalid"
 CLEAR_MAX_BYTES = 64 * 1024
 TEXT_MAX = 4096
 
@@ -97,6 +107,12 @@ def check_host(value: str) -> str:
     labels = value.split(".")
     if len(value) > 253 or not all(_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
         raise ValueError("must be a host name or address")
+    if labels[-1].lower() == PLACEHOLDER_DOMAIN:
+        # RFC 6761: .invalid never resolves. `strongroom import` writes such names where ERB hid a host.
+        raise ValueError(
+            "is a placeholder (.invalid never resolves; strongroom import writes one where deploy.yml "
+            "computed the host with ERB): write the real host name or address"
+        )
     return value
 
 
@@ -220,19 +236,53 @@ class Role(Model):
     options: dict[OptionName, Text] = Field(default_factory=dict)
 
 
+class Certificate(Model):
+    """kamal-proxy's TLS from a certificate of your own instead of Let's Encrypt: two secret NAMES, PEM values."""
+
+    certificate_pem: Var
+    private_key_pem: Var
+
+    @model_validator(mode="after")
+    def _two_secrets(self) -> Certificate:
+        if self.certificate_pem == self.private_key_pem:
+            raise ValueError("certificate_pem and private_key_pem must name two different secrets")
+        return self
+
+
+_FLAG: TypeAdapter[bool] = TypeAdapter(bool)
+
+
+def _ssl(value: Any) -> Any:
+    # `ssl: true|false` (Let's Encrypt or none) or, as in Kamal, a mapping naming the certificate's secrets.
+    # Deciding here keeps a mistake reported at proxy/ssl or proxy/ssl/<key>, not once per union member.
+    if isinstance(value, dict):
+        return Certificate.model_validate(value)
+    try:
+        return _FLAG.validate_python(value)
+    except ValidationError:
+        raise ValueError(
+            "must be true, false, or certificate_pem and private_key_pem (the names of two secrets)"
+        ) from None
+
+
 class Proxy(Model):
     """kamal-proxy in front of the primary role: public host name, TLS, the port the app listens on."""
 
     host: Host | None = None
-    ssl: bool = False
+    ssl: Annotated[bool | Certificate, BeforeValidator(_ssl)] = False
     app_port: Port | None = None
     response_timeout: Seconds | None = None
 
     @model_validator(mode="after")
     def _ssl_needs_host(self) -> Proxy:
-        if self.ssl and self.host is None:
+        if self.ssl is not False and self.host is None:
             raise ValueError("ssl needs a host (the name the certificate is issued for)")
         return self
+
+    @property
+    def certificate(self) -> Certificate | None:
+        """The custom certificate's secret names, when ssl names them."""
+        return self.ssl if isinstance(self.ssl, Certificate) else None
 
 
 class Healthcheck(Model):
@@ -271,9 +321,11 @@ def _as_list(value: Any) -> Any:
 class Builder(Model):
     """Image builds: build secrets by name (never in a layer), plain build arguments (no secrets)."""
 
-    arch: Annotated[list[Literal["amd64", "arm64"]], BeforeValidator(_as_list), Field(min_length=1)] = [
-        "amd64"
-    ]
+    # No default: Kamal refuses a configuration without it, and guessing amd64 would build for the wrong
+    # machines on arm64 hosts. The kamal target refuses its absence (broker.renderers.kamal).
+    arch: (
+        Annotated[list[Literal["amd64", "arm64"]], BeforeValidator(_as_list), Field(min_length=1)] | None
+    ) = None
     secrets: SecretNames = Field(default_factory=list)
     args: dict[Var, Text] = Field(default_factory=dict)
     dockerfile: Text | None = None
@@ -338,7 +390,7 @@ class ManifestBody(Model):
     deploy: DeploySettings = Field(default_factory=DeploySettings)
 
     def secret_names(self) -> list[str]:
-        """Every secret name the manifest uses, sorted: env (global, role, tag, accessory), build, registry."""
+        """Every secret name the manifest uses, sorted: env (global, role, tag, accessory), build, registry, TLS."""
         names: set[str] = set(self.env.secret)
         for tagged in self.env.tags.values():
             names.update(tagged.secret)
@@ -350,6 +402,8 @@ class ManifestBody(Model):
             names.update(self.builder.secrets)
         if self.registry is not None:
             names.add(self.registry.password)
+        if self.proxy is not None and self.proxy.certificate is not None:
+            names.update((self.proxy.certificate.certificate_pem, self.proxy.certificate.private_key_pem))
         return sorted(names)
 
 

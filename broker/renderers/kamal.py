@@ -25,6 +25,9 @@ What Kamal 2 (2.3 or later) does with each piece, and so what this renderer refu
   The alternative named for such a value is a target that carries it (asked of the env-file and k8s
   renderers themselves: a multi-line PEM goes to k8s, not env-file), or a file mount.
 - `.kamal/secrets-common` is written with comments only, so values kept there before the switch are gone.
+- What Kamal 2.12's configuration loader would refuse (no builder arch, no registry, SSL on several servers
+  without a certificate of one's own...) is listed by `config_problems`, which the compiler applies before
+  rendering; this renderer alone writes whatever configuration it is given.
 """
 
 from __future__ import annotations
@@ -273,7 +276,9 @@ def _config(body: ManifestBody, clear: ClearLookup) -> dict[str, Any]:
         config["registry"] = registry
     if body.builder is not None:
         b = body.builder
-        builder: dict[str, Any] = {"arch": b.arch[0] if len(b.arch) == 1 else list(b.arch)}
+        builder: dict[str, Any] = {}
+        if b.arch is not None:
+            builder["arch"] = b.arch[0] if len(b.arch) == 1 else list(b.arch)
         if b.secrets:
             builder["secrets"] = list(b.secrets)
         if b.args:
@@ -310,6 +315,168 @@ def _config(body: ManifestBody, clear: ClearLookup) -> dict[str, Any]:
         config["accessories"] = accessories
     config["ssh"] = {"user": body.ssh.user, "port": body.ssh.port}
     return config
+
+
+# --- Kamal's own configuration rules ------------------------------------------------------------------------
+#
+# What Kamal 2.12's loader (Kamal::Configuration and its validators) refuses that a manifest could still say:
+# the model already forbids the rest (unknown keys, a role without hosts, ssl without a host, an accessory
+# on zero or several placements or on an undefined role, a service name Kamal would refuse). Each refusal
+# quotes Kamal's own message so that a user who met it in `kamal deploy` recognises it.
+
+KAMAL_VERSION = "2.12"
+PRIMARY_ROLE = "web"  # Kamal's primary_role default; the manifest has no setting for it
+_RESTART = re.compile(r"no|always|unless-stopped|on-failure(?::[0-9]+)?")
+_PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
+_PEM_PRIVATE_KEY = re.compile(r"-----BEGIN (?:RSA |EC )?PRIVATE KEY-----")
+
+
+def proxied_roles(body: ManifestBody) -> list[str]:
+    """The roles Kamal runs kamal-proxy for: web unless `proxy: false`, any other only with `proxy: true`."""
+    return [
+        name
+        for name, role in body.roles.items()
+        if (role.proxy is not False if name == PRIMARY_ROLE else role.proxy is True)
+    ]
+
+
+def _refusal(key: str, reason: str, kamal_says: str, alternative: str) -> RenderError:
+    return RenderError(
+        key=key,
+        target=TARGET,
+        reason=f"{reason}, and Kamal {KAMAL_VERSION} refuses to load that (`{kamal_says}`)",
+        alternative=alternative,
+    )
+
+
+def config_problems(body: ManifestBody) -> list[RenderError]:
+    """Every rule of Kamal 2.12's configuration loader that this manifest breaks, each naming its path."""
+    found: list[RenderError] = []
+    if body.builder is None or body.builder.arch is None:
+        found.append(
+            _refusal(
+                "builder/arch",
+                "is not set",
+                "builder: Builder arch not set",
+                "add arch: amd64, arm64 or [amd64, arm64] under builder",
+            )
+        )
+    if body.registry is None:
+        found.append(
+            _refusal(
+                "registry",
+                "is not set",
+                # What Kamal meets first: its registry section validates before the required-keys check.
+                "registry/username: is required",
+                "add registry with username and password, the name of the secret holding it",
+            )
+        )
+    local_registry = body.registry is not None and (body.registry.server or "").startswith("localhost:")
+    if body.image is None and not local_registry:
+        found.append(
+            _refusal(
+                "image",
+                "is not set",
+                "Missing required configuration for image",
+                "add image, such as ghcr.io/acme/app",
+            )
+        )
+    if not body.roles and not body.accessories:
+        found.append(
+            _refusal(
+                "roles",
+                "names no server, nor is there an accessory",
+                "No servers or accessories specified",
+                "add a role web with its hosts",
+            )
+        )
+    elif body.roles and PRIMARY_ROLE not in body.roles:
+        found.append(
+            _refusal(
+                f"roles/{PRIMARY_ROLE}",
+                "is not defined, while Kamal takes web as the primary role",
+                f"The primary_role {PRIMARY_ROLE} isn't defined",
+                "name the main role web",
+            )
+        )
+    found += _ssl_problems(body)
+    for where, options in [
+        *((f"roles/{name}", role.options) for name, role in body.roles.items()),
+        *((f"accessories/{name}", acc.options) for name, acc in body.accessories.items()),
+    ]:
+        restart = options.get("restart")
+        if restart is not None and not _RESTART.fullmatch(restart):
+            found.append(
+                _refusal(
+                    f"{where}/options/restart",
+                    "is not a restart policy Kamal knows",
+                    "should be no, always, unless-stopped, on-failure, or on-failure:N",
+                    "use no, always, unless-stopped, on-failure or on-failure:N",
+                )
+            )
+    return found
+
+
+def _ssl_problems(body: ManifestBody) -> list[RenderError]:
+    # Kamal merges the root proxy section into every role that runs the proxy, so each of them gets its
+    # ssl and its host; Let's Encrypt works for one server per role, and one role per host name.
+    proxy = body.proxy
+    if proxy is None or proxy.ssl is False:
+        return []
+    found: list[RenderError] = []
+    roles = proxied_roles(body)
+    if proxy.certificate is None:
+        for name in roles:
+            count = len({h.host for h in body.roles[name].hosts})
+            if count > 1:
+                found.append(
+                    _refusal(
+                        f"roles/{name}/hosts",
+                        f"lists {count} servers while proxy/ssl is true (Let's Encrypt works on one server)",
+                        "SSL is only supported on a single server unless you provide custom certificates, "
+                        f"found {count} servers for role {name}",
+                        "keep one host, give your own certificate as proxy/ssl: {certificate_pem: NAME, "
+                        "private_key_pem: NAME}, or set proxy/ssl to false and end TLS at a load balancer",
+                    )
+                )
+    for name in roles[1:]:
+        found.append(
+            _refusal(
+                f"roles/{name}/proxy",
+                f"runs kamal-proxy with SSL for the same host as roles/{roles[0]}",
+                f"Different roles can't share the same host for SSL: {proxy.host}",
+                "run the proxy on one role only, or set proxy/ssl to false",
+            )
+        )
+    return found
+
+
+def certificate_problems(body: ManifestBody, values: Mapping[str, str]) -> list[RenderError]:
+    """Why the secrets proxy/ssl names would not give kamal-proxy a PEM certificate and key (never a value)."""
+    certificate = body.proxy.certificate if body.proxy is not None else None
+    if certificate is None:
+        return []
+    found: list[RenderError] = []
+    checks_ = (
+        ("certificate_pem", certificate.certificate_pem, "a PEM certificate", _PEM_CERTIFICATE),
+        ("private_key_pem", certificate.private_key_pem, "an unencrypted PEM private key", None),
+    )
+    for key, name, what, marker in checks_:
+        value = values.get(name)
+        if value is None:
+            continue  # reported by the compiler as missing
+        head = value.lstrip()
+        good = head.startswith(marker) if marker else bool(_PEM_PRIVATE_KEY.match(head))
+        if not good:
+            found.append(
+                RenderError(
+                    key=f"proxy/ssl/{key}",
+                    target=TARGET,
+                    reason=f"the secret {name} does not hold {what}, which kamal-proxy needs",
+                    alternative=f"store the PEM text in {name}",
+                )
+            )
+    return found
 
 
 def destination_diff(base: Mapping[str, Any], full: Mapping[str, Any]) -> dict[str, Any]:

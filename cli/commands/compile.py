@@ -20,7 +20,7 @@ from cli.session import Session
 
 if TYPE_CHECKING:
     from cli.client import BrokerClient, Problem
-    from cli.importers import Found
+    from cli.importers import Found, KamalImport, Skipped
 
 MANIFEST = "strongroom.yml"
 TARGETS = ("dotenv", "dotenv-export", "env-file", "compose", "json", "yaml", "k8s", "systemd", "kamal")
@@ -330,22 +330,32 @@ def import_command(
 
     Values computed by a command ($(...)), an expansion ($VAR) or ERB are listed as needing a value and
     never run; on a terminal you are asked for each (hidden), else run `strongroom secrets set` for them.
-    Values from .kamal/secrets.<destination> go to the environment named like the destination.
+    Values from .kamal/secrets.<destination> go to the environment named like the destination. Every line
+    that cannot be brought (a name with '-', a space, an invisible character...) is listed on stderr as
+    FILE:LINE and the reason, and placeholders written into strongroom.yml (hosts computed by ERB) are
+    listed with what to write there. Exit status 1 when any of those, or a value still needed, remains
+    (after everything else is stored); a --dry-run lists them and exits 0.
     """
     from cli import importers
 
     if not (dotenv_files or env_files or kamal_dir):
         raise CliError("nothing to import: give --dotenv FILE, --env-file FILE or --kamal DIR", exit_code=2)
     found: list[tuple[str, Found]] = []  # (environment, found)
+    skipped: list[Skipped] = []
     for path in dotenv_files:
-        found += [(environment, f) for f in importers.parse_dotenv(_read_text(path), str(path))]
+        values, unreadable = importers.parse_dotenv(_read_text(path), str(path))
+        found += [(environment, f) for f in values]
+        skipped += unreadable
     for path in env_files:
-        found += [(environment, f) for f in importers.parse_env_file(_read_text(path), str(path))]
+        values, unreadable = importers.parse_env_file(_read_text(path), str(path))
+        found += [(environment, f) for f in values]
+        skipped += unreadable
     manifest: dict[str, object] | None = None
-    not_brought: list[str] = []
+    kamal = importers.KamalImport(manifest={})
     if kamal_dir is not None:
-        manifest, kamal_found, not_brought = _import_kamal(kamal_dir, environment)
+        manifest, kamal_found, kamal_skipped = _import_kamal(kamal_dir, environment, kamal)
         found += kamal_found
+        skipped += kamal_skipped
     if project is None:
         project = str(manifest.get("project")) if manifest and manifest.get("project") else None
     if project is None or not is_slug(project):
@@ -356,14 +366,14 @@ def import_command(
     if manifest is None and target is not None:
         names = sorted({f.name for _e, f in found})
         manifest = {"project": project, "service": project, "env": {"secret": names}}
-    _report_import(found, not_brought)
+    _report_import(found, kamal, skipped)
     if dry_run:
         click.echo("Dry run: nothing was written.")
         return
     if manifest is not None and target is not None:
         if target.exists() and not force:
             raise CliError(f"{target} exists; pass --force to replace it, or --manifest-out FILE")
-        _write_manifest(target, manifest)
+        _write_manifest(target, manifest, kamal.to_fill)
         click.echo(f"Wrote {output.clean(str(target))} (names only).")
     client = session.client()
     remaining = _upload(client, project, found, overwrite=overwrite, no_input=no_input)
@@ -371,6 +381,17 @@ def import_command(
         click.echo("Still needed (set each with strongroom secrets set):", err=True)
         for env, item in remaining:
             click.echo(f"  strongroom secrets set -p {project} -e {env} {item.name}", err=True)
+    if skipped:
+        click.echo(
+            f"{len(skipped)} lines could not be brought (listed above by file, line and reason).", err=True
+        )
+    if kamal.to_fill and target is not None:
+        click.echo(
+            f"Fill in {output.clean(str(target))} before deploying (listed above), then run strongroom check "
+            "-t kamal.",
+            err=True,
+        )
+    if remaining or skipped or kamal.to_fill:
         raise click.exceptions.Exit(1)
 
 
@@ -383,13 +404,12 @@ def _read_text(path: Path) -> str:
 
 
 def _import_kamal(
-    root: Path, environment: str
-) -> tuple[dict[str, object], list[tuple[str, Found]], list[str]]:
+    root: Path, environment: str, result: KamalImport
+) -> tuple[dict[str, object], list[tuple[str, Found]], list[Skipped]]:
     import yaml
 
     from cli import importers
 
-    result = importers.KamalImport(manifest={})
     config_dir = root / "config"
     base_file = config_dir / "deploy.yml"
     if not base_file.is_file():
@@ -411,7 +431,7 @@ def _import_kamal(
         for path in sorted(config_dir.glob("deploy.*.yml")):
             dest = path.name.removeprefix("deploy.").removesuffix(".yml")
             if is_slug(dest):
-                environments[dest] = importers.map_deploy(load(path), str(path), result)
+                environments[dest] = importers.map_deploy(load(path), str(path), result, base=False)
             else:
                 result.not_brought.append(f"{path}: the destination name is not an environment slug")
     except importers.ImportError_ as exc:
@@ -420,6 +440,7 @@ def _import_kamal(
     if environments:
         manifest["environments"] = environments
     found: list[tuple[str, Found]] = [(environment, f) for f in result.values]
+    skipped: list[Skipped] = []
     secrets_dir = root / ".kamal"
     names = [p.name for p in secrets_dir.iterdir()] if secrets_dir.is_dir() else []
     for name, destination in importers.secrets_files(names):
@@ -427,25 +448,36 @@ def _import_kamal(
             result.not_brought.append(f".kamal/{name}: the destination name is not an environment slug")
             continue
         path = secrets_dir / name
-        for item in importers.parse_dotenv(_read_text(path), str(path)):
-            found.append((destination or environment, item))
-    return manifest, found, result.not_brought
+        values, unreadable = importers.parse_dotenv(_read_text(path), str(path))
+        found += [(destination or environment, item) for item in values]
+        skipped += unreadable
+    return manifest, found, skipped
 
 
-def _report_import(found: list[tuple[str, Found]], not_brought: list[str]) -> None:
+def _report_import(found: list[tuple[str, Found]], kamal: KamalImport, skipped: list[Skipped]) -> None:
+    # Names, files, lines and reasons only: a line that cannot be brought is never shown, it may hold a value.
     for env, item in found:
         state = "import" if item.value is not None else f"needs a value: {item.reason}"
         click.echo(f"{env}/{item.name} ({output.clean(item.source)}): {state}")
-    for line in not_brought:
+    for line in kamal.not_brought:
         click.echo(f"not brought: {output.clean(line)}")
+    for line in kamal.notes:
+        click.echo(f"note: {output.clean(line)}")
+    for line_skipped in skipped:
+        click.echo(f"cannot bring {output.clean(line_skipped.text())}", err=True)
+    for line in kamal.to_fill:
+        click.echo(f"fill in: {output.clean(line)}", err=True)
 
 
-def _write_manifest(path: Path, manifest: dict[str, object]) -> None:
+def _write_manifest(path: Path, manifest: dict[str, object], to_fill: list[str]) -> None:
     import yaml
 
     from cli.files import write_private
 
     header = "# Written by strongroom import; it names secrets and holds no value. Check it with strongroom check.\n"
+    if to_fill:
+        header += "# FILL IN before deploying (strongroom check names each until it is done):\n"
+        header += "".join(f"#   {output.clean(line)}\n" for line in to_fill)
     text = header + yaml.safe_dump(manifest, sort_keys=False, allow_unicode=False, default_flow_style=False)
     try:
         write_private(path, text.encode("utf-8"), mode=0o644)

@@ -444,7 +444,8 @@ def test_erb_is_refused_wherever_it_appears() -> None:
 
 def test_clear_value_built_from_a_secret_is_refused() -> None:
     manifest = parse_manifest(
-        "service: app\nimage: acme/app\nroles: {web: {hosts: [192.0.2.1]}}\n"
+        "service: app\nimage: acme/app\nroles: {web: {hosts: [192.0.2.1]}}\nbuilder: {arch: amd64}\n"
+        "registry: {username: acme, password: DB_PASSWORD}\n"
         "env:\n  clear:\n    DSN: postgres://app:${DB_PASSWORD}@db/app\n"
     )
     compiled = compile_environment(manifest, "production", rails_app.lookup_with({"DB_PASSWORD": "hunter2"}))

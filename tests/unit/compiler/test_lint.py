@@ -106,3 +106,46 @@ def test_warn_mode_and_allow_list() -> None:
         ("env/clear/DATABASE_URL", "warning"),
         ("builder/args/NPM_TOKEN", "warning"),
     }
+
+
+HOST_NAMES = [
+    "microblog-postgres-primary-2024.internal",
+    "microblog-postgres-primary-2024",
+    "db-microblog-prod-eu1.cz8k2m1xq9wl.eu-central-1.rds.amazonaws.com",
+    "microblog-db-7f9c2e4b1a.postgres.database.azure.com",
+    "prod-pg-0a1b2c3d4e5f6a7b8.cluster-ro-c9akciq32xyz.eu-west-1.rds.amazonaws.com",
+    "ip-10-0-12-34.eu-west-1.compute.internal",
+    "10.0.12.34",
+    "db.internal:5432",
+]
+
+
+@pytest.mark.parametrize("host", HOST_NAMES)
+def test_database_host_holding_a_host_name_is_not_a_secret(host: str) -> None:
+    body = parse_manifest(f"service: microblog\nenv:\n  clear:\n    DATABASE_HOST: {host}\n").base
+    assert lint(body) == []
+    assert value_looks_secret(f"postgres://microblog@{host}/microblog") is None
+
+
+@pytest.mark.parametrize("host", HOST_NAMES)
+def test_a_password_in_a_url_is_still_flagged_whatever_the_host(host: str) -> None:
+    body = parse_manifest(
+        f"service: microblog\nenv:\n  clear:\n    DATABASE_URL: postgres://app:hunter2@{host}/app\n"
+    ).base
+    (finding,) = lint(body)
+    assert finding.where == "env/clear/DATABASE_URL" and "URL with a password" in finding.message
+    assert "hunter2" not in finding.text()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        # A JWT and an API key with dots: not lower-case DNS labels, so still judged as tokens.
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0T",
+        "aB3dE5fG7hJ9kL1mN3pQ5rS7.example.com",
+        "sk_live_51H8abcdefGHIJKLmnopQRSTuvwx",
+        "token-a8Fk29dLq0Zm3Xv7Bn1C-end",
+    ],
+)
+def test_tokens_that_are_not_host_names_are_still_flagged(value: str) -> None:
+    assert value_looks_secret(value)

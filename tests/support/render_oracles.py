@@ -204,8 +204,9 @@ def compose_env_file(data: bytes, *, lookup: Callable[[str], str | None] = lambd
 
     - a BOM opening the file is ignored; `export NAME=` is `NAME=`; `NAME: value` works like `=`;
     - names may hold Unicode letters and digits and `_ . - [ ]`; blanks around a name are dropped,
-      a space inside it or any other character refuses the file; a bare name is taken from the
-      environment (`lookup`), and left out when unset there;
+      a space inside it or any other character refuses the file, an empty name is taken as it is
+      (`=x` sets the variable ``""``); a bare name is taken from the environment (`lookup`), and
+      left out when unset there;
     - Unicode white space around an unquoted value is dropped (leading white space stops at the
       LF), the value ends at the LF or at the first ` #`; backslashes in it are literal;
     - a quoted value may span lines and ends at the first quote not preceded by a backslash;
@@ -269,8 +270,6 @@ def _compose_name(text: str, at: int) -> tuple[str, int, bool]:
             raise ParseError(f"unexpected character {ch!r} in a variable name")
         at += 1
     name = text[start:at].rstrip(UNICODE_WHITE_SPACE)
-    if name == "":
-        raise ParseError("an assignment without a variable name")
     if " " in name:
         raise ParseError(f"the variable name {name!r} contains a space")
     has_value = at < len(text) and text[at] in "=:"

@@ -161,7 +161,7 @@ COMPOSE_CASES: dict[str, tuple[bytes, dict[str, str] | str]] = {
     ),
     "space_inside_a_name": (b"A B=1\n", REFUSED),
     "semicolon_is_no_comment": (b";x=1\n", REFUSED),
-    "empty_name": (b"=x\n", REFUSED),
+    "empty_name_is_a_name": (b"=x\n", {"": "x"}),
     "comment_has_no_continuation": (b"# c\\\nAF=1\n", {"AF": "1"}),
     "unquoted_backslash_at_the_end": (b"Y=a\\\nZ=1\n", {"Y": "a\\", "Z": "1"}),
     "crlf": (b'T=a\r\nU="b"\r\n', {"T": "a", "U": "b"}),

@@ -3,8 +3,8 @@ and podman's own env-file parser (`podman create --env-file` + `podman inspect`)
 keep the emulations of tests/support/render_oracles.py honest: every hand-written case of
 tests/unit/renderers/emulation_cases.py and hypothesis-generated files must read the same in both.
 
-Every docker CLI on the machine is tried (the env file is parsed client side: the 28.x CLI's
-pkg/kvfile and Debian's 20.10 opts/file.go). One container run per CLI carries the whole batch of
+Every docker CLI on the machine is tried (the env file is parsed client side, by the CLI: here 28.2
+and Debian's 20.10). One container run per CLI carries the whole batch of
 tricky values; the container prints its environment with `busybox env -0`.
 """
 

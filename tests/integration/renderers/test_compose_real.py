@@ -12,6 +12,10 @@ Three ways a user hands the rendered file to compose, each compared byte for byt
 its values are compared with the stored value with each `$` doubled; the container run needs no such step.
 No compose process inherits the caller's environment: it gets PATH, a planted HOME and planted variables
 named like the entries, so an interpolation or an override would show.
+
+The same binary keeps the Compose emulation of tests/support/render_oracles.py honest: every
+hand-written case of tests/unit/renderers/emulation_cases.py, and hypothesis-generated files the
+emulation reads, must come out of `config` exactly as the emulation says.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from hypothesis import strategies as st
 from broker.renderers.base import Entry, RenderError, RenderOptions
 from broker.renderers.compose import ComposeRenderer
 from tests.conftest import need
-from tests.support import compose, docker
+from tests.support import compose, docker, render_oracles
+from tests.unit.renderers.emulation_cases import COMPOSE_CASES, HOST, UNMODELLED
+from tests.unit.renderers.emulation_cases import REFUSED as NOT_READ
 from tests.unit.renderers.values import TRICKY_CHARS, TRICKY_VALUES
 
 OPTIONS = RenderOptions(environment="production", service="myapp")
@@ -87,7 +93,7 @@ def planted_env(values: dict[str, str]) -> dict[str, str]:
 
 def config_environment(binary: Path, folder: Path, args: list[str], env: dict[str, str]) -> dict[str, str]:
     out = compose.run(binary, ["-p", "t", *args, "config", "--format", "json"], cwd=folder, env=env)
-    return dict(json.loads(out.stdout)["services"]["app"]["environment"])
+    return dict(json.loads(out.stdout)["services"]["app"].get("environment", {}))
 
 
 def doubled(values: dict[str, str]) -> dict[str, str]:
@@ -183,3 +189,50 @@ def test_a_container_started_by_compose_gets_every_value_exactly(
             key, _, value = item.partition(b"=")
             seen[key] = value
     assert {k: seen.get(k.encode()) for k in values} == {k: v.encode() for k, v in values.items()}
+
+
+# ------------------------------------------------------------------ the emulation against Compose
+def compose_reading(binary: Path, folder: Path, data: bytes) -> dict[str, str] | None:
+    """What `env_file: [raw.env]` gives the service, `$` undoubled, or None when Compose refuses the file."""
+    (folder / "raw.env").write_bytes(data)
+    (folder / "compose.yaml").write_text("services:\n  app:\n    image: busybox\n    env_file: [raw.env]\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/planted-home"} | HOST
+    try:
+        printed = config_environment(binary, folder, [], env)
+    except RuntimeError:
+        return None
+    return {k: v.replace("$$", "$") for k, v in printed.items()}
+
+
+@pytest.mark.parametrize("case", sorted(k for k, (_d, want) in COMPOSE_CASES.items() if want != UNMODELLED))
+def test_emulation_agrees_with_compose_on_every_case(binary: Path, tmp_path: Path, case: str) -> None:
+    """Each hand-written case of emulation_cases.COMPOSE_CASES, read by Compose itself."""
+    data, want = COMPOSE_CASES[case]
+    assert compose_reading(binary, tmp_path, data) == (None if want == NOT_READ else want)
+
+
+# Files built from the pieces that matter to Compose's reader: names, separators, quotes,
+# backslashes and escape letters, dollars, comment marks, blanks and line ends.
+PIECES = st.sampled_from(
+    ["A", "B1", "c.d", "E[0]", "export ", "=", ": ", " ", "\t", "\xa0", "\n", "\r\n", "#", " #", "'", '"',
+     "\\", "\\0", "\\n", "\\$", "$", "$$", "1", "7", "x", "{", "}", "\u00e9"]
+)  # fmt: skip
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(lines=st.lists(st.tuples(PIECES, st.lists(PIECES, max_size=8)), min_size=1, max_size=6))
+def test_emulation_agrees_with_compose_on_generated_files(
+    binary: Path, tmp_path: Path, lines: list[tuple[str, list[str]]]
+) -> None:
+    """Where the emulation reads a file (it refuses interpolation, which it does not model), Compose reads the same."""
+    data = "".join(f"K{i}={first}{''.join(rest)}\n" for i, (first, rest) in enumerate(lines)).encode()
+    try:
+        want = render_oracles.compose_env_file(data, lookup=HOST.get)
+    except render_oracles.ParseError:
+        return
+    folder = Path(tempfile.mkdtemp(dir=tmp_path))  # one per example: hypothesis reuses tmp_path
+    assert compose_reading(binary, folder, data) == want

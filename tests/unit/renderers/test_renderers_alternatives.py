@@ -2,8 +2,8 @@
 
 For each target and value, a refusal names the other targets it suggests (`RenderError.suggested`, also
 spelled out in the message); each of them must then render the same entry and its oracle (the same ones as
-test_renderers_roundtrip.py: python-dotenv and Node dotenv, bash and dash, the docker/podman and compose-go
-parsers of tests/support/render_oracles.py, systemd's env-file parser, json, PyYAML) must read back exactly
+test_renderers_roundtrip.py: python-dotenv and Node dotenv, bash and dash, the docker, podman, Compose
+and systemd emulations of tests/support/render_oracles.py, json, PyYAML) must read back exactly
 the stored value. The message must name no target that is not suggested.
 """
 

@@ -1,12 +1,14 @@
 """Catalogue F/39: for every target, arbitrary text parses back to exactly the input through the real
-consumer (or a faithful port of it), or the renderer raises RenderError; never a different value.
+consumer (or our emulation of it, kept in agreement with the real program), or the renderer raises
+RenderError; never a different value.
 
 Oracles per target (see tests/support/render_oracles.py): dotenv -> python-dotenv with interpolation
 on and off, Node dotenv, Ruby dotenv (single-line values: Debian ships 2.4, which reads line by
-line); dotenv-export -> bash and dash sourcing it with `set -a`; env-file -> port of docker/cli
-kvfile (as is and with the pending quote trimming) and of podman's parser (the real engine is in
-tests/integration/renderers); compose -> port of compose-go v2; systemd -> port of env-file.c;
-json -> json.loads; yaml -> yaml.safe_load; k8s -> yaml.safe_load_all + base64.
+line); dotenv-export -> bash and dash sourcing it with `set -a`; env-file -> the docker CLI
+emulation (as is and with the quote trimming proposed in docker/cli#3630) and the podman emulation
+(the real engines are in tests/integration/renderers); compose -> the Docker Compose v2.40.3
+emulation; systemd -> the EnvironmentFile= emulation of systemd.exec(5); json -> json.loads;
+yaml -> yaml.safe_load; k8s -> yaml.safe_load_all + base64.
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ def test_dotenv_export_sourced_by_bash_and_dash(
 
 @SETTINGS
 @given(entries=entry_lists)
-def test_env_file_docker_and_podman_ports(entries: list[Entry]) -> None:
+def test_env_file_docker_and_podman_emulations(entries: list[Entry]) -> None:
     file = render("env-file", entries)
     if file is None:
         return
@@ -159,7 +161,7 @@ def test_env_file_docker_and_podman_ports(entries: list[Entry]) -> None:
 
 @SETTINGS
 @given(entries=entry_lists)
-def test_compose_port(entries: list[Entry]) -> None:
+def test_compose_emulation(entries: list[Entry]) -> None:
     file = render("compose", entries)
     if file is None:
         return
@@ -168,7 +170,7 @@ def test_compose_port(entries: list[Entry]) -> None:
 
 @SETTINGS
 @given(entries=entry_lists)
-def test_systemd_port(entries: list[Entry]) -> None:
+def test_systemd_emulation(entries: list[Entry]) -> None:
     file = render("systemd", entries)
     if file is None:
         return

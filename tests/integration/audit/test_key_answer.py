@@ -219,3 +219,25 @@ def test_the_key_query_walks_the_key_index(api: AuditApi, narrow: bool) -> None:
         assert "SCAN audit_events" not in plan and "USE TEMP B-TREE FOR ORDER BY" not in plan, plan
     else:
         assert "Seq Scan on audit_events" not in plan and "Sort" not in plan, plan
+
+
+def test_the_migration_indexes_the_events_already_there(db_url: str, tmp_path: Path) -> None:
+    """Events recorded before revision 0005 (its downgrade drops the index) are found once it is applied."""
+    from broker.db import migrate
+    from tests.integration.audit.conftest import broker
+
+    with broker(db_url, tmp_path) as api:
+        t = every_route(api)
+        api.chain()
+    migrate.downgrade(db_url, "0003")
+    migrate.upgrade(db_url)
+    with broker(db_url, tmp_path) as api:
+        rows = api.query(text("SELECT event_id, seq, project, environment, name FROM audit_event_keys"))
+        by_event: dict[int, set[tuple[str, str, str]]] = {}
+        for event_id, seq, project, environment, name in rows:
+            assert seq is not None
+            by_event.setdefault(event_id, set()).add((project, environment, name))
+        for event in api.linked():
+            assert by_event.get(event["id"], set()) == set(svc.touched_keys(event)), event["action"]
+        auditor = api.token_for(AUDITOR, name="auditor")
+        assert set(answer(api, auditor, name=K)) == set(t.touched)

@@ -79,6 +79,10 @@ def start(data_dir: Path, config_dir: Path, log: Path, port: int | None = None) 
         "STRONGROOM_DATA_DIR": str(data_dir),
         "LANG": "C.UTF-8",
     }
+    # A worktree's tests put the worktree first on the path: its broker and CLI must be the ones run,
+    # not the checkout the shared virtualenv was installed from.
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     handle = log.open("ab")
     proc = subprocess.Popen(
         [str(BIN / "strongroom-server"), "serve", "--port", str(port)],

@@ -66,8 +66,18 @@ def audit_group() -> None:
 @click.option("--actor", metavar="NAME", help="Only this actor (identity name).")
 @click.option("--accessor", metavar="ACCESSOR", help="Only this token (by accessor, sra_...).")
 @click.option("-p", "--project", metavar="PROJECT", help="Only this project.")
-@click.option("-e", "--environment", metavar="ENVIRONMENT", help="Only this environment.")
-@click.option("--name", metavar="NAME", help="Only this secret name.")
+@click.option(
+    "-e",
+    "--environment",
+    metavar="ENVIRONMENT",
+    help="Only this environment (with --name: the key where it lives, or read through this environment).",
+)
+@click.option(
+    "--name",
+    metavar="NAME",
+    help="Every event that touched this key, by any route: read, reveal, run, export, compile, kamal fetch, "
+    "deploy bundle, write, refusal.",
+)
 @click.option("--action", metavar="ACTION", help="An action (secret.read) or a prefix (secret.*).")
 @click.option("--outcome", type=click.Choice(OUTCOMES), help="Only this outcome.")
 @click.option("--since", metavar="WHEN", help="ISO 8601 date or time (UTC), or an age: 90d, 12h, 30m.")

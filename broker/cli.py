@@ -441,7 +441,9 @@ def _report_text(report: Any) -> str:
             f"{report.checkpoints} checkpoints; signed up to seq {report.vouched_to or 'none'}"
         )
     else:
-        lines.append(f"FAILED at seq {report.bad_seq}: {report.problem}")
+        from broker.audit.verify import failure_line
+
+        lines.append(failure_line(report))
     lines += [f"note: {note}" for note in report.notes]
     return "\n".join(lines)
 

@@ -154,6 +154,27 @@ class AuditEvent(Base):
     upstream_version: Mapped[str | None] = mapped_column(String(128))
 
 
+class AuditEventKey(Base):
+    """A key an audit event touched (read, revealed, resolved, compiled, bundled, written, refused):
+    the index behind `audit list --name`, derived from the event's project, environment, secret_name
+    and fingerprints (`broker.services.audit.touched_keys`) and written with it by the one appender.
+
+    Not part of the hash chain: it can be rebuilt from the records, and `audit verify` never reads it.
+    `seq` is the event's, null until the event is linked (at once on SQLite, by the chainer on
+    PostgreSQL). No foreign key: the index must never stand in the way of the trail it indexes (a
+    prune deletes both). `environment` is where the value lives, plus a second row for the
+    environment the request named when that differs (a value `production` inherits from `common`).
+    """
+
+    __tablename__ = "audit_event_keys"
+    __table_args__ = (Index("ix_audit_event_keys_name_seq", "name", "seq"),)
+    event_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    environment: Mapped[str] = mapped_column(String(64), primary_key=True)  # "" when none
+    project: Mapped[str] = mapped_column(String(64), primary_key=True)  # "" when none
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
 class AuditCheckpoint(Base):
     """A signed checkpoint of the chain, kept beside the events for coordination and exports.
 
@@ -250,6 +271,7 @@ secret_versions: Table = SecretVersion.__table__  # type: ignore[assignment]
 principals: Table = Principal.__table__  # type: ignore[assignment]
 tokens: Table = Token.__table__  # type: ignore[assignment]
 audit_events: Table = AuditEvent.__table__  # type: ignore[assignment]
+audit_event_keys: Table = AuditEventKey.__table__  # type: ignore[assignment]
 audit_checkpoints: Table = AuditCheckpoint.__table__  # type: ignore[assignment]
 deploys: Table = Deploy.__table__  # type: ignore[assignment]
 deploy_hosts: Table = DeployHost.__table__  # type: ignore[assignment]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import traceback
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -66,9 +68,71 @@ def problem(
     )
 
 
+# A request's own text reaches an error body or the audit trail only as a bounded, plain excerpt: a
+# location part that is not such a name is described, never shown (it may be a value, or try to inject).
+_SHOWN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+NOT_SHOWN = "(a key not shown)"
+_SOURCES = ("body", "query", "path", "header")
+
+
+def shown(part: object) -> str:
+    """A location part as it may appear in an error: a list index, a name of at most 64 characters of
+    [A-Za-z0-9_.-], or a description of a part that is not shown."""
+    if isinstance(part, int):
+        return str(part)
+    if isinstance(part, str) and _SHOWN.fullmatch(part):
+        return part
+    return NOT_SHOWN
+
+
 def _field_path(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or str(loc[0] if loc else "request")
+    parts = [shown(p) for p in loc if p not in _SOURCES]
+    if parts:
+        return ".".join(parts)
+    return loc[0] if loc and loc[0] in _SOURCES else "request"
+
+
+def _position(body: Any, parent: tuple[Any, ...], key: object) -> tuple[int, int] | None:
+    """(1-based position of `key` among the keys of the object at `parent` in the parsed body, keys)."""
+    node = body
+    for part in parent:
+        found = (isinstance(node, Mapping) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        )
+        if not found:
+            return None
+        node = node[part]
+    if not isinstance(node, Mapping):
+        return None
+    keys = list(node)
+    return (keys.index(key) + 1, len(keys)) if key in keys else None
+
+
+def describe_validation_error(error: Mapping[str, Any], body: Any) -> tuple[str, str]:
+    """One validation problem as (the sentence the client gets, the sentence the audit trail records),
+    each naming where the problem is and neither repeating the request's own text beyond a bounded
+    plain name (`shown`).
+
+    An unknown field's name goes back to the client that sent it only when it is such a plain name;
+    the audit trail, which others read for years, names it by position only: a client that pasted a
+    value where a name goes must not find it on record. Pydantic's messages name the rule, not the input.
+    """
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "extra_forbidden" and loc:
+        parent = loc[:-1]
+        where = _field_path(parent) if [p for p in parent if p not in _SOURCES] else "body"
+        at = _position(body, tuple(p for p in parent if p not in _SOURCES), loc[-1])
+        which = f"key {at[0]} of {at[1]}" if at is not None else "a key"
+        recorded = f"{where}: {which} is not a field of this request (unknown names are not recorded)"
+        if shown(loc[-1]) == NOT_SHOWN:
+            return f"{where}: {which} is not a field of this request (its name is not shown)", recorded
+        return f"{_field_path(loc)}: {error.get('msg', 'unknown field')}", recorded
+    message = str(error.get("msg", "invalid"))
+    given = error.get("input")
+    if isinstance(given, str) and len(given) >= 4 and given in message:
+        message = "invalid value"  # a rule whose message quotes the input (none today): keep the rule's place
+    detail = f"{_field_path(loc)}: {message}"
+    return detail, detail
 
 
 async def on_broker_error(request: Request, exc: Exception) -> JSONResponse:
@@ -90,9 +154,13 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request"}
-    detail = f"{_field_path(tuple(first.get('loc', ())))}: {first.get('msg', 'invalid')}"
+    detail, recorded = describe_validation_error(first, exc.body)
     if len(errors) > 1:
-        detail += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        detail, recorded = detail + more, recorded + more
+    ctx = _ctx(request)
+    if ctx is not None and ctx.reason is None:
+        ctx.reason = recorded
     return problem(request, 400, "Bad Request", detail)
 
 

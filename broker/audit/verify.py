@@ -10,6 +10,11 @@ and stops at the first bad sequence number:
 - a cut-off tail: a signed checkpoint vouches for more records than an export "up to now" holds.
 Memory holds the checkpoints (one per N records) and one record at a time.
 
+What an export file says about itself (its header, end line and checkpoints) is never trusted to relax
+a check: an auditor's trusted checkpoints (`--checkpoints DIR`, kept outside the broker) that vouch for
+a record beyond the file's last one mean the tail was cut, whatever the header says, unless the
+auditor says otherwise on the command line (`partial`, `exported_at`).
+
 Export format, JSON lines: `{"export": header}`, then checkpoint documents (see checkpoint.py), then
 `{"event": record}` per record (the record plus its `hash`), then `{"end": {"events": n}}`. The CSV
 export holds the records only (columns FIELDS + hash; null is an empty cell; JSON fields as canonical
@@ -34,6 +39,7 @@ from broker.audit.canonical import (
     RecordError,
     canonical_json,
     check_record,
+    format_time,
     record_hash,
 )
 from broker.audit.checkpoint import CheckpointError, PublicKey, SignedCheckpoint, parse, series_problem
@@ -48,7 +54,9 @@ __all__ = [
     "Report",
     "SignedCheckpoint",
     "csv_row",
+    "failure_line",
     "load_checkpoints",
+    "parse_exported_at",
     "sidecar",
     "verify_export",
 ]
@@ -211,7 +219,14 @@ class ChainVerifier:
             problem = "not JSON-serialisable"
         except RecordError as exc:
             problem = str(exc)
-        self.fail(seq if type(seq) is int else expected, f"record is malformed: {problem}")
+        if type(seq) is int:
+            self.fail(seq, f"seq {seq}: record is malformed: {problem}")
+        elif expected is not None:
+            self.fail(
+                expected, f"seq {expected}: the record after seq {expected - 1} is malformed: {problem}"
+            )
+        else:
+            self.fail(None, f"the first record is malformed: {problem}")
         return False
 
     def finish(self) -> Report:
@@ -370,40 +385,127 @@ def sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".checkpoints.jsonl")
 
 
+def parse_exported_at(text: str) -> str:
+    """An ISO 8601 time (naive means UTC) in the checkpoints' own format; ValueError when it is not one."""
+    from datetime import UTC, datetime
+
+    moment = datetime.fromisoformat(text) if len(text) <= 40 else None
+    if moment is None:
+        raise ValueError("too long for a time")
+    return format_time(moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment)
+
+
+def failure_line(report: Report) -> str:
+    """The one line that says what failed: `FAILED at seq N: …`, or `FAILED: …` when no record is at fault."""
+    problem = report.problem or "unknown problem"
+    if report.bad_seq is None:
+        return f"FAILED: {problem}"
+    return f"FAILED at seq {report.bad_seq}: {problem.removeprefix(f'seq {report.bad_seq}: ')}"
+
+
+NOTHING_TRUSTED = (
+    "nothing outside the file was trusted (no --checkpoints): the file is consistent with itself, but a "
+    "file whose tail was cut, or whose history was rewritten with its checkpoints left out, is consistent "
+    "too; give the checkpoint directory kept outside the broker to rule that out"
+)
+
+
 def verify_export(
-    path: Path, public: PublicKey, *, extra_checkpoints: Iterable[SignedCheckpoint] = ()
+    path: Path,
+    public: PublicKey,
+    *,
+    trusted: Iterable[SignedCheckpoint] = (),
+    partial: bool = False,
+    exported_at: str | None = None,
 ) -> Report:
-    """Verify a JSON-lines or CSV export file against its own checkpoints plus any given ones."""
+    """Verify a JSON-lines or CSV export file against its own checkpoints and the `trusted` ones.
+
+    A trusted checkpoint that vouches for a seq beyond the file's last record fails verification (the
+    tail was cut), whatever the file's header or end line say, except when the auditor says, from their
+    own records, that the file is a stretch of the chain (`partial`) or when it was made (`exported_at`,
+    an ISO 8601 UTC time as checkpoints carry it: checkpoints signed after it may reach further).
+    A checkpoint inside the file beyond its last record always fails (an export holds only checkpoints
+    up to its last record). Without trusted checkpoints the report carries NOTHING_TRUSTED as a note.
+    """
+    trusted = list(trusted)
     is_csv = path.suffix.lower() == ".csv"
     parts_path = sidecar(path) if is_csv else path
     parts = read_parts(parts_path) if parts_path.exists() else ExportParts()
     header = parts.header or {}
     if header and header.get("format") != EXPORT_FORMAT:
         raise ExportError(f"the export's format is not {EXPORT_FORMAT!r}")
-    as_of = header.get("generated_at") if header.get("to_head") else None
+    # The header only ever makes the check stricter (from_start, the end line); the tail is judged below
+    # from signed checkpoints alone.
     verifier = ChainVerifier(
-        public,
-        [*parts.checkpoints, *extra_checkpoints],
-        as_of=as_of if isinstance(as_of, str) else None,
-        from_start=bool(header) and header.get("since") is None,
+        public, [*parts.checkpoints, *trusted], from_start=bool(header) and header.get("since") is None
     )
-    if not header:
-        verifier.report.notes.append(
-            "the export has no header: it is not known to reach the head, so a cut-off tail cannot be detected"
-        )
     records = csv_records(path) if is_csv else jsonl_records(path)
     for record in records:
         if not verifier.feed(record):
             break
     report = verifier.finish()
+    last = report.last_seq or 0
+    if report.ok:
+        _check_tail(verifier, parts.checkpoints, trusted, last, partial=partial, exported_at=exported_at)
     if report.ok and header:
         if parts.end is None:
-            verifier.fail(
-                (report.last_seq or 0) + 1, "the export has no end line: the download was cut short"
-            )
+            verifier.fail(last + 1, "the export has no end line: the download was cut short")
         elif parts.end.get("events") != report.events:
             verifier.fail(
-                (report.last_seq or 0) + 1,
+                last + 1,
                 f"the export's end line counts {parts.end.get('events')} records but it holds {report.events}",
             )
+    if report.ok and not header:
+        report.notes.append(
+            "the export has no header or end line: only its records and checkpoints were checked"
+        )
+    if not trusted:
+        report.notes.append(NOTHING_TRUSTED)
     return report
+
+
+def _check_tail(
+    verifier: ChainVerifier,
+    own: list[SignedCheckpoint],
+    trusted: list[SignedCheckpoint],
+    last: int,
+    *,
+    partial: bool,
+    exported_at: str | None,
+) -> None:
+    """Fail when a signed checkpoint vouches for records the file does not hold (see verify_export)."""
+    report = verifier.report
+    inside = [c for c in own if c.seq > last]
+    if inside:
+        cut = max(inside, key=lambda c: c.seq)
+        verifier.fail(
+            last + 1,
+            f"truncated: the checkpoint in the file signed at {cut.checkpoint.time} vouches for seq "
+            f"{cut.seq}, but the records end at seq {last}",
+        )
+        return
+    beyond = [c for c in trusted if c.seq > last]
+    if not beyond:
+        return
+    if partial:
+        report.notes.append(
+            f"the trusted checkpoints reach seq {max(c.seq for c in beyond)}; this file stops at seq {last} "
+            "(--partial: it holds a stretch of the chain, not its end)"
+        )
+        return
+    # Checkpoint times are fixed-format UTC strings, so text order is time order.
+    later = [c for c in beyond if exported_at is not None and c.checkpoint.time > exported_at]
+    earlier = [c for c in beyond if c not in later]
+    if earlier:
+        cut = max(earlier, key=lambda c: c.seq)
+        verifier.fail(
+            last + 1,
+            f"truncated: the trusted checkpoint signed at {cut.checkpoint.time} vouches for seq {cut.seq}, "
+            f"but the records end at seq {last} (whatever the file's header says; if the file is a stretch "
+            "of the chain by your own request, say --partial; if it was made before that checkpoint, say "
+            "when with --exported-at)",
+        )
+        return
+    report.notes.append(
+        f"{len(later)} trusted checkpoint(s) signed after --exported-at {exported_at} reach beyond this file"
+    )

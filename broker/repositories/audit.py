@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import ColumnElement, Select, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db.base import DbRow
-from broker.models import audit_checkpoints, audit_events
+from broker.models import audit_checkpoints, audit_event_keys, audit_events
 
 # pg_advisory_xact_lock key of the chainer: "SRAUDIT1" as a 64-bit integer.
 CHAIN_LOCK_KEY = int.from_bytes(b"SRAUDIT1", "big") & 0x7FFF_FFFF_FFFF_FFFF
@@ -47,9 +48,23 @@ RECORD_COLUMNS = [
 ]
 
 
-async def append(conn: AsyncConnection, event: Mapping[str, Any]) -> None:
-    """Insert one event (column values, already shaped by the audit service); never carries a value."""
-    await conn.execute(insert(audit_events).values(**event))
+# (project, environment, name) of a key an event touched; "" for a project or environment it has not.
+TouchedKey = tuple[str, str, str]
+
+
+async def append(conn: AsyncConnection, event: Mapping[str, Any], keys: Sequence[TouchedKey] = ()) -> None:
+    """Insert one event (column values, already shaped by the audit service; never a value) and the
+    keys it touched (the index of `audit list --name`), in the caller's transaction."""
+    result = await conn.execute(insert(audit_events).values(**event))
+    if keys:
+        (event_id,) = result.inserted_primary_key or (None,)
+        await conn.execute(
+            insert(audit_event_keys),
+            [
+                {"event_id": event_id, "seq": event.get("seq"), "project": p, "environment": e, "name": n}
+                for p, e, n in keys
+            ],
+        )
 
 
 async def lock_chain(conn: AsyncConnection) -> None:
@@ -107,6 +122,17 @@ async def link(conn: AsyncConnection, links: Sequence[tuple[int, int, str, str]]
         raise RuntimeError("audit chain: an event was linked by someone else during this pass")
 
 
+async def link_keys(conn: AsyncConnection, links: Sequence[tuple[int, int]]) -> None:
+    """Give the key rows of events (id, seq) their event's seq (the chainer links events after commit)."""
+    if links:
+        await conn.execute(
+            update(audit_event_keys)
+            .where(audit_event_keys.c.event_id == bindparam("key_event_id"))
+            .values(seq=bindparam("key_seq")),
+            [{"key_event_id": i, "key_seq": s} for i, s in links],
+        )
+
+
 async def events_between(conn: AsyncConnection, low: int, high: int, *, limit: int) -> list[DbRow]:
     """Linked events low <= seq <= high in sequence order (RECORD_COLUMNS), at most `limit`."""
     result = await conn.execute(
@@ -147,23 +173,61 @@ async def seq_range(
     return (int(low) if low is not None else None, int(high) if high is not None else None)
 
 
+@dataclass(frozen=True)
+class KeyFilter:
+    """Events that touched key `name` (in `project`, and in or through `environment`, when given)."""
+
+    name: str
+    project: str | None = None
+    environment: str | None = None
+
+
+def search_statement(
+    conditions: Sequence[ColumnElement[bool]],
+    *,
+    key: KeyFilter | None,
+    cursor: int | None,
+    newest_first: bool,
+    limit: int,
+) -> Select[Any]:
+    """The select behind `search` (apart for EXPLAIN in tests).
+
+    With a key, the page walks the key index (name, seq) in sequence order and joins each event by id,
+    so a page costs its own size however long the trail; an event that touched the key through two
+    environments comes twice, next to each other (the caller drops the second).
+    """
+    if key is None:
+        seq = audit_events.c.seq
+        where = [seq.is_not(None), *conditions]
+        query = select(*RECORD_COLUMNS)
+    else:
+        seq = audit_event_keys.c.seq
+        where = [audit_event_keys.c.name == key.name, seq.is_not(None), *conditions]
+        if key.project is not None:
+            where.append(audit_event_keys.c.project == key.project)
+        if key.environment is not None:
+            where.append(audit_event_keys.c.environment == key.environment)
+        query = select(*RECORD_COLUMNS).select_from(
+            audit_event_keys.join(audit_events, audit_events.c.id == audit_event_keys.c.event_id)
+        )
+    if cursor is not None:
+        where.append(seq < cursor if newest_first else seq > cursor)
+    return query.where(*where).order_by(seq.desc() if newest_first else seq).limit(limit)
+
+
 async def search(
     conn: AsyncConnection,
     conditions: Sequence[ColumnElement[bool]],
     *,
+    key: KeyFilter | None = None,
     cursor: int | None,
     newest_first: bool,
     limit: int,
 ) -> list[DbRow]:
-    """Linked events matching every condition, a page in sequence order after `cursor` (RECORD_COLUMNS)."""
-    seq = audit_events.c.seq
-    where = [seq.is_not(None), *conditions]
-    if cursor is not None:
-        where.append(seq < cursor if newest_first else seq > cursor)
-    result = await conn.execute(
-        select(*RECORD_COLUMNS).where(*where).order_by(seq.desc() if newest_first else seq).limit(limit)
-    )
-    return list(result.all())
+    """Linked events matching every condition (and touching `key`), a page in sequence order after
+    `cursor` (RECORD_COLUMNS)."""
+    stmt = search_statement(conditions, key=key, cursor=cursor, newest_first=newest_first, limit=limit)
+    return list((await conn.execute(stmt)).all())
 
 
 def column(name: str) -> Any:
@@ -224,6 +288,8 @@ async def prune_anchor(conn: AsyncConnection, before: datetime) -> DbRow | None:
 async def prune_through(conn: AsyncConnection, seq: int) -> int:
     """Delete events up to and including `seq` and the checkpoints before it (the one at `seq` stays as
     the anchor the remaining chain starts from); returns how many events went."""
+    doomed = select(audit_events.c.id).where(audit_events.c.seq <= seq)
+    await conn.execute(delete(audit_event_keys).where(audit_event_keys.c.event_id.in_(doomed)))
     gone = await conn.execute(delete(audit_events).where(audit_events.c.seq <= seq))
     await conn.execute(delete(audit_checkpoints).where(audit_checkpoints.c.seq < seq))
     return int(gone.rowcount)

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Insert,
     LargeBinary,
     Select,
     String,
@@ -33,7 +34,16 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
 from broker.db.engine import HotDb
-from broker.models import audit_events, environments, principals, projects, secret_versions, secrets, tokens
+from broker.models import (
+    audit_event_keys,
+    audit_events,
+    environments,
+    principals,
+    projects,
+    secret_versions,
+    secrets,
+    tokens,
+)
 
 Processor = Callable[[Any], Any] | None
 
@@ -133,8 +143,37 @@ def _head() -> ClauseElement:
 EVENT_COLUMNS = tuple(c.name for c in audit_events.c if c.name != "id")
 
 
-def _append() -> ClauseElement:
+def _append() -> Insert:
     return insert(audit_events).values({name: bindparam(name) for name in EVENT_COLUMNS})
+
+
+# The one key a single read touches, bound from the event's own project, environment and secret_name:
+# what audit.touched_keys derives for it (the value is read where the request names it). "" for none.
+_KEY_COLUMNS = ("seq", "project", "environment", "name")
+
+
+def _key_values() -> list[ColumnElement[Any]]:
+    return [
+        bindparam("seq", type_=audit_event_keys.c.seq.type),
+        func.coalesce(bindparam("project", type_=String), ""),
+        func.coalesce(bindparam("environment", type_=String), ""),
+        bindparam("secret_name", type_=String),
+    ]
+
+
+def _append_key_sqlite() -> ClauseElement:
+    """SQLite: the key row of the event just inserted on this connection (same transaction)."""
+    return insert(audit_event_keys).from_select(
+        ["event_id", *_KEY_COLUMNS], select(func.last_insert_rowid(), *_key_values())
+    )
+
+
+def _append_with_key_pg() -> ClauseElement:
+    """PostgreSQL: the event and its key row in one statement (one round trip, one implicit transaction)."""
+    event = _append().returning(audit_events.c.id).cte("new_event")
+    return insert(audit_event_keys).from_select(
+        ["event_id", *_KEY_COLUMNS], select(event.c.id, *_key_values())
+    )
 
 
 class Prepared:
@@ -183,7 +222,9 @@ class Statements:
         self.lookup = Prepared(_lookup(), dialect)
         self.lookup_many = Prepared(_lookup_many(), dialect) if dialect.name == "postgresql" else None
         self.head = Prepared(_head(), dialect)
-        self.append = Prepared(_append(), dialect)
+        pg = dialect.name == "postgresql"
+        self.append = Prepared(_append_with_key_pg() if pg else _append(), dialect)
+        self.append_key = None if pg else Prepared(_append_key_sqlite(), dialect)
 
 
 _BY_DIALECT: dict[tuple[str, str], Statements] = {}
@@ -215,8 +256,10 @@ def head_sqlite(conn: sqlite3.Connection, st: Statements) -> tuple[int, str | No
 
 
 def append_sqlite(conn: sqlite3.Connection, st: Statements, event: Mapping[str, Any]) -> None:
-    """Insert one event (column values shaped by the audit service)."""
+    """Insert one single-read event (column values shaped by the audit service) and its key row."""
+    assert st.append_key is not None
     conn.execute(st.append.sql, st.append.args(event))
+    conn.execute(st.append_key.sql, st.append_key.args(event))
 
 
 # ---- PostgreSQL (asyncpg, each statement its own transaction) ------------------------------------
@@ -240,5 +283,6 @@ async def lookup_pg(hot: HotDb, st: Statements, where: Mapping[str, Any]) -> lis
 
 
 async def append_pg(hot: HotDb, st: Statements, event: Mapping[str, Any]) -> None:
-    """Insert one unlinked event with the next group of them; it has committed when this returns."""
+    """Insert one unlinked single-read event and its key row with the next group of them; they have
+    committed when this returns."""
     await hot.pg_insert(st.append.sql).run(st.append.args(event))

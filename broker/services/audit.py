@@ -25,7 +25,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -298,17 +298,44 @@ def _inline(conn: AsyncConnection) -> bool:
     return conn.dialect.name == "sqlite"
 
 
+def touched_keys(event: Mapping[str, Any]) -> list[audit_repo.TouchedKey]:
+    """The keys an event touched, as (project, environment, name), from its own columns: its
+    secret_name, and every named value in its fingerprints. A value read where it lives (`common`)
+    through another environment (`production`) counts in both, so `--environment` finds it either way.
+
+    The index behind `audit list --name`; migration 0005 holds a copy for the backfill (a test keeps
+    them equal), and the hot read's statements bind the one key of a single read (hotpath.py).
+    """
+    project, environment = (event.get("project") or "")[:64], (event.get("environment") or "")[:64]
+    found: dict[audit_repo.TouchedKey, None] = {}
+    if event.get("secret_name"):
+        found[project, environment, event["secret_name"][:256]] = None
+    prints = event.get("fingerprints")
+    items = _json_loads_or_text(prints) if isinstance(prints, str) else prints or []
+    for item in items if isinstance(items, list) else []:
+        name = item.get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not name:
+            continue
+        where = item.get("environment")
+        stored = where[:64] if isinstance(where, str) and where else environment
+        found[project, stored, name[:256]] = None
+        if environment and stored != environment:
+            found[project, environment, name[:256]] = None
+    return list(found)
+
+
 async def _to_database(conn: AsyncConnection, rt: Runtime, events: Sequence[dict[str, Any]]) -> None:
     if not _inline(conn):
         for event in events:
-            await audit_repo.append(conn, event)
+            await audit_repo.append(conn, event, touched_keys(event))
         return
     seq, prev = await audit_repo.head(conn)
     prev = prev or GENESIS
     for event in events:
         seq += 1
         digest = record_hash(to_record(event, seq=seq, prev_hash=prev))
-        await audit_repo.append(conn, {**event, "seq": seq, "prev_hash": prev, "hash": digest})
+        linked = {**event, "seq": seq, "prev_hash": prev, "hash": digest}
+        await audit_repo.append(conn, linked, touched_keys(event))
         prev = digest
     rt.audit.head_seq = seq
 
@@ -445,6 +472,13 @@ async def chain(rt: Runtime, *, checkpoints: bool = True, force_checkpoint: bool
                     head = digest
                 if links:
                     await audit_repo.link(conn, links)
+                    # Only events that may have key rows (a name, or fingerprints) pay for the update.
+                    keyed = [
+                        (event_id, n)
+                        for (event_id, n, _, _), row in zip(links, rows, strict=True)
+                        if row.secret_name is not None or row.fingerprints is not None
+                    ]
+                    await audit_repo.link_keys(conn, keyed)
                 more = len(rows) == BATCH
                 if checkpoints and not more and trail.read_only is None:
                     made = await _checkpoint_if_due(conn, rt, seq, head, force=force_checkpoint) or made
@@ -798,7 +832,9 @@ def _conditions(q: EventQuery, now: datetime) -> tuple[list[Any], Network | None
         if value is not None:
             if len(value) > limit:
                 raise Invalid(f"{key}: at most {limit} characters", field=key)
-            where.append(col(column_name) == value)
+            # With a name, project and environment narrow the key index instead (see key_filter).
+            if q.name is None or key in ("actor", "accessor"):
+                where.append(col(column_name) == value)
     if q.action is not None:
         if not re.fullmatch(r"[a-z0-9._-]{1,64}\*?", q.action):
             raise Invalid(
@@ -834,6 +870,15 @@ def _conditions(q: EventQuery, now: datetime) -> tuple[list[Any], Network | None
     return where, network
 
 
+def key_filter(q: EventQuery) -> audit_repo.KeyFilter | None:
+    """`--name` (with `--project`, `--environment`) as a filter on the key index: every event that
+    touched the key, by any route (single read, reveal, resolve, export, compile, deploy bundle, named
+    values), in the environment where it lives or through the environment the request named."""
+    if q.name is None:
+        return None
+    return audit_repo.KeyFilter(q.name, q.project, q.environment)
+
+
 def _visible_row(actor: Actor, row: Any, network: Network | None) -> bool:
     if not _can_see(actor, row.project, row.environment):
         return False
@@ -854,12 +899,20 @@ async def _search(
         where = [*where, audit_repo.column("project").in_(sorted({s.project for s in grants}))]
     found: list[dict[str, Any]] = []
     cursor, scanned = q.cursor, 0
+    key = key_filter(q)
     while len(found) < q.limit and scanned < cap:
         rows = await audit_repo.search(
-            conn, where, cursor=cursor, newest_first=not q.oldest_first, limit=min(BATCH, 2 * q.limit)
+            conn,
+            where,
+            key=key,
+            cursor=cursor,
+            newest_first=not q.oldest_first,
+            limit=min(BATCH, 2 * q.limit),
         )
         for row in rows:
             scanned += 1
+            if int(row.seq) == cursor:
+                continue  # the same event through a second environment (key_filter)
             cursor = int(row.seq)
             if _visible_row(actor, row, network):
                 found.append(to_record(row))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -65,8 +66,18 @@ def audit_group() -> None:
 @click.option("--actor", metavar="NAME", help="Only this actor (identity name).")
 @click.option("--accessor", metavar="ACCESSOR", help="Only this token (by accessor, sra_...).")
 @click.option("-p", "--project", metavar="PROJECT", help="Only this project.")
-@click.option("-e", "--environment", metavar="ENVIRONMENT", help="Only this environment.")
-@click.option("--name", metavar="NAME", help="Only this secret name.")
+@click.option(
+    "-e",
+    "--environment",
+    metavar="ENVIRONMENT",
+    help="Only this environment (with --name: the key where it lives, or read through this environment).",
+)
+@click.option(
+    "--name",
+    metavar="NAME",
+    help="Every event that touched this key, by any route: read, reveal, run, export, compile, kamal fetch, "
+    "deploy bundle, write, refusal.",
+)
 @click.option("--action", metavar="ACTION", help="An action (secret.read) or a prefix (secret.*).")
 @click.option("--outcome", type=click.Choice(OUTCOMES), help="Only this outcome.")
 @click.option("--since", metavar="WHEN", help="ISO 8601 date or time (UTC), or an age: 90d, 12h, 30m.")
@@ -206,9 +217,18 @@ def export(session: Session, since: str | None, until: str | None, fmt: str, out
         f"wrote {end.get('events', 0)} records (seq {header.get('from_seq')}..{header.get('to_seq')}) and "
         f"{checkpoints} checkpoints to {out}"
     )
-    click.echo(
-        f"verify offline: strongroom audit verify {out} --public-key KEY.pem --checkpoints CHECKPOINT_DIR"
+    # What the broker just said about this export is trustworthy now, not once the file has left this
+    # machine: the verify command carries it on the auditor's command line, never from the file.
+    when = header.get("generated_at")
+    vouch = (
+        f" --exported-at {when}"
+        if header.get("to_head") and isinstance(when, str) and re.fullmatch(r"[0-9T:.Z-]{1,40}", when)
+        else " --partial"
     )
+    click.echo(
+        f"verify offline: strongroom audit verify {out} --public-key KEY.pem --checkpoints CHECKPOINT_DIR{vouch}"
+    )
+    click.echo("(keep that command with your records: the file's own header is not trusted to say it)")
 
 
 @audit_group.command("verify")
@@ -224,21 +244,56 @@ def export(session: Session, since: str | None, until: str | None, fmt: str, out
     "checkpoint_paths",
     multiple=True,
     type=click.Path(exists=True, path_type=Path),
-    help="A checkpoint directory or file kept outside the broker (repeatable).",
+    help="A checkpoint directory or file kept outside the broker (repeatable); these are trusted.",
+)
+@click.option(
+    "--partial",
+    is_flag=True,
+    help="The file is a stretch of the chain by your own request (an export with --until in the past): "
+    "trusted checkpoints beyond its last record are noted instead of failing.",
+)
+@click.option(
+    "--exported-at",
+    metavar="TIME",
+    help="When the export was made, from your own records (ISO 8601, UTC unless it says otherwise): "
+    "trusted checkpoints signed after it may reach beyond the file. The file's own header is never "
+    "trusted for this.",
 )
 @json_option
-def verify(export_file: Path, public_key: Path, checkpoint_paths: tuple[Path, ...], as_json: bool) -> None:
-    """Verify an export offline: exit 0 when intact, 1 naming the first bad sequence number.
+def verify(
+    export_file: Path,
+    public_key: Path,
+    checkpoint_paths: tuple[Path, ...],
+    partial: bool,
+    exported_at: str | None,
+    as_json: bool,
+) -> None:
+    """Verify an export offline: exit 0 when intact, 1 naming what failed (the first bad sequence number).
 
-    Finds modified, deleted, reordered and inserted records, and (for an export up to now) a tail cut off
-    before the newest checkpoint. No broker is needed.
+    Finds modified, deleted, reordered and inserted records, and a tail cut off before a checkpoint in
+    --checkpoints, whatever the file's header says. Without --checkpoints only the file's consistency
+    with itself is checked, and a note says so (exit 0 when consistent). No broker is needed.
     """
-    from broker.audit.verify import CheckpointError, ExportError, PublicKey, load_checkpoints, verify_export
+    from broker.audit.verify import (
+        CheckpointError,
+        ExportError,
+        PublicKey,
+        failure_line,
+        load_checkpoints,
+        parse_exported_at,
+        verify_export,
+    )
 
+    since: str | None = None
+    if exported_at is not None:
+        try:
+            since = parse_exported_at(exported_at)
+        except ValueError:
+            raise click.BadParameter("must be an ISO 8601 date or time", param_hint="--exported-at") from None
     try:
         public = PublicKey.from_pem(public_key.read_bytes()[:16384])
-        extra = [c for path in checkpoint_paths for c in load_checkpoints(path)]
-        report = verify_export(export_file, public, extra_checkpoints=extra)
+        trusted = [c for path in checkpoint_paths for c in load_checkpoints(path)]
+        report = verify_export(export_file, public, trusted=trusted, partial=partial, exported_at=since)
     except (CheckpointError, ExportError) as exc:
         raise CliError(f"cannot verify: {exc}") from None
     if as_json:
@@ -249,7 +304,7 @@ def verify(export_file: Path, public_key: Path, checkpoint_paths: tuple[Path, ..
             f"{report.checkpoints} checkpoints valid, signed up to seq {report.vouched_to or 'none'}"
         )
     else:
-        click.echo(f"FAILED at seq {report.bad_seq}: {output.clean(report.problem or '')}")
+        click.echo(output.clean(failure_line(report)))
     if not as_json:
         for note in report.notes:
             click.echo(f"note: {output.clean(note)}")

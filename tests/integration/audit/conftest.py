@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,11 +98,11 @@ class AuditApi(Api):
         return path
 
 
-def cli_verify(export: Path, public_key: Path, *checkpoints: Path) -> Any:
+def cli_verify(export: Path, public_key: Path, *checkpoints: Path, extra: Sequence[str] = ()) -> Any:
     """`strongroom audit verify` as an auditor runs it: offline, no broker, no login."""
     from cli.root import strongroom
 
-    args = ["audit", "verify", str(export), "--public-key", str(public_key)]
+    args = ["audit", "verify", str(export), "--public-key", str(public_key), *extra]
     for path in checkpoints:
         args += ["--checkpoints", str(path)]
     return CliRunner().invoke(

@@ -95,3 +95,53 @@ def test_auditor_journey_with_the_cli(tmp_path: Path) -> None:
     finally:
         stop(broker)
     assert value not in broker.server_output()
+
+
+def test_audit_list_by_name_answers_every_cli_route(tmp_path: Path) -> None:
+    """Catalogue 60 with the real CLI: DATABASE_URL read by `secrets get` (and `--reveal`), `run`, `export`,
+    `compile` and `kamal fetch`; `strongroom audit list --name DATABASE_URL` shows each, and no read of
+    another key (the HTTP side, with deploy bundles and both databases, is test_key_answer.py)."""
+    broker = start(tmp_path / "data", tmp_path / "home" / ".config", tmp_path / "broker.log")
+    try:
+        login(broker)
+        where = ["-p", "microblog", "-e", "production"]
+        assert broker.cli("projects", "create", "microblog").returncode == 0
+        assert broker.cli("envs", "create", "-p", "microblog", "production").returncode == 0
+        for name in ("DATABASE_URL", "OTHER"):
+            out = broker.cli("secrets", "set", *where, name, input=random_value().encode())
+            assert out.returncode == 0, out.stderr
+        manifest = tmp_path / "strongroom.yml"
+        manifest.write_text(
+            "project: microblog\nservice: microblog\nimage: acme/microblog\nroles:\n  web:\n    hosts: [web1]\n"
+            "env:\n  secret: [DATABASE_URL]\n"
+        )
+        for args in (
+            ("secrets", "get", *where, "DATABASE_URL"),
+            ("secrets", "get", *where, "DATABASE_URL", "--reveal"),
+            ("run", *where, "--", "true"),
+            ("export", *where, "--format", "dotenv", "--out", str(tmp_path / "app.env")),
+            ("compile", *where, "-t", "dotenv", "-f", str(manifest), "-o", str(tmp_path / "out")),
+            ("kamal", "fetch", *where, "DATABASE_URL"),
+            ("secrets", "get", *where, "OTHER"),
+            ("kamal", "fetch", *where, "OTHER"),
+        ):
+            out = broker.cli(*args)
+            assert out.returncode == 0, (args, out.stderr)
+        out = broker.cli("audit", "list", "--name", "DATABASE_URL", "--all", "--json")
+        assert out.returncode == 0, out.stderr
+        events = json.loads(out.stdout)["events"]
+        assert sorted(e["action"] for e in events) == sorted(
+            [
+                "secret.write",
+                "secret.read",
+                "secret.reveal",
+                "secret.resolve",  # run
+                "secret.resolve",  # export
+                "compile",
+                "secret.read_many",  # kamal fetch
+            ]
+        ), [(e["action"], e.get("secret_name")) for e in events]
+        table = broker.cli("audit", "list", "--name", "DATABASE_URL").stdout
+        assert "compile" in table and "secret.read_many" in table and "OTHER" not in table
+    finally:
+        stop(broker)

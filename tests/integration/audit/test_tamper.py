@@ -119,10 +119,14 @@ def test_b11_tail_truncation_against_the_external_checkpoint(db_url: str, tmp_pa
         # The export itself carries no checkpoint beyond the cut, but the auditor's copy does.
         done = cli_verify(export, api.public_key_file(), api.checkpoint_dir)
         assert done.exit_code == 1 and f"FAILED at seq {cut + 1}: truncated" in done.output, done.output
-        # A bounded export (not "up to now") is not evidence of truncation.
+        # A bounded export (not "up to now") verifies when the auditor says it is one (catalogue 61:
+        # the file's own header is not trusted to say so).
         bounded = tmp_path / "bounded.jsonl"
         bounded.write_bytes(api.export(until="2000-01-01"))
-        assert cli_verify(bounded, api.public_key_file(), api.checkpoint_dir).exit_code == 0
+        assert cli_verify(bounded, api.public_key_file(), api.checkpoint_dir).exit_code == 1
+        assert (
+            cli_verify(bounded, api.public_key_file(), api.checkpoint_dir, extra=["--partial"]).exit_code == 0
+        )
 
 
 def snapshot(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:

@@ -60,6 +60,8 @@ def pair(pg_cluster: pg.Cluster, tmp_path: Path) -> Iterator[Pair]:
         "STRONGROOM_AUDIT_CHECKPOINT_EVERY": "40",
         "STRONGROOM_AUTH_FAILURE_LIMIT": "100000",
     }
+    if os.environ.get("PYTHONPATH"):  # a worktree's code, not the checkout the virtualenv came from
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     (tmp_path / "keys").mkdir(mode=0o700)
     for args in (
         ("keys", "generate", "--out", env["STRONGROOM_KEY_FILE"]),

@@ -266,7 +266,7 @@ def test_jsonl_export_file(tmp_path: Path) -> None:
     assert verify_export(path, SIGNER.public).ok
     # an external checkpoint (the auditor's own copy) proves the export was cut short
     write_jsonl(path, recs[:9], [cp(recs, 6)], to_head=True)
-    report = verify_export(path, SIGNER.public, extra_checkpoints=[cp(recs, 12)])
+    report = verify_export(path, SIGNER.public, trusted=[cp(recs, 12)])
     assert report.bad_seq == 10 and "truncated" in (report.problem or "")
     # a download cut short
     write_jsonl(path, recs, [], to_head=True, end=False)
@@ -314,3 +314,19 @@ def test_unreadable_exports_say_which_line(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="header"):
         verify_export(bad_csv, SIGNER.public)
     assert json.loads(canonical_json({"a": 1})) == {"a": 1}
+
+
+def test_every_failure_line_names_what_failed() -> None:
+    from broker.audit.verify import failure_line
+
+    recs = chain(3)
+    bad = dict(recs[0], seq="one")
+    report = run([bad])
+    assert report.bad_seq is None and failure_line(report).startswith("FAILED: the first record is malformed")
+    report = run([recs[0], dict(recs[1], seq=None)])
+    assert failure_line(report).startswith("FAILED at seq 2: the record after seq 1 is malformed")
+    report = run(recs[:1] + recs[2:])
+    assert failure_line(report) == "FAILED at seq 2: missing (the next record is seq 3); a record was deleted"
+    forged = cp(recs, 2, signer=Signer.from_pem(generate_private_pem()))
+    report = run(recs, [forged])
+    assert report.bad_seq is None and failure_line(report).startswith("FAILED: checkpoints rejected: ")

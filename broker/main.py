@@ -79,7 +79,12 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
             if check_schema:
                 stop_keys.set()
                 await watcher
-                await keys_service.forget(runtime)
+                try:
+                    await keys_service.forget(runtime)
+                except Exception as exc:  # its row then ages out; shutting down matters more
+                    logging.getLogger("strongroom.keys").warning(
+                        "could not remove this broker's key heartbeat: %s", type(exc).__name__
+                    )
                 await audit_service.stop(runtime)
             if runtime.hot is not None:
                 await runtime.hot.close()

@@ -144,7 +144,17 @@ async def _decrypt(
         if store is None or row is None:
             continue
         eid, _name, sensitive, version, ct, wrapped, kek, sid, bound = row
-        served_as(rt, bound, store.project_id, store.project, eid, store.slugs[eid], sid, name, version)
+        served_as(
+            rt,
+            bound,
+            project_id=store.project_id,
+            project=store.project,
+            env_id=eid,
+            environment=store.slugs[eid],
+            secret_id=sid,
+            name=name,
+            current_version=version,
+        )
         text: str | None = None
         if kek not in remote:
             # What secrets._open does for a local KEK, without a coroutine per value.

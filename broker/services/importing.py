@@ -182,13 +182,13 @@ async def import_into(
                     served_as(
                         rt,
                         sec.binding,
-                        project_id,
-                        project,
-                        env_id,
-                        environment,
-                        sec.id,
-                        name,
-                        sec.current_version,
+                        project_id=project_id,
+                        project=project,
+                        env_id=env_id,
+                        environment=environment,
+                        secret_id=sec.id,
+                        name=name,
+                        current_version=sec.current_version,
                     )
                     if not await repo.bump_version(
                         conn, sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now
@@ -209,7 +209,16 @@ async def import_into(
                     kek_id=sealed.kek_id,
                     author_id=actor.principal_id,
                     now=now,
-                    binding=bind(rt, project_id, project, env_id, environment, secret_id, name, version),
+                    binding=bind(
+                        rt,
+                        project_id=project_id,
+                        project=project,
+                        env_id=env_id,
+                        environment=environment,
+                        secret_id=secret_id,
+                        name=name,
+                        version=version,
+                    ),
                 )
                 audit.saw_value(
                     rt, ctx, environment=environment, name=name, version=version, value=data.decode()

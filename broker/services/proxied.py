@@ -354,7 +354,17 @@ async def resolve(
             for name, sensitive, ver, ct, wrapped, kek, sid, bound in by_env.get(eid, []):
                 if name in best:
                     continue
-                served_as(rt, bound, project_id, project, eid, slug, sid, name, ver)
+                served_as(
+                    rt,
+                    bound,
+                    project_id=project_id,
+                    project=project,
+                    env_id=eid,
+                    environment=slug,
+                    secret_id=sid,
+                    name=name,
+                    current_version=ver,
+                )
                 text = await _open(
                     rt,
                     project_id=project_id,

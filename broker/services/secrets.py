@@ -132,6 +132,7 @@ async def _unseal(rt: Runtime, sealed: Sealed, aad: bytes) -> str:
 def served_as(
     rt: Runtime,
     stored: bytes | None,
+    *,
     project_id: int,
     project: str,
     env_id: int,
@@ -157,6 +158,7 @@ def served_as(
 
 def bind(
     rt: Runtime,
+    *,
     project_id: int,
     project: str,
     env_id: int,
@@ -250,7 +252,17 @@ async def read_secret(
             )
             if sid is None or ver is None:
                 raise NotFound(f"{_where(project, environment, name)}: no such secret")
-            served_as(rt, bound, project_id, project, env_id, environment, sid, name, ver)
+            served_as(
+                rt,
+                bound,
+                project_id=project_id,
+                project=project,
+                env_id=env_id,
+                environment=environment,
+                secret_id=sid,
+                name=name,
+                current_version=ver,
+            )
         else:
             project_id, env_id, _ = await _env(conn, project, environment)
             if version < 1:
@@ -260,7 +272,15 @@ async def read_secret(
             if sec is None or vrow is None:
                 raise NotFound(f"{_where(project, environment, name)}: no version {version}")
             served_as(
-                rt, sec.binding, project_id, project, env_id, environment, sec.id, name, sec.current_version
+                rt,
+                sec.binding,
+                project_id=project_id,
+                project=project,
+                env_id=env_id,
+                environment=environment,
+                secret_id=sec.id,
+                name=name,
+                current_version=sec.current_version,
             )
             sensitive = sec.sensitive
             ver, ct, wrapped, kek, created, deleted, destroyed = vrow
@@ -413,7 +433,17 @@ def _decide(
     if ct is None or wrapped is None or kek is None or kek in rt.keys.remote:
         return None
     # A mismatch raises: the caller then takes the general path, which refuses and audits it.
-    served_as(rt, tag, project_id, project, env_id, environment, sid, name, ver)
+    served_as(
+        rt,
+        tag,
+        project_id=project_id,
+        project=project,
+        env_id=env_id,
+        environment=environment,
+        secret_id=sid,
+        name=name,
+        current_version=ver,
+    )
     aad = secret_aad(project_id=project_id, environment_id=env_id, name=name, version=ver)
     text = rt.keys.keyring.open(Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek), aad).decode("utf-8")
     seen = ValueSeen(environment, name, ver, fingerprint(rt.keys.audit_key, text))
@@ -474,13 +504,13 @@ async def write_secret(
                 served_as(
                     rt,
                     sec.binding,
-                    project_id,
-                    project,
-                    env_id,
-                    environment,
-                    sec.id,
-                    name,
-                    sec.current_version,
+                    project_id=project_id,
+                    project=project,
+                    env_id=env_id,
+                    environment=environment,
+                    secret_id=sec.id,
+                    name=name,
+                    current_version=sec.current_version,
                 )
                 if cas is not None and cas != sec.current_version:
                     raise Conflict(
@@ -505,7 +535,16 @@ async def write_secret(
                 kek_id=sealed.kek_id,
                 author_id=actor.principal_id,
                 now=now,
-                binding=bind(rt, project_id, project, env_id, environment, secret_id, name, version),
+                binding=bind(
+                    rt,
+                    project_id=project_id,
+                    project=project,
+                    env_id=env_id,
+                    environment=environment,
+                    secret_id=secret_id,
+                    name=name,
+                    version=version,
+                ),
             )
             ctx.version = version
             audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
@@ -641,7 +680,15 @@ async def rollback(
         project_id, env_id, _ = await _env(conn, project, environment)
         sec = await _require_secret(conn, env_id, where, name)
         served_as(
-            rt, sec.binding, project_id, project, env_id, environment, sec.id, name, sec.current_version
+            rt,
+            sec.binding,
+            project_id=project_id,
+            project=project,
+            env_id=env_id,
+            environment=environment,
+            secret_id=sec.id,
+            name=name,
+            current_version=sec.current_version,
         )
         old = await repo.get_version(conn, sec.id, version)
         if old is None:
@@ -677,7 +724,16 @@ async def rollback(
             kek_id=sealed.kek_id,
             author_id=actor.principal_id,
             now=now,
-            binding=bind(rt, project_id, project, env_id, environment, sec.id, name, new_version),
+            binding=bind(
+                rt,
+                project_id=project_id,
+                project=project,
+                env_id=env_id,
+                environment=environment,
+                secret_id=sec.id,
+                name=name,
+                version=new_version,
+            ),
         )
         ctx.version = new_version
         audit.saw_value(rt, ctx, environment=environment, name=name, version=new_version, value=text)
@@ -709,7 +765,17 @@ async def resolve(
         for eid, name, sensitive, ver, ct, wrapped, kek, sid, bound in sorted(rows, key=lambda r: rank[r[0]]):
             if name in best or ct is None or wrapped is None or kek is None:
                 continue
-            served_as(rt, bound, project_id, project, eid, tree[eid][0], sid, name, ver)
+            served_as(
+                rt,
+                bound,
+                project_id=project_id,
+                project=project,
+                env_id=eid,
+                environment=tree[eid][0],
+                secret_id=sid,
+                name=name,
+                current_version=ver,
+            )
             text = await _open(
                 rt, project_id=project_id, env_id=eid, name=name, version=ver, ct=ct, wrapped=wrapped, kek=kek
             )

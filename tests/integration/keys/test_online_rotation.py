@@ -9,12 +9,18 @@ file, report the keys held) is called where the watcher would run it: nothing wa
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import logging
+import os
 import re
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from broker.config import Settings
+from broker.files import write_private
 from broker.main import build_runtime, create_app
 from broker.models import broker_keyrings
 from broker.models import secrets as secrets_table
@@ -199,3 +205,24 @@ def test_upgrading_to_bindings_binds_the_secrets_already_stored(keyed: KeyedBrok
             await rt.engine.dispose()
 
     asyncio.run(read_back())
+
+
+def test_a_reload_only_takes_new_keys(keyed: KeyedBroker, caplog: pytest.LogCaptureFixture) -> None:
+    """A changed hmac_key (token and client-secret hashes depend on it) or an unreadable file is not
+    loaded by a running broker: it keeps its keys and says why, without key material."""
+    kb = keyed
+    rt = kb.runtime()
+    before = rt.keys
+    doc = json.loads(kb.key_file.read_text())
+    doc["hmac_key"] = base64.b64encode(os.urandom(32)).decode()
+    write_private(kb.key_file, json.dumps(doc).encode())
+    with caplog.at_level(logging.WARNING, logger="strongroom.keys"):
+        assert rt.refresh_keys() is False
+    assert rt.keys is before
+    assert "hmac_key or audit_key changed" in caplog.text and doc["hmac_key"] not in caplog.text
+    write_private(kb.key_file, b"{not json")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="strongroom.keys"):
+        assert rt.refresh_keys() is False
+    assert rt.keys is before and "not valid JSON" in caplog.text
+    asyncio.run(rt.engine.dispose())

@@ -21,11 +21,13 @@ from sqlalchemy import select
 
 from broker.config import Settings
 from broker.files import write_private
+from broker.keys import rotate_file
 from broker.main import build_runtime, create_app
 from broker.models import broker_keyrings
 from broker.models import secrets as secrets_table
+from broker.services import keys as keys_service
 from broker.services.keys import heartbeat
-from broker.services.runtime import Runtime
+from broker.services.runtime import Runtime, utcnow
 from tests.integration.keys.conftest import BASE, KeyedBroker, http, read_all_over_http, seed, stored_rows
 
 
@@ -226,3 +228,36 @@ def test_a_reload_only_takes_new_keys(keyed: KeyedBroker, caplog: pytest.LogCapt
         assert rt.refresh_keys() is False
     assert rt.keys is before and "not valid JSON" in caplog.text
     asyncio.run(rt.engine.dispose())
+
+
+def test_the_watcher_reloads_a_rotated_file_and_reports_it(
+    keyed: KeyedBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One pass of the broker's background watcher (its check interval set to 0, and stopped by the
+    reload itself, so nothing waits on a clock): the rotated file is loaded and the new keys reported."""
+    kb = keyed
+    monkeypatch.setattr(keys_service, "KEY_CHECK_SECONDS", 0)
+
+    async def go() -> tuple[list[tuple[str, list[str]]], str]:
+        rt = kb.runtime()
+        try:
+            await heartbeat(rt)
+            new_key = rotate_file(kb.key_file, now=utcnow())
+            stop = asyncio.Event()
+            real = rt.refresh_keys
+
+            def refresh_once() -> bool:
+                stop.set()  # the watcher finishes the pass it is in, then stops
+                return real()
+
+            monkeypatch.setattr(rt, "refresh_keys", refresh_once)
+            await keys_service.watch(rt, stop)
+            assert rt.keys.keyring.current_id == new_key
+            async with rt.engine.connect() as conn:
+                result = await conn.execute(select(broker_keyrings.c.current_kek, broker_keyrings.c.kek_ids))
+                return [(r[0], list(r[1])) for r in result.all()], new_key
+        finally:
+            await rt.engine.dispose()
+
+    rows, new_key = asyncio.run(go())
+    assert rows == [(new_key, kb.key_ids())]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hmac
 import json
 import os
 import secrets
@@ -182,7 +183,8 @@ def reload_if_changed(material: KeyMaterial, settings: Settings) -> KeyMaterial 
     if now == material.stamp:
         return None
     fresh = _read_file(material.path, settings)
-    if fresh.hmac_key != material.hmac_key or fresh.audit_key != material.audit_key:
+    same = hmac.compare_digest(fresh.hmac_key, material.hmac_key)
+    if not (same and hmac.compare_digest(fresh.audit_key, material.audit_key)):
         raise Invalid(
             f"key file {material.path}: hmac_key or audit_key changed; only keys may change while brokers "
             "run (restart them to change the others)",

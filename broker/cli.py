@@ -91,7 +91,6 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
     """Serve the API; on the embedded default, set up SQLite and a development key first."""
     import uvicorn
 
-    from broker.db import migrate
     from broker.keys import load
     from broker.main import build_runtime, create_app
     from broker.services.runtime import utcnow
@@ -105,7 +104,7 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
             raise _fail(exc) from None
         if created or (settings.keyring is None and settings.key_file is None):
             click.echo(BANNER.format(path=settings.resolved_key_file), err=True)
-        migrate.upgrade(settings.resolved_database_url)
+        _upgrade(settings, "head")
         if workers != 1:
             raise click.UsageError("--workers: SQLite serves from one process; use PostgreSQL for several")
     try:
@@ -169,16 +168,64 @@ def db() -> None:
     """Schema migrations."""
 
 
+def _upgrade(settings: Settings, revision: str) -> None:
+    """Upgrade the schema; an upgrade that adds secret bindings binds the secrets already stored (to
+    what the database names at this moment: see `keys bind`)."""
+    from broker.db import migrate
+    from broker.db.engine import make_engine
+
+    url = settings.resolved_database_url
+
+    async def unbound_schema() -> bool:
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as conn:
+                return bool(await conn.run_sync(_lacks_bindings))
+        finally:
+            await engine.dispose()
+
+    before = _run(unbound_schema())
+    migrate.upgrade(url, revision)
+    if before and not _run(unbound_schema()):
+        try:
+            count = _bind_all(settings)
+        except BrokerError as exc:
+            click.echo(f"secrets not bound yet ({exc.message}); run `strongroom-server keys bind`", err=True)
+            return
+        click.echo(f"bound {count} existing secrets to their paths and versions", err=True)
+
+
+def _lacks_bindings(conn: Any) -> bool:
+    from sqlalchemy import inspect
+
+    insp = inspect(conn)
+    return insp.has_table("secrets") and "binding" not in {c["name"] for c in insp.get_columns("secrets")}
+
+
+def _bind_all(settings: Settings) -> int:
+    from broker.main import build_runtime
+    from broker.services.keys import bind_unbound
+
+    runtime = build_runtime(settings)
+
+    async def go() -> int:
+        try:
+            return await bind_unbound(runtime)
+        finally:
+            await runtime.engine.dispose()
+
+    return _run(go())
+
+
 @db.command("upgrade")
 @click.argument("revision", default="head")
 def db_upgrade(revision: str) -> None:
     """Upgrade the schema (default: to the newest revision)."""
-    from broker.db import migrate
 
     settings = _settings()
     if settings.is_embedded:
         _prepare_embedded(settings)
-    migrate.upgrade(settings.resolved_database_url, revision)
+    _upgrade(settings, revision)
     click.echo(f"database at {revision}")
 
 
@@ -212,7 +259,7 @@ def db_current() -> None:
 
 @main.group()
 def keys() -> None:
-    """Key-encryption keys: rotate, rewrap, retire."""
+    """Key-encryption keys: rotate, rewrap, retire; bind secrets stored before bindings existed."""
 
 
 @keys.command("generate")
@@ -243,7 +290,7 @@ def keys_generate(out: Path) -> None:
     "without it a new local key is generated.",
 )
 def keys_rotate(entry_file: Path | None) -> None:
-    """Add a new key to the keyring file and make it current (restart brokers, then run `keys rewrap`)."""
+    """Add a new key to the keyring file and make it current (running brokers reload it; then run `keys rewrap`)."""
     from broker.keys import rotate_file
     from broker.services.runtime import utcnow
 
@@ -266,7 +313,10 @@ def keys_rotate(entry_file: Path | None) -> None:
         kid = rotate_file(settings.resolved_key_file, now=utcnow(), entry=entry)
     except BrokerError as exc:
         raise _fail(exc) from None
-    click.echo(f"new current key: {kid}; restart the brokers, then run `strongroom-server keys rewrap`")
+    click.echo(
+        f"new current key: {kid}; running brokers reload the keyring file within seconds "
+        "(restart those that take STRONGROOM_KEYRING), then run `strongroom-server keys rewrap`"
+    )
 
 
 @keys.command("rewrap")
@@ -293,10 +343,29 @@ def keys_rewrap(batch: int, upstream_versions: bool) -> None:
         finally:
             await runtime.engine.dispose()
 
-    report = _run(go())
+    try:
+        report = _run(go())
+    except BrokerError as exc:
+        raise _fail(exc) from None
+    if upstream_versions:
+        click.echo(f"refreshed {report.rewrapped} data keys under {report.current} to its newest version")
+        return
     click.echo(
-        f"re-wrapped {report.rewrapped} data keys under {report.current}; {report.skipped} already moved"
+        f"{report.rewrapped} moved, {report.already} already under {report.current}"
+        + (f"; {report.skipped} changed meanwhile (run it again)" if report.skipped else "")
     )
+
+
+@keys.command("bind")
+def keys_bind() -> None:
+    """Bind every secret that has no binding (stored before bindings existed) to its path and version.
+
+    `db upgrade` does this itself when it adds bindings; run it if that could not load the keyring."""
+    try:
+        count = _bind_all(_settings())
+    except BrokerError as exc:
+        raise _fail(exc) from None
+    click.echo(f"bound {count} secrets; every secret now has a binding")
 
 
 @keys.command("retire")
@@ -309,6 +378,12 @@ def keys_retire(key_id: str) -> None:
 
     settings = _settings()
     runtime = build_runtime(settings)
+    if key_id == runtime.keys.keyring.current_id:
+        raise click.ClickException(
+            f"key {key_id} is the current key; rotate to a new key first (`keys rotate`, then `keys rewrap`)"
+        )
+    if key_id not in runtime.keys.keyring.ids:
+        raise click.ClickException(f"key {key_id} is not in the keyring")
 
     async def count() -> int:
         try:

@@ -55,6 +55,18 @@ class Throttled(Unavailable):
         self.retry_after = retry_after
 
 
+class KeyUnavailable(Unavailable):
+    """Stored data is wrapped by a KEK this process does not hold (not damage: a rotation not yet picked
+    up, or a key retired while still in use)."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(
+            f"stored data is wrapped by key {key_id}, which this broker's keyring does not hold; "
+            "add the key to the keyring file (or restore it) and retry"
+        )
+        self.key_id = key_id
+
+
 class IntegrityError(BrokerError):
     """Stored ciphertext failed authentication; deliberately says nothing about which check failed."""
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import hmac
 import json
 import os
 import secrets
@@ -23,6 +25,7 @@ from typing import Any
 
 from broker.audit.fingerprint import derive_key as derive_audit_key
 from broker.config import Settings
+from broker.crypto.binding import derive_key as derive_binding_key
 from broker.crypto.kek.local import LocalKek
 from broker.crypto.keyring import Kek, Keyring
 from broker.errors import Invalid
@@ -43,10 +46,17 @@ class KeyMaterial:
     remote: frozenset[str] = frozenset()
     # Keys the audit trail's value fingerprints (broker/audit/fingerprint.py); empty: derived from hmac_key.
     audit_key: bytes = b""
+    # The keyring file this came from and its (inode, size, mtime) when read: a running broker reloads
+    # the file when the stamp changes (`reload_if_changed`). None for STRONGROOM_KEYRING.
+    path: Path | None = None
+    stamp: tuple[int, int, int] | None = None
+    # Keys the path-and-version binding of each secret (broker/crypto/binding.py); derived from hmac_key.
+    binding_key: bytes = b""
 
     def __post_init__(self) -> None:
         if not self.audit_key:
             object.__setattr__(self, "audit_key", derive_audit_key(self.hmac_key))
+        object.__setattr__(self, "binding_key", derive_binding_key(self.hmac_key))
 
     def __repr__(self) -> str:
         return f"KeyMaterial(source={self.source!r}, current={self.keyring.current_id!r}, keys=***)"
@@ -135,7 +145,16 @@ def load(settings: Settings, *, now: datetime, create_dev: bool) -> tuple[KeyMat
             raise Invalid(f"key file {path} does not exist", field="key_file")
         write_private(path, json.dumps(new_document(now, dev=True), indent=2).encode())
         created = True
-    mode = path.stat().st_mode & 0o777
+    return _read_file(path, settings), created
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int]:
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _read_file(path: Path, settings: Settings) -> KeyMaterial:
+    st = path.stat()
+    mode = st.st_mode & 0o777
     if mode & 0o077:
         raise Invalid(
             f"key file {path} is readable by others (mode {mode:o}); chmod 600 it", field="key_file"
@@ -145,7 +164,33 @@ def load(settings: Settings, *, now: datetime, create_dev: bool) -> tuple[KeyMat
         raise Invalid(
             "production: the development keyring is refused; configure a real key source", field="key_file"
         )
-    return material, created
+    # Stamped as stat()ed before the read: a change during the read shows as a new stamp next time.
+    return dataclasses.replace(material, path=path, stamp=_stamp(st))
+
+
+def reload_if_changed(material: KeyMaterial, settings: Settings) -> KeyMaterial | None:
+    """The keyring file read again if it changed since `material` was read (one stat() otherwise), else
+    None. Rotation and retirement change only the KEKs: a file whose hmac_key or audit_key differs is
+    refused (tokens, client secrets and fingerprints depend on them), as is one that fails to parse."""
+    if material.path is None:
+        return None
+    try:
+        now = _stamp(material.path.stat())
+    except FileNotFoundError:
+        raise Invalid(
+            f"key file {material.path} disappeared; keeping the keyring in memory", field="key_file"
+        ) from None
+    if now == material.stamp:
+        return None
+    fresh = _read_file(material.path, settings)
+    same = hmac.compare_digest(fresh.hmac_key, material.hmac_key)
+    if not (same and hmac.compare_digest(fresh.audit_key, material.audit_key)):
+        raise Invalid(
+            f"key file {material.path}: hmac_key or audit_key changed; only keys may change while brokers "
+            "run (restart them to change the others)",
+            field="key_file",
+        )
+    return fresh
 
 
 def rotate_file(path: Path, *, now: datetime, entry: dict[str, Any] | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from broker.db.engine import HotDb, make_engine
 from broker.errors import Unavailable
 from broker.keys import load as load_keys
 from broker.services import audit as audit_service
+from broker.services import keys as keys_service
 from broker.services.runtime import FailureLimiter, Runtime, utcnow
 
 
@@ -67,10 +69,22 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
                 )
             # Compare the database with the newest external audit checkpoint; start the chainer.
             await audit_service.start(runtime)
+            # Report the keys this broker holds, then keep following the keyring file (online rotation).
+            await keys_service.heartbeat(runtime)
+            stop_keys = asyncio.Event()
+            watcher = asyncio.create_task(keys_service.watch(runtime, stop_keys))
         try:
             yield
         finally:
             if check_schema:
+                stop_keys.set()
+                await watcher
+                try:
+                    await keys_service.forget(runtime)
+                except Exception as exc:  # its row then ages out; shutting down matters more
+                    logging.getLogger("strongroom.keys").warning(
+                        "could not remove this broker's key heartbeat: %s", type(exc).__name__
+                    )
                 await audit_service.stop(runtime)
             if runtime.hot is not None:
                 await runtime.hot.close()

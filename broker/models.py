@@ -57,6 +57,8 @@ class Secret(Base):
     sensitive: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # HMAC binding project, environment, name and current_version (broker/crypto/binding.py).
+    binding: Mapped[bytes | None] = mapped_column(LargeBinary(32))
 
 
 class SecretVersion(Base):
@@ -264,6 +266,22 @@ class DeployHostKey(Base):
     fingerprint: Mapped[str] = mapped_column(String(80))
 
 
+class BrokerKeyring(Base):
+    """One running broker process and the KEK ids its keyring holds, refreshed by a heartbeat.
+
+    `keys rewrap` reads these rows and refuses while a live broker could not unwrap under the new
+    current key (it would still write new values under an old one, or fail to read moved ones)."""
+
+    __tablename__ = "broker_keyrings"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(253))
+    pid: Mapped[int] = mapped_column(Integer)
+    current_kek: Mapped[str] = mapped_column(String(64))
+    kek_ids: Mapped[list[Any]] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 projects: Table = Project.__table__  # type: ignore[assignment]
 environments: Table = Environment.__table__  # type: ignore[assignment]
 secrets: Table = Secret.__table__  # type: ignore[assignment]
@@ -277,3 +295,4 @@ deploys: Table = Deploy.__table__  # type: ignore[assignment]
 deploy_hosts: Table = DeployHost.__table__  # type: ignore[assignment]
 deploy_keys: Table = DeployKey.__table__  # type: ignore[assignment]
 deploy_host_keys: Table = DeployHostKey.__table__  # type: ignore[assignment]
+broker_keyrings: Table = BrokerKeyring.__table__  # type: ignore[assignment]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from broker.crypto import envelope
-from broker.errors import IntegrityError
+from broker.errors import IntegrityError, KeyUnavailable
 
 
 class Kek(Protocol):
@@ -58,6 +58,15 @@ class Sealed:
         )
 
 
+def missing_key(kid: str) -> KeyUnavailable | IntegrityError:
+    """The error for a row wrapped by a KEK this keyring lacks: KeyUnavailable naming a well-formed id
+    (a rotation this process has not picked up, or a key retired too early), else IntegrityError (a
+    malformed id is damage, and is not echoed)."""
+    if isinstance(kid, str) and envelope.KEK_ID_PATTERN.fullmatch(kid):
+        return KeyUnavailable(kid)
+    return IntegrityError()
+
+
 class Keyring:
     """KEKs by id; seal() wraps under the current KEK, open() unwraps under the row's KEK."""
 
@@ -86,7 +95,7 @@ class Keyring:
         return tuple(self._wrappers)
 
     def get(self, kid: str) -> Kek:
-        """Return the KEK with this id; an unknown id comes from stored data, so IntegrityError."""
+        """Return the KEK with this id; KeyUnavailable (or IntegrityError for a malformed id) if absent."""
         return self._wrapper(kid).kek
 
     def seal(self, plaintext: bytes, aad: bytes) -> Sealed:
@@ -109,7 +118,7 @@ class Keyring:
         # is passed straight through, never bound to a local here, so no frame of ours shows it.
         wrapper = self._wrappers.get(sealed.kek_id)
         if wrapper is None:
-            raise IntegrityError
+            raise missing_key(sealed.kek_id)
         return envelope.open_value(wrapper.unwrap(sealed.wrapped_dek, aad), sealed.ciphertext, aad)
 
     def needs_rewrap(self, sealed: Sealed) -> bool:
@@ -141,7 +150,7 @@ class Keyring:
     def _wrapper(self, kid: str) -> envelope.DekWrapper:
         wrapper = self._wrappers.get(kid)
         if wrapper is None:
-            raise IntegrityError
+            raise missing_key(kid)
         return wrapper
 
     def __repr__(self) -> str:

@@ -50,8 +50,8 @@ Processor = Callable[[Any], Any] | None
 # (token id, accessor, principal id, scopes, bound cidrs, expires, max expires, num uses, revoked,
 #  principal type, principal name, principal disabled,
 #  project id, env id, secret id, sensitive, version, ciphertext, wrapped dek, kek id, created, deleted,
-#  destroyed): the secret columns are None when the environment or the secret does not exist.
-LOOKUP_COLUMNS = 23
+#  destroyed, binding): the secret columns are None when the environment or the secret does not exist.
+LOOKUP_COLUMNS = 24
 
 
 def _secret(project: Any, environment: Any, name: Any) -> Select[Any]:
@@ -68,6 +68,7 @@ def _secret(project: Any, environment: Any, name: Any) -> Select[Any]:
             secret_versions.c.created_at,
             secret_versions.c.deleted_at,
             secret_versions.c.destroyed_at,
+            secrets.c.binding,
         )
         .select_from(projects)
         .join(environments, environments.c.project_id == projects.c.id)

@@ -138,6 +138,29 @@ async def get_token(conn: AsyncConnection, token_id: int) -> TokenRow | None:
     return result.first()
 
 
+async def lock_chain(conn: AsyncConnection, token_id: int) -> list[TokenRow]:
+    """A token and every ancestor up to its root, each row locked until the transaction ends (on
+    PostgreSQL; SQLite's transactions already hold the one write lock), root first.
+
+    A revocation updates these rows, so it either commits before this reads them (and the caller sees
+    it) or waits until the caller's transaction has committed (and then revokes what it inserted)."""
+    ids: list[int] = []
+    cursor: int | None = token_id
+    while cursor is not None and cursor not in ids:
+        ids.append(cursor)
+        cursor = (await conn.execute(select(tokens.c.parent_id).where(tokens.c.id == cursor))).scalar()
+    # Locked in one statement in id order (ancestors are older, so root first), the order revoke_tree
+    # takes them in, so the two never wait on each other in a cycle.
+    result = await conn.execute(
+        select(*_TOKEN_COLS)
+        .join(principals, principals.c.id == tokens.c.principal_id)
+        .where(tokens.c.id.in_(ids))
+        .order_by(tokens.c.id)
+        .with_for_update(of=tokens)
+    )
+    return list(result.all())
+
+
 async def list_tokens(
     conn: AsyncConnection, *, now: datetime, include_inactive: bool, limit: int
 ) -> list[TokenRow]:

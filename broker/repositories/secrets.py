@@ -15,7 +15,7 @@ SecretRow = DbRow
 
 
 async def get_secret(conn: AsyncConnection, env_id: int, name: str) -> SecretRow | None:
-    """(id, name, current_version, sensitive, created_at, updated_at) or None."""
+    """(id, name, current_version, sensitive, created_at, updated_at, binding) or None."""
     result = await conn.execute(
         select(
             secrets.c.id,
@@ -24,6 +24,7 @@ async def get_secret(conn: AsyncConnection, env_id: int, name: str) -> SecretRow
             secrets.c.sensitive,
             secrets.c.created_at,
             secrets.c.updated_at,
+            secrets.c.binding,
         ).where(secrets.c.environment_id == env_id, secrets.c.name == name)
     )
     return result.first()
@@ -100,7 +101,7 @@ async def read_current_by_slugs(
 ) -> DbRow | None:
     """The hot read in one query: None when the environment does not exist; else
     (project id, env id, secret id, sensitive, version, ciphertext, wrapped_dek, kek_id, created, deleted,
-    destroyed) with the secret columns None when the environment holds no such secret."""
+    destroyed, binding) with the secret columns None when the environment holds no such secret."""
     result = await conn.execute(
         select(
             projects.c.id,
@@ -114,6 +115,7 @@ async def read_current_by_slugs(
             secret_versions.c.created_at,
             secret_versions.c.deleted_at,
             secret_versions.c.destroyed_at,
+            secrets.c.binding,
         )
         .select_from(projects)
         .join(environments, environments.c.project_id == projects.c.id)
@@ -129,7 +131,8 @@ async def read_current_by_slugs(
 
 
 async def current_values(conn: AsyncConnection, env_ids: Sequence[int]) -> list[DbRow]:
-    """Live current versions in the given environments: (env id, name, sensitive, version, ct, wrapped, kek)."""
+    """Live current versions in the given environments:
+    (env id, name, sensitive, version, ct, wrapped, kek, secret id, binding)."""
     result = await conn.execute(
         select(
             secrets.c.environment_id,
@@ -139,6 +142,8 @@ async def current_values(conn: AsyncConnection, env_ids: Sequence[int]) -> list[
             secret_versions.c.ciphertext,
             secret_versions.c.wrapped_dek,
             secret_versions.c.kek_id,
+            secrets.c.id,
+            secrets.c.binding,
         )
         .join(
             secret_versions,
@@ -193,8 +198,10 @@ async def add_version(
     kek_id: str,
     author_id: int | None,
     now: datetime,
+    binding: bytes,
 ) -> None:
-    """Insert one sealed version."""
+    """Insert one sealed version, the secret's new current one, with the secret's new binding."""
+    await conn.execute(update(secrets).where(secrets.c.id == secret_id).values(binding=binding))
     await conn.execute(
         insert(secret_versions).values(
             secret_id=secret_id,
@@ -241,6 +248,38 @@ async def history(conn: AsyncConnection, secret_id: int) -> list[DbRow]:
         .order_by(secret_versions.c.version.desc())
     )
     return list(result.all())
+
+
+async def unbound_secrets(conn: AsyncConnection, *, after_id: int, limit: int) -> list[DbRow]:
+    """Secrets without a binding (rows from before revision 0004), by id:
+    (secret id, project id, project slug, env id, env slug, name, current_version)."""
+    result = await conn.execute(
+        select(
+            secrets.c.id,
+            projects.c.id,
+            projects.c.slug,
+            environments.c.id,
+            environments.c.slug,
+            secrets.c.name,
+            secrets.c.current_version,
+        )
+        .join(environments, environments.c.id == secrets.c.environment_id)
+        .join(projects, projects.c.id == environments.c.project_id)
+        .where(secrets.c.binding.is_(None), secrets.c.id > after_id)
+        .order_by(secrets.c.id)
+        .limit(limit)
+    )
+    return list(result.all())
+
+
+async def set_binding(conn: AsyncConnection, secret_id: int, *, version: int, binding: bytes) -> bool:
+    """Bind an unbound secret whose current version is still `version`; False if it changed meanwhile."""
+    result = await conn.execute(
+        update(secrets)
+        .where(secrets.c.id == secret_id, secrets.c.current_version == version, secrets.c.binding.is_(None))
+        .values(binding=binding)
+    )
+    return result.rowcount == 1
 
 
 async def _sealed_batch(

@@ -297,6 +297,33 @@ def token_refusal(
     return None
 
 
+async def _lock_live_parent(conn: Any, rt: Runtime, actor: Actor) -> repo.TokenRow:
+    """The caller's token row, locked with its whole parent chain; Forbidden unless every link can still
+    authenticate now (a token revoked or expired after this request authenticated mints nothing)."""
+    chain = await repo.lock_chain(conn, actor.token_id)
+    now = rt.clock()
+    parent = next((row for row in chain if row.id == actor.token_id), None)
+    if parent is None:
+        raise Forbidden("this token no longer exists")
+    for row in chain:
+        # The same check authentication makes; the network binding is the request's, checked already.
+        reason = token_refusal(
+            revoked_at=row.revoked_at,
+            expires_at=row.expires_at,
+            disabled_at=row.disabled_at,
+            bound_cidrs=[],
+            source_addr=None,
+            now=now,
+        )
+        if reason is not None:
+            who = "this token" if row.id == actor.token_id else "a parent of this token"
+            raise Forbidden(f"{who} can no longer authenticate ({reason}); it cannot create child tokens")
+    if parent.num_uses is not None:
+        # A child would outlive the parent's use limit (Vault refuses this too).
+        raise Forbidden("a use-limited token cannot create child tokens")
+    return parent
+
+
 @functools.lru_cache(maxsize=1024)
 def _scopes_of(text: str) -> tuple[Scope, ...]:
     return scopes_from_json(json.loads(text))
@@ -440,10 +467,7 @@ async def create_child(
         raise Forbidden("bound_cidrs: a child token cannot reach beyond its parent's networks")
     assert actor.expires_at is not None and actor.max_expires_at is not None
     async with rt.engine.begin() as conn:
-        parent = await repo.get_token(conn, actor.token_id)
-        if parent is None or parent.num_uses is not None:
-            # A child would outlive the parent's use limit (Vault refuses this too).
-            raise Forbidden("a use-limited token cannot create child tokens")
+        await _lock_live_parent(conn, rt, actor)
         parent_ttl = int((actor.expires_at - rt.clock()).total_seconds())
         issued = await _issue(
             conn,
@@ -468,9 +492,7 @@ async def issue_child(
     if not covered(actor.scopes, scopes):
         raise Forbidden("scopes: a child token cannot be broader than its parent")
     assert actor.expires_at is not None and actor.max_expires_at is not None
-    parent = await repo.get_token(conn, actor.token_id)
-    if parent is None or parent.num_uses is not None:
-        raise Forbidden("a use-limited token cannot create child tokens")
+    await _lock_live_parent(conn, rt, actor)
     parent_ttl = int((actor.expires_at - rt.clock()).total_seconds())
     return await _issue(
         conn,

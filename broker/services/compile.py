@@ -27,7 +27,7 @@ from broker.domain.manifest import Manifest, Problem
 from broker.domain.names import check_name, check_slug
 from broker.domain.request import Actor, RequestContext, ValueSeen
 from broker.domain.scopes import Action
-from broker.errors import Invalid, NotFound
+from broker.errors import Invalid, KeyUnavailable, NotFound
 from broker.renderers.base import RenderedFile
 from broker.repositories import projects as project_repo
 from broker.repositories import secrets as repo
@@ -35,7 +35,7 @@ from broker.services import audit
 from broker.services.auth import require
 from broker.services.projects import MAX_DEPTH
 from broker.services.runtime import Runtime
-from broker.services.secrets import _env, _open
+from broker.services.secrets import _env, _open, served_as
 
 MAX_NAMES = 1000
 MAX_TARGETS = 16
@@ -99,14 +99,15 @@ class Diff:
 
 
 # A current row: (environment id, name, sensitive, version, ciphertext, wrapped DEK, KEK id).
-_Row = tuple[int, str, bool, int, bytes, bytes, str]
+_Row = tuple[int, str, bool, int, bytes, bytes, str, int, bytes | None]
 
 
 class _Store:
     """The current rows an environment sees (nearest environment wins), decrypted only on request."""
 
-    def __init__(self, project_id: int, rows: dict[str, _Row], slugs: dict[int, str]) -> None:
+    def __init__(self, project_id: int, project: str, rows: dict[str, _Row], slugs: dict[int, str]) -> None:
         self.project_id = project_id
+        self.project = project
         self.rows = rows
         self.slugs = slugs
 
@@ -128,7 +129,7 @@ async def _visible(conn: AsyncConnection, project: str, environment: str) -> _St
         name = row[1]
         if name not in best and row[4] is not None and row[5] is not None and row[6] is not None:
             best[name] = row
-    return _Store(project_id, best, {eid: tree[eid][0] for eid in chain})
+    return _Store(project_id, project, best, {eid: tree[eid][0] for eid in chain})
 
 
 async def _decrypt(
@@ -142,8 +143,29 @@ async def _decrypt(
         row = store.rows.get(name) if store is not None else None
         if store is None or row is None:
             continue
-        eid, _name, sensitive, version, ct, wrapped, kek = row
-        if kek in remote:  # a blocking KMS or transit call: secrets._open runs it off the event loop
+        eid, _name, sensitive, version, ct, wrapped, kek, sid, bound = row
+        served_as(
+            rt,
+            bound,
+            project_id=store.project_id,
+            project=store.project,
+            env_id=eid,
+            environment=store.slugs[eid],
+            secret_id=sid,
+            name=name,
+            current_version=version,
+        )
+        text: str | None = None
+        if kek not in remote:
+            # What secrets._open does for a local KEK, without a coroutine per value.
+            aad = secret_aad(project_id=store.project_id, environment_id=eid, name=name, version=version)
+            try:
+                text = keyring.open(Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek), aad).decode(
+                    "utf-8"
+                )
+            except KeyUnavailable:
+                text = None  # secrets._open reloads a rotated keyring file and tries again
+        if text is None:  # a blocking KMS or transit call: secrets._open runs it off the event loop
             text = await _open(
                 rt,
                 project_id=store.project_id,
@@ -154,10 +176,7 @@ async def _decrypt(
                 wrapped=wrapped,
                 kek=kek,
             )
-        else:
-            # What secrets._open does for a local KEK, without a coroutine per value.
-            aad = secret_aad(project_id=store.project_id, environment_id=eid, name=name, version=version)
-            text = keyring.open(Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek), aad).decode("utf-8")
+            keyring, remote = rt.keys.keyring, rt.keys.remote
         out[(environment, name)] = StoredValue(text, sensitive, version, store.slugs[eid])
     return out
 
@@ -216,7 +235,7 @@ async def _compile(
         try:
             stores[other] = await _visible(conn, project, other)
         except NotFound:
-            stores[other] = _Store(0, {}, {})  # its references then fail with a problem naming them
+            stores[other] = _Store(0, project, {}, {})  # its references then fail with a problem naming them
     values = await _decrypt(rt, stores, stored_names(manifest, environment))
     compiled = compiler.compile_environment(manifest, environment, lambda e, n: values.get((e, n)))
     return compiled, values

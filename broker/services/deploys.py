@@ -269,7 +269,7 @@ async def _stores(
         try:
             stores[env] = await _visible(conn, project, env)
         except NotFound:
-            stores[env] = _Store(0, {}, {})  # its keys then fail with a problem naming them
+            stores[env] = _Store(0, project, {}, {})  # its keys then fail with a problem naming them
     return stores
 
 

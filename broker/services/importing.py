@@ -29,7 +29,7 @@ from broker.repositories import secrets as repo
 from broker.services import audit
 from broker.services.auth import require
 from broker.services.runtime import Runtime
-from broker.services.secrets import _env, _open, _seal
+from broker.services.secrets import _env, _open, _seal, bind, served_as
 
 
 @dataclass(frozen=True)
@@ -179,6 +179,17 @@ async def import_into(
                     secret_id = await repo.add_secret(conn, env_id=env_id, name=name, sensitive=True, now=now)
                     version = 1
                 else:
+                    served_as(
+                        rt,
+                        sec.binding,
+                        project_id=project_id,
+                        project=project,
+                        env_id=env_id,
+                        environment=environment,
+                        secret_id=sec.id,
+                        name=name,
+                        current_version=sec.current_version,
+                    )
                     if not await repo.bump_version(
                         conn, sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now
                     ):
@@ -198,6 +209,16 @@ async def import_into(
                     kek_id=sealed.kek_id,
                     author_id=actor.principal_id,
                     now=now,
+                    binding=bind(
+                        rt,
+                        project_id=project_id,
+                        project=project,
+                        env_id=env_id,
+                        environment=environment,
+                        secret_id=secret_id,
+                        name=name,
+                        version=version,
+                    ),
                 )
                 audit.saw_value(
                     rt, ctx, environment=environment, name=name, version=version, value=data.decode()

@@ -35,6 +35,7 @@ from broker.services.secrets import (
     VersionInfo,
     _env,
     _open,
+    served_as,
 )
 
 
@@ -336,11 +337,11 @@ async def resolve(
         project_id, chain, tree = await _chain(conn, project, environment)
         whole = {e for e in chain if rt.backends.env_route(project, tree[e][0]) is not None}
         rows = await repo.current_values(conn, [e for e in chain if e not in whole])
-        by_env: dict[int, list[tuple[str, bool, int, bytes, bytes, str]]] = {}
-        for eid, name, sensitive, ver, ct, wrapped, kek in rows:
+        by_env: dict[int, list[tuple[str, bool, int, bytes, bytes, str, int, bytes | None]]] = {}
+        for eid, name, sensitive, ver, ct, wrapped, kek, sid, bound in rows:
             if ct is None or wrapped is None or kek is None:
                 continue
-            by_env.setdefault(eid, []).append((name, sensitive, ver, ct, wrapped, kek))
+            by_env.setdefault(eid, []).append((name, sensitive, ver, ct, wrapped, kek, sid, bound))
         best: dict[str, ResolvedValue] = {}
         for eid in chain:
             slug = tree[eid][0]
@@ -350,9 +351,20 @@ async def resolve(
                     audit.saw_value(
                         rt, ctx, environment=slug, name=name, version=got.version, value=got.value.reveal()
                     )
-            for name, sensitive, ver, ct, wrapped, kek in by_env.get(eid, []):
+            for name, sensitive, ver, ct, wrapped, kek, sid, bound in by_env.get(eid, []):
                 if name in best:
                     continue
+                served_as(
+                    rt,
+                    bound,
+                    project_id=project_id,
+                    project=project,
+                    env_id=eid,
+                    environment=slug,
+                    secret_id=sid,
+                    name=name,
+                    current_version=ver,
+                )
                 text = await _open(
                     rt,
                     project_id=project_id,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import secrets
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -14,7 +18,10 @@ from broker.audit.trail import AuditTrail
 from broker.backends.router import Backends
 from broker.config import Settings
 from broker.db.engine import HotDb
-from broker.keys import KeyMaterial
+from broker.errors import BrokerError
+from broker.keys import KeyMaterial, reload_if_changed
+
+log = logging.getLogger("strongroom.keys")
 
 
 def utcnow() -> datetime:
@@ -72,3 +79,31 @@ class Runtime:
     backends: Backends | None = None
     # The one-secret read's own connections (the SQLite group-commit writer, or asyncpg connections).
     hot: HotDb | None = None
+    # This process's name in broker_keyrings (services/keys.py heartbeat): host, pid and a random part.
+    instance: str = field(
+        default_factory=lambda: f"{socket.gethostname()[:160]}:{os.getpid()}:{secrets.token_hex(4)}"
+    )
+
+    def refresh_keys(self) -> bool:
+        """Reload the keyring file if it changed on disk (one stat() when it has not); True if it did.
+
+        Rotation is online: a running broker picks up a rotated file here (from the periodic check, or
+        at once when a row names a key it lacks). A file that cannot be used is logged and the keys in
+        memory stay."""
+        try:
+            fresh = reload_if_changed(self.keys, self.settings)
+        except BrokerError as exc:
+            log.warning("keyring not reloaded: %s", exc.message)
+            return False
+        except OSError as exc:
+            log.warning("keyring not reloaded: %s", exc.strerror or type(exc).__name__)
+            return False
+        if fresh is None:
+            return False
+        self.keys = fresh
+        log.info(
+            "keyring reloaded: current key %s; keys %s",
+            fresh.keyring.current_id,
+            ", ".join(fresh.keyring.ids),
+        )
+        return True

@@ -17,13 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.audit.canonical import GENESIS, record_hash
 from broker.audit.fingerprint import fingerprint
+from broker.crypto import binding
 from broker.crypto.envelope import secret_aad
 from broker.crypto.keyring import Sealed
 from broker.domain.names import check_name, check_slug, check_value
 from broker.domain.request import Actor, RequestContext, ValueSeen
 from broker.domain.scopes import Action
 from broker.domain.values import SecretValue
-from broker.errors import Conflict, Forbidden, Invalid, NotFound
+from broker.errors import Conflict, Forbidden, Invalid, KeyUnavailable, NotFound
 from broker.repositories import hotpath
 from broker.repositories import projects as project_repo
 from broker.repositories import secrets as repo
@@ -112,10 +113,71 @@ async def _open(
 ) -> str:
     aad = secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
     sealed = Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek)
-    if kek in rt.keys.remote:
+    try:
+        return await _unseal(rt, sealed, aad)
+    except KeyUnavailable:
+        # A key this process lacks: perhaps a rotation it has not picked up yet.
+        if not rt.refresh_keys():
+            raise
+        return await _unseal(rt, sealed, aad)
+
+
+async def _unseal(rt: Runtime, sealed: Sealed, aad: bytes) -> str:
+    if sealed.kek_id in rt.keys.remote:
         # AWS KMS / Vault transit: a blocking SDK call, so off the event loop (ARCHITECTURE rule 7).
         return (await asyncio.to_thread(rt.keys.keyring.open, sealed, aad)).decode("utf-8")
     return rt.keys.keyring.open(sealed, aad).decode("utf-8")
+
+
+def served_as(
+    rt: Runtime,
+    stored: bytes | None,
+    *,
+    project_id: int,
+    project: str,
+    env_id: int,
+    environment: str,
+    secret_id: int,
+    name: str,
+    current_version: int,
+) -> None:
+    """IntegrityError unless the secret row is bound to this project, environment, name and current
+    version (a database edit of a slug, a name or `current_version` does not match its binding)."""
+    binding.check(
+        rt.keys.binding_key,
+        stored,
+        project_id=project_id,
+        project=project,
+        environment_id=env_id,
+        environment=environment,
+        secret_id=secret_id,
+        name=name,
+        version=current_version,
+    )
+
+
+def bind(
+    rt: Runtime,
+    *,
+    project_id: int,
+    project: str,
+    env_id: int,
+    environment: str,
+    secret_id: int,
+    name: str,
+    version: int,
+) -> bytes:
+    """The binding a write stores with the secret's new current version (see served_as)."""
+    return binding.compute(
+        rt.keys.binding_key,
+        project_id=project_id,
+        project=project,
+        environment_id=env_id,
+        environment=environment,
+        secret_id=secret_id,
+        name=name,
+        version=version,
+    )
 
 
 async def _seal(rt: Runtime, data: bytes, aad: bytes) -> Sealed:
@@ -185,9 +247,22 @@ async def read_secret(
             row = await repo.read_current_by_slugs(conn, project, environment, name)
             if row is None:
                 raise NotFound(f"{_where(project, environment)}: no such environment")
-            project_id, env_id, sid, sensitive, ver, ct, wrapped, kek, created, deleted, destroyed = row
+            project_id, env_id, sid, sensitive, ver, ct, wrapped, kek, created, deleted, destroyed, bound = (
+                row
+            )
             if sid is None or ver is None:
                 raise NotFound(f"{_where(project, environment, name)}: no such secret")
+            served_as(
+                rt,
+                bound,
+                project_id=project_id,
+                project=project,
+                env_id=env_id,
+                environment=environment,
+                secret_id=sid,
+                name=name,
+                current_version=ver,
+            )
         else:
             project_id, env_id, _ = await _env(conn, project, environment)
             if version < 1:
@@ -196,6 +271,17 @@ async def read_secret(
             vrow = await repo.get_version(conn, sec.id, version) if sec else None
             if sec is None or vrow is None:
                 raise NotFound(f"{_where(project, environment, name)}: no version {version}")
+            served_as(
+                rt,
+                sec.binding,
+                project_id=project_id,
+                project=project,
+                env_id=env_id,
+                environment=environment,
+                secret_id=sec.id,
+                name=name,
+                current_version=sec.current_version,
+            )
             sensitive = sec.sensitive
             ver, ct, wrapped, kek, created, deleted, destroyed = vrow
         ctx.version = ver
@@ -313,7 +399,7 @@ def _decide(
         return None
     (token_id, accessor, principal_id, scopes, cidrs, expires, max_expires, num_uses, revoked) = row[:9]
     (principal_type, principal_name, disabled) = row[9:12]
-    (project_id, env_id, sid, sensitive, ver, ct, wrapped, kek, created, deleted, destroyed) = row[12:]
+    (project_id, env_id, sid, sensitive, ver, ct, wrapped, kek, created, deleted, destroyed, tag) = row[12:]
     if num_uses is not None:
         return None  # use-limited tokens take the general path (an atomic conditional update)
     bound = json.loads(cidrs) if isinstance(cidrs, str) else list(cidrs)
@@ -346,6 +432,18 @@ def _decide(
         return None
     if ct is None or wrapped is None or kek is None or kek in rt.keys.remote:
         return None
+    # A mismatch raises: the caller then takes the general path, which refuses and audits it.
+    served_as(
+        rt,
+        tag,
+        project_id=project_id,
+        project=project,
+        env_id=env_id,
+        environment=environment,
+        secret_id=sid,
+        name=name,
+        current_version=ver,
+    )
     aad = secret_aad(project_id=project_id, environment_id=env_id, name=name, version=ver)
     text = rt.keys.keyring.open(Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek), aad).decode("utf-8")
     seen = ValueSeen(environment, name, ver, fingerprint(rt.keys.audit_key, text))
@@ -403,6 +501,17 @@ async def write_secret(
                 )
                 version, created_at = 1, now
             else:
+                served_as(
+                    rt,
+                    sec.binding,
+                    project_id=project_id,
+                    project=project,
+                    env_id=env_id,
+                    environment=environment,
+                    secret_id=sec.id,
+                    name=name,
+                    current_version=sec.current_version,
+                )
                 if cas is not None and cas != sec.current_version:
                     raise Conflict(
                         f"{_where(project, environment, name)}: cas {cas} is stale; current version is {sec.current_version}"
@@ -426,6 +535,16 @@ async def write_secret(
                 kek_id=sealed.kek_id,
                 author_id=actor.principal_id,
                 now=now,
+                binding=bind(
+                    rt,
+                    project_id=project_id,
+                    project=project,
+                    env_id=env_id,
+                    environment=environment,
+                    secret_id=secret_id,
+                    name=name,
+                    version=version,
+                ),
             )
             ctx.version = version
             audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
@@ -560,6 +679,17 @@ async def rollback(
     async with rt.engine.begin() as conn:
         project_id, env_id, _ = await _env(conn, project, environment)
         sec = await _require_secret(conn, env_id, where, name)
+        served_as(
+            rt,
+            sec.binding,
+            project_id=project_id,
+            project=project,
+            env_id=env_id,
+            environment=environment,
+            secret_id=sec.id,
+            name=name,
+            current_version=sec.current_version,
+        )
         old = await repo.get_version(conn, sec.id, version)
         if old is None:
             raise NotFound(f"{where}: no version {version}")
@@ -594,6 +724,16 @@ async def rollback(
             kek_id=sealed.kek_id,
             author_id=actor.principal_id,
             now=now,
+            binding=bind(
+                rt,
+                project_id=project_id,
+                project=project,
+                env_id=env_id,
+                environment=environment,
+                secret_id=sec.id,
+                name=name,
+                version=new_version,
+            ),
         )
         ctx.version = new_version
         audit.saw_value(rt, ctx, environment=environment, name=name, version=new_version, value=text)
@@ -622,9 +762,20 @@ async def resolve(
         rows = await repo.current_values(conn, chain)
         rank = {eid: i for i, eid in enumerate(chain)}
         best: dict[str, tuple[int, ResolvedValue]] = {}
-        for eid, name, sensitive, ver, ct, wrapped, kek in sorted(rows, key=lambda r: rank[r[0]]):
+        for eid, name, sensitive, ver, ct, wrapped, kek, sid, bound in sorted(rows, key=lambda r: rank[r[0]]):
             if name in best or ct is None or wrapped is None or kek is None:
                 continue
+            served_as(
+                rt,
+                bound,
+                project_id=project_id,
+                project=project,
+                env_id=eid,
+                environment=tree[eid][0],
+                secret_id=sid,
+                name=name,
+                current_version=ver,
+            )
             text = await _open(
                 rt, project_id=project_id, env_id=eid, name=name, version=ver, ct=ct, wrapped=wrapped, kek=kek
             )

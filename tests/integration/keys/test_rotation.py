@@ -163,13 +163,13 @@ def test_a7_interrupted_rewrap_leaves_every_row_readable_and_resumes(
     # A rerun (the CLI, as an operator would) finishes the job.
     r = kb.cli("keys", "rewrap", "--batch", "3")
     assert r.exit_code == 0, r.output
-    assert f"re-wrapped {total - stop_after} data keys under {new_key}" in r.output
+    assert f"{total - stop_after} moved, {stop_after} already under {new_key}" in r.output
 
     async def third_run() -> None:
         rt = kb.runtime()
         try:
             report = await rewrap(rt, batch=1)
-            assert (report.rewrapped, report.skipped) == (0, 0)
+            assert (report.rewrapped, report.skipped, report.already) == (0, 0, total)
             assert await usage(rt, old_key) == 0
             assert await decrypt_every_row(rt) == kb.versions
         finally:

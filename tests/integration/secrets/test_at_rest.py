@@ -1,4 +1,4 @@
-"""A1 confidentiality at rest, A3 bit flips and A4 row swaps, through the API and the database."""
+"""A1 confidentiality at rest, A3 bit flips, A4 row swaps and 58 path swaps, through the API and the database."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.engine import make_url
 
 from broker.db.base import metadata
+from broker.models import environments, projects
+from broker.models import secrets as secrets_table
 from tests.integration.secrets.conftest import Api, problem, random_value
 
 WINDOW = 8
@@ -148,7 +150,7 @@ def test_every_flipped_bit_is_a_generic_500(api: Api) -> None:
         {"ciphertext": b""},
         {"wrapped_dek": wrapped[:-1]},
         {"wrapped_dek": b"\x01"},
-        {"kek_id": "no-such-kek"},
+        {"kek_id": "not a key id!"},  # malformed: damage, and never echoed
     ]
     for bad in corruptions:
         api.set_version_row(row["id"], **bad)
@@ -169,6 +171,27 @@ def test_every_flipped_bit_is_a_generic_500(api: Api) -> None:
     # the damage alone caused the failures: the original bytes read fine again
     api.set_version_row(row["id"], ciphertext=ct, wrapped_dek=wrapped, kek_id=kek)
     assert api.value("common", "FLIP") == value
+
+
+def test_a_key_id_the_keyring_lacks_is_reported_as_that(api: Api) -> None:
+    """A well-formed KEK id that this broker's keyring does not hold (a rotation not picked up, a key
+    retired too early) is a 503 naming the key, not an integrity failure."""
+    value = random_value()[:16]
+    assert api.put("common", "MISSING_KEY", value).status_code == 200
+    row = api.version_row("common", "MISSING_KEY", 1)
+    api.set_version_row(row["id"], kek_id="k-20990101-abcdef")
+    for r in (
+        api.get("common", "MISSING_KEY"),
+        api.get("common", "MISSING_KEY", version=1),
+        api.client.get(f"{api.env_url('production')}/resolved", headers=api.h),
+    ):
+        body = problem(r, 503)
+        assert "k-20990101-abcdef" in body["detail"] and "integrity" not in body["detail"], body
+        assert value.encode() not in r.content
+        event = api.one_audit(r.headers["x-request-id"])
+        assert (event["outcome"], event["status"]) == ("error", 503)
+    api.set_version_row(row["id"], kek_id=row["kek_id"])
+    assert api.value("common", "MISSING_KEY") == value
 
 
 def test_rows_moved_to_another_place_never_decrypt(api: Api) -> None:
@@ -211,3 +234,101 @@ def test_rows_moved_to_another_place_never_decrypt(api: Api) -> None:
     assert api.value("common", "OTHER") == other
     assert api.value("production", "SRC") == prod
     assert api.value("common", "SRC") == src2
+
+
+def _reads(api: Api, env: str, name: str, project: str = "microblog") -> list[Any]:
+    """Every route that can serve `name` in `env`: the one-value read (the fast path first), a read by
+    version number (the general path), resolution and the named-values (compile) route."""
+    return [
+        api.client.get(api.url(env, name, project=project), headers=api.h),
+        api.client.get(api.url(env, name, project=project), params={"version": 1}, headers=api.h),
+        api.client.get(f"{api.env_url(env, project)}/resolved", headers=api.h),
+        api.client.post(f"{api.env_url(env, project)}/values", json={"names": [name]}, headers=api.h),
+    ]
+
+
+def _refused(api: Api, replies: list[Any], values: list[bytes]) -> None:
+    detail: str | None = None
+    for r in replies:
+        detail = assert_generic_500(r, detail, values)
+        event = api.one_audit(r.headers["x-request-id"])
+        assert (event["outcome"], event["status"]) == ("error", 500), event
+    assert "integrity" in (detail or "")
+
+
+def _swap(api: Api, table: Any, column: str, a: int, b: int, temp: str) -> None:
+    """Swap `column` of rows a and b as a database writer would (through a temporary value, since the
+    column is unique)."""
+    (va,) = api.query(select(table.c[column]).where(table.c.id == a))[0]
+    (vb,) = api.query(select(table.c[column]).where(table.c.id == b))[0]
+    api.execute(update(table).where(table.c.id == a).values({column: temp}))
+    api.execute(update(table).where(table.c.id == b).values({column: va}))
+    api.execute(update(table).where(table.c.id == a).values({column: vb}))
+
+
+def test_58_path_swaps_through_metadata_are_refused(api: Api) -> None:
+    """SECURITY.md 58: with write access to the database and no key, swap two environments' or projects'
+    slugs, rename a secret row or set current_version back; the broker never serves a value under a
+    project, environment, name or version other than the one it was written as."""
+    api.make_env("staging")
+    api.make_project("other-app")
+    api.make_env("production", project="other-app")
+    prod, staging, foreign, old, new = (random_value() for _ in range(5))
+    assert api.put("production", "A", prod).status_code == 200
+    assert api.put("staging", "A", staging).status_code == 200
+    r = api.client.put(
+        api.url("production", "A", project="other-app"), json={"value": foreign}, headers=api.h
+    )
+    assert r.status_code == 200
+    assert api.put("common", "B", old).status_code == 200
+    assert api.put("common", "B", new).status_code == 200
+    values = [v.encode() for v in (prod, staging, foreign, old, new)]
+    env_ids = dict(
+        api.query(select(environments.c.slug, environments.c.id).where(environments.c.slug != "common"))
+    )
+    project_ids = dict(api.query(select(projects.c.slug, projects.c.id)))
+
+    # Two environments' slugs swapped: staging would answer with production's value.
+    prod_env = api.query(
+        select(environments.c.id).where(
+            environments.c.slug == "production", environments.c.project_id == project_ids["microblog"]
+        )
+    )[0][0]
+    _swap(api, environments, "slug", prod_env, env_ids["staging"], "swap-tmp")
+    _refused(api, _reads(api, "staging", "A") + _reads(api, "production", "A"), values)
+    _swap(api, environments, "slug", prod_env, env_ids["staging"], "swap-tmp")
+    assert api.value("staging", "A") == staging and api.value("production", "A") == prod
+
+    # Two projects' slugs swapped: microblog/production would answer with other-app's value.
+    _swap(api, projects, "slug", project_ids["microblog"], project_ids["other-app"], "swap-tmp")
+    _refused(
+        api, _reads(api, "production", "A") + _reads(api, "production", "A", project="other-app"), values
+    )
+    _swap(api, projects, "slug", project_ids["microblog"], project_ids["other-app"], "swap-tmp")
+    assert api.value("production", "A") == prod
+
+    # A secret row renamed: B's value offered as C.
+    api.execute(update(secrets_table).where(secrets_table.c.name == "B").values(name="C"))
+    _refused(api, _reads(api, "common", "C"), values)
+    api.execute(update(secrets_table).where(secrets_table.c.name == "C").values(name="B"))
+    assert api.value("common", "B") == new
+
+    # current_version set back: the older value offered as current.
+    api.execute(update(secrets_table).where(secrets_table.c.name == "B").values(current_version=1))
+    _refused(api, _reads(api, "common", "B"), values)
+    # ... and a write on top of it is refused too, rather than blessing the rollback.
+    r = api.put("common", "B", random_value())
+    assert_generic_500(r, None, values)
+    api.execute(update(secrets_table).where(secrets_table.c.name == "B").values(current_version=2))
+    assert api.value("common", "B") == new
+    assert api.get("common", "B", version=1).json()["value"] == old
+
+    # A binding copied from another secret does not fit either.
+    (other,) = api.query(
+        select(secrets_table.c.binding).where(secrets_table.c.environment_id == env_ids["staging"])
+    )[0]
+    (mine,) = api.query(select(secrets_table.c.binding).where(secrets_table.c.name == "B"))[0]
+    api.execute(update(secrets_table).where(secrets_table.c.name == "B").values(binding=other))
+    _refused(api, _reads(api, "common", "B"), values)
+    api.execute(update(secrets_table).where(secrets_table.c.name == "B").values(binding=mine))
+    assert api.value("common", "B") == new

@@ -14,7 +14,7 @@ from broker.crypto.aead import Aead
 from broker.crypto.envelope import DekWrapper, secret_aad
 from broker.crypto.kek import LocalKek
 from broker.crypto.keyring import Keyring, Sealed
-from broker.errors import IntegrityError
+from broker.errors import IntegrityError, KeyUnavailable
 
 # Canaries: random, so a match can only come from a leak, and long enough never to occur by chance.
 KEY = os.urandom(32)
@@ -118,7 +118,8 @@ def test_a_failed_open_leaves_no_key_or_plaintext_in_the_traceback(damage: str) 
     elif damage == "wrapped_dek":
         sealed = Sealed(sealed.ciphertext, sealed.wrapped_dek[:-1] + b"\x00", sealed.kek_id)
     else:
-        sealed = Sealed(sealed.ciphertext, sealed.wrapped_dek, "kek-2")
+        # Malformed: damage. (A well-formed id the keyring lacks is KeyUnavailable: the next test.)
+        sealed = Sealed(sealed.ciphertext, sealed.wrapped_dek, "kek 2!")
     try:
         keyring.open(sealed, aad)
     except IntegrityError as error:
@@ -130,6 +131,18 @@ def test_a_failed_open_leaves_no_key_or_plaintext_in_the_traceback(damage: str) 
     # The library's InvalidTag is suppressed, so the trace names no check that failed.
     assert "InvalidTag" not in formatted
     assert "During handling" not in formatted
+    _assert_clean(formatted)
+
+
+def test_a_missing_key_names_the_key_and_leaves_no_key_or_plaintext_in_the_traceback() -> None:
+    _, _, keyring, sealed = _objects()
+    try:
+        keyring.open(Sealed(sealed.ciphertext, sealed.wrapped_dek, "kek-2"), AAD)
+    except KeyUnavailable as error:
+        formatted = traceback.format_exc()
+        assert error.key_id == "kek-2" and "kek-2" in error.message
+    else:
+        pytest.fail("open() returned without the key")
     _assert_clean(formatted)
 
 

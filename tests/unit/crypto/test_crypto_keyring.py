@@ -10,7 +10,7 @@ import pytest
 from broker.crypto.envelope import secret_aad
 from broker.crypto.kek import LocalKek
 from broker.crypto.keyring import Keyring, Sealed
-from broker.errors import IntegrityError
+from broker.errors import IntegrityError, KeyUnavailable
 
 ROW = dict(project_id=7, environment_id=3, name="DATABASE_URL", version=2)
 
@@ -49,8 +49,9 @@ def test_keyring_properties(old_kek: LocalKek, new_kek: LocalKek) -> None:
     assert keyring.current_id == "kek-2025"
     assert keyring.ids == ("kek-2024", "kek-2025")
     assert keyring.get("kek-2024") is old_kek
-    with pytest.raises(IntegrityError):
+    with pytest.raises(KeyUnavailable) as missing:
         keyring.get("kek-1999")
+    assert "kek-1999" in missing.value.message and missing.value.key_id == "kek-1999"
 
 
 def test_sealed_is_frozen(keyring: Keyring, aad: bytes) -> None:
@@ -116,8 +117,13 @@ def test_a4_relabelling_the_kek_id_is_refused_even_when_both_ids_hold_the_same_k
     assert keyring.open(sealed, aad) == b"value"
     with pytest.raises(IntegrityError):
         keyring.open(Sealed(sealed.ciphertext, sealed.wrapped_dek, "beta"), aad)
-    with pytest.raises(IntegrityError):
+    # An id the keyring lacks is not damage but a missing key, named as such (issue 12 item 2) ...
+    with pytest.raises(KeyUnavailable) as missing:
         keyring.open(Sealed(sealed.ciphertext, sealed.wrapped_dek, "gamma"), aad)
+    assert "gamma" in missing.value.message and "integrity" not in missing.value.message
+    # ... while a malformed id is damage, and is not echoed.
+    with pytest.raises(IntegrityError):
+        keyring.open(Sealed(sealed.ciphertext, sealed.wrapped_dek, "not an id!"), aad)
 
 
 def test_a6_rotation_rewraps_without_touching_the_value_and_survives_retiring_the_old_kek(
@@ -137,9 +143,10 @@ def test_a6_rotation_rewraps_without_touching_the_value_and_survives_retiring_th
         assert new.wrapped_dek != old.wrapped_dek
         assert (old.kek_id, new.kek_id) == ("kek-2024", "kek-2025")
         assert retired.open(new, aad) == plaintext
-        with pytest.raises(IntegrityError):
+        # The retired or not-yet-known key is reported missing by id, not as damage.
+        with pytest.raises(KeyUnavailable):
             retired.open(old, aad)
-        with pytest.raises(IntegrityError):
+        with pytest.raises(KeyUnavailable):
             before.open(new, aad)
 
 
@@ -179,5 +186,5 @@ def test_rewrap_refuses_a_row_whose_kek_is_not_in_the_keyring(
     new_kek: LocalKek, keyring: Keyring, aad: bytes
 ) -> None:
     sealed = keyring.seal(b"value", aad)
-    with pytest.raises(IntegrityError):
+    with pytest.raises(KeyUnavailable):
         Keyring([new_kek], current="kek-2025").rewrap(sealed, aad)

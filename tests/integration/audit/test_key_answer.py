@@ -229,7 +229,7 @@ def test_the_migration_indexes_the_events_already_there(db_url: str, tmp_path: P
     with broker(db_url, tmp_path) as api:
         t = every_route(api)
         api.chain()
-    migrate.downgrade(db_url, "0003")
+    migrate.downgrade(db_url, "0004")
     migrate.upgrade(db_url)
     with broker(db_url, tmp_path) as api:
         rows = api.query(text("SELECT event_id, seq, project, environment, name FROM audit_event_keys"))

@@ -248,7 +248,8 @@ async def read_current_fast(
     except Invalid:
         return None
     digest = bearer_digest(rt, authorization)
-    if digest is None or rt.limiter.retry_after([f"addr:{ctx.source_addr}"]):
+    # Only what this process has seen locked: the general path asks the database (and then this knows).
+    if digest is None or rt.limiter.known_locked([f"addr:{ctx.source_addr}"]):
         return None
     now = rt.clock()
     last = rt.audit.last_time

@@ -26,7 +26,7 @@ from broker.config import Settings
 from broker.crypto.kek.local import LocalKek
 from broker.crypto.keyring import Kek, Keyring
 from broker.errors import Invalid
-from broker.files import write_private
+from broker.files import loose_mode, write_private
 
 FORMAT = "strongroom-keyring/1"
 
@@ -135,11 +135,8 @@ def load(settings: Settings, *, now: datetime, create_dev: bool) -> tuple[KeyMat
             raise Invalid(f"key file {path} does not exist", field="key_file")
         write_private(path, json.dumps(new_document(now, dev=True), indent=2).encode())
         created = True
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise Invalid(
-            f"key file {path} is readable by others (mode {mode:o}); chmod 600 it", field="key_file"
-        )
+    if (loose := loose_mode(path, "key file")) is not None:
+        raise Invalid(loose, field="key_file")
     material = parse_document(path.read_text(), source=str(path))
     if material.dev and settings.production:
         raise Invalid(

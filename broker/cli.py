@@ -63,8 +63,6 @@ def _check_embedded_modes(settings: Settings) -> None:
     for path, what in candidates:
         if path.exists() and (loose := loose_mode(path, what)) is not None:
             raise click.ClickException(f"STRONGROOM_DATA_DIR: {loose}")
-    # SQLite creates -wal, -shm and -journal later with the umask: keep them private too.
-    os.umask(0o077)
 
 
 def _fail(exc: BrokerError) -> click.ClickException:
@@ -152,6 +150,8 @@ def _prepare_embedded(settings: Settings) -> None:
     db = settings.data_dir / "strongroom.db"
     if not db.exists():
         os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    # SQLite creates -wal, -shm and -journal later (with the database's mode; the umask covers the rest).
+    os.umask(0o077)
 
 
 async def _bootstrap_file(settings: Settings, runtime: Any) -> Path | None:

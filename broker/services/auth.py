@@ -230,48 +230,42 @@ async def exchange(
         raise RateLimited("too many failed authentications; retry later", retry_after=wait)
     _check_ttl(ttl, field="ttl")
     try:
-        return await _exchange(rt, ctx, client_id=client_id, client_secret=client_secret, ttl=ttl)
+        now = rt.clock()
+        async with rt.engine.begin() as conn:
+            row = await repo.get_principal_by_client_id(conn, client_id) if len(client_id) <= 128 else None
+            candidate = keyed_hash(rt.keys.hmac_key, b"client-secret", client_secret[:1024])
+            expected = row.secret_hash if row is not None else b"\x00" * 32
+            ok = hmac.compare_digest(candidate, expected) and row is not None and row.disabled_at is None
+            if not ok or row is None:
+                ctx.reason = "bad client credential"
+                raise Unauthenticated()
+            ctx.actor = Actor(
+                principal_id=row.id, principal_type=row.type, name=row.name, token_id=0, accessor=""
+            )
+            bound = tuple(row.bound_cidrs)
+            if not _addr_in(ctx.source_addr, bound):
+                ctx.reason = "source address outside the identity's bound CIDRs"
+                raise Unauthenticated()
+            issued = await _issue(
+                conn,
+                rt,
+                principal_id=row.id,
+                parent_id=None,
+                scopes=scopes_from_json(row.scopes),
+                bound_cidrs=bound,
+                ttl=min(ttl or row.token_ttl, row.token_max_ttl),
+                max_expires_at=now + timedelta(seconds=row.token_max_ttl),
+                num_uses=None,
+            )
+            ctx.actor.accessor = issued.info.accessor
+            # The event records the scopes the new token holds.
+            ctx.actor.scopes = issued.info.scopes
+            await audit.record(conn, rt, ctx)
+        return issued
     except Unauthenticated:
         # Counted after the transaction: the count stays although the transaction rolls back.
         await rt.limiter.record(keys)
         raise
-
-
-async def _exchange(
-    rt: Runtime, ctx: RequestContext, *, client_id: str, client_secret: str, ttl: int | None
-) -> IssuedToken:
-    now = rt.clock()
-    async with rt.engine.begin() as conn:
-        row = await repo.get_principal_by_client_id(conn, client_id) if len(client_id) <= 128 else None
-        candidate = keyed_hash(rt.keys.hmac_key, b"client-secret", client_secret[:1024])
-        expected = row.secret_hash if row is not None else b"\x00" * 32
-        ok = hmac.compare_digest(candidate, expected) and row is not None and row.disabled_at is None
-        if not ok or row is None:
-            ctx.reason = "bad client credential"
-            raise Unauthenticated()
-        ctx.actor = Actor(
-            principal_id=row.id, principal_type=row.type, name=row.name, token_id=0, accessor=""
-        )
-        bound = tuple(row.bound_cidrs)
-        if not _addr_in(ctx.source_addr, bound):
-            ctx.reason = "source address outside the identity's bound CIDRs"
-            raise Unauthenticated()
-        issued = await _issue(
-            conn,
-            rt,
-            principal_id=row.id,
-            parent_id=None,
-            scopes=scopes_from_json(row.scopes),
-            bound_cidrs=bound,
-            ttl=min(ttl or row.token_ttl, row.token_max_ttl),
-            max_expires_at=now + timedelta(seconds=row.token_max_ttl),
-            num_uses=None,
-        )
-        ctx.actor.accessor = issued.info.accessor
-        # The event records the scopes the new token holds.
-        ctx.actor.scopes = issued.info.scopes
-        await audit.record(conn, rt, ctx)
-    return issued
 
 
 def bearer_digest(rt: Runtime, authorization: str | None) -> bytes | None:

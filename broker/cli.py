@@ -113,6 +113,8 @@ def failure_sentence(exc: BaseException) -> str:
     """Any failure of a command as one sentence naming the setting or path, without values or a traceback."""
     if isinstance(exc, BrokerError):
         return exc.message
+    if type(exc).__name__ == "CommandError" and type(exc).__module__.startswith("alembic"):
+        return f"REVISION: {exc}"  # alembic's own sentence about the revision argument; no settings in it
     why = _why_database(exc)
     if why is not None:
         return f"{_database_setting()}: cannot use the database ({why}); check the setting and that it is up"

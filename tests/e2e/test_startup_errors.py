@@ -193,3 +193,15 @@ def test_the_wal_files_sqlite_creates_are_private(tmp_path: Path) -> None:
     for path in data.rglob("*"):
         expected = 0o700 if path.is_dir() else 0o600
         assert path.stat().st_mode & 0o777 == expected, path
+
+
+def test_an_unknown_revision_names_the_argument(tmp_path: Path) -> None:
+    one_sentence(server(tmp_path, "db", "upgrade", "nosuchrev"), "REVISION", "nosuchrev")
+
+
+def test_an_sqlite_file_that_cannot_be_opened_is_one_sentence(tmp_path: Path, signing_key: str) -> None:
+    url = f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
+    done = server(
+        tmp_path, "serve", database_url=url, keyring=keyring_json(), audit_signing_key_file=signing_key
+    )
+    one_sentence(done, "STRONGROOM_DATABASE_URL", "SQLite file")

@@ -253,6 +253,7 @@ async def _lifespan_in_one_sentence(app: ASGIApp, scope: Scope, receive: Receive
             else f"start-up failed: unexpected {type(exc).__name__}"
         )
         await send({"type": "lifespan.startup.failed", "message": text})
+        raise  # uvicorn stays quiet once told the start-up failed; an in-process caller sees the error
     else:
         if held:  # reported without raising: pass it on, still without the traceback
             await send({"type": "lifespan.startup.failed", "message": "start-up failed"})

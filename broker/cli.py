@@ -32,33 +32,127 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _settings(**overrides: Any) -> Settings:
+    from pydantic import ValidationError
+
+    from broker.config import describe
+
     try:
         base = get_settings()
-    except ValueError as exc:
+    except ValidationError as exc:
+        raise click.ClickException(f"configuration: {describe(exc)}") from None
+    except ValueError as exc:  # pydantic-settings' parse errors name the setting, not the value
         raise click.ClickException(f"configuration: {exc}") from None
     clean = {k: v for k, v in overrides.items() if v is not None}
+    if base.is_embedded:
+        _check_embedded_modes(base)
     return base.model_copy(update=clean) if clean else base
+
+
+def _check_embedded_modes(settings: Settings) -> None:
+    """Refuse a data directory or SQLite file open to other users, as the key files are refused: the
+    database holds every secret (wrapped) and the audit trail. The broker creates them private itself."""
+    from broker.files import loose_mode
+
+    db = settings.data_dir / "strongroom.db"
+    candidates = [
+        (settings.data_dir, "data directory"),
+        *((db.with_name(db.name + suffix), "database file") for suffix in ("", "-wal", "-shm", "-journal")),
+    ]
+    if settings.keyring is None and settings.key_file is None:
+        candidates.append((settings.resolved_key_file, "key file"))
+    for path, what in candidates:
+        if path.exists() and (loose := loose_mode(path, what)) is not None:
+            raise click.ClickException(f"STRONGROOM_DATA_DIR: {loose}")
 
 
 def _fail(exc: BrokerError) -> click.ClickException:
     return click.ClickException(exc.message)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+_DATABASE_MODULES = frozenset({"asyncpg", "sqlalchemy", "aiosqlite", "sqlite3", "alembic"})
+
+
+def _database_setting() -> str:
+    try:
+        return "STRONGROOM_DATA_DIR" if get_settings().is_embedded else "STRONGROOM_DATABASE_URL"
+    except ValueError:
+        return "STRONGROOM_DATABASE_URL"
+
+
+def _why_database(exc: BaseException) -> str | None:
+    """What went wrong reaching the database, from the exception chain's types (never its text, which can
+    quote the URL), or None when the chain holds no database or network error."""
+    import socket
+    import sqlite3
+
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen and len(seen) < 20:
+        seen.append(cur)
+        cur = getattr(cur, "orig", None) or cur.__cause__ or cur.__context__
+    names = {type(e).__name__ for e in seen}
+    if any(isinstance(e, ConnectionRefusedError) for e in seen):
+        return "connection refused"
+    if any(isinstance(e, socket.gaierror) for e in seen):
+        return "the host name does not resolve"
+    if any(isinstance(e, TimeoutError) for e in seen):
+        return "timed out"
+    if names & {"InvalidPasswordError", "InvalidAuthorizationSpecificationError"}:
+        return "the server refused the user name or password"
+    if "InvalidCatalogNameError" in names:
+        return "the database does not exist"
+    if any(isinstance(e, sqlite3.OperationalError) for e in seen):
+        return "the SQLite file cannot be opened or written"
+    if any(isinstance(e, ConnectionError | OSError) and not getattr(e, "filename", None) for e in seen):
+        return "the connection failed"
+    driver = next((e for e in seen if type(e).__module__.split(".")[0] in _DATABASE_MODULES), None)
+    return type(driver).__name__ if driver is not None else None
+
+
+def failure_sentence(exc: BaseException) -> str:
+    """Any failure of a command as one sentence naming the setting or path, without values or a traceback."""
+    if isinstance(exc, BrokerError):
+        return exc.message
+    if type(exc).__name__ == "CommandError" and type(exc).__module__.startswith("alembic"):
+        return f"REVISION: {exc}"  # alembic's own sentence about the revision argument; no settings in it
+    why = _why_database(exc)
+    if why is not None:
+        return f"{_database_setting()}: cannot use the database ({why}); check the setting and that it is up"
+    if isinstance(exc, OSError) and getattr(exc, "filename", None):
+        return f"{exc.filename}: {exc.strerror or type(exc).__name__}"
+    return (
+        f"failed with an unexpected {type(exc).__name__} (details not printed: they can hold setting values)"
+    )
+
+
+class _Commands(click.Group):
+    """The command group; every failure ends as one sentence (click's "Error: ..."), never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            raise click.ClickException(failure_sentence(exc)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="strongroom")
 def main() -> None:
     """Run and administer the Strongroom broker."""
 
 
 def _prepare_embedded(settings: Settings) -> None:
-    """Data directory 0700 and a 0600 SQLite file before SQLite creates it with the umask."""
+    """Data directory 0700 and a 0600 SQLite file before SQLite creates it with the umask (an existing one
+    open to others was refused by `_settings`)."""
     from broker.files import ensure_private_dir
 
     ensure_private_dir(settings.data_dir)
     db = settings.data_dir / "strongroom.db"
     if not db.exists():
         os.close(os.open(db, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    # WAL and shared-memory files are created later by SQLite; a private umask keeps them 0600 too.
+    # SQLite creates -wal, -shm and -journal later (with the database's mode; the umask covers the rest).
     os.umask(0o077)
 
 
@@ -72,6 +166,23 @@ async def _bootstrap_file(settings: Settings, runtime: Any) -> Path | None:
     path = settings.data_dir / "bootstrap-admin.secret"
     write_private(path, created.client_secret.encode() + b"\n")
     return path
+
+
+async def _check_schema(url: str) -> None:
+    from broker.db import migrate
+    from broker.db.engine import make_engine
+
+    engine = make_engine(url, pool_size=1)
+    try:
+        current = await migrate.current_revision(engine)
+    finally:
+        await engine.dispose()
+    head = migrate.head_revision(url)
+    if current != head:
+        raise click.ClickException(
+            f"{_database_setting()}: the database schema is at {current or 'nothing'} but this broker "
+            f"needs {head}; run `strongroom-server db upgrade` first"
+        )
 
 
 def _login_hint(settings: Settings, path: Path) -> str:
@@ -107,6 +218,8 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
         _upgrade(settings, "head")
         if workers != 1:
             raise click.UsageError("--workers: SQLite serves from one process; use PostgreSQL for several")
+    # Before uvicorn: its lifespan failure would print a traceback and say nothing about the setting.
+    _run(_check_schema(settings.resolved_database_url))
     try:
         runtime = build_runtime(settings)
     except BrokerError as exc:
@@ -127,6 +240,8 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
             err=True,
         )
     click.echo(f"strongroom broker on http://{settings.host}:{settings.port}", err=True)
+    from broker.api.protocol import BoundedHttpTools
+
     if workers > 1:
         uvicorn.run(
             "broker.main:app_factory",
@@ -136,6 +251,7 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
             workers=workers,
             log_level="warning",
             server_header=False,
+            http=BoundedHttpTools,
         )
     else:
         uvicorn.run(
@@ -144,6 +260,7 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
             port=settings.port,
             log_level="warning",
             server_header=False,
+            http=BoundedHttpTools,
         )
 
 

@@ -8,10 +8,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8750
+DATABASE_SCHEMES = (
+    "postgresql://",
+    "postgres://",
+    "postgresql+asyncpg://",
+    "sqlite://",
+    "sqlite+aiosqlite://",
+)
 
 
 def _default_data_dir() -> Path:
@@ -36,6 +43,9 @@ class Settings(BaseSettings):
     token_max_ttl: int = Field(default=8 * 3600, ge=10, le=31 * 86400)
     trusted_proxies: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Request heads (broker/api/protocol.py): one header, and the request line with every header.
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    max_request_head_bytes: int = Field(default=64 * 1024, ge=4096)
     auth_failure_limit: int = Field(default=10, ge=1)
     auth_failure_window: int = Field(default=60, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
@@ -57,11 +67,18 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
-        for item in value:
+        for n, item in enumerate(value, 1):
             try:
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
-                raise ValueError(f"trusted_proxies: {item!r} is not an IP address or CIDR") from None
+                raise ValueError(f"entry {n} is not an IP address or CIDR") from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(DATABASE_SCHEMES):
+            raise ValueError("must be a postgresql:// or sqlite:// URL (PostgreSQL or SQLite)")
         return value
 
     @model_validator(mode="after")
@@ -104,3 +121,17 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Read settings once per process."""
     return Settings()
+
+
+def describe(error: ValidationError) -> str:
+    """A settings error as one sentence naming each setting, never its value (pydantic's own text quotes
+    the input, which may be a database password)."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False, include_context=False):
+        msg = str(item["msg"]).removeprefix("Value error, ")
+        loc = [str(p) for p in item["loc"] if not isinstance(p, int)]
+        if loc:
+            parts.append(f"STRONGROOM_{loc[0].upper()}: {msg[:1].lower()}{msg[1:]}")
+        else:
+            parts.append(msg)  # a rule across settings; its message names them
+    return "; ".join(parts)

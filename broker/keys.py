@@ -29,7 +29,7 @@ from broker.crypto.binding import derive_key as derive_binding_key
 from broker.crypto.kek.local import LocalKek
 from broker.crypto.keyring import Kek, Keyring
 from broker.errors import Invalid
-from broker.files import write_private
+from broker.files import loose_mode, write_private
 
 FORMAT = "strongroom-keyring/1"
 
@@ -154,11 +154,8 @@ def _stamp(st: os.stat_result) -> tuple[int, int, int]:
 
 def _read_file(path: Path, settings: Settings) -> KeyMaterial:
     st = path.stat()
-    mode = st.st_mode & 0o777
-    if mode & 0o077:
-        raise Invalid(
-            f"key file {path} is readable by others (mode {mode:o}); chmod 600 it", field="key_file"
-        )
+    if (loose := loose_mode(path, "key file")) is not None:
+        raise Invalid(loose, field="key_file")
     material = parse_document(path.read_text(), source=str(path))
     if material.dev and settings.production:
         raise Invalid(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,7 +23,8 @@ from broker.errors import Unavailable
 from broker.keys import load as load_keys
 from broker.services import audit as audit_service
 from broker.services import keys as keys_service
-from broker.services.runtime import FailureLimiter, Runtime, utcnow
+from broker.services.ratelimit import SlidingLimiter
+from broker.services.runtime import Runtime, utcnow
 
 
 def build_runtime(settings: Settings, *, create_dev_keys: bool = False) -> Runtime:
@@ -44,10 +44,14 @@ def build_runtime(settings: Settings, *, create_dev_keys: bool = False) -> Runti
         engine=engine,
         hot=HotDb(engine),
         keys=keys,
-        limiter=FailureLimiter(
-            limit=settings.auth_failure_limit,
-            window=float(settings.auth_failure_window),
-            clock=time.monotonic,
+        limiter=SlidingLimiter(
+            "auth", engine, limit=settings.auth_failure_limit, window=float(settings.auth_failure_window)
+        ),
+        fingerprint_limiter=SlidingLimiter(
+            "fingerprint",
+            engine,
+            limit=settings.audit_fingerprint_limit,
+            window=float(settings.audit_fingerprint_window),
         ),
         backends=backends,
         audit=trail,

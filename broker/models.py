@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -282,6 +283,25 @@ class BrokerKeyring(Base):
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class RateLimitEvent(Base):
+    """One counted event (a failed authentication, a fingerprint look-up) under one limiter key, until it
+    leaves the sliding window; in the database so that every broker process sharing it shares the budget."""
+
+    __tablename__ = "rate_limit_events"
+    __table_args__ = (
+        Index("ix_rate_limit_events_key_expires", "key", "expires_at"),
+        Index("ix_rate_limit_events_kind_expires", "kind", "expires_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # Which limiter ("auth", "fingerprint"); expired rows are pruned per limiter, by its own clock.
+    kind: Mapped[str] = mapped_column(String(16))
+    # SHA-256 (hex) of the limiter and its key ("principal:<canonical id>", "addr:<ip>"): fixed size,
+    # whatever the caller sent.
+    key: Mapped[str] = mapped_column(String(64))
+    # Seconds since the epoch when this event stops counting (its time plus the window).
+    expires_at: Mapped[float] = mapped_column(Double)
+
+
 projects: Table = Project.__table__  # type: ignore[assignment]
 environments: Table = Environment.__table__  # type: ignore[assignment]
 secrets: Table = Secret.__table__  # type: ignore[assignment]
@@ -296,3 +316,4 @@ deploy_hosts: Table = DeployHost.__table__  # type: ignore[assignment]
 deploy_keys: Table = DeployKey.__table__  # type: ignore[assignment]
 deploy_host_keys: Table = DeployHostKey.__table__  # type: ignore[assignment]
 broker_keyrings: Table = BrokerKeyring.__table__  # type: ignore[assignment]
+rate_limit_events: Table = RateLimitEvent.__table__  # type: ignore[assignment]

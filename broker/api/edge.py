@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.api.routes.secrets import wants_reveal
 from broker.domain.request import RequestContext
+from broker.errors import BrokerError
 from broker.services import audit
 from broker.services import secrets as secrets_service
 from broker.services.runtime import Runtime
@@ -230,6 +231,34 @@ def value_body(got: ReadOne) -> bytes:
     ).encode()
 
 
+async def _lifespan_in_one_sentence(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run the app's lifespan; a failed start-up reaches the server as one sentence (Starlette sends the
+    whole traceback, which uvicorn prints), the broker's own message or the error's type."""
+    held: list[Message] = []
+
+    async def hold_failure(message: Message) -> None:
+        if message["type"] == "lifespan.startup.failed":
+            held.append(message)
+        else:
+            await send(message)
+
+    try:
+        await app(scope, receive, hold_failure)
+    except Exception as exc:
+        if not held:
+            raise
+        text = (
+            exc.message
+            if isinstance(exc, BrokerError)
+            else f"start-up failed: unexpected {type(exc).__name__}"
+        )
+        await send({"type": "lifespan.startup.failed", "message": text})
+        raise  # uvicorn stays quiet once told the start-up failed; an in-process caller sees the error
+    else:
+        if held:  # reported without raising: pass it on, still without the traceback
+            await send({"type": "lifespan.startup.failed", "message": "start-up failed"})
+
+
 class Edge:
     """Sets up the request context, enforces the body limit and guarantees one audit event per request.
 
@@ -303,6 +332,9 @@ class Edge:
         return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan_in_one_sentence(self.app, scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -10,7 +10,7 @@ from pathlib import Path
 from broker.audit.checkpoint import CheckpointError, Signer, generate_private_pem
 from broker.config import Settings
 from broker.errors import Invalid
-from broker.files import ensure_private_dir
+from broker.files import ensure_private_dir, loose_mode
 
 DEV_KEY_NAME = "dev-audit-signing-key.pem"
 
@@ -64,12 +64,8 @@ def load_signer(settings: Settings) -> tuple[Signer, bool]:
         if configured is not None:
             raise Invalid(f"audit signing key file {path} does not exist", field="audit_signing_key_file")
         created = _create_exclusive(path, generate_private_pem())
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise Invalid(
-            f"audit signing key file {path} is readable by others (mode {mode:o}); chmod 600 it",
-            field="audit_signing_key_file",
-        )
+    if (loose := loose_mode(path, "audit signing key file")) is not None:
+        raise Invalid(loose, field="audit_signing_key_file")
     try:
         return Signer.from_pem(path.read_bytes()), created
     except CheckpointError as exc:

@@ -24,7 +24,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from broker.audit.checkpoint import CheckpointError, PublicKey, SignedCheckpoint, parse
-from broker.files import ensure_private_dir, write_private
+from broker.files import ensure_private_dir, loose_mode, write_private
 
 
 class SinkError(Exception):
@@ -137,9 +137,8 @@ class FileSink:
             self._flush([])
         except OSError as exc:
             raise SinkError(f"audit file {self.path}: {describe(exc)}") from None
-        mode = self.path.stat().st_mode & 0o777
-        if mode & 0o077:
-            raise SinkError(f"audit file {self.path} is readable by others (mode {mode:o}); chmod 600 it")
+        if (loose := loose_mode(self.path, "audit file")) is not None:
+            raise SinkError(loose)
 
     def _flush(self, batch: list[bytes]) -> None:
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW

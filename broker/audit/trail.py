@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -27,35 +26,6 @@ class SinkHealth:
 
 
 @dataclass
-class RateWindow:
-    """At most `limit` uses per key in a sliding window of `window` seconds (per process)."""
-
-    limit: int
-    window: float
-    _hits: dict[str, deque[float]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def take(self, keys: list[str], now: float) -> int:
-        """Use one unit under every key; 0 if allowed, else the seconds until it would be."""
-        with self._lock:
-            wait = 0.0
-            for key in keys:
-                hits = self._hits.setdefault(key, deque())
-                while hits and hits[0] <= now - self.window:
-                    hits.popleft()
-                if len(hits) >= self.limit:
-                    wait = max(wait, hits[0] + self.window - now)
-            if wait > 0:
-                return int(wait) + 1
-            if len(self._hits) > 10_000:
-                for key in list(self._hits)[:5_000]:
-                    del self._hits[key]
-            for key in keys:
-                self._hits.setdefault(key, deque()).append(now)
-            return 0
-
-
-@dataclass
 class AuditTrail:
     """Everything the audit service needs besides the database; built once by the composition root."""
 
@@ -66,7 +36,6 @@ class AuditTrail:
     checkpoint_every: int
     checkpoint_interval: float
     on_rollback: str
-    fingerprint_limit: RateWindow
     retention: timedelta | None = None
     # Set at start-up when the database is behind the last checkpoint and the broker serves read-only.
     read_only: str | None = None
@@ -135,9 +104,6 @@ def from_settings(settings: Settings, *, audit_key: bytes) -> tuple[AuditTrail, 
         checkpoint_every=settings.audit_checkpoint_every,
         checkpoint_interval=float(settings.audit_checkpoint_interval),
         on_rollback=settings.audit_on_rollback,
-        fingerprint_limit=RateWindow(
-            limit=settings.audit_fingerprint_limit, window=float(settings.audit_fingerprint_window)
-        ),
         retention=timedelta(days=settings.audit_retention_days) if settings.audit_retention_days else None,
     )
     return trail, created

@@ -14,19 +14,21 @@ from broker.models import environments, principals, projects, secret_versions, s
 SecretRow = DbRow
 
 
-async def get_secret(conn: AsyncConnection, env_id: int, name: str) -> SecretRow | None:
-    """(id, name, current_version, sensitive, created_at, updated_at, binding) or None."""
-    result = await conn.execute(
-        select(
-            secrets.c.id,
-            secrets.c.name,
-            secrets.c.current_version,
-            secrets.c.sensitive,
-            secrets.c.created_at,
-            secrets.c.updated_at,
-            secrets.c.binding,
-        ).where(secrets.c.environment_id == env_id, secrets.c.name == name)
-    )
+async def get_secret(
+    conn: AsyncConnection, env_id: int, name: str, *, for_update: bool = False
+) -> SecretRow | None:
+    """(id, name, current_version, sensitive, created_at, updated_at, binding) or None; `for_update` locks
+    the row until the transaction ends (PostgreSQL; SQLite's transactions already hold the write lock)."""
+    query = select(
+        secrets.c.id,
+        secrets.c.name,
+        secrets.c.current_version,
+        secrets.c.sensitive,
+        secrets.c.created_at,
+        secrets.c.updated_at,
+        secrets.c.binding,
+    ).where(secrets.c.environment_id == env_id, secrets.c.name == name)
+    result = await conn.execute(query.with_for_update() if for_update else query)
     return result.first()
 
 

@@ -939,9 +939,7 @@ async def list_events(rt: Runtime, ctx: RequestContext, actor: Actor, q: EventQu
 async def fingerprint_search(rt: Runtime, ctx: RequestContext, actor: Actor, *, value: str) -> EventPage:
     """The fingerprint of a candidate value and the events (that the token may audit) that served or
     wrote exactly that value, newest first. Rate limited; the candidate's fingerprint is itself audited."""
-    wait = rt.audit.fingerprint_limit.take(
-        [f"accessor:{actor.accessor}", f"addr:{ctx.source_addr}"], time.monotonic()
-    )
+    wait = await rt.fingerprint_limiter.take([f"accessor:{actor.accessor}", f"addr:{ctx.source_addr}"])
     if wait:
         raise RateLimited("too many fingerprint look-ups; retry later", retry_after=wait)
     digest = fingerprint(rt.keys.audit_key, value)

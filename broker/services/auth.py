@@ -225,44 +225,47 @@ async def exchange(
     """Exchange a client id and secret for a short-lived access token."""
     ctx.about("auth.token")
     keys = [f"principal:{canonical_principal(client_id)}", f"addr:{ctx.source_addr}"]
-    wait = rt.limiter.retry_after(keys)
+    wait = await rt.limiter.retry_after(keys)
     if wait:
         raise RateLimited("too many failed authentications; retry later", retry_after=wait)
     _check_ttl(ttl, field="ttl")
-    now = rt.clock()
-    async with rt.engine.begin() as conn:
-        row = await repo.get_principal_by_client_id(conn, client_id) if len(client_id) <= 128 else None
-        candidate = keyed_hash(rt.keys.hmac_key, b"client-secret", client_secret[:1024])
-        expected = row.secret_hash if row is not None else b"\x00" * 32
-        ok = hmac.compare_digest(candidate, expected) and row is not None and row.disabled_at is None
-        if not ok or row is None:
-            rt.limiter.fail(keys)
-            ctx.reason = "bad client credential"
-            raise Unauthenticated()
-        ctx.actor = Actor(
-            principal_id=row.id, principal_type=row.type, name=row.name, token_id=0, accessor=""
-        )
-        bound = tuple(row.bound_cidrs)
-        if not _addr_in(ctx.source_addr, bound):
-            rt.limiter.fail(keys)
-            ctx.reason = "source address outside the identity's bound CIDRs"
-            raise Unauthenticated()
-        issued = await _issue(
-            conn,
-            rt,
-            principal_id=row.id,
-            parent_id=None,
-            scopes=scopes_from_json(row.scopes),
-            bound_cidrs=bound,
-            ttl=min(ttl or row.token_ttl, row.token_max_ttl),
-            max_expires_at=now + timedelta(seconds=row.token_max_ttl),
-            num_uses=None,
-        )
-        ctx.actor.accessor = issued.info.accessor
-        # The event records the scopes the new token holds.
-        ctx.actor.scopes = issued.info.scopes
-        await audit.record(conn, rt, ctx)
-    return issued
+    try:
+        now = rt.clock()
+        async with rt.engine.begin() as conn:
+            row = await repo.get_principal_by_client_id(conn, client_id) if len(client_id) <= 128 else None
+            candidate = keyed_hash(rt.keys.hmac_key, b"client-secret", client_secret[:1024])
+            expected = row.secret_hash if row is not None else b"\x00" * 32
+            ok = hmac.compare_digest(candidate, expected) and row is not None and row.disabled_at is None
+            if not ok or row is None:
+                ctx.reason = "bad client credential"
+                raise Unauthenticated()
+            ctx.actor = Actor(
+                principal_id=row.id, principal_type=row.type, name=row.name, token_id=0, accessor=""
+            )
+            bound = tuple(row.bound_cidrs)
+            if not _addr_in(ctx.source_addr, bound):
+                ctx.reason = "source address outside the identity's bound CIDRs"
+                raise Unauthenticated()
+            issued = await _issue(
+                conn,
+                rt,
+                principal_id=row.id,
+                parent_id=None,
+                scopes=scopes_from_json(row.scopes),
+                bound_cidrs=bound,
+                ttl=min(ttl or row.token_ttl, row.token_max_ttl),
+                max_expires_at=now + timedelta(seconds=row.token_max_ttl),
+                num_uses=None,
+            )
+            ctx.actor.accessor = issued.info.accessor
+            # The event records the scopes the new token holds.
+            ctx.actor.scopes = issued.info.scopes
+            await audit.record(conn, rt, ctx)
+        return issued
+    except Unauthenticated:
+        # Counted after the transaction: the count stays although the transaction rolls back.
+        await rt.limiter.record(keys)
+        raise
 
 
 def bearer_digest(rt: Runtime, authorization: str | None) -> bytes | None:
@@ -342,12 +345,12 @@ async def authenticate(rt: Runtime, ctx: RequestContext, authorization: str | No
     addr_key = [f"addr:{ctx.source_addr}"]
     if authorization is not None and len(authorization) > MAX_AUTH_HEADER:
         raise TooLarge("authorization: header larger than 8 KiB", field="authorization")
-    wait = rt.limiter.retry_after(addr_key)
+    wait = await rt.limiter.retry_after(addr_key)
     if wait:
         raise RateLimited("too many failed authentications from this address; retry later", retry_after=wait)
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not _TOKEN_RE.fullmatch(token.strip()):
-        rt.limiter.fail(addr_key)
+        await rt.limiter.record(addr_key)
         ctx.reason = "missing or malformed token"
         raise Unauthenticated()
     digest = keyed_hash(rt.keys.hmac_key, b"token", token.strip())
@@ -371,7 +374,7 @@ async def authenticate(rt: Runtime, ctx: RequestContext, authorization: str | No
         if limited and row is not None and not await repo.use_once(conn, row.id):
             reason = "token has no uses left"
         if reason is not None or row is None:
-            rt.limiter.fail(addr_key)
+            await rt.limiter.record(addr_key, conn=conn)
             ctx.reason = reason
             raise Unauthenticated()
     actor = Actor(

@@ -334,7 +334,8 @@ async def read_current_fast(
     except Invalid:
         return None
     digest = bearer_digest(rt, authorization)
-    if digest is None or rt.limiter.retry_after([f"addr:{ctx.source_addr}"]):
+    # Only what this process has seen locked: the general path asks the database (and then this knows).
+    if digest is None or rt.limiter.known_locked([f"addr:{ctx.source_addr}"]):
         return None
     now = rt.clock()
     last = rt.audit.last_time
@@ -486,73 +487,107 @@ async def write_secret(
         return await proxied.write_secret(
             rt, ctx, route, project=project, environment=environment, name=name, value=value, cas=cas
         )
-    now = rt.clock()
-    try:
-        async with rt.engine.begin() as conn:
-            project_id, env_id, _ = await _env(conn, project, environment)
-            sec = await repo.get_secret(conn, env_id, name)
-            if sec is None:
-                if cas not in (None, 0):
-                    raise Conflict(
-                        f"{_where(project, environment, name)}: cas {cas} is stale; the secret does not exist"
-                    )
-                secret_id = await repo.add_secret(
-                    conn, env_id=env_id, name=name, sensitive=sensitive, now=now
-                )
-                version, created_at = 1, now
-            else:
-                served_as(
-                    rt,
-                    sec.binding,
-                    project_id=project_id,
-                    project=project,
-                    env_id=env_id,
-                    environment=environment,
-                    secret_id=sec.id,
-                    name=name,
-                    current_version=sec.current_version,
-                )
-                if cas is not None and cas != sec.current_version:
-                    raise Conflict(
-                        f"{_where(project, environment, name)}: cas {cas} is stale; current version is {sec.current_version}"
-                    )
-                if not await repo.bump_version(
-                    conn, sec.id, expected=sec.current_version, sensitive=sensitive, now=now
-                ):
-                    raise Conflict(
-                        f"{_where(project, environment, name)}: changed concurrently; read it and retry"
-                    )
-                secret_id, version, created_at = sec.id, sec.current_version + 1, sec.created_at
-            sealed = await _seal(
-                rt, data, secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
-            )
-            await repo.add_version(
-                conn,
-                secret_id=secret_id,
-                version=version,
-                ciphertext=sealed.ciphertext,
-                wrapped_dek=sealed.wrapped_dek,
-                kek_id=sealed.kek_id,
-                author_id=actor.principal_id,
+    # A blind write (no `cas`) must not fail because another writer got there first: the row lock below
+    # orders writers to an existing secret, and a blind create that loses the race to insert the row
+    # (a unique violation) runs again and then finds the row. A `cas` write gets 409 when stale.
+    for attempt in range(1 if cas is not None else 3):
+        now = rt.clock()
+        try:
+            return await _write_version(
+                rt,
+                ctx,
+                actor,
+                project=project,
+                environment=environment,
+                name=name,
+                value=value,
+                data=data,
+                sensitive=sensitive,
+                cas=cas,
                 now=now,
-                binding=bind(
-                    rt,
-                    project_id=project_id,
-                    project=project,
-                    env_id=env_id,
-                    environment=environment,
-                    secret_id=secret_id,
-                    name=name,
-                    version=version,
-                ),
             )
-            ctx.version = version
-            audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
-            await audit.record(conn, rt, ctx)
-    except DbIntegrityError:
-        raise Conflict(
-            f"{_where(project, environment, name)}: changed concurrently; read it and retry"
-        ) from None
+        except DbIntegrityError:
+            if cas is not None or attempt == 2:
+                raise Conflict(
+                    f"{_where(project, environment, name)}: changed concurrently; read it and retry"
+                ) from None
+    raise AssertionError("unreachable")
+
+
+async def _write_version(
+    rt: Runtime,
+    ctx: RequestContext,
+    actor: Actor,
+    *,
+    project: str,
+    environment: str,
+    name: str,
+    value: str,
+    data: bytes,
+    sensitive: bool,
+    cas: int | None,
+    now: datetime,
+) -> SecretMeta:
+    """One attempt of `write_secret` in one transaction."""
+    async with rt.engine.begin() as conn:
+        project_id, env_id, _ = await _env(conn, project, environment)
+        sec = await repo.get_secret(conn, env_id, name, for_update=True)
+        if sec is None:
+            if cas not in (None, 0):
+                raise Conflict(
+                    f"{_where(project, environment, name)}: cas {cas} is stale; the secret does not exist"
+                )
+            secret_id = await repo.add_secret(conn, env_id=env_id, name=name, sensitive=sensitive, now=now)
+            version, created_at = 1, now
+        else:
+            served_as(
+                rt,
+                sec.binding,
+                project_id=project_id,
+                project=project,
+                env_id=env_id,
+                environment=environment,
+                secret_id=sec.id,
+                name=name,
+                current_version=sec.current_version,
+            )
+            if cas is not None and cas != sec.current_version:
+                raise Conflict(
+                    f"{_where(project, environment, name)}: cas {cas} is stale; current version is {sec.current_version}"
+                )
+            if not await repo.bump_version(
+                conn, sec.id, expected=sec.current_version, sensitive=sensitive, now=now
+            ):
+                raise Conflict(
+                    f"{_where(project, environment, name)}: changed concurrently; read it and retry"
+                )
+            secret_id, version, created_at = sec.id, sec.current_version + 1, sec.created_at
+        sealed = await _seal(
+            rt, data, secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
+        )
+        await repo.add_version(
+            conn,
+            secret_id=secret_id,
+            version=version,
+            ciphertext=sealed.ciphertext,
+            wrapped_dek=sealed.wrapped_dek,
+            kek_id=sealed.kek_id,
+            author_id=actor.principal_id,
+            now=now,
+            binding=bind(
+                rt,
+                project_id=project_id,
+                project=project,
+                env_id=env_id,
+                environment=environment,
+                secret_id=secret_id,
+                name=name,
+                version=version,
+            ),
+        )
+        ctx.version = version
+        audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
+        await audit.record(conn, rt, ctx)
     return SecretMeta(name, version, sensitive, False, created_at, now)
 
 

@@ -1,6 +1,6 @@
 """Fixtures for the authentication and authorization tests (SECURITY.md C15-C21, D22, D26, J56).
 
-Time is never slept: `runtime.clock` (UTC wall clock) and the failure limiter's monotonic clock are
+Time is never slept: `runtime.clock` (UTC wall clock) and the failure limiter's clock (seconds) are
 replaced by fake clocks the tests advance. Settings for one test come from the marker
 `@pytest.mark.broker_settings(**overrides)`. The default failure limit is raised to 1000 here so that
 tests which provoke many failures on purpose are not cut short by 429s; the rate-limit tests set their

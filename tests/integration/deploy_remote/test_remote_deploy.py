@@ -345,8 +345,12 @@ def test_stop_first_role_restarts_the_old_container_when_the_new_one_fails(remot
 
 
 def failing_check(script: str) -> dict[str, object]:
-    """A plan health check that runs `script` in the container and always fails (its output is the reason)."""
-    return {"path": None, "port": None, "cmd": f"{script}; exit 1", "interval": 1, "timeout": 5}
+    """A plan health check that runs `script` in the container and always fails (its output is the reason).
+
+    docker's per-check timeout is the interval; a check cut off by it leaves "Health check exceeded timeout"
+    instead of the output, which a 1 s interval did on a loaded machine: 3 s, and time for two checks.
+    """
+    return {"path": None, "port": None, "cmd": f"{script}; exit 1", "interval": 3, "timeout": 8}
 
 
 def test_a_secret_with_a_tab_in_the_reason_is_masked(remote_lab: RemoteLab) -> None:

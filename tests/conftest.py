@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import secrets
+import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,33 @@ from broker.services.runtime import Runtime, utcnow
 from tests.support import pg
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# Under pytest-xdist (./scripts/test runs `-n N --dist loadgroup`) session and package fixtures run once per
+# worker. The tests of one heavy lab therefore share an xdist group, so one worker alone starts that lab, and
+# those groups come first (they are the longest); every other test is grouped by its file, so a module
+# fixture is set up once, not once per worker. Without xdist the marks do nothing and the order is kept.
+_LAB_GROUPS = {"lab": "deploy-lab", "remote_lab": "remote-lab"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give each test an xdist group (its lab, else its file), the lab groups first."""
+    del config
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        names = set(getattr(item, "fixturenames", ()))
+        group = next(
+            (g for fixture, g in _LAB_GROUPS.items() if fixture in names), item.nodeid.split("::")[0]
+        )
+        item.add_marker(pytest.mark.xdist_group(group))
+    in_lab = {id(item) for item in items if _group(item) in _LAB_GROUPS.values()}
+    items.sort(key=lambda item: id(item) not in in_lab)  # stable: each group keeps its order
+
+
+def _group(item: pytest.Item) -> str | None:
+    mark = item.get_closest_marker("xdist_group")
+    return str(mark.args[0]) if mark is not None and mark.args else None
 
 
 def need(reason: str) -> None:
@@ -50,13 +80,28 @@ def keyring_json() -> str:
     return json.dumps(new_document(utcnow(), dev=False))
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite file migrated to head for the whole run (per xdist worker); tests get copies of it."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "broker.db"
+    migrate.upgrade(f"sqlite+aiosqlite:///{path}")
+    # Everything in the main file, so that a copy of it alone is the whole database.
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+def sqlite_db(path: Path, template: Path) -> str:
+    """A migrated, empty SQLite database at `path` (a copy of the migrated template, mode included)."""
+    shutil.copy(template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated, empty database: SQLite in tmp_path, or a fresh PostgreSQL database from the template."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
-        migrate.upgrade(url)
-        return url
+        return sqlite_db(tmp_path / "broker.db", request.getfixturevalue("sqlite_template"))
     cluster: pg.Cluster = request.getfixturevalue("pg_cluster")
     name = f"t{os.getpid()}_{next(_db_counter)}"
     cluster.psql(f"CREATE DATABASE {name} TEMPLATE strongroom_template")

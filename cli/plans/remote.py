@@ -14,8 +14,10 @@ file created exclusively (`set -C`), fsynced and renamed into place; `docker log
 fed by the builtin printf (no process has the password in its argv) and pull, both with a throwaway
 DOCKER_CONFIG (0700, in the service directory, removed right after the pull: the host's own docker
 config and its stored credentials are never touched, and no registry credential is left behind); the new container started with labels, `--env-file`, the
-role's options and a `--health-cmd`; `docker inspect` polled until healthy, unhealthy, exited or the
-timeout. Healthy: the previous containers of the service and role are stopped and removed, the env file
+role's options and a `--health-cmd`, without a restart policy; `docker inspect` polled until healthy,
+unhealthy, exited or the timeout (without a restart policy an exit is final and its code is the
+container's own), then the role's restart policy (`unless-stopped` unless its options say otherwise) set
+with `docker update`. Healthy: the previous containers of the service and role are stopped and removed, the env file
 becomes `<role>.env` and images of the service beyond `retain_images` are removed. Otherwise the new
 container is removed, the previous one keeps running (or is started again, see `stop-first`) and the
 result line says why (the last health check output or the container's last log line).
@@ -51,6 +53,7 @@ DEFAULT_APP_PORT = 80
 # Without any health check (neither the plan's nor the image's), the new container must stay running this
 # long before it counts as up (Kamal's readiness_delay); `deploy.readiness_delay` in the plan.
 DEFAULT_READINESS_DELAY = 7
+DEFAULT_RESTART_POLICY = "unless-stopped"
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -68,6 +71,7 @@ _IMAGE = re.compile(
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
+_RESTART = re.compile(r"^(?:no|always|unless-stopped|on-failure(?::[0-9]{1,4})?)$")
 _OPTION = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 _HEALTH_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,1023}$")
 # Options the script sets itself, or that would put a value on a command line (`-e KEY=VALUE`).
@@ -271,7 +275,8 @@ class DeployScript:
         _seconds(self.readiness_delay, "deploy.readiness_delay", DEFAULT_READINESS_DELAY, low=0, high=600)
         if self.pull not in ("always", "missing"):
             raise ScriptError(f"pull {self.pull!r}: always or missing")
-        run_options(self.options, field_name=f"roles.{self.role}.options")
+        run_options(self.run_options, field_name=f"roles.{self.role}.options")
+        _ = self.restart_policy
         command_words(self.cmd, field_name=f"roles.{self.role}.cmd")
 
     @property
@@ -279,6 +284,23 @@ class DeployScript:
         """`stop-first` when the role publishes ports (the new container could not bind them), else `start-first`."""
         keys = set(self.options or {})
         return "stop-first" if keys & {"publish", "p", "publish-all", "P"} else "start-first"
+
+    @property
+    def restart_policy(self) -> str:
+        """The role's `restart` option (docker's policy once the container is up), `unless-stopped` if unset."""
+        value = (self.options or {}).get("restart")
+        if value is None:
+            return DEFAULT_RESTART_POLICY
+        if not isinstance(value, str) or not _RESTART.fullmatch(value):
+            raise ScriptError(
+                f"roles.{self.role}.options.restart {value!r}: no, always, unless-stopped or on-failure[:N]"
+            )
+        return value
+
+    @property
+    def run_options(self) -> dict[str, Any]:
+        """The role's options for `docker run`: all but `restart`, which is set once the container is up."""
+        return {key: value for key, value in (self.options or {}).items() if key != "restart"}
 
     @property
     def wait_seconds(self) -> int:
@@ -503,7 +525,10 @@ if [ "$strategy" = stop-first ]; then
     fi
   done
 fi
-out=$(docker run -d --name "$name" --restart unless-stopped \
+# No restart policy while it proves itself: an exit then is final, so the state and exit code read below
+# are its own. (Restarted, docker resets the exit code to 0, and its "restarting" state lasts a fraction
+# of a second, which a poll on a loaded host misses.) The role's policy is set once it is up.
+out=$(docker run -d --name "$name" --restart no \
   --label "strongroom.service=$service" --label "strongroom.role=$role" --label "strongroom.version=$version" \
   --label "strongroom.env-fingerprint=$env_fingerprint" --label "strongroom.deploy=$deploy_id" \
   --env-file "$sr_env" @HEALTH@ @OPTIONS@ "$image" @CMD@ 2>&1) || fail run "docker run failed: $(lastline "$out")"
@@ -515,11 +540,11 @@ deadline=$(( sr_run_at + wait_seconds ))
 # Failed checks during docker's start period do not count, so "unhealthy" is final only after it.
 unhealthy_from=$(( sr_run_at + start_period ))
 # No health check at all: up once it has stayed running readiness_delay whole seconds (date +%s is whole
-# seconds, hence the +1), without a restart.
+# seconds, hence the +1); without a restart policy yet, any exit before then ends it.
 ready_at=$(( sr_run_at + readiness_delay ))
 [ "$readiness_delay" = 0 ] || ready_at=$(( ready_at + 1 ))
 while :; do
-  state=$(docker inspect --format '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.ExitCode}} {{.RestartCount}}' "$cid" 2>&1) \
+  state=$(docker inspect --format '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.ExitCode}}' "$cid" 2>&1) \
     || fail health "the new container vanished: $(lastline "$state")"
   now=$(date +%s)
   set -- $state
@@ -527,10 +552,6 @@ while :; do
     "running healthy")
       break ;;
     "running none")
-      if [ "${4:-0}" != 0 ]; then
-        log=$(docker logs --tail 5 "$cid" 2>&1)
-        fail health "the new container restarted (it exited with code $3); last log line: $(lastline "$log")"
-      fi
       [ "$now" -lt "$ready_at" ] || break ;;
     *" unhealthy")
       if [ "$now" -ge "$unhealthy_from" ]; then
@@ -552,6 +573,17 @@ while :; do
   fi
   sleep 0.5 2>/dev/null || sleep 1
 done
+# From here docker restarts it by the role's policy. An exit since the last poll left it exited: not up.
+docker update --restart "$restart_policy" "$cid" >/dev/null 2>&1 \
+  || fail health "cannot set the restart policy $restart_policy on the new container"
+state=$(docker inspect --format '{{.State.Status}} {{.State.ExitCode}}' "$cid" 2>&1) \
+  || fail health "the new container vanished: $(lastline "$state")"
+set -- $state
+case "$1" in
+  exited|dead)
+    log=$(docker logs --tail 5 "$cid" 2>&1)
+    fail health "the new container exited with code $2; last log line: $(lastline "$log")" ;;
+esac
 
 mark healthy
 replaced=''
@@ -604,11 +636,14 @@ def deploy(script: DeployScript) -> str:
             _assign("wait_seconds", str(script.wait_seconds)),
             _assign("start_period", str(script.health.timeout if script.health else 0)),
             _assign("readiness_delay", str(script.readiness_delay)),
+            _assign("restart_policy", script.restart_policy),
         )
     )
     body = (
         _DEPLOY_BODY.replace("@HEALTH@", _words(script.health.options()) if script.health else "")
-        .replace("@OPTIONS@", _words(run_options(script.options, field_name=f"roles.{script.role}.options")))
+        .replace(
+            "@OPTIONS@", _words(run_options(script.run_options, field_name=f"roles.{script.role}.options"))
+        )
         .replace("@CMD@", _words(command_words(script.cmd, field_name=f"roles.{script.role}.cmd")))
     )
     return header + _PRELUDE + body

@@ -345,8 +345,12 @@ def test_stop_first_role_restarts_the_old_container_when_the_new_one_fails(remot
 
 
 def failing_check(script: str) -> dict[str, object]:
-    """A plan health check that runs `script` in the container and always fails (its output is the reason)."""
-    return {"path": None, "port": None, "cmd": f"{script}; exit 1", "interval": 1, "timeout": 5}
+    """A plan health check that runs `script` in the container and always fails (its output is the reason).
+
+    docker's per-check timeout is the interval; a check cut off by it leaves "Health check exceeded timeout"
+    instead of the output, which a 1 s interval did on a loaded machine: 3 s, and time for two checks.
+    """
+    return {"path": None, "port": None, "cmd": f"{script}; exit 1", "interval": 3, "timeout": 8}
 
 
 def test_a_secret_with_a_tab_in_the_reason_is_masked(remote_lab: RemoteLab) -> None:
@@ -442,7 +446,8 @@ def test_without_any_health_check_the_container_must_stay_up_for_the_readiness_d
     assert result.timings["healthy"] - result.timings["run"] >= 3, result.timings
     assert running(remote_lab, service) == ["bare-web-v1"]
 
-    # One that exits after a second (and is restarted by its policy) never counts as up.
+    # One that exits after a second never counts as up: it is not restarted before it is up, so the reason
+    # carries its own exit code (restarted, docker would report 0, and its "restarting" state is brief).
     crashing = remote_lab.plan(
         service,
         healthcheck=None,
@@ -479,3 +484,53 @@ def test_an_app_slower_to_boot_than_three_checks_is_not_unhealthy(remote_lab: Re
     assert result.outcome == "deployed"
     assert result.timings["healthy"] - result.timings["run"] >= 5, result.timings
     assert running(remote_lab, "slowboot") == ["slowboot-web-v1"]
+
+
+def test_a_container_that_exits_before_the_first_poll_is_reported_with_its_own_exit_code(
+    remote_lab: RemoteLab, bare_image: str
+) -> None:
+    """R8: it exits at once with 3 and, were it restarted, would run forever; the deploy names code 3.
+
+    With a restart policy from the start, docker restarted it within a fraction of a second and then said
+    "running, exit code 0, restarted once": the reason read "code 0" whenever the first poll came after the
+    restart, which on a loaded host it does. Without a policy until the container is up, the exit is final.
+    """
+    service = "quickexit"
+    roles = [
+        {
+            "name": "web",
+            # A restart finds /tmp/ran (the container's filesystem survives it) and stays up.
+            "cmd": ["-c", "[ -e /tmp/ran ] && exec sleep 3600; touch /tmp/ran; exit 3"],
+            "options": {"network": "host", "entrypoint": "/bin/sh"},
+            "hosts": [{"host": "web1", "tags": []}],
+        }
+    ]
+    plan = remote_lab.plan(service, healthcheck=None, readiness_delay=2, roles=roles)
+    bare = dataclasses.replace(step(remote_lab, "v1", canary("APP")), image=bare_image)
+    with RemoteHost("web1", plan, environ=remote_lab.environ()) as host:
+        host.connect()
+        with pytest.raises(DeployFailed) as caught:
+            host.deploy(bare)
+    assert caught.value.step == "health", caught.value
+    assert "exited with code 3" in caught.value.reason, caught.value.reason
+    assert containers(remote_lab, service) == []
+
+
+def test_the_roles_restart_policy_is_set_once_the_container_is_up(remote_lab: RemoteLab) -> None:
+    """The container runs without a policy while it proves itself, then has the role's (default unless-stopped)."""
+    result = deploy_once(remote_lab, "policy", "v1", canary("APP"))
+    assert result.outcome == "deployed"
+    policy = "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}"
+    shown = remote_lab.host.docker("inspect", "-f", policy, "policy-web-v1").stdout.decode().split()
+    assert shown == ["unless-stopped", "0"]
+    roles = [
+        {
+            "name": "web",
+            "cmd": None,
+            "options": {"network": "host", "restart": "on-failure:4"},
+            "hosts": [{"host": "web1", "tags": []}],
+        }
+    ]
+    deploy_once(remote_lab, "policy", "v2", canary("APP"), roles=roles)
+    shown = remote_lab.host.docker("inspect", "-f", policy, "policy-web-v2").stdout.decode().split()
+    assert shown == ["on-failure", "4"]

@@ -428,3 +428,17 @@ def test_health_start_period_is_the_health_timeout_and_readiness_delay_is_set() 
     assert bare == {"wait_seconds": "310", "start_period": "0", "readiness_delay": "300"}
     with pytest.raises(remote.ScriptError, match=r"^deploy\.readiness_delay"):
         remote.deploy(step(readiness_delay=601))
+
+
+def test_the_restart_policy_is_the_roles_and_set_only_once_the_container_is_up() -> None:
+    """R8: `docker run --restart no`, then `docker update` to the role's policy (default unless-stopped)."""
+    text = remote.deploy(step())
+    assert "--restart no \\" in text and "--restart unless-stopped" not in text
+    assert header_values(text, ["restart_policy"]) == {"restart_policy": "unless-stopped"}
+    assert 'docker update --restart "$restart_policy" "$cid"' in text
+    custom = remote.deploy(step(options={"network": "host", "restart": "on-failure:5"}))
+    assert header_values(custom, ["restart_policy"]) == {"restart_policy": "on-failure:5"}
+    assert "--restart on-failure:5" not in custom  # not a docker run word: it would apply at once
+    for bad in ("sometimes", "always; rm -rf /", True, 3):
+        with pytest.raises(remote.ScriptError, match=r"^roles\.web\.options\.restart"):
+            remote.deploy(step(options={"restart": bad}))

@@ -154,6 +154,13 @@ OK: dict[tuple[str, str], Case] = {
     ),
     ("GET", "/v1/identities"): lambda a: ("/v1/identities", {}),
     ("DELETE", "/v1/identities/{client_id}"): lambda a: (f"/v1/identities/{_identity(a)}", {}),
+    ("GET", "/v1/identities/{client_id}"): lambda a: (f"/v1/identities/{_identity(a)}", {}),
+    ("POST", "/v1/identities/{client_id}/disable"): lambda a: (f"/v1/identities/{_identity(a)}/disable", {}),
+    ("POST", "/v1/identities/{client_id}/enable"): lambda a: (f"/v1/identities/{_identity(a)}/enable", {}),
+    ("POST", "/v1/identities/{client_id}/rotate-secret"): lambda a: (
+        f"/v1/identities/{_identity(a)}/rotate-secret",
+        {"json": {"grace": 60}},
+    ),
     ("GET", "/v1/projects"): lambda a: ("/v1/projects", {}),
     ("POST", "/v1/projects"): lambda a: ("/v1/projects", {"json": {"slug": "fresh"}}),
     ("GET", P): lambda a: ("/v1/projects/microblog", {}),

@@ -1,0 +1,36 @@
+"""identity lifecycle: a previous client secret accepted during a rotation's grace period; soft deletion
+
+Revision ID: 0007
+Revises: 0005
+Create Date: 2026-12-04 13:30:00
+
+The previous secret is stored as its keyed hash only, like the current one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0007"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("principals", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("previous_secret_hash", sa.LargeBinary(), nullable=True))
+        batch_op.add_column(
+            sa.Column("previous_secret_expires_at", sa.DateTime(timezone=True), nullable=True)
+        )
+        batch_op.add_column(sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("principals", schema=None) as batch_op:
+        batch_op.drop_column("deleted_at")
+        batch_op.drop_column("previous_secret_expires_at")
+        batch_op.drop_column("previous_secret_hash")

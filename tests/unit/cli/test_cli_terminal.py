@@ -165,6 +165,13 @@ WITH_JSON = [
     ("tokens", "create"),
     ("tokens", "list"),
     ("tokens", "revoke"),
+    ("identities", "create"),
+    ("identities", "list"),
+    ("identities", "show"),
+    ("identities", "disable"),
+    ("identities", "enable"),
+    ("identities", "delete"),
+    ("identities", "rotate-secret"),
     ("profiles", "list"),
     ("export",),
 ]

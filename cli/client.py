@@ -816,6 +816,19 @@ class BrokerClient:
         path = f"{_project_path(project)}/environments"
         return _environment(_Reader(self._request("POST", path, body), "environment"))
 
+    def set_environment_parent(self, *, project: str, environment: str, parent: str | None) -> Environment:
+        """Change what an environment inherits from (`PATCH`; None: nothing)."""
+        path = _env_path(project, environment)
+        return _environment(_Reader(self._request("PATCH", path, {"parent": parent}), "environment"))
+
+    def delete_environment(self, *, project: str, environment: str) -> None:
+        """Delete an environment with no secrets and no children."""
+        self._request("DELETE", _env_path(project, environment))
+
+    def delete_project(self, *, project: str) -> None:
+        """Delete a project with no environments."""
+        self._request("DELETE", _project_path(project))
+
     # --- secrets
 
     def list_secrets(self, *, project: str, environment: str) -> list[SecretMeta]:
@@ -858,6 +871,16 @@ class BrokerClient:
     def delete_secret(self, *, project: str, environment: str, name: str) -> None:
         """Soft-delete a secret's current version."""
         self._request("DELETE", _secret_path(project, environment, name))
+
+    def undelete_secret(self, *, project: str, environment: str, name: str) -> SecretMeta:
+        """Bring a soft-deleted secret back."""
+        path = f"{_secret_path(project, environment, name)}/undelete"
+        return _secret_meta(_Reader(self._request("POST", path), "secret"))
+
+    def destroy_secret_version(self, *, project: str, environment: str, name: str, version: int) -> None:
+        """Erase one version's ciphertext for good."""
+        path = f"{_secret_path(project, environment, name)}/versions/{int(version)}/destroy"
+        self._request("POST", path)
 
     def secret_history(self, *, project: str, environment: str, name: str) -> SecretHistory:
         """Every version of a secret, without values."""

@@ -46,8 +46,8 @@ SUBCOMMANDS = {
 SHORT_HELP = {
     "login": "Exchange a client ID and secret for a short-lived session token, cached 0600 for the profile.",
     "logout": "Revoke the cached session at the broker and delete it.",
-    "projects": "List and create projects.",
-    "envs": "List and create the environments of a project.",
+    "projects": "List, create and delete projects.",
+    "envs": "List, create, reparent and delete the environments of a project.",
     "secrets": "Read and write the secrets of one environment of a project.",
     "run": "Run COMMAND with an environment's values added to its environment variables.",
     "export": "Render an environment's values as a dotenv, env-file, compose, JSON, YAML, k8s or systemd file.",

@@ -305,6 +305,11 @@ class StandinBroker:
             ("POST", r"/v1/tokens", self._create_token),
             ("GET", r"/v1/tokens", self._list_tokens),
             ("POST", r"/v1/tokens/revoke", self._revoke_token),
+            ("DELETE", rf"/v1/projects/{seg}", self._delete_project),
+            ("PATCH", rf"/v1/projects/{seg}/environments/{seg}", self._set_parent),
+            ("DELETE", rf"/v1/projects/{seg}/environments/{seg}", self._delete_environment),
+            ("POST", rf"{base}/secrets/{seg}/undelete", self._undelete_secret),
+            ("POST", rf"{base}/secrets/{seg}/versions/(\d+)/destroy", self._destroy_version),
             ("POST", r"/v1/identities", self._create_identity),
             ("GET", r"/v1/identities", self._list_identities),
             ("GET", rf"/v1/identities/{seg}", self._show_identity),
@@ -405,6 +410,37 @@ class StandinBroker:
         self.add_environment(project, body["slug"], body.get("parent"))
         return 201, self.environments[(project, body["slug"])]
 
+    def _delete_project(self, issued: IssuedToken, body: Any, query: Any, project: str) -> tuple[int, Any]:
+        self._require(issued, "admin")
+        self._project(project)
+        if any(p == project for p, _ in self.environments):
+            raise Problem(409, f"projects/{project}: delete its environments first")
+        del self.projects[project]
+        return 204, None
+
+    def _set_parent(
+        self, issued: IssuedToken, body: Any, query: Any, project: str, env: str
+    ) -> tuple[int, Any]:
+        self._require(issued, "admin")
+        environment = self._environment(project, env)
+        if body.get("parent") is not None:
+            self._environment(project, body["parent"])
+        environment["parent"] = body.get("parent")
+        return 200, environment
+
+    def _delete_environment(
+        self, issued: IssuedToken, body: Any, query: Any, project: str, env: str
+    ) -> tuple[int, Any]:
+        self._require(issued, "admin")
+        self._environment(project, env)
+        children = any(p == project and e["parent"] == env for (p, _), e in self.environments.items())
+        if children or any((p, e) == (project, env) for p, e, _ in self.secrets):
+            raise Problem(
+                409, f"projects/{project}/environments/{env}: still has secrets or inheriting environments"
+            )
+        del self.environments[(project, env)]
+        return 204, None
+
     # --- secrets
 
     def _meta(self, name: str, versions: list[Version]) -> dict[str, Any]:
@@ -474,6 +510,27 @@ class StandinBroker:
     ) -> tuple[int, Any]:
         self._require(issued, "write")
         self._versions(project, env, name)[-1].deleted = True
+        return 204, None
+
+    def _undelete_secret(
+        self, issued: IssuedToken, body: Any, query: Any, project: str, env: str, name: str
+    ) -> tuple[int, Any]:
+        self._require(issued, "write")
+        versions = self.secrets.get((project, env, name))
+        if not versions or not versions[-1].deleted:
+            raise Problem(404, f"environments/{env}/secrets/{name}: nothing to undelete")
+        versions[-1].deleted = False
+        return 200, self._meta(name, versions)
+
+    def _destroy_version(
+        self, issued: IssuedToken, body: Any, query: Any, project: str, env: str, name: str, number: str
+    ) -> tuple[int, Any]:
+        self._require(issued, "write")
+        versions = self._versions(project, env, name)
+        if not 1 <= int(number) <= len(versions):
+            raise Problem(404, f"environments/{env}/secrets/{name}: no version {number}")
+        versions[int(number) - 1].destroyed = True
+        versions[int(number) - 1].value = ""
         return 204, None
 
     def _history(

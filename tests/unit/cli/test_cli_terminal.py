@@ -172,6 +172,11 @@ WITH_JSON = [
     ("identities", "enable"),
     ("identities", "delete"),
     ("identities", "rotate-secret"),
+    ("projects", "delete"),
+    ("envs", "delete"),
+    ("envs", "set-parent"),
+    ("secrets", "undelete"),
+    ("secrets", "destroy"),
     ("profiles", "list"),
     ("export",),
 ]

@@ -35,6 +35,7 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("GET", "/docs"): "api.docs",
     ("GET", "/docs/oauth2-redirect"): "api.docs",
     ("POST", "/v1/auth/token"): "auth.token",
+    ("POST", "/v1/auth/oidc"): "auth.oidc",
     ("GET", "/v1/auth/token/self"): "token.lookup-self",
     ("POST", "/v1/auth/token/renew"): "token.renew-self",
     ("POST", "/v1/auth/token/revoke-self"): "token.revoke-self",
@@ -92,6 +93,7 @@ UNROUTED = "request.unrouted"
 READ_ONLY_ALLOWED = frozenset(
     {
         ("POST", "/v1/auth/token"),
+        ("POST", "/v1/auth/oidc"),
         ("POST", "/v1/auth/token/renew"),
         ("POST", "/v1/auth/token/revoke-self"),
         ("POST", "/v1/audit/fingerprint"),

@@ -15,6 +15,7 @@ from broker.backends.router import Backends
 from broker.config import Settings
 from broker.db.engine import HotDb
 from broker.keys import KeyMaterial
+from broker.oidc import Oidc
 
 
 def utcnow() -> datetime:
@@ -72,3 +73,5 @@ class Runtime:
     backends: Backends | None = None
     # The one-secret read's own connections (the SQLite group-commit writer, or asyncpg connections).
     hot: HotDb | None = None
+    # Trusted OIDC issuers, roles and their key sets (None: OIDC login is off).
+    oidc: Oidc | None = None

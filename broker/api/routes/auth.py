@@ -16,6 +16,7 @@ from broker.api.schemas import (
     IdentityOut,
     IdentityRequest,
     NewIdentityOut,
+    OidcLoginRequest,
     PrincipalOut,
     RenewRequest,
     RotatedSecretOut,
@@ -27,7 +28,7 @@ from broker.api.schemas import (
     TokenOut,
     TokenRequest,
 )
-from broker.services import auth, identities
+from broker.services import auth, identities, oidc
 from broker.services.auth import Identity, IssuedToken, TokenInfo
 
 router = APIRouter(prefix="/v1", responses=PROBLEMS)
@@ -81,6 +82,15 @@ async def issue_token(body: TokenRequest, rt: RuntimeDep, ctx: CtxDep, response:
     issued = await auth.exchange(
         rt, ctx, client_id=body.client_id, client_secret=body.client_secret, ttl=body.ttl
     )
+    response.headers.update(NO_STORE)
+    return token_out(issued, rt.clock())
+
+
+@router.post("/auth/oidc", response_model=TokenOut, tags=["auth"])
+async def oidc_login(body: OidcLoginRequest, rt: RuntimeDep, ctx: CtxDep, response: Response) -> TokenOut:
+    """Exchange a CI platform's OIDC token (GitHub Actions, GitLab CI, any configured issuer) for a
+    short-lived token with the scopes of the role its claims match."""
+    issued = await oidc.login(rt, ctx, role=body.role, token=body.jwt)
     response.headers.update(NO_STORE)
     return token_out(issued, rt.clock())
 

@@ -48,6 +48,13 @@ class TokenRequest(Request):
     ttl: int | None = Field(default=None, ge=1, le=2678400)
 
 
+class OidcLoginRequest(Request):
+    """Exchange a CI platform's OIDC token for a token with a role's scopes."""
+
+    role: str = Field(min_length=1, max_length=64, examples=["deploy-production"])
+    jwt: str = Field(min_length=1, max_length=16384)
+
+
 class RenewRequest(Request):
     """Renew the caller's token."""
 

@@ -698,6 +698,12 @@ class BrokerClient:
         data = _Reader(self._request("POST", "/v1/auth/token", body, redact=(client_secret,)), "token")
         return Token(token=data.text("token"), info=_token_info(data))
 
+    def oidc_login(self, *, role: str, id_token: str) -> Token:
+        """Exchange a CI platform's OIDC token for a token with a role's scopes (`POST /v1/auth/oidc`)."""
+        body = {"role": role, "jwt": id_token}
+        data = _Reader(self._request("POST", "/v1/auth/oidc", body, redact=(id_token,)), "token")
+        return Token(token=data.text("token"), info=_token_info(data))
+
     def renew_self(self, *, ttl: int | None = None) -> TokenInfo:
         """Extend this client's token (`POST /v1/auth/token/renew`)."""
         return _token_info(_Reader(self._request("POST", "/v1/auth/token/renew", {"ttl": ttl}), "token"))

@@ -44,7 +44,7 @@ SUBCOMMANDS = {
 # name -> the command's one-line help, so that `strongroom --help` need not import every command module.
 # A command missing here is imported for --help; tests/unit/cli/test_cli_main.py keeps these in step.
 SHORT_HELP = {
-    "login": "Exchange a client ID and secret for a short-lived session token, cached 0600 for the profile.",
+    "login": "Exchange a client ID and secret (or, in CI, an OIDC ID token) for a short-lived session token, cached 0600 for the profile.",
     "logout": "Revoke the cached session at the broker and delete it.",
     "projects": "List, create and delete projects.",
     "envs": "List, create, reparent and delete the environments of a project.",

@@ -105,6 +105,7 @@ class StandinBroker:
         self.renew_ttl = 900
         self.echo_values_in_errors = False
         self.identities: dict[str, dict[str, Any]] = {}
+        self.oidc_tokens: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._scheme = "http"
@@ -276,6 +277,8 @@ class StandinBroker:
         path, query = parts.path, parse_qs(parts.query)
         if (method, path) == ("POST", "/v1/auth/token"):
             return self._login(body)
+        if (method, path) == ("POST", "/v1/auth/oidc"):
+            return self._oidc_login(body)
         issued = self._authenticate(authorization)
         for route_method, pattern, handler in self._routes():
             match = re.fullmatch(pattern, path)
@@ -351,6 +354,17 @@ class StandinBroker:
         if client is None or not secrets.compare_digest(str(body.get("client_secret")), client.secret):
             raise Problem(401, "authentication failed")
         issued = self._issue(client, body.get("ttl"))
+        return 200, {"token": issued.token, **self._token_info(issued)}
+
+    def _oidc_login(self, body: Any) -> tuple[int, Any]:
+        # The stand-in trusts an ID token listed in `oidc_tokens` (role, token) -> principal name.
+        name = self.oidc_tokens.get((str(body.get("role")), str(body.get("jwt"))))
+        if name is None:
+            raise Problem(401, "authentication failed")
+        client = Client(
+            secret="", principal={"id": f"id-{name}", "type": "machine", "name": name}, actions=("read",)
+        )
+        issued = self._issue(client, None)
         return 200, {"token": issued.token, **self._token_info(issued)}
 
     def _authenticate(self, authorization: str | None) -> IssuedToken:

@@ -110,6 +110,8 @@ def check_client_id(client_id: str) -> None:
     """Raise Invalid naming client_id unless it is a name a credential could never be mistaken for."""
     if not _NAME_RE.fullmatch(client_id):
         raise Invalid("client_id: 1-128 characters of letters, digits, '.', '_', '@', '-'", field="client_id")
+    if client_id.casefold().startswith("oidc-"):
+        raise Invalid("client_id: oidc-... is reserved for OIDC workload identities", field="client_id")
     if client_id.startswith((TOKEN_PREFIX, ACCESSOR_PREFIX, SECRET_PREFIX)):
         raise Invalid(
             "client_id: must not start with srt_, sra_ or srs_ (credential prefixes)", field="client_id"

@@ -39,18 +39,17 @@ def _refuse(rt: Runtime, ctx: RequestContext, keys: list[str], reason: str) -> U
 
 
 def principal_name(issuer: str, subject: str) -> tuple[str, str]:
-    """The client id and name of the principal of (issuer, sub): `oidc:<issuer>:<sub>` (hashed when long)."""
-    name = f"oidc:{issuer}:{subject}"
-    if len(name) <= 128:
-        return name, name
+    """The client id and name of the principal of (issuer, sub): the name is `oidc:<issuer>:<sub>` (what
+    the audit trail shows); the client id a digest of the subject, safe in a URL path (`sub` holds `/`)."""
     digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
-    return f"oidc:{issuer}:sha256:{digest}", name[:128]
+    return f"oidc-{issuer}-{digest}", f"oidc:{issuer}:{subject}"[:128]
 
 
-async def _principal(conn: Any, rt: Runtime, *, client_id: str, name: str, ttl: int) -> int:
+async def _principal(conn: Any, rt: Runtime, *, client_id: str, name: str, ttl: int) -> int | None:
+    """The id of the principal of this subject, created on first use; None when an admin disabled it."""
     row = await repo.get_principal_by_client_id(conn, client_id)
     if row is not None:
-        return int(row.id)
+        return None if row.disabled_at is not None else int(row.id)
     try:
         async with conn.begin_nested():
             return await repo.add_principal(
@@ -132,6 +131,8 @@ async def login(rt: Runtime, ctx: RequestContext, *, role: str, token: str) -> I
             if not fresh:
                 raise _refuse(rt, ctx, keys, "replayed jti")
         principal_id = await _principal(conn, rt, client_id=client_id, name=name, ttl=bound.ttl)
+        if principal_id is None:
+            raise _refuse(rt, ctx, keys, "principal disabled")
         ctx.actor = Actor(
             principal_id=principal_id, principal_type="machine", name=name, token_id=0, accessor=""
         )

@@ -47,7 +47,7 @@ def test_chosen_client_id_logs_in_and_is_shown(broker: Broker) -> None:
 
 def test_bad_client_ids_are_refused_naming_the_field_and_create_nothing(broker: Broker) -> None:
     before = _ids(broker, include_deleted=True)
-    for bad in ("has space", "srt_looks-like-a-token", "-leading-dash", "x" * 129):
+    for bad in ("has space", "srt_looks-like-a-token", "-leading-dash", "x" * 129, "OIDC-github-squat"):
         r = _create(broker, bad)
         assert r.status_code in (400, 422), (bad, r.text)
         assert "client_id" in r.text, r.text

@@ -354,6 +354,24 @@ def test_jwks_at_a_private_address_is_refused_by_the_guard(broker: Broker, lab: 
     assert_refused(broker, token, "private-role", "private, loopback", status=503)
 
 
+def test_an_admin_can_disable_an_oidc_subject(broker: Broker, lab: LabIssuer) -> None:
+    body = login(broker, "gh-prod", sign(github_claims(broker), lab.rsa)).json()
+    listed = broker.client.get("/v1/identities", headers=broker.admin.headers).json()["identities"]
+    [client_id] = [
+        i["client_id"] for i in listed if i["name"] == "oidc:github:repo:acme/app:environment:production"
+    ]
+    assert client_id.startswith("oidc-github-")
+    r = broker.client.post(f"/v1/identities/{client_id}/disable", headers=broker.admin.headers)
+    assert r.status_code == 200, r.text
+    broker.expect_denied(broker.whoami(body["token"]), 401)
+    assert_refused(broker, sign(github_claims(broker), lab.rsa), "gh-prod", "principal disabled")
+    assert (
+        broker.client.post(f"/v1/identities/{client_id}/enable", headers=broker.admin.headers).status_code
+        == 200
+    )
+    assert login(broker, "gh-prod", sign(github_claims(broker), lab.rsa)).status_code == 200
+
+
 def test_nothing_is_issued_by_a_refusal(broker: Broker, lab: LabIssuer) -> None:
     before = [r for r in broker.dump()["tokens"]]
     assert_refused(

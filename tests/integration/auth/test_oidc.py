@@ -16,9 +16,7 @@ import hmac
 import json
 import os
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,46 +32,11 @@ from broker.oidc import from_file
 from broker.services.runtime import Runtime
 from tests.conftest import make_settings
 from tests.integration.auth.conftest import Broker, FakeMonotonic, World, bearer
+from tests.support.oidc_issuer import LabIssuer
 
 GITHUB = "https://token.actions.githubusercontent.com"
 GH_AUD = "https://strongroom.test"
 GL_AUD = "strongroom"
-
-
-class LabIssuer:
-    """A JWKS endpoint on loopback whose keys can be rotated; it counts the fetches."""
-
-    def __init__(self) -> None:
-        self.rsa = RSAKey.generate_key(2048, parameters={"kid": "rsa-1"})
-        self.ec = ECKey.generate_key("P-256", parameters={"kid": "ec-1"})
-        self.published = [self.rsa, self.ec]
-        self.fetches = 0
-        issuer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                issuer.fetches += 1
-                body = json.dumps({"keys": [k.as_dict(private=False) for k in issuer.published]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/jwks"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1)
     # Vault / AWS Secrets Manager upstreams and what maps to them (docs/backends.md).
     backends_file: Path | None = None
+    # Trusted OIDC issuers and the roles their tokens log in as (docs/oidc.md); JSON or YAML, 0600.
+    oidc_file: Path | None = None
     # Audit evidence (docs/audit.md): checkpoint signing key and directory, extra sinks, retention.
     audit_signing_key_file: Path | None = None
     audit_checkpoint_dir: Path | None = None

@@ -21,6 +21,7 @@ from broker.db import migrate
 from broker.db.engine import HotDb, make_engine
 from broker.errors import Unavailable
 from broker.keys import load as load_keys
+from broker.oidc import from_file as load_oidc
 from broker.services import audit as audit_service
 from broker.services import keys as keys_service
 from broker.services.ratelimit import SlidingLimiter
@@ -31,6 +32,7 @@ def build_runtime(settings: Settings, *, create_dev_keys: bool = False) -> Runti
     """Load keys and make the engine (no I/O against the database yet)."""
     keys, _ = load_keys(settings, now=utcnow(), create_dev=create_dev_keys)
     backends = load_backends(settings.backends_file) if settings.backends_file is not None else None
+    oidc = load_oidc(settings.oidc_file) if settings.oidc_file is not None else None
     trail, created = audit_trail(settings, audit_key=keys.audit_key)
     if created:
         logging.getLogger("strongroom.audit").warning(
@@ -55,6 +57,7 @@ def build_runtime(settings: Settings, *, create_dev_keys: bool = False) -> Runti
         ),
         backends=backends,
         audit=trail,
+        oidc=oidc,
     )
 
 

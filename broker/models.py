@@ -94,6 +94,20 @@ class Principal(Base):
     bound_cidrs: Mapped[list[Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A rotated-out secret, accepted until previous_secret_expires_at (the rotation's grace period).
+    previous_secret_hash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OidcReplay(Base):
+    """A `jti` already used to log in, kept until its token expires (plus leeway): replay is refused."""
+
+    __tablename__ = "oidc_replays"
+    __table_args__ = (Index("ix_oidc_replays_expires_at", "expires_at"),)
+    issuer: Mapped[str] = mapped_column(String(32), primary_key=True)
+    jti_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class Token(Base):
@@ -308,6 +322,7 @@ secrets: Table = Secret.__table__  # type: ignore[assignment]
 secret_versions: Table = SecretVersion.__table__  # type: ignore[assignment]
 principals: Table = Principal.__table__  # type: ignore[assignment]
 tokens: Table = Token.__table__  # type: ignore[assignment]
+oidc_replays: Table = OidcReplay.__table__  # type: ignore[assignment]
 audit_events: Table = AuditEvent.__table__  # type: ignore[assignment]
 audit_event_keys: Table = AuditEventKey.__table__  # type: ignore[assignment]
 audit_checkpoints: Table = AuditCheckpoint.__table__  # type: ignore[assignment]

@@ -184,6 +184,32 @@ class ListedToken:
 
 
 @dataclass(frozen=True, slots=True)
+class IdentityInfo:
+    """A user or machine identity as admins see it; never its client secret."""
+
+    client_id: str
+    name: str
+    kind: str
+    scopes: tuple[Scope, ...]
+    token_ttl: int
+    token_max_ttl: int
+    bound_cidrs: tuple[str, ...]
+    created_at: str
+    disabled: bool
+    deleted: bool
+    previous_secret_expires_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentitySecret:
+    """A client secret the broker shows once (a new identity's or a rotated one), with its identity's id."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    previous_valid_until: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Generated:
     """What the broker did for `secrets generate`; never the value."""
 
@@ -672,6 +698,12 @@ class BrokerClient:
         data = _Reader(self._request("POST", "/v1/auth/token", body, redact=(client_secret,)), "token")
         return Token(token=data.text("token"), info=_token_info(data))
 
+    def oidc_login(self, *, role: str, id_token: str) -> Token:
+        """Exchange a CI platform's OIDC token for a token with a role's scopes (`POST /v1/auth/oidc`)."""
+        body = {"role": role, "jwt": id_token}
+        data = _Reader(self._request("POST", "/v1/auth/oidc", body, redact=(id_token,)), "token")
+        return Token(token=data.text("token"), info=_token_info(data))
+
     def renew_self(self, *, ttl: int | None = None) -> TokenInfo:
         """Extend this client's token (`POST /v1/auth/token/renew`)."""
         return _token_info(_Reader(self._request("POST", "/v1/auth/token/renew", {"ttl": ttl}), "token"))
@@ -708,6 +740,65 @@ class BrokerClient:
         """Revoke a token and its children by accessor (`POST /v1/tokens/revoke`, admin)."""
         self._request("POST", "/v1/tokens/revoke", {"accessor": accessor})
 
+    # --- identities (admin)
+
+    def create_identity(
+        self,
+        *,
+        name: str,
+        kind: str,
+        scopes: list[dict[str, Any]],
+        bound_cidrs: list[str],
+        client_id: str | None = None,
+        token_ttl: int | None = None,
+        token_max_ttl: int | None = None,
+    ) -> tuple[IdentityInfo, IdentitySecret]:
+        """Create an identity; its client secret is in the answer this once (`POST /v1/identities`)."""
+        body = {
+            "name": name,
+            "type": kind,
+            "scopes": scopes,
+            "bound_cidrs": bound_cidrs,
+            "client_id": client_id,
+            "token_ttl": token_ttl,
+            "token_max_ttl": token_max_ttl,
+        }
+        data = _Reader(self._request("POST", "/v1/identities", body), "identity")
+        info = _identity(data)
+        return info, IdentitySecret(client_id=info.client_id, client_secret=data.text("client_secret"))
+
+    def list_identities(self, *, include_deleted: bool = False) -> list[IdentityInfo]:
+        """Identities, oldest first (`GET /v1/identities`)."""
+        query = "?include_deleted=true" if include_deleted else ""
+        data = _Reader(self._request("GET", f"/v1/identities{query}"), "response")
+        return [_identity(item) for item in data.objects("identities")]
+
+    def show_identity(self, *, client_id: str) -> IdentityInfo:
+        """One identity (`GET /v1/identities/{client_id}`)."""
+        return _identity(_Reader(self._request("GET", _identity_path(client_id)), "identity"))
+
+    def disable_identity(self, *, client_id: str) -> IdentityInfo:
+        """Disable an identity and revoke its tokens (`POST .../disable`)."""
+        return _identity(_Reader(self._request("POST", f"{_identity_path(client_id)}/disable"), "identity"))
+
+    def enable_identity(self, *, client_id: str) -> IdentityInfo:
+        """Let a disabled identity log in again (`POST .../enable`)."""
+        return _identity(_Reader(self._request("POST", f"{_identity_path(client_id)}/enable"), "identity"))
+
+    def delete_identity(self, *, client_id: str) -> None:
+        """Delete an identity for good (`DELETE /v1/identities/{client_id}`)."""
+        self._request("DELETE", _identity_path(client_id))
+
+    def rotate_identity_secret(self, *, client_id: str, grace: int | None) -> IdentitySecret:
+        """A new client secret, shown once; the old one works for `grace` seconds (`POST .../rotate-secret`)."""
+        path = f"{_identity_path(client_id)}/rotate-secret"
+        data = _Reader(self._request("POST", path, {"grace": grace}), "rotated")
+        return IdentitySecret(
+            client_id=data.text("client_id"),
+            client_secret=data.text("client_secret"),
+            previous_valid_until=data.maybe_text("previous_secret_valid_until"),
+        )
+
     # --- projects and environments
 
     def list_projects(self) -> list[Project]:
@@ -730,6 +821,19 @@ class BrokerClient:
         body = {"slug": slug, "parent": parent}
         path = f"{_project_path(project)}/environments"
         return _environment(_Reader(self._request("POST", path, body), "environment"))
+
+    def set_environment_parent(self, *, project: str, environment: str, parent: str | None) -> Environment:
+        """Change what an environment inherits from (`PATCH`; None: nothing)."""
+        path = _env_path(project, environment)
+        return _environment(_Reader(self._request("PATCH", path, {"parent": parent}), "environment"))
+
+    def delete_environment(self, *, project: str, environment: str) -> None:
+        """Delete an environment with no secrets and no children."""
+        self._request("DELETE", _env_path(project, environment))
+
+    def delete_project(self, *, project: str) -> None:
+        """Delete a project with no environments."""
+        self._request("DELETE", _project_path(project))
 
     # --- secrets
 
@@ -773,6 +877,16 @@ class BrokerClient:
     def delete_secret(self, *, project: str, environment: str, name: str) -> None:
         """Soft-delete a secret's current version."""
         self._request("DELETE", _secret_path(project, environment, name))
+
+    def undelete_secret(self, *, project: str, environment: str, name: str) -> SecretMeta:
+        """Bring a soft-deleted secret back."""
+        path = f"{_secret_path(project, environment, name)}/undelete"
+        return _secret_meta(_Reader(self._request("POST", path), "secret"))
+
+    def destroy_secret_version(self, *, project: str, environment: str, name: str, version: int) -> None:
+        """Erase one version's ciphertext for good."""
+        path = f"{_secret_path(project, environment, name)}/versions/{int(version)}/destroy"
+        self._request("POST", path)
 
     def secret_history(self, *, project: str, environment: str, name: str) -> SecretHistory:
         """Every version of a secret, without values."""
@@ -1426,6 +1540,39 @@ class _Reader:
         return tuple(str(item) for item in items)
 
 
+def _scopes(data: _Reader) -> tuple[Scope, ...]:
+    return tuple(
+        Scope(
+            project=scope.text("project"),
+            environments=scope.text("environments"),
+            actions=scope.texts("actions"),
+            deny=scope.maybe_flag("deny") or False,
+            keys=scope.texts("keys") if "keys" in scope.keys() else None,  # noqa: SIM118 (a reader, not a dict)
+        )
+        for scope in data.objects("scopes")
+    )
+
+
+def _identity_path(client_id: str) -> str:
+    return f"/v1/identities/{_segment(client_id)}"
+
+
+def _identity(data: _Reader) -> IdentityInfo:
+    return IdentityInfo(
+        client_id=data.text("client_id"),
+        name=data.text("name"),
+        kind=data.text("type"),
+        scopes=_scopes(data),
+        token_ttl=data.integer("token_ttl"),
+        token_max_ttl=data.integer("token_max_ttl"),
+        bound_cidrs=data.texts("bound_cidrs"),
+        created_at=data.text("created_at"),
+        disabled=data.flag("disabled"),
+        deleted=data.maybe_flag("deleted") or False,
+        previous_secret_expires_at=data.maybe_text("previous_secret_expires_at"),
+    )
+
+
 def _token_info(data: _Reader) -> TokenInfo:
     principal = data.child("principal")
     return TokenInfo(
@@ -1435,16 +1582,7 @@ def _token_info(data: _Reader) -> TokenInfo:
         max_expires_at=data.text("max_expires_at"),
         num_uses=data.maybe_integer("num_uses"),
         bound_cidrs=data.texts("bound_cidrs"),
-        scopes=tuple(
-            Scope(
-                project=scope.text("project"),
-                environments=scope.text("environments"),
-                actions=scope.texts("actions"),
-                deny=scope.maybe_flag("deny") or False,
-                keys=scope.texts("keys") if "keys" in scope.keys() else None,  # noqa: SIM118 (a reader, not a dict)
-            )
-            for scope in data.objects("scopes")
-        ),
+        scopes=_scopes(data),
         principal=Principal(
             id=principal.text("id"), type=principal.text("type"), name=principal.text("name")
         ),

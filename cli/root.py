@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "run": "cli.commands.run:run",
     "export": "cli.commands.export:export",
     "tokens": "cli.commands.tokens:tokens",
+    "identities": "cli.commands.identities:identities",
     "profiles": "cli.commands.profiles:profiles_group",
     "completion": "cli.commands.completion:completion",
     "import-backend": "cli.commands.importing:import_backend",
@@ -43,14 +44,15 @@ SUBCOMMANDS = {
 # name -> the command's one-line help, so that `strongroom --help` need not import every command module.
 # A command missing here is imported for --help; tests/unit/cli/test_cli_main.py keeps these in step.
 SHORT_HELP = {
-    "login": "Exchange a client ID and secret for a short-lived session token, cached 0600 for the profile.",
+    "login": "Exchange a client ID and secret (or, in CI, an OIDC ID token) for a short-lived session token, cached 0600 for the profile.",
     "logout": "Revoke the cached session at the broker and delete it.",
-    "projects": "List and create projects.",
-    "envs": "List and create the environments of a project.",
+    "projects": "List, create and delete projects.",
+    "envs": "List, create, reparent and delete the environments of a project.",
     "secrets": "Read and write the secrets of one environment of a project.",
     "run": "Run COMMAND with an environment's values added to its environment variables.",
     "export": "Render an environment's values as a dotenv, env-file, compose, JSON, YAML, k8s or systemd file.",
     "tokens": "Create tokens for CI (printed once); list and revoke tokens (admins).",
+    "identities": "Create and manage user and machine identities (admins); client secrets are shown once.",
     "profiles": "List profiles and pick the default one (profiles live in $XDG_CONFIG_HOME/strongroom/config.toml).",
     "completion": "Print the completion script for SHELL: bash, zsh or fish.",
     "audit": "Read, export and verify the audit trail (needs a token with the audit action, except verify).",

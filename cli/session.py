@@ -231,6 +231,28 @@ class Session:
             )
         return credential
 
+    def login_oidc(self, *, url: str, role: str, id_token: str) -> Credential:
+        """Exchange a CI platform's OIDC token for a token with the role's scopes and cache it (no profile is
+        recorded: there is no client id to remember)."""
+        client = self._client(
+            url,
+            token=None,
+            unauthorized_message=f"login failed: the broker refused this ID token for role {role}",
+        )
+        started = now()
+        try:
+            token = client.oidc_login(role=role, id_token=id_token)
+        finally:
+            client.close()
+        credential = Credential.from_token(url=client.url, token=token, obtained=started)
+        credentials.save(self.cache_path, credential)
+        return credential
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        """The environment the CLI was started with."""
+        return self._environ
+
     def logout(self) -> Credential | None:
         """Revoke the cached session at the broker and delete it; return what was logged out, if anything."""
         credential = credentials.load(self.cache_path)

@@ -36,6 +36,7 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("GET", "/docs"): "api.docs",
     ("GET", "/docs/oauth2-redirect"): "api.docs",
     ("POST", "/v1/auth/token"): "auth.token",
+    ("POST", "/v1/auth/oidc"): "auth.oidc",
     ("GET", "/v1/auth/token/self"): "token.lookup-self",
     ("POST", "/v1/auth/token/renew"): "token.renew-self",
     ("POST", "/v1/auth/token/revoke-self"): "token.revoke-self",
@@ -45,7 +46,11 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("POST", "/v1/tokens/revoke"): "token.revoke",
     ("POST", "/v1/identities"): "identity.create",
     ("GET", "/v1/identities"): "identity.list",
-    ("DELETE", "/v1/identities/{client_id}"): "identity.disable",
+    ("GET", "/v1/identities/{client_id}"): "identity.read",
+    ("POST", "/v1/identities/{client_id}/disable"): "identity.disable",
+    ("POST", "/v1/identities/{client_id}/enable"): "identity.enable",
+    ("POST", "/v1/identities/{client_id}/rotate-secret"): "identity.rotate-secret",
+    ("DELETE", "/v1/identities/{client_id}"): "identity.delete",
     ("GET", "/v1/projects"): "project.list",
     ("POST", "/v1/projects"): "project.create",
     ("GET", _P): "project.read",
@@ -89,6 +94,7 @@ UNROUTED = "request.unrouted"
 READ_ONLY_ALLOWED = frozenset(
     {
         ("POST", "/v1/auth/token"),
+        ("POST", "/v1/auth/oidc"),
         ("POST", "/v1/auth/token/renew"),
         ("POST", "/v1/auth/token/revoke-self"),
         ("POST", "/v1/audit/fingerprint"),

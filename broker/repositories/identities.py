@@ -26,6 +26,9 @@ _PRINCIPAL_COLS = (
     principals.c.bound_cidrs,
     principals.c.created_at,
     principals.c.disabled_at,
+    principals.c.previous_secret_hash,
+    principals.c.previous_secret_expires_at,
+    principals.c.deleted_at,
 )
 
 
@@ -84,6 +87,42 @@ async def add_principal(
 async def disable_principal(conn: AsyncConnection, principal_id: int, now: datetime) -> None:
     """Disable a principal so it can no longer exchange credentials."""
     await conn.execute(update(principals).where(principals.c.id == principal_id).values(disabled_at=now))
+
+
+async def enable_principal(conn: AsyncConnection, principal_id: int) -> None:
+    """Let a disabled principal exchange its credential again."""
+    await conn.execute(update(principals).where(principals.c.id == principal_id).values(disabled_at=None))
+
+
+async def delete_principal(
+    conn: AsyncConnection, principal_id: int, *, now: datetime, disabled_at: datetime
+) -> None:
+    """Mark a principal deleted and disabled; the row stays for the audit trail, its client id stays taken."""
+    await conn.execute(
+        update(principals)
+        .where(principals.c.id == principal_id)
+        .values(disabled_at=disabled_at, deleted_at=now)
+    )
+
+
+async def set_secret(
+    conn: AsyncConnection,
+    principal_id: int,
+    *,
+    secret_hash: bytes,
+    previous_hash: bytes | None,
+    previous_expires_at: datetime | None,
+) -> None:
+    """Replace a principal's secret hash, keeping the old one (hashed) until `previous_expires_at`."""
+    await conn.execute(
+        update(principals)
+        .where(principals.c.id == principal_id)
+        .values(
+            secret_hash=secret_hash,
+            previous_secret_hash=previous_hash,
+            previous_secret_expires_at=previous_expires_at,
+        )
+    )
 
 
 TokenRow = DbRow

@@ -80,6 +80,9 @@ class Identity:
     bound_cidrs: tuple[str, ...]
     created_at: datetime
     disabled: bool
+    deleted: bool = False
+    # Until when the secret replaced by the last rotation is still accepted (its grace period), if at all.
+    previous_secret_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,18 @@ def keyed_hash(key: bytes, purpose: bytes, value: str) -> bytes:
 def canonical_principal(client_id: str) -> str:
     """One counter for case and Unicode variants of a client id (cf. CVE-2025-6004)."""
     return unicodedata.normalize("NFKC", client_id).casefold()
+
+
+def check_client_id(client_id: str) -> None:
+    """Raise Invalid naming client_id unless it is a name a credential could never be mistaken for."""
+    if not _NAME_RE.fullmatch(client_id):
+        raise Invalid("client_id: 1-128 characters of letters, digits, '.', '_', '@', '-'", field="client_id")
+    if client_id.casefold().startswith("oidc-"):
+        raise Invalid("client_id: oidc-... is reserved for OIDC workload identities", field="client_id")
+    if client_id.startswith((TOKEN_PREFIX, ACCESSOR_PREFIX, SECRET_PREFIX)):
+        raise Invalid(
+            "client_id: must not start with srt_, sra_ or srs_ (credential prefixes)", field="client_id"
+        )
 
 
 def _random(prefix: str) -> str:
@@ -175,6 +190,8 @@ def _identity(row: repo.PrincipalRow) -> Identity:
         bound_cidrs=tuple(row.bound_cidrs),
         created_at=row.created_at,
         disabled=row.disabled_at is not None,
+        deleted=row.deleted_at is not None,
+        previous_secret_expires_at=row.previous_secret_expires_at,
     )
 
 
@@ -235,7 +252,10 @@ async def exchange(
             row = await repo.get_principal_by_client_id(conn, client_id) if len(client_id) <= 128 else None
             candidate = keyed_hash(rt.keys.hmac_key, b"client-secret", client_secret[:1024])
             expected = row.secret_hash if row is not None else b"\x00" * 32
-            ok = hmac.compare_digest(candidate, expected) and row is not None and row.disabled_at is None
+            ok = hmac.compare_digest(candidate, expected) | hmac.compare_digest(
+                candidate, previous_secret_hash(row, now)
+            )
+            ok = ok and row is not None and row.disabled_at is None
             if not ok or row is None:
                 ctx.reason = "bad client credential"
                 raise Unauthenticated()
@@ -266,6 +286,13 @@ async def exchange(
         # Counted after the transaction: the count stays although the transaction rolls back.
         await rt.limiter.record(keys)
         raise
+
+
+def previous_secret_hash(row: repo.PrincipalRow | None, now: datetime) -> bytes:
+    """The hash of a rotated-out secret still in its grace period, or one no HMAC equals."""
+    if row is None or row.previous_secret_hash is None or row.previous_secret_expires_at is None:
+        return b"\x00" * 32
+    return bytes(row.previous_secret_hash) if row.previous_secret_expires_at > now else b"\x00" * 32
 
 
 def bearer_digest(rt: Runtime, authorization: str | None) -> bytes | None:
@@ -593,6 +620,7 @@ async def create_identity(
     token_ttl: int | None,
     token_max_ttl: int | None,
     bound_cidrs: list[str],
+    client_id: str | None = None,
 ) -> NewIdentity:
     """Create a user or machine identity; the client secret is returned once and stored only hashed."""
     ctx.about("identity.create")
@@ -612,8 +640,16 @@ async def create_identity(
     if ttl > max_ttl:
         raise Invalid("token_ttl: must not exceed token_max_ttl", field="token_ttl")
     cidrs = check_cidrs(bound_cidrs, field="bound_cidrs")
-    client_id = "sri_" + secrets.token_hex(12)
+    if client_id is not None:
+        check_client_id(client_id)
+    else:
+        client_id = "sri_" + secrets.token_hex(12)
     async with rt.engine.begin() as conn:
+        if any(
+            canonical_principal(r.client_id) == canonical_principal(client_id)
+            for r in await repo.list_principals(conn)
+        ):
+            raise Conflict(f"client_id: {client_id} is taken (client ids differing only in case are one)")
         created = await _new_principal(
             conn,
             rt,
@@ -629,28 +665,16 @@ async def create_identity(
     return created
 
 
-async def list_identities(rt: Runtime, ctx: RequestContext, actor: Actor) -> list[Identity]:
-    """Every identity (admins)."""
+async def list_identities(
+    rt: Runtime, ctx: RequestContext, actor: Actor, *, include_deleted: bool = False
+) -> list[Identity]:
+    """Every identity (admins); deleted ones only when asked."""
     ctx.about("identity.list")
     require(actor, Action.ADMIN, None, None)
     async with rt.engine.begin() as conn:
         rows = await repo.list_principals(conn)
         await audit.record(conn, rt, ctx)
-    return [_identity(r) for r in rows]
-
-
-async def disable_identity(rt: Runtime, ctx: RequestContext, actor: Actor, *, client_id: str) -> None:
-    """Disable an identity and revoke every token it holds."""
-    ctx.about("identity.disable")
-    require(actor, Action.ADMIN, None, None)
-    async with rt.engine.begin() as conn:
-        row = await repo.get_principal_by_client_id(conn, client_id[:128])
-        if row is None:
-            raise NotFound("client_id: no identity has this client id")
-        now = rt.clock()
-        await repo.disable_principal(conn, row.id, now)
-        await repo.revoke_tree(conn, await repo.token_ids_of(conn, row.id), now)
-        await audit.record(conn, rt, ctx, status=204)
+    return [_identity(r) for r in rows if include_deleted or r.deleted_at is None]
 
 
 async def bootstrap_admin(rt: Runtime) -> NewIdentity | None:

@@ -18,6 +18,7 @@ from broker.config import Settings
 from broker.db.engine import HotDb
 from broker.errors import BrokerError
 from broker.keys import KeyMaterial, reload_if_changed
+from broker.oidc import Oidc
 from broker.services.ratelimit import SlidingLimiter
 
 log = logging.getLogger("strongroom.keys")
@@ -72,3 +73,6 @@ class Runtime:
             ", ".join(fresh.keyring.ids),
         )
         return True
+
+    # Trusted OIDC issuers, roles and their key sets (None: OIDC login is off).
+    oidc: Oidc | None = None

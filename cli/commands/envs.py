@@ -13,7 +13,7 @@ from cli.session import Session
 
 @click.group()
 def envs() -> None:
-    """List and create the environments of a project."""
+    """List, create, reparent and delete the environments of a project."""
 
 
 @envs.command("list")
@@ -46,3 +46,40 @@ def create_environment(session: Session, project: str, slug: str, parent: str | 
         return
     inherits = f", inheriting from {environment.parent}" if environment.parent else ""
     click.echo(f"Created environment {project}/{environment.slug}{inherits}.")
+
+
+@envs.command("set-parent")
+@project_option
+@click.argument("slug", callback=check_slug)
+@click.option(
+    "--parent", callback=check_slug, metavar="ENVIRONMENT", help="Inherit the values of this environment."
+)
+@click.option("--no-parent", is_flag=True, help="Inherit nothing.")
+@json_option
+@click.pass_obj
+def set_parent(
+    session: Session, project: str, slug: str, parent: str | None, no_parent: bool, as_json: bool
+) -> None:
+    """Change what environment SLUG inherits from (admins): --parent ENVIRONMENT or --no-parent."""
+    if (parent is None) == (not no_parent):
+        raise click.UsageError("give exactly one of --parent ENVIRONMENT and --no-parent")
+    environment = session.client().set_environment_parent(project=project, environment=slug, parent=parent)
+    if as_json:
+        output.emit_json(asdict(environment))
+        return
+    inherits = f"inherits from {environment.parent}" if environment.parent else "inherits nothing"
+    click.echo(f"{project}/{environment.slug} now {inherits}.")
+
+
+@envs.command("delete")
+@project_option
+@click.argument("slug", callback=check_slug)
+@json_option
+@click.pass_obj
+def delete_environment(session: Session, project: str, slug: str, as_json: bool) -> None:
+    """Delete environment SLUG (admins); refused while it has secrets or environments inheriting from it."""
+    session.client().delete_environment(project=project, environment=slug)
+    if as_json:
+        output.emit_json({"project": project, "environment": slug, "deleted": True})
+        return
+    click.echo(f"Deleted environment {project}/{slug}.")

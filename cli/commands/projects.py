@@ -13,7 +13,7 @@ from cli.session import Session
 
 @click.group()
 def projects() -> None:
-    """List and create projects."""
+    """List, create and delete projects."""
 
 
 @projects.command("list")
@@ -41,3 +41,16 @@ def create_project(session: Session, slug: str, description: str, as_json: bool)
         output.emit_json(asdict(project))
         return
     click.echo(f"Created project {project.slug}.")
+
+
+@projects.command("delete")
+@click.argument("slug", callback=check_slug)
+@json_option
+@click.pass_obj
+def delete_project(session: Session, slug: str, as_json: bool) -> None:
+    """Delete project SLUG (admins); refused while it has environments."""
+    session.client().delete_project(project=slug)
+    if as_json:
+        output.emit_json({"project": slug, "deleted": True})
+        return
+    click.echo(f"Deleted project {slug}.")

@@ -158,6 +158,49 @@ def delete_secret(session: Session, project: str, environment: str, name: str, a
     click.echo(f"Deleted {project}/{environment}/{name}.")
 
 
+@secrets_group.command("undelete")
+@project_option
+@environment_option
+@click.argument("name", callback=check_secret_name)
+@json_option
+@click.pass_obj
+def undelete_secret(session: Session, project: str, environment: str, name: str, as_json: bool) -> None:
+    """Bring back secret NAME after `secrets delete`."""
+    meta = session.client().undelete_secret(project=project, environment=environment, name=name)
+    if as_json:
+        output.emit_json(asdict(meta))
+        return
+    click.echo(f"Undeleted {project}/{environment}/{meta.name}: version {meta.version}.")
+
+
+@secrets_group.command("destroy")
+@project_option
+@environment_option
+@click.argument("name", callback=check_secret_name)
+@click.argument("version", type=click.IntRange(min=1))
+@json_option
+@click.pass_obj
+def destroy_secret(
+    session: Session, project: str, environment: str, name: str, version: int, as_json: bool
+) -> None:
+    """Erase VERSION of secret NAME for good (its ciphertext; the history keeps that it existed)."""
+    session.client().destroy_secret_version(
+        project=project, environment=environment, name=name, version=version
+    )
+    if as_json:
+        output.emit_json(
+            {
+                "project": project,
+                "environment": environment,
+                "name": name,
+                "version": version,
+                "destroyed": True,
+            }
+        )
+        return
+    click.echo(f"Destroyed version {version} of {project}/{environment}/{name}; it cannot be read again.")
+
+
 @secrets_group.command("history")
 @project_option
 @environment_option

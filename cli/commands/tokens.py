@@ -20,6 +20,7 @@ from cli.session import Session
 
 ACTIONS = ("read", "write", "admin", "audit")
 MAX_TTL_SECONDS = 31 * 86400
+TTL_SLACK_SECONDS = 5
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _SLUG_OR_STAR = re.compile(r"\*|[a-z0-9][a-z0-9-]{0,63}")
 _GLOB = re.compile(r"[a-z0-9*?\[\]!-]{1,64}")
@@ -75,7 +76,8 @@ def parse_scope(text: str, *, deny: bool) -> dict[str, Any]:
     return out
 
 
-def _scopes(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[dict[str, Any]]:
+def scope_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Click callback: each `--scope` (or `--deny`, by the parameter's name) as a scope object."""
     try:
         return [parse_scope(value, deny=param.name == "denies") for value in values]
     except click.BadParameter as exc:
@@ -118,16 +120,17 @@ def tokens() -> None:
     "--scope",
     "scopes",
     multiple=True,
-    callback=_scopes,
+    callback=scope_values,
     metavar="SCOPE",
     help=f"Grant {SCOPE_FORMAT} (repeatable; default: all of your session's scopes).",
 )
-@click.option("--deny", "denies", multiple=True, callback=_scopes, metavar="SCOPE", help="Refuse SCOPE.")
+@click.option("--deny", "denies", multiple=True, callback=scope_values, metavar="SCOPE", help="Refuse SCOPE.")
 @click.option(
     "--ttl",
     callback=parse_duration,
     metavar="DURATION",
-    help="Lifetime, e.g. 15m or 3600 (default: the broker's; never past your session's expiry).",
+    help="Lifetime, e.g. 15m or 3600 (default: the broker's); capped at your session's remaining life, "
+    "and the output says so when it is.",
 )
 @click.option("--uses", type=click.IntRange(1, 1_000_000), metavar="N", help="Valid for N requests only.")
 @click.option(
@@ -156,8 +159,13 @@ def create_token(
         scopes=[*scopes, *denies] or None, ttl=ttl, num_uses=uses, bound_cidrs=list(cidrs) or None
     )
     info = token.info
+    # The broker caps a child at its parent's remaining life; say so rather than let --ttl 99h look granted.
+    # The slack absorbs the seconds between issue and answer (expires_in counts down from the answer).
+    capped = ttl is not None and info.expires_in < ttl - TTL_SLACK_SECONDS
     if as_json:
-        output.emit_json({"token": token.token, **_info_json(info)})
+        output.emit_json(
+            {"token": token.token, **_info_json(info), "requested_ttl": ttl, "ttl_capped": capped}
+        )
         return
     limits = [f"expires in {output.duration(info.expires_in)}"]
     if info.num_uses is not None:
@@ -170,6 +178,13 @@ def create_token(
         "The token is shown once, on stdout:",
         err=True,
     )
+    if capped:
+        click.echo(
+            f"--ttl asked for {output.duration(ttl or 0)}, but the maximum is your session's remaining life, "
+            f"{output.duration(info.expires_in)}: a token never outlives the session it is created from. "
+            "For a longer-lived credential create a machine identity (strongroom identities create).",
+            err=True,
+        )
     click.echo(token.token)
 
 

@@ -69,8 +69,14 @@ def wait_up(port: int, proc: subprocess.Popen[bytes], deadline: float = 30.0) ->
     raise RuntimeError("broker did not come up")
 
 
-def start(data_dir: Path, config_dir: Path, log: Path, port: int | None = None) -> BrokerProcess:
-    """Start a broker on the embedded default in data_dir."""
+def start(
+    data_dir: Path,
+    config_dir: Path,
+    log: Path,
+    port: int | None = None,
+    server_env: dict[str, str] | None = None,
+) -> BrokerProcess:
+    """Start a broker on the embedded default in data_dir (`server_env`: extra variables for the server only)."""
     port = port or free_port()
     env = {
         "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
@@ -84,7 +90,7 @@ def start(data_dir: Path, config_dir: Path, log: Path, port: int | None = None) 
     handle = log.open("ab")
     proc = subprocess.Popen(
         [str(BIN / "strongroom-server"), "serve", "--port", str(port)],
-        env=env,
+        env={**env, **(server_env or {})},
         stdout=handle,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -16,8 +16,11 @@ from broker.api.schemas import (
     IdentityOut,
     IdentityRequest,
     NewIdentityOut,
+    OidcLoginRequest,
     PrincipalOut,
     RenewRequest,
+    RotatedSecretOut,
+    RotateSecretRequest,
     ScopeBody,
     TokenInfoOut,
     TokenList,
@@ -25,7 +28,7 @@ from broker.api.schemas import (
     TokenOut,
     TokenRequest,
 )
-from broker.services import auth
+from broker.services import auth, identities, oidc
 from broker.services.auth import Identity, IssuedToken, TokenInfo
 
 router = APIRouter(prefix="/v1", responses=PROBLEMS)
@@ -68,6 +71,8 @@ def identity_out(ident: Identity) -> IdentityOut:
         bound_cidrs=list(ident.bound_cidrs),
         created_at=ident.created_at,
         disabled=ident.disabled,
+        deleted=ident.deleted,
+        previous_secret_expires_at=ident.previous_secret_expires_at,
     )
 
 
@@ -77,6 +82,15 @@ async def issue_token(body: TokenRequest, rt: RuntimeDep, ctx: CtxDep, response:
     issued = await auth.exchange(
         rt, ctx, client_id=body.client_id, client_secret=body.client_secret, ttl=body.ttl
     )
+    response.headers.update(NO_STORE)
+    return token_out(issued, rt.clock())
+
+
+@router.post("/auth/oidc", response_model=TokenOut, tags=["auth"])
+async def oidc_login(body: OidcLoginRequest, rt: RuntimeDep, ctx: CtxDep, response: Response) -> TokenOut:
+    """Exchange a CI platform's OIDC token (GitHub Actions, GitLab CI, any configured issuer) for a
+    short-lived token with the scopes of the role its claims match."""
+    issued = await oidc.login(rt, ctx, role=body.role, token=body.jwt)
     response.headers.update(NO_STORE)
     return token_out(issued, rt.clock())
 
@@ -167,19 +181,60 @@ async def create_identity(
         token_ttl=body.token_ttl,
         token_max_ttl=body.token_max_ttl,
         bound_cidrs=body.bound_cidrs,
+        client_id=body.client_id,
     )
     response.headers.update(NO_STORE)
     return NewIdentityOut(client_secret=created.client_secret, **identity_out(created.identity).model_dump())
 
 
 @router.get("/identities", response_model=IdentityList, tags=["identities"])
-async def list_identities(rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> IdentityList:
-    """Every identity (admin)."""
-    return IdentityList(identities=[identity_out(i) for i in await auth.list_identities(rt, ctx, actor)])
+async def list_identities(
+    rt: RuntimeDep, ctx: CtxDep, actor: ActorDep, include_deleted: Annotated[bool, Query()] = False
+) -> IdentityList:
+    """Every identity (admin); deleted ones on request."""
+    found = await auth.list_identities(rt, ctx, actor, include_deleted=include_deleted)
+    return IdentityList(identities=[identity_out(i) for i in found])
+
+
+@router.get("/identities/{client_id}", response_model=IdentityOut, tags=["identities"])
+async def show_identity(client_id: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> IdentityOut:
+    """One identity, deleted or not (admin)."""
+    return identity_out(await identities.show_identity(rt, ctx, actor, client_id=client_id))
+
+
+@router.post("/identities/{client_id}/disable", response_model=IdentityOut, tags=["identities"])
+async def disable_identity(client_id: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> IdentityOut:
+    """Disable an identity and revoke its tokens (admin); enable undoes the first part."""
+    return identity_out(await identities.disable_identity(rt, ctx, actor, client_id=client_id))
+
+
+@router.post("/identities/{client_id}/enable", response_model=IdentityOut, tags=["identities"])
+async def enable_identity(client_id: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> IdentityOut:
+    """Let a disabled identity log in again (admin)."""
+    return identity_out(await identities.enable_identity(rt, ctx, actor, client_id=client_id))
+
+
+@router.post("/identities/{client_id}/rotate-secret", response_model=RotatedSecretOut, tags=["identities"])
+async def rotate_secret(
+    client_id: str,
+    body: RotateSecretRequest,
+    rt: RuntimeDep,
+    ctx: CtxDep,
+    actor: ActorDep,
+    response: Response,
+) -> RotatedSecretOut:
+    """Give an identity a new client secret, shown once; the old one works for `grace` seconds (admin)."""
+    rotated = await identities.rotate_secret(rt, ctx, actor, client_id=client_id, grace=body.grace)
+    response.headers.update(NO_STORE)
+    return RotatedSecretOut(
+        client_id=rotated.identity.client_id,
+        client_secret=rotated.client_secret,
+        previous_secret_valid_until=rotated.previous_valid_until,
+    )
 
 
 @router.delete("/identities/{client_id}", status_code=204, tags=["identities"])
-async def disable_identity(client_id: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> Response:
-    """Disable an identity and revoke its tokens (admin)."""
-    await auth.disable_identity(rt, ctx, actor, client_id=client_id)
+async def delete_identity(client_id: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> Response:
+    """Delete an identity: disabled for good and its tokens revoked; its client id stays taken (admin)."""
+    await identities.delete_identity(rt, ctx, actor, client_id=client_id)
     return Response(status_code=204)

@@ -48,6 +48,13 @@ class TokenRequest(Request):
     ttl: int | None = Field(default=None, ge=1, le=2678400)
 
 
+class OidcLoginRequest(Request):
+    """Exchange a CI platform's OIDC token for a token with a role's scopes."""
+
+    role: str = Field(min_length=1, max_length=64, examples=["deploy-production"])
+    jwt: str = Field(min_length=1, max_length=16384)
+
+
 class RenewRequest(Request):
     """Renew the caller's token."""
 
@@ -119,6 +126,7 @@ class IdentityRequest(Request):
     token_ttl: int | None = Field(default=None, ge=1, le=2678400)
     token_max_ttl: int | None = Field(default=None, ge=1, le=2678400)
     bound_cidrs: list[str] = Field(default_factory=list, max_length=100)
+    client_id: str | None = Field(default=None, min_length=1, max_length=128, examples=["ci-deployer"])
 
 
 class IdentityOut(BaseModel):
@@ -134,6 +142,8 @@ class IdentityOut(BaseModel):
     bound_cidrs: list[str]
     created_at: datetime
     disabled: bool
+    deleted: bool = False
+    previous_secret_expires_at: datetime | None = None
 
 
 class NewIdentityOut(IdentityOut):
@@ -146,6 +156,20 @@ class IdentityList(BaseModel):
     """Identities."""
 
     identities: list[IdentityOut]
+
+
+class RotateSecretRequest(Request):
+    """Replace an identity's client secret; the old one is accepted for `grace` seconds (default none)."""
+
+    grace: int | None = Field(default=None, ge=0, le=2678400)
+
+
+class RotatedSecretOut(BaseModel):
+    """A new client secret, shown once."""
+
+    client_id: str
+    client_secret: str
+    previous_secret_valid_until: datetime | None
 
 
 class ProjectCreate(Request):

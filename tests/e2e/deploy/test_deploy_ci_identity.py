@@ -1,7 +1,7 @@
 """Journey 3 end to end: CI deploys with a machine identity's credential only, never an admin token.
 
-An admin creates a machine identity allowed to read `production` only, bound to 127.0.0.1/32 (there is no
-`strongroom identities` command: the admin uses the broker's identities route, as docs/api.md shows). The CI
+An admin creates a machine identity allowed to read `production` only, bound to 127.0.0.1/32 (over the broker's identities route, as
+docs/api.md shows; `strongroom identities create` makes the same request). The CI
 job then does what a pipeline does: a login step whose environment holds the client id and secret (the
 secret piped into `strongroom login`), then `strongroom deploy -e production` in an environment with no
 STRONGROOM_TOKEN, no client secret and no broker data directory: the cached session is all it has. The deploy

@@ -105,6 +105,8 @@ def example_bodies(login: Login, accessor: str) -> dict[str, dict[str, Any]]:
         "ChildTokenRequest": {},
         "AccessorRequest": {"accessor": accessor},
         "IdentityRequest": {"name": "sneaky", "type": "machine", "scopes": []},
+        "RotateSecretRequest": {"grace": 60},
+        "OidcLoginRequest": {"role": "deploy", "jwt": "not.a.token"},
         "ProjectCreate": {"slug": "gamma"},
         "ProjectUpdate": {"description": "changed"},
         "EnvironmentCreate": {"slug": "staging", "parent": "prod"},

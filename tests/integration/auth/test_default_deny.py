@@ -2,7 +2,8 @@
 
 The allow-list is the routes that need no scope by design:
 - health (`/up`, `/healthz`) and the API docs (`/openapi.json`, `/docs*`): no data;
-- `POST /v1/auth/token`: the credential exchange itself;
+- `POST /v1/auth/token` and `POST /v1/auth/oidc`: the credential exchanges themselves (the latter answers
+  404 here: these brokers have no OIDC file);
 - `/v1/auth/token/self|renew|revoke-self`: about the caller's own token only.
 A new route that is neither denied to a scope-less token nor listed here fails this test.
 """
@@ -37,6 +38,7 @@ ALLOWED_WITHOUT_SCOPE: dict[tuple[str, str], int] = {
     ("GET", "/docs/oauth2-redirect"): 200,
     ("HEAD", "/docs/oauth2-redirect"): 200,
     ("POST", "/v1/auth/token"): 200,
+    ("POST", "/v1/auth/oidc"): 404,
     ("GET", "/v1/auth/token/self"): 200,
     ("POST", "/v1/auth/token/renew"): 200,
     ("POST", "/v1/auth/token/revoke-self"): 204,

@@ -103,6 +103,10 @@ def api(tmp_path: Path) -> Iterator[Fixture]:
         r = client.post(f"{base}/production/deploys", json={"manifest": manifest, "version": "v1"}, headers=h)
         assert r.status_code == 201, r.text
         PINNED["deploy_id"] = r.json()["deploy"]["id"]
+        # An identity to pin `client_id` to (show, disable, enable, rotate-secret, delete).
+        body = {"name": "schema-target", "type": "machine", "scopes": [], "client_id": "schema-target"}
+        assert client.post("/v1/identities", json=body, headers=h).status_code == 201
+        PINNED["client_id"] = "schema-target"
 
         r = client.get("/openapi.json")
         assert r.status_code == 200

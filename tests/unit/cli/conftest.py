@@ -35,6 +35,10 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "STRONGROOM_PROFILE",
         "STRONGROOM_CONFIG",
         "NO_COLOR",
+        "STRONGROOM_ID_TOKEN",
+        "ACTIONS_ID_TOKEN_REQUEST_URL",
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+        "CI_JOB_JWT_V2",
     ):
         monkeypatch.delenv(name, raising=False)
     return config

@@ -104,6 +104,8 @@ class StandinBroker:
         self.max_ttl = 8 * 3600
         self.renew_ttl = 900
         self.echo_values_in_errors = False
+        self.identities: dict[str, dict[str, Any]] = {}
+        self.oidc_tokens: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._scheme = "http"
@@ -275,6 +277,8 @@ class StandinBroker:
         path, query = parts.path, parse_qs(parts.query)
         if (method, path) == ("POST", "/v1/auth/token"):
             return self._login(body)
+        if (method, path) == ("POST", "/v1/auth/oidc"):
+            return self._oidc_login(body)
         issued = self._authenticate(authorization)
         for route_method, pattern, handler in self._routes():
             match = re.fullmatch(pattern, path)
@@ -304,6 +308,18 @@ class StandinBroker:
             ("POST", r"/v1/tokens", self._create_token),
             ("GET", r"/v1/tokens", self._list_tokens),
             ("POST", r"/v1/tokens/revoke", self._revoke_token),
+            ("DELETE", rf"/v1/projects/{seg}", self._delete_project),
+            ("PATCH", rf"/v1/projects/{seg}/environments/{seg}", self._set_parent),
+            ("DELETE", rf"/v1/projects/{seg}/environments/{seg}", self._delete_environment),
+            ("POST", rf"{base}/secrets/{seg}/undelete", self._undelete_secret),
+            ("POST", rf"{base}/secrets/{seg}/versions/(\d+)/destroy", self._destroy_version),
+            ("POST", r"/v1/identities", self._create_identity),
+            ("GET", r"/v1/identities", self._list_identities),
+            ("GET", rf"/v1/identities/{seg}", self._show_identity),
+            ("POST", rf"/v1/identities/{seg}/disable", self._disable_identity),
+            ("POST", rf"/v1/identities/{seg}/enable", self._enable_identity),
+            ("POST", rf"/v1/identities/{seg}/rotate-secret", self._rotate_secret),
+            ("DELETE", rf"/v1/identities/{seg}", self._delete_identity),
         ]
 
     # --- auth
@@ -338,6 +354,17 @@ class StandinBroker:
         if client is None or not secrets.compare_digest(str(body.get("client_secret")), client.secret):
             raise Problem(401, "authentication failed")
         issued = self._issue(client, body.get("ttl"))
+        return 200, {"token": issued.token, **self._token_info(issued)}
+
+    def _oidc_login(self, body: Any) -> tuple[int, Any]:
+        # The stand-in trusts an ID token listed in `oidc_tokens` (role, token) -> principal name.
+        name = self.oidc_tokens.get((str(body.get("role")), str(body.get("jwt"))))
+        if name is None:
+            raise Problem(401, "authentication failed")
+        client = Client(
+            secret="", principal={"id": f"id-{name}", "type": "machine", "name": name}, actions=("read",)
+        )
+        issued = self._issue(client, None)
         return 200, {"token": issued.token, **self._token_info(issued)}
 
     def _authenticate(self, authorization: str | None) -> IssuedToken:
@@ -396,6 +423,37 @@ class StandinBroker:
             self._environment(project, body["parent"])
         self.add_environment(project, body["slug"], body.get("parent"))
         return 201, self.environments[(project, body["slug"])]
+
+    def _delete_project(self, issued: IssuedToken, body: Any, query: Any, project: str) -> tuple[int, Any]:
+        self._require(issued, "admin")
+        self._project(project)
+        if any(p == project for p, _ in self.environments):
+            raise Problem(409, f"projects/{project}: delete its environments first")
+        del self.projects[project]
+        return 204, None
+
+    def _set_parent(
+        self, issued: IssuedToken, body: Any, query: Any, project: str, env: str
+    ) -> tuple[int, Any]:
+        self._require(issued, "admin")
+        environment = self._environment(project, env)
+        if body.get("parent") is not None:
+            self._environment(project, body["parent"])
+        environment["parent"] = body.get("parent")
+        return 200, environment
+
+    def _delete_environment(
+        self, issued: IssuedToken, body: Any, query: Any, project: str, env: str
+    ) -> tuple[int, Any]:
+        self._require(issued, "admin")
+        self._environment(project, env)
+        children = any(p == project and e["parent"] == env for (p, _), e in self.environments.items())
+        if children or any((p, e) == (project, env) for p, e, _ in self.secrets):
+            raise Problem(
+                409, f"projects/{project}/environments/{env}: still has secrets or inheriting environments"
+            )
+        del self.environments[(project, env)]
+        return 204, None
 
     # --- secrets
 
@@ -466,6 +524,27 @@ class StandinBroker:
     ) -> tuple[int, Any]:
         self._require(issued, "write")
         self._versions(project, env, name)[-1].deleted = True
+        return 204, None
+
+    def _undelete_secret(
+        self, issued: IssuedToken, body: Any, query: Any, project: str, env: str, name: str
+    ) -> tuple[int, Any]:
+        self._require(issued, "write")
+        versions = self.secrets.get((project, env, name))
+        if not versions or not versions[-1].deleted:
+            raise Problem(404, f"environments/{env}/secrets/{name}: nothing to undelete")
+        versions[-1].deleted = False
+        return 200, self._meta(name, versions)
+
+    def _destroy_version(
+        self, issued: IssuedToken, body: Any, query: Any, project: str, env: str, name: str, number: str
+    ) -> tuple[int, Any]:
+        self._require(issued, "write")
+        versions = self._versions(project, env, name)
+        if not 1 <= int(number) <= len(versions):
+            raise Problem(404, f"environments/{env}/secrets/{name}: no version {number}")
+        versions[int(number) - 1].destroyed = True
+        versions[int(number) - 1].value = ""
         return 204, None
 
     def _history(
@@ -539,6 +618,8 @@ class StandinBroker:
 
     def _create_token(self, issued: IssuedToken, body: Any, query: Any) -> tuple[int, Any]:
         child = self._issue(issued.client, body.get("ttl"))
+        # Like the broker: a child never outlives its parent.
+        child.expires_in = min(child.expires_in, issued.expires_in)
         child.scopes = body.get("scopes")
         child.num_uses = body.get("num_uses")
         child.bound_cidrs = body.get("bound_cidrs") or []
@@ -560,6 +641,79 @@ class StandinBroker:
                 t.revoked = True
                 return 204, None
         raise Problem(404, "accessor: no token has this accessor")
+
+    # --- identities (the broker's rules that the CLI relies on; client secrets kept only to log in with)
+
+    def _identity(self, client_id: str) -> dict[str, Any]:
+        if client_id not in self.identities:
+            raise Problem(404, "client_id: no identity has this client id")
+        return self.identities[client_id]
+
+    def _create_identity(self, issued: IssuedToken, body: Any, query: Any) -> tuple[int, Any]:
+        self._require(issued, "admin")
+        client_id = body.get("client_id") or f"sri_{secrets.token_hex(12)}"
+        if client_id in self.identities or client_id in self.clients:
+            raise Problem(409, f"client_id: {client_id} is taken")
+        secret = f"srs_{secrets.token_urlsafe(32)}"
+        actions = tuple(a for scope in body.get("scopes", []) for a in scope.get("actions", []))
+        self.clients[client_id] = Client(
+            secret=secret,
+            principal={"id": f"id-{client_id}", "type": body["type"], "name": body["name"]},
+            actions=actions,
+        )
+        self.identities[client_id] = {
+            "id": f"id-{client_id}",
+            "name": body["name"],
+            "type": body["type"],
+            "client_id": client_id,
+            "scopes": body.get("scopes", []),
+            "token_ttl": body.get("token_ttl") or self.token_ttl,
+            "token_max_ttl": body.get("token_max_ttl") or self.max_ttl,
+            "bound_cidrs": body.get("bound_cidrs", []),
+            "created_at": CREATED,
+            "disabled": False,
+            "deleted": False,
+            "previous_secret_expires_at": None,
+        }
+        return 201, {**self.identities[client_id], "client_secret": secret}
+
+    def _list_identities(self, issued: IssuedToken, body: Any, query: Any) -> tuple[int, Any]:
+        self._require(issued, "admin")
+        everything = query.get("include_deleted") == ["true"]
+        return 200, {"identities": [i for i in self.identities.values() if everything or not i["deleted"]]}
+
+    def _show_identity(self, issued: IssuedToken, body: Any, query: Any, client_id: str) -> tuple[int, Any]:
+        self._require(issued, "admin")
+        return 200, self._identity(client_id)
+
+    def _disable_identity(
+        self, issued: IssuedToken, body: Any, query: Any, client_id: str
+    ) -> tuple[int, Any]:
+        self._require(issued, "admin")
+        self._identity(client_id)["disabled"] = True
+        return 200, self._identity(client_id)
+
+    def _enable_identity(self, issued: IssuedToken, body: Any, query: Any, client_id: str) -> tuple[int, Any]:
+        self._require(issued, "admin")
+        ident = self._identity(client_id)
+        if ident["deleted"]:
+            raise Problem(409, "client_id: this identity is deleted and cannot be enabled; create a new one")
+        ident["disabled"] = False
+        return 200, ident
+
+    def _delete_identity(self, issued: IssuedToken, body: Any, query: Any, client_id: str) -> tuple[int, Any]:
+        self._require(issued, "admin")
+        self._identity(client_id).update(disabled=True, deleted=True)
+        return 204, None
+
+    def _rotate_secret(self, issued: IssuedToken, body: Any, query: Any, client_id: str) -> tuple[int, Any]:
+        self._require(issued, "admin")
+        ident = self._identity(client_id)
+        grace = body.get("grace")
+        until = _iso(EPOCH + timedelta(seconds=grace)) if grace else None
+        ident["previous_secret_expires_at"] = until
+        self.clients[client_id].secret = secret = f"srs_{secrets.token_urlsafe(32)}"
+        return 200, {"client_id": client_id, "client_secret": secret, "previous_secret_valid_until": until}
 
 
 def _iso(moment: datetime) -> str:

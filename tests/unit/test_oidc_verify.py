@@ -1,0 +1,84 @@
+"""broker/domain/oidc.py is pure: verification given a key set, and claim matching, with no I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from broker.domain.oidc import Refused, UnknownKey, header_of, match_claims, verify
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+KEY = ECKey.generate_key("P-256", parameters={"kid": "k"})
+JWKS = {"keys": [KEY.as_dict(private=False)]}
+
+
+def _token(**over: object) -> str:
+    at = int(NOW.timestamp())
+    claims = {"iss": "https://i.test", "aud": ["a", "b"], "sub": "s", "exp": at + 60, **over}
+    return jwt.encode({"alg": "ES256", "kid": "k"}, {k: v for k, v in claims.items() if v is not None}, KEY)
+
+
+def _verify(token: str, **over: object) -> object:
+    args: dict[str, object] = {
+        "jwks": JWKS,
+        "issuer": "https://i.test",
+        "audience": "b",
+        "algorithms": ["ES256"],
+        "now": NOW,
+        "leeway": 10,
+    }
+    args.update(over)
+    return verify(token, **args)  # type: ignore[arg-type]
+
+
+def test_a_good_token_and_an_audience_list() -> None:
+    verified = _verify(_token(jti="j"))
+    assert verified.subject == "s" and verified.jti == "j"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("token", "over", "reason"),
+    [
+        ("x.y", {}, "malformed token"),
+        ("!!!.e30.", {}, "malformed token"),
+        ("a" * 17000, {}, "larger than 16 KiB"),
+        (_token(), {"algorithms": ["RS256"]}, "algorithm 'ES256' is not allowed"),
+        (_token(), {"algorithms": ["ES256", "HS256"], "jwks": {"keys": []}}, "key id"),
+        (_token(sub=None), {}, "no sub claim"),
+        (_token(exp="soon"), {}, "exp claim is not a number"),
+        (_token(exp=int(NOW.timestamp()) - 10), {}, "expired token"),
+        (_token(iat=int(NOW.timestamp()) + 11), {}, "issued in the future"),
+        (_token(jti=5), {}, "jti claim is not a string"),
+    ],
+)
+def test_refusals_carry_a_reason(token: str, over: dict[str, object], reason: str) -> None:
+    with pytest.raises(Refused, match=reason):
+        _verify(token, **over)
+
+
+def test_an_unknown_kid_is_its_own_refusal_so_the_caller_can_refetch() -> None:
+    with pytest.raises(UnknownKey):
+        _verify(_token(), jwks={"keys": [{**KEY.as_dict(private=False), "kid": "other"}]})
+
+
+def test_a_symmetric_key_in_the_key_set_is_ignored() -> None:
+    assert header_of(_token())["alg"] == "ES256"
+    with pytest.raises(UnknownKey):
+        _verify(_token(), jwks={"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "k"}]})
+
+
+def test_claim_matching_exact_and_glob() -> None:
+    claims = {"repository": "acme/app", "ref": "refs/heads/main", "run": 7, "protected": True, "list": ["x"]}
+    assert match_claims(claims, {"repository": ["acme/app"]}, glob=False) == {"repository": "acme/app"}
+    assert match_claims(claims, {"repository": ["acme/*"]}, glob=False) is None
+    assert match_claims(claims, {"repository": ["acme/*"], "ref": ["refs/heads/*"]}, glob=True) is not None
+    assert match_claims(claims, {"run": ["7"], "protected": ["true"]}, glob=False) == {
+        "run": "7",
+        "protected": "true",
+    }
+    assert match_claims(claims, {"list": ["x"]}, glob=False) is None
+    assert match_claims(claims, {"missing": ["*"]}, glob=True) is None
+    assert match_claims(claims, {"repository": ["ACME/app"]}, glob=True) is None  # case-sensitive

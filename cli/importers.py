@@ -24,6 +24,8 @@ class Found:
     value: str | None = field(repr=False)
     source: str
     reason: str | None = None
+    # A line `strongroom compile --target kamal` wrote: its value is fetched from the broker, never imported.
+    written_by_compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,8 +137,14 @@ def _name_problem(name: str) -> str | None:
     return None if NAME.fullmatch(name) else why_unreadable(f"{name}=")
 
 
-def parse_dotenv(text: str, source: str) -> tuple[list[Found], list[Skipped]]:
-    """Variables of a dotenv file as Ruby dotenv (and so Kamal) reads it, and every line it cannot bring."""
+def parse_dotenv(text: str, source: str, *, kamal: bool = False) -> tuple[list[Found], list[Skipped]]:
+    """Variables of a dotenv file as Ruby dotenv (and so Kamal) reads it, and every line it cannot bring.
+
+    With `kamal`, lines `strongroom compile --target kamal` writes into .kamal/secrets* are marked as such.
+    """
+    # The kamal renderer alone knows the lines it writes (a pure module, allowed here by the import contract).
+    from broker.renderers.kamal import written_by_compile
+
     # Ruby dotenv opens files as "rb:bom|utf-8": a byte order mark at the very start is not part of the text.
     text = text.removeprefix(BOM).replace("\r\n", "\n").replace("\r", "\n")
     found: list[Found] = []
@@ -157,6 +165,9 @@ def parse_dotenv(text: str, source: str) -> tuple[list[Found], list[Skipped]]:
         problem = _name_problem(name)
         if problem is not None:
             skipped.append(Skipped(source, text.count("\n", 0, match.start(1)) + 1, problem))
+            continue
+        if kamal and written_by_compile(name, raw):
+            found.append(Found(name, None, source, None, written_by_compile=True))
             continue
         value, reason = _dotenv_value(raw, legacy_linebreaks=legacy)
         if name == "DOTENV_LINEBREAK_MODE":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import traceback
 from collections.abc import Mapping
 from typing import Any
@@ -13,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
+from broker.domain.names import NOT_SHOWN, shown
 from broker.domain.request import RequestContext
 from broker.errors import (
     BrokerError,
@@ -68,21 +68,7 @@ def problem(
     )
 
 
-# A request's own text reaches an error body or the audit trail only as a bounded, plain excerpt: a
-# location part that is not such a name is described, never shown (it may be a value, or try to inject).
-_SHOWN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-NOT_SHOWN = "(a key not shown)"
 _SOURCES = ("body", "query", "path", "header")
-
-
-def shown(part: object) -> str:
-    """A location part as it may appear in an error: a list index, a name of at most 64 characters of
-    [A-Za-z0-9_.-], or a description of a part that is not shown."""
-    if isinstance(part, int):
-        return str(part)
-    if isinstance(part, str) and _SHOWN.fullmatch(part):
-        return part
-    return NOT_SHOWN
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

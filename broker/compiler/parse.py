@@ -10,6 +10,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -23,6 +24,7 @@ from broker.domain.manifest import (
     ManifestPath,
     Problem,
 )
+from broker.domain.names import NOT_SHOWN, shown
 from broker.errors import Invalid
 
 MAX_SHOWN = 8
@@ -163,6 +165,28 @@ def _in_tree(tree: Any, path: ManifestPath) -> bool:
     return True
 
 
+def _shown_path(path: ManifestPath, tree: Any) -> ManifestPath:
+    """`path` as an error may show it: a key that is not a plain name (`shown`) is described by its
+    position in its mapping, so the manifest's own text never reaches the client or the audit trail."""
+    out: list[str | int] = []
+    node = tree
+    for part in path:
+        if isinstance(part, int) or shown(part) == part:
+            out.append(part)
+        elif isinstance(node, Mapping) and part in node:
+            keys = list(node)
+            out.append(f"(key {keys.index(part) + 1} of {len(keys)}, its name not shown)")
+        else:
+            out.append(NOT_SHOWN)
+        if isinstance(node, Mapping) and isinstance(part, str):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
 # --- semantic checks -------------------------------------------------------------------------------
 
 
@@ -194,7 +218,8 @@ def parse_manifest(text: str) -> Manifest:
         # Without the line of every node: a valid manifest never needs them (read again below if not).
         doc = yamlsource.load(text, with_lines=False)
     except yamlsource.SourceError as exc:
-        raise ManifestError(exc.problems) from None
+        # A duplicate key is named in its path; no tree yet to tell its position.
+        raise ManifestError([replace(p, path=_shown_path(p.path, None)) for p in exc.problems]) from None
     tree = doc.tree
     if not isinstance(tree, dict):
         raise ManifestError([Problem((), "must be a mapping with at least a service key", 1)])
@@ -245,7 +270,9 @@ def parse_manifest(text: str) -> Manifest:
                 merged[env] = view
     if found:
         lines = yamlsource.load(text).lines
-        problems = [Problem(path, message, _line_of(lines, path)) for path, message in found]
+        problems = [
+            Problem(_shown_path(path, tree), message, _line_of(lines, path)) for path, message in found
+        ]
         raise ManifestError(sorted(problems, key=lambda p: p.line or 0))
     assert document is not None and base is not None
     return Manifest(project=document.project, base=base, environments=merged)

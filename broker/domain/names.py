@@ -45,3 +45,19 @@ def check_value(value: str, *, field: str) -> bytes:
     if len(data) > VALUE_MAX_BYTES:
         raise Invalid(f"{field}: at most {VALUE_MAX_BYTES} bytes (64 KiB) of UTF-8", field=field)
     return data
+
+
+# Text a client chose (an unknown key, a mapping key) reaches an error or the audit trail only as a bounded,
+# plain name; anything else is described, never shown (it may be a value pasted in, or try to inject).
+_SHOWN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+NOT_SHOWN = "(a key not shown)"
+
+
+def shown(part: object) -> str:
+    """A location part as it may appear in an error: a list index, a name of at most 64 characters of
+    [A-Za-z0-9_.-], or a description of a part that is not shown."""
+    if isinstance(part, int):
+        return str(part)
+    if isinstance(part, str) and _SHOWN.fullmatch(part):
+        return part
+    return NOT_SHOWN

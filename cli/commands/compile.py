@@ -448,7 +448,7 @@ def _import_kamal(
             result.not_brought.append(f".kamal/{name}: the destination name is not an environment slug")
             continue
         path = secrets_dir / name
-        values, unreadable = importers.parse_dotenv(_read_text(path), str(path))
+        values, unreadable = importers.parse_dotenv(_read_text(path), str(path), kamal=True)
         found += [(destination or environment, item) for item in values]
         skipped += unreadable
     return manifest, found, skipped
@@ -457,7 +457,12 @@ def _import_kamal(
 def _report_import(found: list[tuple[str, Found]], kamal: KamalImport, skipped: list[Skipped]) -> None:
     # Names, files, lines and reasons only: a line that cannot be brought is never shown, it may hold a value.
     for env, item in found:
-        state = "import" if item.value is not None else f"needs a value: {item.reason}"
+        if item.written_by_compile:
+            state = "written by strongroom compile --target kamal; skipped"
+        elif item.value is not None:
+            state = "import"
+        else:
+            state = f"needs a value: {item.reason}"
         click.echo(f"{env}/{item.name} ({output.clean(item.source)}): {state}")
     for line in kamal.not_brought:
         click.echo(f"not brought: {output.clean(line)}")
@@ -493,6 +498,8 @@ def _upload(
 
     latest: dict[tuple[str, str], Found] = {}
     for env, item in found:
+        if item.written_by_compile:
+            continue
         latest[(env, item.name)] = item  # later files win, as Kamal's merge of secrets files does
     remaining: list[tuple[str, Found]] = []
     ask = not no_input and stdin_is_terminal()

@@ -82,7 +82,8 @@ def test_a_wrong_type_names_the_schema_field_and_not_the_value(api: AuditApi) ->
 
 
 def test_shown_parts_are_bounded_plain_names() -> None:
-    from broker.api.errors import NOT_SHOWN, describe_validation_error, shown
+    from broker.api.errors import describe_validation_error
+    from broker.domain.names import NOT_SHOWN, shown
 
     assert shown("scopes") == "scopes" and shown(3) == "3" and shown("a.b-c_9") == "a.b-c_9"
     assert shown("x" * 64) == "x" * 64

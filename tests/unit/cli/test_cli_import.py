@@ -97,3 +97,55 @@ def test_import_kamal_seed_writes_placeholders_and_says_what_to_fill_in(
     assert broker.secrets[("shop", "production", "DATABASE_PASSWORD")][-1].value == 'pa$1wor$D#x"q'
     assert "strongroom secrets set -p shop -e production RAILS_MASTER_KEY" in result.stderr
     assert 'pa$1wor$D#x"q' not in result.output and 'pa$1wor$D#x"q' not in text
+
+
+def test_import_kamal_of_a_compiled_project_skips_what_compile_wrote(
+    logged_in: Credential, broker: StandinBroker, cli: Invoke, tmp_path: Path
+) -> None:
+    """A directory written by the real kamal renderer: its fetch lines are not secrets, nothing is needed."""
+    from broker.compiler.compile import compile_environment, render
+    from broker.compiler.parse import parse_manifest
+    from broker.renderers.kamal import RESERVED
+    from tests.support import rails_app
+
+    project = tmp_path / "compiled"
+    manifest = parse_manifest(rails_app.manifest_text())
+    for environment in ("production", "staging"):
+        for item in render(compile_environment(manifest, environment, rails_app.lookup), ["kamal"]):
+            (project / item.path).parent.mkdir(parents=True, exist_ok=True)
+            (project / item.path).write_bytes(item.content)
+    fetched = {
+        "DATABASE_URL",
+        "KAMAL_REGISTRY_PASSWORD",
+        "POSTGRES_PASSWORD",
+        "RAILS_MASTER_KEY",
+        "SECRET_KEY_BASE",
+    }
+    out = tmp_path / "strongroom.yml"
+    args = (
+        "import",
+        "-p",
+        "shop",
+        "-e",
+        "production",
+        "--kamal",
+        str(project),
+        "--no-input",
+        "--manifest-out",
+        str(out),
+    )
+    for extra in (("--dry-run",), ()):
+        result = cli(*args, *extra)
+        assert result.exit_code == 0, result.output
+        assert "needs a value" not in result.output and "Still needed" not in result.stderr
+        assert "cannot bring" not in result.stderr and "fill in:" not in result.stderr
+        listed = {
+            line.split(" ", 1)[0]
+            for line in result.stdout.splitlines()
+            if line.endswith(": written by strongroom compile --target kamal; skipped")
+        }
+        assert listed == {f"{env}/{name}" for env in ("production", "staging") for name in fetched | RESERVED}
+        assert broker.secrets == {}
+    text = out.read_text()
+    assert parse_manifest(text).project == "shop"
+    assert not [name for name in RESERVED if name in text]

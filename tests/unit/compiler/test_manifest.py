@@ -233,7 +233,10 @@ def test_yaml_that_could_mislead_is_refused(text: str, expected: str) -> None:
 
 def test_merge_key_is_an_unknown_key_not_a_merge() -> None:
     found = problems("service: microblog\nenv:\n  clear:\n    <<: {A: b}\n")
-    assert any(p.startswith("env/clear/<<") for p in found), found
+    # `<<` is not a plain name, so the error says where it is rather than echoing it.
+    assert any(
+        p.startswith("env/clear/(key 1 of 1, its name not shown): must be a variable name") for p in found
+    )
 
 
 def test_size_limit() -> None:
@@ -406,3 +409,27 @@ def test_secret_names_collects_every_use() -> None:
         )
     )
     assert m.base.secret_names() == ["APP", "BUILD", "DB", "REG", "ROLE", "TAGGED"]
+
+
+def test_keys_that_are_not_plain_names_are_described_by_position() -> None:
+    """Catalogue 62: a key over 64 characters, with control characters or JSON is never echoed."""
+    long = "CANARY" + "x" * 80
+    found = problems(
+        f"""\
+        service: app
+        image: acme/app
+        roles:
+          web:
+            hosts: [h1.example.com]
+            "{long}": 1
+        environments:
+          production:
+            "\\e[31m{{\\"a\\": 1}}": 1
+          "{long}": {{}}
+        """
+    )
+    text = "\n".join(found)
+    assert "CANARY" not in text and "\x1b" not in text and '"a"' not in text
+    assert "roles/web/(key 2 of 2, its name not shown): unknown key" in text
+    assert "environments/production/(key 1 of 1, its name not shown): unknown key" in text
+    assert "environments/(key 2 of 2, its name not shown): must be lower-case letters" in text

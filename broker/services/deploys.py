@@ -313,11 +313,11 @@ async def _resolve(
     return compiled, values
 
 
-def _entries(compiled: compiler.Compiled, target: Target, *, secrets_only: bool) -> list[Entry]:
+def _entries(compiled: compiler.Compiled, target: Target, *, via: str) -> list[Entry]:
     """The role's variables (compiler.entries) with each of the host's tags over them, in tag order.
 
-    `secrets_only` (a deploy via Kamal): only the secrets Kamal fetches for the host; its clear values are
-    in config/deploy.yml, and the deploy token may not read what they reference.
+    Via Kamal, a clear value built from a key the plan does not read is left out: Kamal has it from
+    config/deploy.yml, and the deploy token may not read what it references.
     """
     out = {entry.name: entry for entry in compiled.entries(target.role)}
     for tag in target.tags:
@@ -333,9 +333,8 @@ def _entries(compiled: compiler.Compiled, target: Target, *, secrets_only: bool)
             resolved = compiled.clear.get(("tag", tag), {}).get(name)
             if resolved is not None:
                 out[name] = Entry(name, resolved.value, sensitive=resolved.sensitive)
-    if secrets_only:
-        names = {n for s in _sections(compiled.body, target) for n in s.secret}
-        out = {name: entry for name, entry in out.items() if name in names and entry.sensitive}
+    if via == "kamal":
+        out = {name: entry for name, entry in out.items() if _PLACEHOLDER not in entry.value}
     return [out[name] for name in sorted(out)]
 
 
@@ -345,7 +344,7 @@ def _env_files(rt: Runtime, compiled: compiler.Compiled, plan: Plan) -> list[Hos
     files = []
     for target in plan.targets:
         try:
-            entries = _entries(compiled, target, secrets_only=plan.via == "kamal")
+            entries = _entries(compiled, target, via=plan.via)
             (rendered,) = renderer.render(entries, options=options)
         except Invalid as exc:
             raise Invalid(

@@ -474,11 +474,10 @@ def test_deploy_routes_are_audited_with_project_and_environment(shop: Shop) -> N
 
 
 # A Kamal deploy also fetches proxy/ssl's PEMs and the accessories' secrets: `.kamal/secrets.<env>` names
-# every secret of the manifest. It drops the clear value built from DB_PASSWORD (Kamal compiles clear
-# values into config/deploy.yml with the caller's token, so the deploy token never reads what they use).
+# every secret of the manifest. It does not read DB_PASSWORD, which only the clear DATABASE_URL uses (Kamal
+# compiles clear values into config/deploy.yml with the caller's token).
 KAMAL_MANIFEST = (
-    MANIFEST.replace("env:\n  clear:\n    RAILS_ENV: production\n    DATABASE_URL: postgres://app:${DB_PASSWORD}@db/app\n",
-                     "env:\n  clear:\n    RAILS_ENV: production\n")
+    MANIFEST
     + "proxy:\n  host: shop.example.com\n  ssl:\n    certificate_pem: TLS_CERT\n    private_key_pem: TLS_KEY\n"
     + "accessories:\n  db:\n    image: postgres:16\n    host: db1\n    env:\n      secret: [POSTGRES_PASSWORD]\n"
 )  # fmt: skip
@@ -518,7 +517,14 @@ def test_a_kamal_deploy_token_reads_exactly_what_the_kamal_files_fetch(shop: Sho
     assert r.status_code == 200, r.text
     assert [k["name"] for k in r.json()["keys"]] == KAMAL_KEYS
     files = {(h["host"], h["role"]): env_lines(h["env_file"]) for h in r.json()["hosts"]}
-    assert files[("web2", "web")] == {n: shop.values[n] for n in ("EU_KEY", "SECRET_KEY_BASE")}
+    v = shop.values
+    web2 = {
+        "RAILS_ENV": "production",
+        "REGION": "eu",
+        "EU_KEY": v["EU_KEY"],
+        "SECRET_KEY_BASE": v["SECRET_KEY_BASE"],
+    }
+    assert files[("web2", "web")] == web2  # no DATABASE_URL: it is built from DB_PASSWORD
     r = shop.call("POST", f"/v1/deploys/{started['deploy']['id']}/finish", dt, {"outcome": "succeeded"})
     assert r.status_code == 200, r.text
 
@@ -528,7 +534,7 @@ def test_a_native_deploy_token_of_the_same_manifest_cannot_read_the_kamal_only_k
     _kamal_shop(shop)
     started = shop.started(deployer(shop), manifest=KAMAL_MANIFEST)
     assert started["deploy"]["via"] == "ssh"
-    assert {k["name"] for k in started["keys"]} == set(PLAN_KEYS) - {"DB_PASSWORD"}
+    assert [k["name"] for k in started["keys"]] == PLAN_KEYS
     for name in ("TLS_CERT", "TLS_KEY", "POSTGRES_PASSWORD"):
         r = shop.call("GET", f"{BASE}/{ENV}/secrets/{name}", started["token"])
         shop.broker.expect_denied(r, 403)

@@ -2,7 +2,8 @@
 
 A deploy starts with the caller's manifest: the broker parses it as compile does, works out the keys
 the plan reads (the env files of the selected roles and host tags, the registry password, the build
-secrets, and whatever their clear values reference, per environment), checks the caller may read each,
+secrets, and whatever their clear values reference, per environment; for a deploy via Kamal, exactly the
+secret names `.kamal/secrets.<env>` fetches: see `_plan`), checks the caller may read each,
 and mints a deploy token: a child of the caller's token that can read only those keys, lives at most
 `ttl_seconds` (never past its parent), has a use limit, and may call the bundle, host and finish routes
 of this deploy only. The bundle renders each host's env file with the env-file renderer from values
@@ -25,7 +26,7 @@ from broker.audit.fingerprint import fingerprint as value_fingerprint
 from broker.compiler import compile as compiler
 from broker.compiler.references import GLOBAL, StoredValue
 from broker.db.base import DbRow
-from broker.domain.manifest import Manifest, ManifestBody, check_host
+from broker.domain.manifest import EnvSection, Manifest, ManifestBody, check_host
 from broker.domain.names import check_slug
 from broker.domain.request import Actor, RequestContext
 from broker.domain.scopes import Action, Scope, allowed
@@ -68,6 +69,7 @@ class Plan:
     targets: list[Target]
     env_keys: dict[Target, frozenset[Key]]
     extra_keys: frozenset[Key]
+    via: str = "ssh"
 
     @property
     def keys(self) -> list[Key]:
@@ -222,8 +224,26 @@ def _targets(body: ManifestBody, environment: str, hosts: Sequence[str] | None) 
     return targets
 
 
-def _plan(manifest: Manifest, environment: str, hosts: Sequence[str] | None) -> Plan:
-    """The plan and its keys, found by compiling once with every stored value standing in (nothing is read)."""
+VIAS = ("ssh", "kamal")
+
+
+def _sections(body: ManifestBody, target: Target) -> list[EnvSection]:
+    """The env sections a target's env file is made of: global, its role's, its tags'."""
+    sections = [body.env, body.roles[target.role].env]
+    return sections + [body.env.tags[t] for t in target.tags if t in body.env.tags]
+
+
+def _plan(manifest: Manifest, environment: str, hosts: Sequence[str] | None, *, via: str) -> Plan:
+    """The plan and its keys, found by compiling once with every stored value standing in (nothing is read).
+
+    The one place that decides what a deploy token may read. `ssh` (Strongroom's driver): each target's env
+    file (its sections' secrets and whatever their clear values reference), the registry password and the
+    build secrets. `kamal`: exactly what the compiled `.kamal/secrets.<env>` fetches, every secret name of
+    the manifest in this environment (env sections of roles, tags and accessories, registry, build,
+    proxy/ssl's PEMs); Kamal's clear values were compiled into config/deploy.yml with the caller's token.
+    """
+    if via not in VIAS:
+        raise Invalid("via: must be ssh or kamal", field="via")
     body = manifest.for_environment(environment)
     if body.image is None:
         raise Invalid("image: the manifest needs an image to deploy", field="image")
@@ -234,21 +254,22 @@ def _plan(manifest: Manifest, environment: str, hosts: Sequence[str] | None) -> 
     env_keys: dict[Target, frozenset[Key]] = {}
     for target in targets:
         keys: set[Key] = set()
-        scopes = [GLOBAL, ("role", target.role), *(("tag", t) for t in target.tags)]
-        for scope in scopes:
-            for resolved in dry.clear.get(scope, {}).values():
-                keys |= resolved.reads
-        sections = [body.env, body.roles[target.role].env]
-        sections += [body.env.tags[t] for t in target.tags if t in body.env.tags]
-        for section in sections:
+        if via == "ssh":
+            scopes = [GLOBAL, ("role", target.role), *(("tag", t) for t in target.tags)]
+            for scope in scopes:
+                for resolved in dry.clear.get(scope, {}).values():
+                    keys |= resolved.reads
+        for section in _sections(body, target):
             keys |= {(environment, name) for name in section.secret}
         env_keys[target] = frozenset(keys)
     extra: set[Key] = set()
+    if via == "kamal":
+        extra = {(environment, name) for name in body.secret_names()}
     if body.registry is not None:
         extra.add((environment, body.registry.password))
     if body.builder is not None:
         extra |= {(environment, name) for name in body.builder.secrets}
-    return Plan(manifest, body, environment, targets, env_keys, frozenset(extra))
+    return Plan(manifest, body, environment, targets, env_keys, frozenset(extra), via)
 
 
 def _token_scopes(project: str, keys: Iterable[Key], environment: str) -> tuple[Scope, ...]:
@@ -292,8 +313,12 @@ async def _resolve(
     return compiled, values
 
 
-def _entries(compiled: compiler.Compiled, target: Target) -> list[Entry]:
-    """The role's variables (compiler.entries) with each of the host's tags over them, in tag order."""
+def _entries(compiled: compiler.Compiled, target: Target, *, via: str) -> list[Entry]:
+    """The role's variables (compiler.entries) with each of the host's tags over them, in tag order.
+
+    Via Kamal, a clear value built from a key the plan does not read is left out: Kamal has it from
+    config/deploy.yml, and the deploy token may not read what it references.
+    """
     out = {entry.name: entry for entry in compiled.entries(target.role)}
     for tag in target.tags:
         section = compiled.body.env.tags.get(tag)
@@ -308,6 +333,8 @@ def _entries(compiled: compiler.Compiled, target: Target) -> list[Entry]:
             resolved = compiled.clear.get(("tag", tag), {}).get(name)
             if resolved is not None:
                 out[name] = Entry(name, resolved.value, sensitive=resolved.sensitive)
+    if via == "kamal":
+        out = {name: entry for name, entry in out.items() if _PLACEHOLDER not in entry.value}
     return [out[name] for name in sorted(out)]
 
 
@@ -317,7 +344,8 @@ def _env_files(rt: Runtime, compiled: compiler.Compiled, plan: Plan) -> list[Hos
     files = []
     for target in plan.targets:
         try:
-            (rendered,) = renderer.render(_entries(compiled, target), options=options)
+            entries = _entries(compiled, target, via=plan.via)
+            (rendered,) = renderer.render(entries, options=options)
         except Invalid as exc:
             raise Invalid(
                 f"hosts/{target.host} (role {target.role}): {exc.message}", field="manifest"
@@ -456,7 +484,7 @@ async def start(
     require(actor, Action.READ, project, environment)
     parsed = _parse(project, manifest)
     _database_only(rt, project)
-    plan = _plan(parsed, environment, hosts)
+    plan = _plan(parsed, environment, hosts, via=via)
     for env, name in plan.keys:
         require(actor, Action.READ, project, env, key=name)
     uses = BASE_USES + 2 * len(plan.targets)
@@ -500,6 +528,7 @@ async def start(
         )
         row = await repo.get_deploy(conn, deploy_id)
         assert row is not None
+        ctx.reason = f"via {via}: the deploy token reads {len(plan.keys)} keys"
         await audit.record(conn, rt, ctx, status=201)
     return Started(_info(row, rt.clock()), issued, plan, uses)
 
@@ -509,7 +538,7 @@ async def bundle(rt: Runtime, ctx: RequestContext, actor: Actor, *, deploy_id: s
     ctx.about("deploy.bundle")
     async with rt.engine.begin() as conn:
         row = await _bound(conn, actor, ctx, deploy_id)
-        plan = _plan(_parse(row.project, row.manifest), row.environment, row.hosts)
+        plan = _plan(_parse(row.project, row.manifest), row.environment, row.hosts, via=row.via)
         for env, name in plan.keys:
             require(actor, Action.READ, row.project, env, key=name)
         compiled, values = await _resolve(rt, conn, row.project, plan)
@@ -557,7 +586,7 @@ async def report_host(
         raise Invalid("error: at most 2000 characters", field="error")
     async with rt.engine.begin() as conn:
         row = await _bound(conn, actor, ctx, deploy_id)
-        plan = _plan(_parse(row.project, row.manifest), row.environment, row.hosts)
+        plan = _plan(_parse(row.project, row.manifest), row.environment, row.hosts, via=row.via)
         if not any(t.host == host and t.role == role for t in plan.targets):
             raise Invalid("host: not a host of that role in this deploy's plan", field="host")
         if error:
@@ -640,7 +669,7 @@ async def status(
     require(actor, Action.READ, project, environment)
     parsed = _parse(project, manifest)
     _database_only(rt, project)
-    plan = _plan(parsed, environment, None)
+    plan = _plan(parsed, environment, None, via="ssh")
     env_only = Plan(parsed, plan.body, environment, plan.targets, plan.env_keys, frozenset())
     for env, name in env_only.keys:
         require(actor, Action.READ, project, env, key=name)

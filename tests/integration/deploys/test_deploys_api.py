@@ -471,3 +471,82 @@ def test_deploy_routes_are_audited_with_project_and_environment(shop: Shop) -> N
     event = shop.broker.audit_of(r)
     assert (event["project"], event["environment"], event["outcome"]) == (PROJECT, ENV, "ok")
     assert event["token_accessor"] == started["accessor"]
+
+
+# A Kamal deploy also fetches proxy/ssl's PEMs and the accessories' secrets: `.kamal/secrets.<env>` names
+# every secret of the manifest. It does not read DB_PASSWORD, which only the clear DATABASE_URL uses (Kamal
+# compiles clear values into config/deploy.yml with the caller's token).
+KAMAL_MANIFEST = (
+    MANIFEST
+    + "proxy:\n  host: shop.example.com\n  ssl:\n    certificate_pem: TLS_CERT\n    private_key_pem: TLS_KEY\n"
+    + "accessories:\n  db:\n    image: postgres:16\n    host: db1\n    env:\n      secret: [POSTGRES_PASSWORD]\n"
+)  # fmt: skip
+KAMAL_KEYS = sorted({*PLAN_KEYS, "TLS_CERT", "TLS_KEY", "POSTGRES_PASSWORD"} - {"DB_PASSWORD"})
+
+
+def _kamal_shop(shop: Shop) -> None:
+    for name in ("TLS_CERT", "TLS_KEY", "POSTGRES_PASSWORD"):
+        shop.values[name] = f"{shop.canary}-{name}"
+        shop.put(ENV, name, shop.values[name])
+
+
+def test_a_kamal_deploy_token_reads_exactly_what_the_kamal_files_fetch(shop: Shop) -> None:
+    """`via: kamal` scopes the token to every secret name `.kamal/secrets.<env>` fetches, and only those."""
+    from broker.compiler.parse import parse_manifest
+
+    _kamal_shop(shop)
+    body = parse_manifest(KAMAL_MANIFEST).for_environment(ENV)
+    assert body.secret_names() == KAMAL_KEYS  # the fetch line of the compiled Kamal files, by construction
+    started = shop.started(deployer(shop), manifest=KAMAL_MANIFEST, via="kamal")
+    assert started["deploy"]["via"] == "kamal"
+    assert started["keys"] == [{"environment": ENV, "name": n} for n in KAMAL_KEYS]
+    dt = started["token"]
+    r = shop.call("POST", f"{BASE}/{ENV}/values", dt, {"names": KAMAL_KEYS})
+    assert r.status_code == 200, r.text
+    assert {n: v["value"] for n, v in r.json()["values"].items()} == {n: shop.values[n] for n in KAMAL_KEYS}
+    refused = [
+        shop.call("GET", f"{BASE}/{ENV}/secrets/OUTSIDE_PLAN", dt),
+        shop.call("GET", f"{BASE}/{ENV}/secrets/DB_PASSWORD", dt),
+        shop.call("GET", f"{BASE}/common/secrets/DB_PASSWORD", dt),
+    ]
+    for r in refused:
+        shop.broker.expect_denied(r, 403)
+        assert shop.canary not in r.text
+    # The bundle serves the same keys; each host's env file holds only the secrets Kamal fetches for it.
+    r = shop.call("POST", f"/v1/deploys/{started['deploy']['id']}/bundle", dt)
+    assert r.status_code == 200, r.text
+    assert [k["name"] for k in r.json()["keys"]] == KAMAL_KEYS
+    files = {(h["host"], h["role"]): env_lines(h["env_file"]) for h in r.json()["hosts"]}
+    v = shop.values
+    web2 = {
+        "RAILS_ENV": "production",
+        "REGION": "eu",
+        "EU_KEY": v["EU_KEY"],
+        "SECRET_KEY_BASE": v["SECRET_KEY_BASE"],
+    }
+    assert files[("web2", "web")] == web2  # no DATABASE_URL: it is built from DB_PASSWORD
+    r = shop.call("POST", f"/v1/deploys/{started['deploy']['id']}/finish", dt, {"outcome": "succeeded"})
+    assert r.status_code == 200, r.text
+
+
+def test_a_native_deploy_token_of_the_same_manifest_cannot_read_the_kamal_only_keys(shop: Shop) -> None:
+    """Without `via: kamal` the PEMs and the accessories' secrets stay out of the token (Strongroom's driver uses neither)."""
+    _kamal_shop(shop)
+    started = shop.started(deployer(shop), manifest=KAMAL_MANIFEST)
+    assert started["deploy"]["via"] == "ssh"
+    assert [k["name"] for k in started["keys"]] == PLAN_KEYS
+    for name in ("TLS_CERT", "TLS_KEY", "POSTGRES_PASSWORD"):
+        r = shop.call("GET", f"{BASE}/{ENV}/secrets/{name}", started["token"])
+        shop.broker.expect_denied(r, 403)
+        assert shop.canary not in r.text
+
+
+def test_the_deploy_mode_is_in_the_audit_record(shop: Shop) -> None:
+    """The mode that decided the token's keys is audited (a bad `via` is refused by name: BAD_STARTS)."""
+    token = deployer(shop)
+    _kamal_shop(shop)
+    r = shop.start(token, manifest=KAMAL_MANIFEST, via="kamal")
+    assert r.status_code == 201, r.text
+    event = shop.broker.audit_of(r)
+    assert event["action"] == "deploy.create"
+    assert event["reason"] == f"via kamal: the deploy token reads {len(KAMAL_KEYS)} keys"

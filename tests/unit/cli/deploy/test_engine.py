@@ -1160,3 +1160,99 @@ def test_a_token_too_short_for_the_hosts_builds_nothing(rig: Rig) -> None:
     report = rig.engine().run(rig.request(ttl_seconds=60))
     assert report.error is not None and "docker build not started" in report.error
     assert "--ttl" in report.error and rig.docker_calls() == [] and rig.steps == []
+
+
+KAMAL_MANIFEST = """\
+project: shop
+service: shop
+image: registry.example.com/acme/shop
+registry:
+  server: registry.example.com
+  username: deployer
+  password: REGISTRY_PASSWORD
+builder:
+  arch: amd64
+proxy:
+  host: shop.example.com
+  ssl:
+    certificate_pem: TLS_CERT
+    private_key_pem: TLS_KEY
+roles:
+  web:
+    hosts: [web1, web2]
+env:
+  clear:
+    MODE: production
+  secret: [APP_SECRET]
+accessories:
+  db:
+    image: postgres:16
+    host: db1
+    env:
+      secret: [POSTGRES_PASSWORD]
+"""
+
+# Stands in for Kamal 2.12, which cannot be installed here: like `kamal deploy`, it loads
+# .kamal/secrets.<destination>, whose fetch line it runs as dotenv would (the probe resolves to 3.1, so
+# the output is kept as printed), then exits with the fetch's status. It prints the names it got, never a value.
+FAKE_KAMAL = r"""
+import json, shlex, subprocess, sys
+destination = sys.argv[sys.argv.index("-d") + 1]
+prefix = "STRONGROOM_SECRETS=$("
+with open(f".kamal/secrets.{destination}") as f:
+    line = next(l for l in f.read().splitlines() if l.startswith(prefix))
+argv = shlex.split(line[len(prefix):-1].replace("${STRONGROOM_DOTENV}", "3.1"))
+done = subprocess.run(argv, capture_output=True, text=True)
+if done.returncode:
+    print("fetch refused:", done.stderr.strip(), file=sys.stderr)
+    sys.exit(done.returncode)
+got = json.loads(shlex.split(done.stdout)[0])
+print("fetched " + ",".join(sorted(got)))
+"""
+
+
+@pytest.mark.e2e
+def test_deploy_via_kamal_fetches_the_pems_and_accessory_secrets_with_the_deploy_token(
+    tmp_path: Path,
+) -> None:
+    """`deploy --via kamal` against a real broker, with a fake kamal (Kamal cannot be installed here) that
+    runs the compiled `.kamal/secrets.production` fetch line with the deploy token, as Kamal would."""
+    from tests.e2e.conftest import BIN, start, stop
+
+    broker = start(tmp_path / "data", tmp_path / "home" / ".config", tmp_path / "broker.log")
+    try:
+        secret_file = broker.data_dir / "bootstrap-admin.secret"
+        login = broker.cli(
+            "login", "--url", broker.url, "--client-id", "admin", "--secret-file", str(secret_file)
+        )
+        assert login.returncode == 0, login.stderr
+        assert broker.cli("projects", "create", "shop").returncode == 0
+        assert broker.cli("envs", "create", "-p", "shop", "production").returncode == 0
+        values = {
+            "REGISTRY_PASSWORD": PASSWORD,
+            "APP_SECRET": CANARY,
+            "TLS_CERT": f"-----BEGIN CERTIFICATE-----\ncert-{CANARY}\n-----END CERTIFICATE-----",
+            "TLS_KEY": f"-----BEGIN PRIVATE KEY-----\nkey-{CANARY}\n-----END PRIVATE KEY-----",
+            "POSTGRES_PASSWORD": "pg-" + CANARY,
+            "UNRELATED": "unrelated-" + CANARY,
+        }
+        for name, value in values.items():
+            done = broker.cli("secrets", "set", "-p", "shop", "-e", "production", name, input=value.encode())
+            assert done.returncode == 0, done.stderr
+        app = tmp_path / "app"
+        app.mkdir()
+        (app / "strongroom.yml").write_text(KAMAL_MANIFEST)
+        kamal = tmp_path / "kamal"
+        kamal.write_text(f"#!{sys.executable}\n{FAKE_KAMAL}")
+        kamal.chmod(0o755)
+        path = f"{BIN}{os.pathsep}{broker.env.get('PATH', os.defpath)}"  # `strongroom` for the fetch line
+        ran = broker.cli(
+            "deploy", "-e", "production", "-f", str(app / "strongroom.yml"), "--version", "v1", "--via", "kamal",
+            env={"STRONGROOM_KAMAL": str(kamal), "PATH": path},
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        fetched = sorted(set(values) - {"UNRELATED"})
+        assert f"fetched {','.join(fetched)}" in ran.stdout + ran.stderr
+        assert CANARY not in ran.stdout + ran.stderr
+    finally:
+        stop(broker)

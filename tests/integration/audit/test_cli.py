@@ -121,9 +121,9 @@ def test_audit_list_by_name_answers_every_cli_route(tmp_path: Path) -> None:
             ("run", *where, "--", "true"),
             ("export", *where, "--format", "dotenv", "--out", str(tmp_path / "app.env")),
             ("compile", *where, "-t", "dotenv", "-f", str(manifest), "-o", str(tmp_path / "out")),
-            ("kamal", "fetch", *where, "DATABASE_URL"),
+            ("kamal", "fetch", "--dotenv", "3.2", *where, "DATABASE_URL"),
             ("secrets", "get", *where, "OTHER"),
-            ("kamal", "fetch", *where, "OTHER"),
+            ("kamal", "fetch", "--dotenv", "3.2", *where, "OTHER"),
         ):
             out = broker.cli(*args)
             assert out.returncode == 0, (args, out.stderr)

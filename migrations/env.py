@@ -32,6 +32,11 @@ async def _main() -> None:
         return
     engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
     async with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            # Batch mode rebuilds a table by dropping it, which SQLite refuses while other rows point at it
+            # and foreign keys are on; the pragma is ignored inside a transaction, so it goes first, on the
+            # driver's connection (this connection is disposed of with the engine below).
+            await conn.run_sync(lambda c: c.connection.cursor().execute("PRAGMA foreign_keys=OFF"))
         await conn.run_sync(_run)
         await conn.commit()
     await engine.dispose()

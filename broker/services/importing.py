@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from broker.backends import guard
 from broker.backends.base import SecretBackend, UpstreamValue
 from broker.backends.config import VaultUpstream
-from broker.crypto.envelope import secret_aad
 from broker.domain.names import check_name, check_slug, check_value
 from broker.domain.request import Actor, RequestContext
 from broker.domain.scopes import Action
@@ -29,7 +28,7 @@ from broker.repositories import secrets as repo
 from broker.services import audit
 from broker.services.auth import require
 from broker.services.runtime import Runtime
-from broker.services.secrets import _env, _open, _seal, bind, served_as
+from broker.services.secrets import _env, _open, served_as, store_version
 
 
 @dataclass(frozen=True)
@@ -195,30 +194,19 @@ async def import_into(
                     ):
                         raise Invalid(f"{name}: changed concurrently; run the import again", field="name")
                     secret_id, version = sec.id, sec.current_version + 1
-                sealed = await _seal(
-                    rt,
-                    data,
-                    secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version),
-                )
-                await repo.add_version(
+                await store_version(
                     conn,
+                    rt,
+                    project_id=project_id,
+                    project=project,
+                    env_id=env_id,
+                    environment=environment,
                     secret_id=secret_id,
+                    name=name,
                     version=version,
-                    ciphertext=sealed.ciphertext,
-                    wrapped_dek=sealed.wrapped_dek,
-                    kek_id=sealed.kek_id,
+                    data=data,
                     author_id=actor.principal_id,
                     now=now,
-                    binding=bind(
-                        rt,
-                        project_id=project_id,
-                        project=project,
-                        env_id=env_id,
-                        environment=environment,
-                        secret_id=secret_id,
-                        name=name,
-                        version=version,
-                    ),
                 )
                 audit.saw_value(
                     rt, ctx, environment=environment, name=name, version=version, value=data.decode()

@@ -187,6 +187,47 @@ async def _seal(rt: Runtime, data: bytes, aad: bytes) -> Sealed:
     return keyring.seal(data, aad)
 
 
+async def store_version(
+    conn: AsyncConnection,
+    rt: Runtime,
+    *,
+    project_id: int,
+    project: str,
+    env_id: int,
+    environment: str,
+    secret_id: int,
+    name: str,
+    version: int,
+    data: bytes,
+    author_id: int,
+    now: datetime,
+) -> None:
+    """Seal `data` as version `version` of a secret and make it current, bound to what it is served as."""
+    sealed = await _seal(
+        rt, data, secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
+    )
+    await repo.add_version(
+        conn,
+        secret_id=secret_id,
+        version=version,
+        ciphertext=sealed.ciphertext,
+        wrapped_dek=sealed.wrapped_dek,
+        kek_id=sealed.kek_id,
+        author_id=author_id,
+        now=now,
+        binding=bind(
+            rt,
+            project_id=project_id,
+            project=project,
+            env_id=env_id,
+            environment=environment,
+            secret_id=secret_id,
+            name=name,
+            version=version,
+        ),
+    )
+
+
 async def list_secrets(
     rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str, environment: str, include_deleted: bool
 ) -> list[SecretMeta]:
@@ -562,28 +603,19 @@ async def _write_version(
                     f"{_where(project, environment, name)}: changed concurrently; read it and retry"
                 )
             secret_id, version, created_at = sec.id, sec.current_version + 1, sec.created_at
-        sealed = await _seal(
-            rt, data, secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
-        )
-        await repo.add_version(
+        await store_version(
             conn,
+            rt,
+            project_id=project_id,
+            project=project,
+            env_id=env_id,
+            environment=environment,
             secret_id=secret_id,
+            name=name,
             version=version,
-            ciphertext=sealed.ciphertext,
-            wrapped_dek=sealed.wrapped_dek,
-            kek_id=sealed.kek_id,
+            data=data,
             author_id=actor.principal_id,
             now=now,
-            binding=bind(
-                rt,
-                project_id=project_id,
-                project=project,
-                env_id=env_id,
-                environment=environment,
-                secret_id=secret_id,
-                name=name,
-                version=version,
-            ),
         )
         ctx.version = version
         audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
@@ -745,30 +777,19 @@ async def rollback(
             conn, sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now
         ):
             raise Conflict(f"{where}: changed concurrently; retry")
-        sealed = await _seal(
-            rt,
-            text.encode(),
-            secret_aad(project_id=project_id, environment_id=env_id, name=name, version=new_version),
-        )
-        await repo.add_version(
+        await store_version(
             conn,
+            rt,
+            project_id=project_id,
+            project=project,
+            env_id=env_id,
+            environment=environment,
             secret_id=sec.id,
+            name=name,
             version=new_version,
-            ciphertext=sealed.ciphertext,
-            wrapped_dek=sealed.wrapped_dek,
-            kek_id=sealed.kek_id,
+            data=text.encode(),
             author_id=actor.principal_id,
             now=now,
-            binding=bind(
-                rt,
-                project_id=project_id,
-                project=project,
-                env_id=env_id,
-                environment=environment,
-                secret_id=sec.id,
-                name=name,
-                version=new_version,
-            ),
         )
         ctx.version = new_version
         audit.saw_value(rt, ctx, environment=environment, name=name, version=new_version, value=text)

@@ -7,13 +7,13 @@ The format, with an example, is in docs/backends.md.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from broker.backends import guard
+from broker.documents import parse_object
 from broker.domain.names import check_name, check_slug
 from broker.errors import Invalid
 
@@ -250,19 +250,7 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 
 def parse(text: str, *, source: str) -> BackendsFile:
     """Parse the file's text (JSON, or YAML when it is not JSON); errors name the file and the key path."""
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        import yaml
-
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise Invalid(f"{source}: neither valid JSON nor valid YAML", field="backends_file") from None
-    if not isinstance(doc, dict):
-        raise Invalid(
-            f"{source}: must be an object with format, backends and mappings", field="backends_file"
-        )
+    doc = parse_object(text, source=source, field="backends_file", shape="format, backends and mappings")
     try:
         return BackendsFile.model_validate(doc)
     except ValidationError as exc:

@@ -7,7 +7,6 @@ docs/oidc.md.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Literal
@@ -15,9 +14,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from broker.backends import guard
+from broker.documents import parse_object
 from broker.domain.oidc import ASYMMETRIC, MAX_LEEWAY
 from broker.domain.scopes import scopes_from_json
 from broker.errors import Invalid
+from broker.files import loose_mode
 
 FORMAT = "strongroom-oidc/1"
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
@@ -152,17 +153,7 @@ class OidcFile(_Model):
 
 def parse(text: str, *, source: str) -> OidcFile:
     """Parse the file's text (JSON, or YAML when it is not JSON); errors name the file and the key path."""
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        import yaml
-
-        try:
-            doc = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise Invalid(f"{source}: neither valid JSON nor valid YAML", field="oidc_file") from None
-    if not isinstance(doc, dict):
-        raise Invalid(f"{source}: must be an object with format, issuers and roles", field="oidc_file")
+    doc = parse_object(text, source=source, field="oidc_file", shape="format, issuers and roles")
     try:
         return OidcFile.model_validate(doc)
     except ValidationError as exc:
@@ -175,10 +166,10 @@ def parse(text: str, *, source: str) -> OidcFile:
 def load(path: Path) -> OidcFile:
     """Read and parse the OIDC file; it decides who may log in, so it must not be writable or readable by others."""
     try:
-        mode = path.stat().st_mode & 0o777
+        loose = loose_mode(path, "OIDC file")
         text = path.read_text()
     except OSError:
         raise Invalid(f"OIDC file {path} cannot be read", field="oidc_file") from None
-    if mode & 0o077:
-        raise Invalid(f"OIDC file {path} is open to others (mode {mode:o}); chmod 600 it", field="oidc_file")
+    if loose is not None:
+        raise Invalid(loose, field="oidc_file")
     return parse(text, source=str(path))

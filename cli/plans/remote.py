@@ -598,9 +598,11 @@ pruned=$(docker image ls --format '{{.ID}} {{.Repository}}:{{.Tag}}' "$repo" 2>/
   n=0
   gone=0
   while read -r iid ref; do
-    n=$((n + 1))
-    [ "$n" -le "$retain_images" ] && continue
+    # The running image is one of the retained whatever its place in the list (images created in the
+    # same second come in either order): keep it, then the newest retain_images - 1 of the others.
     case "$image_id" in *"$iid"*) continue ;; esac
+    n=$((n + 1))
+    [ "$n" -lt "$retain_images" ] && continue
     case "$ref" in *:'<none>') ref=$iid ;; esac
     docker rmi "$ref" >/dev/null 2>&1 && gone=$((gone + 1))
   done

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from standin_broker import StandinBroker
 
-from cli import client as client_module
+from cli.client import transport as client_transport
 from cli.client import BrokerClient, BrokerError, parse_broker_url
 from cli.errors import CliError
 
@@ -219,7 +219,7 @@ def test_a_boolean_is_not_accepted_as_an_integer(broker: StandinBroker) -> None:
 
 
 def test_an_oversized_response_is_refused(broker: StandinBroker, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_module, "MAX_RESPONSE_BYTES", 64)
+    monkeypatch.setattr(client_transport, "MAX_RESPONSE_BYTES", 64)
     broker.override("GET", "/v1/projects", 200, {"projects": [], "padding": "x" * 100})
 
     with pytest.raises(CliError, match="larger than 16 MiB"):

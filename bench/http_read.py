@@ -333,8 +333,8 @@ def start_broker(
     if postgres:
         key_file = tmp / "keyring.json"
         env |= {"STRONGROOM_DATABASE_URL": postgres, "STRONGROOM_KEY_FILE": str(key_file)}
-        setup = [] if key_file.exists() else [["keys", "generate", "--out", str(key_file)], ["db", "upgrade"]]
-        for cmd in [*setup, ["bootstrap"]]:
+        setup = [["keys", "generate", "--out", str(key_file)], ["db", "upgrade"], ["bootstrap"]]
+        for cmd in [] if key_file.exists() else setup:
             done = subprocess.run(server_cli(*cmd), env=env, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 sys.exit(f"strongroom-server {' '.join(cmd)} failed: {done.stderr.strip()}")

@@ -144,7 +144,7 @@ async def _seed(rt: Runtime) -> None:
 def flat_manifest() -> str:
     """1,000 secret names."""
     names = "\n".join(f"    - S{i:04d}" for i in range(ROWS))
-    return f"project: {PROJECT}\nservice: benchapp\nimage: acme/benchapp\nbuilder:\n  arch: amd64\nroles:\n  web:\n    hosts: [192.0.2.10]\nenv:\n  secret:\n{names}\n"
+    return f"project: {PROJECT}\nservice: benchapp\nimage: acme/benchapp\nbuilder:\n  arch: amd64\nregistry: {{username: acme, password: S0001}}\nroles:\n  web:\n    hosts: [192.0.2.10]\nenv:\n  secret:\n{names}\n"
 
 
 def inherited_manifest() -> str:
@@ -152,7 +152,7 @@ def inherited_manifest() -> str:
     secret = "\n".join(f"    - S{i:04d}" for i in range(1, ROWS, 2))
     clear = "\n".join(f"    C{i:04d}: https://${{S{i:04d}}}/x" for i in range(0, ROWS, 2))
     return (
-        f"project: {PROJECT}\nservice: benchapp\nimage: acme/benchapp\nbuilder:\n  arch: amd64\nroles:\n  web:\n    hosts: [192.0.2.10]\n"
+        f"project: {PROJECT}\nservice: benchapp\nimage: acme/benchapp\nbuilder:\n  arch: amd64\nregistry: {{username: acme, password: S0001}}\nroles:\n  web:\n    hosts: [192.0.2.10]\n"
         f"lint: {{secret_like: warn}}\nenv:\n  clear:\n{clear}\n  secret:\n{secret}\n"
     )
 

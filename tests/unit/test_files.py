@@ -10,10 +10,19 @@ import pytest
 from broker.files import create_private, write_private
 
 
-def test_the_cli_writes_with_the_broker_writer() -> None:
+def test_the_cli_writes_with_the_broker_writer(tmp_path: Path) -> None:
     import cli.files
 
-    assert cli.files.write_private is write_private
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("keep")
+    target = tmp_path / "sub" / "profile"
+    target.parent.mkdir(mode=0o755)
+    target.symlink_to(elsewhere)
+    cli.files.write_private(target, b"canary-value", mode=0o644, private_dir=True)
+    assert elsewhere.read_text() == "keep" and not target.is_symlink()
+    assert target.read_bytes() == b"canary-value"
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert target.parent.stat().st_mode & 0o777 == 0o700
 
 
 def test_a_symlink_at_the_target_is_replaced_not_written_through(tmp_path: Path) -> None:

@@ -99,9 +99,10 @@ def children_cpu() -> float:
 
 
 WRK_SCRIPT = """
-wrk.method = "GET"
+wrk.method = "{method}"
 wrk.path = "{path}"
-{auth}
+{headers}
+{cycle}
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -111,15 +112,53 @@ function done(summary, latency, requests)
 end
 """
 
+# Several (path, body) targets: each request takes the next one, round robin per wrk thread.
+WRK_CYCLE = """
+local targets = {{{targets}}}
+local i = 0
+request = function()
+  i = i % #targets + 1
+  return wrk.format(nil, targets[i][1], nil, targets[i][2])
+end
+"""
 
-def run_wrk(wrk: str, port: int, path: str, token: str | None, cap: float, workdir: Path) -> dict[str, Any]:
-    """wrk runs for the whole -d duration (it cannot stop at a count and still report a true rate)."""
-    threads = 2
+
+def _lua(text: str) -> str:
+    """A Lua long-bracket string literal holding `text` verbatim."""
+    level = 0
+    while f"]{'=' * level}]" in text:
+        level += 1
+    return f"[{'=' * level}[{text}]{'=' * level}]"
+
+
+def run_wrk(
+    wrk: str,
+    port: int,
+    path: str,
+    token: str | None,
+    cap: float,
+    workdir: Path,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    targets: list[tuple[str, str]] | None = None,
+    threads: int = 2,
+) -> dict[str, Any]:
+    """wrk runs for the whole -d duration (it cannot stop at a count and still report a true rate).
+
+    `targets`: (path, body) pairs sent in turn instead of `path` alone; `headers` go with every request.
+    """
     script = workdir / "bench.lua"
+    every = dict(headers or {})
+    if token:
+        every["Authorization"] = f"Bearer {token}"
+    lines = "\n".join(f"wrk.headers[ {_lua(k)} ] = {_lua(v)}" for k, v in every.items())
+    cycle = ""
+    if targets:
+        cycle = WRK_CYCLE.format(targets=", ".join(f"{{ {_lua(p)}, {_lua(b)} }}" for p, b in targets))
     fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        auth = f'wrk.headers["Authorization"] = "Bearer {token}"' if token else ""
-        f.write(WRK_SCRIPT.format(path=path, auth=auth))
+        f.write(WRK_SCRIPT.format(method=method, path=path, headers=lines, cycle=cycle))
     out = subprocess.run(
         [
             wrk,
@@ -138,7 +177,9 @@ def run_wrk(wrk: str, port: int, path: str, token: str | None, cap: float, workd
         timeout=cap + 30,
     )
     script.unlink()
-    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        sys.exit(f"wrk printed no result:\n{out.stdout}\n{out.stderr}")
     r = json.loads(line[len("RESULT ") :])
     return {
         "requests": r["requests"],
@@ -149,14 +190,33 @@ def run_wrk(wrk: str, port: int, path: str, token: str | None, cap: float, workd
     }
 
 
-async def _raw_load(
-    port: int, path: str, token: str | None, count: int, cap: float, connections: int
-) -> dict[str, Any]:
-    """`connections` keep-alive connections, each sending one request at a time until `count` or `cap` is reached."""
-    headers = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: strongroom-bench\r\n"
+def raw_requests(
+    port: int,
+    path: str,
+    token: str | None,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    targets: list[tuple[str, str]] | None = None,
+) -> list[str]:
+    """The HTTP/1.1 requests the asyncio generator sends in turn (one, or one per (path, body) target)."""
+    head = f"Host: 127.0.0.1:{port}\r\nUser-Agent: strongroom-bench\r\n"
     if token:
-        headers += f"Authorization: Bearer {token}\r\n"
-    request = (headers + "\r\n").encode()
+        head += f"Authorization: Bearer {token}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    out = []
+    for p, body in targets or [(path, "")]:
+        length = f"Content-Length: {len(body.encode())}\r\n" if body or method != "GET" else ""
+        out.append(f"{method} {p} HTTP/1.1\r\n{head}{length}\r\n{body}")
+    return out
+
+
+async def _raw_load(
+    port: int, requests: list[str], count: int, cap: float, connections: int
+) -> dict[str, Any]:
+    """`connections` keep-alive connections, each sending one request at a time (the next of `requests`)
+    until `count` or `cap` is reached."""
+    encoded = [r.encode() for r in requests]
     latencies: list[float] = []
     errors = 0
     left = count
@@ -169,16 +229,23 @@ async def _raw_load(
             while left > 0 and time.perf_counter() < deadline:
                 left -= 1
                 t0 = time.perf_counter()
-                writer.write(request)
+                writer.write(encoded[left % len(encoded)])
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
+                length, chunked = 0, False
                 for line in head.split(b"\r\n")[1:]:
-                    if line[:15].lower() == b"content-length:":
+                    lower = line.lower()
+                    if lower.startswith(b"content-length:"):
                         length = int(line[15:])
-                if length:
+                    elif lower.startswith(b"transfer-encoding:") and b"chunked" in lower:
+                        chunked = True
+                if chunked:  # Go's net/http (OpenBao) chunks larger bodies
+                    while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                        await reader.readexactly(size + 2)
+                    await reader.readuntil(b"\r\n")
+                elif length:
                     await reader.readexactly(length)
                 latencies.append(time.perf_counter() - t0)
-                if head[9:12] != b"200":
+                if head[9:12] not in (b"200", b"204"):
                     errors += 1
         finally:
             writer.close()
@@ -207,14 +274,26 @@ def loadgen_child() -> None:
     except ImportError:
         pass
     result = asyncio.run(
-        _raw_load(job["port"], job["path"], job["token"], job["count"], job["cap"], job["connections"])
+        _raw_load(job["port"], job["requests"], job["count"], job["cap"], job["connections"])
     )
     print(json.dumps(result))
 
 
-def run_asyncio(port: int, path: str, token: str | None, count: int, cap: float) -> dict[str, Any]:
+def run_asyncio(
+    port: int,
+    path: str,
+    token: str | None,
+    count: int,
+    cap: float,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    targets: list[tuple[str, str]] | None = None,
+) -> dict[str, Any]:
+    """Drive the asyncio generator in its own process; the job (token included) goes on stdin, not argv."""
+    requests = raw_requests(port, path, token, method=method, headers=headers, targets=targets)
     job = json.dumps(
-        {"port": port, "path": path, "token": token, "count": count, "cap": cap, "connections": CONNECTIONS}
+        {"port": port, "requests": requests, "count": count, "cap": cap, "connections": CONNECTIONS}
     )
     out = subprocess.run(
         [sys.executable, __file__, "--loadgen-child"],
@@ -237,26 +316,36 @@ def server_cli(*args: str) -> list[str]:
 
 
 def start_broker(
-    tmp: Path, postgres: str | None
-) -> tuple[subprocess.Popen[bytes], int, dict[str, str], Path]:
+    tmp: Path, postgres: str | None, *, workers: int = 1, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """Start `strongroom-server serve` on a free port with its data in `tmp`; on PostgreSQL the first
+    broker in `tmp` generates the keyring, migrates and bootstraps, later ones share them."""
     port = free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     data_dir = tmp / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGROOM_")}
     env |= {
         "STRONGROOM_DATA_DIR": str(data_dir),
         "STRONGROOM_HOST": "127.0.0.1",
         "STRONGROOM_PORT": str(port),
+        **(extra_env or {}),
     }
     if postgres:
         key_file = tmp / "keyring.json"
         env |= {"STRONGROOM_DATABASE_URL": postgres, "STRONGROOM_KEY_FILE": str(key_file)}
-        for cmd in (["keys", "generate", "--out", str(key_file)], ["db", "upgrade"], ["bootstrap"]):
+        setup = [["keys", "generate", "--out", str(key_file)], ["db", "upgrade"], ["bootstrap"]]
+        for cmd in [] if key_file.exists() else setup:
             done = subprocess.run(server_cli(*cmd), env=env, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 sys.exit(f"strongroom-server {' '.join(cmd)} failed: {done.stderr.strip()}")
-    log = tmp / "server.log"
-    proc = subprocess.Popen(server_cli("serve"), env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-    deadline = time.monotonic() + 30
+    log = tmp / f"server-{port}.log"
+    proc = subprocess.Popen(
+        server_cli("serve", "--workers", str(workers)),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+    deadline = time.monotonic() + 120  # a loaded machine starts a 2-worker broker slowly
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             sys.exit(f"broker exited early:\n{log.read_text()}")

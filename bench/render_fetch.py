@@ -1,16 +1,17 @@
-"""The broker-fetch half of bench/render.py: compiling 1,000 secrets per target against a bare fetch + decrypt.
+"""The broker-fetch half of bench/render.py: compiling 1,000 secrets per target against an audited read of the same rows.
 
-Run by hand: ``.venv/bin/python bench/render_fetch.py`` (SQLite in a temporary directory). Gates (issue 4),
-both against the literal baseline the issue names, which reads the same rows from the database and decrypts
-them bare (no audit event, no checks):
+Run by hand: ``.venv/bin/python bench/render_fetch.py`` (SQLite in a temporary directory). Gates (issues 4
+and 13), both against the audited read of the same keys: the chain's rows read from the database, the
+visible ones decrypted, and the read's audit event (every value's fingerprint) committed, which is what any
+read the broker serves costs and what a compile must cost too, since a compile audits like any read:
 - flat: compiling a manifest naming 1,000 secrets of one environment, for each target, at most 1.5x;
 - inherited: 1,000 values spread over three levels of inheritance (common <- shared <- production), half
-  named as secrets and half reached through `${REFERENCE}`s in clear values, at most 2x the baseline that
-  reads the same three environments' rows and decrypts the visible ones bare.
+  named as secrets and half reached through `${REFERENCE}`s in clear values, at most 2x the audited read
+  of the same three environments' visible rows.
 The compile side is the whole service call (`services.compile.compile_manifest`): scope check, manifest
 parse and validation, rows, decryption, resolution, lint, rendering, and the audit event with 1,000
-fingerprints committed in the same transaction. The audited baseline (the bare one plus that same event, what
-any read the broker serves costs) is printed beside it, to show how much of the ratio the audit trail is.
+fingerprints committed in the same transaction. The bare read (no audit event, no checks) is printed beside
+it for reference, to show how much of the ratio the audit trail is.
 Interleaved: each round times every side once, back to back, so a burst of load elsewhere hits all of
 them; the best round of each is compared. Exit 1 over a limit. `run(...)` returns the figures.
 """
@@ -59,7 +60,7 @@ ALPHABET = string.ascii_letters + string.digits + "$@:/._-+= "
 
 @dataclass
 class Figures:
-    """Best times in seconds: the bare baseline (the gate's), the audited one, and each target's compile."""
+    """Best times in seconds: the bare read, the audited one (the gate's baseline), and each target's compile."""
 
     bare: float
     baseline: float
@@ -143,7 +144,7 @@ async def _seed(rt: Runtime) -> None:
 def flat_manifest() -> str:
     """1,000 secret names."""
     names = "\n".join(f"    - S{i:04d}" for i in range(ROWS))
-    return f"project: {PROJECT}\nservice: benchapp\nimage: acme/benchapp\nroles:\n  web:\n    hosts: [192.0.2.10]\nenv:\n  secret:\n{names}\n"
+    return f"project: {PROJECT}\nservice: benchapp\nimage: acme/benchapp\nbuilder:\n  arch: amd64\nregistry: {{username: acme, password: S0001}}\nroles:\n  web:\n    hosts: [192.0.2.10]\nenv:\n  secret:\n{names}\n"
 
 
 def inherited_manifest() -> str:
@@ -151,7 +152,7 @@ def inherited_manifest() -> str:
     secret = "\n".join(f"    - S{i:04d}" for i in range(1, ROWS, 2))
     clear = "\n".join(f"    C{i:04d}: https://${{S{i:04d}}}/x" for i in range(0, ROWS, 2))
     return (
-        f"project: {PROJECT}\nservice: benchapp\nimage: acme/benchapp\nroles:\n  web:\n    hosts: [192.0.2.10]\n"
+        f"project: {PROJECT}\nservice: benchapp\nimage: acme/benchapp\nbuilder:\n  arch: amd64\nregistry: {{username: acme, password: S0001}}\nroles:\n  web:\n    hosts: [192.0.2.10]\n"
         f"lint: {{secret_like: warn}}\nenv:\n  clear:\n{clear}\n  secret:\n{secret}\n"
     )
 
@@ -174,7 +175,7 @@ async def bare(rt: Runtime, environment: str, *, audited: bool = False) -> int:
         rows = await secret_repo.current_values(conn, chain)
         rank = {e: i for i, e in enumerate(chain)}
         seen: set[str] = set()
-        for eid, name, _sensitive, ver, ct, wrapped, kek in sorted(rows, key=lambda r: rank[r[0]]):
+        for eid, name, _sensitive, ver, ct, wrapped, kek, *_ in sorted(rows, key=lambda r: rank[r[0]]):
             if name in seen:
                 continue
             seen.add(name)
@@ -263,19 +264,19 @@ def run() -> tuple[Figures, Figures]:
 
 
 def report(name: str, figures: Figures, limit: float) -> list[str]:
-    """Print one layout's figures; return the targets over `limit` (against the bare baseline)."""
+    """Print one layout's figures; return the targets over `limit` (against the audited baseline)."""
     print(f"{name}:" if name == "flat" else f"{name} (3 levels of inheritance, 500 references):")
-    print(f"  fetch + decrypt, bare (the baseline)       {figures.bare * 1e3:8.2f} ms")
+    print(f"  fetch + decrypt + audit event (the baseline) {figures.baseline * 1e3:8.2f} ms")
     print(
-        f"  fetch + decrypt + audit event              {figures.baseline * 1e3:8.2f} ms"
-        f"  ({figures.baseline / figures.bare:.2f}x bare)"
+        f"  fetch + decrypt, bare (reference)            {figures.bare * 1e3:8.2f} ms"
+        f"  (baseline = {figures.baseline / figures.bare:.2f}x bare)"
     )
     over = []
     for target, seconds in figures.targets.items():
-        ratio = seconds / figures.bare
+        ratio = seconds / figures.baseline
         print(
             f"  compile {target:<14} {seconds * 1e3:8.2f} ms  ratio {ratio:5.2f} (limit {limit})"
-            f"  vs audited {seconds / figures.baseline:5.2f}"
+            f"  vs bare {seconds / figures.bare:5.2f}"
         )
         if ratio > limit:
             over.append(f"{name}/{target}")

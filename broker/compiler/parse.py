@@ -23,6 +23,7 @@ from broker.domain.manifest import (
     ManifestDocument,
     ManifestPath,
     Problem,
+    deep_merge,
 )
 from broker.domain.names import NOT_SHOWN, shown
 from broker.errors import Invalid
@@ -39,17 +40,6 @@ class ManifestError(Invalid):
         suffix = f"; and {more} more" if more > 0 else ""
         super().__init__(f"strongroom.yml is invalid: {shown}{suffix}", field="manifest")
         self.problems = list(problems)
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """ActiveSupport's Hash#deep_merge: nested mappings merge, any other value is replaced."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 # --- pydantic errors -> problems -----------------------------------------------------------------------

@@ -428,3 +428,15 @@ class Manifest:
     def for_environment(self, environment: str) -> ManifestBody:
         """The body as `environment` sees it (the base when it has no overrides)."""
         return self.environments.get(environment, self.base)
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """ActiveSupport's Hash#deep_merge, as Kamal lays a destination over deploy.yml (and a manifest's
+    destination override over its body): nested mappings merge, any other value is replaced."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

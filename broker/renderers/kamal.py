@@ -38,22 +38,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import yaml
-from yaml.events import (
-    DocumentEndEvent,
-    DocumentStartEvent,
-    Event,
-    MappingEndEvent,
-    MappingStartEvent,
-    ScalarEvent,
-    SequenceEndEvent,
-    SequenceStartEvent,
-    StreamEndEvent,
-    StreamStartEvent,
-)
-
-from broker.domain.manifest import EnvSection, ManifestBody
-from broker.renderers import checks
+from broker.domain.manifest import EnvSection, ManifestBody, deep_merge
+from broker.renderers import checks, yamltext
 from broker.renderers.base import Entry, RenderedFile, RenderError, RenderOptions
 
 TARGET = "kamal"
@@ -133,91 +119,14 @@ def build_secret_problem(value: str) -> str | None:
 
 # --- YAML ---------------------------------------------------------------------------------------------
 
-_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_KEYWORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
-
-
-# libyaml's emitter when PyYAML has it: a 1,000-key file in about a millisecond.
-_Emitter: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
-class _Unwritable(Exception):
-    """A value the writer has no exact YAML form for; `where` is its path in the configuration."""
-
-    def __init__(self, where: str, reason: str) -> None:
-        super().__init__(where)
-        self.where = where
-        self.reason = reason
-
-
-_SURROGATE = "it is not valid Unicode text (a lone surrogate)"
-_PLAIN_STRING = (True, True)  # ScalarEvent.implicit: no tag, read as a string when plain or quoted
-_QUOTED_STRING = (False, True)  # no tag, read as a string when quoted
-
-
-def _scalar(text: str) -> ScalarEvent | None:
-    # Plain only for identifiers no YAML 1.1 reader (Ruby's Psych) takes for a boolean or null; every
-    # other string double-quoted, which carries any text (allow_unicode off: non-ASCII and invisible
-    # characters show as escapes). No tag is ever written: implicit (plain, quoted) says "a string".
-    # None for text UTF-8 cannot carry (a lone surrogate).
-    if _PLAIN.fullmatch(text) and text.lower() not in _KEYWORDS:
-        return ScalarEvent(None, None, _PLAIN_STRING, text, None, None, None)
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            return None
-    return ScalarEvent(None, None, _QUOTED_STRING, text, None, None, '"')
-
-
-def _events(data: Any, where: str, out: list[Event]) -> None:
-    # The events a SafeDumper's representer and serializer would make for this data (block style, key
-    # order kept, no anchors), built directly: no representer or resolver runs per scalar. Types the
-    # configuration never holds are refused rather than written some approximate way.
-    kind = type(data)
-    if kind is str:
-        event = _scalar(data)
-        if event is None:
-            raise _Unwritable(where.rstrip("/"), _SURROGATE)
-        out.append(event)
-    elif kind is dict:
-        out.append(MappingStartEvent(None, None, True, flow_style=False))
-        for key, value in data.items():
-            event = _scalar(key) if type(key) is str else None
-            if event is None:
-                raise _Unwritable(f"{where}{key}", "the key is not valid Unicode text")
-            out.append(event)
-            event = _scalar(value) if type(value) is str else None
-            if event is not None:
-                out.append(event)
-            else:
-                _events(value, f"{where}{key}/", out)
-        out.append(MappingEndEvent())
-    elif kind is list:
-        out.append(SequenceStartEvent(None, None, True, flow_style=False))
-        for i, item in enumerate(data):
-            event = _scalar(item) if type(item) is str else None
-            if event is not None:
-                out.append(event)
-            else:
-                _events(item, f"{where}{i}/", out)
-        out.append(SequenceEndEvent())
-    elif kind is bool:
-        out.append(ScalarEvent(None, None, (True, False), "true" if data else "false"))
-    elif kind is int:
-        out.append(ScalarEvent(None, None, (True, False), str(data)))
-    elif data is None:
-        out.append(ScalarEvent(None, None, (True, False), "null"))
-    else:
-        raise _Unwritable(where.rstrip("/"), f"a {kind.__name__} has no exact YAML form here")
+# Identifiers plain and every other string double-quoted, as yaml.dump with a SafeDumper writes them;
+# non-ASCII and invisible characters as escapes; never a block (Kamal's files stay one line per value).
+_STYLE = yamltext.Style(plain_values=True, literal_blocks=False, allow_unicode=False)
 
 
 def dump(data: Mapping[str, Any]) -> str:
     """YAML text for a deploy file (what yaml.dump with a SafeDumper writes, identifiers plain, other strings quoted)."""
-    events: list[Event] = [StreamStartEvent(), DocumentStartEvent(explicit=False)]
-    _events(dict(data), "", events)
-    events += [DocumentEndEvent(explicit=False), StreamEndEvent()]
-    return str(yaml.emit(events, Dumper=_Emitter, allow_unicode=False, width=1 << 30))
+    return yamltext.dump(dict(data), style=_STYLE)
 
 
 # --- manifest -> Kamal configuration ---------------------------------------------------------------------
@@ -494,17 +403,6 @@ def destination_diff(base: Mapping[str, Any], full: Mapping[str, Any]) -> dict[s
     return out
 
 
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """ActiveSupport's Hash#deep_merge, which Kamal uses to lay a destination file over deploy.yml."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def _strings(data: Any, path: str = "") -> Iterator[tuple[str, str]]:
     if isinstance(data, Mapping):
         for key, value in data.items():
@@ -538,7 +436,7 @@ def _emit_yaml(config: Mapping[str, Any], header: str) -> bytes:
     # else is refused above. So it is not parsed back here: the tests read it back with PyYAML and Psych.
     try:
         text = dump(config)
-    except _Unwritable as exc:
+    except yamltext.Unwritable as exc:
         raise RenderError(
             key=exc.where or "config", target=TARGET, reason=exc.reason, alternative="change the value"
         ) from None

@@ -112,7 +112,7 @@ def test_seed_kamal_project_to_a_configuration_kamal_loads(broker: BrokerProcess
 
 
 def kamal_loader_config(out_dir: Path) -> dict[str, object]:
-    from broker.renderers.kamal import deep_merge
+    from broker.domain.manifest import deep_merge
 
     base = yaml.safe_load((out_dir / "config" / "deploy.yml").read_text())
     destination = yaml.safe_load((out_dir / "config" / "deploy.production.yml").read_text()) or {}

@@ -71,8 +71,11 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def cluster() -> Iterator[Cluster]:
-    """Start a cluster with trust auth on loopback only; stop it and delete it afterwards."""
+def cluster(*, durable: bool = False) -> Iterator[Cluster]:
+    """Start a cluster with trust auth on loopback only; stop it and delete it afterwards.
+
+    Tests run without fsync (nothing to keep); `durable` keeps PostgreSQL's defaults (fsync,
+    full_page_writes, synchronous_commit on), for benchmarks whose figures must be a production's."""
     bindir = find_bindir()
     if bindir is None:
         raise RuntimeError("PostgreSQL binaries (initdb, pg_ctl) are not installed")
@@ -110,8 +113,8 @@ def cluster() -> Iterator[Cluster]:
             "-l",
             str(root / "log"),
             "-o",
-            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off "
-            "-c synchronous_commit=off -c max_connections=200",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+            + ("" if durable else " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"),
             "start",
         ],
         check=True,

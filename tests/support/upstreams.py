@@ -101,8 +101,9 @@ class Bao:
 
 
 @contextlib.contextmanager
-def openbao() -> Iterator[Bao]:
-    """Start `bao server -dev` on a free loopback port with HOME in a temporary directory."""
+def openbao(*, config: Path | None = None) -> Iterator[Bao]:
+    """Start `bao server -dev` on a free loopback port with HOME in a temporary directory; `config` is a
+    configuration file merged into the dev server's (declarative audit devices, for one)."""
     binary = find("bao")
     if binary is None:
         raise FileNotFoundError("bao")
@@ -118,6 +119,7 @@ def openbao() -> Iterator[Bao]:
             f"-dev-listen-address=127.0.0.1:{port}",
             f"-dev-root-token-id={token}",
             "-dev-no-store-token",
+            *([f"-config={config}"] if config is not None else []),
         ],
         env=_clean_env(home),
         stdout=log,

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from broker.renderers.kamal import deep_merge
+from broker.domain.manifest import deep_merge
 from tests.integration.compile.conftest import rails_manifest
 from tests.integration.secrets.conftest import PROJECT, Api, problem
 from tests.support.rails_app import VALUES as RAILS_VALUES

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from broker.compiler.compile import compile_environment, render, target_problems
 from broker.compiler.parse import parse_manifest
-from broker.domain.manifest import ManifestBody
+from broker.domain.manifest import ManifestBody, deep_merge
 from broker.renderers.base import Entry, RenderError, RenderOptions
 from broker.renderers.kamal import (
     DOTENV_PROBE,
@@ -33,7 +33,6 @@ from broker.renderers.kamal import (
     KamalPlan,
     KamalRenderer,
     build_secret_problem,
-    deep_merge,
     destination_diff,
     env_file_problem,
     shell_problem,

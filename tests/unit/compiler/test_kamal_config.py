@@ -19,8 +19,9 @@ from hypothesis import strategies as st
 from broker.compiler.compile import compile_environment, kamal_config_problems, render, target_problems
 from broker.compiler.parse import parse_manifest
 from broker.compiler.references import StoredValue
+from broker.domain.manifest import deep_merge
 from broker.errors import Invalid
-from broker.renderers.kamal import KamalRenderer, deep_merge, proxied_roles
+from broker.renderers.kamal import KamalRenderer, proxied_roles
 from tests.support import kamal_loader
 
 CERT = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUcanary-cert\n-----END CERTIFICATE-----\n"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -28,6 +30,26 @@ def loose_mode(path: Path, what: str) -> str | None:
 
 def write_private(path: Path, data: bytes) -> None:
     """Write data to path as 0600, atomically: a crash leaves the old file or the new one, never half."""
+    with _staged(path, data) as tmp:
+        os.replace(tmp, path)
+    _sync_dir(path.parent)
+
+
+def create_private(path: Path, data: bytes) -> bool:
+    """Create path as 0600 holding data, atomically, never replacing a file already there (two brokers may
+    race to create it): whether this call created it."""
+    with _staged(path, data) as tmp:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+    _sync_dir(path.parent)
+    return True
+
+
+@contextlib.contextmanager
+def _staged(path: Path, data: bytes) -> Iterator[Path]:
+    """A 0600 temporary file beside path holding data, on disk, removed on leaving (renamed or linked by then)."""
     ensure_private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -36,11 +58,14 @@ def write_private(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        yield tmp
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+
+
+def _sync_dir(path: Path) -> None:
+    # The new directory entry must reach the disk too, or a crash can lose a file already reported written.
+    dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from pathlib import Path
 
 from broker.audit.checkpoint import CheckpointError, Signer, generate_private_pem
 from broker.config import Settings
 from broker.errors import Invalid
-from broker.files import ensure_private_dir, loose_mode
+from broker.files import create_private, loose_mode
 
 DEV_KEY_NAME = "dev-audit-signing-key.pem"
 
@@ -23,26 +20,6 @@ def signing_key_path(settings: Settings) -> Path:
 def checkpoint_dir(settings: Settings) -> Path:
     """The checkpoint directory sink (the data directory's `audit-checkpoints` by default)."""
     return settings.audit_checkpoint_dir or settings.data_dir / "audit-checkpoints"
-
-
-def _create_exclusive(path: Path, data: bytes) -> bool:
-    """Write a new 0600 file atomically without ever replacing one (two brokers may race to create it)."""
-    ensure_private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    return True
 
 
 def load_signer(settings: Settings) -> tuple[Signer, bool]:
@@ -63,7 +40,7 @@ def load_signer(settings: Settings) -> tuple[Signer, bool]:
     if not path.exists():
         if configured is not None:
             raise Invalid(f"audit signing key file {path} does not exist", field="audit_signing_key_file")
-        created = _create_exclusive(path, generate_private_pem())
+        created = create_private(path, generate_private_pem())
     if (loose := loose_mode(path, "audit signing key file")) is not None:
         raise Invalid(loose, field="audit_signing_key_file")
     try:

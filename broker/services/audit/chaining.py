@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,8 +20,8 @@ from broker.audit.checkpoint import parse as parse_checkpoint
 from broker.audit.sinks import SinkError, describe
 from broker.audit.verify import ChainVerifier, Report
 from broker.repositories import audit as audit_repo
+from broker.services.audit import other_sinks
 from broker.services.audit.events import BATCH, to_record
-from broker.services.audit.other_sinks import FAILURE_REPORT_EVERY
 from broker.services.audit.writing import record_system
 from broker.services.runtime import Runtime
 
@@ -117,15 +116,11 @@ async def _publish(rt: Runtime) -> None:
         try:
             await asyncio.to_thread(trail.checkpoints.write, signed)
         except OSError as exc:
-            health = trail.sink_health("checkpoints")
-            health.ok, health.failures, health.last_error = False, health.failures + 1, describe(exc)
             trail.counters["checkpoint_publish_failures"] += 1
             log.error(
                 "cannot write checkpoint %d to %s: %s", signed.seq, trail.checkpoints.path, describe(exc)
             )
-            mono = time.monotonic()
-            if health.reported_at is None or mono - health.reported_at >= FAILURE_REPORT_EVERY:
-                health.reported_at = mono
+            if other_sinks.mark_failed(rt, "checkpoints", describe(exc)):
                 with contextlib.suppress(Exception):
                     await record_system(
                         rt,

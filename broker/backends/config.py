@@ -10,7 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from broker.backends import guard
 from broker.documents import parse_object
@@ -29,6 +37,18 @@ def _path(value: str, *, allow_empty: bool = False) -> str:
         return guard.check_segments(value.strip("/"), field="path", allow_empty=allow_empty)
     except Invalid as exc:
         raise ValueError(exc.message.removeprefix("path: ")) from None
+
+
+def _allow_networks(value: list[str]) -> list[str]:
+    try:
+        guard.networks(value, field="allow_networks")
+    except Invalid as exc:
+        raise ValueError(exc.message.removeprefix("allow_networks: ")) from None
+    return value
+
+
+# Private or loopback networks an upstream (a backend, an OIDC issuer's key set) may resolve to.
+AllowNetworks = Annotated[list[str], Field(max_length=100), AfterValidator(_allow_networks)]
 
 
 def _file_or_inline(inline: str | None, file: Path | None, what: str) -> None:
@@ -67,22 +87,13 @@ class VaultAppRoleAuth(_Model):
 
 class _Upstream(_Model):
     timeout: float = Field(default=5.0, gt=0, le=120, description="seconds per upstream call")
-    allow_networks: list[str] = Field(default_factory=list, max_length=100)
+    allow_networks: AllowNetworks = Field(default_factory=list)
     max_workers: int = Field(default=8, ge=1, le=256, description="worker threads for blocking SDK calls")
     import_into: list[str] = Field(
         default_factory=list,
         max_length=1000,
         description="projects whose admins may import from this upstream",
     )
-
-    @field_validator("allow_networks")
-    @classmethod
-    def _nets(cls, value: list[str]) -> list[str]:
-        try:
-            guard.networks(value, field="allow_networks")
-        except Invalid as exc:
-            raise ValueError(exc.message.removeprefix("allow_networks: ")) from None
-        return value
 
 
 class VaultUpstream(_Upstream):

@@ -51,6 +51,16 @@ def _allow_networks(value: list[str]) -> list[str]:
 AllowNetworks = Annotated[list[str], Field(max_length=100), AfterValidator(_allow_networks)]
 
 
+def _aws_region(value: str) -> str:
+    if guard.REGION.fullmatch(value) is None:
+        raise ValueError("must be an AWS region name such as eu-west-1")
+    return value
+
+
+# An AWS region's name (it becomes part of the endpoint's host name, so nothing else gets through).
+AwsRegion = Annotated[str, AfterValidator(_aws_region)]
+
+
 def _file_or_inline(inline: str | None, file: Path | None, what: str) -> None:
     if (inline is None) == (file is None):
         raise ValueError(f"give exactly one of {what} and {what}_file")
@@ -137,7 +147,7 @@ class AwsUpstream(_Upstream):
     """AWS Secrets Manager: one secret per key (`per-key`) or one JSON secret holding many keys (`json`)."""
 
     type: Literal["aws-sm"]
-    region: str
+    region: AwsRegion
     endpoint_url: str | None = Field(default=None, max_length=512)
     partition: str = "aws"
     account_id: str | None = Field(default=None, description="12 digits; ARNs of other accounts are refused")
@@ -148,13 +158,6 @@ class AwsUpstream(_Upstream):
     credentials: AwsStaticCredentials | None = None
     max_attempts: int = Field(default=2, ge=1, le=10)
     recovery_window_days: int = Field(default=7, ge=7, le=30)
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str) -> str:
-        if guard.REGION.fullmatch(value) is None:
-            raise ValueError("must be an AWS region name such as eu-west-1")
-        return value
 
     @field_validator("account_id")
     @classmethod

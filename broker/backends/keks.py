@@ -17,7 +17,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from broker.backends import guard
-from broker.backends.config import AwsStaticCredentials, VaultAppRoleAuth, VaultTokenAuth, read_secret_file
+from broker.backends.config import (
+    AwsRegion,
+    AwsStaticCredentials,
+    VaultAppRoleAuth,
+    VaultTokenAuth,
+    read_secret_file,
+)
 from broker.backends.vault_http import token_and_approle
 from broker.crypto.keyring import Kek
 from broker.errors import Invalid
@@ -44,19 +50,12 @@ class AwsKmsEntry(_Entry):
 
     type: Literal["aws-kms"]
     key_id: str = Field(min_length=1, max_length=2048)
-    region: str
+    region: AwsRegion
     endpoint_url: str | None = None
     profile: str | None = None
     role_arn: str | None = None
     credentials: AwsStaticCredentials | None = None
     max_attempts: int = Field(default=2, ge=1, le=10)
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str) -> str:
-        if guard.REGION.fullmatch(value) is None:
-            raise ValueError("must be an AWS region name such as eu-west-1")
-        return value
 
 
 class VaultTransitEntry(_Entry):

@@ -82,6 +82,9 @@ def test_references_and_paths_are_checked() -> None:
     d = doc()
     d["backends"]["v"]["allow_networks"] = ["not-a-net"]
     refused(d, "allow_networks")
+    d = doc()
+    d["backends"]["a"] = {"type": "aws-sm", "region": "evil.example.com/"}
+    refused(d, r"backends\.a\.region: .*must be an AWS region name")
 
 
 def test_format_and_syntax() -> None:

@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from broker.backends import guard
-from broker.documents import parse_object
+from broker.documents import parse_object, refusal
 from broker.domain.names import check_name, check_slug
 from broker.errors import Invalid
 
@@ -256,24 +256,14 @@ class BackendsFile(_Model):
         return self
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    return ".".join(
-        str(p) for p in loc if not (isinstance(p, str) and p in ("vault", "aws-sm", "token", "approle"))
-    )
-
-
 def parse(text: str, *, source: str) -> BackendsFile:
     """Parse the file's text (JSON, or YAML when it is not JSON); errors name the file and the key path."""
     doc = parse_object(text, source=source, field="backends_file", shape="format, backends and mappings")
     try:
         return BackendsFile.model_validate(doc)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = _loc(tuple(first.get("loc", ())))
-        msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        more = len(exc.errors()) - 1
-        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise Invalid(f"{source}: {where or 'file'}: {msg}{tail}", field="backends_file") from None
+        tags = ("vault", "aws-sm", "token", "approle")
+        raise refusal(exc, source=source, field="backends_file", tags=tags) from None
 
 
 def load(path: Path) -> BackendsFile:

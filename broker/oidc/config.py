@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from broker.backends.config import AllowNetworks
-from broker.documents import parse_object
+from broker.documents import parse_object, refusal
 from broker.domain.oidc import ASYMMETRIC, MAX_LEEWAY
 from broker.domain.scopes import scopes_from_json
 from broker.errors import Invalid
@@ -148,10 +148,7 @@ def parse(text: str, *, source: str) -> OidcFile:
     try:
         return OidcFile.model_validate(doc)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        raise Invalid(f"{source}: {where or 'file'}: {msg}", field="oidc_file") from None
+        raise refusal(exc, source=source, field="oidc_file") from None
 
 
 def load(path: Path) -> OidcFile:

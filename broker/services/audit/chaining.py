@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -170,18 +172,25 @@ async def rollback_problem(rt: Runtime, latest: SignedCheckpoint | None) -> str 
     return None
 
 
-async def _verify_rows(rt: Runtime, verifier: ChainVerifier, low: int, high: int) -> Report:
+async def linked_records(rt: Runtime, low: int, high: int) -> AsyncIterator[list[dict[str, Any]]]:
+    """The records of the linked events low..high in sequence order, a batch at a time (constant memory;
+    no connection is held between batches)."""
     cursor = low
     while cursor <= high:
         async with rt.engine.connect() as conn:
             rows = await audit_repo.events_between(conn, cursor, high, limit=BATCH)
         if not rows:
-            break
+            return
         names = rows[0]._fields
-        for row in rows:
-            if not verifier.feed(to_record(row, names=names)):
-                return verifier.finish()
+        yield [to_record(row, names=names) for row in rows]
         cursor = int(rows[-1].seq) + 1
+
+
+async def _verify_rows(rt: Runtime, verifier: ChainVerifier, low: int, high: int) -> Report:
+    async for records in linked_records(rt, low, high):
+        for record in records:
+            if not verifier.feed(record):
+                return verifier.finish()
     return verifier.finish()
 
 

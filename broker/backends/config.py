@@ -10,10 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from broker.backends import guard
-from broker.documents import parse_object
+from broker.documents import parse_object, refusal
 from broker.domain.names import check_name, check_slug
 from broker.errors import Invalid
 
@@ -29,6 +37,28 @@ def _path(value: str, *, allow_empty: bool = False) -> str:
         return guard.check_segments(value.strip("/"), field="path", allow_empty=allow_empty)
     except Invalid as exc:
         raise ValueError(exc.message.removeprefix("path: ")) from None
+
+
+def _allow_networks(value: list[str]) -> list[str]:
+    try:
+        guard.networks(value, field="allow_networks")
+    except Invalid as exc:
+        raise ValueError(exc.message.removeprefix("allow_networks: ")) from None
+    return value
+
+
+# Private or loopback networks an upstream (a backend, an OIDC issuer's key set) may resolve to.
+AllowNetworks = Annotated[list[str], Field(max_length=100), AfterValidator(_allow_networks)]
+
+
+def _aws_region(value: str) -> str:
+    if guard.REGION.fullmatch(value) is None:
+        raise ValueError("must be an AWS region name such as eu-west-1")
+    return value
+
+
+# An AWS region's name (it becomes part of the endpoint's host name, so nothing else gets through).
+AwsRegion = Annotated[str, AfterValidator(_aws_region)]
 
 
 def _file_or_inline(inline: str | None, file: Path | None, what: str) -> None:
@@ -67,22 +97,13 @@ class VaultAppRoleAuth(_Model):
 
 class _Upstream(_Model):
     timeout: float = Field(default=5.0, gt=0, le=120, description="seconds per upstream call")
-    allow_networks: list[str] = Field(default_factory=list, max_length=100)
+    allow_networks: AllowNetworks = Field(default_factory=list)
     max_workers: int = Field(default=8, ge=1, le=256, description="worker threads for blocking SDK calls")
     import_into: list[str] = Field(
         default_factory=list,
         max_length=1000,
         description="projects whose admins may import from this upstream",
     )
-
-    @field_validator("allow_networks")
-    @classmethod
-    def _nets(cls, value: list[str]) -> list[str]:
-        try:
-            guard.networks(value, field="allow_networks")
-        except Invalid as exc:
-            raise ValueError(exc.message.removeprefix("allow_networks: ")) from None
-        return value
 
 
 class VaultUpstream(_Upstream):
@@ -126,7 +147,7 @@ class AwsUpstream(_Upstream):
     """AWS Secrets Manager: one secret per key (`per-key`) or one JSON secret holding many keys (`json`)."""
 
     type: Literal["aws-sm"]
-    region: str
+    region: AwsRegion
     endpoint_url: str | None = Field(default=None, max_length=512)
     partition: str = "aws"
     account_id: str | None = Field(default=None, description="12 digits; ARNs of other accounts are refused")
@@ -137,13 +158,6 @@ class AwsUpstream(_Upstream):
     credentials: AwsStaticCredentials | None = None
     max_attempts: int = Field(default=2, ge=1, le=10)
     recovery_window_days: int = Field(default=7, ge=7, le=30)
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str) -> str:
-        if guard.REGION.fullmatch(value) is None:
-            raise ValueError("must be an AWS region name such as eu-west-1")
-        return value
 
     @field_validator("account_id")
     @classmethod
@@ -242,24 +256,14 @@ class BackendsFile(_Model):
         return self
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    return ".".join(
-        str(p) for p in loc if not (isinstance(p, str) and p in ("vault", "aws-sm", "token", "approle"))
-    )
-
-
 def parse(text: str, *, source: str) -> BackendsFile:
     """Parse the file's text (JSON, or YAML when it is not JSON); errors name the file and the key path."""
     doc = parse_object(text, source=source, field="backends_file", shape="format, backends and mappings")
     try:
         return BackendsFile.model_validate(doc)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = _loc(tuple(first.get("loc", ())))
-        msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        more = len(exc.errors()) - 1
-        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise Invalid(f"{source}: {where or 'file'}: {msg}{tail}", field="backends_file") from None
+        tags = ("vault", "aws-sm", "token", "approle")
+        raise refusal(exc, source=source, field="backends_file", tags=tags) from None
 
 
 def load(path: Path) -> BackendsFile:

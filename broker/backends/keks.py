@@ -14,29 +14,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from broker.backends import guard
-from broker.backends.config import AwsStaticCredentials, VaultAppRoleAuth, VaultTokenAuth, read_secret_file
+from broker.backends.config import (
+    AllowNetworks,
+    AwsRegion,
+    AwsStaticCredentials,
+    VaultAppRoleAuth,
+    VaultTokenAuth,
+    read_secret_file,
+)
 from broker.backends.vault_http import token_and_approle
 from broker.crypto.keyring import Kek
-from broker.errors import Invalid
+from broker.documents import refusal
 
 
 class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    allow_networks: list[str] = Field(default_factory=list, max_length=100)
+    allow_networks: AllowNetworks = Field(default_factory=list)
     timeout: float = Field(default=5.0, gt=0, le=120)
-
-    @field_validator("allow_networks")
-    @classmethod
-    def _nets(cls, value: list[str]) -> list[str]:
-        try:
-            guard.networks(value, field="allow_networks")
-        except Invalid as exc:
-            raise ValueError(exc.message) from None
-        return value
 
 
 class AwsKmsEntry(_Entry):
@@ -44,19 +42,12 @@ class AwsKmsEntry(_Entry):
 
     type: Literal["aws-kms"]
     key_id: str = Field(min_length=1, max_length=2048)
-    region: str
+    region: AwsRegion
     endpoint_url: str | None = None
     profile: str | None = None
     role_arn: str | None = None
     credentials: AwsStaticCredentials | None = None
     max_attempts: int = Field(default=2, ge=1, le=10)
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, value: str) -> str:
-        if guard.REGION.fullmatch(value) is None:
-            raise ValueError("must be an AWS region name such as eu-west-1")
-        return value
 
 
 class VaultTransitEntry(_Entry):
@@ -71,19 +62,18 @@ class VaultTransitEntry(_Entry):
     ca_file: Path | None = None
 
 
-class _Doc(BaseModel):
-    entry: Annotated[AwsKmsEntry | VaultTransitEntry, Field(discriminator="type")]
+_ENTRY: TypeAdapter[AwsKmsEntry | VaultTransitEntry] = TypeAdapter(
+    Annotated[AwsKmsEntry | VaultTransitEntry, Field(discriminator="type")]
+)
 
 
 def remote_kek(kid: str, value: dict[str, Any], *, source: str) -> Kek:
     """Build the KEK of one typed keyring entry; errors name `keys.<id>.<field>`."""
     try:
-        entry = _Doc.model_validate({"entry": value}).entry
+        entry = _ENTRY.validate_python(value)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ())[1:] if p not in ("aws-kms", "vault-transit"))
-        msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        raise Invalid(f"{source}: keys.{kid}{'.' + loc if loc else ''}: {msg}", field="keys") from None
+        tags = ("aws-kms", "vault-transit")
+        raise refusal(exc, source=source, field="keys", under=f"keys.{kid}", tags=tags) from None
     where = f"{source}: keys.{kid}"
     nets = guard.networks(entry.allow_networks, field=f"keys.{kid}.allow_networks")
     if isinstance(entry, AwsKmsEntry):

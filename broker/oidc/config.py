@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from broker.backends import guard
-from broker.documents import parse_object
+from broker.backends.config import AllowNetworks
+from broker.documents import parse_object, refusal
 from broker.domain.oidc import ASYMMETRIC, MAX_LEEWAY
 from broker.domain.scopes import scopes_from_json
 from broker.errors import Invalid
@@ -53,7 +53,7 @@ class Issuer(_Model):
     audience: str = Field(min_length=1, max_length=512)
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1, max_length=10)
     leeway: int = Field(default=60, ge=0, le=MAX_LEEWAY, description="seconds of clock skew allowed")
-    allow_networks: list[str] = Field(default_factory=list, max_length=100)
+    allow_networks: AllowNetworks = Field(default_factory=list)
     timeout: float = Field(default=5.0, gt=0, le=60)
 
     @field_validator("algorithms")
@@ -62,15 +62,6 @@ class Issuer(_Model):
         bad = [a for a in value if a not in ASYMMETRIC]
         if bad:
             raise ValueError(f"{bad[0][:16]!r} is not allowed: only {', '.join(sorted(ASYMMETRIC))}")
-        return value
-
-    @field_validator("allow_networks")
-    @classmethod
-    def _nets(cls, value: list[str]) -> list[str]:
-        try:
-            guard.networks(value, field="allow_networks")
-        except Invalid as exc:
-            raise ValueError(exc.message.removeprefix("allow_networks: ")) from None
         return value
 
     @model_validator(mode="after")
@@ -157,10 +148,7 @@ def parse(text: str, *, source: str) -> OidcFile:
     try:
         return OidcFile.model_validate(doc)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        msg = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-        raise Invalid(f"{source}: {where or 'file'}: {msg}", field="oidc_file") from None
+        raise refusal(exc, source=source, field="oidc_file") from None
 
 
 def load(path: Path) -> OidcFile:

@@ -118,3 +118,18 @@ def test_write_private_replaces_a_world_readable_file(tmp_path: Path) -> None:
     assert target.read_bytes() == b"new"
     assert target.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in target.parent.iterdir()] == ["f"], "no temp file left behind"
+
+
+def test_create_private_never_replaces_a_file(tmp_path: Path) -> None:
+    """The exclusive writer (two brokers may race to create the development signing key) creates a new
+    file 0600 in a new 0700 directory, and leaves an existing one exactly as it was."""
+    from broker.files import create_private
+
+    target = tmp_path / "data" / "key.pem"
+    assert create_private(target, b"first") is True
+    assert target.read_bytes() == b"first"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert target.parent.stat().st_mode & 0o777 == 0o700
+    assert create_private(target, b"second") is False
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in target.parent.iterdir()] == ["key.pem"], "no temp file left behind"

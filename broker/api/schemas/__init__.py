@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
@@ -11,6 +11,19 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 def _absent(value: object) -> bool:
     """Optional provenance fields are left out of the JSON when they do not apply."""
     return value is None
+
+
+# Where a proxied value comes from; absent from the body for a value the database holds.
+Backend = Annotated[
+    str | None,
+    Field(exclude_if=_absent, description="proxied values only: the backend's name (absent: database)"),
+]
+UpstreamPath = Annotated[
+    str | None, Field(exclude_if=_absent, description="proxied values only: the upstream path or secret id")
+]
+UpstreamVersion = Annotated[
+    str | None, Field(exclude_if=_absent, description="proxied values only: the upstream version")
+]
 
 
 class Request(BaseModel):
@@ -259,17 +272,9 @@ class SecretMetaOut(BaseModel):
     deleted: bool
     created_at: datetime
     updated_at: datetime
-    backend: str | None = Field(
-        default=None,
-        exclude_if=_absent,
-        description="proxied values only: the backend's name (absent: database)",
-    )
-    upstream_path: str | None = Field(
-        default=None, exclude_if=_absent, description="proxied values only: the upstream path or secret id"
-    )
-    upstream_version: str | None = Field(
-        default=None, exclude_if=_absent, description="proxied values only: the upstream version"
-    )
+    backend: Backend = None
+    upstream_path: UpstreamPath = None
+    upstream_version: UpstreamVersion = None
 
 
 class GenerateOut(BaseModel):
@@ -295,17 +300,9 @@ class SecretValueOut(BaseModel):
     sensitive: bool
     environment: str
     created_at: datetime
-    backend: str | None = Field(
-        default=None,
-        exclude_if=_absent,
-        description="proxied values only: the backend's name (absent: database)",
-    )
-    upstream_path: str | None = Field(
-        default=None, exclude_if=_absent, description="proxied values only: the upstream path or secret id"
-    )
-    upstream_version: str | None = Field(
-        default=None, exclude_if=_absent, description="proxied values only: the upstream version"
-    )
+    backend: Backend = None
+    upstream_path: UpstreamPath = None
+    upstream_version: UpstreamVersion = None
 
 
 class VersionOut(BaseModel):
@@ -334,17 +331,9 @@ class ResolvedValueOut(BaseModel):
     version: int
     environment: str
     sensitive: bool
-    backend: str | None = Field(
-        default=None,
-        exclude_if=_absent,
-        description="proxied values only: the backend's name (absent: database)",
-    )
-    upstream_path: str | None = Field(
-        default=None, exclude_if=_absent, description="proxied values only: the upstream path or secret id"
-    )
-    upstream_version: str | None = Field(
-        default=None, exclude_if=_absent, description="proxied values only: the upstream version"
-    )
+    backend: Backend = None
+    upstream_path: UpstreamPath = None
+    upstream_version: UpstreamVersion = None
 
 
 class ResolvedOut(BaseModel):

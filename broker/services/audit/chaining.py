@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,8 +22,8 @@ from broker.audit.checkpoint import parse as parse_checkpoint
 from broker.audit.sinks import SinkError, describe
 from broker.audit.verify import ChainVerifier, Report
 from broker.repositories import audit as audit_repo
+from broker.services.audit import other_sinks
 from broker.services.audit.events import BATCH, to_record
-from broker.services.audit.other_sinks import FAILURE_REPORT_EVERY
 from broker.services.audit.writing import record_system
 from broker.services.runtime import Runtime
 
@@ -117,15 +118,11 @@ async def _publish(rt: Runtime) -> None:
         try:
             await asyncio.to_thread(trail.checkpoints.write, signed)
         except OSError as exc:
-            health = trail.sink_health("checkpoints")
-            health.ok, health.failures, health.last_error = False, health.failures + 1, describe(exc)
             trail.counters["checkpoint_publish_failures"] += 1
             log.error(
                 "cannot write checkpoint %d to %s: %s", signed.seq, trail.checkpoints.path, describe(exc)
             )
-            mono = time.monotonic()
-            if health.reported_at is None or mono - health.reported_at >= FAILURE_REPORT_EVERY:
-                health.reported_at = mono
+            if other_sinks.mark_failed(rt, "checkpoints", describe(exc)):
                 with contextlib.suppress(Exception):
                     await record_system(
                         rt,
@@ -175,18 +172,25 @@ async def rollback_problem(rt: Runtime, latest: SignedCheckpoint | None) -> str 
     return None
 
 
-async def _verify_rows(rt: Runtime, verifier: ChainVerifier, low: int, high: int) -> Report:
+async def linked_records(rt: Runtime, low: int, high: int) -> AsyncIterator[list[dict[str, Any]]]:
+    """The records of the linked events low..high in sequence order, a batch at a time (constant memory;
+    no connection is held between batches)."""
     cursor = low
     while cursor <= high:
         async with rt.engine.connect() as conn:
             rows = await audit_repo.events_between(conn, cursor, high, limit=BATCH)
         if not rows:
-            break
+            return
         names = rows[0]._fields
-        for row in rows:
-            if not verifier.feed(to_record(row, names=names)):
-                return verifier.finish()
+        yield [to_record(row, names=names) for row in rows]
         cursor = int(rows[-1].seq) + 1
+
+
+async def _verify_rows(rt: Runtime, verifier: ChainVerifier, low: int, high: int) -> Report:
+    async for records in linked_records(rt, low, high):
+        for record in records:
+            if not verifier.feed(record):
+                return verifier.finish()
     return verifier.finish()
 
 

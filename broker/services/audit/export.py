@@ -15,8 +15,7 @@ from broker.audit.verify import CSV_COLUMNS, EXPORT_FORMAT, csv_row
 from broker.domain.request import Actor, RequestContext
 from broker.errors import Forbidden, Invalid
 from broker.repositories import audit as audit_repo
-from broker.services.audit.chaining import chain, known_checkpoints
-from broker.services.audit.events import BATCH, to_record
+from broker.services.audit.chaining import chain, known_checkpoints, linked_records
 from broker.services.audit.search import full_auditor, parse_when
 from broker.services.audit.writing import record, record_alone
 from broker.services.runtime import Runtime
@@ -84,22 +83,13 @@ async def export_lines(rt: Runtime, plan: ExportPlan) -> AsyncIterator[bytes]:
         yield canonical_json({"export": plan.header}) + b"\n"
         for signed in plan.checkpoints:
             yield signed.document().encode("ascii") + b"\n"
-    count, cursor = 0, plan.low
-    while cursor <= plan.high:
-        async with rt.engine.connect() as conn:
-            rows = await audit_repo.events_between(conn, cursor, plan.high, limit=BATCH)
-        if not rows:
-            break
-        chunk = []
-        names = rows[0]._fields
-        for row in rows:
-            record = to_record(row, names=names)
-            chunk.append(
-                _csv_line(csv_row(record)) if plan.fmt == "csv" else canonical.line({"event": record})
-            )
-        count += len(rows)
-        cursor = int(rows[-1].seq) + 1
-        yield b"".join(chunk)
+    count = 0
+    async for records in linked_records(rt, plan.low, plan.high):
+        if plan.fmt == "csv":
+            yield b"".join(_csv_line(csv_row(r)) for r in records)
+        else:
+            yield b"".join(canonical.line({"event": r}) for r in records)
+        count += len(records)
     if plan.fmt != "csv":
         yield canonical_json({"end": {"events": count}}) + b"\n"
 

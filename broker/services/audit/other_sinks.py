@@ -48,15 +48,11 @@ def note_health(
     most once a minute)."""
     trail = rt.audit
     notes = []
-    mono = time.monotonic()
     for name, exc in failures:
-        health = trail.sink_health(name)
         why = describe(exc)
-        health.ok, health.failures, health.last_error = False, health.failures + 1, why
         trail.counters[f"sink_failures:{name}"] += 1
         log.error("audit sink %s failed: %s", name, why)
-        if health.reported_at is None or mono - health.reported_at >= FAILURE_REPORT_EVERY:
-            health.reported_at = mono
+        if mark_failed(rt, name, why):
             notes.append(
                 system_event("audit.sink_failure", now=now, outcome="error", reason=f"{name}: {why}")
             )
@@ -75,3 +71,15 @@ async def write_quietly(rt: Runtime, events: Sequence[dict[str, Any]], *, skip: 
         if sink.name not in skip:
             with contextlib.suppress(Exception):
                 await sink.write(data)
+
+
+def mark_failed(rt: Runtime, name: str, why: str) -> bool:
+    """Mark a sink (or the checkpoint directory) failing: whether its failure is due to be recorded as an
+    event (at most once a minute per sink)."""
+    health = rt.audit.sink_health(name)
+    health.ok, health.failures, health.last_error = False, health.failures + 1, why
+    mono = time.monotonic()
+    if health.reported_at is not None and mono - health.reported_at < FAILURE_REPORT_EVERY:
+        return False
+    health.reported_at = mono
+    return True

@@ -208,12 +208,7 @@ async def list_events(rt: Runtime, ctx: RequestContext, actor: Actor, q: EventQu
     if not 1 <= q.limit <= 500:
         raise Invalid("limit: must be between 1 and 500", field="limit")
     where, network = _conditions(q, rt.clock())
-    await chain(rt)
-    async with rt.engine.begin() as conn:
-        found, cursor, scanned = await _search(conn, actor, where, network, q, cap=20 * BATCH)
-        head_seq, head_hash = await audit_repo.head(conn)
-        await record(conn, rt, ctx)
-    return EventPage(found, cursor, head_seq, head_hash, scanned)
+    return await _page(rt, ctx, actor, where, network, q, cap=20 * BATCH)
 
 
 async def fingerprint_search(rt: Runtime, ctx: RequestContext, actor: Actor, *, value: str) -> EventPage:
@@ -227,9 +222,26 @@ async def fingerprint_search(rt: Runtime, ctx: RequestContext, actor: Actor, *, 
     q = EventQuery(fingerprint=digest, limit=100)
     where, _ = _conditions(q, rt.clock())
     where.append(audit_repo.column("action") != "audit.fingerprint")
+    page = await _page(rt, ctx, actor, where, None, q, cap=1_000_000)
+    page.extra["fingerprint"] = digest
+    return page
+
+
+async def _page(
+    rt: Runtime,
+    ctx: RequestContext,
+    actor: Actor,
+    where: list[Any],
+    network: Network | None,
+    q: EventQuery,
+    *,
+    cap: int,
+) -> EventPage:
+    """Link what is pending; then, in one transaction, a page of the events the token may see, the head
+    and the request's own event."""
     await chain(rt)
     async with rt.engine.begin() as conn:
-        found, cursor, scanned = await _search(conn, actor, where, None, q, cap=1_000_000)
+        found, cursor, scanned = await _search(conn, actor, where, network, q, cap)
         head_seq, head_hash = await audit_repo.head(conn)
         await record(conn, rt, ctx)
-    return EventPage(found, cursor, head_seq, head_hash, scanned, {"fingerprint": digest})
+    return EventPage(found, cursor, head_seq, head_hash, scanned)

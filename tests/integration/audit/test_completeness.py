@@ -16,7 +16,7 @@ from sqlalchemy import event
 
 from broker.api.edge import ROUTE_ACTIONS
 from tests.integration.audit.conftest import AuditApi, broker
-from tests.integration.auth.routes import endpoints
+from tests.integration.auth.routes import MISSING, endpoints
 from tests.integration.secrets.conftest import Reply
 
 P = "/v1/projects/{project}"
@@ -231,16 +231,6 @@ OK: dict[tuple[str, str], Case] = {
     ("POST", "/v1/deploys/{deploy_id}/finish"): lambda a: _as_deploy(a, "/finish", {"outcome": "succeeded"}),
 }
 
-# A URL for each route that reaches no existing resource, for the invalid and error outcomes.
-MISSING = {
-    "project": "ghost",
-    "environment": "nowhere",
-    "name": "NOPE",
-    "version": "7",
-    "client_id": "sri_nobody",
-    "deploy_id": "00000000-0000-4000-8000-000000000000",
-}
-
 
 def routes(api: AuditApi) -> list[tuple[str, str, tuple[str, ...]]]:
     app = api.client.app.app  # type: ignore[attr-defined]
@@ -327,6 +317,7 @@ def test_every_route_and_outcome_makes_exactly_one_complete_event(db_url: str, t
             key = (method, template)
             if key in CHECKED_ELSEWHERE:
                 continue
+            # A URL that reaches no existing resource, for the invalid and error outcomes.
             missing_url = template.format(**{p: MISSING[p] for p in params})
             # ok
             if key not in NO_OK_HERE:

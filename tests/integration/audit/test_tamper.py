@@ -145,15 +145,22 @@ def snapshot(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> str
     return cluster.url(f"{name}_snap")
 
 
-def test_b12_an_older_database_is_refused_at_start_up(
-    db_url: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def restored_backup(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A copy of the database taken before more traffic and a checkpoint the copy does not hold: what
+    restoring an older backup looks like. Returns its URL."""
     with broker(db_url, tmp_path) as api:
         api.traffic(3)
     old = snapshot(db_url, tmp_path, request)
     with broker(db_url, tmp_path) as api:
         api.traffic(3)
         assert api.checkpoint() is not None
+    return old
+
+
+def test_b12_an_older_database_is_refused_at_start_up(
+    db_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    old = restored_backup(db_url, tmp_path, request)
     with pytest.raises(Unavailable, match="behind the last checkpoint") as err, broker(old, tmp_path):
         pass
     assert "older backup" in err.value.message
@@ -165,12 +172,7 @@ def test_b12_an_older_database_is_refused_at_start_up(
 def test_b12_read_only_mode_serves_reads_and_refuses_changes(
     db_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    with broker(db_url, tmp_path) as api:
-        api.traffic(3)
-    old = snapshot(db_url, tmp_path, request)
-    with broker(db_url, tmp_path) as api:
-        api.traffic(3)
-        assert api.checkpoint() is not None
+    old = restored_backup(db_url, tmp_path, request)
     published = sorted(p.name for p in (tmp_path / "data" / "audit-checkpoints").glob("checkpoint-*"))
     with broker(old, tmp_path, audit_on_rollback="read-only") as api:
         assert api.rt.audit.read_only is not None and "behind" in api.rt.audit.read_only

@@ -373,6 +373,11 @@ def test_the_file_is_read_from_settings_and_must_be_private(tmp_path: Path, oidc
         (lambda d: d["roles"]["gh-prod"].update(issuer="nobody"), "no issuer named"),
         (lambda d: d["roles"]["gh-prod"].update(ttl=99999), "roles.gh-prod.ttl"),
         (lambda d: d["issuers"]["private"].pop("jwks_url"), "give a preset"),
+        (
+            lambda d: d["issuers"]["github"].update(allow_networks=["10.0.0.0/33"]),
+            "issuers.github.allow_networks",
+        ),
+        (lambda d: d["issuers"]["github"].update(allow_networks=["x"]), "'x' is not an IP network"),
     ],
 )
 def test_a_bad_file_is_refused_naming_the_key(lab: LabIssuer, change: Any, message: str) -> None:

@@ -82,6 +82,12 @@ def test_references_and_paths_are_checked() -> None:
     d = doc()
     d["backends"]["v"]["allow_networks"] = ["not-a-net"]
     refused(d, "allow_networks")
+    d = doc()
+    d["backends"]["a"] = {"type": "aws-sm", "region": "evil.example.com/"}
+    refused(d, r"backends\.a\.region: .*must be an AWS region name")
+    d = doc()
+    d["backends"]["v"].update(prefix="../etc", timeout="soon")
+    refused(d, r"backends\.v\.\w+: .* \(and 1 more problem\)$")
 
 
 def test_format_and_syntax() -> None:

@@ -276,6 +276,18 @@ def test_typed_keyring_entries_are_validated_with_their_path(tmp_path: Path) -> 
     )
     with pytest.raises(Exception, match="refused unless listed in allow_networks"):
         parse_document(json.dumps(doc), source="keyring.json")
+    doc = dict(
+        base,
+        keys={**base["keys"], "k-remote": {"type": "aws-kms", "key_id": "x", "region": "eu-west-1.evil"}},
+    )
+    with pytest.raises(Invalid, match=r"keys\.k-remote\.region: .*must be an AWS region name"):
+        parse_document(json.dumps(doc), source="keyring.json")
+    entry = {"type": "aws-kms", "key_id": "x", "region": "us-east-1", "allow_networks": ["x"]}
+    doc = dict(base, keys={**base["keys"], "k-remote": entry})
+    with pytest.raises(
+        Invalid, match=r"^keyring\.json: keys\.k-remote\.allow_networks: 'x' is not an IP network$"
+    ):
+        parse_document(json.dumps(doc), source="keyring.json")
     # The old local format stays valid, and so does the typed local form.
     kid = base["current"]
     doc = dict(base, keys={kid: {"type": "local", "key": base["keys"][kid]}})

@@ -184,7 +184,7 @@ class HealthcheckOut(BaseModel):
     path: str
     port: int | None
     cmd: str | None
-    interval: int
+    interval: int | float = Field(description="Seconds between probes (a fraction of one allowed)")
     timeout: int
 
 

@@ -291,11 +291,11 @@ def main() -> int:
     for label, count in (("one", 1), ("four", 4)):
         medians = {k: statistics.median(p[k] for p in split[label]) for k in ("build", "push", "hosts")}
         print(f"  {count} host(s), medians: " + ", ".join(f"{k} {v:.2f} s" for k, v in medians.items()))
-    for label, walls in (("one", one), ("four", four)):
+    for label, walls, count in (("one", one, "1 host"), ("four", four, "4 hosts")):
         slowest = statistics.median(max(p.values()) for p in paths[label])
         every = sorted(statistics.median(p[h] for p in paths[label]) for h in paths[label][0])
         print(
-            f"  critical path per host, {label} host(s): slowest {slowest:.2f} s "
+            f"  critical path per host, {count}: slowest {slowest:.2f} s "
             f"(each host, medians: {', '.join(f'{v:.2f}' for v in every)}) beside wall "
             f"{statistics.median(walls):.2f} s"
         )

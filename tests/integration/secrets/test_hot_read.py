@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 import broker.services.secrets as svc
-from broker.services import audit as audit_service
+from broker.services.audit import chaining
 from tests.integration.secrets.conftest import CLIENT_ADDR, Api, Reply, random_value
 
 
@@ -115,6 +115,6 @@ def test_concurrent_hot_reads_each_commit_one_linked_event(api: Api, general_pat
         assert r.status == 200 and r.json()["value"] == values[name]
         (event,) = api.audit_for(r.request_id)
         assert (event["secret_name"], event["outcome"]) == (name, "ok")
-    report = api.run(audit_service.verify_database, api.rt)  # links what is pending first (PostgreSQL)
+    report = api.run(chaining.verify_database, api.rt)  # links what is pending first (PostgreSQL)
     assert report.ok, report
     assert len({e["seq"] for e in api.all_audit()}) == len(api.all_audit())

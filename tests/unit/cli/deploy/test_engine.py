@@ -747,7 +747,17 @@ def test_deploy_status_compares_what_runs_and_reports_an_unreachable_host(
     result = _cli(rig, "deploy", "status", "-e", "production")
     assert result.exit_code == 1, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["HOST", "ROLE", "LEDGER", "RUNNING", "DEPLOYED", "BY", "STATE"]
+    assert lines[0].split() == [
+        "HOST",
+        "ROLE",
+        "LEDGER",
+        "RUNNING",
+        "DEPLOYED",
+        "BY",
+        "LAST",
+        "ATTEMPT",
+        "STATE",
+    ]
     assert any(line.startswith("web1") and line.rstrip().endswith("current") for line in lines)
     [web2] = [line for line in lines if line.startswith("web2")]
     assert "unreachable: ssh: connect to host port 22" in web2 and "rotated: SECRET v2→v3" in web2

@@ -167,6 +167,15 @@ Volume = Annotated[str, AfterValidator(_volume)]
 UrlPath = Annotated[str, AfterValidator(_path)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[int, Field(ge=1, le=3600)]
+
+
+def _whole(value: float) -> float:
+    # A whole number stays an int, so `interval: 1` renders as 1, not 1.0 (Kamal's validator wants an integer).
+    return int(value) if float(value).is_integer() else value
+
+
+# A health probe interval: whole seconds, or a fraction of one (from 0.1 s) for `strongroom deploy`.
+Interval = Annotated[float, Field(ge=0.1, le=3600), AfterValidator(_whole)]
 Fingerprint = Annotated[
     str,
     _pattern(_FINGERPRINT, "must be an SSH host key fingerprint as ssh-keygen -lf prints it (SHA256:...)"),
@@ -289,7 +298,7 @@ class Healthcheck(Model):
     """How to tell that a new container is ready before it takes traffic."""
 
     path: UrlPath = "/up"
-    interval: Seconds = 1
+    interval: Interval = 1
     timeout: Seconds = 5
     # For `strongroom deploy` only (kamal-proxy checks path on the proxy's app_port): left out of dumps so
     # the Kamal target is unchanged.

@@ -33,6 +33,7 @@ What Kamal 2 (2.3 or later) does with each piece, and so what this renderer refu
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -174,6 +175,8 @@ def _config(body: ManifestBody, clear: ClearLookup) -> dict[str, Any]:
         proxy.update(body.proxy.model_dump(exclude_none=True))
     if body.healthcheck is not None:
         proxy["healthcheck"] = body.healthcheck.model_dump()
+        # Kamal takes whole seconds: a sub-second probe (for `strongroom deploy`) is checked every second.
+        proxy["healthcheck"]["interval"] = math.ceil(body.healthcheck.interval)
     if proxy:
         config["proxy"] = proxy
     if body.registry is not None:

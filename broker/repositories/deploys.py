@@ -121,24 +121,27 @@ async def keys_of(conn: AsyncConnection, deploy_id: str) -> list[DbRow]:
 
 
 async def set_host_keys(
-    conn: AsyncConnection, deploy_id: str, rows: Sequence[tuple[str, str, str, str, int, str]]
+    conn: AsyncConnection, deploy_id: str, host: str, role: str, rows: Sequence[tuple[str, str, int, str]]
 ) -> None:
-    """Replace the (host, role, environment, name, version, fingerprint) rows of a deploy's env files."""
-    await conn.execute(delete(deploy_host_keys).where(deploy_host_keys.c.deploy_id == deploy_id))
+    """Replace the (environment, name, version, fingerprint) rows of one host's env file in a deploy."""
+    c = deploy_host_keys.c
+    await conn.execute(
+        delete(deploy_host_keys).where(c.deploy_id == deploy_id, c.host == host, c.role == role)
+    )
     if rows:
         await conn.execute(
             insert(deploy_host_keys),
             [
                 {
                     "deploy_id": deploy_id,
-                    "host": h,
-                    "role": r,
+                    "host": host,
+                    "role": role,
                     "environment": e,
                     "name": n,
                     "version": v,
                     "fingerprint": f,
                 }
-                for h, r, e, n, v, f in rows
+                for e, n, v, f in rows
             ],
         )
 
@@ -165,25 +168,55 @@ async def host_keys_of(conn: AsyncConnection, deploy_id: str, host: str, role: s
     return list(result.all())
 
 
-async def last_deployed(
-    conn: AsyncConnection, project: str, environment: str, pairs: Sequence[tuple[str, str]]
+async def last_rows(
+    conn: AsyncConnection,
+    project: str,
+    environment: str,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    deployed_only: bool,
 ) -> dict[tuple[str, str], DbRow]:
-    """For each (host, role), its newest `deployed` row in the environment, with the deploy's version and author."""
+    """For each (host, role), its newest row in the environment (`deployed` ones only, or any outcome),
+    with the deploy's version and author."""
     if not pairs:
         return {}
     hosts = sorted({h for h, _r in pairs})
-    result = await conn.execute(
+    query = (
         select(*_HOST, deploys.c.version, deploys.c.principal_name)
         .join(deploys, deploys.c.id == deploy_hosts.c.deploy_id)
         .where(
             deploys.c.project == project,
             deploys.c.environment == environment,
             deploy_hosts.c.host.in_(hosts),
+        )
+        .order_by(deploy_hosts.c.id)
+    )
+    if deployed_only:
+        query = query.where(deploy_hosts.c.outcome == "deployed")
+    out: dict[tuple[str, str], DbRow] = {}
+    for row in (await conn.execute(query)).all():
+        out[(row.host, row.role)] = row  # ascending ids: the newest wins
+    return {pair: out[pair] for pair in pairs if pair in out}
+
+
+async def newest_deployed_by_role(
+    conn: AsyncConnection, project: str, environment: str, roles: Sequence[str]
+) -> dict[str, DbRow]:
+    """For each role, the newest `deployed` row on any host of it in the environment, with the deploy's version."""
+    if not roles:
+        return {}
+    result = await conn.execute(
+        select(*_HOST, deploys.c.version, deploys.c.principal_name)
+        .join(deploys, deploys.c.id == deploy_hosts.c.deploy_id)
+        .where(
+            deploys.c.project == project,
+            deploys.c.environment == environment,
+            deploy_hosts.c.role.in_(sorted(set(roles))),
             deploy_hosts.c.outcome == "deployed",
         )
         .order_by(deploy_hosts.c.id)
     )
-    out: dict[tuple[str, str], DbRow] = {}
+    out: dict[str, DbRow] = {}
     for row in result.all():
-        out[(row.host, row.role)] = row  # ascending ids: the newest wins
-    return {pair: out[pair] for pair in pairs if pair in out}
+        out[row.role] = row
+    return out

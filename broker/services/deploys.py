@@ -186,14 +186,30 @@ class Rotated:
 
 
 @dataclass(frozen=True)
+class LedgerEntry:
+    """A host's ledger row with its deploy's id, version and author."""
+
+    record: HostRecord
+    deploy_id: str
+    version: str
+    by: str
+
+
+@dataclass(frozen=True)
 class HostStatus:
-    """One host: its last ledger row and what would be deployed now."""
+    """One host: its last success, its last attempt, what its role runs elsewhere, and what would be deployed now.
+
+    `attempt` is the newest row of any outcome (the same row as `last` when that attempt succeeded);
+    `behind` is the newest row that deployed another version to a host of the same role after `last`.
+    """
 
     host: str
     role: str
-    last: tuple[HostRecord, str, str, str] | None  # row, deploy id, version, by
+    last: LedgerEntry | None
     expected_env_fingerprint: str
     rotated: list[Rotated]
+    attempt: LedgerEntry | None = None
+    behind: LedgerEntry | None = None
 
 
 # --- the plan ---------------------------------------------------------------------------------------------------
@@ -544,18 +560,8 @@ async def bundle(rt: Runtime, ctx: RequestContext, actor: Actor, *, deploy_id: s
         compiled, values = await _resolve(rt, conn, row.project, plan)
         files = _env_files(rt, compiled, plan)
         served = _served(rt, ctx, values, plan.keys)
+        # What the deploy was served; each host's share goes in the ledger only once it reports it deployed.
         await repo.set_keys(conn, row.id, [(k.environment, k.name, k.version, k.fingerprint) for k in served])
-        # Per host too: status must compare a host with what its own env file held, whatever the manifest says now.
-        by_key = {(k.environment, k.name): k for k in served}
-        await repo.set_host_keys(
-            conn,
-            row.id,
-            [
-                (t.host, t.role, k.environment, k.name, k.version, k.fingerprint)
-                for t in plan.targets
-                for k in (by_key[key] for key in sorted(plan.env_keys[t]) if key in by_key)
-            ],
-        )
         await audit.record(conn, rt, ctx)
     body = plan.body
     env = plan.environment
@@ -587,10 +593,29 @@ async def report_host(
     async with rt.engine.begin() as conn:
         row = await _bound(conn, actor, ctx, deploy_id)
         plan = _plan(_parse(row.project, row.manifest), row.environment, row.hosts, via=row.via)
-        if not any(t.host == host and t.role == role for t in plan.targets):
+        target = next((t for t in plan.targets if t.host == host and t.role == role), None)
+        if target is None:
             raise Invalid("host: not a host of that role in this deploy's plan", field="host")
         if error:
             error = await _redact(rt, conn, row.project, plan, error)
+        # The ledger says a host holds keys only when it ran them: a failed, skipped or unreachable host got
+        # nothing (a later report of the same host replaces an earlier one's keys).
+        served = {(k.environment, k.name): k for k in await repo.keys_of(conn, row.id)}
+        wanted = sorted(plan.env_keys[target])
+        if outcome == "deployed" and wanted and not served:
+            raise Conflict(
+                f"deploys/{row.id}: {host} cannot have been deployed before the bundle was fetched"
+            )
+        held = [served[key] for key in wanted if key in served]
+        await repo.set_host_keys(
+            conn,
+            row.id,
+            host,
+            role,
+            [(k.environment, k.name, k.version, k.fingerprint) for k in held]
+            if outcome == "deployed"
+            else [],
+        )
         now = rt.clock()
         await repo.add_host(
             conn,
@@ -677,7 +702,12 @@ async def status(
         compiled, values = await _resolve(rt, conn, project, env_only)
         files = _env_files(rt, compiled, env_only)
         _served(rt, ctx, values, env_only.keys)
-        last = await repo.last_deployed(conn, project, environment, [(t.host, t.role) for t in plan.targets])
+        pairs = [(t.host, t.role) for t in plan.targets]
+        last = await repo.last_rows(conn, project, environment, pairs, deployed_only=True)
+        attempts = await repo.last_rows(conn, project, environment, pairs, deployed_only=False)
+        newest = await repo.newest_deployed_by_role(
+            conn, project, environment, [t.role for t in plan.targets]
+        )
         received: dict[tuple[str, str], list[DbRow]] = {}
         for (host, role), ledger in last.items():
             received[(host, role)] = await repo.host_keys_of(conn, ledger.deploy_id, host, role)
@@ -702,13 +732,27 @@ async def status(
                 current = value_fingerprint(rt.keys.audit_key, now.value) if now is not None else None
                 if current is None or not hmac.compare_digest(current, key.fingerprint):
                     rotated.append(Rotated(key.name, key.version, now.version if now is not None else None))
+        attempt = attempts.get((target.host, target.role))
         out.append(
             HostStatus(
                 target.host,
                 target.role,
-                (_host(row), row.deploy_id, row.version, row.principal_name) if row is not None else None,
+                _entry(row) if row is not None else None,
                 file.env_fingerprint,
                 rotated,
+                attempt=_entry(attempt) if attempt is not None else None,
+                behind=_behind(row, newest.get(target.role)),
             )
         )
     return out
+
+
+def _entry(row: DbRow) -> LedgerEntry:
+    return LedgerEntry(_host(row), row.deploy_id, row.version, row.principal_name)
+
+
+def _behind(last: DbRow | None, newest: DbRow | None) -> LedgerEntry | None:
+    """The role's newest deployed row, if it came after the host's last success and brought another version."""
+    if newest is None or last is None or newest.id <= last.id or newest.version == last.version:
+        return None
+    return _entry(newest)

@@ -15,6 +15,7 @@ from cli.client.types import (
     DeployHostRecord,
     DeployInfo,
     DeployPlan,
+    HostKeyRecord,
     HostStatus,
     KeyRef,
     LastDeploy,
@@ -146,12 +147,13 @@ class DeploysApi(Transport):
         data = Reader(self._request("POST", path, {"manifest": manifest}), "status")
         out = []
         for item in data.objects("hosts"):
-            last = item.child("last") if item.maybe_object("last") else None
             out.append(
                 HostStatus(
                     host=item.text("host"),
                     role=item.text("role"),
-                    last=_last_deploy(last) if last is not None else None,
+                    last=_maybe_last(item, "last"),
+                    last_attempt=_maybe_last(item, "last_attempt"),
+                    behind=_maybe_last(item, "behind"),
                     expected_env_fingerprint=item.maybe_text("expected_env_fingerprint"),
                     rotated=tuple(
                         Rotated(
@@ -204,7 +206,23 @@ def _deploy_info(data: Reader) -> DeployInfo:
             for item in data.objects_or_none("hosts")
         ),
         keys=_key_refs(data, "keys"),
+        via=data.maybe_text("via") or "ssh",
+        host_keys=tuple(
+            HostKeyRecord(
+                host=item.text("host"),
+                role=item.text("role"),
+                environment=item.text("environment"),
+                name=item.text("name"),
+                version=item.maybe_integer("version"),
+                fingerprint=item.maybe_text("fingerprint"),
+            )
+            for item in data.objects_or_none("host_keys")
+        ),
     )
+
+
+def _maybe_last(data: Reader, key: str) -> LastDeploy | None:
+    return _last_deploy(data.child(key)) if data.maybe_object(key) else None
 
 
 def _last_deploy(data: Reader) -> LastDeploy:
@@ -219,6 +237,7 @@ def _last_deploy(data: Reader) -> LastDeploy:
         at=data.maybe_text("at"),
         by=data.maybe_text("by"),
         outcome=data.maybe_text("outcome"),
+        error=data.maybe_text("error"),
     )
 
 
@@ -280,7 +299,7 @@ def _deploy_plan(data: Reader) -> DeployPlan:
                 path=health.maybe_text("path"),
                 port=health.maybe_integer("port"),
                 cmd=health.maybe_text("cmd"),
-                interval=health.maybe_integer("interval") or 1,
+                interval=health.maybe_number("interval") or 1,
                 timeout=health.maybe_integer("timeout") or 30,
             )
             if health is not None

@@ -85,6 +85,15 @@ class Reader:
     def maybe_integer(self, key: str) -> int | None:
         return None if self._data.get(key) is None else self.integer(key)
 
+    def maybe_number(self, key: str) -> float | None:
+        """An int or float (not a bool), or None when absent or null."""
+        value = self._data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise unexpected(f"{self._where}.{key}", "is not a number")
+        return value
+
     def flag(self, key: str) -> bool:
         value = self._get(key)
         if not isinstance(value, bool):

@@ -326,7 +326,7 @@ class PlanHealthcheck:
     path: str | None
     port: int | None
     cmd: str | None
-    interval: int
+    interval: float  # seconds; a fraction of one allowed
     timeout: int
 
 
@@ -381,8 +381,20 @@ class DeployHostRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class HostKeyRecord:
+    """A secret version one host (in one role) got in its env file, by fingerprint (never the value)."""
+
+    host: str
+    role: str
+    environment: str
+    name: str
+    version: int | None
+    fingerprint: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class DeployInfo:
-    """A deploy as the broker records it (`hosts` and `keys` only when read one by one)."""
+    """A deploy as the broker records it (`hosts`, `keys` and `host_keys` only when read one by one)."""
 
     id: str
     project: str
@@ -396,6 +408,8 @@ class DeployInfo:
     by: str
     hosts: tuple[DeployHostRecord, ...] = ()
     keys: tuple[KeyRef, ...] = ()
+    via: str = "ssh"
+    host_keys: tuple[HostKeyRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,7 +455,7 @@ class DeployBundle:
 
 @dataclass(frozen=True, slots=True)
 class LastDeploy:
-    """What the ledger says runs on a host."""
+    """A host's ledger row: what the ledger says runs there, or its newest attempt."""
 
     deploy_id: str | None
     version: str | None
@@ -450,6 +464,7 @@ class LastDeploy:
     at: str | None
     by: str | None
     outcome: str | None
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -470,6 +485,8 @@ class HostStatus:
     last: LastDeploy | None
     expected_env_fingerprint: str | None
     rotated: tuple[Rotated, ...]
+    last_attempt: LastDeploy | None = None  # the newest deploy that tried the host, whatever its outcome
+    behind: LastDeploy | None = None  # a newer version deployed to its role since `last`
 
     @property
     def drift(self) -> bool:

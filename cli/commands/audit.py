@@ -78,7 +78,11 @@ def audit_group() -> None:
     help="Every event that touched this key, by any route: read, reveal, run, export, compile, kamal fetch, "
     "deploy bundle, write, refusal.",
 )
-@click.option("--action", metavar="ACTION", help="An action (secret.read) or a prefix (secret.*).")
+@click.option(
+    "--action",
+    metavar="ACTION",
+    help="An action (secret.read), a family (secret: all of secret.*) or a prefix (secret.*).",
+)
 @click.option("--outcome", type=click.Choice(OUTCOMES), help="Only this outcome.")
 @click.option("--since", metavar="WHEN", help="ISO 8601 date or time (UTC), or an age: 90d, 12h, 30m.")
 @click.option("--until", metavar="WHEN", help="Before this time (same forms as --since).")

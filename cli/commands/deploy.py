@@ -1,4 +1,5 @@
-"""`strongroom deploy`, `deploy status` and `rollback`: build, push and start a version on every host.
+"""`strongroom deploy`, `deploy status`, `deploy list`, `deploy show` and `rollback`: build, push and start a
+version on every host, and the ledger's view of it.
 
 Callbacks stay short: options → cli.deploy.engine (which talks to the broker and runs docker and ssh) →
 a summary. See docs/deploy.md for what happens and what it promises.
@@ -7,6 +8,7 @@ a summary. See docs/deploy.md for what happens and what it promises.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +21,7 @@ from cli.options import F, check_slug, json_option
 from cli.session import Session
 
 if TYPE_CHECKING:
-    from cli.client import BrokerClient
+    from cli.client import BrokerClient, DeployInfo, LastDeploy
     from cli.deploy.engine import DeployReport
     from cli.deploy.status import HostState
 
@@ -332,8 +334,9 @@ def status_command(
 ) -> None:
     """Per host: what runs there (over ssh) against the ledger and what a deploy would give it now.
 
-    States: current, drift (env or version not what they should be), rotated (secrets changed since the
-    deploy), missing (no running container), unreachable, never deployed. Exit 1 unless every host is
+    States: current, failed (its last attempt failed; it runs what it ran before), behind (a newer version
+    went to its role since), drift (env or version not what they should be), rotated (secrets changed since
+    the deploy), missing (no running container), unreachable, never deployed. Exit 1 unless every host is
     current.
     """
     from cli.deploy.status import host_states
@@ -356,9 +359,15 @@ def status_command(
             row = [state.status.host, state.status.role, _short(last.version if last else None)]
             if not ledger_only:
                 row.append(_short(running.version) if running else "-")
-            row += [(last.at or "-") if last else "-", (last.by or "-") if last else "-", state.describe()]
+            attempt = state.status.last_attempt
+            row += [
+                (last.at or "-") if last else "-",
+                (last.by or "-") if last else "-",
+                f"{attempt.outcome or '-'} {_short(attempt.version)}" if attempt else "-",
+                state.describe(),
+            ]
             rows.append(tuple(row))
-        headers = ["HOST", "ROLE", "LEDGER", "RUNNING", "DEPLOYED", "BY", "STATE"]
+        headers = ["HOST", "ROLE", "LEDGER", "RUNNING", "DEPLOYED", "BY", "LAST ATTEMPT", "STATE"]
         if ledger_only:
             headers.remove("RUNNING")
         output.emit_table(headers, rows, empty="No hosts.")
@@ -368,6 +377,21 @@ def status_command(
 
 def _short(version: str | None) -> str:
     return version[:12] if version else "-"
+
+
+def _ledger_json(row: LastDeploy | None) -> dict[str, object] | None:
+    if row is None:
+        return None
+    return {
+        "deploy_id": row.deploy_id,
+        "version": row.version,
+        "image_digest": row.image_digest,
+        "env_fingerprint": row.env_fingerprint,
+        "at": row.at,
+        "by": row.by,
+        "outcome": row.outcome,
+        "error": row.error,
+    }
 
 
 def _state_json(state: HostState) -> dict[str, object]:
@@ -381,17 +405,9 @@ def _state_json(state: HostState) -> dict[str, object]:
         "inspected": state.inspected,
         "error": state.error,
         "expected_env_fingerprint": h.expected_env_fingerprint,
-        "last": None
-        if h.last is None
-        else {
-            "deploy_id": h.last.deploy_id,
-            "version": h.last.version,
-            "image_digest": h.last.image_digest,
-            "env_fingerprint": h.last.env_fingerprint,
-            "at": h.last.at,
-            "by": h.last.by,
-            "outcome": h.last.outcome,
-        },
+        "last": _ledger_json(h.last),
+        "last_attempt": _ledger_json(h.last_attempt),
+        "behind": _ledger_json(h.behind),
         "running": None
         if running is None
         else {
@@ -412,6 +428,174 @@ def _state_json(state: HostState) -> dict[str, object]:
             for r in h.rotated
         ],
     }
+
+
+@deploy_group.command("list")
+@_environment_option(required=True)
+@_project_option
+@_manifest_option
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100),
+    default=20,
+    show_default=True,
+    help="How many deploys, newest first (1-100).",
+)
+@json_option
+@click.pass_obj
+def list_command(
+    session: Session,
+    environment: str,
+    project: str | None,
+    manifest_path: Path,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """The ledger: ENVIRONMENT's deploys and rollbacks, newest first (see `deploy show ID` for one)."""
+    if project is None:
+        project = pick_project(project, read_manifest(manifest_path))
+    found = session.client().list_deploys(project=project, environment=environment, limit=limit)
+    if as_json:
+        output.emit_json({"deploys": [_deploy_json(d) for d in found]})
+        return
+    rows = [
+        (d.id, d.kind, _short(d.version), d.status, d.started_at, _took(d.started_at, d.finished_at), d.by)
+        for d in found
+    ]
+    output.emit_table(
+        ["ID", "KIND", "VERSION", "STATUS", "STARTED", "TOOK", "BY"],
+        rows,
+        empty=f"No deploys of {project}/{environment} in the ledger.",
+    )
+
+
+@deploy_group.command("show")
+@click.argument("deploy_id", metavar="ID")
+@json_option
+@click.pass_obj
+def show_command(session: Session, deploy_id: str, as_json: bool) -> None:
+    """One deploy from the ledger: its hosts and outcomes, image digest, env fingerprints, the secret
+    versions each host got (by fingerprint, never a value), who started it and how long it took."""
+    found = session.client().get_deploy(deploy_id=deploy_id.strip())
+    if as_json:
+        output.emit_json(_deploy_json(found, detail=True))
+        return
+    output.emit_fields(
+        [
+            ("deploy", found.id),
+            (
+                "what",
+                f"{found.kind} of {found.service} {found.version} to {found.project}/{found.environment}",
+            ),
+            ("via", found.via),
+            ("status", found.status),
+            ("by", found.by),
+            ("started", found.started_at),
+            ("finished", found.finished_at or "-"),
+            ("took", _took(found.started_at, found.finished_at)),
+        ]
+    )
+    click.echo("")
+    output.emit_table(
+        ["HOST", "ROLE", "OUTCOME", "AT", "IMAGE DIGEST", "ENV FINGERPRINT", "ERROR"],
+        [
+            (
+                h.host,
+                h.role,
+                h.outcome,
+                _after(found.started_at, h.at),
+                h.image_digest or "-",
+                h.env_fingerprint or "-",
+                (h.error or "").splitlines()[0][:120] if h.error else "",
+            )
+            for h in found.hosts
+        ],
+        empty="No host has reported yet.",
+    )
+    click.echo("")
+    held = {(k.environment, k.name) for k in found.host_keys}
+    rows = [
+        (k.host, k.role, f"{k.environment}/{k.name}", f"v{k.version}", k.fingerprint or "-")
+        for k in found.host_keys
+    ]
+    # The registry password and build secrets are served to the deploy, not to a host's env file.
+    rows += [
+        ("-", "-", f"{k.environment}/{k.name}", f"v{k.version}" if k.version else "-", k.fingerprint or "-")
+        for k in found.keys
+        if (k.environment, k.name) not in held
+    ]
+    output.emit_table(["HOST", "ROLE", "KEY", "VERSION", "FINGERPRINT"], rows, empty="No secret was served.")
+
+
+def _when(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _took(started: str | None, finished: str | None) -> str:
+    start, end = _when(started), _when(finished)
+    if start is None or end is None:
+        return "-"
+    return f"{(end - start).total_seconds():.1f} s"
+
+
+def _after(started: str | None, at: str | None) -> str:
+    """A host's report time as seconds after the deploy started (its timing), else as given."""
+    start, end = _when(started), _when(at)
+    if start is None or end is None:
+        return at or "-"
+    return f"+{(end - start).total_seconds():.1f} s"
+
+
+def _deploy_json(d: DeployInfo, *, detail: bool = False) -> dict[str, object]:
+    out: dict[str, object] = {
+        "id": d.id,
+        "project": d.project,
+        "environment": d.environment,
+        "service": d.service,
+        "version": d.version,
+        "kind": d.kind,
+        "via": d.via,
+        "status": d.status,
+        "started_at": d.started_at,
+        "finished_at": d.finished_at,
+        "by": d.by,
+    }
+    if detail:
+        out["hosts"] = [
+            {
+                "host": h.host,
+                "role": h.role,
+                "outcome": h.outcome,
+                "container": h.container,
+                "image_digest": h.image_digest,
+                "env_fingerprint": h.env_fingerprint,
+                "error": h.error,
+                "at": h.at,
+            }
+            for h in d.hosts
+        ]
+        out["keys"] = [
+            {"environment": k.environment, "name": k.name, "version": k.version, "fingerprint": k.fingerprint}
+            for k in d.keys
+        ]
+        out["host_keys"] = [
+            {
+                "host": k.host,
+                "role": k.role,
+                "environment": k.environment,
+                "name": k.name,
+                "version": k.version,
+                "fingerprint": k.fingerprint,
+            }
+            for k in d.host_keys
+        ]
+    return out
 
 
 @click.command("rollback")

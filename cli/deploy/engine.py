@@ -55,6 +55,9 @@ LOCAL_TIMEOUT = 60.0
 # Of the deploy token's life, what the build and push leave for the hosts, the reports and finish
 # (capped at a third of --ttl, so a short TTL still leaves the build something).
 HOST_MARGIN_SECONDS = 120.0
+# The least a deploy token must leave the build and push (capped at a third of --ttl too): a token that
+# cannot cover it and the hosts' margin is refused before anything is fetched, built or started.
+BUILD_FLOOR_SECONDS = 60.0
 TAIL_LINES = 15
 # Docker config keys that hold or reach registry credentials: never copied into the throwaway config.
 _CREDENTIAL_KEYS = frozenset({"auths", "credsStore", "credHelpers"})
@@ -297,7 +300,8 @@ class DeployEngine:
         # revokes the token (SECURITY G45).
         try:
             self._ttl = request.ttl_seconds
-            self._token_deadline = _token_deadline(created.expires_at, request.ttl_seconds)
+            granted = _granted_seconds(created)
+            self._token_deadline = _token_deadline(created.expires_at, request.ttl_seconds, granted)
             if created.deploy is None:
                 raise CliError("the broker answered the deploy without a deploy record; nothing was started")
             report.image = plans.image_ref(created.plan)
@@ -306,6 +310,14 @@ class DeployEngine:
                 f"{request.project}/{request.environment}; deploy token good for {len(created.keys)} keys "
                 f"until {created.expires_at}"
             )
+            shortened = granted is not None and granted < request.ttl_seconds - 1
+            if shortened:
+                self.say(
+                    f"note: the deploy token lives {max(granted or 0.0, 0.0):.0f} s, not --ttl "
+                    f"{request.ttl_seconds}: it cannot outlive the credential that started it, which ends "
+                    f"at {created.expires_at}"
+                )
+            self._check_token_life(request, shortened=shortened)
             self._execute(request, created, deploy_client, report)
         except CliError as exc:
             report.error = self.redactor(exc.message)
@@ -319,6 +331,26 @@ class DeployEngine:
             finally:
                 deploy_client.close()
         return report
+
+    def _check_token_life(self, request: DeployRequest, *, shortened: bool) -> None:
+        """Refuse, before any host is touched, a token that cannot last the build and the hosts' margin."""
+        if self._token_deadline is None:
+            return
+        margin = min(HOST_MARGIN_SECONDS, self._ttl / 3)
+        build = min(BUILD_FLOOR_SECONDS, self._ttl / 3) if request.kind == "deploy" else 0.0
+        life = self._token_deadline - time.monotonic()
+        if life >= margin + build:
+            return
+        kept = f"the {build:g} s kept for the build and push and " if build else ""
+        advice = (
+            "log in again (or use a credential that lives longer) and deploy again"
+            if shortened
+            else "deploy again with a longer --ttl (at most 3600)"
+        )
+        raise CliError(
+            f"the deploy token lives {max(life, 0.0):.0f} s, less than {kept}the {margin:g} s kept for the "
+            f"hosts: nothing was fetched, built, pushed or started; {advice}"
+        )
 
     def _execute(
         self,
@@ -654,15 +686,32 @@ def _message(exc: Exception) -> str:
     return exc.message if isinstance(exc, CliError) else f"{type(exc).__name__}: {exc}"
 
 
-def _token_deadline(expires_at: str | None, ttl_seconds: int) -> float | None:
-    """When (time.monotonic()) the deploy token dies: its expiry, never later than --ttl from now."""
-    life = float(ttl_seconds)
-    if expires_at:
-        with contextlib.suppress(ValueError):
-            expiry = datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
-            if expiry.tzinfo is None:
-                expiry = expiry.replace(tzinfo=UTC)
-            life = min(life, (expiry - datetime.now(UTC)).total_seconds())
+def _when(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _granted_seconds(created: CreatedDeploy) -> float | None:
+    """The deploy token's life as the broker granted it (its expiry less the deploy's start, both the broker's
+    clock, so a skewed local clock cannot hide a shortening); None if the answer lacks either."""
+    expiry = _when(created.expires_at)
+    started = _when(created.deploy.started_at) if created.deploy is not None else None
+    if expiry is None or started is None:
+        return None
+    return (expiry - started).total_seconds()
+
+
+def _token_deadline(expires_at: str | None, ttl_seconds: int, granted: float | None = None) -> float | None:
+    """When (time.monotonic()) the deploy token dies: its expiry, never later than --ttl (or its grant) from now."""
+    life = float(ttl_seconds) if granted is None else min(float(ttl_seconds), granted)
+    expiry = _when(expires_at)
+    if expiry is not None:
+        life = min(life, (expiry - datetime.now(UTC)).total_seconds())
     return time.monotonic() + life if ttl_seconds > 0 else None
 
 

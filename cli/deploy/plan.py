@@ -203,4 +203,6 @@ def health_wait(plan: DeployPlan) -> str:
     if "--health-start-period" in options:
         period = options[options.index("--health-start-period") + 1].removesuffix("s")
         grace = f", failures ignored during a {period} s start period"
-    return f"{check}, tried every {script_check.interval} s{grace}, giving up after {script_check.timeout} s"
+    return (
+        f"{check}, tried every {script_check.interval:g} s{grace}, giving up after {script_check.timeout} s"
+    )

@@ -5,6 +5,9 @@ fingerprint a deploy would render now and the secrets rotated since. Each host t
 deployed to is then inspected over ssh (one connection per host, the status script of cli.plans.remote:
 the labels of the service's containers, never their environment), so the verdict is about what actually
 runs. States, in the order they are shown:
+- `failed`: the host's newest attempt (a deploy that tried it after its last success) failed or skipped it;
+  the host still runs what it ran before (the ledger gives it no keys from that attempt);
+- `behind`: a newer version was deployed to another host of its role since its last success;
 - `unreachable`: the host could not be inspected (the error says why); the other hosts are still reported;
 - `missing`: no running container of the service's role;
 - `drift`: the running container's env fingerprint is not what a deploy would give now, or it runs
@@ -36,6 +39,8 @@ UNREACHABLE = "unreachable"
 MISSING = "missing"
 DRIFT = "drift"
 ROTATED = "rotated"
+FAILED = "failed"
+BEHIND = "behind"
 
 
 class StatusRemote(Protocol):
@@ -98,10 +103,28 @@ def judge(
 ) -> HostState:
     """The verdict for one (host, role); `containers` is what the host runs (None when not inspected)."""
     last = status.last
-    if last is None:
-        return HostState(status, (NEVER,), (NEVER,))
     states: list[str] = []
     details: list[str] = []
+    attempt = status.last_attempt
+    if (
+        attempt is not None
+        and attempt.outcome != "deployed"
+        and (last is None or attempt.deploy_id != last.deploy_id)
+    ):
+        states.append(FAILED)
+        reason = (attempt.error or "").splitlines()[0][:160] if attempt.error else "no reason recorded"
+        details.append(
+            f"failed: deploy {(attempt.deploy_id or '')[:8]} of {_short(attempt.version)} "
+            f"({attempt.outcome}): {reason}"
+        )
+    if last is None:
+        return HostState(status, (*states, NEVER), (*details, NEVER))
+    if status.behind is not None:
+        states.append(BEHIND)
+        details.append(
+            f"behind: runs {_short(last.version)}; {_short(status.behind.version)} was deployed to its role "
+            f"since (deploy {(status.behind.deploy_id or '')[:8]})"
+        )
     running: ContainerInfo | None = None
     expected = status.expected_env_fingerprint
     if not inspected:
@@ -142,6 +165,10 @@ def judge(
     if not states:
         return HostState(status, (CURRENT,), (CURRENT,), running=running, inspected=inspected)
     return HostState(status, tuple(states), tuple(details), running=running, error=error, inspected=inspected)
+
+
+def _short(version: str | None) -> str:
+    return version[:12] if version else "-"
 
 
 def inspect_hosts(

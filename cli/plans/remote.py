@@ -29,6 +29,7 @@ publishes ports (`publish` in its options) cannot do that, since the port is tak
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -173,6 +174,15 @@ def command_words(cmd: object, *, field_name: str = "cmd") -> list[str]:
     raise ScriptError(f"{field_name}: a string or a list of strings")
 
 
+def _interval(value: object) -> float:
+    """healthcheck.interval: seconds from 0.1 to 300 (a whole number stays an int)."""
+    if value is None:
+        return DEFAULT_HEALTH_INTERVAL
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.1 <= value <= 300:
+        raise ScriptError(f"healthcheck.interval {value!r}: a number of seconds from 0.1 to 300")
+    return int(value) if float(value).is_integer() else float(value)
+
+
 def _seconds(value: object, field_name: str, default: int, *, low: int = 1, high: int = 3600) -> int:
     if value is None:
         return default
@@ -186,9 +196,14 @@ class Health:
     """How the new container proves it works: a shell command inside it, probed every `interval` seconds."""
 
     cmd: str
-    interval: int
+    interval: float  # seconds; a fraction of one probes faster than docker's whole-second default
     timeout: int  # how long the deploy waits for "healthy"
     retries: int = 3
+
+    @property
+    def poll(self) -> str:
+        """Seconds between the deploy script's looks at the container: its probe interval, 0.1 to 0.5."""
+        return f"{max(0.1, min(self.interval, 0.5)):g}"
 
     def options(self) -> list[str]:
         """The `docker run` health options; docker ignores failed checks during the start period."""
@@ -196,9 +211,9 @@ class Health:
             "--health-cmd",
             self.cmd,
             "--health-interval",
-            f"{self.interval}s",
+            f"{self.interval:g}s",
             "--health-timeout",
-            f"{max(1, min(self.interval, 30))}s",
+            f"{max(1, min(math.ceil(self.interval), 30))}s",
             "--health-retries",
             str(self.retries),
             # An app may take all of the timeout to boot: its failed checks until then do not count.
@@ -211,7 +226,7 @@ def health_from_plan(check: Mapping[str, Any] | None) -> Health | None:
     """The plan's healthcheck (`cmd`, or an HTTP GET of `path` on `port` with wget or curl) as a Health."""
     if not check:
         return None
-    interval = _seconds(check.get("interval"), "healthcheck.interval", DEFAULT_HEALTH_INTERVAL, high=300)
+    interval = _interval(check.get("interval"))
     timeout = _seconds(check.get("timeout"), "healthcheck.timeout", DEFAULT_HEALTH_TIMEOUT)
     cmd = check.get("cmd")
     if cmd:
@@ -571,7 +586,7 @@ while :; do
     esac
     fail health "the new container is $verdict; last check: $(lastline "$log")"
   fi
-  sleep 0.5 2>/dev/null || sleep 1
+  sleep "$poll" 2>/dev/null || sleep 1
 done
 # From here docker restarts it by the role's policy. An exit since the last poll left it exited: not up.
 docker update --restart "$restart_policy" "$cid" >/dev/null 2>&1 \
@@ -638,6 +653,7 @@ def deploy(script: DeployScript) -> str:
             _assign("wait_seconds", str(script.wait_seconds)),
             _assign("start_period", str(script.health.timeout if script.health else 0)),
             _assign("readiness_delay", str(script.readiness_delay)),
+            _assign("poll", script.health.poll if script.health else "0.5"),
             _assign("restart_policy", script.restart_policy),
         )
     )

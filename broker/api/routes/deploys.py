@@ -242,6 +242,22 @@ async def get_deploy(deploy_id: str, rt: RuntimeDep, ctx: CtxDep, actor: ActorDe
     )
 
 
+def _last(entry: svc.LedgerEntry | None) -> LastOut | None:
+    if entry is None:
+        return None
+    record = entry.record
+    return LastOut(
+        deploy=entry.deploy_id,
+        version=entry.version,
+        image_digest=record.image_digest,
+        env_fingerprint=record.env_fingerprint,
+        at=record.at,
+        by=entry.by,
+        outcome=record.outcome,
+        error=record.error,
+    )
+
+
 @router.post(ENV + "/deploys/status", response_model=DeployStatusOut)
 async def deploy_status(
     project: str,
@@ -253,32 +269,21 @@ async def deploy_status(
 ) -> DeployStatusOut:
     """Per host: what the ledger says runs there against what would be compiled now (drift, rotations)."""
     found = await svc.status(rt, ctx, actor, project=project, environment=environment, manifest=body.manifest)
-    hosts = []
-    for h in found:
-        last = None
-        if h.last is not None:
-            record, deploy_id, version, by = h.last
-            last = LastOut(
-                deploy=deploy_id,
-                version=version,
-                image_digest=record.image_digest,
-                env_fingerprint=record.env_fingerprint,
-                at=record.at,
-                by=by,
-                outcome=record.outcome,
-            )
-        hosts.append(
-            StatusHostOut(
-                host=h.host,
-                role=h.role,
-                last=last,
-                expected_env_fingerprint=h.expected_env_fingerprint,
-                rotated=[
-                    RotatedOut(
-                        name=r.name, deployed_version=r.deployed_version, current_version=r.current_version
-                    )
-                    for r in h.rotated
-                ],
-            )
+    hosts = [
+        StatusHostOut(
+            host=h.host,
+            role=h.role,
+            last=_last(h.last),
+            last_attempt=_last(h.attempt),
+            behind=_last(h.behind),
+            expected_env_fingerprint=h.expected_env_fingerprint,
+            rotated=[
+                RotatedOut(
+                    name=r.name, deployed_version=r.deployed_version, current_version=r.current_version
+                )
+                for r in h.rotated
+            ],
         )
+        for h in found
+    ]
     return DeployStatusOut(hosts=hosts)

@@ -184,7 +184,7 @@ class HealthcheckOut(BaseModel):
     path: str
     port: int | None
     cmd: str | None
-    interval: int
+    interval: int | float = Field(description="Seconds between probes (a fraction of one allowed)")
     timeout: int
 
 
@@ -236,7 +236,7 @@ class BundleOut(BaseModel):
 
 
 class LastOut(BaseModel):
-    """The newest ledger row that deployed to a host."""
+    """A host's ledger row: the newest that deployed there, or its newest attempt whatever the outcome."""
 
     deploy: str
     version: str
@@ -245,6 +245,7 @@ class LastOut(BaseModel):
     at: datetime
     by: str
     outcome: str
+    error: str | None = None
 
 
 class RotatedOut(BaseModel):
@@ -260,7 +261,14 @@ class StatusHostOut(BaseModel):
 
     host: str
     role: str
-    last: LastOut | None
+    last: LastOut | None = Field(description="The newest deploy that deployed to the host")
+    last_attempt: LastOut | None = Field(
+        default=None, description="The newest deploy that tried the host, whatever its outcome"
+    )
+    behind: LastOut | None = Field(
+        default=None,
+        description="The newest deploy of another version to a host of this role since `last` (null: none)",
+    )
     expected_env_fingerprint: str
     rotated: list[RotatedOut]
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import or_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.audit.fingerprint import fingerprint, is_fingerprint
@@ -118,10 +119,17 @@ def _conditions(q: EventQuery, now: datetime) -> tuple[list[Any], Network | None
     if q.action is not None:
         if not re.fullmatch(r"[a-z0-9._-]{1,64}\*?", q.action):
             raise Invalid(
-                "action: an action name such as secret.read, or a prefix such as secret.*", field="action"
+                "action: an action name such as secret.read, a family such as secret, or a prefix such as "
+                "secret.*",
+                field="action",
             )
         if q.action.endswith("*"):
             where.append(col("action").startswith(q.action[:-1], autoescape=True))
+        elif "." not in q.action:
+            # A family name as people type it (`deploy`): its actions (deploy.*), and one so named if any.
+            where.append(
+                or_(col("action") == q.action, col("action").startswith(q.action + ".", autoescape=True))
+            )
         else:
             where.append(col("action") == q.action)
     if q.outcome is not None:

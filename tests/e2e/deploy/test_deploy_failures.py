@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +232,75 @@ def test_deploy_status_reports_an_unreachable_host_and_still_the_others(
     assert rows["web1"].rstrip().endswith("current"), r.out.stdout
     assert "unreachable: " in rows["web2"] and "127.0.0.254" in rows["web2"], r.out.stdout
     assert "never deployed" in rows[lab.unreachable], r.out.stdout
+
+
+def test_a_host_that_comes_back_after_a_partial_deploy_is_brought_current(
+    lab: deploy_lab.Lab, deploy_broker: DeployBroker, edge: dict[str, str], partial: Run, tmp_path: Path
+) -> None:
+    """Issue 17 with the real parts: reach-all's v1 runs on web1 and web2 (the partial deploy above); v2 goes
+    out while web2 is down. The ledger gives web2 no keys (`deploy list` and `deploy show` say so, values
+    never shown), status says it failed and is behind (exit 1, with and without ssh), and `deploy --hosts
+    web2` of v2 brings it current (exit 0)."""
+    hosts = ["web1", "web2"]
+    down = tmp_path / "ssh_config"  # web2 at an address nothing listens on; web1 as the lab has it
+    down.write_text(
+        lab.hosts["web1"].ssh.config_block("web1", lab.known_hosts)
+        + sshd.config_block("web2", "127.0.0.254", lab.ssh_port, lab.client_key, lab.known_hosts)
+    )
+    project_dir(tmp_path, lab, "v2", service="reach-all", hosts=hosts)
+    went = run(lab, deploy_broker, "deploy", "-e", ENV, "--version", "v2", cwd=tmp_path, env={
+        "STRONGROOM_SSH_CONFIG": str(down)
+    })  # fmt: skip
+    assert went.out.returncode == 1, went.out.stdout + went.out.stderr
+    row = ledger(deploy_broker, "reach-all")
+    assert row["status"] == "partial"
+    assert {h["host"]: h["outcome"] for h in row["hosts"]} == {"web1": "deployed", "web2": "failed"}
+    assert {k["host"] for k in row["host_keys"]} == {"web1"}  # web2 received nothing
+
+    listed = run(lab, deploy_broker, "deploy", "list", "-e", ENV, "--json", cwd=tmp_path)
+    assert listed.out.returncode == 0, listed.out.stderr
+    newest = json.loads(listed.out.stdout)["deploys"][0]
+    assert (newest["id"], newest["version"], newest["status"], newest["via"]) == (
+        row["id"],
+        "v2",
+        "partial",
+        "ssh",
+    )
+    shown = run(lab, deploy_broker, "deploy", "show", row["id"], "--json", cwd=tmp_path)
+    assert shown.out.returncode == 0, shown.out.stderr
+    detail = json.loads(shown.out.stdout)
+    assert detail["hosts"] == row["hosts"] and detail["host_keys"] == row["host_keys"]
+    assert {k["name"] for k in detail["keys"]} == {"APP_SECRET", "BUILD_TOKEN", "REGISTRY_PASSWORD"}
+    table = run(lab, deploy_broker, "deploy", "show", row["id"], cwd=tmp_path)
+    assert table.out.returncode == 0, table.out.stderr
+    web1_key = next(k for k in row["host_keys"] if k["name"] == "APP_SECRET")
+    assert web1_key["fingerprint"] in table.out.stdout and "partial" in table.out.stdout
+    assert any(line.startswith("web2") and "failed" in line for line in table.out.stdout.splitlines())
+    for value in edge.values():
+        assert value not in listed.out.stdout + shown.out.stdout + table.out.stdout
+
+    for flags in (["--ledger-only"], []):
+        status = run(lab, deploy_broker, "deploy", "status", "-e", ENV, "--json", *flags, cwd=tmp_path)
+        assert status.out.returncode == 1, status.out.stdout + status.out.stderr
+        by_host = {h["host"]: h for h in json.loads(status.out.stdout)["hosts"]}
+        assert by_host["web1"]["state"] == "current", by_host["web1"]
+        web2 = by_host["web2"]
+        assert web2["states"][:2] == ["failed", "behind"], web2
+        assert (web2["last"]["version"], web2["last_attempt"]["version"]) == ("v1", "v2")
+        assert web2["last_attempt"]["outcome"] == "failed" and web2["behind"]["version"] == "v2"
+    table = run(lab, deploy_broker, "deploy", "status", "-e", ENV, "--ledger-only", cwd=tmp_path)
+    web2_row = next(line for line in table.out.stdout.splitlines() if line.startswith("web2"))
+    assert "failed" in web2_row and "behind" in web2_row and "v2" in web2_row, table.out.stdout
+
+    back = run(lab, deploy_broker, "deploy", "-e", ENV, "--version", "v2", "--hosts", "web2", cwd=tmp_path)
+    assert back.out.returncode == 0, back.out.stdout + back.out.stderr
+    [container] = [c for c in service_containers(lab, "web2", "reach-all") if c["State"]["Running"]]
+    assert container["Config"]["Labels"]["strongroom.version"] == "v2"
+    status = run(lab, deploy_broker, "deploy", "status", "-e", ENV, "--json", cwd=tmp_path)
+    assert status.out.returncode == 0, status.out.stdout + status.out.stderr
+    web2 = {h["host"]: h for h in json.loads(status.out.stdout)["hosts"]}["web2"]
+    assert web2["state"] == "current" and web2["running"]["version"] == "v2"
+    assert web2["last_attempt"]["deploy_id"] == web2["last"]["deploy_id"] and web2["behind"] is None
 
 
 def test_hosts_may_be_ssh_config_aliases_with_their_own_port(

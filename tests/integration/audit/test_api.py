@@ -213,3 +213,14 @@ def test_checkpoints_and_status(api: AuditApi) -> None:
     assert status["head"]["seq"] >= signed.seq and status["read_only"] is None
     assert status["last_checkpoint"]["checkpoint"]["seq"] == signed.seq
     assert {s["name"] for s in status["sinks"]} >= {"database"}
+
+
+def test_an_action_family_name_finds_the_whole_family(api: AuditApi) -> None:
+    """Issue 17: `--action secret` as people type it finds what `secret.*` finds; a part of a name finds nothing."""
+    _, auditor, _ = journey(api)
+    family = events(api, auditor, action="secret", actor="ci")["events"]
+    assert family and family == events(api, auditor, action="secret.*", actor="ci")["events"]
+    assert {e["action"] for e in family} == {"secret.read"}
+    assert events(api, auditor, action="secre", actor="ci")["events"] == []
+    r = api.client.get("/v1/audit/events", params={"action": "Secret"}, headers=auditor)
+    assert r.status_code == 400 and "a family such as secret" in r.text

@@ -550,3 +550,78 @@ def test_the_deploy_mode_is_in_the_audit_record(shop: Shop) -> None:
     event = shop.broker.audit_of(r)
     assert event["action"] == "deploy.create"
     assert event["reason"] == f"via kamal: the deploy token reads {len(KAMAL_KEYS)} keys"
+
+
+def _deploy(
+    shop: Shop, token: str, version: str, outcomes: dict[str, str], **body: Any
+) -> tuple[str, dict[tuple[str, str], str]]:
+    """Start a deploy, fetch its bundle, report each (host) with its outcome and finish; id and fingerprints."""
+    started = shop.started(token, version=version, **body)
+    dt, did = started["token"], started["deploy"]["id"]
+    r = shop.call("POST", f"/v1/deploys/{did}/bundle", dt)
+    assert r.status_code == 200, r.text
+    files = {(h["host"], h["role"]): h["env_fingerprint"] for h in r.json()["hosts"]}
+    for (host, role), env_fingerprint in files.items():
+        outcome = outcomes.get(host, "deployed")
+        report: dict[str, Any] = {"host": host, "role": role, "outcome": outcome}
+        if outcome == "deployed":
+            report["env_fingerprint"] = env_fingerprint
+        else:
+            report["error"] = f"{host}: ssh: connect to host {host} port 22: Connection refused"
+        assert shop.call("POST", f"/v1/deploys/{did}/hosts", dt, report).status_code == 201
+    overall = "succeeded" if set(outcomes.values()) <= {"deployed"} else "partial"
+    assert shop.call("POST", f"/v1/deploys/{did}/finish", dt, {"outcome": overall}).status_code == 200
+    return did, files
+
+
+def test_a_failed_host_gets_no_keys_and_status_shows_the_failed_attempt_until_a_deploy_reaches_it(
+    shop: Shop,
+) -> None:
+    """Issue 17: the ledger records only what a host received and ran; status keeps the failure in view."""
+    token = deployer(shop)
+    first, _files = _deploy(shop, token, "v1", {})
+    shop.broker.clock.advance(1)
+    second, _files = _deploy(shop, token, "v2", {"web2": "failed"})
+    detail = shop.client.get(f"/v1/deploys/{second}", headers=bearer(token)).json()
+    assert {(h["host"], h["outcome"]) for h in detail["hosts"]} == {
+        ("web1", "deployed"),
+        ("web2", "failed"),
+        ("job1", "deployed"),
+    }
+    assert {k["host"] for k in detail["host_keys"]} == {"web1", "job1"}  # web2 received nothing
+    assert [k["name"] for k in detail["keys"]] == PLAN_KEYS  # what the deploy itself was served
+
+    now = status(shop, token)
+    web2 = now[("web2", "web")]
+    assert (web2["last"]["deploy"], web2["last"]["version"]) == (first, "v1")
+    assert web2["last_attempt"]["deploy"] == second and web2["last_attempt"]["outcome"] == "failed"
+    assert "Connection refused" in web2["last_attempt"]["error"]
+    assert (web2["behind"]["deploy"], web2["behind"]["version"]) == (second, "v2")
+    web1 = now[("web1", "web")]
+    assert web1["last"]["deploy"] == web1["last_attempt"]["deploy"] == second and web1["behind"] is None
+    assert now[("job1", "job")]["behind"] is None  # another role: job1 is judged against job hosts only
+
+    # The host comes back: a deploy of v2 to it alone brings it current.
+    shop.broker.clock.advance(1)
+    third, _files = _deploy(shop, token, "v2", {}, hosts=["web2"])
+    web2 = status(shop, token)[("web2", "web")]
+    assert web2["last"]["deploy"] == web2["last_attempt"]["deploy"] == third
+    assert web2["last"]["version"] == "v2" and web2["behind"] is None and web2["rotated"] == []
+    detail = shop.client.get(f"/v1/deploys/{third}", headers=bearer(token)).json()
+    assert {k["host"] for k in detail["host_keys"]} == {"web2"}
+
+
+def test_a_host_cannot_report_deployed_before_the_bundle(shop: Shop) -> None:
+    token = deployer(shop)
+    started = shop.started(token)
+    dt, did = started["token"], started["deploy"]["id"]
+    body = {
+        "host": "web1",
+        "role": "web",
+        "outcome": "deployed",
+        "env_fingerprint": "hmac-sha256:" + "0" * 64,
+    }
+    r = shop.call("POST", f"/v1/deploys/{did}/hosts", dt, body)
+    assert r.status_code == 409, r.text
+    assert "before the bundle was fetched" in r.json()["detail"]
+    assert shop.broker.dump()["deploy_host_keys"] == [] == shop.broker.dump()["deploy_hosts"]

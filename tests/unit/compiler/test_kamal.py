@@ -606,3 +606,11 @@ def test_registry_default_renders_entries_alone() -> None:
         in files[".kamal/secrets.production"]
     )
     assert "pa$s" not in "".join(files.values())
+
+
+def test_a_sub_second_health_interval_is_whole_seconds_for_kamal() -> None:
+    """Kamal 2.12's validator takes an integer interval: 0.25 (for `strongroom deploy`) renders as 1."""
+    body = {"service": "app", "image": "acme/app", "healthcheck": {"interval": 0.25, "path": "/up"}}
+    assert _render(_plan(body))["proxy"]["healthcheck"]["interval"] == 1
+    body["healthcheck"] = {"interval": 3, "path": "/up"}
+    assert _render(_plan(body))["proxy"]["healthcheck"]["interval"] == 3

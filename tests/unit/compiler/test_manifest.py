@@ -433,3 +433,13 @@ def test_keys_that_are_not_plain_names_are_described_by_position() -> None:
     assert "roles/web/(key 2 of 2, its name not shown): unknown key" in text
     assert "environments/production/(key 1 of 1, its name not shown): unknown key" in text
     assert "environments/(key 2 of 2, its name not shown): must be lower-case letters" in text
+
+
+def test_health_interval_takes_a_fraction_of_a_second_and_keeps_whole_ones_whole() -> None:
+    """Issue 17: a sub-second probe for `strongroom deploy`; `interval: 1` still renders as 1 for Kamal."""
+    whole = parse_manifest("service: microblog\nhealthcheck: {interval: 2}\n").base.healthcheck
+    assert whole is not None and whole.interval == 2 and isinstance(whole.interval, int)
+    fast = parse_manifest("service: microblog\nhealthcheck: {interval: 0.25}\n").base.healthcheck
+    assert fast is not None and fast.interval == 0.25
+    (problem,) = problems("service: microblog\nhealthcheck: {interval: 0.05}\n")
+    assert problem.startswith("healthcheck/interval: must be greater than or equal to 0.1")

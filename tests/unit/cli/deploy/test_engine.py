@@ -124,6 +124,7 @@ class DeployBroker:
     ledger: list[tuple[str, str]] = field(default_factory=list)  # (version, status), newest first
     url: str = ""
     expires_at: str = "2030-01-01T00:15:00Z"
+    started_at: str = "2030-01-01T00:00:00Z"
 
     def hosts(self) -> list[tuple[str, str]]:
         return [(r["name"], h["host"]) for r in self.plan["roles"] for h in r["hosts"]]
@@ -132,7 +133,7 @@ class DeployBroker:
         self.requests.append((method, path, auth, body))
         deploy = {
             "id": "d-1", "project": "shop", "environment": "production", "service": "app",
-            "version": "v2", "kind": "deploy", "status": "running", "started_at": "2030-01-01T00:00:00Z",
+            "version": "v2", "kind": "deploy", "status": "running", "started_at": self.started_at,
             "finished_at": None, "by": "ci",
         }  # fmt: skip
         route = path.rsplit("/", 1)[-1]
@@ -746,7 +747,17 @@ def test_deploy_status_compares_what_runs_and_reports_an_unreachable_host(
     result = _cli(rig, "deploy", "status", "-e", "production")
     assert result.exit_code == 1, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["HOST", "ROLE", "LEDGER", "RUNNING", "DEPLOYED", "BY", "STATE"]
+    assert lines[0].split() == [
+        "HOST",
+        "ROLE",
+        "LEDGER",
+        "RUNNING",
+        "DEPLOYED",
+        "BY",
+        "LAST",
+        "ATTEMPT",
+        "STATE",
+    ]
     assert any(line.startswith("web1") and line.rstrip().endswith("current") for line in lines)
     [web2] = [line for line in lines if line.startswith("web2")]
     assert "unreachable: ssh: connect to host port 22" in web2 and "rotated: SECRET v2→v3" in web2
@@ -1141,12 +1152,19 @@ def _expires_in(seconds: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
 
 
+def _grant(rig: Rig, seconds: float) -> None:
+    """The stand-in broker answers a deploy started now whose token ends `seconds` from now."""
+    rig.broker.started_at = _expires_in(0)
+    rig.broker.expires_at = _expires_in(seconds)
+
+
 def test_a_build_that_would_outlive_the_deploy_token_is_stopped_naming_ttl(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("cli.deploy.engine.HOST_MARGIN_SECONDS", 0.0)
+    monkeypatch.setattr("cli.deploy.engine.BUILD_FLOOR_SECONDS", 0.0)
     monkeypatch.setenv("FAKE_DOCKER_SLEEP", "30")
-    rig.broker.expires_at = _expires_in(2)
+    _grant(rig, 2)
     report = rig.engine().run(rig.request(ttl_seconds=60))
     assert report.outcome == "failed" and report.error is not None
     assert "docker build stopped after 2 s" in report.error and "--ttl" in report.error
@@ -1156,10 +1174,41 @@ def test_a_build_that_would_outlive_the_deploy_token_is_stopped_naming_ttl(
 
 
 def test_a_token_too_short_for_the_hosts_builds_nothing(rig: Rig) -> None:
-    rig.broker.expires_at = _expires_in(10)  # less than the margin kept for the hosts (60 / 3 s)
+    _grant(rig, 10)  # less than the margins kept for the build and the hosts (60 / 3 s each)
     report = rig.engine().run(rig.request(ttl_seconds=60))
-    assert report.error is not None and "docker build not started" in report.error
-    assert "--ttl" in report.error and rig.docker_calls() == [] and rig.steps == []
+    assert report.error is not None and "nothing was fetched, built, pushed or started" in report.error
+    assert "20 s kept for the build and push and the 20 s kept for the hosts" in report.error
+    assert rig.docker_calls() == [] and rig.steps == [] and rig.broker.calls("bundle") == []
+
+
+def test_a_shortened_deploy_token_is_said_at_the_start(rig: Rig) -> None:
+    """Issue 17: the token cut to the caller's session end is named before anything is built."""
+    _grant(rig, 300)
+    report = rig.engine().run(rig.request(ttl_seconds=900))
+    assert report.outcome == "succeeded", report.error
+    [note] = [line for line in rig.said if line.startswith("note: the deploy token")]
+    assert "lives 300 s, not --ttl 900" in note and rig.broker.expires_at in note
+    assert rig.said.index(note) == 1  # right after the deploy's first line, before the build
+
+
+def test_a_token_shortened_below_the_build_and_host_margins_is_refused_before_anything(rig: Rig) -> None:
+    _grant(rig, 150)
+    report = rig.engine().run(rig.request(ttl_seconds=900))
+    assert report.outcome == "failed" and report.error is not None
+    assert report.error.startswith("the deploy token lives 1")  # 150 s less the time the test took
+    assert "60 s kept for the build and push and the 120 s kept for the hosts" in report.error
+    assert "log in again" in report.error
+    assert any("lives 150 s, not --ttl 900" in line for line in rig.said)
+    assert rig.broker.calls("bundle") == [] and rig.docker_calls() == [] and rig.remotes == {}
+    [finish] = rig.broker.calls("finish")
+    assert finish[3]["outcome"] == "failed"
+
+
+def test_a_rollback_needs_only_the_hosts_margin(rig: Rig) -> None:
+    _grant(rig, 150)
+    report = rig.engine().run(rig.request(ttl_seconds=900, kind="rollback"))
+    assert report.outcome == "succeeded", report.error
+    assert rig.docker_calls() == []  # a rollback builds nothing
 
 
 KAMAL_MANIFEST = """\

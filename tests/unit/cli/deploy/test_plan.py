@@ -80,6 +80,14 @@ def test_plan_with_a_wrong_type_names_the_field() -> None:
         plan_from_json(plan_json(roles=[{"name": "web", "cmd": None, "options": {}}]))
 
 
+def test_a_sub_second_health_interval_is_read_and_a_non_number_names_the_field() -> None:
+    check = {"path": "/up", "port": 3000, "cmd": None, "interval": 0.25, "timeout": 20}
+    plan = plan_from_json(plan_json(healthcheck=check))
+    assert plan.healthcheck is not None and plan.healthcheck.interval == 0.25
+    with pytest.raises(CliError, match=r"plan\.healthcheck\.interval is not a number"):
+        plan_from_json(plan_json(healthcheck={**check, "interval": "fast"}))
+
+
 def test_image_ref_puts_the_registry_in_front() -> None:
     plan = plan_from_json(plan_json())
     assert deploy_plan.image_ref(plan) == "127.0.0.1:5000/team/app:abc123"

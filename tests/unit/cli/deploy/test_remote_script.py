@@ -177,6 +177,22 @@ def test_health_from_plan() -> None:
         remote.health_from_plan({"path": "up now", "port": 80})
     with pytest.raises(remote.ScriptError, match=r"healthcheck\.interval"):
         remote.health_from_plan({"path": "/up", "interval": 0})
+    with pytest.raises(remote.ScriptError, match=r"healthcheck\.interval 0\.05: .* from 0\.1"):
+        remote.health_from_plan({"path": "/up", "interval": 0.05})
+
+
+def test_a_sub_second_health_interval_reaches_docker_and_the_script_polls_as_often() -> None:
+    """Issue 17: docker probes every 0.25 s (Go durations take fractions), and the script looks as often."""
+    fast = remote.health_from_plan({"cmd": "test -e /tmp/ready", "interval": 0.25, "timeout": 30})
+    assert fast is not None and fast.interval == 0.25
+    options = fast.options()
+    assert options[options.index("--health-interval") + 1] == "0.25s"
+    assert options[options.index("--health-timeout") + 1] == "1s"  # docker's probe timeout: whole seconds
+    assert fast.poll == "0.25"
+    slow = remote.health_from_plan({"cmd": "true", "interval": 5, "timeout": 30})
+    assert slow is not None and slow.poll == "0.5" and "--health-interval" in slow.options()
+    text = remote.deploy(step(health=fast))
+    assert "poll=0.25\n" in text and 'sleep "$poll"' in text
 
 
 def test_health_options_reach_docker_run() -> None:

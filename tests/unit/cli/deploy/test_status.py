@@ -161,3 +161,51 @@ def test_the_host_prefix_is_not_repeated(error: CliError) -> None:
 
     [state] = host_states([status()], {"service": "app"}, Broken)
     assert state.error == "status failed: boom"
+
+
+def _attempt(
+    outcome: str, *, deploy_id: str = "d-2", version: str = "v3", error: str | None = None
+) -> LastDeploy:
+    return LastDeploy(deploy_id, version, None, None, "2030-01-02", "ci", outcome, error)
+
+
+def test_failed_when_the_last_attempt_after_the_last_success_failed() -> None:
+    """Issue 17: the failed attempt shows beside the last success, with or without ssh, and is a problem."""
+    base = status()
+    failed = HostStatus(
+        base.host, base.role, base.last, FP_NOW, (),
+        last_attempt=_attempt("failed", error="web1: unreachable: Connection refused\nmore"),
+    )  # fmt: skip
+    for verdict in (judge(failed, [container()]), judge(failed, inspected=False)):
+        assert verdict.states == ("failed",) and verdict.problem
+        assert (
+            verdict.describe() == "failed: deploy d-2 of v3 (failed): web1: unreachable: Connection refused"
+        )
+
+
+def test_a_skipped_attempt_is_failed_too_and_a_successful_one_is_not() -> None:
+    base = status()
+    skipped = HostStatus(base.host, base.role, base.last, FP_NOW, (), last_attempt=_attempt("skipped"))
+    assert (
+        judge(skipped, inspected=False).describe() == "failed: deploy d-2 of v3 (skipped): no reason recorded"
+    )
+    same = HostStatus(base.host, base.role, base.last, FP_NOW, (), last_attempt=base.last)
+    assert judge(same, [container()]).states == ("current",)
+
+
+def test_behind_when_a_newer_version_went_to_the_role_since() -> None:
+    base = status(version="v2")
+    behind = HostStatus(
+        base.host, base.role, base.last, FP_NOW, (),
+        last_attempt=_attempt("failed"), behind=_attempt("deployed", deploy_id="d-3abcdefgh", version="v3"),
+    )  # fmt: skip
+    verdict = judge(behind, [container(version="v2")])
+    assert verdict.states == ("failed", "behind") and verdict.problem
+    assert "behind: runs v2; v3 was deployed to its role since (deploy d-3abcde)" in verdict.describe()
+
+
+def test_a_host_never_deployed_whose_first_attempt_failed_says_both() -> None:
+    never = HostStatus("down1", "web", None, FP_NOW, (), last_attempt=_attempt("failed", error="unreachable"))
+    verdict = judge(never, inspected=False)
+    assert verdict.states == ("failed", "never deployed")
+    assert verdict.describe() == "failed: deploy d-2 of v3 (failed): unreachable; never deployed"

@@ -99,9 +99,26 @@ def _resolved_names(client: BrokerClient, *, project: str, environment: str) -> 
     seen: dict[str, tuple[SecretMeta, str]] = {}
     for source in chain:
         # The list route reads names and versions only: no value is decrypted, none is audited as read.
-        for item in client.list_secrets(project=project, environment=source):
+        try:
+            items = client.list_secrets(project=project, environment=source)
+        except BrokerError as error:
+            if error.status == 403 and source != environment:
+                raise _needs_read(error, project=project, environment=environment, source=source) from None
+            raise
+        for item in items:
             seen.setdefault(item.name, (item, source))
     return [seen[name] for name in sorted(seen)]
+
+
+def _needs_read(error: BrokerError, *, project: str, environment: str, source: str) -> BrokerError:
+    """A refusal on an environment ENVIRONMENT inherits from, saying why that one was asked at all."""
+    # The CLI reads inherited names and values where they live, so it needs read there too; `run` and
+    # `export` read the broker's resolved view, which needs read on ENVIRONMENT only.
+    return BrokerError(
+        error.status,
+        f"{project}/{environment} inherits from {source}, and reading there needs read on "
+        f"{project}/{source}: {error.message}",
+    )
 
 
 @secrets_group.command("get")
@@ -177,6 +194,8 @@ def _inherited(
         try:
             return client.get_secret(project=project, environment=source, name=name, reveal=reveal)
         except BrokerError as error:
+            if error.status == 403:
+                raise _needs_read(error, project=project, environment=environment, source=source) from None
             if error.status != 404:
                 raise
     raise BrokerError(

@@ -170,6 +170,26 @@ def test_get_in_an_unknown_environment_keeps_the_brokers_answer(
     assert result.stderr == "Error: projects/shop/environments/nope: not found\n"
 
 
+def test_a_refusal_where_a_value_is_inherited_from_says_why_it_was_asked(
+    broker: StandinBroker, cli: Invoke, logged_in: Credential, tree: dict[str, str]
+) -> None:
+    # As for a token scoped to production only: the broker refuses reads in common.
+    refusal = {"detail": "the token's scopes do not grant read"}
+    broker.override("GET", "/v1/projects/shop/environments/common/secrets/DB_URL", 403, refusal)
+    broker.override("GET", "/v1/projects/shop/environments/common/secrets", 403, refusal)
+
+    got = cli("secrets", "get", *PROD, "DB_URL", "--reveal")
+    listed = cli("secrets", "list", *PROD, "--resolved", "--json")
+
+    expected = (
+        "shop/production inherits from common, and reading there needs read on shop/common: "
+        "the token's scopes do not grant read"
+    )
+    assert got.exit_code == 1 and got.stdout == "" and got.stderr == f"Error: {expected}\n"
+    assert listed.exit_code == 1 and listed.stdout == ""
+    assert json.loads(listed.stderr) == {"error": expected, "field": None, "status": 403}
+
+
 # --- --json: output and errors
 
 
@@ -209,6 +229,22 @@ def test_a_usage_error_under_json_names_the_field(cli: Invoke, where: str) -> No
     error = json.loads(result.stderr)
     assert (error["field"], error["status"]) == ("environment", None)
     assert error["error"].startswith("Invalid value for '-e' / '--environment': must be lower-case")
+
+
+def test_a_broker_validation_error_under_json_names_its_field(
+    broker: StandinBroker, cli: Invoke, logged_in: Credential
+) -> None:
+    path = "/v1/projects/shop/environments/production/secrets/DB_PASSWORD"
+    broker.override("PUT", path, 400, {"detail": "value: must be at most 65536 bytes"})
+
+    result = cli("--json", "secrets", "set", *PROD, "DB_PASSWORD", input=canary())
+
+    assert result.exit_code == 1
+    assert json.loads(result.stderr) == {
+        "error": "value: must be at most 65536 bytes",
+        "field": "value",
+        "status": 400,
+    }
 
 
 def test_a_missing_option_under_json_names_it(cli: Invoke) -> None:
@@ -262,7 +298,11 @@ def test_a_value_the_broker_echoes_is_masked_in_the_json_error(
     result = cli("--json", "secrets", "set", *PROD, "DB_PASSWORD", input=secret)
 
     assert result.exit_code == 1
-    assert json.loads(result.stderr) == {"error": f"value: {MASK} is too long", "field": None, "status": 400}
+    assert json.loads(result.stderr) == {
+        "error": f"value: {MASK} is too long",
+        "field": "value",
+        "status": 400,
+    }
     assert secret not in result.output
 
 

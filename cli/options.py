@@ -7,9 +7,13 @@ every name one path segment.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from cli.client import BrokerClient
+    from cli.session import Session
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,6 +68,63 @@ def _project_or_profile_default(ctx: click.Context, param: click.Parameter, valu
     return checked
 
 
+# Completion runs on every TAB: a broker that does not answer at once is given up on, silently.
+COMPLETION_TIMEOUT_SECONDS = 1.0
+
+
+def _completion_session(ctx: click.Context) -> Session:
+    """The invocation's Session, or (as during completion, where the root callback does not run) a new one."""
+    import os
+
+    from cli.session import Session
+
+    if isinstance(ctx.obj, Session):
+        return ctx.obj
+    params = ctx.find_root().params
+    return Session(
+        url=params.get("url"),
+        insecure=bool(params.get("insecure")),
+        ca_file=params.get("ca_file"),
+        environ=os.environ,
+        profile=params.get("profile"),
+    )
+
+
+def _names(
+    ctx: click.Context, incomplete: str, read: Callable[[Session, BrokerClient], list[str]]
+) -> list[str]:
+    """Names from the broker that start with `incomplete`; none (and no output) on any failure."""
+    from cli.errors import CliError
+
+    try:
+        session = _completion_session(ctx)
+        client = session.client(renew=False, progress=False, timeout=COMPLETION_TIMEOUT_SECONDS)
+        try:
+            names = read(session, client)
+        finally:
+            client.close()
+    except (CliError, OSError, ValueError):
+        return []
+    return sorted(name for name in names if name.startswith(incomplete))
+
+
+def complete_project(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion: the projects the session's token can see."""
+    return _names(ctx, incomplete, lambda _session, client: [p.slug for p in client.list_projects()])
+
+
+def complete_environment(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion: the environments of the project given so far (or the profile's project)."""
+
+    def read(session: Session, client: BrokerClient) -> list[str]:
+        project = ctx.params.get("project") or session.default_project
+        if not project or not is_slug(project):
+            return []
+        return [env.slug for env in client.list_environments(project=project)]
+
+    return _names(ctx, incomplete, read)
+
+
 def project_option(f: F) -> F:
     """`-p/--project`, also read from STRONGROOM_PROJECT, else the profile's `project`."""
     return click.option(
@@ -72,6 +133,7 @@ def project_option(f: F) -> F:
         envvar="STRONGROOM_PROJECT",
         metavar="PROJECT",
         callback=_project_or_profile_default,
+        shell_complete=complete_project,
         help="Project slug [env: STRONGROOM_PROJECT; default: the profile's project].",
     )(f)
 
@@ -84,13 +146,38 @@ def environment_option(f: F) -> F:
         metavar="ENVIRONMENT",
         required=True,
         callback=check_slug,
+        shell_complete=complete_environment,
         help="Environment slug, e.g. production.",
     )(f)
 
 
+# ctx.meta key (shared by every context of one invocation): JSON was asked for, globally or by the command.
+JSON_META = "strongroom.json"
+
+
+def wants_json(ctx: click.Context) -> bool:
+    """Whether this invocation asked for JSON, by the root's `--json` or the command's own."""
+    return bool(ctx.meta.get(JSON_META))
+
+
+def json_flag(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """Click callback of every `--json`: remember it for the whole invocation; on when asked anywhere."""
+    # Eager, so a later option's usage error already knows to come out as JSON.
+    if value:
+        ctx.meta[JSON_META] = True
+    return wants_json(ctx)
+
+
 def json_option(f: F) -> F:
-    """`--json`: machine-readable output."""
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
+    """`--json`: machine-readable output (also on with the global `strongroom --json`)."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        is_eager=True,
+        callback=json_flag,
+        help="Print JSON for scripts (errors too, on stderr).",
+    )(f)
 
 
 def split_names(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:

@@ -101,6 +101,11 @@ def error(message: str) -> None:
     click.echo(f"{style('Error:', err=True, fg='red', bold=True)} {clean(message)}", err=True)
 
 
+def error_json(message: str, *, field: str | None, status: int | None) -> None:
+    """Print an error as one line of JSON on stderr: `{"error": ..., "field": ..., "status": ...}`."""
+    click.echo(json.dumps({"error": message, "field": field, "status": status}, sort_keys=True), err=True)
+
+
 def warn(message: str) -> None:
     """Print `Warning: <sentence>` on stderr."""
     click.echo(f"{style('Warning:', err=True, fg='yellow', bold=True)} {clean(message)}", err=True)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from cli import __version__
 from cli.errors import CliError
+from cli.options import JSON_META, json_flag, wants_json
 
 # name -> "module:attribute"
 SUBCOMMANDS = {
@@ -102,23 +103,59 @@ class LazyGroup(click.Group):
         assert isinstance(command, click.Command)
         return command
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)  # click's parser consumes the list it is given
+        try:
+            return super().parse_args(ctx, args)
+        except click.ClickException as error:
+            # The root's own options failed to parse, so --json was never seen as a flag: look for it.
+            if "--json" in given[: given.index("--") if "--" in given else len(given)]:
+                ctx.meta[JSON_META] = True
+            _fail(ctx, error)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CliError as error:
-            from cli import output
-
-            # Same shape as click's own errors: `Error: <sentence>` on stderr, then the error's exit status.
-            output.error(error.message)
-            raise click.exceptions.Exit(error.exit_code) from None
+            _fail(ctx, error)
         except click.UsageError as error:
             # click quotes stray arguments back; one of them may be a secret typed in the wrong place.
             if error.message.startswith("Got unexpected extra argument"):
-                raise click.UsageError(
+                error = click.UsageError(
                     "got unexpected extra arguments (not shown, in case one is a secret); see --help",
                     error.ctx,
-                ) from None
-            raise
+                )
+            _fail(ctx, error)
+        except click.ClickException as error:
+            _fail(ctx, error)
+
+
+def _fail(ctx: click.Context, error: CliError | click.ClickException) -> NoReturn:
+    """End with the error: one sentence on stderr (as click shows its own), or JSON under --json."""
+    if not wants_json(ctx):
+        if isinstance(error, click.ClickException):
+            raise error from None
+        from cli import output
+
+        # Same shape as click's own errors: `Error: <sentence>` on stderr, then the error's exit status.
+        output.error(error.message)
+        raise click.exceptions.Exit(error.exit_code) from None
+    from cli import output
+
+    if isinstance(error, CliError):
+        output.error_json(error.message, field=error.field, status=getattr(error, "status", None))
+    else:
+        output.error_json(output.clean(error.format_message()), field=_field(error), status=None)
+    raise click.exceptions.Exit(error.exit_code) from None
+
+
+def _field(error: click.ClickException) -> str | None:
+    """The option or argument a usage error is about, by its parameter name."""
+    param = getattr(error, "param", None)
+    if isinstance(param, click.Parameter) and param.name:
+        return param.name
+    option = getattr(error, "option_name", None)
+    return option.lstrip("-").replace("-", "_") if isinstance(option, str) and option else None
 
 
 def _complete_profile(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
@@ -158,9 +195,23 @@ def _complete_profile(ctx: click.Context, param: click.Parameter, incomplete: st
     shell_complete=_complete_profile,
     help="Use this profile of the config file [env: STRONGROOM_PROFILE].",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    is_eager=True,
+    callback=json_flag,
+    help="JSON output from every command that has a JSON form, and errors as JSON on stderr "
+    '({"error": ..., "field": ..., "status": ...}; same exit status).',
+)
 @click.pass_context
 def strongroom(
-    ctx: click.Context, url: str | None, insecure: bool, ca_file: str | None, profile: str | None
+    ctx: click.Context,
+    url: str | None,
+    insecure: bool,
+    ca_file: str | None,
+    profile: str | None,
+    as_json: bool,
 ) -> None:
     """Strongroom: keep secrets in the broker, hand them to programs, never to shell history.
 

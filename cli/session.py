@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cli import credentials, profiles
-from cli.client import BrokerClient, BrokerError, Progress, parse_broker_url
+from cli.client import TIMEOUT_SECONDS, BrokerClient, BrokerError, Progress, parse_broker_url
 from cli.credentials import DEFAULT_PROFILE, Credential, Instant
 from cli.errors import CliError
 
@@ -114,7 +114,13 @@ class Session:
     # --- clients
 
     def _client(
-        self, url: str, *, token: str | None, unauthorized_message: str | None, progress: bool = True
+        self,
+        url: str,
+        *,
+        token: str | None,
+        unauthorized_message: str | None,
+        progress: bool = True,
+        timeout: float = TIMEOUT_SECONDS,
     ) -> BrokerClient:
         profile = self.profile
         return BrokerClient(
@@ -124,9 +130,12 @@ class Session:
             ca_file=self._ca_file or profile.ca_file,
             unauthorized_message=unauthorized_message,
             progress=self._progress if progress else None,
+            timeout=timeout,
         )
 
-    def client(self, *, renew: bool = True, progress: bool = True) -> BrokerClient:
+    def client(
+        self, *, renew: bool = True, progress: bool = True, timeout: float = TIMEOUT_SECONDS
+    ) -> BrokerClient:
         """An authenticated client; renews a cached session past two thirds of its lifetime if `renew`."""
         env_token = self._environ.get(TOKEN_ENVVAR, "")
         if env_token:
@@ -140,7 +149,11 @@ class Session:
                 )
             # A token handed in by the environment is the caller's to manage: it is never renewed here.
             return self._client(
-                url, token=env_token, unauthorized_message=ENV_TOKEN_REFUSED, progress=progress
+                url,
+                token=env_token,
+                unauthorized_message=ENV_TOKEN_REFUSED,
+                progress=progress,
+                timeout=timeout,
             )
         credential = credentials.load(self.cache_path)
         if credential is None:
@@ -164,6 +177,7 @@ class Session:
             unauthorized_message=f"the broker refused your session (it expired or was revoked): "
             f"run {self._hint('login')}",
             progress=progress,
+            timeout=timeout,
         )
         if renew and credential.needs_renewal(moment):
             self._renew(client, credential, moment)

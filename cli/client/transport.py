@@ -13,6 +13,7 @@ the CLI itself sent as a secret is masked out of that sentence before anyone see
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -42,9 +43,18 @@ _TOKEN_CHARS = frozenset(chr(c) for c in range(0x21, 0x7F))
 class BrokerError(CliError):
     """The broker answered with an error status; `status` is the HTTP status, the message its detail."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, status: int, message: str, *, field: str | None = None) -> None:
+        super().__init__(message, field=field)
         self.status = status
+
+
+# docs/api.md: a 400's detail is one sentence naming the field first, `names.0: ...` (a path has slashes).
+_FIELD_PREFIX = re.compile(r"([A-Za-z_][A-Za-z0-9_.\[\]]*): ")
+
+
+def _field_of(status: int, detail: str) -> str | None:
+    found = _FIELD_PREFIX.match(detail) if status == 400 else None
+    return found.group(1) if found else None
 
 
 # --- URL rules ---------------------------------------------------------------------------------------
@@ -284,7 +294,7 @@ class Transport:
             retry_after = response.getheader("Retry-After", "") or ""
             if retry_after.isdigit():
                 detail = f"{detail.rstrip('.')}; try again in {retry_after} seconds"
-        return BrokerError(status, detail)
+        return BrokerError(status, detail, field=_field_of(status, detail))
 
     def _network_error(self, exc: BaseException) -> CliError:
         if self._url.scheme == "https":

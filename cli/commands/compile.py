@@ -15,7 +15,7 @@ import click
 
 from cli import output
 from cli.errors import CliError
-from cli.options import F, check_slug, environment_option, is_slug, json_option
+from cli.options import F, check_slug, complete_project, environment_option, is_slug, json_option
 from cli.session import Session
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ def _project_option(f: F) -> F:
         envvar="STRONGROOM_PROJECT",
         metavar="PROJECT",
         callback=check_slug,
+        shell_complete=complete_project,
         help="Project slug [env: STRONGROOM_PROJECT; default: `project:` in strongroom.yml].",
     )(f)
 

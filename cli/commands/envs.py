@@ -7,7 +7,7 @@ from dataclasses import asdict
 import click
 
 from cli import output
-from cli.options import check_slug, json_option, project_option
+from cli.options import check_slug, complete_environment, json_option, project_option
 from cli.session import Session
 
 
@@ -34,7 +34,11 @@ def list_environments(session: Session, project: str, as_json: bool) -> None:
 @project_option
 @click.argument("slug", callback=check_slug)
 @click.option(
-    "--parent", callback=check_slug, metavar="ENVIRONMENT", help="Inherit the values of this environment."
+    "--parent",
+    callback=check_slug,
+    shell_complete=complete_environment,
+    metavar="ENVIRONMENT",
+    help="Inherit the values of this environment.",
 )
 @json_option
 @click.pass_obj
@@ -52,7 +56,11 @@ def create_environment(session: Session, project: str, slug: str, parent: str | 
 @project_option
 @click.argument("slug", callback=check_slug)
 @click.option(
-    "--parent", callback=check_slug, metavar="ENVIRONMENT", help="Inherit the values of this environment."
+    "--parent",
+    callback=check_slug,
+    shell_complete=complete_environment,
+    metavar="ENVIRONMENT",
+    help="Inherit the values of this environment.",
 )
 @click.option("--no-parent", is_flag=True, help="Inherit nothing.")
 @json_option

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from cli import output
-from cli.client import MASK
+from cli.client import MASK, BrokerClient, BrokerError, Secret, SecretMeta
 from cli.options import (
     RefusingCommand,
     check_secret_name,
@@ -41,17 +41,83 @@ def secrets_group() -> None:
 @secrets_group.command("list")
 @project_option
 @environment_option
+@click.option(
+    "--resolved",
+    is_flag=True,
+    help="Names the environment sees through inheritance, each with the environment it comes from "
+    "(names only: no value is read).",
+)
 @json_option
 @click.pass_obj
-def list_secrets(session: Session, project: str, environment: str, as_json: bool) -> None:
+def list_secrets(session: Session, project: str, environment: str, resolved: bool, as_json: bool) -> None:
     """List secret names and versions (never values)."""
-    items = session.client().list_secrets(project=project, environment=environment)
+    client = session.client()
+    if resolved:
+        seen = _resolved_names(client, project=project, environment=environment)
+        if as_json:
+            output.emit_json([{**asdict(item), "environment": origin} for item, origin in seen])
+            return
+        rows = [
+            (item.name, str(item.version), output.yes_no(item.sensitive), origin, item.updated_at)
+            for item, origin in seen
+        ]
+        output.emit_table(
+            ("NAME", "VERSION", "SENSITIVE", "FROM", "UPDATED"),
+            rows,
+            empty=f"No secrets in {project}/{environment} nor in the environments it inherits.",
+        )
+        return
+    items = client.list_secrets(project=project, environment=environment)
     if as_json:
         output.emit_json([asdict(item) for item in items])
         return
-    rows = [(item.name, str(item.version), output.yes_no(item.sensitive), item.updated_at) for item in items]
+    own = [(item.name, str(item.version), output.yes_no(item.sensitive), item.updated_at) for item in items]
     output.emit_table(
-        ("NAME", "VERSION", "SENSITIVE", "UPDATED"), rows, empty=f"No secrets in {project}/{environment}."
+        ("NAME", "VERSION", "SENSITIVE", "UPDATED"), own, empty=f"No secrets in {project}/{environment}."
+    )
+
+
+def _chain(client: BrokerClient, *, project: str, environment: str) -> list[str]:
+    """The environment, then its parent, and so on up (the nearest value wins); empty if there is no such one."""
+    parents = {env.slug: env.parent for env in client.list_environments(project=project)}
+    if environment not in parents:
+        return []
+    chain: list[str] = []
+    cursor: str | None = environment
+    # The broker refuses cycles; the bound only keeps a misbehaving answer from looping here.
+    while cursor is not None and cursor not in chain and len(chain) <= len(parents):
+        chain.append(cursor)
+        cursor = parents.get(cursor)
+    return chain
+
+
+def _resolved_names(client: BrokerClient, *, project: str, environment: str) -> list[tuple[SecretMeta, str]]:
+    """Each name the environment sees with the environment it comes from, nearest first, by name."""
+    chain = _chain(client, project=project, environment=environment)
+    if not chain:
+        raise BrokerError(404, f"projects/{project}/environments/{environment}: no such environment")
+    seen: dict[str, tuple[SecretMeta, str]] = {}
+    for source in chain:
+        # The list route reads names and versions only: no value is decrypted, none is audited as read.
+        try:
+            items = client.list_secrets(project=project, environment=source)
+        except BrokerError as error:
+            if error.status == 403 and source != environment:
+                raise _needs_read(error, project=project, environment=environment, source=source) from None
+            raise
+        for item in items:
+            seen.setdefault(item.name, (item, source))
+    return [seen[name] for name in sorted(seen)]
+
+
+def _needs_read(error: BrokerError, *, project: str, environment: str, source: str) -> BrokerError:
+    """A refusal on an environment ENVIRONMENT inherits from, saying why that one was asked at all."""
+    # The CLI reads inherited names and values where they live, so it needs read there too; `run` and
+    # `export` read the broker's resolved view, which needs read on ENVIRONMENT only.
+    return BrokerError(
+        error.status,
+        f"{project}/{environment} inherits from {source}, and reading there needs read on "
+        f"{project}/{source}: {error.message}",
     )
 
 
@@ -77,14 +143,29 @@ def get_secret(
     version: int | None,
     as_json: bool,
 ) -> None:
-    """Show a secret; its value stays masked unless --reveal."""
-    secret = session.client().get_secret(
-        project=project, environment=environment, name=name, version=version, reveal=reveal
-    )
+    """Show a secret, read through inheritance when ENVIRONMENT has none of its own; masked unless --reveal."""
+    client = session.client()
+    try:
+        secret = client.get_secret(
+            project=project, environment=environment, name=name, version=version, reveal=reveal
+        )
+    except BrokerError as error:
+        # --version names a version of this environment's own secret, so it never reads a parent's.
+        if error.status != 404 or version is not None:
+            raise
+        secret = _inherited(
+            client, project=project, environment=environment, name=name, reveal=reveal, missing=error
+        )
+    inherited = secret.environment != environment
     if as_json:
-        output.emit_json({**asdict(secret), "value": secret.value if reveal else MASK})
+        output.emit_json(
+            {**asdict(secret), "value": secret.value if reveal else MASK, "inherited": inherited}
+        )
         return
     if reveal:
+        if inherited:
+            # On stderr: stdout is exactly the value.
+            click.echo(f"{name}: version {secret.version} from {project}/{secret.environment}", err=True)
         # Raw, with no newline added, so `$(strongroom secrets get --reveal ...)` and redirects are exact.
         sys.stdout.flush()
         sys.stdout.buffer.write(secret.value.encode("utf-8"))
@@ -95,10 +176,32 @@ def get_secret(
             ("name", secret.name),
             ("value", MASK),
             ("version", str(secret.version)),
-            ("environment", secret.environment),
+            ("environment", secret.environment + (f" (inherited by {environment})" if inherited else "")),
             ("sensitive", output.yes_no(secret.sensitive)),
             ("created", secret.created_at),
         ]
+    )
+
+
+def _inherited(
+    client: BrokerClient, *, project: str, environment: str, name: str, reveal: bool, missing: BrokerError
+) -> Secret:
+    """The secret from the nearest environment ENVIRONMENT inherits from that has it (one value read)."""
+    chain = _chain(client, project=project, environment=environment)
+    if len(chain) < 2:
+        raise missing  # no such environment, or it inherits nothing: the broker's own answer stands
+    for source in chain[1:]:
+        try:
+            return client.get_secret(project=project, environment=source, name=name, reveal=reveal)
+        except BrokerError as error:
+            if error.status == 403:
+                raise _needs_read(error, project=project, environment=environment, source=source) from None
+            if error.status != 404:
+                raise
+    raise BrokerError(
+        404,
+        f"projects/{project}/environments/{environment}: no secret {name} "
+        f"(nor in the environments it inherits: {', '.join(chain[1:])})",
     )
 
 

@@ -135,6 +135,66 @@ def test_canaries_never_appear_without_reveal_and_reveals_are_audited(
     assert value not in admin.server_output()
 
 
+# --- issue 15 at the terminal: inheritance shown, JSON errors
+
+
+def test_resolved_names_and_inherited_reads_against_the_broker(admin: BrokerProcess) -> None:
+    values = {"DB_URL": canary(), "SHARED_COMMON": canary(), "SHARED": canary()}
+    where = ("-p", "microblog", "-e", "production")
+    ok(
+        admin.cli(
+            "secrets", "set", "-p", "microblog", "-e", "common", "DB_URL", input=values["DB_URL"].encode()
+        )
+    )
+    ok(
+        admin.cli(
+            "secrets",
+            "set",
+            "-p",
+            "microblog",
+            "-e",
+            "common",
+            "SHARED",
+            input=values["SHARED_COMMON"].encode(),
+        )
+    )
+    ok(admin.cli("secrets", "set", *where, "SHARED", input=values["SHARED"].encode()))
+
+    before = len(audit_actions(admin))
+    listed = ok(admin.cli("secrets", "list", *where, "--resolved", "--json"))
+    listing = audit_actions(admin)[before:]
+
+    assert {(item["name"], item["environment"]) for item in json.loads(listed.stdout)} == {
+        ("DB_URL", "common"),
+        ("SHARED", "production"),
+    }
+    # Names only: the broker read no value for it, so it audited none as read.
+    assert [a for a, _, _ in listing if a.startswith("secret.")] == ["secret.list", "secret.list"]
+
+    before = len(audit_actions(admin))
+    shown = ok(admin.cli("secrets", "get", *where, "DB_URL", "--reveal"))
+    reading = [(a, n, o) for a, n, o in audit_actions(admin)[before:] if a.startswith("secret.")]
+
+    assert shown.stdout == values["DB_URL"]
+    assert shown.stderr == "DB_URL: version 1 from microblog/common\n"
+    assert [(a, n, o) for a, n, o in reading if o == "ok"] == [("secret.reveal", "DB_URL", "ok")]
+    masked = json.loads(ok(admin.cli("secrets", "get", *where, "DB_URL", "--json")).stdout)
+    assert (masked["environment"], masked["inherited"]) == ("common", True)
+    for value in values.values():
+        assert value not in listed.stdout + listed.stderr + json.dumps(masked)
+
+
+def test_errors_under_json_against_the_broker(admin: BrokerProcess) -> None:
+    unknown = admin.cli("--json", "secrets", "list", "-p", "microblog", "-e", "nope")
+    usage = admin.cli("secrets", "list", "-p", "microblog", "-e", "NOPE", "--json")
+
+    assert unknown.returncode == 1 and unknown.stdout == ""
+    error = json.loads(unknown.stderr)
+    assert (error["status"], error["field"]) == (404, None) and "nope" in error["error"]
+    assert usage.returncode == 2
+    assert json.loads(usage.stderr)["field"] == "environment"
+
+
 def test_a_value_is_never_accepted_on_the_command_line(admin: BrokerProcess) -> None:
     value = canary()
     attempts = [

@@ -23,8 +23,16 @@ import yaml
 from tests.conftest import need
 from tests.e2e.conftest import BIN, BrokerProcess, start, stop
 from tests.support import deploy_lab
+from tests.support.oidc_issuer import LabIssuer
 
 PROJECT = "shop"
+
+# Journey 3 (test_deploy_ci_identity.py): CI logs in with its platform's OIDC ID token, signed by a loopback
+# issuer the session's broker trusts as GitHub Actions; this role lets the job's repository read production.
+CI_PROJECT = "ci-journey"
+CI_ROLE = "ci-journey-production"
+CI_REPOSITORY = "acme/ci-journey"
+OIDC_AUDIENCE = "https://strongroom.test"
 
 
 def canary(label: str) -> str:
@@ -90,10 +98,59 @@ def lab() -> Iterator[deploy_lab.Lab]:
 
 
 @pytest.fixture(scope="session")
-def deploy_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeployBroker]:
-    """A real broker process with project `shop`, and an admin token (not use-limited: it mints deploy tokens)."""
+def oidc_issuer() -> Iterator[LabIssuer]:
+    """A JWKS endpoint on loopback that signs CI jobs' ID tokens (tests/support/oidc_issuer.py)."""
+    issuer = LabIssuer()
+    try:
+        yield issuer
+    finally:
+        issuer.stop()
+
+
+def _oidc_file(root: Path, issuer: LabIssuer) -> Path:
+    """The broker's OIDC configuration: the lab issuer as GitHub, and journey 3's role."""
+    path = root / "oidc.json"
+    path.write_text(
+        json.dumps(
+            {
+                "format": "strongroom-oidc/1",
+                "issuers": {
+                    "github": {
+                        "preset": "github",
+                        "jwks_url": issuer.url,
+                        "audience": OIDC_AUDIENCE,
+                        "allow_networks": ["127.0.0.1/32"],
+                    }
+                },
+                "roles": {
+                    CI_ROLE: {
+                        "issuer": "github",
+                        "bound_claims": {"repository": CI_REPOSITORY, "environment": "production"},
+                        "scopes": [
+                            {"project": CI_PROJECT, "environments": "production", "actions": ["read"]}
+                        ],
+                        "ttl": 900,
+                    }
+                },
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="session")
+def deploy_broker(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: LabIssuer) -> Iterator[DeployBroker]:
+    """A real broker process with project `shop`, and an admin token (not use-limited: it mints deploy tokens).
+
+    It trusts the loopback OIDC issuer, for journey 3's CI login."""
     root = tmp_path_factory.mktemp("deploy-broker")
-    process = start(root / "data", root / "home" / ".config", root / "broker.log")
+    process = start(
+        root / "data",
+        root / "home" / ".config",
+        root / "broker.log",
+        server_env={"STRONGROOM_OIDC_FILE": str(_oidc_file(root, oidc_issuer))},
+    )
     try:
         client_secret = (process.data_dir / "bootstrap-admin.secret").read_text().strip()
         r = httpx.post(

@@ -1,13 +1,15 @@
-"""Journey 3 end to end: CI deploys with a machine identity's credential only, never an admin token.
+"""Journey 3 end to end with OIDC: CI deploys holding no stored credential at all, never an admin token.
 
-An admin creates a machine identity allowed to read `production` only, bound to 127.0.0.1/32 (over the broker's identities route, as
-docs/api.md shows; `strongroom identities create` makes the same request). The CI
-job then does what a pipeline does: a login step whose environment holds the client id and secret (the
-secret piped into `strongroom login`), then `strongroom deploy -e production` in an environment with no
-STRONGROOM_TOKEN, no client secret and no broker data directory: the cached session is all it has. The deploy
-reaches web1, the container sees the values and the ledger names the identity. The same identity deploying
-`staging` is refused with a 403 before anything runs. Everything is real: broker, CLI, sshd, engines, registry.
-The identity has a project of its own, so the other modules' `shop` environments are left as they expect.
+The session's broker trusts a loopback issuer as GitHub Actions (tests/support/oidc_issuer.py, configured in
+conftest.py), with a role that lets one repository's `production` jobs read `production` of this journey's
+project. The CI job does what a GitHub Actions pipeline does: a login step whose environment holds only the
+platform's ID token (`strongroom login --oidc ROLE` exchanges it), then `strongroom deploy -e production` in an
+environment with no STRONGROOM_TOKEN, no ID token, no client secret and no broker data directory: the
+short-lived cached session is all it has. The deploy reaches web1, the container sees the values and the
+ledger names the OIDC principal. The same job deploying `staging` is refused with a 403 before anything runs.
+No client secret exists anywhere and the job's home holds nothing but the 0600 session. Everything is real:
+broker, CLI, issuer, sshd, engines, registry. The journey has a project of its own, so the other modules'
+`shop` environments are left as they expect.
 """
 
 from __future__ import annotations
@@ -15,32 +17,47 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from joserfc import jwt
 
 from tests.e2e.conftest import BIN
-from tests.e2e.deploy.conftest import DeployBroker, canary, health_file, manifest, service_containers
+from tests.e2e.deploy.conftest import (
+    CI_PROJECT,
+    CI_REPOSITORY,
+    CI_ROLE,
+    OIDC_AUDIENCE,
+    DeployBroker,
+    canary,
+    health_file,
+    manifest,
+    service_containers,
+)
 from tests.support import deploy_lab
+from tests.support.oidc_issuer import LabIssuer
 
 pytestmark = pytest.mark.e2e
 
-PROJECT = "ci-journey"
+PROJECT = CI_PROJECT
 SERVICE = "ci-identity"
 HOST = "web1"
-CIDR = "127.0.0.1/32"
+GITHUB = "https://token.actions.githubusercontent.com"
+SUBJECT = f"repo:{CI_REPOSITORY}:environment:production"
+PRINCIPAL = f"oidc:github:{SUBJECT}"  # how the broker names a job that logged in with OIDC
 
 
 @dataclass
 class Pipeline:
-    """The CI side: the identity's credential, the job's home and the directory it deploys from."""
+    """The CI side: the platform's ID token, the job's home and the directory it deploys from."""
 
-    identity: dict[str, Any]
-    client_secret: str
+    id_token: str
     home: Path
     root: Path
     values: dict[str, dict[str, str]]
@@ -106,9 +123,12 @@ def containers(lab: deploy_lab.Lab) -> dict[str, list[tuple[str, str, str]]]:
 
 @pytest.fixture(scope="module")
 def pipeline(
-    lab: deploy_lab.Lab, deploy_broker: DeployBroker, tmp_path_factory: pytest.TempPathFactory
+    lab: deploy_lab.Lab,
+    deploy_broker: DeployBroker,
+    oidc_issuer: LabIssuer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Pipeline:
-    """Project ci-journey (production and staging, same keys), the CI identity, and the deploy's directory."""
+    """Project ci-journey (production and staging, same keys), the job's ID token, and the deploy's directory."""
     admin(deploy_broker, "POST", "/v1/projects", {"slug": PROJECT})
     values: dict[str, dict[str, str]] = {}
     for env in ("production", "staging"):
@@ -125,48 +145,34 @@ def pipeline(
                 f"/v1/projects/{PROJECT}/environments/{env}/secrets/{key}",
                 {"value": value},
             )
-    created = admin(
-        deploy_broker,
-        "POST",
-        "/v1/identities",
-        {
-            "name": f"ci-deployer-{secrets.token_hex(3)}",
-            "type": "machine",
-            "scopes": [{"project": PROJECT, "environments": "production", "actions": ["read"]}],
-            "bound_cidrs": [CIDR],
-            "token_ttl": 900,
-        },
-    )
-    client_secret = created.pop("client_secret")
+    # What GitHub Actions hands a job of CI_REPOSITORY running in its `production` environment.
+    now = int(time.time())
+    claims = {
+        "iss": GITHUB,
+        "aud": OIDC_AUDIENCE,
+        "sub": SUBJECT,
+        "repository": CI_REPOSITORY,
+        "environment": "production",
+        "ref": "refs/heads/main",
+        "jti": secrets.token_hex(8),
+        "iat": now,
+        "exp": now + 600,
+    }
+    id_token = jwt.encode({"alg": "RS256", "kid": oidc_issuer.rsa.kid}, claims, oidc_issuer.rsa)
     root = tmp_path_factory.mktemp("ci-deploy")
     deploy_lab.app_context(root, "v1")
     document = yaml.safe_load(manifest(lab, service=SERVICE, hosts=[HOST]))
     document["project"] = PROJECT
     (root / "strongroom.yml").write_text(yaml.safe_dump(document, sort_keys=False))
     home = tmp_path_factory.mktemp("ci-home")
-    return Pipeline(created, client_secret, home, root, values)
+    return Pipeline(id_token, home, root, values)
 
 
 @pytest.fixture(scope="module")
 def logged_in(lab: deploy_lab.Lab, deploy_broker: DeployBroker, pipeline: Pipeline) -> Step:
-    """The login step: CI's secret variables in its environment, the secret piped into `strongroom login`."""
-    environ = pipeline.env(
-        lab,
-        deploy_broker,
-        STRONGROOM_CLIENT_ID=pipeline.identity["client_id"],
-        STRONGROOM_CLIENT_SECRET=pipeline.client_secret,
-    )
-    # As `printf %s "$STRONGROOM_CLIENT_SECRET" | strongroom login --client-id "$STRONGROOM_CLIENT_ID"` does.
-    done = step(
-        lab,
-        environ,
-        "login",
-        "--client-id",
-        environ["STRONGROOM_CLIENT_ID"],
-        "--json",
-        cwd=pipeline.root,
-        stdin=environ["STRONGROOM_CLIENT_SECRET"].encode(),
-    )
+    """The login step: only the platform's ID token in its environment, exchanged by `login --oidc`."""
+    environ = pipeline.env(lab, deploy_broker, STRONGROOM_ID_TOKEN=pipeline.id_token)
+    done = step(lab, environ, "login", "--oidc", CI_ROLE, "--json", cwd=pipeline.root)
     assert done.out.returncode == 0, done.out.stderr
     return done
 
@@ -182,21 +188,31 @@ def production(lab: deploy_lab.Lab, deploy_broker: DeployBroker, pipeline: Pipel
 def staging(
     lab: deploy_lab.Lab, deploy_broker: DeployBroker, pipeline: Pipeline, production: Step
 ) -> tuple[Step, dict[str, list[tuple[str, str, str]]]]:
-    """The same identity deploying staging; with every host's containers of the service just before."""
+    """The same job deploying staging; with every host's containers of the service just before."""
     before = containers(lab)
     environ = pipeline.env(lab, deploy_broker)
     return step(lab, environ, "deploy", "-e", "staging", "--version", "v2", cwd=pipeline.root), before
 
 
-def test_the_login_step_holds_a_session_of_the_machine_identity(pipeline: Pipeline, logged_in: Step) -> None:
+def test_the_login_step_holds_a_session_of_the_oidc_principal(pipeline: Pipeline, logged_in: Step) -> None:
     said = json.loads(logged_in.out.stdout)
-    assert said["principal"]["name"] == pipeline.identity["name"]
-    assert said["principal"]["type"] == "machine"
-    assert pipeline.client_secret not in logged_in.out.stdout + logged_in.out.stderr
+    assert said["principal"]["name"] == PRINCIPAL
+    assert pipeline.id_token.split(".")[2] not in logged_in.out.stdout + logged_in.out.stderr
     assert logged_in.calls == []  # a login runs no docker and no ssh
 
 
-def test_the_identity_deploys_production_and_the_container_sees_its_values(
+def test_no_credential_file_exists_but_the_short_lived_session(pipeline: Pipeline, production: Step) -> None:
+    files = sorted(p for p in pipeline.home.rglob("*") if p.is_file())
+    assert [p.name for p in files] == ["credentials.json"]
+    assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
+    # The ID token is in no file the job left behind (nor is any client secret: none was ever made).
+    signature = pipeline.id_token.split(".")[2].encode()
+    for path in [*pipeline.home.rglob("*"), *pipeline.root.rglob("*")]:
+        if path.is_file():
+            assert signature not in path.read_bytes(), path
+
+
+def test_the_job_deploys_production_and_the_container_sees_its_values(
     lab: deploy_lab.Lab, pipeline: Pipeline, production: Step
 ) -> None:
     assert production.out.returncode == 0, (production.out.stdout, production.out.stderr)
@@ -212,7 +228,7 @@ def test_the_identity_deploys_production_and_the_container_sees_its_values(
             assert service_containers(lab, other, SERVICE) == [], other
 
 
-def test_the_ledger_names_the_identity_as_who_deployed(
+def test_the_ledger_names_the_oidc_principal_as_who_deployed(
     deploy_broker: DeployBroker, pipeline: Pipeline, production: Step
 ) -> None:
     [listed] = admin(deploy_broker, "GET", f"/v1/projects/{PROJECT}/environments/production/deploys")[
@@ -220,33 +236,31 @@ def test_the_ledger_names_the_identity_as_who_deployed(
     ]
     deploy = admin(deploy_broker, "GET", f"/v1/deploys/{listed['id']}")
     assert (deploy["by"], deploy["status"], deploy["version"]) == (
-        pipeline.identity["name"],
+        PRINCIPAL,
         "succeeded",
         "v1",
     )
     assert {h["host"]: h["outcome"] for h in deploy["hosts"]} == {HOST: "deployed"}
     assert {k["name"] for k in deploy["keys"]} == {"APP_SECRET", "BUILD_TOKEN", "REGISTRY_PASSWORD"}
-    # The deploy token was the identity's child: bound to its network like it, and dead now.
+    # The deploy token was the job's session's child, and is dead now.
     tokens = admin(deploy_broker, "GET", "/v1/tokens?include_inactive=true&limit=1000")["tokens"]
-    minted = [
-        t for t in tokens if t["principal"]["name"] == pipeline.identity["name"] and t["num_uses"] is not None
-    ]
+    minted = [t for t in tokens if t["principal"]["name"] == PRINCIPAL and t["num_uses"] is not None]
     assert len(minted) == 1, minted
-    assert minted[0]["bound_cidrs"] == [CIDR] and minted[0]["revoked"] is True
+    assert minted[0]["revoked"] is True
 
 
-def test_no_admin_credential_or_client_secret_reaches_the_deploy_or_its_children(
+def test_no_admin_credential_or_id_token_reaches_the_deploy_or_its_children(
     deploy_broker: DeployBroker, pipeline: Pipeline, production: Step
 ) -> None:
     bootstrap = (deploy_broker.process.data_dir / "bootstrap-admin.secret").read_text().strip()
     environment = "\0".join(f"{k}={v}" for k, v in production.env.items())
-    for credential in (deploy_broker.token, bootstrap, pipeline.client_secret):
+    for credential in (deploy_broker.token, bootstrap, pipeline.id_token):
         assert credential not in environment
     assert production.calls, "the deploy's docker and ssh calls were not recorded"
     watched = [
         deploy_broker.token,
         bootstrap,
-        pipeline.client_secret,
+        pipeline.id_token,
         *pipeline.values["production"].values(),
     ]
     for call in production.calls:
@@ -257,7 +271,7 @@ def test_no_admin_credential_or_client_secret_reaches_the_deploy_or_its_children
         assert value not in production.out.stdout + production.out.stderr
 
 
-def test_the_same_identity_is_refused_staging_with_a_403_before_anything_runs(
+def test_the_same_job_is_refused_staging_with_a_403_before_anything_runs(
     lab: deploy_lab.Lab,
     deploy_broker: DeployBroker,
     pipeline: Pipeline,
@@ -275,11 +289,10 @@ def test_the_same_identity_is_refused_staging_with_a_403_before_anything_runs(
     )
     for value in pipeline.values["staging"].values():
         assert value not in refused.out.stdout + said
-    # The broker answered 403 to that identity, from loopback, and recorded it.
+    # The broker answered 403 to that job's principal, from loopback, and recorded it.
     refusals = [
         (e["method"], e["status"], e["source_addr"])
         for e in deploy_broker.audit()
-        if (e["actor_name"], e["project"], e["environment"])
-        == (pipeline.identity["name"], PROJECT, "staging")
+        if (e["actor_name"], e["project"], e["environment"]) == (PRINCIPAL, PROJECT, "staging")
     ]
     assert refusals == [("POST", 403, "127.0.0.1")], refusals

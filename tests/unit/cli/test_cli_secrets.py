@@ -152,7 +152,11 @@ def test_get_of_a_missing_secret_is_one_sentence(cli: Invoke, logged_in: Credent
     result = cli("secrets", "get", *ENV, "NOPE")
 
     assert result.exit_code == 1
-    assert result.stderr == "Error: environments/production/secrets/NOPE: not found\n"
+    # production inherits from common: the sentence says both were looked at.
+    assert result.stderr == (
+        "Error: projects/shop/environments/production: no secret NOPE "
+        "(nor in the environments it inherits: common)\n"
+    )
 
 
 def test_get_without_read_scope_is_the_brokers_sentence(

@@ -176,7 +176,13 @@ def test_revoke_by_accessor(broker: StandinBroker, cli: Invoke, logged_in: Crede
     assert result.stdout == f"Revoked {ci['accessor']} and every token created from it.\n"
     assert broker.tokens[ci["token"]].revoked
     again = cli("tokens", "revoke", "sra_nobody", "--json")
-    assert again.exit_code == 1 and again.stderr == "Error: accessor: no token has this accessor\n"
+    # Under --json the error is JSON too (issue 15).
+    assert again.exit_code == 1
+    assert json.loads(again.stderr) == {
+        "error": "accessor: no token has this accessor",
+        "field": None,
+        "status": 404,
+    }
 
 
 def test_revoke_refuses_a_token_without_echoing_it(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, func, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db.base import DbRow
@@ -158,6 +159,65 @@ async def current_values(conn: AsyncConnection, env_ids: Sequence[int]) -> list[
             secret_versions.c.destroyed_at.is_(None),
         )
     )
+    return list(result.all())
+
+
+def _chain_rows_statement() -> Select[Any]:
+    # Built once: SQLAlchemy then finds the compiled form in its cache by identity on every request.
+    start = (
+        select(
+            environments.c.id,
+            environments.c.slug,
+            environments.c.parent_id,
+            environments.c.project_id,
+            literal(1).label("depth"),
+        )
+        .join(projects, projects.c.id == environments.c.project_id)
+        .where(projects.c.slug == bindparam("project"), environments.c.slug == bindparam("environment"))
+        .cte("chain", recursive=True)
+    )
+    up = environments.alias("up")
+    chain = start.union_all(
+        select(up.c.id, up.c.slug, up.c.parent_id, up.c.project_id, start.c.depth + 1).where(
+            up.c.id == start.c.parent_id, start.c.depth < bindparam("depth")
+        )
+    )
+    return (
+        select(
+            chain.c.project_id,
+            chain.c.id,
+            chain.c.slug,
+            chain.c.parent_id,
+            secrets.c.name,
+            secrets.c.sensitive,
+            secret_versions.c.version,
+            secret_versions.c.ciphertext,
+            secret_versions.c.wrapped_dek,
+            secret_versions.c.kek_id,
+            secrets.c.id,
+            secrets.c.binding,
+            secret_versions.c.deleted_at.is_not(None),
+            secret_versions.c.destroyed_at.is_not(None),
+        )
+        .select_from(chain)
+        .outerjoin(secrets, secrets.c.environment_id == chain.c.id)
+        .outerjoin(
+            secret_versions,
+            (secret_versions.c.secret_id == secrets.c.id)
+            & (secret_versions.c.version == secrets.c.current_version),
+        )
+    )
+
+
+_CHAIN_ROWS = _chain_rows_statement()
+
+
+async def chain_rows(conn: AsyncConnection, project: str, environment: str, *, depth: int) -> list[DbRow]:
+    """In one statement, the environment and up to `depth` - 1 parents, each with its secrets' current
+    versions: (project id, env id, slug, parent id, then name, sensitive, version, ct, wrapped, kek,
+    secret id, binding, deleted, destroyed, all None for an environment without secrets). No rows: no
+    such environment. A parent cycle repeats environments up to `depth`; the caller's walk stops it."""
+    result = await conn.execute(_CHAIN_ROWS, {"project": project, "environment": environment, "depth": depth})
     return list(result.all())
 
 

@@ -17,25 +17,19 @@ from typing import NamedTuple
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.audit.fingerprint import fingerprint as value_fingerprint
-from broker.audit.fingerprint import fingerprints
 from broker.compiler import compile as compiler
 from broker.compiler.parse import parse_manifest
 from broker.compiler.references import StoredValue, referenced_environments, stored_names
-from broker.crypto.envelope import secret_aad
-from broker.crypto.keyring import Sealed
+from broker.domain.inheritance import Seen, StoredRow
 from broker.domain.manifest import Manifest, Problem
 from broker.domain.names import check_name, check_slug
-from broker.domain.request import Actor, RequestContext, ValueSeen
+from broker.domain.request import Actor, RequestContext
 from broker.domain.scopes import Action
-from broker.errors import Invalid, KeyUnavailable, NotFound
+from broker.errors import Invalid, NotFound
 from broker.renderers.base import RenderedFile
-from broker.repositories import projects as project_repo
-from broker.repositories import secrets as repo
-from broker.services import audit
+from broker.services import audit, visible
 from broker.services.auth import require
-from broker.services.projects import MAX_DEPTH
 from broker.services.runtime import Runtime
-from broker.services.secrets import _env, _open, served_as
 
 MAX_NAMES = 1000
 MAX_TARGETS = 16
@@ -98,86 +92,33 @@ class Diff:
 # --- reading stored values ---------------------------------------------------------------------------
 
 
-# A current row: (environment id, name, sensitive, version, ciphertext, wrapped DEK, KEK id).
-_Row = tuple[int, str, bool, int, bytes, bytes, str, int, bytes | None]
-
-
-class _Store:
-    """The current rows an environment sees (nearest environment wins), decrypted only on request."""
-
-    def __init__(self, project_id: int, project: str, rows: dict[str, _Row], slugs: dict[int, str]) -> None:
-        self.project_id = project_id
-        self.project = project
-        self.rows = rows
-        self.slugs = slugs
+# What an environment sees, still sealed (deploys.py builds an empty one for an environment that does not exist).
+_Store = visible.Visible
 
 
 async def _visible(conn: AsyncConnection, project: str, environment: str) -> _Store:
-    project_id, env_id, _ = await _env(conn, project, environment)
-    tree = await project_repo.environment_slugs(conn, project_id)
-    chain: list[int] = []
-    cursor: int | None = env_id
-    while cursor is not None and cursor not in chain and len(chain) < MAX_DEPTH:
-        chain.append(cursor)
-        cursor = tree[cursor][1]
-    rows = await repo.current_values(conn, chain)
-    if len(chain) > 1:
-        rank = {eid: i for i, eid in enumerate(chain)}
-        rows = sorted(rows, key=lambda r: rank[r[0]])
-    best: dict[str, _Row] = {}
-    for row in rows:
-        name = row[1]
-        if name not in best and row[4] is not None and row[5] is not None and row[6] is not None:
-            best[name] = row
-    return _Store(project_id, project, best, {eid: tree[eid][0] for eid in chain})
+    return await visible.load(conn, project, environment)
 
 
 async def _decrypt(
     rt: Runtime, stores: dict[str, _Store], wanted: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], StoredValue]:
-    out: dict[tuple[str, str], StoredValue] = {}
-    keyring = rt.keys.keyring
-    remote = rt.keys.remote
+    """The wanted (environment, name) values each store shows, decrypted; names it lacks are left out."""
+    picked: dict[str, dict[str, Seen[StoredRow]]] = {}
     for environment, name in wanted:
         store = stores.get(environment)
-        row = store.rows.get(name) if store is not None else None
-        if store is None or row is None:
-            continue
-        eid, _name, sensitive, version, ct, wrapped, kek, sid, bound = row
-        served_as(
-            rt,
-            bound,
-            project_id=store.project_id,
-            project=store.project,
-            env_id=eid,
-            environment=store.slugs[eid],
-            secret_id=sid,
-            name=name,
-            current_version=version,
-        )
-        text: str | None = None
-        if kek not in remote:
-            # What secrets._open does for a local KEK, without a coroutine per value.
-            aad = secret_aad(project_id=store.project_id, environment_id=eid, name=name, version=version)
-            try:
-                text = keyring.open(Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek), aad).decode(
-                    "utf-8"
-                )
-            except KeyUnavailable:
-                text = None  # secrets._open reloads a rotated keyring file and tries again
-        if text is None:  # a blocking KMS or transit call: secrets._open runs it off the event loop
-            text = await _open(
-                rt,
-                project_id=store.project_id,
-                env_id=eid,
-                name=name,
-                version=version,
-                ct=ct,
-                wrapped=wrapped,
-                kek=kek,
+        seen = store.rows.get(name) if store is not None else None
+        if seen is not None:
+            picked.setdefault(environment, {})[name] = seen
+    out: dict[tuple[str, str], StoredValue] = {}
+    for environment, by_name in picked.items():
+        store = stores[environment]
+        seen_list = list(by_name.values())
+        texts = await visible.reveal(rt, project_id=store.project_id, project=store.project, seen=seen_list)
+        for seen, text in zip(seen_list, texts, strict=True):
+            out[(environment, seen.row.name)] = StoredValue(
+                text, seen.row.sensitive, seen.row.version, seen.environment
             )
-            keyring, remote = rt.keys.keyring, rt.keys.remote
-        out[(environment, name)] = StoredValue(text, sensitive, version, store.slugs[eid])
     return out
 
 
@@ -203,11 +144,9 @@ def _keys(
             seen.setdefault((stored.environment, key[1]), stored)
     ordered = sorted(seen)
     keys = [KeyRead(name, env, seen[env, name].version) for env, name in ordered]
-    # The audit event names every value read, with its keyed fingerprint, never the value: what
-    # audit.saw_value notes for one value, here for all of them with one HMAC key set-up.
-    prints = fingerprints(rt.keys.audit_key, [seen[key].value for key in ordered])
-    ctx.values.extend(
-        ValueSeen(env, name, version, fp) for (name, env, version), fp in zip(keys, prints, strict=True)
+    # The audit event names every value read, with its keyed fingerprint, never the value.
+    visible.note(
+        rt, ctx, [(env, name, version) for name, env, version in keys], [seen[key].value for key in ordered]
     )
     return keys
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from broker.db.base import DbRow
+from broker.domain.inheritance import MAX_DEPTH
 from broker.domain.names import check_slug
 from broker.domain.request import Actor, RequestContext
 from broker.domain.scopes import Action, allowed
@@ -16,8 +17,6 @@ from broker.repositories import projects as repo
 from broker.services import audit
 from broker.services.auth import require
 from broker.services.runtime import Runtime
-
-MAX_DEPTH = 16
 
 
 @dataclass(frozen=True)

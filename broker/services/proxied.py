@@ -15,18 +15,17 @@ unavailable): nothing stale or partial is returned.
 from __future__ import annotations
 
 import asyncio
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import NamedTuple
 
 from broker.backends.base import Origin, UpstreamValue
 from broker.backends.router import Route
+from broker.domain.inheritance import Seen, StoredRow, chain
+from broker.domain.inheritance import visible as visible_rows
 from broker.domain.request import RequestContext
 from broker.domain.values import SecretValue
 from broker.errors import Invalid, NotFound
-from broker.repositories import projects as project_repo
 from broker.repositories import secrets as repo
-from broker.services import audit
-from broker.services.projects import MAX_DEPTH
+from broker.services import audit, visible
 from broker.services.runtime import Runtime
 from broker.services.secrets import (
     ResolvedValue,
@@ -34,8 +33,6 @@ from broker.services.secrets import (
     SecretRead,
     VersionInfo,
     _env,
-    _open,
-    served_as,
 )
 
 
@@ -311,71 +308,57 @@ async def _upstream_values(
     return out
 
 
-async def _chain(
-    conn: AsyncConnection, project: str, environment: str
-) -> tuple[int, list[int], dict[int, tuple[str, int | None]]]:
-    project_id, env_id, _ = await _env(conn, project, environment)
-    tree = await project_repo.environment_slugs(conn, project_id)
-    chain: list[int] = []
-    cursor: int | None = env_id
-    while cursor is not None and cursor not in chain and len(chain) < MAX_DEPTH:
-        chain.append(cursor)
-        cursor = tree[cursor][1]
-    return project_id, chain, tree
+class _Upstream(NamedTuple):
+    """A value an upstream backend holds for an environment of the chain (always served, always sensitive)."""
+
+    environment_id: int
+    name: str
+    got: UpstreamValue
+    readable: bool = True
 
 
 async def resolve(
     rt: Runtime, ctx: RequestContext, *, project: str, environment: str
 ) -> dict[str, ResolvedValue]:
-    """Inheritance across database and upstream environments; the nearest environment wins."""
+    """Inheritance across database and upstream environments; the nearest environment wins, and within one
+    environment a value mapped upstream wins over a database row of the same name."""
     assert rt.backends is not None
     async with rt.engine.begin() as conn:
-        _, chain, tree = await _chain(conn, project, environment)
-    slugs = [tree[e][0] for e in chain]
+        first = await visible.load_chain(conn, project, environment)
+    slugs = [first.tree[e][0] for e in chain(first.environment_id, first.tree)]
     upstream = await _upstream_values(rt, project, slugs)
     async with rt.engine.begin() as conn:
-        project_id, chain, tree = await _chain(conn, project, environment)
-        whole = {e for e in chain if rt.backends.env_route(project, tree[e][0]) is not None}
-        rows = await repo.current_values(conn, [e for e in chain if e not in whole])
-        by_env: dict[int, list[tuple[str, bool, int, bytes, bytes, str, int, bytes | None]]] = {}
-        for eid, name, sensitive, ver, ct, wrapped, kek, sid, bound in rows:
-            if ct is None or wrapped is None or kek is None:
-                continue
-            by_env.setdefault(eid, []).append((name, sensitive, ver, ct, wrapped, kek, sid, bound))
-        best: dict[str, ResolvedValue] = {}
-        for eid in chain:
-            slug = tree[eid][0]
-            for name, got in sorted(upstream.get(slug, {}).items()):
-                if name not in best:
-                    best[name] = ResolvedValue(got.value, got.version, slug, True, got.origin)
-                    audit.saw_value(
-                        rt, ctx, environment=slug, name=name, version=got.version, value=got.value.reveal()
-                    )
-            for name, sensitive, ver, ct, wrapped, kek, sid, bound in by_env.get(eid, []):
-                if name in best:
-                    continue
-                served_as(
-                    rt,
-                    bound,
-                    project_id=project_id,
-                    project=project,
-                    env_id=eid,
-                    environment=slug,
-                    secret_id=sid,
-                    name=name,
-                    current_version=ver,
+        # Read again after the upstream calls: no transaction is held across the network.
+        got = await visible.load_chain(conn, project, environment)
+        by_slug = {slug: eid for eid, (slug, _parent) in got.tree.items()}
+        whole = {eid for slug, eid in by_slug.items() if rt.backends.env_route(project, slug) is not None}
+        candidates: list[_Upstream | StoredRow] = [
+            _Upstream(by_slug[slug], name, value)
+            for slug, values in upstream.items()
+            if slug in by_slug
+            for name, value in values.items()
+        ]
+        candidates += [row for row in got.rows if row.environment_id not in whole]
+        picked = visible_rows(got.environment_id, got.tree, candidates)
+        stored = [Seen(s.row, s.environment) for s in picked.values() if isinstance(s.row, StoredRow)]
+        texts = await visible.reveal(rt, project_id=got.project_id, project=project, seen=stored)
+        opened = {s.row.name: text for s, text in zip(stored, texts, strict=True)}
+        out: dict[str, ResolvedValue] = {}
+        for name, seen in picked.items():
+            row = seen.row
+            if isinstance(row, StoredRow):
+                out[name] = ResolvedValue(
+                    SecretValue(opened[name]), row.version, seen.environment, row.sensitive
                 )
-                text = await _open(
-                    rt,
-                    project_id=project_id,
-                    env_id=eid,
-                    name=name,
-                    version=ver,
-                    ct=ct,
-                    wrapped=wrapped,
-                    kek=kek,
+            else:
+                out[name] = ResolvedValue(
+                    row.got.value, row.got.version, seen.environment, True, row.got.origin
                 )
-                best[name] = ResolvedValue(SecretValue(text), ver, slug, sensitive)
-                audit.saw_value(rt, ctx, environment=slug, name=name, version=ver, value=text)
+        visible.note(
+            rt,
+            ctx,
+            [(v.environment, name, v.version) for name, v in out.items()],
+            [v.value.reveal() for v in out.values()],
+        )
         await audit.record(conn, rt, ctx)
-    return dict(sorted(best.items()))
+    return out

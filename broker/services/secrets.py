@@ -28,9 +28,8 @@ from broker.errors import Conflict, Forbidden, Invalid, KeyUnavailable, NotFound
 from broker.repositories import hotpath
 from broker.repositories import projects as project_repo
 from broker.repositories import secrets as repo
-from broker.services import audit
+from broker.services import audit, visible
 from broker.services.auth import bearer_digest, require, token_refusal, token_scopes
-from broker.services.projects import MAX_DEPTH
 from broker.services.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -808,37 +807,15 @@ async def resolve(
 
         return await proxied.resolve(rt, ctx, project=project, environment=environment)
     async with rt.engine.begin() as conn:
-        project_id, env_id, _ = await _env(conn, project, environment)
-        tree = await project_repo.environment_slugs(conn, project_id)
-        chain: list[int] = []
-        cursor: int | None = env_id
-        while cursor is not None and cursor not in chain and len(chain) < MAX_DEPTH:
-            chain.append(cursor)
-            cursor = tree[cursor][1]
-        rows = await repo.current_values(conn, chain)
-        rank = {eid: i for i, eid in enumerate(chain)}
-        best: dict[str, tuple[int, ResolvedValue]] = {}
-        for eid, name, sensitive, ver, ct, wrapped, kek, sid, bound in sorted(rows, key=lambda r: rank[r[0]]):
-            if name in best or ct is None or wrapped is None or kek is None:
-                continue
-            served_as(
-                rt,
-                bound,
-                project_id=project_id,
-                project=project,
-                env_id=eid,
-                environment=tree[eid][0],
-                secret_id=sid,
-                name=name,
-                current_version=ver,
-            )
-            text = await _open(
-                rt, project_id=project_id, env_id=eid, name=name, version=ver, ct=ct, wrapped=wrapped, kek=kek
-            )
-            best[name] = (rank[eid], ResolvedValue(SecretValue(text), ver, tree[eid][0], sensitive))
-            audit.saw_value(rt, ctx, environment=tree[eid][0], name=name, version=ver, value=text)
+        store = await visible.load(conn, project, environment)
+        seen = list(store.rows.values())
+        texts = await visible.reveal(rt, project_id=store.project_id, project=project, seen=seen)
+        visible.note(rt, ctx, [(s.environment, s.row.name, s.row.version) for s in seen], texts)
         await audit.record(conn, rt, ctx)
-    return {name: rv for name, (_, rv) in sorted(best.items())}
+    return {
+        s.row.name: ResolvedValue(SecretValue(text), s.row.version, s.environment, s.row.sensitive)
+        for s, text in zip(seen, texts, strict=True)
+    }
 
 
 GENERATE_FORMATS = ("hex", "base64", "alnum")

@@ -169,6 +169,40 @@ def test_resolve_mixes_database_and_upstream_nearest_wins(world: World) -> None:
     assert staging["DB_URL"]["value"] == common_shadowed
 
 
+def test_resolve_audits_each_value_once_where_it_came_from(world: World) -> None:
+    """One event for the whole environment: each value's keyed fingerprint, its environment and version."""
+    import json
+
+    from sqlalchemy import select
+
+    from broker.audit.fingerprint import fingerprint
+    from broker.models import audit_events
+
+    common_only, common_shadowed, prod = rv(), rv(), rv()
+    assert world.put("LOG_LEVEL", common_only, env="common").status_code == 200
+    assert world.put("DB_URL", common_shadowed, env="common").status_code == 200
+    assert world.put("DB_URL", prod).status_code == 200
+    r = world.client.get("/v1/projects/microblog/environments/production/resolved", headers=world.h)
+    assert r.status_code == 200, r.text
+    body = r.json()["values"]
+
+    async def events(rid: str) -> list[dict[str, object]]:
+        async with world.rt.engine.begin() as conn:
+            rows = await conn.execute(select(audit_events).where(audit_events.c.request_id == rid))
+            return [dict(row._mapping) for row in rows]
+
+    (event,) = world.client.portal.call(events, r.headers["x-request-id"])  # type: ignore[union-attr]
+    assert event["action"] == "secret.resolve" and event["outcome"] == "ok"
+    for value in (common_only, common_shadowed, prod):
+        assert value not in json_text(event)
+    seen = json.loads(str(event["fingerprints"]))
+    key = world.rt.keys.audit_key
+    assert sorted((s["name"], s["environment"], s["version"], s["fingerprint"]) for s in seen) == [
+        ("DB_URL", "production", body["DB_URL"]["version"], fingerprint(key, prod)),
+        ("LOG_LEVEL", "common", 1, fingerprint(key, common_only)),
+    ]
+
+
 def test_write_refuses_bad_input_before_any_upstream_call(world: World) -> None:
     assert world.put("bad-name", rv()).status_code == 400
     assert world.put("OK", "x" * 70000).status_code == 400

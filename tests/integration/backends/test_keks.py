@@ -147,7 +147,12 @@ def test_keyring_mixes_local_kms_and_transit_and_rewraps_across_kinds(
         return go
 
     def read_all(client: TestClient, rt: Runtime) -> dict[str, str]:
-        return {n: client.get(f"{BASE}/{n}", headers=b.h).json().get("value") for n in values}
+        one_by_one = {n: client.get(f"{BASE}/{n}", headers=b.h).json().get("value") for n in values}
+        # The whole environment in one request: local values open inline, remote ones in a worker thread.
+        r = client.get(BASE.removesuffix("/secrets") + "/resolved", headers=b.h)
+        assert r.status_code == 200, r.text
+        assert {n: v["value"] for n, v in r.json()["values"].items()} == one_by_one
+        return one_by_one
 
     local_id = json.loads(b.key_file.read_text())["current"]
     b.run(put("LOCAL_ONE"))
@@ -319,6 +324,38 @@ def test_remote_kek_calls_stay_off_the_event_loop(tmp_path: Path, moto: upstream
         b.run(go)
     finally:
         AwsKmsKek.generate = original  # type: ignore[method-assign]
+
+
+def test_a_whole_environment_opens_remote_keks_off_the_event_loop(
+    tmp_path: Path, moto: upstreams.Moto, kms_key: str
+) -> None:
+    """ARCHITECTURE rule 7 for GET .../resolved: every KMS unwrap of the request runs in a worker thread."""
+    import threading
+
+    b = Broker(tmp_path)
+    rotate_file(b.key_file, now=utcnow(), entry=kms_entry(moto, kms_key))
+    values = {f"K{i}": f"value-{i}-" + "x" * 20 for i in range(3)}
+    threads: list[str] = []
+    original = AwsKmsKek.unwrap
+
+    def spy(self: AwsKmsKek, wrapped: bytes, aad: bytes) -> bytes:
+        threads.append(threading.current_thread().name)
+        return original(self, wrapped, aad)
+
+    def go(client: TestClient, rt: Runtime) -> None:
+        for name, value in values.items():
+            assert client.put(f"{BASE}/{name}", json={"value": value}, headers=b.h).status_code == 200
+        loop_thread = client.portal.call(lambda: threading.current_thread().name)  # type: ignore[union-attr]
+        AwsKmsKek.unwrap = spy  # type: ignore[method-assign]
+        try:
+            r = client.get(BASE.removesuffix("/secrets") + "/resolved", headers=b.h)
+        finally:
+            AwsKmsKek.unwrap = original  # type: ignore[method-assign]
+        assert r.status_code == 200, r.text
+        assert {n: v["value"] for n, v in r.json()["values"].items()} == values
+        assert len(threads) == len(values) and loop_thread not in threads
+
+    b.run(go)
 
 
 def test_keys_rewrap_upstream_versions_uses_transit_rewrap(

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from sqlalchemy import event, select, update
+
+from broker.domain.inheritance import MAX_DEPTH
+from broker.models import environments
+from broker.services import visible
 from tests.integration.secrets.conftest import Api, problem, random_value
 
 
@@ -112,3 +117,69 @@ def test_deleting_an_environment_in_use_is_409(api: Api) -> None:
     assert api.client.delete(api.env_url("empty"), headers=api.h).status_code == 204
     problem(api.client.get(api.env_url("empty"), headers=api.h), 404)
     problem(api.client.get(f"{api.env_url('empty')}/resolved", headers=api.h), 404)
+
+
+def test_a_whole_environment_loads_in_one_statement(api: Api) -> None:
+    # The chain's environments and their current rows come back together (repositories.secrets.chain_rows).
+    api.make_env("prod-eu", parent="production")
+    for env, name in (("common", "A"), ("common", "B"), ("production", "A"), ("prod-eu", "C")):
+        assert api.put(env, name, random_value()).status_code == 200
+    assert api.client.delete(api.url("production", "A"), headers=api.h).status_code == 204
+    statements: list[str] = []
+    ours: list[object] = []
+
+    def count(conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        # Only this connection's statements (the broker's background audit tasks share the engine), and
+        # not SQLite's transaction control.
+        if conn in ours and not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):
+            statements.append(statement)
+
+    engine = api.rt.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+
+        async def go() -> dict[str, tuple[str, int]]:
+            async with api.rt.engine.connect() as conn:
+                ours.append(conn.sync_connection)
+                seen = await visible.load(conn, "microblog", "prod-eu")
+            return {name: (s.environment, s.row.version) for name, s in seen.rows.items()}
+
+        got = api.run(go)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert len(statements) == 1, statements
+    # production's A is deleted: common's shows through.
+    assert got == {"A": ("common", 1), "B": ("common", 1), "C": ("prod-eu", 1)}
+
+
+def test_a_parent_cycle_made_in_the_database_ends_the_walk(api: Api) -> None:
+    # The API refuses cycles; a direct edit of parent_id must not hang or duplicate values.
+    common, prod = random_value(), random_value()
+    assert api.put("common", "C", common).status_code == 200
+    assert api.put("production", "P", prod).status_code == 200
+    ids = dict(api.query(select(environments.c.slug, environments.c.id)))
+    assert api.execute(
+        update(environments).where(environments.c.id == ids["common"]).values(parent_id=ids["production"])
+    )
+    for env in ("production", "common"):
+        got = resolved(api, env)
+        assert {k: (v["value"], v["environment"]) for k, v in got.items()} == {
+            "C": (common, "common"),
+            "P": (prod, "production"),
+        }
+
+
+def test_the_deepest_chain_allowed_sees_its_root(api: Api) -> None:
+    # common is level 1 and production level 2: build levels 3..MAX_DEPTH, then one more is refused.
+    parent = "production"
+    for level in range(3, MAX_DEPTH + 1):
+        api.make_env(f"l{level}", parent=parent)
+        parent = f"l{level}"
+    root = random_value()
+    assert api.put("common", "ROOT", root).status_code == 200
+    got = resolved(api, parent)["ROOT"]
+    assert (got["value"], got["environment"]) == (root, "common")
+    r = api.client.post(
+        "/v1/projects/microblog/environments", json={"slug": "toodeep", "parent": parent}, headers=api.h
+    )
+    assert problem(r, 400)["detail"].startswith("parent:")

@@ -374,6 +374,110 @@ def db_current() -> None:
     click.echo(f"current: {_run(current()) or 'empty'}\nhead: {migrate.head_revision(url)}")
 
 
+def _database_url(url: str, option: str) -> str:
+    """A database URL given on the command line, checked and with the async driver filled in."""
+    from broker.config import DATABASE_SCHEMES
+
+    if not url.startswith(DATABASE_SCHEMES):
+        raise click.BadParameter("must be a postgresql:// or sqlite:// URL", param_hint=option)
+    return Settings.model_construct(database_url=url).resolved_database_url
+
+
+def _reach(url: str, option: str) -> None:
+    """Open the database once, so that an unreachable one is named by its option, not by a setting."""
+    from broker.db import migrate
+    from broker.db.engine import make_engine
+
+    async def go() -> None:
+        engine = make_engine(url, pool_size=1)
+        try:
+            await migrate.current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        _run(go())
+    except Exception as exc:
+        why = _why_database(exc) or type(exc).__name__
+        raise click.ClickException(f"{option}: cannot use the database ({why}); nothing was copied") from None
+
+
+@db.command("copy")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    metavar="URL",
+    help="The database to copy, e.g. sqlite:///var/lib/strongroom/strongroom.db (left unchanged).",
+)
+@click.option(
+    "--to",
+    "target",
+    default=None,
+    metavar="URL",
+    help="An empty, migrated PostgreSQL database (default: STRONGROOM_DATABASE_URL, which keeps its password "
+    "off the command line).",
+)
+@click.option(
+    "--sample", type=click.IntRange(min=0), default=20, show_default=True, help="Values to decrypt."
+)
+def db_copy(source: str, target: str | None, sample: int) -> None:
+    """Copy every row (ciphertexts as they are) onto an empty PostgreSQL database, then verify it there."""
+    from broker.main import build_runtime
+    from broker.services import dbcopy
+
+    settings = _settings()
+    source_url = _database_url(source, "--from")
+    sqlite_path = source_url.partition(":///")[2] if source_url.startswith("sqlite") else None
+    if sqlite_path is not None and not Path(sqlite_path).is_file():
+        # SQLite would create an empty file there; say what is wrong instead.
+        raise click.BadParameter(f"{sqlite_path}: no such SQLite file", param_hint="--from")
+    if target is None:
+        if settings.is_embedded:
+            raise click.UsageError("--to: give the target URL or set STRONGROOM_DATABASE_URL to it")
+        target_url = settings.resolved_database_url
+    else:
+        target_url = _database_url(target, "--to")
+    # The same keys as the source's broker: they open the copied values and verify the copied chain.
+    on_target = settings.model_copy(update={"database_url": target_url})
+    try:
+        runtime = build_runtime(on_target)
+    except BrokerError as exc:
+        raise _fail(exc) from None
+    for url, option in ((source_url, "--from"), (target_url, "--to")):
+        _reach(url, option)
+    copied = _run(dbcopy.copy_rows(source_url=source_url, target_url=target_url))
+    for name, n in copied.tables:
+        click.echo(f"{name}: {n}")
+    click.echo(
+        f"copied {copied.rows} rows in {len(copied.tables)} tables at schema revision {copied.revision}"
+    )
+
+    async def verify() -> Any:
+        try:
+            return await dbcopy.verify_target(runtime, copied=copied, sample=sample)
+        finally:
+            await runtime.engine.dispose()
+
+    checked = _run(verify())
+    problems = []
+    if not checked.counts_match:
+        problems.append("row counts differ from what was copied (was a broker writing to the target?)")
+    if checked.undecryptable:
+        problems.append(
+            f"{len(checked.undecryptable)} of {checked.sampled} sampled values do not decrypt with the configured "
+            f"keyring (is it the source's?): {', '.join(checked.undecryptable)}"
+        )
+    if not checked.audit.ok:
+        problems.append(f"the audit chain does not verify: {_report_text(checked.audit)}")
+    if problems:
+        raise click.ClickException("--to: the target holds the copy but " + "; ".join(problems))
+    click.echo(
+        f"verified on the target: row counts, the audit chain ({checked.audit.events} records), "
+        f"{checked.sampled} sampled values decrypt"
+    )
+
+
 @main.group()
 def keys() -> None:
     """Key-encryption keys: rotate, rewrap, retire; bind secrets stored before bindings existed."""

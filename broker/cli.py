@@ -189,16 +189,77 @@ def _login_hint(settings: Settings, path: Path) -> str:
     return (
         "Bootstrap admin created (client id: admin). Log in; the secret is read from a 0600 file,\n"
         "never typed on a command line:\n"
-        f"  strongroom login --url http://{settings.host}:{settings.port} --client-id admin --secret-file {path}\n"
+        f"  strongroom login --url {'https' if settings.tls_cert_file else 'http'}://{settings.host}:{settings.port}"
+        f" --client-id admin --secret-file {path}\n"
         f"Then move that secret to your password manager and delete the file: rm {path}"
     )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost may resolve to any interface
+
+
+def _check_transport(settings: Settings) -> None:
+    """TLS needs both files; plain HTTP is served off loopback only when the operator says so explicitly."""
+    from broker.files import loose_mode
+
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    if (cert is None) != (key is None):
+        missing = (
+            "--tls-key (STRONGROOM_TLS_KEY_FILE)" if key is None else "--tls-cert (STRONGROOM_TLS_CERT_FILE)"
+        )
+        raise click.UsageError(f"{missing}: TLS needs both a certificate and its key")
+    for path, option in ((cert, "--tls-cert"), (key, "--tls-key")):
+        if path is not None and not path.is_file():
+            raise click.UsageError(f"{option}: {path}: no such file")
+    if key is not None and (loose := loose_mode(key, "TLS key")) is not None:
+        raise click.UsageError(f"--tls-key: {loose}")
+    if cert is None and not settings.allow_plain_http and not _is_loopback(settings.host):
+        raise click.UsageError(
+            f"--host: {settings.host} is not loopback, and plain HTTP there would carry tokens and values in "
+            "clear; give --tls-cert and --tls-key, or --allow-plain-http (STRONGROOM_ALLOW_PLAIN_HTTP=true) "
+            "only behind a TLS-terminating proxy"
+        )
 
 
 @main.command()
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8750).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes (PostgreSQL only).")
-def serve(host: str | None, port: int | None, workers: int) -> None:
+@click.option(
+    "--tls-cert",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Serve HTTPS with this PEM certificate chain [env: STRONGROOM_TLS_CERT_FILE].",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The certificate's PEM private key [env: STRONGROOM_TLS_KEY_FILE].",
+)
+@click.option(
+    "--allow-plain-http",
+    is_flag=True,
+    default=None,
+    help="Serve plain HTTP on an address other than loopback (behind a TLS-terminating proxy only) "
+    "[env: STRONGROOM_ALLOW_PLAIN_HTTP].",
+)
+def serve(
+    host: str | None,
+    port: int | None,
+    workers: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    allow_plain_http: bool | None,
+) -> None:
     """Serve the API; on the embedded default, set up SQLite and a development key first."""
     import uvicorn
 
@@ -206,7 +267,15 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
     from broker.main import build_runtime, create_app
     from broker.services.runtime import utcnow
 
-    settings = _settings(host=host, port=port)
+    settings = _settings(
+        host=host,
+        port=port,
+        tls_cert_file=tls_cert,
+        tls_key_file=tls_key,
+        allow_plain_http=allow_plain_http or None,
+    )
+    _check_transport(settings)
+    scheme = "https" if settings.tls_cert_file is not None else "http"
     if settings.is_embedded:
         _prepare_embedded(settings)
         try:
@@ -239,9 +308,12 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
             "STRONGROOM_AUDIT_CHECKPOINT_DIR on another volume or host.",
             err=True,
         )
-    click.echo(f"strongroom broker on http://{settings.host}:{settings.port}", err=True)
+    click.echo(f"strongroom broker on {scheme}://{settings.host}:{settings.port}", err=True)
     from broker.api.protocol import BoundedHttpTools
 
+    tls: dict[str, Any] = {}
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
     if workers > 1:
         uvicorn.run(
             "broker.main:app_factory",
@@ -252,6 +324,7 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
             log_level="warning",
             server_header=False,
             http=BoundedHttpTools,
+            **tls,
         )
     else:
         uvicorn.run(
@@ -261,6 +334,7 @@ def serve(host: str | None, port: int | None, workers: int) -> None:
             log_level="warning",
             server_header=False,
             http=BoundedHttpTools,
+            **tls,
         )
 
 

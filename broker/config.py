@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     key_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
+    # TLS served by the broker itself (a single host without a proxy): PEM certificate chain and key.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Plain HTTP on an address other than loopback, for a TLS-terminating proxy in front (never by default).
+    allow_plain_http: bool = False
     token_ttl: int = Field(default=900, ge=10, le=86400)
     token_max_ttl: int = Field(default=8 * 3600, ge=10, le=31 * 86400)
     trusted_proxies: list[str] = Field(default_factory=list)

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from broker.api import errors
+from broker.api import docs, errors
 from broker.api.edge import Edge
 from broker.api.routes import audit as audit_routes
 from broker.api.routes import auth, compile, deploys, health, importing, projects, secrets
@@ -101,12 +101,15 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
         title="Strongroom broker",
         version="1",
         lifespan=lifespan,
-        docs_url="/docs",
+        # The docs page is added below from the packaged Swagger UI (broker/api/docs.py), not from a CDN.
+        docs_url=None,
         redoc_url=None,
         # `/secrets/` (an empty name) must be refused, not redirected to another route.
         redirect_slashes=False,
     )
     app.state.runtime = runtime
+    app.add_route("/docs", docs.docs_endpoint("/openapi.json", app.title), include_in_schema=False)
+    app.add_route("/docs/oauth2-redirect", docs.oauth2_redirect, include_in_schema=False)
     errors.install(app)
     for router in (
         health.router,

@@ -30,7 +30,9 @@ class _Refs(HTMLParser):
 @pytest.fixture
 def docs_client(tmp_path: Path, sqlite_template: Path) -> Iterator[TestClient]:
     url = sqlite_db(tmp_path / "broker.db", sqlite_template)
-    with TestClient(create_app(build_runtime(make_settings(url, tmp_path))), client=("127.0.0.1", 50000)) as c:
+    with TestClient(
+        create_app(build_runtime(make_settings(url, tmp_path))), client=("127.0.0.1", 50000)
+    ) as c:
         yield c
 
 

@@ -40,7 +40,7 @@ def bundle_dir() -> Path:
 
 def _asset_url(name: str, version: str) -> str:
     # The bundle's version in the URL lets browsers cache an asset until the package changes.
-    return f"/docs?asset={name}&v={version}"
+    return f"/docs?asset={name}&amp;v={version}"
 
 
 def _page(openapi_url: str, title: str) -> str:

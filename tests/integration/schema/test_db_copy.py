@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import itertools
 import os
-from collections.abc import Iterator
+import shutil
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,8 +73,10 @@ def pg_database(cluster: pg.Cluster, *, migrated: bool = True) -> str:
     return cluster.url(name)
 
 
-@pytest.fixture
-def source(tmp_path: Path, sqlite_template: Path, fresh_settings_cache: None) -> Iterator[Source]:
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> Source:
+    """The source broker's database, filled once per module through the API (tests get copies of it)."""
+    tmp_path = tmp_path_factory.mktemp("copy-source")
     url = sqlite_db(tmp_path / "broker.db", sqlite_template)
     keyring = keyring_json()
     settings = make_settings(url, tmp_path).model_copy(update={"keyring": keyring})
@@ -97,7 +102,20 @@ def source(tmp_path: Path, sqlite_template: Path, fresh_settings_cache: None) ->
         assert r.status_code in (200, 201), r.text
         reader = {"Authorization": f"Bearer {r.json()['token']}"}
     asyncio.run(runtime.engine.dispose())
-    yield Source(url, settings.data_dir, keyring, admin, reader, values, old_version)
+    with contextlib.closing(sqlite3.connect(tmp_path / "broker.db")) as conn:
+        conn.execute(
+            "PRAGMA wal_checkpoint(TRUNCATE)"
+        )  # everything in the main file, so a copy of it is whole
+    return Source(url, settings.data_dir, keyring, admin, reader, values, old_version)
+
+
+@pytest.fixture
+def source(filled: Source, tmp_path: Path, fresh_settings_cache: None) -> Source:
+    """A private copy of the filled database and data directory (keys, audit checkpoints) for one test."""
+    data_dir = tmp_path / "data"
+    shutil.copytree(filled.data_dir, data_dir)
+    url = sqlite_db(tmp_path / "broker.db", Path(filled.url.partition(":///")[2]))
+    return dataclasses.replace(filled, url=url, data_dir=data_dir)
 
 
 def copy(src: Source, *args: str) -> Result:

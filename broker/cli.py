@@ -482,7 +482,7 @@ def _reach(url: str, option: str) -> None:
     "source",
     required=True,
     metavar="URL",
-    help="The database to copy, e.g. sqlite:///var/lib/strongroom/strongroom.db (left unchanged).",
+    help="The database to copy, e.g. sqlite:////var/lib/strongroom/strongroom.db (left unchanged).",
 )
 @click.option(
     "--to",
@@ -493,7 +493,7 @@ def _reach(url: str, option: str) -> None:
     "off the command line).",
 )
 @click.option(
-    "--sample", type=click.IntRange(min=0), default=20, show_default=True, help="Values to decrypt."
+    "--sample", type=click.IntRange(min=0), default=20, show_default=True, help="How many stored values to decrypt on the target as a check (none is printed)."
 )
 def db_copy(source: str, target: str | None, sample: int) -> None:
     """Copy every row (ciphertexts as they are) onto an empty PostgreSQL database, then verify it there."""

@@ -493,7 +493,11 @@ def _reach(url: str, option: str) -> None:
     "off the command line).",
 )
 @click.option(
-    "--sample", type=click.IntRange(min=0), default=20, show_default=True, help="How many stored values to decrypt on the target as a check (none is printed)."
+    "--sample",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="How many stored values to decrypt on the target as a check (none is printed).",
 )
 def db_copy(source: str, target: str | None, sample: int) -> None:
     """Copy every row (ciphertexts as they are) onto an empty PostgreSQL database, then verify it there."""

@@ -524,6 +524,13 @@ def db_copy(source: str, target: str | None, sample: int) -> None:
         raise _fail(exc) from None
     for url, option in ((source_url, "--from"), (target_url, "--to")):
         _reach(url, option)
+    sampled, failed = _run(dbcopy.source_undecryptable(runtime, source_url=source_url, sample=sample))
+    if failed:
+        raise click.ClickException(
+            f"--from: {len(failed)} of {sampled} sampled values do not decrypt with the configured keyring "
+            f"(STRONGROOM_KEYRING or STRONGROOM_KEY_FILE must be the source broker's): {', '.join(failed)}; "
+            "nothing was copied"
+        )
     copied = _run(dbcopy.copy_rows(source_url=source_url, target_url=target_url))
     for name, n in copied.tables:
         click.echo(f"{name}: {n}")

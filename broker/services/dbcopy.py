@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from broker.audit.verify import Report
 from broker.crypto.envelope import secret_aad
@@ -105,14 +106,8 @@ async def copy_rows(*, source_url: str, target_url: str, batch: int = BATCH) -> 
     return Copied(revision=head, tables=copied)
 
 
-async def verify_target(rt: Runtime, *, copied: Copied, sample: int = 20) -> Verified:
-    """Check the target after the copy: row counts, the audit chain against the checkpoints with the
-    configured keys, and that a sample of stored values decrypts with the keyring (values are dropped)."""
-    async with rt.engine.connect() as conn:
-        counts = {t.name: await repo.count(conn, t) for t in repo.tables()}
-        picked = await repo.sample_versions(conn, limit=sample)
-    # Verifying links any events still pending, which adds rows to the audit tables only.
-    counts_match = all(counts[name] == n for name, n in copied.tables)
+async def _undecryptable(rt: Runtime, picked: list[Any]) -> list[str]:
+    """The sampled stored values the runtime's keyring does not open (the plaintexts are dropped)."""
     keyring = rt.keys.keyring
     failed = []
     for project_id, env_id, name, version, ct, wrapped, kek in picked:
@@ -121,5 +116,29 @@ async def verify_target(rt: Runtime, *, copied: Copied, sample: int = 20) -> Ver
             await asyncio.to_thread(keyring.open, Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek), aad)
         except BrokerError:
             failed.append(f"{name} version {version} (environment id {env_id})")
+    return failed
+
+
+async def source_undecryptable(rt: Runtime, *, source_url: str, sample: int) -> tuple[int, list[str]]:
+    """Before copying: how many stored values of the source were sampled, and which of them the
+    configured keyring does not open (a wrong keyring is then refused with nothing written)."""
+    engine = make_engine(source_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            picked = await repo.sample_versions(conn, limit=sample)
+    finally:
+        await engine.dispose()
+    return len(picked), await _undecryptable(rt, picked)
+
+
+async def verify_target(rt: Runtime, *, copied: Copied, sample: int = 20) -> Verified:
+    """Check the target after the copy: row counts, the audit chain against the checkpoints with the
+    configured keys, and that a sample of stored values decrypts with the keyring (values are dropped)."""
+    async with rt.engine.connect() as conn:
+        counts = {t.name: await repo.count(conn, t) for t in repo.tables()}
+        picked = await repo.sample_versions(conn, limit=sample)
+    # Verifying links any events still pending, which adds rows to the audit tables only.
+    counts_match = all(counts[name] == n for name, n in copied.tables)
+    failed = await _undecryptable(rt, picked)
     report = await chaining.verify_database(rt)
     return Verified(counts_match=counts_match, audit=report, sampled=len(picked), undecryptable=failed)

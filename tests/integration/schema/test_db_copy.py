@@ -237,7 +237,9 @@ def test_the_target_defaults_to_the_database_setting(source: Source, pg_cluster:
     assert counts(target)["secret_versions"] == counts(source.url)["secret_versions"] == 6
 
 
-def test_a_keyring_that_is_not_the_sources_fails_verification(source: Source, pg_cluster: pg.Cluster) -> None:
+def test_a_keyring_that_is_not_the_sources_is_refused_before_copying(
+    source: Source, pg_cluster: pg.Cluster
+) -> None:
     target = pg_database(pg_cluster)
 
     r = CliRunner().invoke(
@@ -247,7 +249,8 @@ def test_a_keyring_that_is_not_the_sources_fails_verification(source: Source, pg
     )
 
     assert r.exit_code == 1
-    assert "--to: the target holds the copy but" in r.output
-    assert "sampled values do not decrypt with the configured keyring" in r.output
+    assert "--from: 6 of 6 sampled values do not decrypt with the configured keyring" in r.output
+    assert "nothing was copied" in r.output
+    assert all(n == 0 for n in counts(target).values())
     for value in source.values.values():
         assert value not in r.output

@@ -100,19 +100,23 @@ async def head(conn: AsyncConnection) -> tuple[int, str | None]:
     return (int(row[0]), row[1]) if row is not None else (0, None)
 
 
+def pending_statement(*, limit: int) -> Select[Any]:
+    """The select behind `pending` (apart for EXPLAIN in tests)."""
+    return (
+        select(audit_events.c.id, *RECORD_COLUMNS)
+        .where(audit_events.c.seq.is_(None))
+        .order_by(audit_events.c.id)
+        .limit(limit)
+    )
+
+
 async def pending(conn: AsyncConnection, *, limit: int) -> list[DbRow]:
     """Committed events not linked yet, oldest id first: (id, *RECORD_COLUMNS).
 
     Read through the partial index ix_audit_events_unlinked, so a pass costs its own size, not the
     length of the linked history.
     """
-    result = await conn.execute(
-        select(audit_events.c.id, *RECORD_COLUMNS)
-        .where(audit_events.c.seq.is_(None))
-        .order_by(audit_events.c.id)
-        .limit(limit)
-    )
-    return list(result.all())
+    return list((await conn.execute(pending_statement(limit=limit))).all())
 
 
 async def count_pending(conn: AsyncConnection) -> int:

@@ -76,6 +76,17 @@ async def lock_chain(conn: AsyncConnection) -> None:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
 
 
+async def try_lock_chain(conn: AsyncConnection) -> bool:
+    """Take the chain lock if no other transaction holds it (released at commit); False at once if one does.
+
+    SQLite: True (the transaction's IMMEDIATE begin already holds the one write lock).
+    """
+    if conn.dialect.name != "postgresql":
+        return True
+    result = await conn.execute(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
+    return bool(result.scalar_one())
+
+
 async def head(conn: AsyncConnection) -> tuple[int, str | None]:
     """(seq, hash) of the newest linked event, or (0, None) for an empty chain."""
     row = (
@@ -89,15 +100,23 @@ async def head(conn: AsyncConnection) -> tuple[int, str | None]:
     return (int(row[0]), row[1]) if row is not None else (0, None)
 
 
-async def pending(conn: AsyncConnection, *, limit: int) -> list[DbRow]:
-    """Committed events not linked yet, oldest id first: (id, *RECORD_COLUMNS)."""
-    result = await conn.execute(
+def pending_statement(*, limit: int) -> Select[Any]:
+    """The select behind `pending` (apart for EXPLAIN in tests)."""
+    return (
         select(audit_events.c.id, *RECORD_COLUMNS)
         .where(audit_events.c.seq.is_(None))
         .order_by(audit_events.c.id)
         .limit(limit)
     )
-    return list(result.all())
+
+
+async def pending(conn: AsyncConnection, *, limit: int) -> list[DbRow]:
+    """Committed events not linked yet, oldest id first: (id, *RECORD_COLUMNS).
+
+    Read through the partial index ix_audit_events_unlinked, so a pass costs its own size, not the
+    length of the linked history.
+    """
+    return list((await conn.execute(pending_statement(limit=limit))).all())
 
 
 async def count_pending(conn: AsyncConnection) -> int:
@@ -108,29 +127,60 @@ async def count_pending(conn: AsyncConnection) -> int:
     return int(result.scalar_one())
 
 
+# One statement links a whole pass on PostgreSQL: a statement run once per event is prepared, and after
+# five runs PostgreSQL's generic plan looks the id up among every unlinked event (a cost that grows with
+# the backlog); joining the arrays keeps one plan and one round trip whatever the pass holds.
+_LINK_PG = text(
+    "UPDATE audit_events AS e SET seq = u.seq, prev_hash = u.prev_hash, hash = u.hash "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[]), CAST(:prevs AS varchar[]), "
+    "CAST(:hashes AS varchar[])) AS u(id, seq, prev_hash, hash) "
+    "WHERE e.id = u.id AND e.seq IS NULL"
+)
+_LINK_KEYS_PG = text(
+    "UPDATE audit_event_keys AS k SET seq = u.seq "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[])) AS u(event_id, seq) "
+    "WHERE k.event_id = u.event_id"
+)
+
+
 async def link(conn: AsyncConnection, links: Sequence[tuple[int, int, str, str]]) -> None:
-    """Give events (id, seq, prev_hash, hash); an event someone else linked meanwhile is left alone and
-    the pass fails (the caller holds the chain lock, and `seq` is unique, so this is belt and braces)."""
-    stmt = (
-        update(audit_events)
-        .where(audit_events.c.id == bindparam("event_id"), audit_events.c.seq.is_(None))
-        .values(seq=bindparam("new_seq"), prev_hash=bindparam("new_prev"), hash=bindparam("new_hash"))
-    )
-    params = [{"event_id": i, "new_seq": s, "new_prev": p, "new_hash": h} for i, s, p, h in links]
-    result = await conn.execute(stmt, params)
-    if conn.dialect.supports_sane_multi_rowcount and result.rowcount != len(links):
+    """Give events (id, seq, prev_hash, hash), in one statement on PostgreSQL; an event someone else
+    linked meanwhile is left alone and the pass fails (the caller holds the chain lock, and `seq` is
+    unique, so this is belt and braces)."""
+    if not links:
+        return
+    if conn.dialect.name == "postgresql":
+        ids, seqs, prevs, hashes = (list(column) for column in zip(*links, strict=True))
+        result = await conn.execute(_LINK_PG, {"ids": ids, "seqs": seqs, "prevs": prevs, "hashes": hashes})
+        done = result.rowcount
+    else:
+        # SQLite has no generic-plan trap and no round trip: one cached statement per event is cheapest.
+        stmt = (
+            update(audit_events)
+            .where(audit_events.c.id == bindparam("event_id"), audit_events.c.seq.is_(None))
+            .values(seq=bindparam("new_seq"), prev_hash=bindparam("new_prev"), hash=bindparam("new_hash"))
+        )
+        params = [{"event_id": i, "new_seq": s, "new_prev": p, "new_hash": h} for i, s, p, h in links]
+        result = await conn.execute(stmt, params)
+        done = result.rowcount if conn.dialect.supports_sane_multi_rowcount else len(links)
+    if done != len(links):
         raise RuntimeError("audit chain: an event was linked by someone else during this pass")
 
 
 async def link_keys(conn: AsyncConnection, links: Sequence[tuple[int, int]]) -> None:
     """Give the key rows of events (id, seq) their event's seq (the chainer links events after commit)."""
-    if links:
-        await conn.execute(
-            update(audit_event_keys)
-            .where(audit_event_keys.c.event_id == bindparam("key_event_id"))
-            .values(seq=bindparam("key_seq")),
-            [{"key_event_id": i, "key_seq": s} for i, s in links],
-        )
+    if not links:
+        return
+    if conn.dialect.name == "postgresql":
+        ids, seqs = (list(column) for column in zip(*links, strict=True))
+        await conn.execute(_LINK_KEYS_PG, {"ids": ids, "seqs": seqs})
+        return
+    await conn.execute(
+        update(audit_event_keys)
+        .where(audit_event_keys.c.event_id == bindparam("key_event_id"))
+        .values(seq=bindparam("key_seq")),
+        [{"key_event_id": i, "key_seq": s} for i, s in links],
+    )
 
 
 async def events_between(conn: AsyncConnection, low: int, high: int, *, limit: int) -> list[DbRow]:

@@ -1,6 +1,8 @@
 """Linking and checkpoints: the chainer links committed events in id order, one pass at a time across
-every broker process (pg_advisory_xact_lock), so requests never wait for the chain; it runs
+every broker process (a PostgreSQL advisory lock), so requests never wait for the chain; it runs
 synchronously before every checkpoint, list, export and verify, so those always see a linked chain.
+The background chainer only tries the lock: while another process links (everyone's events, the
+chain is one), it skips its pass instead of holding a pooled connection while it waits.
 Checkpoints are signed here, published to the external directory, and the database is checked
 against them (whole-chain verification, and the start-up rollback check)."""
 
@@ -32,22 +34,35 @@ log = logging.getLogger("strongroom.audit")
 
 @dataclass(frozen=True)
 class ChainPass:
-    """What one chain pass did."""
+    """What one chain pass did; `skipped` when it did nothing because another process held the lock."""
 
     linked: int
     head_seq: int
     checkpoint: SignedCheckpoint | None
+    skipped: bool = False
 
 
-async def chain(rt: Runtime, *, checkpoints: bool = True, force_checkpoint: bool = False) -> ChainPass:
-    """Link every committed, unlinked event (oldest id first); then sign a checkpoint if one is due."""
+async def chain(
+    rt: Runtime, *, checkpoints: bool = True, force_checkpoint: bool = False, wait: bool = True
+) -> ChainPass:
+    """Link every committed, unlinked event (oldest id first); then sign a checkpoint if one is due.
+
+    With wait=False the pass stops (`skipped` set) as soon as another process holds the chain lock
+    instead of waiting for it: that process is linking everyone's events, but may have read its
+    backlog before the caller's last events committed, so the caller should try again soon.
+    """
     trail = rt.audit
     linked = 0
     made: SignedCheckpoint | None = None
     async with trail.chain_lock():
         while True:
             async with rt.engine.begin() as conn:
-                await audit_repo.lock_chain(conn)
+                if wait:
+                    await audit_repo.lock_chain(conn)
+                elif not await audit_repo.try_lock_chain(conn):
+                    trail.counters["chain_passes_skipped"] += 1
+                    trail.counters["linked"] += linked
+                    return ChainPass(linked, trail.head_seq, made, skipped=True)
                 seq, prev = await audit_repo.head(conn)
                 head = prev or GENESIS
                 rows = await audit_repo.pending(conn, limit=BATCH)

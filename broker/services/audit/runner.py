@@ -67,18 +67,25 @@ async def stop(rt: Runtime) -> None:
         await asyncio.to_thread(sink.close)
 
 
+# After a pass skipped because another process held the chain lock, the next try comes this soon: that
+# process may have read its backlog before this one's last events committed.
+RETRY_AFTER_SKIP = 0.05
+
+
 async def _run(rt: Runtime) -> None:
     trail = rt.audit
     last_prune = 0.0
+    skipped = False
     while True:
         wake = trail._wake
         if wake is None:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout=trail.checkpoint_interval)
+            timeout = RETRY_AFTER_SKIP if skipped else trail.checkpoint_interval
+            await asyncio.wait_for(wake.wait(), timeout=timeout)
         wake.clear()
         try:
-            await chain(rt)
+            skipped = (await chain(rt, wait=False)).skipped
             if trail.retention is not None and time.monotonic() - last_prune >= 3600:
                 last_prune = time.monotonic()
                 await prune(rt, older_than=trail.retention)

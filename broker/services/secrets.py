@@ -20,16 +20,17 @@ from broker.audit.fingerprint import fingerprint
 from broker.crypto import binding
 from broker.crypto.envelope import secret_aad
 from broker.crypto.keyring import Sealed
+from broker.domain.access import Context, Target, TokenFacts, decide
 from broker.domain.names import check_name, check_slug, check_value
 from broker.domain.request import Actor, RequestContext, ValueSeen
 from broker.domain.scopes import Action
 from broker.domain.values import SecretValue
-from broker.errors import Conflict, Forbidden, Invalid, KeyUnavailable, NotFound
+from broker.errors import Conflict, Invalid, KeyUnavailable, NotFound
 from broker.repositories import hotpath
 from broker.repositories import projects as project_repo
 from broker.repositories import secrets as repo
 from broker.services import audit
-from broker.services.auth import bearer_digest, require, token_refusal, token_scopes
+from broker.services.auth import bearer_digest, require, token_scopes
 from broker.services.projects import MAX_DEPTH
 from broker.services.runtime import Runtime
 
@@ -445,30 +446,22 @@ def _decide(
     if num_uses is not None:
         return None  # use-limited tokens take the general path (an atomic conditional update)
     bound = json.loads(cidrs) if isinstance(cidrs, str) else list(cidrs)
-    refused = token_refusal(
-        revoked_at=revoked,
-        expires_at=expires,
-        disabled_at=disabled,
-        bound_cidrs=bound,
-        source_addr=ctx.source_addr,
-        now=now,
-    )
-    if refused is not None:
-        return None
-    actor = Actor(
-        principal_id=principal_id,
-        principal_type=principal_type,
-        name=principal_name,
+    facts = TokenFacts(
         token_id=token_id,
         accessor=accessor,
+        principal_id=principal_id,
+        principal_type=principal_type,
+        principal_name=principal_name,
         scopes=token_scopes(scopes),
         bound_cidrs=tuple(bound),
         expires_at=expires,
         max_expires_at=max_expires,
+        revoked_at=revoked,
+        disabled_at=disabled,
     )
-    try:
-        require(actor, Action.READ, project, environment, key=name)
-    except Forbidden:
+    target = Target(Action.READ, project, environment, name)
+    actor = decide(facts, target, Context(source_addr=ctx.source_addr), now)
+    if not isinstance(actor, Actor):
         return None
     if env_id is None or sid is None or ver is None or deleted is not None or destroyed is not None:
         return None

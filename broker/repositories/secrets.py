@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db.base import DbRow
+from broker.db.units import Statement, Tx
 from broker.models import environments, principals, projects, secret_versions, secrets
 
 SecretRow = DbRow
@@ -98,18 +101,15 @@ async def read_current(conn: AsyncConnection, env_id: int, name: str) -> DbRow |
     return result.first()
 
 
-async def read_current_by_slugs(
-    conn: AsyncConnection, project: str, environment: str, name: str
-) -> DbRow | None:
-    """The hot read in one query: None when the environment does not exist; else
-    (project id, env id, secret id, sensitive, version, ciphertext, wrapped_dek, kek_id, created, deleted,
-    destroyed, binding) with the secret columns None when the environment holds no such secret."""
-    result = await conn.execute(
+def _read_one() -> Select[Any]:
+    wanted = func.coalesce(bindparam("version", type_=Integer), secrets.c.current_version)
+    return (
         select(
             projects.c.id,
             environments.c.id,
             secrets.c.id,
             secrets.c.sensitive,
+            secrets.c.current_version,
             secret_versions.c.version,
             secret_versions.c.ciphertext,
             secret_versions.c.wrapped_dek,
@@ -121,15 +121,49 @@ async def read_current_by_slugs(
         )
         .select_from(projects)
         .join(environments, environments.c.project_id == projects.c.id)
-        .outerjoin(secrets, (secrets.c.environment_id == environments.c.id) & (secrets.c.name == name))
+        .outerjoin(
+            secrets, (secrets.c.environment_id == environments.c.id) & (secrets.c.name == bindparam("name"))
+        )
         .outerjoin(
             secret_versions,
-            (secret_versions.c.secret_id == secrets.c.id)
-            & (secret_versions.c.version == secrets.c.current_version),
+            (secret_versions.c.secret_id == secrets.c.id) & (secret_versions.c.version == wanted),
         )
-        .where(projects.c.slug == project, environments.c.slug == environment)
+        .where(projects.c.slug == bindparam("project"), environments.c.slug == bindparam("environment"))
     )
-    return result.first()
+
+
+READ_ONE = Statement(_read_one)
+
+
+@dataclass(frozen=True, slots=True)
+class OneRead:
+    """A secret's row and one of its versions, found by slugs and name (version columns None when the
+    secret or that version does not exist; secret columns None when the secret does not)."""
+
+    project_id: int
+    env_id: int
+    secret_id: int | None
+    sensitive: bool | None
+    current_version: int | None
+    version: int | None
+    ciphertext: bytes | None
+    wrapped_dek: bytes | None
+    kek_id: str | None
+    created_at: datetime | None
+    deleted_at: datetime | None
+    destroyed_at: datetime | None
+    binding: bytes | None
+
+
+async def read_one(
+    tx: Tx, *, project: str, environment: str, name: str, version: int | None
+) -> OneRead | None:
+    """The secret `name` and its version `version` (None: the current one) in one query; None when the
+    environment does not exist."""
+    row = await tx.one(
+        READ_ONE, {"project": project, "environment": environment, "name": name, "version": version}
+    )
+    return OneRead(*row) if row is not None else None
 
 
 async def current_values(conn: AsyncConnection, env_ids: Sequence[int]) -> list[DbRow]:

@@ -18,10 +18,11 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from broker.db.engine import autocommit
-from broker.domain.access import Context, Refusal, Target, TokenFacts, addr_in, decide
+from broker.db.units import ConnTx, Tx
+from broker.domain.access import Context, Kind, Refusal, Target, TokenFacts, addr_in, decide
 from broker.domain.request import Actor, RequestContext
 from broker.domain.scopes import ADMIN_SCOPES, Action, Scope, covered, scopes_from_json, with_denies
-from broker.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
+from broker.errors import BrokerError, Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
 from broker.repositories import identities as repo
 from broker.services import audit
 from broker.services.runtime import Runtime
@@ -351,32 +352,46 @@ def token_scopes(raw: Any) -> tuple[Scope, ...]:
 
 async def authenticate(rt: Runtime, ctx: RequestContext, authorization: str | None) -> Actor:
     """Check a bearer token and return the caller; every failure looks the same."""
-    addr_key = [f"addr:{ctx.source_addr}"]
-    if authorization is not None and len(authorization) > MAX_AUTH_HEADER:
-        raise TooLarge("authorization: header larger than 8 KiB", field="authorization")
-    wait = await rt.limiter.retry_after(addr_key)
-    if wait:
-        raise RateLimited("too many failed authentications from this address; retry later", retry_after=wait)
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not _TOKEN_RE.fullmatch(token.strip()):
-        await rt.limiter.record(addr_key)
-        ctx.reason = "missing or malformed token"
-        raise Unauthenticated()
-    digest = keyed_hash(rt.keys.hmac_key, b"token", token.strip())
-    now = rt.clock()
-    context = Context(source_addr=ctx.source_addr)
+    check_header(authorization)
     # One lookup (and, for use-limited tokens, one atomic conditional update): no transaction needed.
     async with autocommit(rt.engine) as conn:
-        row = await repo.get_token_by_hash(conn, digest)
-        decision = decide(token_facts(row) if row is not None else None, None, context, now)
-        limited = isinstance(decision, Actor) and row is not None and row.num_uses is not None
-        if limited and row is not None and not await repo.use_once(conn, row.id):
+        got = await authenticate_in(ConnTx(conn), rt, ctx, authorization)
+    if isinstance(got, BrokerError):
+        raise got
+    return got
+
+
+def check_header(authorization: str | None) -> None:
+    """Refuse an oversized Authorization header before anything else looks at it."""
+    if authorization is not None and len(authorization) > MAX_AUTH_HEADER:
+        raise TooLarge("authorization: header larger than 8 KiB", field="authorization")
+
+
+async def authenticate_in(
+    tx: Tx, rt: Runtime, ctx: RequestContext, authorization: str | None
+) -> Actor | BrokerError:
+    """The one token check, in a unit of work: the caller (also set on `ctx`), or the error to raise
+    once the unit has committed (a failure is counted against the address whatever happens next)."""
+    addr_key = [f"addr:{ctx.source_addr}"]
+    wait = await rt.limiter.retry_after(addr_key, tx=tx)
+    if wait:
+        return RateLimited("too many failed authentications from this address; retry later", retry_after=wait)
+    digest = bearer_digest(rt, authorization)
+    if digest is None:
+        decision: Actor | Refusal = Refusal(Kind.UNAUTHENTICATED, "missing or malformed token")
+    else:
+        row = await repo.get_token_by_hash(tx, digest)
+        facts = token_facts(row) if row is not None else None
+        context = Context(source_addr=ctx.source_addr)
+        decision = decide(facts, None, context, rt.clock())
+        limited = isinstance(decision, Actor) and facts is not None and facts.uses_remaining is not None
+        if limited and facts is not None and not await repo.use_once(tx, facts.token_id):
             # Spent by a concurrent request since the row was read: decided on what is left now.
-            decision = decide(replace(token_facts(row), uses_remaining=0), None, context, now)
-        if isinstance(decision, Refusal):
-            await rt.limiter.record(addr_key, conn=conn)
-            ctx.reason = decision.reason
-            raise Unauthenticated()
+            decision = decide(replace(facts, uses_remaining=0), None, context, rt.clock())
+    if isinstance(decision, Refusal):
+        await rt.limiter.record(addr_key, tx=tx)
+        ctx.reason = decision.reason
+        return Unauthenticated()
     ctx.actor = decision
     return decision
 

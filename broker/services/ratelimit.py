@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.db.engine import autocommit
+from broker.db.units import ConnTx, Tx
 from broker.repositories import ratelimit as repo
 
 # Locked keys this process remembers for the hot read's synchronous check; past this many unexpired
@@ -38,15 +39,15 @@ class SlidingLimiter:
     def _digest(self, key: str) -> str:
         return hashlib.sha256(f"{self.kind}\0{key}".encode("utf-8", "surrogatepass")).hexdigest()
 
-    async def retry_after(self, keys: Sequence[str], *, conn: AsyncConnection | None = None) -> int:
+    async def retry_after(self, keys: Sequence[str], *, tx: Tx | None = None) -> int:
         """Seconds until every key is under its limit again (0 when none is blocked)."""
-        if conn is None:
+        if tx is None:
             async with autocommit(self.engine) as own:
-                return await self.retry_after(keys, conn=own)
+                return await self.retry_after(keys, tx=ConnTx(own))
         now = self.clock()
         digests = {self._digest(k): k for k in keys}
         expiries: dict[str, list[float]] = {}
-        for digest, expires in await repo.live(conn, list(digests), now=now):
+        for digest, expires in await repo.live(tx, list(digests), now=now):
             expiries.setdefault(digest, []).append(expires)
         wait = 0.0
         for digest, times in expiries.items():
@@ -57,21 +58,19 @@ class SlidingLimiter:
                 wait = max(wait, until - now)
         return int(wait) + 1 if wait > 0 else 0
 
-    async def record(self, keys: Sequence[str], *, conn: AsyncConnection | None = None) -> None:
-        """Count one event against every key; `conn`, if given, must commit each statement by itself
-        (broker.db.engine.autocommit): the count must stay whatever the caller does next."""
-        if conn is None:
+    async def record(self, keys: Sequence[str], *, tx: Tx | None = None) -> None:
+        """Count one event against every key; in `tx` if given (whose unit must then commit whatever the
+        request does next: the count must stay)."""
+        if tx is None:
             async with autocommit(self.engine) as own:
-                return await self.record(keys, conn=own)
+                return await self.record(keys, tx=ConnTx(own))
         now = self.clock()
-        await repo.add(
-            conn, kind=self.kind, keys=[self._digest(k) for k in keys], expires_at=now + self.window
-        )
+        await repo.add(tx, kind=self.kind, keys=[self._digest(k) for k in keys], expires_at=now + self.window)
         if now - self._pruned_at >= self.window:
             self._pruned_at = now
-            await repo.prune(conn, kind=self.kind, now=now)
+            await repo.prune(tx, kind=self.kind, now=now)
         # Learn at once whether this event locked a key, for the hot read's check.
-        await self.retry_after(keys, conn=conn)
+        await self.retry_after(keys, tx=tx)
 
     async def take(self, keys: Sequence[str]) -> int:
         """Use one unit under every key: 0 if allowed (and counted), else the seconds until it would be."""

@@ -19,6 +19,7 @@ types' own, so what is stored and read is exactly what the Core path stores and 
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -37,6 +38,27 @@ T = TypeVar("T")
 class MustWait(Exception):
     """Raised by a unit, before it has written anything, when it needs to wait on something other than
     the database (a blocking key service, a file sink): it then runs again where it may."""
+
+
+class IntegrityViolation(Exception):
+    """A constraint refused a unit's statement (a unique key taken by a concurrent writer, say), whatever
+    the driver; the unit rolled back."""
+
+
+def _integrity_errors() -> tuple[type[BaseException], ...]:
+    from sqlalchemy.exc import IntegrityError
+
+    found: list[type[BaseException]] = [sqlite3.IntegrityError, IntegrityError]
+    try:
+        import asyncpg
+    except ImportError:  # PostgreSQL support not installed
+        pass
+    else:
+        found.append(asyncpg.exceptions.IntegrityConstraintViolationError)
+    return tuple(found)
+
+
+_INTEGRITY = _integrity_errors()
 
 
 class Prepared:
@@ -264,18 +286,21 @@ class Units:
         """Run `unit` in one transaction and return its result once committed. `atomic=False` (PostgreSQL):
         each statement commits by itself, for units whose statements need no atomicity across them."""
         try:
-            if self.sqlite is not None:
-                dialect = self.dialect
-                return await self.sqlite.run(lambda conn: drive(unit(SqliteTx(conn, dialect))))
-            if self.pg is not None:
-                async with self.pg.connection() as conn:
-                    if not atomic:
-                        return await unit(PgTx(conn, self.dialect))
-                    async with conn.transaction():
-                        return await unit(PgTx(conn, self.dialect))
-        except MustWait:
-            pass
-        return await self.run_waiting(unit)
+            try:
+                if self.sqlite is not None:
+                    dialect = self.dialect
+                    return await self.sqlite.run(lambda conn: drive(unit(SqliteTx(conn, dialect))))
+                if self.pg is not None:
+                    async with self.pg.connection() as conn:
+                        if not atomic:
+                            return await unit(PgTx(conn, self.dialect))
+                        async with conn.transaction():
+                            return await unit(PgTx(conn, self.dialect))
+            except MustWait:
+                pass
+            return await self.run_waiting(unit)
+        except _INTEGRITY as exc:
+            raise IntegrityViolation(type(exc).__name__) from None
 
     async def run_waiting(self, unit: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
         """Run `unit` in a SQLAlchemy transaction, where it may wait on other things."""

@@ -17,12 +17,15 @@ from broker.models import environments, principals, projects, secret_versions, s
 SecretRow = DbRow
 
 
-async def get_secret(
-    conn: AsyncConnection, env_id: int, name: str, *, for_update: bool = False
-) -> SecretRow | None:
-    """(id, name, current_version, sensitive, created_at, updated_at, binding) or None; `for_update` locks
-    the row until the transaction ends (PostgreSQL; SQLite's transactions already hold the write lock)."""
-    query = select(
+async def get_secret(conn: AsyncConnection, env_id: int, name: str) -> SecretRow | None:
+    """(id, name, current_version, sensitive, created_at, updated_at, binding) or None."""
+    query = _secret_row().where(secrets.c.environment_id == env_id, secrets.c.name == name)
+    row: SecretRow | None = (await conn.execute(query)).first()
+    return row
+
+
+def _secret_row() -> Select[Any]:
+    return select(
         secrets.c.id,
         secrets.c.name,
         secrets.c.current_version,
@@ -30,9 +33,49 @@ async def get_secret(
         secrets.c.created_at,
         secrets.c.updated_at,
         secrets.c.binding,
-    ).where(secrets.c.environment_id == env_id, secrets.c.name == name)
-    result = await conn.execute(query.with_for_update() if for_update else query)
-    return result.first()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LockedSecret:
+    """A secret row locked for a write."""
+
+    id: int
+    name: str
+    current_version: int
+    sensitive: bool
+    created_at: datetime
+    updated_at: datetime
+    binding: bytes | None
+
+
+ENV_IDS = Statement(
+    lambda: (
+        select(projects.c.id, environments.c.id)
+        .join(environments, environments.c.project_id == projects.c.id)
+        .where(projects.c.slug == bindparam("project"), environments.c.slug == bindparam("environment"))
+    )
+)
+LOCK_SECRET = Statement(
+    lambda: (
+        _secret_row()
+        .where(secrets.c.environment_id == bindparam("env_id"), secrets.c.name == bindparam("name"))
+        .with_for_update()
+    )
+)
+
+
+async def env_ids(tx: Tx, project: str, environment: str) -> tuple[int, int] | None:
+    """(project id, environment id) for the slugs, or None."""
+    row = await tx.one(ENV_IDS, {"project": project, "environment": environment})
+    return (int(row[0]), int(row[1])) if row is not None else None
+
+
+async def lock_secret(tx: Tx, env_id: int, name: str) -> LockedSecret | None:
+    """The secret row, locked until the unit ends (PostgreSQL; SQLite's writer holds the one write lock),
+    or None: writers to one secret take turns here."""
+    row = await tx.one(LOCK_SECRET, {"env_id": env_id, "name": name})
+    return LockedSecret(*row) if row is not None else None
 
 
 async def list_secrets(conn: AsyncConnection, env_id: int) -> list[DbRow]:
@@ -195,37 +238,60 @@ async def current_values(conn: AsyncConnection, env_ids: Sequence[int]) -> list[
     return list(result.all())
 
 
-async def add_secret(conn: AsyncConnection, *, env_id: int, name: str, sensitive: bool, now: datetime) -> int:
-    """Insert a secret at version 1 and return its id."""
-    result = await conn.execute(
+ADD_SECRET = Statement(
+    lambda: (
         insert(secrets)
         .values(
-            environment_id=env_id,
-            name=name,
+            environment_id=bindparam("env_id"),
+            name=bindparam("name"),
             current_version=1,
-            sensitive=sensitive,
-            created_at=now,
-            updated_at=now,
+            sensitive=bindparam("sensitive"),
+            created_at=bindparam("now"),
+            updated_at=bindparam("now"),
         )
         .returning(secrets.c.id)
     )
-    return int(result.scalar_one())
-
-
-async def bump_version(
-    conn: AsyncConnection, secret_id: int, *, expected: int, sensitive: bool, now: datetime
-) -> bool:
-    """Advance current_version from `expected` by one; False if someone else got there first."""
-    result = await conn.execute(
+)
+BUMP_VERSION = Statement(
+    lambda: (
         update(secrets)
-        .where(secrets.c.id == secret_id, secrets.c.current_version == expected)
-        .values(current_version=expected + 1, sensitive=sensitive, updated_at=now)
+        .where(secrets.c.id == bindparam("secret_id"), secrets.c.current_version == bindparam("expected"))
+        .values(
+            current_version=bindparam("next"), sensitive=bindparam("sensitive"), updated_at=bindparam("now")
+        )
     )
-    return result.rowcount == 1
+)
+SET_BINDING = Statement(
+    lambda: update(secrets).where(secrets.c.id == bindparam("secret_id")).values(binding=bindparam("binding"))
+)
+ADD_VERSION = Statement(
+    lambda: insert(secret_versions).values(
+        secret_id=bindparam("secret_id"),
+        version=bindparam("version"),
+        ciphertext=bindparam("ciphertext"),
+        wrapped_dek=bindparam("wrapped_dek"),
+        kek_id=bindparam("kek_id"),
+        author_id=bindparam("author_id"),
+        created_at=bindparam("now"),
+    )
+)
+
+
+async def add_secret(tx: Tx, *, env_id: int, name: str, sensitive: bool, now: datetime) -> int:
+    """Insert a secret at version 1 and return its id."""
+    row = await tx.one(ADD_SECRET, {"env_id": env_id, "name": name, "sensitive": sensitive, "now": now})
+    assert row is not None
+    return int(row[0])
+
+
+async def bump_version(tx: Tx, secret_id: int, *, expected: int, sensitive: bool, now: datetime) -> bool:
+    """Advance current_version from `expected` by one; False if someone else got there first."""
+    values = {"secret_id": secret_id, "expected": expected, "next": expected + 1, "sensitive": sensitive}
+    return await tx.execute(BUMP_VERSION, {**values, "now": now}) == 1
 
 
 async def add_version(
-    conn: AsyncConnection,
+    tx: Tx,
     *,
     secret_id: int,
     version: int,
@@ -237,17 +303,18 @@ async def add_version(
     binding: bytes,
 ) -> None:
     """Insert one sealed version, the secret's new current one, with the secret's new binding."""
-    await conn.execute(update(secrets).where(secrets.c.id == secret_id).values(binding=binding))
-    await conn.execute(
-        insert(secret_versions).values(
-            secret_id=secret_id,
-            version=version,
-            ciphertext=ciphertext,
-            wrapped_dek=wrapped_dek,
-            kek_id=kek_id,
-            author_id=author_id,
-            created_at=now,
-        )
+    await tx.execute(SET_BINDING, {"secret_id": secret_id, "binding": binding})
+    await tx.execute(
+        ADD_VERSION,
+        {
+            "secret_id": secret_id,
+            "version": version,
+            "ciphertext": ciphertext,
+            "wrapped_dek": wrapped_dek,
+            "kek_id": kek_id,
+            "author_id": author_id,
+            "now": now,
+        },
     )
 
 

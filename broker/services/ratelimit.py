@@ -4,20 +4,15 @@ database so that every broker process on it shares one budget per key."""
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.db.engine import autocommit
 from broker.db.units import ConnTx, Tx
 from broker.repositories import ratelimit as repo
-
-# Locked keys this process remembers for the hot read's synchronous check; past this many unexpired
-# ones it stops answering from memory and sends every request to the general path (which asks the database).
-LOCAL_LOCKS = 10_000
 
 
 @dataclass
@@ -31,10 +26,7 @@ class SlidingLimiter:
     limit: int
     window: float
     clock: Callable[[], float] = time.time
-    _locked: dict[str, float] = field(default_factory=dict)
-    _saturated: bool = False
     _pruned_at: float = float("-inf")
-    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _digest(self, key: str) -> str:
         return hashlib.sha256(f"{self.kind}\0{key}".encode("utf-8", "surrogatepass")).hexdigest()
@@ -45,16 +37,14 @@ class SlidingLimiter:
             async with autocommit(self.engine) as own:
                 return await self.retry_after(keys, tx=ConnTx(own))
         now = self.clock()
-        digests = {self._digest(k): k for k in keys}
         expiries: dict[str, list[float]] = {}
-        for digest, expires in await repo.live(tx, list(digests), now=now):
+        for digest, expires in await repo.live(tx, [self._digest(k) for k in keys], now=now):
             expiries.setdefault(digest, []).append(expires)
         wait = 0.0
-        for digest, times in expiries.items():
+        for times in expiries.values():
             if len(times) >= self.limit:
                 # Under the limit again once all but limit - 1 of the live events have expired.
                 until = sorted(times)[len(times) - self.limit]
-                self._remember(digests[digest], until, now)
                 wait = max(wait, until - now)
         return int(wait) + 1 if wait > 0 else 0
 
@@ -69,8 +59,6 @@ class SlidingLimiter:
         if now - self._pruned_at >= self.window:
             self._pruned_at = now
             await repo.prune(tx, kind=self.kind, now=now)
-        # Learn at once whether this event locked a key, for the hot read's check.
-        await self.retry_after(keys, tx=tx)
 
     async def take(self, keys: Sequence[str]) -> int:
         """Use one unit under every key: 0 if allowed (and counted), else the seconds until it would be."""
@@ -78,21 +66,3 @@ class SlidingLimiter:
         if not wait:
             await self.record(keys)
         return wait
-
-    def known_locked(self, keys: Sequence[str]) -> bool:
-        """Whether this process has seen any of the keys locked (no database; the general path asks it)."""
-        now = self.clock()
-        with self._lock:
-            if self._saturated:
-                self._locked = {k: t for k, t in self._locked.items() if t > now}
-                self._saturated = len(self._locked) > LOCAL_LOCKS
-                if self._saturated:
-                    return True
-            return any(self._locked.get(k, now) > now for k in keys)
-
-    def _remember(self, key: str, until: float, now: float) -> None:
-        with self._lock:
-            self._locked[key] = max(until, self._locked.get(key, until))
-            if len(self._locked) > LOCAL_LOCKS:
-                self._locked = {k: t for k, t in self._locked.items() if t > now}
-            self._saturated = len(self._locked) > LOCAL_LOCKS

@@ -11,13 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.crypto import binding
 from broker.crypto.envelope import secret_aad
 from broker.crypto.keyring import Sealed
-from broker.db.units import MustWait, Tx
+from broker.db.units import IntegrityViolation, MustWait, Tx
 from broker.domain.names import check_name, check_slug, check_value
 from broker.domain.request import Actor, RequestContext
 from broker.domain.scopes import Action
@@ -194,6 +193,11 @@ def bind(
     )
 
 
+def must_wait_to_seal(rt: Runtime, tx: Tx) -> bool:
+    """Whether sealing in `tx` would wait on a remote key service (a unit then raises MustWait first)."""
+    return rt.keys.keyring.current_id in rt.keys.remote and not tx.can_wait
+
+
 async def _seal(rt: Runtime, data: bytes, aad: bytes) -> Sealed:
     keyring = rt.keys.keyring
     if keyring.current_id in rt.keys.remote:
@@ -202,7 +206,7 @@ async def _seal(rt: Runtime, data: bytes, aad: bytes) -> Sealed:
 
 
 async def store_version(
-    conn: AsyncConnection,
+    tx: Tx,
     rt: Runtime,
     *,
     project_id: int,
@@ -221,7 +225,7 @@ async def store_version(
         rt, data, secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
     )
     await repo.add_version(
-        conn,
+        tx,
         secret_id=secret_id,
         version=version,
         ciphertext=sealed.ciphertext,
@@ -442,26 +446,30 @@ async def write_secret(
         return await proxied.write_secret(
             rt, ctx, route, project=project, environment=environment, name=name, value=value, cas=cas
         )
-    # A blind write (no `cas`) must not fail because another writer got there first: the row lock below
-    # orders writers to an existing secret, and a blind create that loses the race to insert the row
-    # (a unique violation) runs again and then finds the row. A `cas` write gets 409 when stale.
+    # A blind write (no `cas`) must not fail because another writer got there first: the row lock in the
+    # unit orders writers to an existing secret (the SQLite writer runs one unit at a time), and a blind
+    # create that loses the race to insert the row (a unique violation) runs again and then finds the
+    # row. A `cas` write gets 409 when stale.
+
+    async def unit(tx: Tx) -> SecretMeta:
+        return await _write_version(
+            tx,
+            rt,
+            ctx,
+            actor,
+            project=project,
+            environment=environment,
+            name=name,
+            value=value,
+            data=data,
+            sensitive=sensitive,
+            cas=cas,
+        )
+
     for attempt in range(1 if cas is not None else 3):
-        now = rt.clock()
         try:
-            return await _write_version(
-                rt,
-                ctx,
-                actor,
-                project=project,
-                environment=environment,
-                name=name,
-                value=value,
-                data=data,
-                sensitive=sensitive,
-                cas=cas,
-                now=now,
-            )
-        except DbIntegrityError:
+            return await rt.units.run(unit)
+        except IntegrityViolation:
             if cas is not None or attempt == 2:
                 raise Conflict(
                     f"{_where(project, environment, name)}: changed concurrently; read it and retry"
@@ -470,6 +478,7 @@ async def write_secret(
 
 
 async def _write_version(
+    tx: Tx,
     rt: Runtime,
     ctx: RequestContext,
     actor: Actor,
@@ -481,59 +490,61 @@ async def _write_version(
     data: bytes,
     sensitive: bool,
     cas: int | None,
-    now: datetime,
 ) -> SecretMeta:
-    """One attempt of `write_secret` in one transaction."""
-    async with rt.engine.begin() as conn:
-        project_id, env_id, _ = await _env(conn, project, environment)
-        sec = await repo.get_secret(conn, env_id, name, for_update=True)
-        if sec is None:
-            if cas not in (None, 0):
-                raise Conflict(
-                    f"{_where(project, environment, name)}: cas {cas} is stale; the secret does not exist"
-                )
-            secret_id = await repo.add_secret(conn, env_id=env_id, name=name, sensitive=sensitive, now=now)
-            version, created_at = 1, now
-        else:
-            served_as(
-                rt,
-                sec.binding,
-                project_id=project_id,
-                project=project,
-                env_id=env_id,
-                environment=environment,
-                secret_id=sec.id,
-                name=name,
-                current_version=sec.current_version,
+    """`write_secret`'s unit: the new version and its event commit together."""
+    if audit.must_wait(rt, tx) or must_wait_to_seal(rt, tx):
+        raise MustWait()
+    now = rt.clock()
+    ids = await repo.env_ids(tx, project, environment)
+    if ids is None:
+        raise NotFound(f"{_where(project, environment)}: no such environment")
+    project_id, env_id = ids
+    sec = await repo.lock_secret(tx, env_id, name)
+    if sec is None:
+        if cas not in (None, 0):
+            raise Conflict(
+                f"{_where(project, environment, name)}: cas {cas} is stale; the secret does not exist"
             )
-            if cas is not None and cas != sec.current_version:
-                raise Conflict(
-                    f"{_where(project, environment, name)}: cas {cas} is stale; current version is {sec.current_version}"
-                )
-            if not await repo.bump_version(
-                conn, sec.id, expected=sec.current_version, sensitive=sensitive, now=now
-            ):
-                raise Conflict(
-                    f"{_where(project, environment, name)}: changed concurrently; read it and retry"
-                )
-            secret_id, version, created_at = sec.id, sec.current_version + 1, sec.created_at
-        await store_version(
-            conn,
+        secret_id = await repo.add_secret(tx, env_id=env_id, name=name, sensitive=sensitive, now=now)
+        version, created_at = 1, now
+    else:
+        served_as(
             rt,
+            sec.binding,
             project_id=project_id,
             project=project,
             env_id=env_id,
             environment=environment,
-            secret_id=secret_id,
+            secret_id=sec.id,
             name=name,
-            version=version,
-            data=data,
-            author_id=actor.principal_id,
-            now=now,
+            current_version=sec.current_version,
         )
-        ctx.version = version
-        audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
-        await audit.record(conn, rt, ctx)
+        if cas is not None and cas != sec.current_version:
+            raise Conflict(
+                f"{_where(project, environment, name)}: cas {cas} is stale; current version is {sec.current_version}"
+            )
+        if not await repo.bump_version(
+            tx, sec.id, expected=sec.current_version, sensitive=sensitive, now=now
+        ):
+            raise Conflict(f"{_where(project, environment, name)}: changed concurrently; read it and retry")
+        secret_id, version, created_at = sec.id, sec.current_version + 1, sec.created_at
+    await store_version(
+        tx,
+        rt,
+        project_id=project_id,
+        project=project,
+        env_id=env_id,
+        environment=environment,
+        secret_id=secret_id,
+        name=name,
+        version=version,
+        data=data,
+        author_id=actor.principal_id,
+        now=now,
+    )
+    ctx.version = version
+    audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
+    await audit.record_in(tx, rt, ctx)
     return SecretMeta(name, version, sensitive, False, created_at, now)
 
 
@@ -655,59 +666,81 @@ async def rollback(
         return await proxied.rollback(
             rt, ctx, route, project=project, environment=environment, name=name, version=version
         )
+
+    async def unit(tx: Tx) -> SecretMeta:
+        return await _roll_back(
+            tx, rt, ctx, actor, project=project, environment=environment, name=name, version=version
+        )
+
+    return await rt.units.run(unit)
+
+
+async def _roll_back(
+    tx: Tx,
+    rt: Runtime,
+    ctx: RequestContext,
+    actor: Actor,
+    *,
+    project: str,
+    environment: str,
+    name: str,
+    version: int,
+) -> SecretMeta:
+    """`rollback`'s unit: the old value, sealed anew as the next version, and the event commit together."""
+    if audit.must_wait(rt, tx) or must_wait_to_seal(rt, tx):
+        raise MustWait()
     where = _where(project, environment, name)
     now = rt.clock()
-    async with rt.engine.begin() as conn:
-        project_id, env_id, _ = await _env(conn, project, environment)
-        sec = await _require_secret(conn, env_id, where, name)
-        served_as(
-            rt,
-            sec.binding,
-            project_id=project_id,
-            project=project,
-            env_id=env_id,
-            environment=environment,
-            secret_id=sec.id,
-            name=name,
-            current_version=sec.current_version,
-        )
-        old = await repo.get_version(conn, sec.id, version)
-        if old is None:
-            raise NotFound(f"{where}: no version {version}")
-        if old.ciphertext is None or old.wrapped_dek is None or old.kek_id is None:
-            raise Conflict(f"{where}: version {version} was destroyed")
-        text = await _open(
-            rt,
-            project_id=project_id,
-            env_id=env_id,
-            name=name,
-            version=version,
-            ct=old.ciphertext,
-            wrapped=old.wrapped_dek,
-            kek=old.kek_id,
-        )
-        new_version = sec.current_version + 1
-        if not await repo.bump_version(
-            conn, sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now
-        ):
-            raise Conflict(f"{where}: changed concurrently; retry")
-        await store_version(
-            conn,
-            rt,
-            project_id=project_id,
-            project=project,
-            env_id=env_id,
-            environment=environment,
-            secret_id=sec.id,
-            name=name,
-            version=new_version,
-            data=text.encode(),
-            author_id=actor.principal_id,
-            now=now,
-        )
-        ctx.version = new_version
-        audit.saw_value(rt, ctx, environment=environment, name=name, version=new_version, value=text)
-        await audit.record(conn, rt, ctx)
+    ids = await repo.env_ids(tx, project, environment)
+    if ids is None:
+        raise NotFound(f"{_where(project, environment)}: no such environment")
+    project_id, env_id = ids
+    sec = await repo.lock_secret(tx, env_id, name)
+    if sec is None:
+        raise NotFound(f"{where}: no such secret")
+    served_as(
+        rt,
+        sec.binding,
+        project_id=project_id,
+        project=project,
+        env_id=env_id,
+        environment=environment,
+        secret_id=sec.id,
+        name=name,
+        current_version=sec.current_version,
+    )
+    old = await repo.read_one(tx, project=project, environment=environment, name=name, version=version)
+    if old is None or old.version is None:
+        raise NotFound(f"{where}: no version {version}")
+    if old.ciphertext is None or old.wrapped_dek is None or old.kek_id is None:
+        raise Conflict(f"{where}: version {version} was destroyed")
+    if old.kek_id in rt.keys.remote and not tx.can_wait:
+        raise MustWait()  # nothing written yet
+    sealed = Sealed(ciphertext=old.ciphertext, wrapped_dek=old.wrapped_dek, kek_id=old.kek_id)
+    aad = secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
+    text = await _open_sealed(rt, sealed, aad) if tx.can_wait else _open_local(rt, sealed, aad)
+    new_version = sec.current_version + 1
+    if not await repo.bump_version(
+        tx, sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now
+    ):
+        raise Conflict(f"{where}: changed concurrently; retry")
+    await store_version(
+        tx,
+        rt,
+        project_id=project_id,
+        project=project,
+        env_id=env_id,
+        environment=environment,
+        secret_id=sec.id,
+        name=name,
+        version=new_version,
+        data=text.encode(),
+        author_id=actor.principal_id,
+        now=now,
+    )
+    ctx.version = new_version
+    audit.saw_value(rt, ctx, environment=environment, name=name, version=new_version, value=text)
+    await audit.record_in(tx, rt, ctx)
     return SecretMeta(name, new_version, sec.sensitive, False, sec.created_at, now)
 
 

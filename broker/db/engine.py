@@ -233,3 +233,52 @@ class PgConnections:
         self._slots = asyncio.Semaphore(self._size)
         for conn in idle:
             await conn.close()
+
+
+class PgGroupInsert:
+    """One insert statement for many concurrent units: rows that arrive while up to `limit` groups are
+    in flight wait and go together in the next group, one atomic executemany (one round trip, one
+    commit). A caller's row has committed when `run` returns; if the group fails, every member gets
+    the exception."""
+
+    def __init__(self, connections: PgConnections, sql: str, *, limit: int = 2) -> None:
+        self._connections = connections
+        self._sql = sql
+        self._limit = limit
+        self._pending: list[tuple[list[Any], asyncio.Future[None]]] = []
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, args: list[Any]) -> None:
+        """Insert one row with the next group; return once it has committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((args, future))
+        self._start(loop)
+        await future
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        while self._pending and self._inflight < self._limit:
+            group, self._pending = self._pending, []
+            self._inflight += 1
+            task = loop.create_task(self._one(group))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _one(self, group: list[tuple[list[Any], asyncio.Future[None]]]) -> None:
+        try:
+            async with self._connections.connection() as conn:
+                await conn.executemany(self._sql, [args for args, _ in group])
+        except BaseException as exc:
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for _, future in group:
+                if not future.done():
+                    future.set_result(None)
+        finally:
+            self._inflight -= 1
+            self._start(asyncio.get_running_loop())

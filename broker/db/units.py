@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
-from broker.db.engine import PgConnections, SqliteWriter
+from broker.db.engine import PgConnections, PgGroupInsert, SqliteWriter
 
 Processor = Callable[[Any], Any] | None
 T = TypeVar("T")
@@ -154,6 +154,12 @@ class Tx(Protocol):
         """Run a statement once per row of values."""
         ...
 
+    async def append(self, st: Statement, values: Mapping[str, Any]) -> None:
+        """Run an insert that returns nothing, as the unit's last write: in the unit's transaction, or
+        (PostgreSQL, a unit whose statements commit one by one) together with other units' rows in one
+        commit, committed when this returns."""
+        ...
+
 
 class SqliteTx:
     """`Tx` over a DB-API sqlite3 connection inside the writer's transaction (never suspends)."""
@@ -184,15 +190,23 @@ class SqliteTx:
         p = st.on(self.dialect)
         self.conn.executemany(p.sql, [p.args(r) for r in rows])
 
+    async def append(self, st: Statement, values: Mapping[str, Any]) -> None:
+        """An insert in the writer's group (whose one commit already carries every unit's rows)."""
+        await self.execute(st, values)
+
 
 class PgTx:
-    """`Tx` over an asyncpg connection."""
+    """`Tx` over an asyncpg connection; `groups` (statements committing one by one) gives the grouped
+    inserter of a statement."""
 
     can_wait = False
 
-    def __init__(self, conn: Any, dialect: Dialect) -> None:
+    def __init__(
+        self, conn: Any, dialect: Dialect, groups: Callable[[str], PgGroupInsert] | None = None
+    ) -> None:
         self.conn = conn
         self.dialect = dialect
+        self.groups = groups
 
     async def one(self, st: Statement, values: Mapping[str, Any]) -> list[Any] | None:
         """The first row, or None."""
@@ -215,6 +229,14 @@ class PgTx:
         """Run a statement once per row of values."""
         p = st.on(self.dialect)
         await self.conn.executemany(p.sql, [p.args(r) for r in rows])
+
+    async def append(self, st: Statement, values: Mapping[str, Any]) -> None:
+        """An insert, grouped with other units' when this unit's statements commit one by one."""
+        if self.groups is None:
+            await self.execute(st, values)
+            return
+        p = st.on(self.dialect)
+        await self.groups(p.sql).run(p.args(values))
 
 
 class ConnTx:
@@ -252,6 +274,10 @@ class ConnTx:
         p = st.on(self.dialect)
         await self.conn.exec_driver_sql(p.sql, [tuple(p.args(r)) for r in rows])
 
+    async def append(self, st: Statement, values: Mapping[str, Any]) -> None:
+        """An insert in the transaction."""
+        await self.execute(st, values)
+
 
 def drive(coro: Coroutine[Any, Any, T]) -> T:
     """Run a unit's coroutine to completion without an event loop; raise if it suspends (a bug: its
@@ -270,17 +296,28 @@ Unit = Callable[[Tx], Awaitable[T]]
 class Units:
     """Runs units of work on the engine's database (see the module doc); built once per process."""
 
-    def __init__(self, engine: AsyncEngine, *, pg_connections: int = 4) -> None:
+    def __init__(self, engine: AsyncEngine, *, pg_connections: int = 8) -> None:
         self.engine = engine
         self.dialect = engine.dialect
         self.sqlite: SqliteWriter | None = None
         self.pg: PgConnections | None = None
+        # The grouped inserts' own connections: a unit holds one of `pg` while it waits for its group.
+        self._pg_groups: PgConnections | None = None
+        self._groups: dict[str, PgGroupInsert] = {}
         if engine.dialect.name == "sqlite":
             path = engine.url.database
             if path and path != ":memory:" and not path.startswith("file:"):
                 self.sqlite = SqliteWriter(path)
         elif engine.dialect.driver == "asyncpg":
             self.pg = PgConnections(engine, pg_connections)
+            self._pg_groups = PgConnections(engine, 2)
+
+    def _group(self, sql: str) -> PgGroupInsert:
+        assert self._pg_groups is not None
+        found = self._groups.get(sql)
+        if found is None:
+            found = self._groups[sql] = PgGroupInsert(self._pg_groups, sql)
+        return found
 
     async def run(self, unit: Callable[[Tx], Coroutine[Any, Any, T]], *, atomic: bool = True) -> T:
         """Run `unit` in one transaction and return its result once committed. `atomic=False` (PostgreSQL):
@@ -293,7 +330,7 @@ class Units:
                 if self.pg is not None:
                     async with self.pg.connection() as conn:
                         if not atomic:
-                            return await unit(PgTx(conn, self.dialect))
+                            return await unit(PgTx(conn, self.dialect, self._group))
                         async with conn.transaction():
                             return await unit(PgTx(conn, self.dialect))
             except MustWait:
@@ -315,3 +352,5 @@ class Units:
             await asyncio.to_thread(self.sqlite.close)
         if self.pg is not None:
             await self.pg.close()
+        if self._pg_groups is not None:
+            await self._pg_groups.close()

@@ -128,7 +128,7 @@ async def append(tx: Tx, event: Mapping[str, Any], keys: Sequence[TouchedKey] = 
     """Insert one event (column values, already shaped by the audit service; never a value) and the
     keys it touched (the index of `audit list --name`), in the unit's transaction."""
     if tx.dialect.name == "postgresql":
-        await tx.execute(
+        await tx.append(
             APPEND_WITH_KEYS,
             {
                 **event,

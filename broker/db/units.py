@@ -196,39 +196,54 @@ class SqliteTx:
 
 
 class PgTx:
-    """`Tx` over an asyncpg connection; `groups` (statements committing one by one) gives the grouped
-    inserter of a statement."""
+    """`Tx` on PostgreSQL through asyncpg: on one connection in a transaction (`conn`), or, for a unit whose
+    statements commit one by one, a pooled connection per statement (`pool`: none is held while the
+    unit waits for its grouped insert) and `groups` giving the grouped inserter of a statement."""
 
     can_wait = False
 
     def __init__(
-        self, conn: Any, dialect: Dialect, groups: Callable[[str], PgGroupInsert] | None = None
+        self,
+        dialect: Dialect,
+        *,
+        conn: Any = None,
+        pool: PgConnections | None = None,
+        groups: Callable[[str], PgGroupInsert] | None = None,
     ) -> None:
+        assert (conn is None) != (pool is None)
         self.conn = conn
+        self.pool = pool
         self.dialect = dialect
         self.groups = groups
+
+    async def _call(self, method: str, sql: str, *args: Any) -> Any:
+        if self.conn is not None:
+            return await getattr(self.conn, method)(sql, *args)
+        assert self.pool is not None
+        async with self.pool.connection() as conn:
+            return await getattr(conn, method)(sql, *args)
 
     async def one(self, st: Statement, values: Mapping[str, Any]) -> list[Any] | None:
         """The first row, or None."""
         p = st.on(self.dialect)
-        return p.row(await self.conn.fetchrow(p.sql, *p.args(values)))
+        return p.row(await self._call("fetchrow", p.sql, *p.args(values)))
 
     async def all(self, st: Statement, values: Mapping[str, Any]) -> list[list[Any]]:
         """Every row."""
         p = st.on(self.dialect)
-        return [p.row(r) or [] for r in await self.conn.fetch(p.sql, *p.args(values))]
+        return [p.row(r) or [] for r in await self._call("fetch", p.sql, *p.args(values))]
 
     async def execute(self, st: Statement, values: Mapping[str, Any]) -> int:
         """Run a statement; the number of rows it changed (from the command tag, e.g. UPDATE 1)."""
         p = st.on(self.dialect)
-        tag = await self.conn.execute(p.sql, *p.args(values))
+        tag = await self._call("execute", p.sql, *p.args(values))
         last = str(tag).rsplit(" ", 1)[-1]
         return int(last) if last.isdigit() else 0
 
     async def execute_many(self, st: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run a statement once per row of values."""
         p = st.on(self.dialect)
-        await self.conn.executemany(p.sql, [p.args(r) for r in rows])
+        await self._call("executemany", p.sql, [p.args(r) for r in rows])
 
     async def append(self, st: Statement, values: Mapping[str, Any]) -> None:
         """An insert, grouped with other units' when this unit's statements commit one by one."""
@@ -328,11 +343,10 @@ class Units:
                     dialect = self.dialect
                     return await self.sqlite.run(lambda conn: drive(unit(SqliteTx(conn, dialect))))
                 if self.pg is not None:
-                    async with self.pg.connection() as conn:
-                        if not atomic:
-                            return await unit(PgTx(conn, self.dialect, self._group))
-                        async with conn.transaction():
-                            return await unit(PgTx(conn, self.dialect))
+                    if not atomic:
+                        return await unit(PgTx(self.dialect, pool=self.pg, groups=self._group))
+                    async with self.pg.connection() as conn, conn.transaction():
+                        return await unit(PgTx(self.dialect, conn=conn))
             except MustWait:
                 pass
             return await self.run_waiting(unit)

@@ -390,7 +390,7 @@ async def _served(
     if row is None:
         raise NotFound(f"{_where(project, environment)}: no such environment")
     if row.secret_id is None or row.current_version is None or row.version is None:
-        missing = "no such secret" if version is None or row.secret_id is None else f"no version {version}"
+        missing = "no such secret" if version is None else f"no version {version}"
         raise NotFound(f"{_where(project, environment, name)}: {missing}")
     served_as(
         rt,

@@ -72,7 +72,7 @@ T = TypeVar("T")
 
 
 class SqliteWriter:
-    """One SQLite connection for the hot path's units of work, committed in groups.
+    """One SQLite connection for units of work (broker/db/units.py), committed in groups.
 
     A unit is a function of a DB-API connection that runs inside a write transaction. Units submitted
     while a group is being written wait for the next group; a group is one BEGIN IMMEDIATE and one
@@ -198,8 +198,8 @@ class SqliteWriter:
 
 
 class PgConnections:
-    """A few asyncpg connections for the hot path's single statements (no transaction block, so each
-    statement commits by itself), opened on first use and reused; no pool reset round trip."""
+    """A few asyncpg connections for units of work (a statement outside a transaction block commits by
+    itself), opened on first use and reused; no pool reset round trip."""
 
     def __init__(self, engine: AsyncEngine, size: int) -> None:
         self._args, self._kwargs = engine.dialect.create_connect_args(engine.url)

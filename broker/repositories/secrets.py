@@ -1,4 +1,4 @@
-"""Secret and secret-version rows (Core, for the hot path)."""
+"""Secret and secret-version rows: Core statements, prepared ones for units of work."""
 
 from __future__ import annotations
 

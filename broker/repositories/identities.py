@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, bindparam, func, insert, select, type_coerce, update
+from sqlalchemy import Select, Text, bindparam, func, insert, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db.base import DbRow
@@ -151,8 +151,9 @@ _TOKEN_COLS = (
 
 # The token look-up every request makes: scopes and CIDRs as their stored text, which the service parses
 # once per distinct text (the same token comes back again and again).
-TOKEN_BY_HASH = Statement(
-    lambda: (
+def token_by_hash() -> Select[Any]:
+    """The token with the HMAC `token_hash` joined to its principal (see TokenByHash)."""
+    return (
         select(
             *(
                 type_coerce(c, Text).label(c.name) if c.name in ("scopes", "bound_cidrs") else c
@@ -162,7 +163,9 @@ TOKEN_BY_HASH = Statement(
         .join(principals, principals.c.id == tokens.c.principal_id)
         .where(tokens.c.token_hash == bindparam("token_hash"))
     )
-)
+
+
+TOKEN_BY_HASH = Statement(token_by_hash)
 TOKEN_FIELDS = tuple(c.name for c in _TOKEN_COLS)
 USE_ONCE = Statement(
     lambda: (

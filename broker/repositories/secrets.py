@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, insert, literal, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db.base import DbRow
 from broker.db.units import Statement, Tx
 from broker.models import environments, principals, projects, secret_versions, secrets
+from broker.repositories import identities, ratelimit
 
 SecretRow = DbRow
 
@@ -207,6 +208,62 @@ async def read_one(
         READ_ONE, {"project": project, "environment": environment, "name": name, "version": version}
     )
     return OneRead(*row) if row is not None else None
+
+
+def _read_with_token() -> Select[Any]:
+    """The read's three look-ups in one statement (one round trip): when the caller's address is under
+    its failure limit again (`repositories.ratelimit.locked_until`), the token row (`token_hash`), and
+    the secret (`_read_one`); the token and secret columns are NULL when there is no such row."""
+    one = select(literal(1).label("one")).subquery("one")
+    token = identities.token_by_hash().subquery("t")
+    read = _read_one().subquery("s")
+    return select(ratelimit.locked_until().label("locked_until"), *token.c, *read.c).select_from(
+        one.outerjoin(token, true()).outerjoin(read, true())
+    )
+
+
+READ_WITH_TOKEN = Statement(_read_with_token)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadWithToken:
+    """What READ_WITH_TOKEN found."""
+
+    locked_until: float | None
+    token: identities.TokenByHash | None
+    read: OneRead | None
+
+
+async def read_with_token(
+    tx: Tx,
+    lock_args: dict[str, Any],
+    *,
+    token_hash: bytes,
+    project: str,
+    environment: str,
+    name: str,
+    version: int | None,
+) -> ReadWithToken:
+    """The failure lock of the caller's address, the token and the secret's version, in one query."""
+    row = await tx.one(
+        READ_WITH_TOKEN,
+        {
+            **lock_args,
+            "token_hash": token_hash,
+            "project": project,
+            "environment": environment,
+            "name": name,
+            "version": version,
+        },
+    )
+    assert row is not None  # always one row: the outer joins hang off a constant
+    width = len(identities.TOKEN_FIELDS)
+    token, read = row[1 : 1 + width], row[1 + width :]
+    return ReadWithToken(
+        locked_until=float(row[0]) if row[0] is not None else None,
+        token=identities.TokenByHash(*token) if token[0] is not None else None,
+        read=OneRead(*read) if read[0] is not None else None,
+    )
 
 
 async def current_values(conn: AsyncConnection, env_ids: Sequence[int]) -> list[DbRow]:

@@ -367,20 +367,33 @@ def check_header(authorization: str | None) -> None:
         raise TooLarge("authorization: header larger than 8 KiB", field="authorization")
 
 
+@dataclass(frozen=True)
+class Found:
+    """What a unit looked up for the token check in its own statement: the address's failure lock and
+    the token row of the header's digest."""
+
+    locked_until: float | None
+    token: repo.TokenByHash | None
+
+
 async def authenticate_in(
-    tx: Tx, rt: Runtime, ctx: RequestContext, authorization: str | None
+    tx: Tx, rt: Runtime, ctx: RequestContext, authorization: str | None, *, found: Found | None = None
 ) -> Actor | BrokerError:
     """The one token check, in a unit of work: the caller (also set on `ctx`), or the error to raise
-    once the unit has committed (a failure is counted against the address whatever happens next)."""
+    once the unit has committed (a failure is counted against the address whatever happens next).
+    `found`: the look-ups, already made by the unit's own statement for a well-formed header."""
     addr_key = [f"addr:{ctx.source_addr}"]
-    wait = await rt.limiter.retry_after(addr_key, tx=tx)
+    if found is None:
+        wait = await rt.limiter.retry_after(addr_key, tx=tx)
+    else:
+        wait = rt.limiter.wait_from([found.locked_until])
     if wait:
         return RateLimited("too many failed authentications from this address; retry later", retry_after=wait)
     digest = bearer_digest(rt, authorization)
     if digest is None:
         decision: Actor | Refusal = Refusal(Kind.UNAUTHENTICATED, "missing or malformed token")
     else:
-        row = await repo.get_token_by_hash(tx, digest)
+        row = found.token if found is not None else await repo.get_token_by_hash(tx, digest)
         facts = token_facts(row) if row is not None else None
         context = Context(source_addr=ctx.source_addr)
         decision = decide(facts, None, context, rt.clock())

@@ -7,6 +7,7 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -37,15 +38,19 @@ class SlidingLimiter:
             async with autocommit(self.engine) as own:
                 return await self.retry_after(keys, tx=ConnTx(own))
         now = self.clock()
-        expiries: dict[str, list[float]] = {}
-        for digest, expires in await repo.live(tx, [self._digest(k) for k in keys], now=now):
-            expiries.setdefault(digest, []).append(expires)
-        wait = 0.0
-        for times in expiries.values():
-            if len(times) >= self.limit:
-                # Under the limit again once all but limit - 1 of the live events have expired.
-                until = sorted(times)[len(times) - self.limit]
-                wait = max(wait, until - now)
+        waits = [
+            await repo.locked(tx, self._digest(k), now=now, limit=self.limit) for k in dict.fromkeys(keys)
+        ]
+        return self.wait_from(waits, now=now)
+
+    def lock_args(self, key: str) -> dict[str, Any]:
+        """The parameters of `repositories.ratelimit.locked_until` for `key`, for a statement that embeds it."""
+        return {"limit_key": self._digest(key), "limit_now": self.clock(), "limit_offset": self.limit - 1}
+
+    def wait_from(self, until: Sequence[float | None], *, now: float | None = None) -> int:
+        """Seconds to wait from the keys' `locked_until` values (0 when none is blocked)."""
+        now = self.clock() if now is None else now
+        wait = max((u - now for u in until if u is not None), default=0.0)
         return int(wait) + 1 if wait > 0 else 0
 
     async def record(self, keys: Sequence[str], *, tx: Tx | None = None) -> None:

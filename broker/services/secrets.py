@@ -25,7 +25,7 @@ from broker.errors import BrokerError, Conflict, Invalid, KeyUnavailable, NotFou
 from broker.repositories import projects as project_repo
 from broker.repositories import secrets as repo
 from broker.services import audit
-from broker.services.auth import authenticate_in, check_header, require
+from broker.services.auth import Found, authenticate_in, bearer_digest, check_header, require
 from broker.services.projects import MAX_DEPTH
 from broker.services.runtime import Runtime
 
@@ -343,18 +343,30 @@ async def _read_in(
     counted failure) commits all the same."""
     if audit.must_wait(rt, tx):
         raise MustWait()
-    # The row first: a unit that must wait (a remote key) must say so before it writes anything.
-    row = None
-    if (
-        len(project) <= 64
-        and len(environment) <= 64
-        and len(name) <= 256
-        and (version is None or version >= 1)
-    ):
-        row = await repo.read_one(tx, project=project, environment=environment, name=name, version=version)
+    # The look-ups first, in one statement: a unit that must wait (a remote key) must say so before it
+    # writes anything (a spent use, a counted failure).
+    row, found = None, None
+    digest = bearer_digest(rt, authorization)
+    plausible = len(project) <= 64 and len(environment) <= 64 and len(name) <= 256
+    if plausible and (version is None or version >= 1):
+        if digest is not None:
+            got = await repo.read_with_token(
+                tx,
+                rt.limiter.lock_args(f"addr:{ctx.source_addr}"),
+                token_hash=digest,
+                project=project,
+                environment=environment,
+                name=name,
+                version=version,
+            )
+            row, found = got.read, Found(got.locked_until, got.token)
+        else:
+            row = await repo.read_one(
+                tx, project=project, environment=environment, name=name, version=version
+            )
     if row is not None and row.kek_id in rt.keys.remote and not tx.can_wait:
         raise MustWait()
-    actor = await authenticate_in(tx, rt, ctx, authorization)
+    actor = await authenticate_in(tx, rt, ctx, authorization, found=found)
     if isinstance(actor, BrokerError):
         return actor
     try:

@@ -11,7 +11,7 @@ from broker.domain.request import Actor, RequestContext
 from broker.services import auth
 from broker.services.runtime import Runtime
 
-bearer_scheme = HTTPBearer(auto_error=False, description="An access token from POST /v1/auth/token")
+_bearer = HTTPBearer(auto_error=False, description="An access token from POST /v1/auth/token")
 
 
 # Both are `async def` on purpose: FastAPI runs a plain `def` dependency in a worker thread, and a
@@ -32,7 +32,7 @@ async def get_actor(
     request: Request,
     rt: Annotated[Runtime, Depends(get_runtime)],
     ctx: Annotated[RequestContext, Depends(get_ctx)],
-    _creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    _creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Actor:
     """Authenticate the bearer token (the raw header, so malformed ones fail the same way)."""
     return await auth.authenticate(rt, ctx, request.headers.get("authorization"))

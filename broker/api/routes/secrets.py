@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from broker.api.deps import ActorDep, CtxDep, RuntimeDep, bearer_scheme
+from broker.api.deps import ActorDep, CtxDep, RuntimeDep
 from broker.api.routes.common import NO_STORE, PROBLEMS
 from broker.api.schemas import (
     GenerateOut,
@@ -78,14 +78,14 @@ async def list_secrets(
     "/secrets/{name}",
     response_model=SecretValueOut,
     response_class=JSONResponse,
-    dependencies=[Depends(bearer_scheme)],  # documents the bearer; the service reads the raw header
+    # The service reads the raw header; the scheme is declared for the OpenAPI document only.
+    openapi_extra={"security": [{"HTTPBearer": []}]},
 )
 async def read_secret(
     project: str,
     environment: str,
     name: str,
     request: Request,
-    rt: RuntimeDep,
     ctx: CtxDep,
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     upstream_version: Annotated[
@@ -103,7 +103,7 @@ async def read_secret(
     Authentication happens in the service, in the same unit of work as the read and its audit event
     (one transaction, one thread hop on SQLite); the body is the model's JSON, written once."""
     got = await svc.read_secret(
-        rt,
+        request.app.state.runtime,
         ctx,
         authorization=request.headers.get("authorization"),
         project=project,

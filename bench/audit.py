@@ -43,6 +43,8 @@ from broker.main import build_runtime
 from broker.models import audit_events
 from broker.repositories import audit as audit_repo
 from broker.services import audit as svc
+from broker.services.audit import chaining
+from broker.services.audit.events import BATCH
 from broker.services.runtime import Runtime
 
 LIMIT = 3.0
@@ -121,7 +123,7 @@ async def bare(rt: Runtime, high: int) -> tuple[int, str]:
     cursor, count = 1, 0
     while cursor <= high:
         async with rt.engine.connect() as conn:
-            rows = await audit_repo.events_between(conn, cursor, high, limit=svc.BATCH)
+            rows = await audit_repo.events_between(conn, cursor, high, limit=BATCH)
         if not rows:
             break
         for row in rows:
@@ -132,7 +134,7 @@ async def bare(rt: Runtime, high: int) -> tuple[int, str]:
 
 
 async def verify(rt: Runtime) -> Any:
-    return await svc.verify_database(rt)
+    return await chaining.verify_database(rt)
 
 
 async def timed(rt: Runtime, fn: Any, *args: Any) -> tuple[float, Any]:

@@ -127,6 +127,8 @@ class Broker:
             "XDG_CONFIG_HOME": str(root / "home" / ".config"),
             "STRONGROOM_DATA_DIR": str(self.data),
             "LANG": "C.UTF-8",
+            # A work tree measures its own code: PYTHONPATH wins over the venv's editable install.
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}),
         }
         self.log = (root / "broker.log").open("wb")
         self.proc = subprocess.Popen(

@@ -572,13 +572,13 @@ def audit_public_key() -> None:
 @audit.command("checkpoint")
 def audit_checkpoint() -> None:
     """Link every pending event and sign a checkpoint of the head now."""
-    from broker.services import audit as audit_service
+    from broker.services.audit import chaining
 
     runtime = _audit_runtime()
 
     async def go() -> Any:
         try:
-            return await audit_service.checkpoint_now(runtime)
+            return await chaining.checkpoint_now(runtime)
         finally:
             await runtime.engine.dispose()
 
@@ -602,7 +602,7 @@ def audit_verify(public_key: Path | None, as_json: bool) -> None:
     import json
 
     from broker.audit.checkpoint import CheckpointError, PublicKey
-    from broker.services import audit as audit_service
+    from broker.services.audit import chaining
 
     try:
         public = PublicKey.from_pem(public_key.read_bytes()) if public_key else None
@@ -612,7 +612,7 @@ def audit_verify(public_key: Path | None, as_json: bool) -> None:
 
     async def go() -> Any:
         try:
-            return await audit_service.verify_database(runtime, public=public)
+            return await chaining.verify_database(runtime, public=public)
         finally:
             await runtime.engine.dispose()
 
@@ -646,13 +646,13 @@ def audit_prune(days: int) -> None:
     """Delete events older than DAYS, cutting only at a published checkpoint so the rest still verifies."""
     from datetime import timedelta
 
-    from broker.services import audit as audit_service
+    from broker.services.audit import retention
 
     runtime = _audit_runtime()
 
     async def go() -> tuple[int, int | None]:
         try:
-            return await audit_service.prune(runtime, older_than=timedelta(days=days))
+            return await retention.prune(runtime, older_than=timedelta(days=days))
         finally:
             await runtime.engine.dispose()
 

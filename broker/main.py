@@ -23,8 +23,8 @@ from broker.db.units import Units
 from broker.errors import Unavailable
 from broker.keys import load as load_keys
 from broker.oidc import from_file as load_oidc
-from broker.services import audit as audit_service
 from broker.services import keys as keys_service
+from broker.services.audit import runner as audit_runner
 from broker.services.ratelimit import SlidingLimiter
 from broker.services.runtime import Runtime, utcnow
 
@@ -76,7 +76,7 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
                     "run `strongroom-server db upgrade` first"
                 )
             # Compare the database with the newest external audit checkpoint; start the chainer.
-            await audit_service.start(runtime)
+            await audit_runner.start(runtime)
             # Report the keys this broker holds, then keep following the keyring file (online rotation).
             await keys_service.heartbeat(runtime)
             stop_keys = asyncio.Event()
@@ -93,7 +93,7 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
                     logging.getLogger("strongroom.keys").warning(
                         "could not remove this broker's key heartbeat: %s", type(exc).__name__
                     )
-                await audit_service.stop(runtime)
+                await audit_runner.stop(runtime)
             await runtime.units.close()
             await runtime.engine.dispose()
 

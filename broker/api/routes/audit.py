@@ -22,7 +22,8 @@ from broker.api.schemas.audit import (
     SinkOut,
 )
 from broker.errors import Invalid
-from broker.services import audit as svc
+from broker.services.audit import export as audit_export
+from broker.services.audit import search as audit_search
 
 router = APIRouter(prefix="/v1/audit", responses=PROBLEMS, tags=["audit"])
 
@@ -60,12 +61,12 @@ async def list_events(
     order: Literal["newest", "oldest"] = "newest",
 ) -> AuditEventList:
     """Events this token may audit, filtered, newest first; page with `cursor`."""
-    svc.require_auditor(ctx, actor, "audit.list")
-    page = await svc.list_events(
+    audit_search.require_auditor(ctx, actor, "audit.list")
+    page = await audit_search.list_events(
         rt,
         ctx,
         actor,
-        svc.EventQuery(
+        audit_search.EventQuery(
             actor=actor_name,
             accessor=accessor,
             project=project,
@@ -112,12 +113,12 @@ async def export(
 ) -> StreamingResponse:
     """Every record of a time range (a contiguous, verifiable stretch of the chain) with the checkpoints
     that cover it; needs audit on every project. Verify it offline with `strongroom audit verify`."""
-    svc.require_auditor(ctx, actor, "audit.export")
-    plan = await svc.plan_export(rt, ctx, actor, since=since, until=until, fmt=format)
+    audit_search.require_auditor(ctx, actor, "audit.export")
+    plan = await audit_export.plan_export(rt, ctx, actor, since=since, until=until, fmt=format)
     media = "text/csv" if format == "csv" else "application/x-ndjson"
     name = f"strongroom-audit-{plan.low}-{plan.high}.{format}"
     return StreamingResponse(
-        svc.export_lines(rt, plan),
+        audit_export.export_lines(rt, plan),
         media_type=media,
         headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{name}"'},
     )
@@ -136,8 +137,8 @@ async def checkpoints(
     to_seq: Annotated[int | None, Query(ge=0, le=2**62)] = None,
 ) -> CheckpointList:
     """Signed checkpoints in a sequence range, and the public key that verifies them."""
-    svc.require_auditor(ctx, actor, "audit.checkpoints")
-    signed = await svc.checkpoint_list(rt, ctx, actor, from_seq=from_seq, to_seq=to_seq)
+    audit_search.require_auditor(ctx, actor, "audit.checkpoints")
+    signed = await audit_export.checkpoint_list(rt, ctx, actor, from_seq=from_seq, to_seq=to_seq)
     public = rt.audit.signer.public
     return CheckpointList(
         key_id=public.key_id,
@@ -162,14 +163,14 @@ async def fingerprint(request: Request, rt: RuntimeDep, ctx: CtxDep, actor: Acto
     Rate limited and audited. The audit grant is checked before the body is even parsed: the body is a
     candidate secret, and a caller who may not ask learns nothing about it, not even its validation.
     """
-    svc.require_auditor(ctx, actor, "audit.fingerprint")
+    audit_search.require_auditor(ctx, actor, "audit.fingerprint")
     try:
         body = FingerprintRequest.model_validate_json(await request.body())
     except ValidationError:
         raise Invalid(
             'body: must be {"value": "<text of at most 65536 characters>"} and nothing else', field="value"
         ) from None
-    page = await svc.fingerprint_search(rt, ctx, actor, value=body.value)
+    page = await audit_search.fingerprint_search(rt, ctx, actor, value=body.value)
     return FingerprintOut(
         fingerprint=str(page.extra["fingerprint"]),
         events=_events(page.events),
@@ -180,8 +181,8 @@ async def fingerprint(request: Request, rt: RuntimeDep, ctx: CtxDep, actor: Acto
 @router.get("/status", response_model=AuditStatusOut)
 async def status(rt: RuntimeDep, ctx: CtxDep, actor: ActorDep) -> AuditStatusOut:
     """The chain's head, unlinked events, checkpoints, sink health and counters (the audit metrics)."""
-    svc.require_auditor(ctx, actor, "audit.status")
-    st = await svc.status(rt, ctx, actor)
+    audit_search.require_auditor(ctx, actor, "audit.status")
+    st = await audit_export.status(rt, ctx, actor)
     return AuditStatusOut(
         head=ChainHeadOut(seq=st.head_seq, hash=st.head_hash),
         unlinked=st.unlinked,

@@ -21,7 +21,7 @@ from broker.audit.verify import Report
 from broker.config import Settings
 from broker.main import build_runtime, create_app
 from broker.models import audit_events
-from broker.services import audit as svc
+from broker.services.audit import chaining
 from broker.services.auth import bootstrap_admin
 from broker.services.runtime import Runtime
 from tests.conftest import keyring_json
@@ -40,16 +40,16 @@ class AuditApi(Api):
     def checkpoint_dir(self) -> Path:
         return checkpoint_dir(self.rt.settings)
 
-    def chain(self) -> svc.ChainPass:
-        result: svc.ChainPass = self.run(svc.chain, self.rt)
+    def chain(self) -> chaining.ChainPass:
+        result: chaining.ChainPass = self.run(chaining.chain, self.rt)
         return result
 
     def checkpoint(self) -> SignedCheckpoint | None:
-        result: SignedCheckpoint | None = self.run(svc.checkpoint_now, self.rt)
+        result: SignedCheckpoint | None = self.run(chaining.checkpoint_now, self.rt)
         return result
 
     def verify(self) -> Report:
-        report: Report = self.run(svc.verify_database, self.rt)
+        report: Report = self.run(chaining.verify_database, self.rt)
         return report
 
     def linked(self) -> list[dict[str, Any]]:

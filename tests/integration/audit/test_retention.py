@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from broker.services import audit as svc
+from broker.services.audit import retention
 from tests.integration.audit.conftest import AuditApi, broker, cli_verify, lines
 
 
@@ -15,7 +16,7 @@ async def note(api: AuditApi) -> None:
 
 
 async def prune(api: AuditApi, days: int) -> tuple[int, int | None]:
-    return await svc.prune(api.rt, older_than=timedelta(days=days))
+    return await retention.prune(api.rt, older_than=timedelta(days=days))
 
 
 def test_prune_keeps_the_chain_verifiable(db_url: str, tmp_path: Path) -> None:

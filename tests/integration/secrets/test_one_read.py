@@ -14,7 +14,7 @@ from fastapi import FastAPI, Request
 
 from broker.api import deps
 from broker.db.units import Units
-from broker.services import audit as audit_service
+from broker.services.audit import chaining
 from tests.integration.secrets.conftest import CLIENT_ADDR, Api, Reply, random_value
 
 
@@ -164,6 +164,6 @@ def test_concurrent_reads_each_commit_one_linked_event(api: Api) -> None:
         assert r.status == 200 and r.json()["value"] == values[name]
         (event,) = api.audit_for(r.request_id)
         assert (event["secret_name"], event["outcome"]) == (name, "ok")
-    report = api.run(audit_service.verify_database, api.rt)  # links what is pending first (PostgreSQL)
+    report = api.run(chaining.verify_database, api.rt)  # links what is pending first (PostgreSQL)
     assert report.ok, report
     assert len({e["seq"] for e in api.all_audit()}) == len(api.all_audit())

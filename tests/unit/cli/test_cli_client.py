@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from standin_broker import StandinBroker
 
-from cli import client as client_module
 from cli.client import BrokerClient, BrokerError, parse_broker_url
+from cli.client import transport as client_transport
 from cli.errors import CliError
 
 
@@ -219,7 +220,7 @@ def test_a_boolean_is_not_accepted_as_an_integer(broker: StandinBroker) -> None:
 
 
 def test_an_oversized_response_is_refused(broker: StandinBroker, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client_module, "MAX_RESPONSE_BYTES", 64)
+    monkeypatch.setattr(client_transport, "MAX_RESPONSE_BYTES", 64)
     broker.override("GET", "/v1/projects", 200, {"projects": [], "padding": "x" * 100})
 
     with pytest.raises(CliError, match="larger than 16 MiB"):
@@ -252,6 +253,44 @@ def test_the_connection_is_reused_across_requests(broker: StandinBroker) -> None
 
     assert first is not None and client._connection is first
     assert first.sock is not None
+
+
+def test_a_failed_stream_leaves_the_client_usable(broker: StandinBroker) -> None:
+    broker.override("GET", "/v1/audit/export", 403, {"detail": "this token has no audit action"})
+    client = authed(broker)
+    received: list[bytes] = []
+
+    with pytest.raises(BrokerError, match="no audit action") as caught:
+        client.audit_export({"format": "ndjson"}, received.append)
+
+    assert caught.value.status == 403 and received == []
+    assert [p.slug for p in client.list_projects()] == ["shop"]
+
+
+def test_a_streamed_body_arrives_whole(broker: StandinBroker) -> None:
+    lines = b"".join(b'{"seq": %d}\n' % i for i in range(5000))
+    broker.override("GET", "/v1/audit/export", 200, raw=lines)
+    received: list[bytes] = []
+
+    authed(broker).audit_export({}, received.append)
+
+    assert b"".join(received) == lines
+
+
+def test_a_broker_path_a_request_line_cannot_carry_is_refused_without_quoting_it() -> None:
+    with pytest.raises(CliError, match="request line cannot carry") as caught:
+        BrokerClient("http://127.0.0.1:1/a path/x")
+
+    assert "a path" not in caught.value.message
+
+
+def test_an_unreachable_broker_is_one_sentence_naming_the_url() -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+        # Bound but not listening: the connection is refused at once.
+        with pytest.raises(CliError, match=f"cannot reach the broker at http://127.0.0.1:{port}"):
+            BrokerClient(f"http://127.0.0.1:{port}").list_projects()
 
 
 # --- TLS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from hypothesis import strategies as st
@@ -61,7 +62,10 @@ TRICKY_CHARS = (
     "r",
 )
 
-SENTINEL_DIR = Path("/tmp/strongroom-render-sentinel")
+# One directory per checkout: a concurrent run in another checkout never sees this one's file. Not per
+# process: the path is inside test ids, which must be the same in every xdist worker.
+_CHECKOUT = hashlib.sha256(str(Path(__file__).resolve()).encode()).hexdigest()[:8]
+SENTINEL_DIR = Path(f"/tmp/strongroom-render-sentinel-{_CHECKOUT}")
 SENTINEL = SENTINEL_DIR / "pwned"
 
 TRICKY_VALUES = (

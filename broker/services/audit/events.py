@@ -1,0 +1,187 @@
+"""The shape of an audit event: a request's event and the broker's own, clipped and cleaned as column
+values, and the canonical record the chain hashes and the exports carry."""
+
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from broker.audit import canonical
+from broker.audit.canonical import JSON_FIELDS, canonical_json, format_time
+from broker.domain.request import RequestContext, ValueSeen
+
+BATCH = 1000  # rows per database round trip when linking, searching, verifying or exporting
+OUTCOMES = ("ok", "denied", "invalid", "error")
+
+
+_TEXT_LIMITS = {
+    "request_id": 64,
+    "actor_type": 16,
+    "actor_name": 128,
+    "token_accessor": 64,
+    "source_addr": 64,
+    "user_agent": 512,
+    "client_kind": 16,
+    "method": 16,
+    "route": 256,
+    "action": 64,
+    "project": 64,
+    "environment": 64,
+    "secret_name": 256,
+    "backend": 64,
+    "upstream_path": 512,
+    "upstream_version": 128,
+    "outcome": 16,
+    "reason": 2000,
+}
+
+
+def outcome_for(status: int) -> str:
+    """Outcome label for an HTTP status."""
+    if status < 400:
+        return "ok"
+    if status in (401, 403, 429):
+        return "denied"
+    if status < 500:
+        return "invalid"
+    return "error"
+
+
+def client_kind(user_agent: str | None) -> str:
+    """cli, web or api, from the user agent (a hint for auditors, not a security boundary)."""
+    if user_agent is None:
+        return "api"
+    if user_agent.startswith("strongroom-cli/"):
+        return "cli"
+    if user_agent.startswith("Mozilla/"):
+        return "web"
+    return "api"
+
+
+def _text(value: str | None, key: str) -> str | None:
+    if not value:
+        return None
+    # PostgreSQL text holds neither NUL nor lone surrogates; a refused name carrying either must still
+    # be audited, so both are replaced rather than refused.
+    clean = value.replace("\x00", "\\x00")
+    if not clean.isascii():
+        clean = clean.encode("utf-8", "replace").decode("utf-8")
+    return clean[: _TEXT_LIMITS[key]]
+
+
+def _values_json(values: Sequence[ValueSeen]) -> str | None:
+    if not values:
+        return None
+    items = []
+    for v in values:
+        item: dict[str, Any] = {"fingerprint": v.fingerprint}
+        if v.environment is not None:
+            item["environment"] = v.environment
+        if v.name is not None:
+            item["name"] = v.name
+        if v.version is not None:
+            item["version"] = v.version
+        items.append(item)
+    return canonical_json(items).decode("ascii")
+
+
+def shape(ctx: RequestContext, *, outcome: str, status: int, now: datetime) -> dict[str, Any]:
+    """The request's event as column values (clipped, cleaned; never a value, only fingerprints)."""
+    actor = ctx.actor
+    return {
+        "occurred_at": now,
+        "request_id": ctx.request_id,
+        "actor_id": actor.principal_id if actor else None,
+        "actor_type": _text(actor.principal_type, "actor_type") if actor else "anonymous",
+        "actor_name": _text(actor.name, "actor_name") if actor else None,
+        "token_accessor": _text(actor.accessor, "token_accessor") if actor else None,
+        "scopes": canonical_json([s.to_json() for s in actor.scopes]).decode("ascii") if actor else None,
+        "source_addr": _text(ctx.source_addr, "source_addr"),
+        "user_agent": _text(ctx.user_agent, "user_agent"),
+        "client_kind": _text(ctx.client_kind or client_kind(ctx.user_agent), "client_kind"),
+        "method": _text(ctx.method, "method") or "-",
+        "route": _text(ctx.route, "route") or "-",
+        "action": _text(ctx.action, "action"),
+        "project": _text(ctx.project, "project"),
+        "environment": _text(ctx.environment, "environment"),
+        "secret_name": _text(ctx.secret_name, "secret_name"),
+        "version": ctx.version,
+        "fingerprints": _values_json(ctx.values),
+        "backend": _text(ctx.backend, "backend"),
+        "upstream_path": _text(ctx.upstream_path, "upstream_path"),
+        "upstream_version": _text(ctx.upstream_version, "upstream_version"),
+        "outcome": outcome,
+        "status": status,
+        "reason": _text(ctx.reason, "reason"),
+    }
+
+
+def system_event(action: str, *, now: datetime, reason: str, outcome: str = "ok") -> dict[str, Any]:
+    """An event the broker records about itself (clock anomaly, sink failure, prune, rollback)."""
+    return {
+        "occurred_at": now,
+        "request_id": "sys-" + uuid.uuid4().hex,
+        "actor_type": "system",
+        "actor_name": "strongroom",
+        "client_kind": "system",
+        "method": "-",
+        "route": "-",
+        "action": action,
+        "outcome": outcome,
+        "status": 0,
+        "reason": _text(reason, "reason"),
+    }
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        # Not JSON any more (someone edited the row): keep the text, which verification then refuses.
+        return text
+
+
+def _json_field(value: Any) -> Any:
+    # Scopes and fingerprints repeat from event to event (the same token, the same values): a small
+    # cache of parsed texts saves most of the parsing when verifying or exporting a long chain. The
+    # parsed lists are shared, so nothing may modify a record's lists.
+    return _parse_json(value) if isinstance(value, str) and len(value) <= 4096 else json_or_text(value)
+
+
+def json_or_text(value: Any) -> Any:
+    """A JSON column's parsed value, or its text when it is not JSON (verification then refuses it)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+_KEEP = frozenset((*canonical.FIELDS, "hash"))
+
+
+def to_record(columns: Any, *, names: Sequence[str] | None = None, **chain: Any) -> dict[str, Any]:
+    """The canonical record of an event from its column values (a mapping, or a row with its column
+    `names`), plus `hash` when the row has one; `chain` (seq, prev_hash) overrides the row's. Null fields
+    are left out."""
+    if names is None and hasattr(columns, "_fields"):
+        names = columns._fields
+    pairs = zip(names, columns, strict=True) if names is not None else columns.items()
+    out: dict[str, Any] = {}
+    for key, raw in pairs:
+        if raw is None or key not in _KEEP:
+            continue
+        if key == "occurred_at":
+            out[key] = format_time(raw)
+        elif key in JSON_FIELDS:
+            out[key] = _json_field(raw)
+        else:
+            out[key] = raw
+    out.update(chain)
+    return out

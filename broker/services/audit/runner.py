@@ -1,0 +1,90 @@
+"""Start-up (sinks checked, the database compared with the newest external checkpoint) and the background
+chainer that links, checkpoints, publishes and prunes until the broker stops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from broker.audit.checkpoint import series_problem
+from broker.audit.sinks import SinkError, describe
+from broker.errors import Unavailable
+from broker.services.audit.chaining import chain, rollback_problem
+from broker.services.audit.retention import prune
+from broker.services.audit.writing import record_system
+from broker.services.runtime import Runtime
+
+log = logging.getLogger("strongroom.audit")
+
+
+async def start(rt: Runtime) -> None:
+    """Start-up: check the sinks, link what is pending, compare the database with the newest external
+    checkpoint (refuse, or serve read-only, when it is behind), then start the chainer."""
+    trail = rt.audit
+    try:
+        await asyncio.to_thread(trail.checkpoints.ensure, trail.signer.public)
+        for sink in trail.sinks:
+            check = getattr(sink, "check", None)
+            if check is not None:
+                await asyncio.to_thread(check)
+        published = await asyncio.to_thread(trail.checkpoints.between, 0, None)
+    except (OSError, SinkError) as exc:
+        raise Unavailable(f"audit: {describe(exc)}") from None
+    latest = published[-1] if published else None
+    await chain(rt, checkpoints=False)
+    problem = series_problem(published, trail.signer.public)
+    if problem is not None:
+        problem = f"the checkpoints in {trail.checkpoints.path} cannot be trusted: {problem}"
+    else:
+        problem = await rollback_problem(rt, latest)
+    if problem is not None:
+        if trail.on_rollback == "refuse":
+            raise Unavailable(
+                f"audit: {problem}; refusing to serve (set STRONGROOM_AUDIT_ON_ROLLBACK=read-only to serve "
+                "reads only while you investigate)"
+            )
+        trail.read_only = problem
+        log.error("audit: %s; serving read-only: every change is refused with 503", problem)
+        await record_system(rt, "audit.rollback_detected", outcome="error", reason=problem)
+    trail.published_seq = latest.seq if latest is not None else 0
+    trail._wake = asyncio.Event()
+    trail._task = asyncio.create_task(_run(rt), name="strongroom-audit-chainer")
+
+
+async def stop(rt: Runtime) -> None:
+    """Stop the chainer after a last pass, and the sinks' threads."""
+    trail = rt.audit
+    task, trail._task, trail._wake = trail._task, None, None
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        with contextlib.suppress(Exception):
+            await chain(rt)
+    for sink in trail.sinks:
+        await asyncio.to_thread(sink.close)
+
+
+async def _run(rt: Runtime) -> None:
+    trail = rt.audit
+    last_prune = 0.0
+    while True:
+        wake = trail._wake
+        if wake is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=trail.checkpoint_interval)
+        wake.clear()
+        try:
+            await chain(rt)
+            if trail.retention is not None and time.monotonic() - last_prune >= 3600:
+                last_prune = time.monotonic()
+                await prune(rt, older_than=trail.retention)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the chainer must survive a database outage
+            trail.counters["chain_failures"] += 1
+            log.error("audit chainer pass failed (%s); retrying", describe(exc))
+            await asyncio.sleep(1.0)  # back off: the database is probably down

@@ -97,6 +97,18 @@ def _check(ctx: RequestContext, action: str, project: str, environment: str, nam
         check_name(name, field="name")
 
 
+def _valid(project: str, environment: str, name: str) -> bool:
+    """Whether the names are well-formed (a malformed one is never sent to the database: PostgreSQL
+    text cannot even hold a NUL); the request is refused for it once it has authenticated."""
+    try:
+        check_slug(project, field="project")
+        check_slug(environment, field="environment")
+        check_name(name, field="name")
+    except Invalid:
+        return False
+    return True
+
+
 async def _env(conn: AsyncConnection, project: str, environment: str) -> tuple[int, int, int | None]:
     row = await project_repo.get_environment(conn, project, environment)
     if row is None:
@@ -347,8 +359,7 @@ async def _read_in(
     # writes anything (a spent use, a counted failure).
     row, found = None, None
     digest = bearer_digest(rt, authorization)
-    plausible = len(project) <= 64 and len(environment) <= 64 and len(name) <= 256
-    if plausible and (version is None or version >= 1):
+    if _valid(project, environment, name) and (version is None or version >= 1):
         if digest is not None:
             got = await repo.read_with_token(
                 tx,

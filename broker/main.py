@@ -18,7 +18,8 @@ from broker.audit.trail import from_settings as audit_trail
 from broker.backends.router import load as load_backends
 from broker.config import Settings, get_settings
 from broker.db import migrate
-from broker.db.engine import HotDb, make_engine
+from broker.db.engine import make_engine
+from broker.db.units import Units
 from broker.errors import Unavailable
 from broker.keys import load as load_keys
 from broker.oidc import from_file as load_oidc
@@ -44,7 +45,7 @@ def build_runtime(settings: Settings, *, create_dev_keys: bool = False) -> Runti
     return Runtime(
         settings=settings,
         engine=engine,
-        hot=HotDb(engine),
+        units=Units(engine),
         keys=keys,
         limiter=SlidingLimiter(
             "auth", engine, limit=settings.auth_failure_limit, window=float(settings.auth_failure_window)
@@ -93,8 +94,7 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
                         "could not remove this broker's key heartbeat: %s", type(exc).__name__
                     )
                 await audit_runner.stop(runtime)
-            if runtime.hot is not None:
-                await runtime.hot.close()
+            await runtime.units.close()
             await runtime.engine.dispose()
 
     app = FastAPI(
@@ -111,11 +111,13 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
     app.add_route("/docs", docs.docs_endpoint("/openapi.json", app.title), include_in_schema=False)
     app.add_route("/docs/oauth2-redirect", docs.oauth2_redirect, include_in_schema=False)
     errors.install(app)
+    # The router tries routes in order: the most requested ones (reading a secret) go first. No two
+    # routes' templates match the same path, so the order changes nothing else.
     for router in (
+        secrets.router,
         health.router,
         auth.router,
         projects.router,
-        secrets.router,
         compile.router,
         deploys.router,
         importing.router,

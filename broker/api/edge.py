@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import logging
 import re
-import traceback
 import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from broker.api.routes.secrets import wants_reveal
 from broker.domain.request import RequestContext
 from broker.errors import BrokerError
 from broker.services import audit
-from broker.services import secrets as secrets_service
 from broker.services.runtime import Runtime
-from broker.services.secrets import SecretRead as ReadOne
 
 log = logging.getLogger("strongroom.edge")
 
@@ -109,8 +104,6 @@ READ_ONLY = (
     "refused until an operator resolves it"
 )
 
-
-_READ_ONE = re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(_S)))
 
 _TEMPLATES = [
     (verb, re.compile(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))), template)
@@ -218,25 +211,6 @@ def client_address(scope: Scope, headers: dict[bytes, bytes], trusted: list[Netw
     return peer
 
 
-INTERNAL = "internal error; the request id identifies it in the logs"
-
-
-def value_body(got: ReadOne) -> bytes:
-    """The route's SecretValueOut for a database value, as pydantic writes it (compact, UTF-8, Z times)."""
-    return json.dumps(
-        {
-            "name": got.name,
-            "value": got.value.reveal(),
-            "version": got.version,
-            "sensitive": got.sensitive,
-            "environment": got.environment,
-            "created_at": got.created_at.isoformat().replace("+00:00", "Z"),
-        },
-        ensure_ascii=False,
-        separators=(",", ":"),
-    ).encode()
-
-
 async def _lifespan_in_one_sentence(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
     """Run the app's lifespan; a failed start-up reaches the server as one sentence (Starlette sends the
     whole traceback, which uvicorn prints), the broker's own message or the error's type."""
@@ -281,61 +255,6 @@ class Edge:
             ipaddress.ip_network(c, strict=False) for c in runtime.settings.trusted_proxies
         ]
         self.inline = runtime.engine.dialect.name == "sqlite"
-        self.fast_read = runtime.hot is not None
-
-    async def _read_one(self, scope: Scope, send: Send, ctx: RequestContext, path: re.Match[str]) -> bool:
-        """GET one secret's current value straight through the service's hot path, past FastAPI's
-        routing, validation and serialisation; False when that path declines (then FastAPI's route
-        answers, errors and all). The event is committed before the value is sent."""
-        authorization: str | None = None
-        reveal: str | None = None
-        for key, value in scope["headers"]:
-            if key == b"authorization" and authorization is None:
-                authorization = value.decode("latin-1")
-            elif key == b"x-strongroom-reveal":
-                if reveal is not None:
-                    return False
-                reveal = value.decode("latin-1")
-        if reveal is not None and len(reveal) > 16:
-            return False  # the route refuses it (422)
-        try:
-            got = await secrets_service.read_current_fast(
-                self.rt,
-                ctx,
-                authorization=authorization,
-                project=path["project"],
-                environment=path["environment"],
-                name=path["name"],
-                reveal=wants_reveal(reveal),
-            )
-            if got is None:
-                return False
-            body = value_body(got)
-        except Exception as exc:
-            # As api/errors.py does for the routes: the log gets the type and frames, never the message.
-            frames = "".join(traceback.format_tb(exc.__traceback__))
-            log.error("unhandled %s in request %s\n%s", type(exc).__name__, ctx.request_id, frames)
-            ctx.reason = f"internal error ({type(exc).__name__})"
-            # The event may have gone with a failed commit: record this failure too (after a crash past the
-            # commit the request has an `ok` and an `error` event, never none).
-            ctx.audited = False
-            await self._reply(send, ctx, 500, "Internal Server Error", INTERNAL, scope)
-            return True
-        start = {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-length", str(len(body)).encode()),
-                (b"content-type", b"application/json"),
-                (b"cache-control", b"no-store"),
-                (b"x-request-id", ctx.request_id.encode()),
-            ],
-        }
-        with contextlib.suppress(Exception):  # the client went away: the read is on record all the same
-            await send(start)
-            await send({"type": "http.response.body", "body": body})
-        self.rt.audit.kick(inline=self.inline)
-        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -370,15 +289,6 @@ class Edge:
             await self._reply(
                 send, ctx, 413, "Content Too Large", f"body: larger than {self.max_body} bytes", scope
             )
-            return
-
-        if (
-            self.fast_read
-            and scope["method"] == "GET"
-            and not scope.get("query_string")
-            and (found := _READ_ONE.fullmatch(scope["path"])) is not None
-            and await self._read_one(scope, send, ctx, found)
-        ):
             return
 
         seen = 0

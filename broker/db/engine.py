@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -72,7 +72,7 @@ T = TypeVar("T")
 
 
 class SqliteWriter:
-    """One SQLite connection for the hot path's units of work, committed in groups.
+    """One SQLite connection for units of work (broker/db/units.py), committed in groups.
 
     A unit is a function of a DB-API connection that runs inside a write transaction. Units submitted
     while a group is being written wait for the next group; a group is one BEGIN IMMEDIATE and one
@@ -81,9 +81,10 @@ class SqliteWriter:
     microseconds (the pages are cached, and the write lock is taken without waiting, or else in the
     thread), while the commit, which waits for the disk, runs in the writer's thread. Running the units
     in that thread instead would have them and the event loop take turns for the GIL (a 5 ms switch
-    interval each time). A unit's result is returned only after its group has committed; if any unit
-    raises or the commit fails, the whole group rolls back and every unit in it gets the exception
-    (a unit must not catch database errors and carry on).
+    interval each time). A unit's result is returned only after its group has committed. Each unit runs
+    in its own savepoint: a unit that raises has its statements rolled back and gets its exception, the
+    others go on; if the commit fails, every unit of the group gets that exception (a unit must not
+    catch database errors and carry on).
     """
 
     def __init__(self, path: str) -> None:
@@ -117,13 +118,17 @@ class SqliteWriter:
                     if not isinstance(exc, Exception):
                         raise
                     continue
-                for (_, future), result in zip(group, results, strict=True):
-                    if not future.done():
+                for (_, future), (ok, result) in zip(group, results, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
                         future.set_result(result)
+                    else:
+                        future.set_exception(result)
         finally:
             self._draining = False
 
-    async def _group(self, units: list[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+    async def _group(self, units: list[Callable[[sqlite3.Connection], Any]]) -> list[tuple[bool, Any]]:
         loop = asyncio.get_running_loop()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strongroom-sqlite")
@@ -138,7 +143,7 @@ class SqliteWriter:
             # Another connection holds the write lock: wait for it in the thread.
             await loop.run_in_executor(self._pool, self._begin_waiting, conn)
         try:
-            results = [unit(conn) for unit in units]
+            results = [self._one(conn, unit) for unit in units]
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -152,6 +157,19 @@ class SqliteWriter:
                 conn.execute("ROLLBACK")
             raise
         return results
+
+    @staticmethod
+    def _one(conn: sqlite3.Connection, unit: Callable[[sqlite3.Connection], Any]) -> tuple[bool, Any]:
+        """(True, result), or (False, exception) with the unit's statements rolled back."""
+        conn.execute("SAVEPOINT unit")
+        try:
+            result = unit(conn)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO unit")
+            conn.execute("RELEASE unit")  # if the connection itself failed, these raise: the group fails
+            return False, exc
+        conn.execute("RELEASE unit")
+        return True, result
 
     def _connect(self) -> sqlite3.Connection:
         # Used from the loop and from the writer's thread, never both at once (one group at a time).
@@ -180,8 +198,8 @@ class SqliteWriter:
 
 
 class PgConnections:
-    """A few asyncpg connections for the hot path's single statements (no transaction block, so each
-    statement commits by itself), opened on first use and reused; no pool reset round trip."""
+    """A few asyncpg connections for units of work (a statement outside a transaction block commits by
+    itself), opened on first use and reused; no pool reset round trip."""
 
     def __init__(self, engine: AsyncEngine, size: int) -> None:
         self._args, self._kwargs = engine.dialect.create_connect_args(engine.url)
@@ -217,26 +235,27 @@ class PgConnections:
             await conn.close()
 
 
-K = TypeVar("K")
-R = TypeVar("R")
+class PgGroupInsert:
+    """One insert statement for many concurrent units: rows that arrive while up to `limit` groups are
+    in flight wait and go together in the next group, one atomic executemany (one round trip, one
+    commit). A caller's row has committed when `run` returns; if the group fails, every member gets
+    the exception."""
 
-
-class _Grouped(Generic[K, R]):
-    """Requests that arrive while up to `limit` groups are in flight wait and go together in the next
-    group; each group's outcome is every member's (if it fails, they all get the exception)."""
-
-    def __init__(self, limit: int) -> None:
+    def __init__(self, connections: PgConnections, sql: str, *, limit: int = 2) -> None:
+        self._connections = connections
+        self._sql = sql
         self._limit = limit
-        self._pending: list[tuple[K, asyncio.Future[R]]] = []
+        self._pending: list[tuple[list[Any], asyncio.Future[None]]] = []
         self._inflight = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def _submit(self, item: K) -> R:
+    async def run(self, args: list[Any]) -> None:
+        """Insert one row with the next group; return once it has committed."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
-        self._pending.append((item, future))
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((args, future))
         self._start(loop)
-        return await future
+        await future
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         while self._pending and self._inflight < self._limit:
@@ -246,9 +265,10 @@ class _Grouped(Generic[K, R]):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _one(self, group: list[tuple[K, asyncio.Future[R]]]) -> None:
+    async def _one(self, group: list[tuple[list[Any], asyncio.Future[None]]]) -> None:
         try:
-            results = await self._execute([item for item, _ in group])
+            async with self._connections.connection() as conn:
+                await conn.executemany(self._sql, [args for args, _ in group])
         except BaseException as exc:
             for _, future in group:
                 if not future.done():
@@ -256,99 +276,9 @@ class _Grouped(Generic[K, R]):
             if not isinstance(exc, Exception):
                 raise
         else:
-            for (_, future), result in zip(group, results, strict=True):
+            for _, future in group:
                 if not future.done():
-                    future.set_result(result)
+                    future.set_result(None)
         finally:
             self._inflight -= 1
             self._start(asyncio.get_running_loop())
-
-    async def _execute(self, items: list[K]) -> list[R]:
-        raise NotImplementedError
-
-
-class PgGroupInsert(_Grouped[list[Any], None]):
-    """One insert statement for many concurrent requests: one pipelined, atomic executemany per group
-    (one round trip and one commit); a caller's row has committed when `run` returns."""
-
-    def __init__(self, connections: PgConnections, sql: str, *, limit: int = 2) -> None:
-        super().__init__(limit)
-        self._connections = connections
-        self._sql = sql
-
-    async def run(self, args: list[Any]) -> None:
-        """Insert one row with the next group; return once it has committed."""
-        await self._submit(args)
-
-    async def _execute(self, items: list[list[Any]]) -> list[None]:
-        async with self._connections.connection() as conn:
-            await conn.executemany(self._sql, items)
-        return [None] * len(items)
-
-
-class PgGroupFetch(_Grouped[tuple[Any, ...], Any]):
-    """One query for many concurrent requests. The query takes the group's keys (through `arrays`, in
-    order) and returns at most one row per key, the key's 1-based position first."""
-
-    def __init__(
-        self,
-        connections: PgConnections,
-        sql: str,
-        arrays: Callable[[list[tuple[Any, ...]]], list[Any]],
-        *,
-        limit: int = 2,
-    ) -> None:
-        super().__init__(limit)
-        self._connections = connections
-        self._sql = sql
-        self._arrays = arrays
-
-    async def run(self, key: tuple[Any, ...]) -> Any:
-        """The row for `key` (None if there is none), fetched with the next group."""
-        return await self._submit(key)
-
-    async def _execute(self, items: list[tuple[Any, ...]]) -> list[Any]:
-        async with self._connections.connection() as conn:
-            rows = await conn.fetch(self._sql, *self._arrays(items))
-        found = {int(row[0]) - 1: row for row in rows}
-        return [found.get(i) for i in range(len(items))]
-
-
-class HotDb:
-    """The hot path's own database access beside the engine: the SQLite writer or asyncpg connections."""
-
-    def __init__(self, engine: AsyncEngine, *, pg_connections: int = 4) -> None:
-        self.dialect = engine.dialect
-        self.sqlite: SqliteWriter | None = None
-        self.pg: PgConnections | None = None
-        if engine.dialect.name == "sqlite":
-            path = engine.url.database
-            if path and path != ":memory:" and not path.startswith("file:"):
-                self.sqlite = SqliteWriter(path)
-        elif engine.dialect.driver == "asyncpg":
-            self.pg = PgConnections(engine, pg_connections)
-        self._groups: dict[str, PgGroupInsert] = {}
-        self._fetches: dict[str, PgGroupFetch] = {}
-
-    def pg_fetch(self, sql: str, arrays: Callable[[list[tuple[Any, ...]]], list[Any]]) -> PgGroupFetch:
-        """The group query for one statement (PostgreSQL); `arrays` is used when it is first made."""
-        assert self.pg is not None
-        group = self._fetches.get(sql)
-        if group is None:
-            group = self._fetches[sql] = PgGroupFetch(self.pg, sql, arrays)
-        return group
-
-    def pg_insert(self, sql: str) -> PgGroupInsert:
-        """The group insert for one statement (PostgreSQL)."""
-        assert self.pg is not None
-        group = self._groups.get(sql)
-        if group is None:
-            group = self._groups[sql] = PgGroupInsert(self.pg, sql)
-        return group
-
-    async def close(self) -> None:
-        """Release the connections and the writer thread."""
-        if self.sqlite is not None:
-            await asyncio.to_thread(self.sqlite.close)
-        if self.pg is not None:
-            await self.pg.close()

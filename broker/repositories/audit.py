@@ -7,10 +7,26 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Select,
+    String,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import ClauseElement
 
 from broker.db.base import DbRow
+from broker.db.units import Statement, Tx
 from broker.models import audit_checkpoints, audit_event_keys, audit_events
 
 # pg_advisory_xact_lock key of the chainer: "SRAUDIT1" as a 64-bit integer.
@@ -52,19 +68,90 @@ RECORD_COLUMNS = [
 TouchedKey = tuple[str, str, str]
 
 
-async def append(conn: AsyncConnection, event: Mapping[str, Any], keys: Sequence[TouchedKey] = ()) -> None:
-    """Insert one event (column values, already shaped by the audit service; never a value) and the
-    keys it touched (the index of `audit list --name`), in the caller's transaction."""
-    result = await conn.execute(insert(audit_events).values(**event))
-    if keys:
-        (event_id,) = result.inserted_primary_key or (None,)
-        await conn.execute(
-            insert(audit_event_keys),
-            [
-                {"event_id": event_id, "seq": event.get("seq"), "project": p, "environment": e, "name": n}
-                for p, e, n in keys
-            ],
+# Every column of an event but its id; absent keys are NULL.
+EVENT_COLUMNS = tuple(c.name for c in audit_events.c if c.name != "id")
+
+
+def _event_insert() -> Insert:
+    return insert(audit_events).values({name: bindparam(name) for name in EVENT_COLUMNS})
+
+
+HEAD = Statement(
+    lambda: (
+        select(audit_events.c.seq, audit_events.c.hash)
+        .where(audit_events.c.seq.is_not(None))
+        .order_by(audit_events.c.seq.desc())
+        .limit(1)
+    )
+)
+# SQLite: the event (returning its id), then its key rows.
+APPEND_EVENT = Statement(lambda: _event_insert().returning(audit_events.c.id))
+APPEND_KEY = Statement(
+    lambda: insert(audit_event_keys).values(
+        event_id=bindparam("event_id"),
+        seq=bindparam("seq"),
+        project=bindparam("project"),
+        environment=bindparam("environment"),
+        name=bindparam("name"),
+    )
+)
+
+
+def _append_with_keys() -> ClauseElement:
+    """PostgreSQL: the event and all its key rows (parallel arrays) in one statement: one round trip."""
+    event = _event_insert().returning(audit_events.c.id).cte("new_event")
+    keys = (
+        func.unnest(
+            bindparam("key_projects", type_=ARRAY(String)),
+            bindparam("key_environments", type_=ARRAY(String)),
+            bindparam("key_names", type_=ARRAY(String)),
         )
+        .table_valued("project", "environment", "name")
+        .render_derived(name="k")
+    )
+    return insert(audit_event_keys).from_select(
+        ["event_id", "seq", "project", "environment", "name"],
+        select(
+            event.c.id,
+            bindparam("seq", type_=audit_event_keys.c.seq.type),
+            keys.c.project,
+            keys.c.environment,
+            keys.c.name,
+        ).select_from(event.join(keys, true())),
+    )
+
+
+APPEND_WITH_KEYS = Statement(_append_with_keys)
+
+
+async def append(tx: Tx, event: Mapping[str, Any], keys: Sequence[TouchedKey] = ()) -> None:
+    """Insert one event (column values, already shaped by the audit service; never a value) and the
+    keys it touched (the index of `audit list --name`), in the unit's transaction."""
+    if tx.dialect.name == "postgresql":
+        await tx.append(
+            APPEND_WITH_KEYS,
+            {
+                **event,
+                "key_projects": [p for p, _, _ in keys],
+                "key_environments": [e for _, e, _ in keys],
+                "key_names": [n for _, _, n in keys],
+            },
+        )
+        return
+    row = await tx.one(APPEND_EVENT, event)
+    if keys:
+        assert row is not None
+        seq = event.get("seq")
+        await tx.execute_many(
+            APPEND_KEY,
+            [{"event_id": row[0], "seq": seq, "project": p, "environment": e, "name": n} for p, e, n in keys],
+        )
+
+
+async def head_of(tx: Tx) -> tuple[int, str | None]:
+    """(seq, hash) of the newest linked event, or (0, None) for an empty chain."""
+    row = await tx.one(HEAD, {})
+    return (int(row[0]), row[1]) if row is not None else (0, None)
 
 
 async def lock_chain(conn: AsyncConnection) -> None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Select, Text, bindparam, func, insert, select, type_coerce, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db.base import DbRow
+from broker.db.units import Statement, Tx
 from broker.models import principals, tokens
 
 PrincipalRow = DbRow
@@ -147,14 +149,64 @@ _TOKEN_COLS = (
 )
 
 
-async def get_token_by_hash(conn: AsyncConnection, token_hash: bytes) -> TokenRow | None:
-    """The token with this HMAC joined to its principal, or None."""
-    result = await conn.execute(
-        select(*_TOKEN_COLS)
+# The token look-up every request makes: scopes and CIDRs as their stored text, which the service parses
+# once per distinct text (the same token comes back again and again).
+def token_by_hash() -> Select[Any]:
+    """The token with the HMAC `token_hash` joined to its principal (see TokenByHash)."""
+    return (
+        select(
+            *(
+                type_coerce(c, Text).label(c.name) if c.name in ("scopes", "bound_cidrs") else c
+                for c in _TOKEN_COLS
+            )
+        )
         .join(principals, principals.c.id == tokens.c.principal_id)
-        .where(tokens.c.token_hash == token_hash)
+        .where(tokens.c.token_hash == bindparam("token_hash"))
     )
-    return result.first()
+
+
+TOKEN_BY_HASH = Statement(token_by_hash)
+TOKEN_FIELDS = tuple(c.name for c in _TOKEN_COLS)
+USE_ONCE = Statement(
+    lambda: (
+        update(tokens)
+        .where(tokens.c.id == bindparam("token_id"), tokens.c.uses_remaining > 0)
+        .values(uses_remaining=tokens.c.uses_remaining - 1)
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenByHash:
+    """A token row joined to its principal, as the token look-up returns it (scopes, CIDRs as text)."""
+
+    id: int
+    accessor: str
+    principal_id: int
+    parent_id: int | None
+    scopes: str
+    bound_cidrs: str
+    ttl: int
+    created_at: datetime
+    expires_at: datetime
+    max_expires_at: datetime
+    num_uses: int | None
+    uses_remaining: int | None
+    revoked_at: datetime | None
+    type: str
+    name: str
+    disabled_at: datetime | None
+
+
+async def get_token_by_hash(tx: Tx, token_hash: bytes) -> TokenByHash | None:
+    """The token with this HMAC joined to its principal, or None."""
+    row = await tx.one(TOKEN_BY_HASH, {"token_hash": token_hash})
+    return TokenByHash(*row) if row is not None else None
+
+
+async def use_once(tx: Tx, token_id: int) -> bool:
+    """Spend one use of a use-limited token; False when none is left."""
+    return await tx.execute(USE_ONCE, {"token_id": token_id}) == 1
 
 
 async def get_token_by_accessor(conn: AsyncConnection, accessor: str) -> TokenRow | None:
@@ -246,16 +298,6 @@ async def add_token(
         .returning(tokens.c.id)
     )
     return int(result.scalar_one())
-
-
-async def use_once(conn: AsyncConnection, token_id: int) -> bool:
-    """Spend one use of a use-limited token; False when none is left."""
-    result = await conn.execute(
-        update(tokens)
-        .where(tokens.c.id == token_id, tokens.c.uses_remaining > 0)
-        .values(uses_remaining=tokens.c.uses_remaining - 1)
-    )
-    return result.rowcount == 1
 
 
 async def set_expiry(conn: AsyncConnection, token_id: int, expires_at: datetime) -> None:

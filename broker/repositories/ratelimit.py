@@ -1,37 +1,56 @@
-"""Rows of the shared sliding-window limiters (broker/services/ratelimit.py)."""
+"""Rows of the shared sliding-window limiters (broker/services/ratelimit.py), as prepared statements."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import delete, insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Float, Integer, ScalarSelect, bindparam, delete, insert, select
 
+from broker.db.units import Statement, Tx
 from broker.models import rate_limit_events
 
 
-async def live(conn: AsyncConnection, keys: Sequence[str], *, now: float) -> list[tuple[str, float]]:
-    """(key, expires_at) of every event under these keys still inside its window."""
-    result = await conn.execute(
-        select(rate_limit_events.c.key, rate_limit_events.c.expires_at).where(
-            rate_limit_events.c.key.in_(list(keys)), rate_limit_events.c.expires_at > now
+def locked_until() -> ScalarSelect[Any]:
+    """When the key (`limit_key`) is under its limit again: the expiry of its `limit_offset` + 1-th
+    newest live event (all but limit - 1 of them must expire first); NULL when it is under the limit."""
+    return (
+        select(rate_limit_events.c.expires_at)
+        .where(
+            rate_limit_events.c.key == bindparam("limit_key"),
+            rate_limit_events.c.expires_at > bindparam("limit_now", type_=Float),
         )
+        .order_by(rate_limit_events.c.expires_at.desc())
+        .limit(1)
+        .offset(bindparam("limit_offset", type_=Integer))
+        .scalar_subquery()
     )
-    return [(str(k), float(e)) for k, e in result.all()]
 
 
-async def add(conn: AsyncConnection, *, kind: str, keys: Sequence[str], expires_at: float) -> None:
+LOCKED_UNTIL = Statement(lambda: select(locked_until().label("locked_until")))
+ADD = Statement(
+    lambda: insert(rate_limit_events).values(
+        kind=bindparam("kind"), key=bindparam("key"), expires_at=bindparam("expires_at")
+    )
+)
+PRUNE = Statement(
+    lambda: delete(rate_limit_events).where(
+        rate_limit_events.c.kind == bindparam("kind"), rate_limit_events.c.expires_at <= bindparam("now")
+    )
+)
+
+
+async def locked(tx: Tx, key: str, *, now: float, limit: int) -> float | None:
+    """When `key` is under `limit` again (None: it is now)."""
+    row = await tx.one(LOCKED_UNTIL, {"limit_key": key, "limit_now": now, "limit_offset": limit - 1})
+    return float(row[0]) if row is not None and row[0] is not None else None
+
+
+async def add(tx: Tx, *, kind: str, keys: Sequence[str], expires_at: float) -> None:
     """Count one event under every key until `expires_at`."""
-    await conn.execute(
-        insert(rate_limit_events), [{"kind": kind, "key": k, "expires_at": expires_at} for k in keys]
-    )
+    await tx.execute_many(ADD, [{"kind": kind, "key": k, "expires_at": expires_at} for k in keys])
 
 
-async def prune(conn: AsyncConnection, *, kind: str, now: float) -> int:
+async def prune(tx: Tx, *, kind: str, now: float) -> int:
     """Delete this limiter's events that have left their window (never one that still counts)."""
-    result = await conn.execute(
-        delete(rate_limit_events).where(
-            rate_limit_events.c.kind == kind, rate_limit_events.c.expires_at <= now
-        )
-    )
-    return int(result.rowcount or 0)
+    return await tx.execute(PRUNE, {"kind": kind, "now": now})

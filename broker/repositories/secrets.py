@@ -1,26 +1,32 @@
-"""Secret and secret-version rows (Core, for the hot path)."""
+"""Secret and secret-version rows: Core statements, prepared ones for units of work."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, insert, literal, select, update
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, insert, literal, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db.base import DbRow
+from broker.db.units import Statement, Tx
 from broker.models import environments, principals, projects, secret_versions, secrets
+from broker.repositories import identities, ratelimit
 
 SecretRow = DbRow
 
 
-async def get_secret(
-    conn: AsyncConnection, env_id: int, name: str, *, for_update: bool = False
-) -> SecretRow | None:
-    """(id, name, current_version, sensitive, created_at, updated_at, binding) or None; `for_update` locks
-    the row until the transaction ends (PostgreSQL; SQLite's transactions already hold the write lock)."""
-    query = select(
+async def get_secret(conn: AsyncConnection, env_id: int, name: str) -> SecretRow | None:
+    """(id, name, current_version, sensitive, created_at, updated_at, binding) or None."""
+    query = _secret_row().where(secrets.c.environment_id == env_id, secrets.c.name == name)
+    row: SecretRow | None = (await conn.execute(query)).first()
+    return row
+
+
+def _secret_row() -> Select[Any]:
+    return select(
         secrets.c.id,
         secrets.c.name,
         secrets.c.current_version,
@@ -28,9 +34,49 @@ async def get_secret(
         secrets.c.created_at,
         secrets.c.updated_at,
         secrets.c.binding,
-    ).where(secrets.c.environment_id == env_id, secrets.c.name == name)
-    result = await conn.execute(query.with_for_update() if for_update else query)
-    return result.first()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LockedSecret:
+    """A secret row locked for a write."""
+
+    id: int
+    name: str
+    current_version: int
+    sensitive: bool
+    created_at: datetime
+    updated_at: datetime
+    binding: bytes | None
+
+
+ENV_IDS = Statement(
+    lambda: (
+        select(projects.c.id, environments.c.id)
+        .join(environments, environments.c.project_id == projects.c.id)
+        .where(projects.c.slug == bindparam("project"), environments.c.slug == bindparam("environment"))
+    )
+)
+LOCK_SECRET = Statement(
+    lambda: (
+        _secret_row()
+        .where(secrets.c.environment_id == bindparam("env_id"), secrets.c.name == bindparam("name"))
+        .with_for_update()
+    )
+)
+
+
+async def env_ids(tx: Tx, project: str, environment: str) -> tuple[int, int] | None:
+    """(project id, environment id) for the slugs, or None."""
+    row = await tx.one(ENV_IDS, {"project": project, "environment": environment})
+    return (int(row[0]), int(row[1])) if row is not None else None
+
+
+async def lock_secret(tx: Tx, env_id: int, name: str) -> LockedSecret | None:
+    """The secret row, locked until the unit ends (PostgreSQL; SQLite's writer holds the one write lock),
+    or None: writers to one secret take turns here."""
+    row = await tx.one(LOCK_SECRET, {"env_id": env_id, "name": name})
+    return LockedSecret(*row) if row is not None else None
 
 
 async def list_secrets(conn: AsyncConnection, env_id: int) -> list[DbRow]:
@@ -99,18 +145,15 @@ async def read_current(conn: AsyncConnection, env_id: int, name: str) -> DbRow |
     return result.first()
 
 
-async def read_current_by_slugs(
-    conn: AsyncConnection, project: str, environment: str, name: str
-) -> DbRow | None:
-    """The hot read in one query: None when the environment does not exist; else
-    (project id, env id, secret id, sensitive, version, ciphertext, wrapped_dek, kek_id, created, deleted,
-    destroyed, binding) with the secret columns None when the environment holds no such secret."""
-    result = await conn.execute(
+def _read_one() -> Select[Any]:
+    wanted = func.coalesce(bindparam("version", type_=Integer), secrets.c.current_version)
+    return (
         select(
             projects.c.id,
             environments.c.id,
             secrets.c.id,
             secrets.c.sensitive,
+            secrets.c.current_version,
             secret_versions.c.version,
             secret_versions.c.ciphertext,
             secret_versions.c.wrapped_dek,
@@ -122,15 +165,105 @@ async def read_current_by_slugs(
         )
         .select_from(projects)
         .join(environments, environments.c.project_id == projects.c.id)
-        .outerjoin(secrets, (secrets.c.environment_id == environments.c.id) & (secrets.c.name == name))
+        .outerjoin(
+            secrets, (secrets.c.environment_id == environments.c.id) & (secrets.c.name == bindparam("name"))
+        )
         .outerjoin(
             secret_versions,
-            (secret_versions.c.secret_id == secrets.c.id)
-            & (secret_versions.c.version == secrets.c.current_version),
+            (secret_versions.c.secret_id == secrets.c.id) & (secret_versions.c.version == wanted),
         )
-        .where(projects.c.slug == project, environments.c.slug == environment)
+        .where(projects.c.slug == bindparam("project"), environments.c.slug == bindparam("environment"))
     )
-    return result.first()
+
+
+READ_ONE = Statement(_read_one)
+
+
+@dataclass(frozen=True, slots=True)
+class OneRead:
+    """A secret's row and one of its versions, found by slugs and name (version columns None when the
+    secret or that version does not exist; secret columns None when the secret does not)."""
+
+    project_id: int
+    env_id: int
+    secret_id: int | None
+    sensitive: bool | None
+    current_version: int | None
+    version: int | None
+    ciphertext: bytes | None
+    wrapped_dek: bytes | None
+    kek_id: str | None
+    created_at: datetime | None
+    deleted_at: datetime | None
+    destroyed_at: datetime | None
+    binding: bytes | None
+
+
+async def read_one(
+    tx: Tx, *, project: str, environment: str, name: str, version: int | None
+) -> OneRead | None:
+    """The secret `name` and its version `version` (None: the current one) in one query; None when the
+    environment does not exist."""
+    row = await tx.one(
+        READ_ONE, {"project": project, "environment": environment, "name": name, "version": version}
+    )
+    return OneRead(*row) if row is not None else None
+
+
+def _read_with_token() -> Select[Any]:
+    """The read's three look-ups in one statement (one round trip): when the caller's address is under
+    its failure limit again (`repositories.ratelimit.locked_until`), the token row (`token_hash`), and
+    the secret (`_read_one`); the token and secret columns are NULL when there is no such row."""
+    one = select(literal(1).label("one")).subquery("one")
+    token = identities.token_by_hash().subquery("t")
+    read = _read_one().subquery("s")
+    return select(ratelimit.locked_until().label("locked_until"), *token.c, *read.c).select_from(
+        one.outerjoin(token, true()).outerjoin(read, true())
+    )
+
+
+READ_WITH_TOKEN = Statement(_read_with_token)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadWithToken:
+    """What READ_WITH_TOKEN found."""
+
+    locked_until: float | None
+    token: identities.TokenByHash | None
+    read: OneRead | None
+
+
+async def read_with_token(
+    tx: Tx,
+    lock_args: dict[str, Any],
+    *,
+    token_hash: bytes,
+    project: str,
+    environment: str,
+    name: str,
+    version: int | None,
+) -> ReadWithToken:
+    """The failure lock of the caller's address, the token and the secret's version, in one query."""
+    row = await tx.one(
+        READ_WITH_TOKEN,
+        {
+            **lock_args,
+            "token_hash": token_hash,
+            "project": project,
+            "environment": environment,
+            "name": name,
+            "version": version,
+        },
+    )
+    assert row is not None  # always one row: the outer joins hang off a constant
+    width = len(identities.TOKEN_FIELDS)
+    token, read = row[1 : 1 + width], row[1 + width :]
+    return ReadWithToken(
+        locked_until=float(row[0]) if row[0] is not None else None,
+        token=identities.TokenByHash(*token) if token[0] is not None else None,
+        read=OneRead(*read) if read[0] is not None else None,
+    )
 
 
 async def current_values(conn: AsyncConnection, env_ids: Sequence[int]) -> list[DbRow]:
@@ -221,37 +354,60 @@ async def chain_rows(conn: AsyncConnection, project: str, environment: str, *, d
     return list(result.all())
 
 
-async def add_secret(conn: AsyncConnection, *, env_id: int, name: str, sensitive: bool, now: datetime) -> int:
-    """Insert a secret at version 1 and return its id."""
-    result = await conn.execute(
+ADD_SECRET = Statement(
+    lambda: (
         insert(secrets)
         .values(
-            environment_id=env_id,
-            name=name,
+            environment_id=bindparam("env_id"),
+            name=bindparam("name"),
             current_version=1,
-            sensitive=sensitive,
-            created_at=now,
-            updated_at=now,
+            sensitive=bindparam("sensitive"),
+            created_at=bindparam("now"),
+            updated_at=bindparam("now"),
         )
         .returning(secrets.c.id)
     )
-    return int(result.scalar_one())
-
-
-async def bump_version(
-    conn: AsyncConnection, secret_id: int, *, expected: int, sensitive: bool, now: datetime
-) -> bool:
-    """Advance current_version from `expected` by one; False if someone else got there first."""
-    result = await conn.execute(
+)
+BUMP_VERSION = Statement(
+    lambda: (
         update(secrets)
-        .where(secrets.c.id == secret_id, secrets.c.current_version == expected)
-        .values(current_version=expected + 1, sensitive=sensitive, updated_at=now)
+        .where(secrets.c.id == bindparam("secret_id"), secrets.c.current_version == bindparam("expected"))
+        .values(
+            current_version=bindparam("next"), sensitive=bindparam("sensitive"), updated_at=bindparam("now")
+        )
     )
-    return result.rowcount == 1
+)
+SET_BINDING = Statement(
+    lambda: update(secrets).where(secrets.c.id == bindparam("secret_id")).values(binding=bindparam("binding"))
+)
+ADD_VERSION = Statement(
+    lambda: insert(secret_versions).values(
+        secret_id=bindparam("secret_id"),
+        version=bindparam("version"),
+        ciphertext=bindparam("ciphertext"),
+        wrapped_dek=bindparam("wrapped_dek"),
+        kek_id=bindparam("kek_id"),
+        author_id=bindparam("author_id"),
+        created_at=bindparam("now"),
+    )
+)
+
+
+async def add_secret(tx: Tx, *, env_id: int, name: str, sensitive: bool, now: datetime) -> int:
+    """Insert a secret at version 1 and return its id."""
+    row = await tx.one(ADD_SECRET, {"env_id": env_id, "name": name, "sensitive": sensitive, "now": now})
+    assert row is not None
+    return int(row[0])
+
+
+async def bump_version(tx: Tx, secret_id: int, *, expected: int, sensitive: bool, now: datetime) -> bool:
+    """Advance current_version from `expected` by one; False if someone else got there first."""
+    values = {"secret_id": secret_id, "expected": expected, "next": expected + 1, "sensitive": sensitive}
+    return await tx.execute(BUMP_VERSION, {**values, "now": now}) == 1
 
 
 async def add_version(
-    conn: AsyncConnection,
+    tx: Tx,
     *,
     secret_id: int,
     version: int,
@@ -263,17 +419,18 @@ async def add_version(
     binding: bytes,
 ) -> None:
     """Insert one sealed version, the secret's new current one, with the secret's new binding."""
-    await conn.execute(update(secrets).where(secrets.c.id == secret_id).values(binding=binding))
-    await conn.execute(
-        insert(secret_versions).values(
-            secret_id=secret_id,
-            version=version,
-            ciphertext=ciphertext,
-            wrapped_dek=wrapped_dek,
-            kek_id=kek_id,
-            author_id=author_id,
-            created_at=now,
-        )
+    await tx.execute(SET_BINDING, {"secret_id": secret_id, "binding": binding})
+    await tx.execute(
+        ADD_VERSION,
+        {
+            "secret_id": secret_id,
+            "version": version,
+            "ciphertext": ciphertext,
+            "wrapped_dek": wrapped_dek,
+            "kek_id": kek_id,
+            "author_id": author_id,
+            "now": now,
+        },
     )
 
 

@@ -11,16 +11,18 @@ import json
 import re
 import secrets
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from broker.db.engine import autocommit
+from broker.db.units import ConnTx, Tx
+from broker.domain.access import Context, Kind, Refusal, Target, TokenFacts, addr_in, decide
 from broker.domain.request import Actor, RequestContext
-from broker.domain.scopes import ADMIN_SCOPES, Action, Scope, allowed, covered, scopes_from_json, with_denies
-from broker.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
+from broker.domain.scopes import ADMIN_SCOPES, Action, Scope, covered, scopes_from_json, with_denies
+from broker.errors import BrokerError, Conflict, Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
 from broker.repositories import identities as repo
 from broker.services import audit
 from broker.services.runtime import Runtime
@@ -131,21 +133,6 @@ def check_cidrs(values: list[str] | None, *, field: str) -> tuple[str, ...]:
         except ValueError:
             raise Invalid(f"{field}[{i}]: must be an IP address or CIDR block", field=field) from None
     return tuple(out)
-
-
-def _addr_in(addr: str | None, cidrs: tuple[str, ...]) -> bool:
-    if not cidrs:
-        return True
-    if addr is None:
-        return False
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        # A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; match them against IPv4 CIDRs.
-        ip = ip.ipv4_mapped
-    return any(ip in ipaddress.ip_network(c) for c in cidrs)
 
 
 def _cidrs_within(child: tuple[str, ...], parent: tuple[str, ...]) -> bool:
@@ -263,7 +250,7 @@ async def exchange(
                 principal_id=row.id, principal_type=row.type, name=row.name, token_id=0, accessor=""
             )
             bound = tuple(row.bound_cidrs)
-            if not _addr_in(ctx.source_addr, bound):
+            if not addr_in(ctx.source_addr, bound):
                 ctx.reason = "source address outside the identity's bound CIDRs"
                 raise Unauthenticated()
             issued = await _issue(
@@ -306,25 +293,25 @@ def bearer_digest(rt: Runtime, authorization: str | None) -> bytes | None:
     return keyed_hash(rt.keys.hmac_key, b"token", token)
 
 
-def token_refusal(
-    *,
-    revoked_at: datetime | None,
-    expires_at: datetime,
-    disabled_at: datetime | None,
-    bound_cidrs: list[str],
-    source_addr: str | None,
-    now: datetime,
-) -> str | None:
-    """Why a token that exists cannot authenticate this request (its use limit apart), or None."""
-    if revoked_at is not None:
-        return "revoked token"
-    if expires_at <= now:
-        return "expired token"
-    if disabled_at is not None:
-        return "principal disabled"
-    if not _addr_in(source_addr, tuple(bound_cidrs)):
-        return "source address outside the token's bound CIDRs"
-    return None
+def token_facts(row: Any) -> TokenFacts:
+    """The decision's view of a token row joined to its principal (scopes parsed once per distinct text)."""
+    cidrs = row.bound_cidrs
+    if isinstance(cidrs, str):
+        cidrs = json.loads(cidrs)
+    return TokenFacts(
+        token_id=row.id,
+        accessor=row.accessor,
+        principal_id=row.principal_id,
+        principal_type=row.type,
+        principal_name=row.name,
+        scopes=token_scopes(row.scopes),
+        bound_cidrs=tuple(cidrs),
+        expires_at=row.expires_at,
+        max_expires_at=row.max_expires_at,
+        revoked_at=row.revoked_at,
+        disabled_at=row.disabled_at,
+        uses_remaining=row.uses_remaining if row.num_uses is not None else None,
+    )
 
 
 async def _lock_live_parent(conn: Any, rt: Runtime, actor: Actor) -> repo.TokenRow:
@@ -335,22 +322,18 @@ async def _lock_live_parent(conn: Any, rt: Runtime, actor: Actor) -> repo.TokenR
     parent = next((row for row in chain if row.id == actor.token_id), None)
     if parent is None:
         raise Forbidden("this token no longer exists")
-    for row in chain:
-        # The same check authentication makes; the network binding is the request's, checked already.
-        reason = token_refusal(
-            revoked_at=row.revoked_at,
-            expires_at=row.expires_at,
-            disabled_at=row.disabled_at,
-            bound_cidrs=[],
-            source_addr=None,
-            now=now,
-        )
-        if reason is not None:
-            who = "this token" if row.id == actor.token_id else "a parent of this token"
-            raise Forbidden(f"{who} can no longer authenticate ({reason}); it cannot create child tokens")
     if parent.num_uses is not None:
         # A child would outlive the parent's use limit (Vault refuses this too).
         raise Forbidden("a use-limited token cannot create child tokens")
+    # The network binding is the request's, checked when it authenticated.
+    links = Context(source_addr=None, network=False)
+    for row in chain:
+        decision = decide(token_facts(row), None, links, now)
+        if isinstance(decision, Refusal):
+            who = "this token" if row.id == actor.token_id else "a parent of this token"
+            raise Forbidden(
+                f"{who} can no longer authenticate ({decision.reason}); it cannot create child tokens"
+            )
     return parent
 
 
@@ -369,65 +352,75 @@ def token_scopes(raw: Any) -> tuple[Scope, ...]:
 
 async def authenticate(rt: Runtime, ctx: RequestContext, authorization: str | None) -> Actor:
     """Check a bearer token and return the caller; every failure looks the same."""
-    addr_key = [f"addr:{ctx.source_addr}"]
-    if authorization is not None and len(authorization) > MAX_AUTH_HEADER:
-        raise TooLarge("authorization: header larger than 8 KiB", field="authorization")
-    wait = await rt.limiter.retry_after(addr_key)
-    if wait:
-        raise RateLimited("too many failed authentications from this address; retry later", retry_after=wait)
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not _TOKEN_RE.fullmatch(token.strip()):
-        await rt.limiter.record(addr_key)
-        ctx.reason = "missing or malformed token"
-        raise Unauthenticated()
-    digest = keyed_hash(rt.keys.hmac_key, b"token", token.strip())
-    now = rt.clock()
+    check_header(authorization)
     # One lookup (and, for use-limited tokens, one atomic conditional update): no transaction needed.
     async with autocommit(rt.engine) as conn:
-        row = await repo.get_token_by_hash(conn, digest)
-        reason = (
-            "unknown token"
-            if row is None
-            else token_refusal(
-                revoked_at=row.revoked_at,
-                expires_at=row.expires_at,
-                disabled_at=row.disabled_at,
-                bound_cidrs=row.bound_cidrs,
-                source_addr=ctx.source_addr,
-                now=now,
-            )
-        )
-        limited = reason is None and row is not None and row.num_uses is not None
-        if limited and row is not None and not await repo.use_once(conn, row.id):
-            reason = "token has no uses left"
-        if reason is not None or row is None:
-            await rt.limiter.record(addr_key, conn=conn)
-            ctx.reason = reason
-            raise Unauthenticated()
-    actor = Actor(
-        principal_id=row.principal_id,
-        principal_type=row.type,
-        name=row.name,
-        token_id=row.id,
-        accessor=row.accessor,
-        scopes=scopes_from_json(row.scopes),
-        bound_cidrs=tuple(row.bound_cidrs),
-        expires_at=row.expires_at,
-        max_expires_at=row.max_expires_at,
-    )
-    ctx.actor = actor
-    return actor
+        got = await authenticate_in(ConnTx(conn), rt, ctx, authorization)
+    if isinstance(got, BrokerError):
+        raise got
+    return got
+
+
+def check_header(authorization: str | None) -> None:
+    """Refuse an oversized Authorization header before anything else looks at it."""
+    if authorization is not None and len(authorization) > MAX_AUTH_HEADER:
+        raise TooLarge("authorization: header larger than 8 KiB", field="authorization")
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a unit looked up for the token check in its own statement: the address's failure lock and
+    the token row of the header's digest."""
+
+    locked_until: float | None
+    token: repo.TokenByHash | None
+
+
+async def authenticate_in(
+    tx: Tx, rt: Runtime, ctx: RequestContext, authorization: str | None, *, found: Found | None = None
+) -> Actor | BrokerError:
+    """The one token check, in a unit of work: the caller (also set on `ctx`), or the error to raise
+    once the unit has committed (a failure is counted against the address whatever happens next).
+    `found`: the look-ups, already made by the unit's own statement for a well-formed header."""
+    addr_key = [f"addr:{ctx.source_addr}"]
+    if found is None:
+        wait = await rt.limiter.retry_after(addr_key, tx=tx)
+    else:
+        wait = rt.limiter.wait_from([found.locked_until])
+    if wait:
+        return RateLimited("too many failed authentications from this address; retry later", retry_after=wait)
+    digest = bearer_digest(rt, authorization)
+    if digest is None:
+        decision: Actor | Refusal = Refusal(Kind.UNAUTHENTICATED, "missing or malformed token")
+    else:
+        row = found.token if found is not None else await repo.get_token_by_hash(tx, digest)
+        facts = token_facts(row) if row is not None else None
+        context = Context(source_addr=ctx.source_addr)
+        decision = decide(facts, None, context, rt.clock())
+        limited = isinstance(decision, Actor) and facts is not None and facts.uses_remaining is not None
+        if limited and facts is not None and not await repo.use_once(tx, facts.token_id):
+            # Spent by a concurrent request since the row was read: decided on what is left now.
+            decision = decide(replace(facts, uses_remaining=0), None, context, rt.clock())
+    if isinstance(decision, Refusal):
+        await rt.limiter.record(addr_key, tx=tx)
+        ctx.reason = decision.reason
+        return Unauthenticated()
+    ctx.actor = decision
+    return decision
+
+
+# `require` decides for a request that has authenticated already: the time plays no part.
+_AUTHENTICATED = Context(source_addr=None, authenticated=True)
+_NO_TIME = datetime.min
 
 
 def require(
     actor: Actor, action: Action, project: str | None, environment: str | None, *, key: str | None = None
 ) -> None:
     """Raise Forbidden unless the actor's scopes grant the action (on `key`, when one is named)."""
-    if not allowed(actor.scopes, action, project, environment, key=key):
-        where = project if environment is None else f"{project}/{environment}"
-        if key is not None:
-            where = f"{where}/{key}"
-        raise Forbidden(f"this token does not grant {action.value} on {where or 'the broker'}")
+    decision = decide(actor, Target(action, project, environment, key), _AUTHENTICATED, _NO_TIME)
+    if isinstance(decision, Refusal):
+        raise Forbidden(decision.reason)
 
 
 async def lookup_self(rt: Runtime, ctx: RequestContext, actor: Actor) -> TokenInfo:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from broker.backends import guard
 from broker.backends.base import SecretBackend, UpstreamValue
 from broker.backends.config import VaultUpstream
+from broker.db.units import ConnTx
 from broker.domain.names import check_name, check_slug, check_value
 from broker.domain.request import Actor, RequestContext
 from broker.domain.scopes import Action
@@ -175,7 +176,9 @@ async def import_into(
             for name, data in writes:
                 sec = await repo.get_secret(conn, env_id, name)
                 if sec is None:
-                    secret_id = await repo.add_secret(conn, env_id=env_id, name=name, sensitive=True, now=now)
+                    secret_id = await repo.add_secret(
+                        ConnTx(conn), env_id=env_id, name=name, sensitive=True, now=now
+                    )
                     version = 1
                 else:
                     served_as(
@@ -190,12 +193,12 @@ async def import_into(
                         current_version=sec.current_version,
                     )
                     if not await repo.bump_version(
-                        conn, sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now
+                        ConnTx(conn), sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now
                     ):
                         raise Invalid(f"{name}: changed concurrently; run the import again", field="name")
                     secret_id, version = sec.id, sec.current_version + 1
                 await store_version(
-                    conn,
+                    ConnTx(conn),
                     rt,
                     project_id=project_id,
                     project=project,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.audit.trail import AuditTrail
 from broker.backends.router import Backends
 from broker.config import Settings
-from broker.db.engine import HotDb
+from broker.db.units import Units
 from broker.errors import BrokerError
 from broker.keys import KeyMaterial, reload_if_changed
 from broker.oidc import Oidc
@@ -41,10 +41,10 @@ class Runtime:
     audit: AuditTrail
     # Fingerprint look-ups per token accessor and per source address.
     fingerprint_limiter: SlidingLimiter
+    # Runs units of work (the SQLite group-commit writer, or asyncpg connections; see broker/db/units.py).
+    units: Units
     clock: Callable[[], datetime] = utcnow
     backends: Backends | None = None
-    # The one-secret read's own connections (the SQLite group-commit writer, or asyncpg connections).
-    hot: HotDb | None = None
     # This process's name in broker_keyrings (services/keys.py heartbeat): host, pid and a random part.
     instance: str = field(
         default_factory=lambda: f"{socket.gethostname()[:160]}:{os.getpid()}:{secrets.token_hex(4)}"

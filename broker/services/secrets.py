@@ -4,32 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import math
 import secrets
 import string
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.exc import IntegrityError as DbIntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.audit.canonical import GENESIS, record_hash
-from broker.audit.fingerprint import fingerprint
 from broker.crypto import binding
 from broker.crypto.envelope import secret_aad
 from broker.crypto.keyring import Sealed
+from broker.db.units import IntegrityViolation, MustWait, Tx
 from broker.domain.names import check_name, check_slug, check_value
-from broker.domain.request import Actor, RequestContext, ValueSeen
+from broker.domain.request import Actor, RequestContext
 from broker.domain.scopes import Action
 from broker.domain.values import SecretValue
-from broker.errors import Conflict, Forbidden, Invalid, KeyUnavailable, NotFound
-from broker.repositories import hotpath
+from broker.errors import BrokerError, Conflict, Invalid, KeyUnavailable, NotFound
 from broker.repositories import projects as project_repo
 from broker.repositories import secrets as repo
 from broker.services import audit, visible
-from broker.services.auth import bearer_digest, require, token_refusal, token_scopes
+from broker.services.auth import Found, authenticate_in, bearer_digest, check_header, require
 from broker.services.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -100,6 +96,18 @@ def _check(ctx: RequestContext, action: str, project: str, environment: str, nam
         check_name(name, field="name")
 
 
+def _valid(project: str, environment: str, name: str) -> bool:
+    """Whether the names are well-formed (a malformed one is never sent to the database: PostgreSQL
+    text cannot even hold a NUL); the request is refused for it once it has authenticated."""
+    try:
+        check_slug(project, field="project")
+        check_slug(environment, field="environment")
+        check_name(name, field="name")
+    except Invalid:
+        return False
+    return True
+
+
 async def _env(conn: AsyncConnection, project: str, environment: str) -> tuple[int, int, int | None]:
     row = await project_repo.get_environment(conn, project, environment)
     if row is None:
@@ -111,7 +119,12 @@ async def _open(
     rt: Runtime, *, project_id: int, env_id: int, name: str, version: int, ct: bytes, wrapped: bytes, kek: str
 ) -> str:
     aad = secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
-    sealed = Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek)
+    return await _open_sealed(rt, Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek), aad)
+
+
+async def _open_sealed(rt: Runtime, sealed: Sealed, aad: bytes) -> str:
+    if sealed.kek_id not in rt.keys.remote:
+        return _open_local(rt, sealed, aad)
     try:
         return await _unseal(rt, sealed, aad)
     except KeyUnavailable:
@@ -122,10 +135,22 @@ async def _open(
 
 
 async def _unseal(rt: Runtime, sealed: Sealed, aad: bytes) -> str:
-    if sealed.kek_id in rt.keys.remote:
-        # AWS KMS / Vault transit: a blocking SDK call, so off the event loop (ARCHITECTURE rule 7).
-        return (await asyncio.to_thread(rt.keys.keyring.open, sealed, aad)).decode("utf-8")
-    return rt.keys.keyring.open(sealed, aad).decode("utf-8")
+    # AWS KMS / Vault transit: a blocking SDK call, so off the event loop (ARCHITECTURE rule 7).
+    data: bytes = await asyncio.to_thread(rt.keys.keyring.open, sealed, aad)
+    return data.decode("utf-8")
+
+
+def _open_local(rt: Runtime, sealed: Sealed, aad: bytes) -> str:
+    """Decrypt with a key held in this process (no waiting: usable inside a unit of work)."""
+    try:
+        return rt.keys.keyring.open(sealed, aad).decode("utf-8")
+    except KeyUnavailable:
+        # A key this process lacks: perhaps a rotation it has not picked up yet.
+        if not rt.refresh_keys():
+            raise
+        if sealed.kek_id in rt.keys.remote:
+            raise  # a local key became a remote one: never wait inside a unit
+        return rt.keys.keyring.open(sealed, aad).decode("utf-8")
 
 
 def served_as(
@@ -179,6 +204,11 @@ def bind(
     )
 
 
+def must_wait_to_seal(rt: Runtime, tx: Tx) -> bool:
+    """Whether sealing in `tx` would wait on a remote key service (a unit then raises MustWait first)."""
+    return rt.keys.keyring.current_id in rt.keys.remote and not tx.can_wait
+
+
 async def _seal(rt: Runtime, data: bytes, aad: bytes) -> Sealed:
     keyring = rt.keys.keyring
     if keyring.current_id in rt.keys.remote:
@@ -187,7 +217,7 @@ async def _seal(rt: Runtime, data: bytes, aad: bytes) -> Sealed:
 
 
 async def store_version(
-    conn: AsyncConnection,
+    tx: Tx,
     rt: Runtime,
     *,
     project_id: int,
@@ -206,7 +236,7 @@ async def store_version(
         rt, data, secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
     )
     await repo.add_version(
-        conn,
+        tx,
         secret_id=secret_id,
         version=version,
         ciphertext=sealed.ciphertext,
@@ -252,99 +282,14 @@ async def list_secrets(
     return out
 
 
+@dataclass(frozen=True)
+class _Upstream:
+    """The read is authorised and goes to an external backend (outside the unit: it waits on the network)."""
+
+    route: Any
+
+
 async def read_secret(
-    rt: Runtime,
-    ctx: RequestContext,
-    actor: Actor,
-    *,
-    project: str,
-    environment: str,
-    name: str,
-    version: int | None,
-    pin: str | None = None,
-    reveal: bool = False,
-) -> SecretRead:
-    """Read one value; its audit event commits before the value is returned.
-
-    `pin` names an upstream version (a Vault version, an AWS staging label or version id). `reveal`: the
-    value is for display, so the event's action is `secret.reveal`.
-    """
-    _check(ctx, "secret.reveal" if reveal else "secret.read", project, environment, name)
-    require(actor, Action.READ, project, environment, key=name)
-    if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
-        from broker.services import proxied
-
-        return await proxied.read_secret(
-            rt, ctx, route, project=project, environment=environment, name=name, version=version, pin=pin
-        )
-    if pin is not None:
-        raise Invalid(
-            "upstream_version: only for secrets kept in Vault or AWS; use version", field="upstream_version"
-        )
-    async with rt.engine.begin() as conn:
-        if version is None:
-            # The hot path: environment and current version in one round trip.
-            row = await repo.read_current_by_slugs(conn, project, environment, name)
-            if row is None:
-                raise NotFound(f"{_where(project, environment)}: no such environment")
-            project_id, env_id, sid, sensitive, ver, ct, wrapped, kek, created, deleted, destroyed, bound = (
-                row
-            )
-            if sid is None or ver is None:
-                raise NotFound(f"{_where(project, environment, name)}: no such secret")
-            served_as(
-                rt,
-                bound,
-                project_id=project_id,
-                project=project,
-                env_id=env_id,
-                environment=environment,
-                secret_id=sid,
-                name=name,
-                current_version=ver,
-            )
-        else:
-            project_id, env_id, _ = await _env(conn, project, environment)
-            if version < 1:
-                raise Invalid("version: must be a positive integer", field="version")
-            sec = await repo.get_secret(conn, env_id, name)
-            vrow = await repo.get_version(conn, sec.id, version) if sec else None
-            if sec is None or vrow is None:
-                raise NotFound(f"{_where(project, environment, name)}: no version {version}")
-            served_as(
-                rt,
-                sec.binding,
-                project_id=project_id,
-                project=project,
-                env_id=env_id,
-                environment=environment,
-                secret_id=sec.id,
-                name=name,
-                current_version=sec.current_version,
-            )
-            sensitive = sec.sensitive
-            ver, ct, wrapped, kek, created, deleted, destroyed = vrow
-        ctx.version = ver
-        if destroyed is not None or ct is None or wrapped is None or kek is None:
-            raise NotFound(f"{_where(project, environment, name)}: version {ver} was destroyed")
-        if deleted is not None:
-            raise NotFound(
-                f"{_where(project, environment, name)}: version {ver} is deleted (undelete it to read)"
-            )
-        text = await _open(
-            rt, project_id=project_id, env_id=env_id, name=name, version=ver, ct=ct, wrapped=wrapped, kek=kek
-        )
-        audit.saw_value(rt, ctx, environment=environment, name=name, version=ver, value=text)
-        await audit.record(conn, rt, ctx)
-    return SecretRead(name, SecretValue(text), ver, sensitive, environment, created)
-
-
-CLOCK_TOLERANCE = timedelta(seconds=1)  # the audit trail's default: a smaller step back is not an anomaly
-# What the one-secret hot path decided: the value read and the event to append.
-_Decided = tuple["SecretRead", dict[str, Any]]
-
-
-async def read_current_fast(
     rt: Runtime,
     ctx: RequestContext,
     *,
@@ -352,154 +297,150 @@ async def read_current_fast(
     project: str,
     environment: str,
     name: str,
-    reveal: bool,
-) -> SecretRead | None:
-    """The hot path of `read_secret` for the current version: None means "take the general path".
+    version: int | None,
+    pin: str | None = None,
+    reveal: bool = False,
+) -> SecretRead:
+    """Authenticate the bearer token and read one value; its audit event commits before it is returned.
 
-    Token check, authorisation (through `require`), the secret's current version, decryption and the
-    audit event in as few steps as the database allows: on SQLite one unit of work in the group-commit
-    writer (the token and secret in one query, the event linked into the hash chain, committed before
-    this returns); on PostgreSQL one query and one insert that commits by itself (the chainer links it).
-    Only the plain success is handled here. Anything else (a bad or use-limited token, a denial, a
-    missing, deleted or destroyed secret, a remote key, other audit sinks, a clock that stepped back)
-    writes nothing and returns None, and `read_secret` then does and audits it all.
+    One unit of work: the secret row, the token look-up and decision, the binding check, decryption and
+    the event. `pin` names an upstream version (a Vault version, an AWS staging label or version id).
+    `reveal`: the value is for display, so the event's action is `secret.reveal`.
     """
-    hot = rt.hot
-    if hot is None or (hot.sqlite is None and hot.pg is None) or rt.audit.sinks:
-        return None
-    if rt.backends is not None and rt.backends.route(project, environment, name) is not None:
-        return None
-    try:
-        _check(ctx, "secret.reveal" if reveal else "secret.read", project, environment, name)
-    except Invalid:
-        return None
-    digest = bearer_digest(rt, authorization)
-    # Only what this process has seen locked: the general path asks the database (and then this knows).
-    if digest is None or rt.limiter.known_locked([f"addr:{ctx.source_addr}"]):
-        return None
-    now = rt.clock()
-    last = rt.audit.last_time
-    if last is not None and last - now > CLOCK_TOLERANCE:
-        return None  # the general path records the clock anomaly with the event
-    rt.audit.clock_step(now, CLOCK_TOLERANCE)  # no step (checked above): notes `now` as the latest time
-    st = hotpath.statements(hot.dialect)
+    check_header(authorization)
 
-    def decide(row: list[Any] | None) -> _Decided | None:
-        try:
-            return _decide(rt, ctx, row, project=project, environment=environment, name=name, now=now)
-        except Exception:  # anything unexpected: the general path will raise it properly
-            return None
+    async def unit(tx: Tx) -> SecretRead | _Upstream | BrokerError:
+        return await _read_in(
+            tx,
+            rt,
+            ctx,
+            authorization=authorization,
+            project=project,
+            environment=environment,
+            name=name,
+            version=version,
+            pin=pin,
+            reveal=reveal,
+        )
 
-    where = {"token_hash": digest, "project": project, "environment": environment, "name": name}
-    decided: _Decided | None
-    # Database errors propagate, as they do from the general path: the request fails (500, or 503 when
-    # the edge cannot record the failure either) and no value is sent.
-    if hot.sqlite is not None:
+    # Each statement may commit by itself: the read changes nothing but the token's use count, the
+    # failure counter and the event, each one statement.
+    got = await rt.units.run(unit, atomic=False)
+    if isinstance(got, BrokerError):
+        raise got
+    if isinstance(got, _Upstream):
+        from broker.services import proxied
 
-        def unit(conn: Any) -> tuple[_Decided, int] | None:
-            found = decide(hotpath.lookup_sqlite(conn, st, where))
-            if found is None:
-                return None
-            event = found[1]
-            seq, prev = hotpath.head_sqlite(conn, st)
-            prev = prev or GENESIS
-            seq += 1
-            digest = record_hash(audit.to_record(event, seq=seq, prev_hash=prev))
-            hotpath.append_sqlite(conn, st, {**event, "seq": seq, "prev_hash": prev, "hash": digest})
-            return found, seq
-
-        done = await hot.sqlite.run(unit)
-        if done is None:
-            return None
-        decided, seq = done
-        rt.audit.head_seq = max(rt.audit.head_seq, seq)
-    else:
-        assert hot.pg is not None
-        decided = decide(await hotpath.lookup_pg(hot, st, where))
-        if decided is None:
-            return None
-        await hotpath.append_pg(hot, st, decided[1])
-    read = decided[0]
-    ctx.audited = True
-    rt.audit.counters["events"] += 1
-    return read
+        return await proxied.read_secret(
+            rt, ctx, got.route, project=project, environment=environment, name=name, version=version, pin=pin
+        )
+    return got
 
 
-def _decide(
+async def _read_in(
+    tx: Tx,
     rt: Runtime,
     ctx: RequestContext,
-    row: list[Any] | None,
+    *,
+    authorization: str | None,
+    project: str,
+    environment: str,
+    name: str,
+    version: int | None,
+    pin: str | None,
+    reveal: bool,
+) -> SecretRead | _Upstream | BrokerError:
+    """`read_secret`'s unit: the error to raise is returned, so what the unit wrote (a spent use, a
+    counted failure) commits all the same."""
+    if audit.must_wait(rt, tx):
+        raise MustWait()
+    # The look-ups first, in one statement: a unit that must wait (a remote key) must say so before it
+    # writes anything (a spent use, a counted failure).
+    row, found = None, None
+    digest = bearer_digest(rt, authorization)
+    if _valid(project, environment, name) and (version is None or version >= 1):
+        if digest is not None:
+            got = await repo.read_with_token(
+                tx,
+                rt.limiter.lock_args(f"addr:{ctx.source_addr}"),
+                token_hash=digest,
+                project=project,
+                environment=environment,
+                name=name,
+                version=version,
+            )
+            row, found = got.read, Found(got.locked_until, got.token)
+        else:
+            row = await repo.read_one(
+                tx, project=project, environment=environment, name=name, version=version
+            )
+    if row is not None and row.kek_id in rt.keys.remote and not tx.can_wait:
+        raise MustWait()
+    actor = await authenticate_in(tx, rt, ctx, authorization, found=found)
+    if isinstance(actor, BrokerError):
+        return actor
+    try:
+        _check(ctx, "secret.reveal" if reveal else "secret.read", project, environment, name)
+        require(actor, Action.READ, project, environment, key=name)
+        if rt.backends is not None and (route := rt.backends.route(project, environment, name)) is not None:
+            return _Upstream(route)
+        if pin is not None:
+            raise Invalid(
+                "upstream_version: only for secrets kept in Vault or AWS; use version",
+                field="upstream_version",
+            )
+        if version is not None and version < 1:
+            raise Invalid("version: must be a positive integer", field="version")
+        return await _served(
+            tx, rt, ctx, row, project=project, environment=environment, name=name, version=version
+        )
+    except BrokerError as exc:
+        return exc
+
+
+async def _served(
+    tx: Tx,
+    rt: Runtime,
+    ctx: RequestContext,
+    row: repo.OneRead | None,
     *,
     project: str,
     environment: str,
     name: str,
-    now: datetime,
-) -> _Decided | None:
-    """The hot path's checks, decryption and event, from the token and secret row (see hotpath.LOOKUP)."""
+    version: int | None,
+) -> SecretRead:
     if row is None:
-        return None
-    (token_id, accessor, principal_id, scopes, cidrs, expires, max_expires, num_uses, revoked) = row[:9]
-    (principal_type, principal_name, disabled) = row[9:12]
-    (project_id, env_id, sid, sensitive, ver, ct, wrapped, kek, created, deleted, destroyed, tag) = row[12:]
-    if num_uses is not None:
-        return None  # use-limited tokens take the general path (an atomic conditional update)
-    bound = json.loads(cidrs) if isinstance(cidrs, str) else list(cidrs)
-    refused = token_refusal(
-        revoked_at=revoked,
-        expires_at=expires,
-        disabled_at=disabled,
-        bound_cidrs=bound,
-        source_addr=ctx.source_addr,
-        now=now,
-    )
-    if refused is not None:
-        return None
-    actor = Actor(
-        principal_id=principal_id,
-        principal_type=principal_type,
-        name=principal_name,
-        token_id=token_id,
-        accessor=accessor,
-        scopes=token_scopes(scopes),
-        bound_cidrs=tuple(bound),
-        expires_at=expires,
-        max_expires_at=max_expires,
-    )
-    try:
-        require(actor, Action.READ, project, environment, key=name)
-    except Forbidden:
-        return None
-    if env_id is None or sid is None or ver is None or deleted is not None or destroyed is not None:
-        return None
-    if ct is None or wrapped is None or kek is None or kek in rt.keys.remote:
-        return None
-    # A mismatch raises: the caller then takes the general path, which refuses and audits it.
+        raise NotFound(f"{_where(project, environment)}: no such environment")
+    if row.secret_id is None or row.current_version is None or row.version is None:
+        missing = "no such secret" if version is None else f"no version {version}"
+        raise NotFound(f"{_where(project, environment, name)}: {missing}")
     served_as(
         rt,
-        tag,
-        project_id=project_id,
+        row.binding,
+        project_id=row.project_id,
         project=project,
-        env_id=env_id,
+        env_id=row.env_id,
         environment=environment,
-        secret_id=sid,
+        secret_id=row.secret_id,
         name=name,
-        current_version=ver,
+        current_version=row.current_version,
     )
-    aad = secret_aad(project_id=project_id, environment_id=env_id, name=name, version=ver)
-    text = rt.keys.keyring.open(Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek), aad).decode("utf-8")
-    seen = ValueSeen(environment, name, ver, fingerprint(rt.keys.audit_key, text))
-    # Every check passed: the request is this read from here on, as in read_secret (if the event cannot
-    # be written now, the request fails with its actor, version and fingerprint on the error event).
-    ctx.actor, ctx.version = actor, ver
-    ctx.values.append(seen)
-    try:
-        event = audit.shape(ctx, outcome="ok", status=200, now=now)
-    except Exception:
-        ctx.actor, ctx.version = None, None
-        ctx.values.pop()
-        raise
-    read = SecretRead(name, SecretValue(text), ver, bool(sensitive), environment, created)
-    return read, event
+    ver, ct, wrapped, kek = row.version, row.ciphertext, row.wrapped_dek, row.kek_id
+    ctx.version = ver
+    if row.destroyed_at is not None or ct is None or wrapped is None or kek is None:
+        raise NotFound(f"{_where(project, environment, name)}: version {ver} was destroyed")
+    if row.deleted_at is not None:
+        raise NotFound(
+            f"{_where(project, environment, name)}: version {ver} is deleted (undelete it to read)"
+        )
+    sealed = Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek)
+    aad = secret_aad(project_id=row.project_id, environment_id=row.env_id, name=name, version=ver)
+    # Only a unit that may wait gets here with a remote key (see _read_in).
+    text = await _open_sealed(rt, sealed, aad) if kek in rt.keys.remote else _open_local(rt, sealed, aad)
+    audit.saw_value(rt, ctx, environment=environment, name=name, version=ver, value=text)
+    await audit.record_in(tx, rt, ctx)
+    assert row.created_at is not None
+    return SecretRead(name, SecretValue(text), ver, bool(row.sensitive), environment, row.created_at)
 
 
 async def write_secret(
@@ -527,26 +468,30 @@ async def write_secret(
         return await proxied.write_secret(
             rt, ctx, route, project=project, environment=environment, name=name, value=value, cas=cas
         )
-    # A blind write (no `cas`) must not fail because another writer got there first: the row lock below
-    # orders writers to an existing secret, and a blind create that loses the race to insert the row
-    # (a unique violation) runs again and then finds the row. A `cas` write gets 409 when stale.
+    # A blind write (no `cas`) must not fail because another writer got there first: the row lock in the
+    # unit orders writers to an existing secret (the SQLite writer runs one unit at a time), and a blind
+    # create that loses the race to insert the row (a unique violation) runs again and then finds the
+    # row. A `cas` write gets 409 when stale.
+
+    async def unit(tx: Tx) -> SecretMeta:
+        return await _write_version(
+            tx,
+            rt,
+            ctx,
+            actor,
+            project=project,
+            environment=environment,
+            name=name,
+            value=value,
+            data=data,
+            sensitive=sensitive,
+            cas=cas,
+        )
+
     for attempt in range(1 if cas is not None else 3):
-        now = rt.clock()
         try:
-            return await _write_version(
-                rt,
-                ctx,
-                actor,
-                project=project,
-                environment=environment,
-                name=name,
-                value=value,
-                data=data,
-                sensitive=sensitive,
-                cas=cas,
-                now=now,
-            )
-        except DbIntegrityError:
+            return await rt.units.run(unit)
+        except IntegrityViolation:
             if cas is not None or attempt == 2:
                 raise Conflict(
                     f"{_where(project, environment, name)}: changed concurrently; read it and retry"
@@ -555,6 +500,7 @@ async def write_secret(
 
 
 async def _write_version(
+    tx: Tx,
     rt: Runtime,
     ctx: RequestContext,
     actor: Actor,
@@ -566,59 +512,61 @@ async def _write_version(
     data: bytes,
     sensitive: bool,
     cas: int | None,
-    now: datetime,
 ) -> SecretMeta:
-    """One attempt of `write_secret` in one transaction."""
-    async with rt.engine.begin() as conn:
-        project_id, env_id, _ = await _env(conn, project, environment)
-        sec = await repo.get_secret(conn, env_id, name, for_update=True)
-        if sec is None:
-            if cas not in (None, 0):
-                raise Conflict(
-                    f"{_where(project, environment, name)}: cas {cas} is stale; the secret does not exist"
-                )
-            secret_id = await repo.add_secret(conn, env_id=env_id, name=name, sensitive=sensitive, now=now)
-            version, created_at = 1, now
-        else:
-            served_as(
-                rt,
-                sec.binding,
-                project_id=project_id,
-                project=project,
-                env_id=env_id,
-                environment=environment,
-                secret_id=sec.id,
-                name=name,
-                current_version=sec.current_version,
+    """`write_secret`'s unit: the new version and its event commit together."""
+    if audit.must_wait(rt, tx) or must_wait_to_seal(rt, tx):
+        raise MustWait()
+    now = rt.clock()
+    ids = await repo.env_ids(tx, project, environment)
+    if ids is None:
+        raise NotFound(f"{_where(project, environment)}: no such environment")
+    project_id, env_id = ids
+    sec = await repo.lock_secret(tx, env_id, name)
+    if sec is None:
+        if cas not in (None, 0):
+            raise Conflict(
+                f"{_where(project, environment, name)}: cas {cas} is stale; the secret does not exist"
             )
-            if cas is not None and cas != sec.current_version:
-                raise Conflict(
-                    f"{_where(project, environment, name)}: cas {cas} is stale; current version is {sec.current_version}"
-                )
-            if not await repo.bump_version(
-                conn, sec.id, expected=sec.current_version, sensitive=sensitive, now=now
-            ):
-                raise Conflict(
-                    f"{_where(project, environment, name)}: changed concurrently; read it and retry"
-                )
-            secret_id, version, created_at = sec.id, sec.current_version + 1, sec.created_at
-        await store_version(
-            conn,
+        secret_id = await repo.add_secret(tx, env_id=env_id, name=name, sensitive=sensitive, now=now)
+        version, created_at = 1, now
+    else:
+        served_as(
             rt,
+            sec.binding,
             project_id=project_id,
             project=project,
             env_id=env_id,
             environment=environment,
-            secret_id=secret_id,
+            secret_id=sec.id,
             name=name,
-            version=version,
-            data=data,
-            author_id=actor.principal_id,
-            now=now,
+            current_version=sec.current_version,
         )
-        ctx.version = version
-        audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
-        await audit.record(conn, rt, ctx)
+        if cas is not None and cas != sec.current_version:
+            raise Conflict(
+                f"{_where(project, environment, name)}: cas {cas} is stale; current version is {sec.current_version}"
+            )
+        if not await repo.bump_version(
+            tx, sec.id, expected=sec.current_version, sensitive=sensitive, now=now
+        ):
+            raise Conflict(f"{_where(project, environment, name)}: changed concurrently; read it and retry")
+        secret_id, version, created_at = sec.id, sec.current_version + 1, sec.created_at
+    await store_version(
+        tx,
+        rt,
+        project_id=project_id,
+        project=project,
+        env_id=env_id,
+        environment=environment,
+        secret_id=secret_id,
+        name=name,
+        version=version,
+        data=data,
+        author_id=actor.principal_id,
+        now=now,
+    )
+    ctx.version = version
+    audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
+    await audit.record_in(tx, rt, ctx)
     return SecretMeta(name, version, sensitive, False, created_at, now)
 
 
@@ -740,59 +688,81 @@ async def rollback(
         return await proxied.rollback(
             rt, ctx, route, project=project, environment=environment, name=name, version=version
         )
+
+    async def unit(tx: Tx) -> SecretMeta:
+        return await _roll_back(
+            tx, rt, ctx, actor, project=project, environment=environment, name=name, version=version
+        )
+
+    return await rt.units.run(unit)
+
+
+async def _roll_back(
+    tx: Tx,
+    rt: Runtime,
+    ctx: RequestContext,
+    actor: Actor,
+    *,
+    project: str,
+    environment: str,
+    name: str,
+    version: int,
+) -> SecretMeta:
+    """`rollback`'s unit: the old value, sealed anew as the next version, and the event commit together."""
+    if audit.must_wait(rt, tx) or must_wait_to_seal(rt, tx):
+        raise MustWait()
     where = _where(project, environment, name)
     now = rt.clock()
-    async with rt.engine.begin() as conn:
-        project_id, env_id, _ = await _env(conn, project, environment)
-        sec = await _require_secret(conn, env_id, where, name)
-        served_as(
-            rt,
-            sec.binding,
-            project_id=project_id,
-            project=project,
-            env_id=env_id,
-            environment=environment,
-            secret_id=sec.id,
-            name=name,
-            current_version=sec.current_version,
-        )
-        old = await repo.get_version(conn, sec.id, version)
-        if old is None:
-            raise NotFound(f"{where}: no version {version}")
-        if old.ciphertext is None or old.wrapped_dek is None or old.kek_id is None:
-            raise Conflict(f"{where}: version {version} was destroyed")
-        text = await _open(
-            rt,
-            project_id=project_id,
-            env_id=env_id,
-            name=name,
-            version=version,
-            ct=old.ciphertext,
-            wrapped=old.wrapped_dek,
-            kek=old.kek_id,
-        )
-        new_version = sec.current_version + 1
-        if not await repo.bump_version(
-            conn, sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now
-        ):
-            raise Conflict(f"{where}: changed concurrently; retry")
-        await store_version(
-            conn,
-            rt,
-            project_id=project_id,
-            project=project,
-            env_id=env_id,
-            environment=environment,
-            secret_id=sec.id,
-            name=name,
-            version=new_version,
-            data=text.encode(),
-            author_id=actor.principal_id,
-            now=now,
-        )
-        ctx.version = new_version
-        audit.saw_value(rt, ctx, environment=environment, name=name, version=new_version, value=text)
-        await audit.record(conn, rt, ctx)
+    ids = await repo.env_ids(tx, project, environment)
+    if ids is None:
+        raise NotFound(f"{_where(project, environment)}: no such environment")
+    project_id, env_id = ids
+    sec = await repo.lock_secret(tx, env_id, name)
+    if sec is None:
+        raise NotFound(f"{where}: no such secret")
+    served_as(
+        rt,
+        sec.binding,
+        project_id=project_id,
+        project=project,
+        env_id=env_id,
+        environment=environment,
+        secret_id=sec.id,
+        name=name,
+        current_version=sec.current_version,
+    )
+    old = await repo.read_one(tx, project=project, environment=environment, name=name, version=version)
+    if old is None or old.version is None:
+        raise NotFound(f"{where}: no version {version}")
+    if old.ciphertext is None or old.wrapped_dek is None or old.kek_id is None:
+        raise Conflict(f"{where}: version {version} was destroyed")
+    if old.kek_id in rt.keys.remote and not tx.can_wait:
+        raise MustWait()  # nothing written yet
+    sealed = Sealed(ciphertext=old.ciphertext, wrapped_dek=old.wrapped_dek, kek_id=old.kek_id)
+    aad = secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
+    text = await _open_sealed(rt, sealed, aad) if tx.can_wait else _open_local(rt, sealed, aad)
+    new_version = sec.current_version + 1
+    if not await repo.bump_version(
+        tx, sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now
+    ):
+        raise Conflict(f"{where}: changed concurrently; retry")
+    await store_version(
+        tx,
+        rt,
+        project_id=project_id,
+        project=project,
+        env_id=env_id,
+        environment=environment,
+        secret_id=sec.id,
+        name=name,
+        version=new_version,
+        data=text.encode(),
+        author_id=actor.principal_id,
+        now=now,
+    )
+    ctx.version = new_version
+    audit.saw_value(rt, ctx, environment=environment, name=name, version=new_version, value=text)
+    await audit.record_in(tx, rt, ctx)
     return SecretMeta(name, new_version, sec.sensitive, False, sec.created_at, now)
 
 

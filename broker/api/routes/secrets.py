@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from broker.api.deps import ActorDep, CtxDep, RuntimeDep
 from broker.api.routes.common import NO_STORE, PROBLEMS
@@ -73,15 +74,19 @@ async def list_secrets(
     return SecretList(secrets=[_meta(m) for m in items])
 
 
-@router.get("/secrets/{name}", response_model=SecretValueOut)
+@router.get(
+    "/secrets/{name}",
+    response_model=SecretValueOut,
+    response_class=JSONResponse,
+    # The service reads the raw header; the scheme is declared for the OpenAPI document only.
+    openapi_extra={"security": [{"HTTPBearer": []}]},
+)
 async def read_secret(
     project: str,
     environment: str,
     name: str,
-    rt: RuntimeDep,
+    request: Request,
     ctx: CtxDep,
-    actor: ActorDep,
-    response: Response,
     version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     upstream_version: Annotated[
         str | None,
@@ -92,12 +97,15 @@ async def read_secret(
         ),
     ] = None,
     x_strongroom_reveal: RevealHeader = None,
-) -> SecretValueOut:
-    """Read one value (the current version, or `version`, or an upstream version)."""
+) -> Response:
+    """Read one value (the current version, or `version`, or an upstream version).
+
+    Authentication happens in the service, in the same unit of work as the read and its audit event
+    (one transaction, one thread hop on SQLite); the body is the model's JSON, written once."""
     got = await svc.read_secret(
-        rt,
+        request.app.state.runtime,
         ctx,
-        actor,
+        authorization=request.headers.get("authorization"),
         project=project,
         environment=environment,
         name=name,
@@ -105,7 +113,6 @@ async def read_secret(
         pin=upstream_version,
         reveal=wants_reveal(x_strongroom_reveal),
     )
-    response.headers.update(NO_STORE)
     out = SecretValueOut(
         name=got.name,
         value=got.value.reveal(),
@@ -116,7 +123,7 @@ async def read_secret(
     )
     if got.origin is not None:
         out.backend, out.upstream_path, out.upstream_version = _source(got.origin)
-    return out
+    return Response(out.model_dump_json().encode(), media_type="application/json", headers=NO_STORE)
 
 
 @router.put("/secrets/{name}", response_model=SecretMetaOut)

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.audit.canonical import GENESIS, record_hash
 from broker.audit.fingerprint import fingerprint
+from broker.db.units import ConnTx, MustWait, Tx
 from broker.domain.request import RequestContext, ValueSeen
 from broker.errors import Unavailable
 from broker.repositories import audit as audit_repo
@@ -53,9 +54,7 @@ def saw_value(
     ctx.values.append(ValueSeen(environment, name, version, fingerprint(rt.keys.audit_key, value)))
 
 
-async def record(conn: AsyncConnection, rt: Runtime, ctx: RequestContext, *, status: int = 200) -> None:
-    """Write the request's event inside the caller's transaction (and to every other sink, before the
-    commit); raises when no sink could record it, so the caller's transaction rolls back."""
+def _request_events(rt: Runtime, ctx: RequestContext, status: int) -> list[dict[str, Any]]:
     now = rt.clock()
     events = []
     step = rt.audit.clock_step(now)
@@ -72,7 +71,31 @@ async def record(conn: AsyncConnection, rt: Runtime, ctx: RequestContext, *, sta
             )
         )
     events.append(shape(ctx, outcome=outcome_for(status), status=status, now=now))
-    await write_events(conn, rt, events)
+    return events
+
+
+async def record(conn: AsyncConnection, rt: Runtime, ctx: RequestContext, *, status: int = 200) -> None:
+    """Write the request's event inside the caller's transaction (and to every other sink, before the
+    commit); raises when no sink could record it, so the caller's transaction rolls back."""
+    await write_events(conn, rt, _request_events(rt, ctx, status))
+    ctx.audited = True
+
+
+def must_wait(rt: Runtime, tx: Tx) -> bool:
+    """Whether recording in `tx` would wait on other sinks (a unit then raises MustWait up front)."""
+    return bool(rt.audit.sinks) and not tx.can_wait
+
+
+async def record_in(tx: Tx, rt: Runtime, ctx: RequestContext, *, status: int = 200) -> None:
+    """`record` for a unit of work: the same events through the same appender."""
+    if rt.audit.sinks:
+        if not isinstance(tx, ConnTx):
+            raise MustWait()
+        await record(tx.conn, rt, ctx, status=status)
+        return
+    events = _request_events(rt, ctx, status)
+    rt.audit.counters["events"] += len(events)
+    await to_database(tx, rt, events)
     ctx.audited = True
 
 
@@ -101,17 +124,13 @@ async def record_alone(rt: Runtime, ctx: RequestContext, *, status: int) -> None
     ctx.audited = True
 
 
-def _inline(conn: AsyncConnection) -> bool:
-    return conn.dialect.name == "sqlite"
-
-
 def touched_keys(event: Mapping[str, Any]) -> list[audit_repo.TouchedKey]:
     """The keys an event touched, as (project, environment, name), from its own columns: its
     secret_name, and every named value in its fingerprints. A value read where it lives (`common`)
     through another environment (`production`) counts in both, so `--environment` finds it either way.
 
     The index behind `audit list --name`; migration 0005 holds a copy for the backfill (a test keeps
-    them equal), and the hot read's statements bind the one key of a single read (hotpath.py).
+    them equal).
     """
     project, environment = (event.get("project") or "")[:64], (event.get("environment") or "")[:64]
     found: dict[audit_repo.TouchedKey, None] = {}
@@ -131,18 +150,20 @@ def touched_keys(event: Mapping[str, Any]) -> list[audit_repo.TouchedKey]:
     return list(found)
 
 
-async def _to_database(conn: AsyncConnection, rt: Runtime, events: Sequence[dict[str, Any]]) -> None:
-    if not _inline(conn):
+async def to_database(tx: Tx, rt: Runtime, events: Sequence[dict[str, Any]]) -> None:
+    """The one database appender: on SQLite each event is linked into the chain in the unit's
+    transaction (which holds the write lock); on PostgreSQL it is inserted unlinked for the chainer."""
+    if tx.dialect.name != "sqlite":
         for event in events:
-            await audit_repo.append(conn, event, touched_keys(event))
+            await audit_repo.append(tx, event, touched_keys(event))
         return
-    seq, prev = await audit_repo.head(conn)
+    seq, prev = await audit_repo.head_of(tx)
     prev = prev or GENESIS
     for event in events:
         seq += 1
         digest = record_hash(to_record(event, seq=seq, prev_hash=prev))
         linked = {**event, "seq": seq, "prev_hash": prev, "hash": digest}
-        await audit_repo.append(conn, linked, touched_keys(event))
+        await audit_repo.append(tx, linked, touched_keys(event))
         prev = digest
     rt.audit.head_seq = seq
 
@@ -152,14 +173,14 @@ async def write_events(conn: AsyncConnection, rt: Runtime, events: Sequence[dict
     trail = rt.audit
     trail.counters["events"] += len(events)
     if not trail.sinks:
-        await _to_database(conn, rt, events)
+        await to_database(ConnTx(conn), rt, events)
         return
     failures: list[tuple[str, BaseException]] = []
     recovered: list[str] = []
     recorded = 0
     try:
         async with conn.begin_nested():
-            await _to_database(conn, rt, events)
+            await to_database(ConnTx(conn), rt, events)
         recorded += 1
         db_ok = True
     except Exception as exc:  # any database failure is this sink failing
@@ -192,7 +213,7 @@ async def _report(
     if conn is not None:
         with contextlib.suppress(Exception):
             async with conn.begin_nested():
-                await _to_database(conn, rt, notes)
+                await to_database(ConnTx(conn), rt, notes)
     await other_sinks.write_quietly(rt, notes, skip={name for name, _ in failures})
 
 

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from sqlalchemy import event
 
 from broker.api.edge import ROUTE_ACTIONS
+from broker.db.units import Prepared
 from tests.integration.audit.conftest import AuditApi, broker
 from tests.integration.auth.routes import MISSING, endpoints
 from tests.integration.secrets.conftest import Reply
@@ -250,11 +251,20 @@ def database_fails(api: AuditApi) -> Iterator[None]:
         if "audit_" not in statement and "pg_advisory" not in statement and not plumbing:
             raise ConnectionResetError("database connection lost")
 
+    # Units of work run prepared statements on the raw drivers, past the engine's events: fail those too.
+    real_args = Prepared.args
+
+    def args(self: Prepared, values: Any) -> list[Any]:
+        fail(None, None, self.sql)
+        return real_args(self, values)
+
     sync_engine = api.rt.engine.sync_engine
     event.listen(sync_engine, "before_cursor_execute", fail)
+    Prepared.args = args  # type: ignore[method-assign]
     try:
         yield
     finally:
+        Prepared.args = real_args  # type: ignore[method-assign]
         event.remove(sync_engine, "before_cursor_execute", fail)
 
 

@@ -8,9 +8,8 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select, text
 
-import broker.api.edge as edge
 import broker.repositories.audit as audit_repo
-import broker.repositories.hotpath as hotpath
+from broker.db.units import ConnTx, SqliteTx
 from broker.models import audit_events
 from tests.integration.secrets.conftest import Api, Reply, problem, random_value
 
@@ -35,10 +34,8 @@ def test_audit_sink_raising_fails_closed(api: Api, monkeypatch: pytest.MonkeyPat
     def down(*_a: Any, **_k: Any) -> None:
         raise AuditDown("audit sink down")
 
+    # The one appender: every route's event goes through it.
     monkeypatch.setattr(audit_repo, "append", down)
-    # The one-secret read's hot path appends its event with its own statements.
-    monkeypatch.setattr(hotpath, "append_sqlite", down)
-    monkeypatch.setattr(hotpath, "append_pg", down)
     assert_503_without(api.safe("GET", api.url("common", "DB_PASSWORD"), headers=api.h), old)
     assert_503_without(
         api.safe("GET", api.url("common", "DB_PASSWORD"), params={"version": 1}, headers=api.h), old
@@ -103,24 +100,7 @@ def fail_in_transaction_audit(api: Api, monkeypatch: pytest.MonkeyPatch) -> Iter
             raise AuditDown("audit insert failed")
         await real(*a, **k)
 
-    real_sqlite, real_pg = hotpath.append_sqlite, hotpath.append_pg
-
-    def flaky_sqlite(*a: Any, **k: Any) -> None:  # runs in the SQLite writer's thread
-        if state["calls"] > 0:
-            state["calls"] -= 1
-            raise AuditDown("audit insert failed")
-        real_sqlite(*a, **k)
-
-    async def flaky_pg(*a: Any, **k: Any) -> None:
-        if state["calls"] > 0:
-            state["calls"] -= 1
-            raise AuditDown("audit insert failed")
-        await real_pg(*a, **k)
-
     monkeypatch.setattr(audit_repo, "append", flaky)
-    # The one-secret read's hot path appends its event with its own statements.
-    monkeypatch.setattr(hotpath, "append_sqlite", flaky_sqlite)
-    monkeypatch.setattr(hotpath, "append_pg", flaky_pg)
     yield state
 
 
@@ -160,26 +140,22 @@ def test_failed_commit_is_not_a_success_and_is_still_audited(
     before = api.stored()
     sync_engine = api.rt.engine.sync_engine
     armed = {"n": 0}
-    # The one-secret read's hot path runs its own statements, past the engine's events.
-    real_sqlite, real_pg = hotpath.append_sqlite, hotpath.append_pg
+    # Units of work on the raw driver run past the engine's events: fail them from the appender.
+    real = audit_repo.append
 
-    def group_fails_after_insert(*a: Any, **k: Any) -> None:  # SQLite: the insert lands, the group fails
-        real_sqlite(*a, **k)
-        if armed["n"] > 0:
-            armed["n"] -= 1
-            raise AuditDown("commit failed")
+    async def unit_commit_fails(tx: Any, *a: Any, **k: Any) -> None:
+        if isinstance(tx, ConnTx) or armed["n"] == 0:
+            await real(tx, *a, **k)
+            return
+        armed["n"] -= 1
+        if isinstance(tx, SqliteTx):
+            await real(tx, *a, **k)  # SQLite: the insert lands, then the unit fails and rolls it back
+        raise AuditDown("commit failed")  # PostgreSQL: the insert is its own commit, which fails
 
-    async def insert_commit_fails(*a: Any, **k: Any) -> None:  # PostgreSQL: the insert is its own commit
-        if armed["n"] > 0:
-            armed["n"] -= 1
-            raise AuditDown("commit failed")
-        await real_pg(*a, **k)
-
-    monkeypatch.setattr(hotpath, "append_sqlite", group_fails_after_insert)
-    monkeypatch.setattr(hotpath, "append_pg", insert_commit_fails)
+    monkeypatch.setattr(audit_repo, "append", unit_commit_fails)
 
     def saw_audit_insert(conn: Any, _cursor: Any, statement: str, *_a: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO AUDIT_EVENTS"):
+        if "INSERT INTO AUDIT_EVENTS " in statement.upper():
             conn.info["audit_insert"] = True
 
     def on_commit(conn: Any) -> None:
@@ -229,7 +205,6 @@ def test_audit_is_committed_before_the_value_is_released(api: Api, monkeypatch: 
         raise AuditDown("crash while building the response")
 
     monkeypatch.setattr(routes, "SecretValueOut", crash)
-    monkeypatch.setattr(edge, "value_body", crash)  # the hot path's response body
     r = api.safe("GET", api.url("common", "K"), headers=api.h)
     assert r.status == 500 and value not in r.text
     rows = sorted(api.audit_for(r.request_id), key=lambda e: e["id"])

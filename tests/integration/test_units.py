@@ -1,0 +1,155 @@
+"""Units of work (broker/db/units.py) on a real SQLite file and a real PostgreSQL cluster: one interface
+over the raw drivers and SQLAlchemy, a refused unit rolled back alone, a unit that must wait run again
+where it may, and a unit that really suspends inside the SQLite writer refused as the bug it is."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, select
+
+from broker.db.engine import make_engine
+from broker.db.units import ConnTx, IntegrityViolation, MustWait, SqliteTx, Statement, Tx, Units, drive
+
+meta = MetaData()
+things = Table(
+    "unit_things", meta, Column("id", Integer, primary_key=True), Column("name", String(32), unique=True)
+)
+ADD = Statement(lambda: insert(things).values(name=bindparam("name")).returning(things.c.id))
+NAMES = Statement(lambda: select(things.c.name).order_by(things.c.name))
+
+
+@contextlib.asynccontextmanager
+async def _units(db_url: str) -> AsyncIterator[Units]:
+    engine = make_engine(db_url)
+    async with engine.begin() as conn:
+        await conn.run_sync(meta.drop_all)
+        await conn.run_sync(meta.create_all)
+    u = Units(engine)
+    try:
+        yield u
+    finally:
+        await u.close()
+        async with engine.begin() as conn:
+            await conn.run_sync(meta.drop_all)
+        await engine.dispose()
+
+
+def run(db_url: str, body: Callable[[Units], Awaitable[None]]) -> None:
+    """Run `body` with units on the test database, all on one event loop (asyncpg binds to it)."""
+
+    async def go() -> None:
+        async with _units(db_url) as u:
+            await body(u)
+
+    asyncio.run(go())
+
+
+async def _names(u: Units) -> list[str]:
+    async def unit(tx: Tx) -> list[str]:
+        return [row[0] for row in await tx.all(NAMES, {})]
+
+    return await u.run(unit)
+
+
+class Refused(Exception):
+    pass
+
+
+def test_a_refused_unit_rolls_back_alone_and_its_neighbours_commit(db_url: str) -> None:
+    """Units submitted together (one group on SQLite): the one that raises has written nothing, the
+    others committed, and each caller gets its own outcome."""
+
+    async def body(units: Units) -> None:
+
+        def add(name: str, fail: bool) -> Any:
+            async def unit(tx: Tx) -> int:
+                row = await tx.one(ADD, {"name": name})
+                if fail:
+                    raise Refused(name)
+                assert row is not None
+                return int(row[0])
+
+            return unit
+
+        got = await asyncio.gather(
+            *(units.run(add(f"n{i}", i % 3 == 1)) for i in range(9)), return_exceptions=True
+        )
+        assert [isinstance(g, Refused) for g in got] == [i % 3 == 1 for i in range(9)]
+        assert await _names(units) == sorted(f"n{i}" for i in range(9) if i % 3 != 1)
+
+    run(db_url, body)
+
+
+def test_a_constraint_violation_is_one_error_whatever_the_driver(db_url: str) -> None:
+    async def body(units: Units) -> None:
+        async def unit(tx: Tx) -> None:
+            await tx.one(ADD, {"name": "same"})
+
+        await units.run(unit)
+        with pytest.raises(IntegrityViolation):
+            await units.run(unit)
+        assert await _names(units) == ["same"]
+
+    run(db_url, body)
+
+
+def test_a_unit_that_must_wait_runs_again_where_it_may(db_url: str) -> None:
+    async def body(units: Units) -> None:
+        seen: list[bool] = []
+
+        async def unit(tx: Tx) -> str:
+            seen.append(tx.can_wait)
+            if not tx.can_wait:
+                raise MustWait()
+            await asyncio.sleep(0)  # waiting on something else is allowed here
+            await tx.one(ADD, {"name": "waited"})
+            return "done"
+
+        assert await units.run(unit) == "done"
+        assert seen in ([False, True], [True])  # [True]: a database without a raw-driver path
+        assert await _names(units) == ["waited"]
+        if units.sqlite is not None or units.pg is not None:
+            assert seen == [False, True]
+
+    run(db_url, body)
+
+
+def test_a_unit_that_suspends_inside_the_sqlite_writer_is_refused(db_url: str) -> None:
+    async def body(units: Units) -> None:
+        if units.sqlite is None:
+            pytest.skip("the SQLite writer runs only on SQLite files")
+
+        async def unit(tx: Tx) -> None:
+            await tx.one(ADD, {"name": "never"})
+            await asyncio.sleep(0)  # a real suspension: a bug in a unit
+
+        with pytest.raises(RuntimeError, match="suspended"):
+            await units.run(unit)
+        assert await _names(units) == []  # its insert rolled back with it
+
+    run(db_url, body)
+
+
+def test_drive_returns_what_a_unit_returns() -> None:
+    async def unit() -> int:
+        return 7
+
+    assert drive(unit()) == 7
+
+
+def test_conn_tx_is_the_same_interface_over_sqlalchemy(db_url: str) -> None:
+    async def body(units: Units) -> None:
+        async with units.engine.begin() as conn:
+            tx = ConnTx(conn)
+            row = await tx.one(ADD, {"name": "via-sqlalchemy"})
+            assert row is not None and int(row[0]) >= 1
+            assert [r[0] for r in await tx.all(NAMES, {})] == ["via-sqlalchemy"]
+        assert not isinstance(tx, SqliteTx)
+        assert await _names(units) == ["via-sqlalchemy"]
+
+    run(db_url, body)

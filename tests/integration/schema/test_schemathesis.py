@@ -34,10 +34,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from broker.db import migrate
 from broker.main import build_runtime, create_app
 from broker.services.auth import bootstrap_admin
-from tests.conftest import make_settings
+from tests.conftest import make_settings, sqlite_db
 
 CHECKS = [
     not_a_server_error,
@@ -93,10 +92,9 @@ def fast_dir(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def api(fast_dir: Path) -> Iterator[Fixture]:
+def api(fast_dir: Path, sqlite_template: Path) -> Iterator[Fixture]:
     tmp_path = fast_dir
-    url = f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
-    migrate.upgrade(url)
+    url = sqlite_db(tmp_path / "broker.db", sqlite_template)
     # A failure limit no run can reach, so generated bad credentials do not lock out the admin token
     # (429 would still conform; it would just stop the run from exercising anything).
     runtime = build_runtime(make_settings(url, tmp_path, auth_failure_limit=1_000_000))

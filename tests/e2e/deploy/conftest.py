@@ -214,8 +214,12 @@ def manifest(
     build_secrets: tuple[str, ...] = ("BUILD_TOKEN",),
     ssh_port: bool = True,
     host_keys: dict[str, list[str]] | None = None,
+    healthcheck: dict[str, Any] | None = None,
 ) -> str:
-    """A strongroom.yml deploying the lab app (context: the manifest's directory) to `hosts`."""
+    """A strongroom.yml deploying the lab app (context: the manifest's directory) to `hosts`.
+
+    The default health check gives a healthy version generous time; a version that must fail passes its own
+    short `healthcheck` so the test does not wait out 20 s for the expected failure."""
     document: dict[str, Any] = {
         "project": PROJECT,
         "service": service,
@@ -227,7 +231,7 @@ def manifest(
         },
         "builder": {"context": ".", "dockerfile": "Dockerfile", "secrets": list(build_secrets)},
         "roles": {"web": {"hosts": hosts, "options": {"network": "host"}}},
-        "healthcheck": {"cmd": deploy_lab.HEALTH_CMD, "interval": 1, "timeout": 20},
+        "healthcheck": healthcheck or {"cmd": deploy_lab.HEALTH_CMD, "interval": 1, "timeout": 20},
         "env": {"clear": {"APP_MODE": "e2e"}, "secret": list(secret)},
     }
     if ssh_port:

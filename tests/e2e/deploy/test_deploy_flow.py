@@ -43,6 +43,9 @@ pytestmark = pytest.mark.e2e
 ENV = "production"
 SERVICE = "shop"
 HOSTS = ["web1", "web2"]
+# The broken version can never pass, so its deploy only waits out this timeout: keep it short (the
+# healthy versions keep manifest()'s 20 s).
+BROKEN_HEALTHCHECK = {"cmd": deploy_lab.HEALTH_CMD, "interval": 1, "timeout": 2}
 
 
 @dataclass
@@ -170,8 +173,8 @@ def rolled_back(lab: deploy_lab.Lab, deploy_broker: DeployBroker, world: World, 
 
 @pytest.fixture(scope="module")
 def broken(lab: deploy_lab.Lab, deploy_broker: DeployBroker, world: World, rolled_back: Run) -> Run:
-    """Deploy a version whose container never becomes healthy."""
-    project_dir(world.root, lab, "broken", service=SERVICE, hosts=HOSTS)
+    """Deploy a version whose container never becomes healthy (a short timeout: only the failure waits on it)."""
+    project_dir(world.root, lab, "broken", service=SERVICE, hosts=HOSTS, healthcheck=BROKEN_HEALTHCHECK)
     world.runs["broken"] = run(lab, deploy_broker, "deploy", "-e", ENV, "--version", "broken", cwd=world.root)
     return world.runs["broken"]
 

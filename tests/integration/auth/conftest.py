@@ -26,12 +26,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import MetaData, select
 
-from broker.db import migrate
 from broker.main import build_runtime, create_app
 from broker.models import audit_events
 from broker.services.auth import bootstrap_admin
 from broker.services.runtime import Runtime
-from tests.conftest import make_settings
+from tests.conftest import make_settings, sqlite_db
 from tests.support import pg
 
 DEFAULT_OVERRIDES: dict[str, Any] = {"auth_failure_limit": 1000, "auth_failure_window": 60}
@@ -94,9 +93,8 @@ def auth_pg_database(pg_cluster: pg.Cluster) -> str:
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A migrated, empty database: SQLite in tmp_path, or this folder's PostgreSQL database emptied."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
-        migrate.upgrade(url)
-        return url
+        # A copy of the session's migrated template, not a migration per test (~0.3 s each, ~80 tests).
+        return sqlite_db(tmp_path / "broker.db", request.getfixturevalue("sqlite_template"))
     cluster: pg.Cluster = request.getfixturevalue("pg_cluster")
     name: str = request.getfixturevalue("auth_pg_database")
     cluster.psql(_TRUNCATE_ALL, db=name)

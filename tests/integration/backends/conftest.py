@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from broker.db import migrate
 from broker.main import build_runtime, create_app
 from broker.services.runtime import Runtime
-from tests.conftest import make_settings, need
+from tests.conftest import make_settings, need, sqlite_db
 from tests.support import upstreams
 
 PROJECT = "microblog"
@@ -128,11 +128,16 @@ class World:
 
 
 def start_broker(
-    tmp_path: Path, backends: dict[str, Any] | None, **settings: Any
+    tmp_path: Path, backends: dict[str, Any] | None, *, template: Path | None = None, **settings: Any
 ) -> tuple[TestClient, Runtime, dict[str, str]]:
-    """A broker on SQLite with this backends document; returns the entered TestClient, runtime and admin headers."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
-    migrate.upgrade(url)
+    """A broker on SQLite with this backends document; returns the entered TestClient, runtime and admin headers.
+
+    With `template` (the `sqlite_template` fixture) the database is a copy of it rather than migrated here."""
+    if template is not None:
+        url = sqlite_db(tmp_path / "broker.db", template)
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'broker.db'}"
+        migrate.upgrade(url)
     extra: dict[str, Any] = dict(settings)
     if backends is not None:
         extra["backends_file"] = write_private(tmp_path / "backends.json", json.dumps(backends))
@@ -226,7 +231,7 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
         layout = "json" if kind == "aws-json" else "per-key"
         caps = {"history"} if layout == "json" else {"undelete", "history"}
         doc = backends_doc({"aws": aws_backend(moto.endpoint, prefix, layout=layout)}, [env_mapping("aws")])
-    client, rt, h = start_broker(tmp_path, doc)
+    client, rt, h = start_broker(tmp_path, doc, template=request.getfixturevalue("sqlite_template"))
     try:
         yield World(kind, client, rt, h, prefix, upstream, caps)
     finally:

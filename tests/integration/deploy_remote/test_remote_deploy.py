@@ -96,6 +96,13 @@ def deploy_once(lab: RemoteLab, service: str, version: str, app_secret: str, **p
         return host.deploy(step(lab, version, app_secret))
 
 
+# For a version that must fail: the deploy waits out the whole timeout (docker's start period), so a short
+# one only shortens the wait for the expected failure; healthy deploys keep the plan's 20 s. The interval
+# stays 1 s: docker says "unhealthy" only after three failed checks past the start period, 3 s after the
+# deadline, so a poll delayed by load still sees "starting" and reports "no health check passed".
+NEVER_HEALTHY = {"path": None, "port": None, "cmd": deploy_lab.HEALTH_CMD, "interval": 1, "timeout": 2}
+
+
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -156,13 +163,13 @@ def test_an_unhealthy_version_is_removed_and_the_old_keeps_running(remote_lab: R
             service,
             "broken",
             bad,
-            healthcheck={"cmd": deploy_lab.HEALTH_CMD, "interval": 1, "timeout": 15},
+            healthcheck=NEVER_HEALTHY,
         )
     assert time.monotonic() - started < 60
     failure = caught.value
     assert failure.step == "health"
     # The start period lasts the whole timeout: no check passed in it.
-    assert "unhealthy: no health check passed within 15s" in failure.reason, failure.reason
+    assert "unhealthy: no health check passed within 2s" in failure.reason, failure.reason
     assert failure.result is not None and failure.result.outcome == "failed"
     assert running(remote_lab, service) == ["unhealthy-web-v1"]
     assert [c["Names"] for c in containers(remote_lab, service)] == ["unhealthy-web-v1"]
@@ -334,7 +341,7 @@ def test_stop_first_role_restarts_the_old_container_when_the_new_one_fails(remot
     first = deploy_once(remote_lab, service, "v1", canary("APP"), roles=roles)
     assert first.strategy == "stop-first"
     with pytest.raises(DeployFailed) as caught:
-        deploy_once(remote_lab, service, "broken", canary("APP"), roles=roles)
+        deploy_once(remote_lab, service, "broken", canary("APP"), roles=roles, healthcheck=NEVER_HEALTHY)
     assert caught.value.step == "health"
     # The old container was stopped for the new one, then started again when the new one failed.
     assert running(remote_lab, service) == ["stopfirst-web-v1"]

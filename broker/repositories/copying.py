@@ -9,7 +9,7 @@ from sqlalchemy import Integer, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db.base import Base
-from broker.models import Environment, Secret, SecretVersion
+from broker.models import environments, secret_versions, secrets
 
 
 def tables() -> list[Table]:
@@ -60,18 +60,18 @@ async def sample_versions(conn: AsyncConnection, *, limit: int) -> list[Any]:
     wrapped_dek, kek_id)."""
     stmt = (
         select(
-            Environment.project_id,
-            Secret.environment_id,
-            Secret.name,
-            SecretVersion.version,
-            SecretVersion.ciphertext,
-            SecretVersion.wrapped_dek,
-            SecretVersion.kek_id,
+            environments.c.project_id,
+            secrets.c.environment_id,
+            secrets.c.name,
+            secret_versions.c.version,
+            secret_versions.c.ciphertext,
+            secret_versions.c.wrapped_dek,
+            secret_versions.c.kek_id,
         )
-        .join(Secret, Secret.id == SecretVersion.secret_id)
-        .join(Environment, Environment.id == Secret.environment_id)
-        .where(SecretVersion.ciphertext.is_not(None), SecretVersion.destroyed_at.is_(None))
-        .order_by(SecretVersion.id.desc())
+        .join(secrets, secrets.c.id == secret_versions.c.secret_id)
+        .join(environments, environments.c.id == secrets.c.environment_id)
+        .where(secret_versions.c.ciphertext.is_not(None), secret_versions.c.destroyed_at.is_(None))
+        .order_by(secret_versions.c.id.desc())
         .limit(limit)
     )
     return list((await conn.execute(stmt)).all())

@@ -119,10 +119,10 @@ def test_a_unit_that_must_wait_runs_again_where_it_may(db_url: str) -> None:
     run(db_url, body)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_unit_that_suspends_inside_the_sqlite_writer_is_refused(db_url: str) -> None:
     async def body(units: Units) -> None:
-        if units.sqlite is None:
-            pytest.skip("the SQLite writer runs only on SQLite files")
+        assert units.sqlite is not None
 
         async def unit(tx: Tx) -> None:
             await tx.one(ADD, {"name": "never"})

@@ -121,14 +121,13 @@ def test_the_backlog_is_read_through_the_partial_index(quiet: AuditApi) -> None:
         assert "Seq Scan" not in plan and "Sort" not in plan, plan
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_a_pass_that_finds_the_lock_held_returns_at_once_without_linking(quiet: AuditApi) -> None:
     """Forced, not timed: a transaction standing for another broker's chainer holds the chain lock while
     this broker's background pass runs; the pass returns skipped, with nothing linked and no connection
     left waiting. Once the holder commits, the next pass links the backlog and signs the checkpoint that
     fell due meanwhile (a skipped pass delays it only until the lock is free)."""
     api = quiet
-    if api.rt.engine.dialect.name != "postgresql":
-        pytest.skip("the chain lock between processes is PostgreSQL's advisory lock (SQLite has one writer)")
     plant_backlog(api, 50, "held-")
 
     async def contend() -> tuple[chaining.ChainPass, chaining.ChainPass, int, int]:
@@ -158,12 +157,11 @@ def test_a_pass_that_finds_the_lock_held_returns_at_once_without_linking(quiet: 
     assert api.verify().ok
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_the_link_statements_generic_plan_finds_each_event_by_id(quiet: AuditApi) -> None:
     """The plan PostgreSQL falls back to for the prepared link (a generic plan, forced here), on a long
     history with a backlog: no scan of the history, and run once a pass, never once an event."""
     api = quiet
-    if api.rt.engine.dialect.name != "postgresql":
-        pytest.skip("generic plans of prepared statements are PostgreSQL's")
     plant_history(api, 20_000)
     plant_backlog(api, BACKLOG, "generic-")
     api.sql("ANALYZE audit_events")
@@ -182,6 +180,7 @@ def test_the_link_statements_generic_plan_finds_each_event_by_id(quiet: AuditApi
     assert "Seq Scan on audit_events" not in plan, plan
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_the_background_chainer_tries_again_after_a_skipped_pass(
     quiet: AuditApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -189,8 +188,6 @@ def test_the_background_chainer_tries_again_after_a_skipped_pass(
     its pass is skipped; once the lock is free it links the backlog by itself, with no further wake-up
     and long before its next timed pass (an hour away): a skip never strands events or a checkpoint."""
     api = quiet
-    if api.rt.engine.dialect.name != "postgresql":
-        pytest.skip("the chain lock between processes is PostgreSQL's advisory lock (SQLite has one writer)")
     passes: list[chaining.ChainPass] = []
     skipped, linked = asyncio.Event(), asyncio.Event()
 

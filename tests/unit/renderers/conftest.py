@@ -13,6 +13,13 @@ from tests.support import render_oracles
 from tests.unit.renderers.values import SENTINEL, SENTINEL_DIR
 
 
+def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str) -> str | None:
+    """Test ids name the sentinel, not its per-process path: every xdist worker must collect the same ids."""
+    if isinstance(val, str) and str(SENTINEL_DIR) in val:
+        return val.replace(str(SENTINEL_DIR), "SENTINEL")
+    return None
+
+
 @pytest.fixture(scope="session")
 def node_dotenv() -> Iterator[render_oracles.LineServer]:
     """Node's dotenv.parse (npm package dotenv, installed under NODE_PREFIX by .ci/run)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import os
 from pathlib import Path
 
 from hypothesis import strategies as st
@@ -62,10 +62,10 @@ TRICKY_CHARS = (
     "r",
 )
 
-# One directory per checkout: a concurrent run in another checkout never sees this one's file. Not per
-# process: the path is inside test ids, which must be the same in every xdist worker.
-_CHECKOUT = hashlib.sha256(str(Path(__file__).resolve()).encode()).hexdigest()[:8]
-SENTINEL_DIR = Path(f"/tmp/strongroom-render-sentinel-{_CHECKOUT}")
+# One directory per process: an xdist worker's test that plants the file on purpose (to prove an oracle
+# runs commands) never meets another worker's check that it is absent, nor another checkout's run. The
+# path is kept out of test ids (conftest.pytest_make_parametrize_id), which every worker must agree on.
+SENTINEL_DIR = Path(f"/tmp/strongroom-render-sentinel-{os.getpid()}")
 SENTINEL = SENTINEL_DIR / "pwned"
 
 TRICKY_VALUES = (

@@ -83,6 +83,20 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("POST", "/v1/deploys/{deploy_id}/bundle"): "deploy.bundle",
     ("POST", "/v1/deploys/{deploy_id}/hosts"): "deploy.host",
     ("POST", "/v1/deploys/{deploy_id}/finish"): "deploy.finish",
+    # The web console (broker/console): its looks carry the actions of their API twins.
+    ("GET", "/console/login"): "console.page",
+    ("POST", "/console/login"): "auth.token",
+    ("POST", "/console/logout"): "token.revoke-self",
+    ("GET", "/console/"): "console.page",
+    ("GET", "/console/audit"): "audit.list",
+    ("GET", "/console/audit/events/{seq}"): "audit.list",
+    ("GET", "/console/audit/chain"): "audit.status",
+    ("GET", "/console/audit/fingerprint"): "console.page",
+    ("POST", "/console/audit/fingerprint"): "audit.fingerprint",
+    ("GET", "/console/audit/export"): "audit.export",
+    ("GET", "/console/tokens"): "token.list",
+    ("POST", "/console/tokens/revoke"): "token.revoke",
+    ("GET", "/console/static/console.css"): "console.asset",
 }
 UNROUTED = "request.unrouted"
 # What a read-only broker (its database is behind the last audit checkpoint) still answers besides reads.

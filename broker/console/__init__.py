@@ -1,0 +1,1 @@
+"""The web console: server-rendered pages for auditors and operators, over the broker's services."""

@@ -1,0 +1,377 @@
+"""The web console: server-rendered pages over the same services, token check and scopes as the API.
+
+Thin handlers only: each authenticates through `services.auth.authenticate`, calls the service its API
+twin calls (so each look is audited under the same action), and renders a template. The edge middleware
+records the event of any request no service recorded (the action comes from api/edge.py ROUTE_ACTIONS).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from jinja2 import Environment, PackageLoader
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from broker.api.edge import ROUTE_ACTIONS
+from broker.api.errors import STATUS
+from broker.audit.checkpoint import PublicKey
+from broker.console import security
+from broker.domain.request import Actor, RequestContext
+from broker.errors import BrokerError, Forbidden, Invalid, RateLimited, Unauthenticated
+from broker.services import auth
+from broker.services.audit import export as audit_export
+from broker.services.audit import search as audit_search
+from broker.services.runtime import Runtime
+
+MAX_FORM_FIELDS = 8
+FILTERS = ("name", "project", "environment", "actor", "action", "outcome", "source", "since", "until")
+PAGE_SIZE = 50
+
+Handler = Callable[["Page"], Awaitable[Response]]
+
+
+@dataclass
+class Page:
+    """One console request: the runtime, the request, its audit context and (once signed in) the caller."""
+
+    rt: Runtime
+    request: Request
+    ctx: RequestContext
+    actor: Actor | None = None
+    form: dict[str, str] | None = None
+
+    @property
+    def who(self) -> Actor:
+        """The signed-in caller (handlers that need a session get one)."""
+        assert self.actor is not None
+        return self.actor
+
+
+def _templates() -> Environment:
+    # Autoescape on for every template, whatever its name: every string a page shows may come from a caller.
+    return Environment(
+        loader=PackageLoader("broker.console", "templates"), autoescape=True, auto_reload=False
+    )
+
+
+_ENV = _templates()
+_CSS = resources.files("broker.console").joinpath("static/console.css").read_bytes()
+
+
+def _status_of(exc: BrokerError) -> int:
+    for kind, status, _title in STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def render(page: Page, template: str, *, status: int = 200, **values: Any) -> HTMLResponse:
+    """A template rendered with the session's name and CSRF token, behind the console's headers."""
+    csrf = security.csrf_token(page.rt, page.actor.accessor) if page.actor is not None else ""
+    html = _ENV.get_template(template).render(
+        who=page.actor.name if page.actor is not None else None, csrf=csrf, **values
+    )
+    response = HTMLResponse(html, status_code=status)
+    return response
+
+
+def login_page(page: Page, *, status: int, message: str | None = None) -> Response:
+    """The sign-in form, with a fresh double-submit value in a cookie and in the form."""
+    page.actor = None
+    nonce = security.login_nonce()
+    response = render(page, "login.html", status=status, message=message, nonce=nonce)
+    security.set_cookie(page.request, response, security.LOGIN_COOKIE, nonce, max_age=900)
+    return response
+
+
+def error_page(page: Page, exc: BrokerError) -> Response:
+    """The page for an error: its sentence (safe to show: it never quotes a value) and its status."""
+    if isinstance(exc, Unauthenticated):
+        response = login_page(page, status=401, message=exc.message)
+        security.clear_cookie(page.request, response, security.SESSION_COOKIE)
+        return response
+    status = _status_of(exc)
+    response = render(page, "error.html", status=status, message=exc.message, status_code=status)
+    if isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+async def _read_form(request: Request) -> dict[str, str]:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise Invalid("body: must be a form (application/x-www-form-urlencoded)", field="body")
+    try:
+        pairs = parse_qsl(
+            (await request.body()).decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise Invalid("body: not a form this console sent", field="body") from None
+    return dict(pairs)
+
+
+def endpoint(rt: Runtime, method: str, path: str, handler: Handler, *, session: bool = True) -> Route:
+    """A console route: names its audit action, checks Origin and CSRF on POST, authenticates the
+    session cookie through the API's own token check, and turns broker errors into pages."""
+    action = ROUTE_ACTIONS[(method, security.PATH + path)]
+
+    async def run(request: Request) -> Response:
+        page = Page(rt, request, request.scope["state"]["ctx"])
+        page.ctx.about(action)
+        try:
+            if method == "POST":
+                security.check_origin(request)
+                page.form = await _read_form(request)
+            if session:
+                authorization = security.bearer(request)
+                if authorization is None:
+                    # No cookie: nothing to check, so no failed attempt is counted against the address.
+                    page.ctx.reason = "no console session"
+                    return login_page(page, status=401)
+                page.actor = await auth.authenticate(rt, page.ctx, authorization)
+                if method == "POST":
+                    assert page.form is not None
+                    security.check_csrf(page.form.get("csrf"), security.csrf_token(rt, page.who.accessor))
+            return await handler(page)
+        except BrokerError as exc:
+            if page.ctx.reason is None:
+                page.ctx.reason = exc.message
+            return error_page(page, exc)
+
+    return Route(path, run, methods=[method])
+
+
+# --- pages -------------------------------------------------------------------------------------------
+
+
+async def show_login(page: Page) -> Response:
+    """The sign-in form."""
+    return login_page(page, status=200)
+
+
+async def do_login(page: Page) -> Response:
+    """Exchange client credentials for a short-lived broker token kept in the session cookie."""
+    form = page.form or {}
+    nonce = page.request.cookies.get(security.LOGIN_COOKIE)
+    if not nonce:
+        raise Forbidden("csrf: the sign-in form expired or was not sent by this console; reload it")
+    security.check_csrf(form.get("nonce"), nonce)
+    client_id, client_secret = form.get("client_id", ""), form.get("client_secret", "")
+    if not client_id or not client_secret:
+        raise Invalid("client_id: both the client id and the client secret are needed", field="client_id")
+    issued = await auth.exchange(
+        page.rt, page.ctx, client_id=client_id, client_secret=client_secret, ttl=security.SESSION_TTL
+    )
+    lifetime = max(1, int((issued.info.expires_at - page.rt.clock()).total_seconds()))
+    response = RedirectResponse(security.PATH + "/", status_code=303)
+    security.set_cookie(page.request, response, security.SESSION_COOKIE, issued.token, max_age=lifetime)
+    security.clear_cookie(page.request, response, security.LOGIN_COOKIE)
+    return response
+
+
+async def do_logout(page: Page) -> Response:
+    """Revoke the session's token (and any children), then forget the cookie."""
+    await auth.revoke_self(page.rt, page.ctx, page.who)
+    response = RedirectResponse(security.PATH + "/login", status_code=303)
+    security.clear_cookie(page.request, response, security.SESSION_COOKIE)
+    return response
+
+
+async def home(page: Page) -> Response:
+    """Where a session starts: who is signed in and what the console offers."""
+    expires = page.who.expires_at.isoformat(timespec="seconds") if page.who.expires_at else None
+    return render(page, "home.html", expires=expires)
+
+
+def _filters(request: Request) -> dict[str, str]:
+    return {k: v for k in FILTERS if (v := request.query_params.get(k, "").strip())}
+
+
+def _cursor(text: str | None) -> int | None:
+    if text is None or text == "":
+        return None
+    if not text.isdigit() or len(text) > 18:
+        raise Invalid("cursor: must be a sequence number", field="cursor")
+    return int(text)
+
+
+async def trail(page: Page) -> Response:
+    """The trail, filtered like `strongroom audit list`, one keyset page (by sequence) at a time."""
+    filters = _filters(page.request)
+    audit_search.require_auditor(page.ctx, page.who, "audit.list")
+    try:
+        query = audit_search.EventQuery(
+            name=filters.get("name"),
+            project=filters.get("project"),
+            environment=filters.get("environment"),
+            actor=filters.get("actor"),
+            action=filters.get("action"),
+            outcome=filters.get("outcome"),
+            source=filters.get("source"),
+            since=filters.get("since"),
+            until=filters.get("until"),
+            cursor=_cursor(page.request.query_params.get("cursor")),
+            limit=PAGE_SIZE,
+        )
+        result = await audit_search.list_events(page.rt, page.ctx, page.who, query)
+    except Invalid as exc:
+        page.ctx.reason = exc.message
+        return render(
+            page, "trail.html", status=400, filters=filters, error=exc.message, events=[], next=None
+        )
+    following = (
+        security.PATH + "/audit?" + urlencode({**filters, "cursor": str(result.next_cursor)})
+        if result.next_cursor is not None
+        else None
+    )
+    return render(
+        page, "trail.html", filters=filters, events=result.events, next=following, head=result.head_seq
+    )
+
+
+async def event(page: Page) -> Response:
+    """One event's full record (through the same search, so the same visibility rules)."""
+    seq = _cursor(page.request.path_params.get("seq"))
+    audit_search.require_auditor(page.ctx, page.who, "audit.list")
+    assert seq is not None
+    result = await audit_search.list_events(
+        page.rt, page.ctx, page.who, audit_search.EventQuery(cursor=seq + 1, limit=1)
+    )
+    found = next((e for e in result.events if e.get("seq") == seq), None)
+    if found is None:
+        return render(page, "error.html", status=404, message=f"audit/{seq}: no such event", status_code=404)
+    fields = [(k, v) for k, v in found.items() if k not in ("fingerprints", "scopes")]
+    return render(
+        page,
+        "event.html",
+        seq=seq,
+        fields=fields,
+        fingerprints=found.get("fingerprints") or [],
+        scopes=found.get("scopes") or [],
+    )
+
+
+def _age(time_text: str, now: datetime) -> str:
+    try:
+        then = datetime.fromisoformat(time_text)
+    except ValueError:
+        return "unknown"
+    seconds = max(0, int((now - then).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {seconds} s"
+
+
+async def chain(page: Page) -> Response:
+    """The chain's state: head, last signed checkpoint, its age and whether its signature verifies."""
+    audit_search.require_auditor(page.ctx, page.who, "audit.status")
+    st = await audit_export.status(page.rt, page.ctx, page.who)
+    last = st.last_checkpoint
+    checkpoint = None
+    if last is not None:
+        checkpoint = {
+            "seq": last.seq,
+            "head": last.checkpoint.head,
+            "time": last.checkpoint.time,
+            "age": _age(last.checkpoint.time, page.rt.clock()),
+            "valid": PublicKey.from_pem(st.public_key_pem.encode("ascii")).verifies(last),
+        }
+    return render(page, "chain.html", st=st, checkpoint=checkpoint)
+
+
+async def fingerprint_form(page: Page) -> Response:
+    """The form for "was this value ever served?"."""
+    return render(page, "fingerprint.html", result=None)
+
+
+async def fingerprint(page: Page) -> Response:
+    """Look a candidate value up by its fingerprint; the value is never echoed, kept or logged."""
+    audit_search.require_auditor(page.ctx, page.who, "audit.fingerprint")
+    value = (page.form or {}).get("value", "")
+    if value == "" or len(value) > 65536:
+        raise Invalid("value: type the value to look up (at most 65536 characters)", field="value")
+    found = await audit_search.fingerprint_search(page.rt, page.ctx, page.who, value=value)
+    del value
+    result = {
+        "fingerprint": str(found.extra["fingerprint"]),
+        "events": found.events,
+        "more": found.next_cursor is not None,
+    }
+    return render(page, "fingerprint.html", result=result)
+
+
+async def export(page: Page) -> Response:
+    """Download an export (the API's export service) for `strongroom audit verify`."""
+    audit_search.require_auditor(page.ctx, page.who, "audit.export")
+    params = page.request.query_params
+    fmt = params.get("format") or "jsonl"
+    plan = await audit_export.plan_export(
+        page.rt,
+        page.ctx,
+        page.who,
+        since=params.get("since") or None,
+        until=params.get("until") or None,
+        fmt=fmt,
+    )
+    media = "text/csv" if plan.fmt == "csv" else "application/x-ndjson"
+    response = StreamingResponse(
+        audit_export.export_lines(page.rt, plan),
+        media_type=media,
+        headers={
+            "Content-Disposition": f'attachment; filename="strongroom-audit-{plan.low}-{plan.high}.{plan.fmt}"'
+        },
+    )
+    return response
+
+
+async def tokens(page: Page) -> Response:
+    """Tokens by accessor, newest first (admin, like GET /v1/tokens), each with a revoke button."""
+    infos = await auth.list_tokens(page.rt, page.ctx, page.who, include_inactive=False, limit=200)
+    return render(page, "tokens.html", tokens=infos, mine=page.who.accessor)
+
+
+async def revoke(page: Page) -> Response:
+    """Revoke a token and its children by accessor (admin, like POST /v1/tokens/revoke)."""
+    accessor = (page.form or {}).get("accessor", "")
+    await auth.revoke_accessor(page.rt, page.ctx, page.who, accessor=accessor)
+    response = RedirectResponse(security.PATH + "/tokens", status_code=303)
+    return response
+
+
+async def stylesheet(_page: Page) -> Response:
+    """The console's one stylesheet, from the package."""
+    return Response(_CSS, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"})
+
+
+def build(rt: Runtime) -> ASGIApp:
+    """The console application, mounted by create_app at /console."""
+    routes = [
+        endpoint(rt, "GET", "/login", show_login, session=False),
+        endpoint(rt, "POST", "/login", do_login, session=False),
+        endpoint(rt, "POST", "/logout", do_logout),
+        endpoint(rt, "GET", "/", home),
+        endpoint(rt, "GET", "/audit", trail),
+        endpoint(rt, "GET", "/audit/events/{seq}", event),
+        endpoint(rt, "GET", "/audit/chain", chain),
+        endpoint(rt, "GET", "/audit/fingerprint", fingerprint_form),
+        endpoint(rt, "POST", "/audit/fingerprint", fingerprint),
+        endpoint(rt, "GET", "/audit/export", export),
+        endpoint(rt, "GET", "/tokens", tokens),
+        endpoint(rt, "POST", "/tokens/revoke", revoke),
+        endpoint(rt, "GET", "/static/console.css", stylesheet, session=False),
+    ]
+    return security.Headers(Starlette(routes=routes))

@@ -1,0 +1,127 @@
+"""The console's own defences in one place: response headers, the session cookie, CSRF and Origin checks."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import secrets
+from urllib.parse import urlsplit
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from broker.errors import Forbidden
+from broker.services.auth import keyed_hash
+from broker.services.runtime import Runtime
+
+SESSION_COOKIE = "strongroom_console"
+LOGIN_COOKIE = "strongroom_console_login"
+PATH = "/console"
+# A console session is a broker token of this many seconds at most (the identity's own TTLs can shorten it).
+SESSION_TTL = 1800
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+class Headers:
+    """Every console answer (pages, redirects, errors, downloads, the routers' own 404s) carries the
+    security headers, and `no-store` unless the handler chose a cache policy (the stylesheet)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                raw = MutableHeaders(raw=list(message.get("headers", [])))
+                for name, value in HEADERS.items():
+                    raw[name] = value
+                if "cache-control" not in raw:
+                    raw["Cache-Control"] = "no-store"
+                message["headers"] = raw.raw
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def cookie_secure(request: Request) -> bool:
+    """Whether cookies carry `Secure`: always, except for a broker served on loopback over plain HTTP
+    (a browser would not send a Secure cookie back there, and nothing crosses a network)."""
+    server = request.scope.get("server")
+    host = str(server[0]) if server else ""
+    return not (request.url.scheme == "http" and _loopback(host))
+
+
+def set_cookie(request: Request, response: Response, name: str, value: str, *, max_age: int) -> None:
+    """An HttpOnly, SameSite=Strict cookie limited to the console's path."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=PATH,
+        httponly=True,
+        samesite="strict",
+        secure=cookie_secure(request),
+    )
+
+
+def clear_cookie(request: Request, response: Response, name: str) -> None:
+    """Tell the browser to forget a console cookie."""
+    response.delete_cookie(name, path=PATH, httponly=True, samesite="strict", secure=cookie_secure(request))
+
+
+def bearer(request: Request) -> str | None:
+    """The session cookie as the Authorization header the API's token check reads (None: no session)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    return f"Bearer {token}" if token else None
+
+
+def csrf_token(rt: Runtime, accessor: str) -> str:
+    """The session's CSRF token: a keyed hash of its token's accessor (nothing to store, nothing to leak:
+    the accessor is not a credential and the key never leaves the broker)."""
+    return keyed_hash(rt.keys.hmac_key, b"console-csrf", accessor).hex()
+
+
+def login_nonce() -> str:
+    """A fresh value for the login form's double-submit check (no session exists yet)."""
+    return secrets.token_urlsafe(24)
+
+
+def check_origin(request: Request) -> None:
+    """Refuse a state-changing request that a page of another origin sent (Origin, then Sec-Fetch-Site)."""
+    origin = request.headers.get("origin")
+    if origin is not None:
+        parts = urlsplit(origin)
+        host = request.headers.get("host", "")
+        if origin == "null" or parts.scheme != request.url.scheme or parts.netloc != host:
+            raise Forbidden("origin: this form was sent from another site; the console refuses it")
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        raise Forbidden("origin: this form was sent from another site; the console refuses it")
+
+
+def check_csrf(sent: str | None, expected: str) -> None:
+    """Refuse a form whose CSRF field is missing or wrong (compared in constant time)."""
+    if not sent or not hmac.compare_digest(sent.encode(), expected.encode()):
+        raise Forbidden("csrf: the form's security token is missing or wrong; reload the page and retry")

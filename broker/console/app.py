@@ -107,13 +107,14 @@ def error_page(page: Page, exc: BrokerError) -> Response:
 
 
 async def _read_form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if not body:
+        return {}  # an empty form: its checks (CSRF first) then refuse it by name
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/x-www-form-urlencoded":
         raise Invalid("body: must be a form (application/x-www-form-urlencoded)", field="body")
     try:
-        pairs = parse_qsl(
-            (await request.body()).decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS
-        )
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
     except (UnicodeDecodeError, ValueError):
         raise Invalid("body: not a form this console sent", field="body") from None
     return dict(pairs)

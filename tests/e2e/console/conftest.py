@@ -41,7 +41,9 @@ class Console:
     def identity(self, name: str, scopes: list[dict[str, Any]]) -> tuple[str, str]:
         """Create an identity through the API; its client id and secret."""
         r = self.client.post(
-            "/v1/identities", json={"name": name, "client_id": name, "scopes": scopes}, headers=self.admin_headers
+            "/v1/identities",
+            json={"name": name, "client_id": name, "scopes": scopes},
+            headers=self.admin_headers,
         )
         assert r.status_code == 201, r.text
         return name, r.json()["client_secret"]

@@ -1,0 +1,265 @@
+"""The console's defences over plain HTTP (cheaper than a browser): headers, cookie, CSRF, Origin, scopes,
+escaping and canaries. A real broker app in process on a real SQLite database; nothing is faked."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.routing import Route
+
+from broker.api.edge import ROUTE_ACTIONS
+from broker.console import security
+from broker.console.app import build
+from tests.e2e.console.conftest import AUDITOR_SCOPES, ORIGIN, Console, form_value
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+PAGES = [
+    "/console/",
+    "/console/audit",
+    "/console/audit/chain",
+    "/console/audit/fingerprint",
+    "/console/tokens",
+]
+
+
+def _csrf(b: TestClient) -> str:
+    return form_value(b.get("/console/").text, "csrf")
+
+
+def _post(b: TestClient, path: str, data: dict[str, str], **headers: str) -> Any:
+    return b.post(path, data=data, headers={"Origin": ORIGIN, **headers}, follow_redirects=False)
+
+
+def _token_live(console: Console, token: str) -> bool:
+    r = console.client.get("/v1/auth/token/self", headers={"Authorization": f"Bearer {token}"})
+    return r.status_code == 200
+
+
+def test_every_console_route_names_its_audit_action(console: Console) -> None:
+    app = build(console.rt)
+    inner = app.app  # type: ignore[attr-defined]  # security.Headers around the Starlette app
+    routes = [r for r in inner.routes if isinstance(r, Route)]
+    assert len(routes) >= 10
+    for route in routes:
+        for method in route.methods or ():
+            if method != "HEAD":
+                assert (method, "/console" + route.path) in ROUTE_ACTIONS, f"{method} {route.path}"
+
+
+def test_every_answer_carries_the_security_headers(console: Console) -> None:
+    b = console.sign_in("admin", console.admin_secret)
+    answers = [b.get(p) for p in PAGES]
+    answers += [b.get("/console/no-such-page"), console.fresh().get("/console/audit")]
+    answers.append(_post(b, "/console/logout", {"csrf": "wrong"}))
+    for r in answers:
+        assert r.headers["content-security-policy"] == CSP, r.url
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "no-referrer"
+        assert r.headers["cache-control"] == "no-store", r.url
+    assert [r.status_code for r in answers] == [200] * len(PAGES) + [404, 401, 403]
+    css = b.get("/console/static/console.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert css.headers["content-security-policy"] == CSP
+    # No inline script or style and nothing from another origin in any page.
+    for r in answers[: len(PAGES)]:
+        assert "<script" not in r.text and "<style" not in r.text and " style=" not in r.text
+        assert not re.search(r'(src|href)="(https?:)?//', r.text)
+
+
+def test_session_cookie_attributes_on_loopback_http_and_elsewhere(console: Console) -> None:
+    r = console.fresh().get("/console/login")
+    nonce = form_value(r.text, "nonce")
+    b = console.fresh()
+    b.cookies.set(security.LOGIN_COOKIE, nonce, path="/console")
+    r = _post(
+        b, "/console/login", {"nonce": nonce, "client_id": "admin", "client_secret": console.admin_secret}
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/console/"
+    cookie = next(c for c in r.headers.get_list("set-cookie") if c.startswith(security.SESSION_COOKIE + "="))
+    attrs = {a.strip().split("=")[0].lower() for a in cookie.split(";")[1:]}
+    assert {"httponly", "path", "samesite", "max-age"} <= attrs and "secure" not in attrs
+    assert "Path=/console" in cookie and "SameSite=strict" in cookie
+    # Off loopback (here: a broker named by a host name, as behind a TLS proxy) the cookie is Secure.
+    remote = TestClient(console.client.app, base_url="http://console.example.org")
+    remote.portal = console.client.portal
+    login = remote.get("/console/login").headers["set-cookie"]
+    assert "Secure" in login and "HttpOnly" in login
+
+
+def test_logout_revokes_the_session_token(console: Console) -> None:
+    b = console.sign_in("admin", console.admin_secret)
+    token = b.cookies.get(security.SESSION_COOKIE)
+    assert token and _token_live(console, token)
+    r = _post(b, "/console/logout", {"csrf": _csrf(b)})
+    assert r.status_code == 303 and r.headers["location"] == "/console/login"
+    assert not _token_live(console, token)
+    # The old cookie, replayed, opens nothing.
+    replay = console.fresh()
+    replay.cookies.set(security.SESSION_COOKIE, token, path="/console")
+    assert replay.get("/console/audit").status_code == 401
+
+
+@pytest.mark.parametrize("csrf", [None, "", "0" * 64])
+def test_missing_or_wrong_csrf_token_is_refused_and_changes_nothing(
+    console: Console, csrf: str | None
+) -> None:
+    b = console.sign_in("admin", console.admin_secret)
+    token = b.cookies.get(security.SESSION_COOKIE)
+    assert token
+    data = {} if csrf is None else {"csrf": csrf}
+    r = _post(b, "/console/logout", data)
+    assert r.status_code == 403 and "csrf" in r.text
+    assert _token_live(console, token)
+    # Another session's token does not fit this one either.
+    other = console.sign_in("admin", console.admin_secret)
+    r = _post(b, "/console/logout", {"csrf": _csrf(other)})
+    assert r.status_code == 403 and _token_live(console, token)
+
+
+def test_a_form_from_another_origin_is_refused(console: Console) -> None:
+    b = console.sign_in("admin", console.admin_secret)
+    token = b.cookies.get(security.SESSION_COOKIE)
+    assert token
+    csrf = _csrf(b)
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Origin": "https://127.0.0.1:8000"},
+        {"Origin": ORIGIN, "Sec-Fetch-Site": "cross-site"},
+    ):
+        r = b.post("/console/logout", data={"csrf": csrf}, headers=headers, follow_redirects=False)
+        assert r.status_code == 403 and "another site" in r.text, headers
+    assert _token_live(console, token)
+    # Sign-in too: a cross-site form cannot log a browser into the attacker's session.
+    page = console.fresh()
+    nonce = form_value(page.get("/console/login").text, "nonce")
+    r = page.post(
+        "/console/login",
+        data={"nonce": nonce, "client_id": "admin", "client_secret": console.admin_secret},
+        headers={"Origin": "https://evil.example"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 403 and security.SESSION_COOKIE not in r.headers.get("set-cookie", "")
+
+
+def test_sign_in_needs_the_forms_nonce_and_good_credentials(console: Console) -> None:
+    b = console.fresh()
+    b.get("/console/login")
+    r = _post(
+        b, "/console/login", {"nonce": "forged", "client_id": "admin", "client_secret": console.admin_secret}
+    )
+    assert r.status_code == 403
+    nonce = form_value(b.get("/console/login").text, "nonce")
+    r = _post(b, "/console/login", {"nonce": nonce, "client_id": "admin", "client_secret": "wrong-secret"})
+    assert r.status_code == 401 and "authentication failed" in r.text
+    assert security.SESSION_COOKIE not in b.cookies
+
+
+def test_audit_only_session_sees_no_operator_page(console: Console) -> None:
+    auditor = console.sign_in(*console.identity("auditor", AUDITOR_SCOPES))
+    assert auditor.get("/console/audit").status_code == 200
+    r = auditor.get("/console/tokens")
+    assert r.status_code == 403 and "Not allowed" in r.text
+    admin_token = console.admin_headers["Authorization"].split()[1]
+    accessor = console.client.get("/v1/auth/token/self", headers=console.admin_headers).json()["accessor"]
+    r = _post(auditor, "/console/tokens/revoke", {"csrf": _csrf(auditor), "accessor": accessor})
+    assert r.status_code == 403
+    assert _token_live(console, admin_token)
+    # And a session with no audit grant sees no audit page.
+    reader = console.sign_in(*console.identity("reader", [{"project": "*", "actions": ["read"]}]))
+    for path in (
+        "/console/audit",
+        "/console/audit/chain",
+        "/console/audit/export",
+        "/console/audit/events/1",
+    ):
+        assert reader.get(path).status_code == 403, path
+    # The refusals are on record, under the API twins' actions.
+    events = console.client.get(
+        "/v1/audit/events", params={"outcome": "denied", "limit": 100}, headers=console.admin_headers
+    ).json()["events"]
+    actions = {(e["actor_name"], e["action"], e["route"]) for e in events}
+    assert ("auditor", "token.list", "/console/tokens") in actions
+    assert ("auditor", "token.revoke", "/console/tokens/revoke") in actions
+    assert ("reader", "audit.export", "/console/audit/export") in actions
+
+
+def test_admin_revokes_a_token_by_accessor(console: Console) -> None:
+    b = console.sign_in("admin", console.admin_secret)
+    victim = console.sign_in(*console.identity("svc", AUDITOR_SCOPES))
+    token = victim.cookies.get(security.SESSION_COOKIE)
+    assert token
+    accessor = console.client.get("/v1/auth/token/self", headers={"Authorization": f"Bearer {token}"}).json()[
+        "accessor"
+    ]
+    assert accessor in b.get("/console/tokens").text
+    r = _post(b, "/console/tokens/revoke", {"csrf": _csrf(b), "accessor": accessor})
+    assert r.status_code == 303
+    assert not _token_live(console, token)
+    assert accessor not in b.get("/console/tokens").text
+
+
+XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+def test_payloads_in_names_agents_and_paths_render_inert(console: Console) -> None:
+    h = console.admin_headers
+    # Identity names are validated (letters, digits, . _ @ -), so markup reaches an actor only as a filter
+    # typed into the form; user agents and names in request paths reach the trail as sent.
+    console.client.get("/v1/projects", headers={**h, "User-Agent": XSS})
+    console.client.get("/v1/projects/<b>demo/environments/prod/secrets/<svg onload=alert(1)>", headers=h)
+    b = console.sign_in("admin", console.admin_secret)
+    texts = [b.get("/console/audit").text, b.get("/console/audit", params={"actor": XSS}).text]
+    seqs = [int(s) for s in re.findall(r"/console/audit/events/(\d+)", texts[0])]
+    texts += [b.get(f"/console/audit/events/{s}").text for s in seqs]
+    joined = "\n".join(texts)
+    assert (
+        "&lt;script&gt;alert(" in joined
+        and "&lt;svg onload=alert(1)&gt;" in joined
+        and "&lt;b&gt;demo" in joined
+    )
+    for text in texts:
+        assert "<script" not in text and "<img" not in text and "<svg" not in text and "<b>" not in text
+
+
+def test_a_planted_value_never_reaches_a_page(console: Console, canary: str) -> None:
+    h = console.admin_headers
+    c = console.client
+    assert c.post("/v1/projects", json={"slug": "shop"}, headers=h).status_code == 201
+    assert c.post("/v1/projects/shop/environments", json={"slug": "production"}, headers=h).status_code == 201
+    url = "/v1/projects/shop/environments/production/secrets/DATABASE_URL"
+    assert c.put(url, json={"value": canary}, headers=h).status_code in (200, 201)
+    assert c.get(url, headers=h).status_code == 200
+    b = console.sign_in(*console.identity("auditor", AUDITOR_SCOPES))
+    texts = [b.get(p).text for p in PAGES if p != "/console/tokens"]
+    listing = b.get("/console/audit", params={"name": "DATABASE_URL", "project": "shop"})
+    texts.append(listing.text)
+    seqs = [int(s) for s in re.findall(r"/console/audit/events/(\d+)", listing.text)]
+    assert len(seqs) >= 2  # the write and the read
+    texts += [b.get(f"/console/audit/events/{s}").text for s in seqs]
+    # The leaked-value look-up answers yes without echoing the value.
+    r = _post(b, "/console/audit/fingerprint", {"csrf": _csrf(b), "value": canary})
+    assert r.status_code == 200 and "this exact value was read or written" in r.text
+    texts.append(r.text)
+    for text in texts:
+        assert canary not in text
+    # The look-up is audited like the CLI's, with the candidate's fingerprint and never its value.
+    events = c.get("/v1/audit/events", params={"action": "audit.fingerprint"}, headers=h).json()["events"]
+    assert events and events[0]["route"] == "/console/audit/fingerprint"
+    assert canary not in c.get("/v1/audit/export", headers=h).text
+
+
+def test_bad_filters_are_named_and_the_form_keeps_them(console: Console) -> None:
+    b = console.sign_in("admin", console.admin_secret)
+    r = b.get("/console/audit", params={"since": "last tuesday", "name": "DATABASE_URL"})
+    assert r.status_code == 400
+    assert "since: must be an ISO 8601 date or time" in r.text
+    assert 'name="name" value="DATABASE_URL"' in r.text
+    r = b.get("/console/audit", params={"source": "not-an-address"})
+    assert r.status_code == 400 and "source: must be an IP address" in r.text

@@ -110,15 +110,26 @@ def login_nonce() -> str:
 
 
 def check_origin(request: Request) -> None:
-    """Refuse a state-changing request that a page of another origin sent (Origin, then Sec-Fetch-Site)."""
+    """Refuse a state-changing request that a page of another origin sent.
+
+    Browsers send `Origin: null` for a form posted from a page under `Referrer-Policy: no-referrer` (the
+    console's own policy), so a null origin is believed only with `Sec-Fetch-Site: same-origin`; any
+    other origin must be this broker's own, and a fetch marked cross-site or same-site is refused.
+    """
+    refused = Forbidden("origin: this form was sent from another site; the console refuses it")
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        raise refused
     origin = request.headers.get("origin")
-    if origin is not None:
-        parts = urlsplit(origin)
-        host = request.headers.get("host", "")
-        if origin == "null" or parts.scheme != request.url.scheme or parts.netloc != host:
-            raise Forbidden("origin: this form was sent from another site; the console refuses it")
-    if request.headers.get("sec-fetch-site") == "cross-site":
-        raise Forbidden("origin: this form was sent from another site; the console refuses it")
+    if origin is None:
+        return
+    if origin == "null":
+        if site != "same-origin":
+            raise refused
+        return
+    parts = urlsplit(origin)
+    if parts.scheme != request.url.scheme or parts.netloc != request.headers.get("host", ""):
+        raise refused
 
 
 def check_csrf(sent: str | None, expected: str) -> None:

@@ -38,7 +38,7 @@ def _post(b: TestClient, path: str, data: dict[str, str], **headers: str) -> Any
 
 def _token_live(console: Console, token: str) -> bool:
     r = console.client.get("/v1/auth/token/self", headers={"Authorization": f"Bearer {token}"})
-    return r.status_code == 200
+    return bool(r.status_code == 200)
 
 
 def test_every_console_route_names_its_audit_action(console: Console) -> None:
@@ -132,10 +132,20 @@ def test_a_form_from_another_origin_is_refused(console: Console) -> None:
         {"Origin": "null"},
         {"Origin": "https://127.0.0.1:8000"},
         {"Origin": ORIGIN, "Sec-Fetch-Site": "cross-site"},
+        {"Origin": ORIGIN, "Sec-Fetch-Site": "same-site"},
     ):
         r = b.post("/console/logout", data={"csrf": csrf}, headers=headers, follow_redirects=False)
         assert r.status_code == 403 and "another site" in r.text, headers
     assert _token_live(console, token)
+    # A browser posting from a console page under Referrer-Policy: no-referrer sends Origin: null with
+    # Sec-Fetch-Site: same-origin; that is the console's own form.
+    r = b.post(
+        "/console/logout",
+        data={"csrf": csrf},
+        headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303 and not _token_live(console, token)
     # Sign-in too: a cross-site form cannot log a browser into the attacker's session.
     page = console.fresh()
     nonce = form_value(page.get("/console/login").text, "nonce")

@@ -8,8 +8,10 @@ under the module's temporary directory (`screenshots/`).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import need
@@ -62,8 +65,11 @@ class Lab:
             box.clear()
             box.send_keys(value)
 
-    def click(self, css: str) -> None:
+    def submit(self, css: str) -> None:
+        """Click a button that loads a new page, and wait until the old page is gone (no stale reads)."""
+        old = self.driver.find_element(By.TAG_NAME, "html")
         self.driver.find_element(By.CSS_SELECTOR, css).click()
+        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
 
     @property
     def html(self) -> str:
@@ -119,7 +125,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     shots, downloads = root / "screenshots", root / "downloads"
     shots.mkdir()
     downloads.mkdir()
-    broker = start(root / "data", root / "home" / ".config", root / "broker.log")
+    # A checkpoint every 5 events, so the chain page has a signed one to show.
+    broker = start(
+        root / "data",
+        root / "home" / ".config",
+        root / "broker.log",
+        server_env={"STRONGROOM_AUDIT_CHECKPOINT_EVERY": "5"},
+    )
     driver = None
     try:
         secret = _seed(broker)
@@ -163,7 +175,7 @@ def test_an_auditor_answers_journey_5_in_the_browser(lab: Lab, tmp_path: Path) -
     assert lab.text("h1") == "Sign in"
     lab.shot("01-sign-in")
     lab.fill({"client_id": "auditor", "client_secret": lab.auditor_secret})
-    lab.click("#sign-in")
+    lab.submit("#sign-in")
     assert lab.text("h1") == "Signed in as auditor", lab.text("main")
     assert lab.text("#name") == "auditor"
     assert lab.driver.execute_script("return document.cookie") == ""
@@ -172,7 +184,7 @@ def test_an_auditor_answers_journey_5_in_the_browser(lab: Lab, tmp_path: Path) -
     # "Who read DATABASE_URL in production in the last 90 days?"
     lab.open("/console/audit")
     lab.fill({"name": "DATABASE_URL", "environment": "production", "since": "90d"})
-    lab.click("#search")
+    lab.submit("#search")
     rows = lab.rows("#events")
     lab.shot("03-who-read-database-url")
     actions = [r[3] for r in rows]
@@ -199,7 +211,7 @@ def test_an_auditor_answers_journey_5_in_the_browser(lab: Lab, tmp_path: Path) -
     lab.open("/console/audit/fingerprint")
     assert lab.driver.find_element(By.ID, "value").get_attribute("autocomplete") == "off"
     lab.fill({"value": LEAKED})
-    lab.click("#look-up")
+    lab.submit("#look-up")
     assert lab.text("#verdict").startswith("Yes")
     served = lab.rows("#events")
     assert {r[3] for r in served} == {"secret.resolve", "secret.reveal", "secret.write"}
@@ -210,10 +222,15 @@ def test_an_auditor_answers_journey_5_in_the_browser(lab: Lab, tmp_path: Path) -
     # The chain, and an export verified offline with the real CLI.
     lab.open("/console/audit/chain")
     assert int(lab.text("#head-seq")) > 0
+    assert int(lab.text("#checkpoint-seq")) >= 5
+    assert lab.text("#signature") == "valid"
+    assert re.fullmatch(r"\d+ min \d+ s", lab.text("#checkpoint-age")), lab.text("#checkpoint-age")
     public_key = tmp_path / "audit-public.pem"
     public_key.write_text(lab.text("#public-key") + "\n")
     lab.shot("06-chain")
-    lab.click("#export")
+    # The auditor's own record of when the export was made: checkpoints signed later may reach past it.
+    asked_at = datetime.now(UTC).isoformat()
+    lab.driver.find_element(By.CSS_SELECTOR, "#export").click()  # a download: the page stays
     exported = _downloaded(lab, "strongroom-audit-*.jsonl")
     verified = lab.broker.cli(
         "audit",
@@ -223,6 +240,8 @@ def test_an_auditor_answers_journey_5_in_the_browser(lab: Lab, tmp_path: Path) -
         str(public_key),
         "--checkpoints",
         str(lab.broker.data_dir / "audit-checkpoints"),
+        "--exported-at",
+        asked_at,
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert LEAKED not in exported.read_text()
@@ -250,7 +269,7 @@ def test_an_auditor_answers_journey_5_in_the_browser(lab: Lab, tmp_path: Path) -
 
     # Signing out revokes the session: the console asks to sign in again.
     lab.open("/console/")
-    lab.click("#logout")
+    lab.submit("#logout")
     assert lab.text("h1") == "Sign in"
     lab.open("/console/audit")
     assert lab.text("h1") == "Sign in"

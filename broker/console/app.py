@@ -27,7 +27,8 @@ from broker.audit.checkpoint import PublicKey
 from broker.console import security
 from broker.domain.request import Actor, RequestContext
 from broker.errors import BrokerError, Forbidden, Invalid, RateLimited, Unauthenticated
-from broker.services import auth
+from broker.services import auth, projects
+from broker.services import secrets as secrets_service
 from broker.services.audit import export as audit_export
 from broker.services.audit import search as audit_search
 from broker.services.runtime import Runtime
@@ -353,6 +354,68 @@ async def revoke(page: Page) -> Response:
     return response
 
 
+async def project_list(page: Page) -> Response:
+    """The projects the caller holds any scope on (like GET /v1/projects)."""
+    found = await projects.list_projects(page.rt, page.ctx, page.who)
+    return render(page, "projects.html", projects=found)
+
+
+def _tree(envs: list[projects.EnvironmentView]) -> list[tuple[int, projects.EnvironmentView]]:
+    """Environments in inheritance order, each with its depth (a parent the caller cannot see is a root)."""
+    slugs = {e.slug for e in envs}
+    children: dict[str | None, list[projects.EnvironmentView]] = {}
+    for env in envs:
+        children.setdefault(env.parent if env.parent in slugs else None, []).append(env)
+    out: list[tuple[int, projects.EnvironmentView]] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for env in sorted(children.get(parent, []), key=lambda e: e.slug):
+            out.append((depth, env))
+            walk(env.slug, depth + 1)
+
+    walk(None, 0)
+    return out
+
+
+async def environment_tree(page: Page) -> Response:
+    """A project's environments drawn as their inheritance tree (like GET .../environments)."""
+    project = page.request.path_params["project"]
+    envs = await projects.list_environments(page.rt, page.ctx, page.who, project=project)
+    return render(page, "environments.html", project=project, tree=_tree(envs))
+
+
+async def secret_list(page: Page) -> Response:
+    """An environment's own secrets: names, versions, origins and metadata; values stay masked."""
+    project, environment = page.request.path_params["project"], page.request.path_params["environment"]
+    found = await secrets_service.list_secrets(
+        page.rt, page.ctx, page.who, project=project, environment=environment, include_deleted=False
+    )
+    return render(page, "secrets.html", project=project, environment=environment, secrets=found)
+
+
+async def reveal(page: Page) -> Response:
+    """Show one value, on an explicit POST; read through the API's one read path, audited as a reveal."""
+    params = page.request.path_params
+    got = await secrets_service.read_secret(
+        page.rt,
+        page.ctx,
+        authorization=security.bearer(page.request),
+        project=params["project"],
+        environment=params["environment"],
+        name=params["name"],
+        version=None,
+        reveal=True,
+    )
+    return render(
+        page,
+        "reveal.html",
+        project=params["project"],
+        environment=params["environment"],
+        secret=got,
+        value=got.value.reveal(),
+    )
+
+
 async def stylesheet(_page: Page) -> Response:
     """The console's one stylesheet, from the package."""
     return Response(_CSS, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"})
@@ -371,6 +434,10 @@ def build(rt: Runtime) -> ASGIApp:
         endpoint(rt, "GET", "/audit/fingerprint", fingerprint_form),
         endpoint(rt, "POST", "/audit/fingerprint", fingerprint),
         endpoint(rt, "GET", "/audit/export", export),
+        endpoint(rt, "GET", "/projects", project_list),
+        endpoint(rt, "GET", "/projects/{project}", environment_tree),
+        endpoint(rt, "GET", "/projects/{project}/environments/{environment}", secret_list),
+        endpoint(rt, "POST", "/projects/{project}/environments/{environment}/secrets/{name}/reveal", reveal),
         endpoint(rt, "GET", "/tokens", tokens),
         endpoint(rt, "POST", "/tokens/revoke", revoke),
         endpoint(rt, "GET", "/static/console.css", stylesheet, session=False),

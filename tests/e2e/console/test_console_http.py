@@ -247,7 +247,8 @@ def test_a_planted_value_never_reaches_a_page(console: Console, canary: str) -> 
     assert c.put(url, json={"value": canary}, headers=h).status_code in (200, 201)
     assert c.get(url, headers=h).status_code == 200
     b = console.sign_in(*console.identity("auditor", AUDITOR_SCOPES))
-    texts = [b.get(p).text for p in PAGES if p != "/console/tokens"]
+    texts = [b.get(p).text for p in PAGES if p not in ("/console/tokens",)]
+    texts += [b.get("/console/projects/shop").text]
     listing = b.get("/console/audit", params={"name": "DATABASE_URL", "project": "shop"})
     texts.append(listing.text)
     seqs = [int(s) for s in re.findall(r"/console/audit/events/(\d+)", listing.text)]
@@ -273,3 +274,45 @@ def test_bad_filters_are_named_and_the_form_keeps_them(console: Console) -> None
     assert 'name="name" value="DATABASE_URL"' in r.text
     r = b.get("/console/audit", params={"source": "not-an-address"})
     assert r.status_code == 400 and "source: must be an IP address" in r.text
+
+
+def _shop(console: Console, value: str) -> None:
+    """Project shop: common <- production, DATABASE_URL set in common."""
+    h, c = console.admin_headers, console.client
+    assert c.post("/v1/projects", json={"slug": "shop"}, headers=h).status_code == 201
+    for env, parent in (("common", None), ("production", "common"), ("staging", "common")):
+        r = c.post("/v1/projects/shop/environments", json={"slug": env, "parent": parent}, headers=h)
+        assert r.status_code == 201, r.text
+    url = "/v1/projects/shop/environments/common/secrets/DATABASE_URL"
+    assert c.put(url, json={"value": value}, headers=h).status_code in (200, 201)
+
+
+def test_operator_pages_mask_values_and_reveal_only_on_an_audited_post(console: Console, canary: str) -> None:
+    _shop(console, canary)
+    b = console.sign_in("admin", console.admin_secret)
+    projects = b.get("/console/projects")
+    assert projects.status_code == 200 and 'href="/console/projects/shop"' in projects.text
+    tree = b.get("/console/projects/shop").text
+    # The tree: common first, its children indented beneath it, each saying what it inherits.
+    items = re.findall(r'<li class="depth-(\d)"><a [^>]*>([a-z-]+)</a>', tree)
+    assert items == [("0", "common"), ("1", "production"), ("1", "staging")]
+    assert tree.count("inherits common") == 2
+    listing = b.get("/console/projects/shop/environments/common")
+    assert listing.status_code == 200 and "DATABASE_URL" in listing.text and canary not in listing.text
+    reveal_url = "/console/projects/shop/environments/common/secrets/DATABASE_URL/reveal"
+    # A reveal needs the form's CSRF token; without it, no value and no reveal.
+    r = _post(b, reveal_url, {})
+    assert r.status_code == 403 and canary not in r.text
+    r = _post(b, reveal_url, {"csrf": _csrf(b)})
+    assert r.status_code == 200 and canary in r.text
+    assert r.headers["cache-control"] == "no-store"
+    events = console.client.get(
+        "/v1/audit/events", params={"action": "secret.reveal"}, headers=console.admin_headers
+    ).json()["events"]
+    assert [(e["route"], e["outcome"]) for e in events] == [(reveal_url, "ok"), (reveal_url, "denied")]
+    assert events[0]["fingerprints"][0]["fingerprint"].startswith("hmac-sha256:")
+    # An auditor may see the projects (as through the API) but no secret list and no value.
+    auditor = console.sign_in(*console.identity("auditor", AUDITOR_SCOPES))
+    assert auditor.get("/console/projects/shop/environments/common").status_code == 403
+    r = _post(auditor, reveal_url, {"csrf": _csrf(auditor)})
+    assert r.status_code == 403 and canary not in r.text

@@ -7,6 +7,7 @@ under the module's temporary directory (`screenshots/`).
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 from collections.abc import Iterator
@@ -277,3 +278,52 @@ def test_an_auditor_answers_journey_5_in_the_browser(lab: Lab, tmp_path: Path) -
     for out in lab.broker.outputs[-4:]:
         assert LEAKED not in out
     assert LEAKED not in lab.broker.server_output()
+
+
+def test_an_operator_reveals_a_value_and_revokes_a_token_in_the_browser(lab: Lab) -> None:
+    made = lab.broker.cli("tokens", "create", "--scope", "shop:production:read", "--json")
+    ok(made)
+    ci = json.loads(made.stdout)
+    admin_secret = (lab.broker.data_dir / "bootstrap-admin.secret").read_text().strip()
+    lab.open("/console/login")
+    lab.fill({"client_id": "admin", "client_secret": admin_secret})
+    lab.submit("#sign-in")
+    assert lab.text("#name") == "admin"
+
+    # The project's environments as a tree, then the environment's secrets with their values masked.
+    lab.open("/console/projects")
+    assert [r[0] for r in lab.rows("#projects")] == ["shop"]
+    lab.submit("#projects a")
+    assert lab.text("#tree") == "production"
+    lab.shot("09-environments")
+    lab.submit("#tree a")
+    (row,) = lab.rows("#secrets")
+    assert row[:5] == ["DATABASE_URL", "••••••••", "1", "database", "yes"]
+    assert LEAKED not in lab.html
+    lab.shot("10-secrets-masked")
+
+    # Revealing is an explicit, audited action.
+    lab.submit("#reveal-DATABASE_URL")
+    assert lab.text("#value") == LEAKED
+    lab.shot("11-revealed")
+    listing = lab.broker.cli("audit", "list", "--action", "secret.reveal", "--json")
+    ok(listing)
+    reveals = json.loads(listing.stdout)["events"]
+    assert (reveals[0]["route"], reveals[0]["client_kind"], reveals[0]["actor_name"]) == (
+        "/console/projects/shop/environments/production/secrets/DATABASE_URL/reveal",
+        "web",
+        "admin",
+    )
+
+    # Revoke the CI token by its accessor; it stops working at once.
+    lab.open("/console/tokens")
+    accessors = [r[0] for r in lab.rows("#tokens")]
+    assert ci["accessor"] in accessors
+    lab.shot("12-tokens")
+    lab.submit(f"#tokens tr[data-accessor='{ci['accessor']}'] button")
+    assert ci["accessor"] not in [r[0] for r in lab.rows("#tokens")]
+    conn = http.client.HTTPConnection("127.0.0.1", lab.broker.port, timeout=10)
+    conn.request("GET", "/v1/auth/token/self", headers={"Authorization": f"Bearer {ci['token']}"})
+    assert conn.getresponse().status == 401
+    lab.submit("#logout")
+    assert lab.text("h1") == "Sign in"

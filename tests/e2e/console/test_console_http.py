@@ -316,3 +316,25 @@ def test_operator_pages_mask_values_and_reveal_only_on_an_audited_post(console: 
     assert auditor.get("/console/projects/shop/environments/common").status_code == 403
     r = _post(auditor, reveal_url, {"csrf": _csrf(auditor)})
     assert r.status_code == 403 and canary not in r.text
+
+
+def test_the_trail_pages_by_sequence_without_gaps_or_repeats(console: Console) -> None:
+    for _ in range(70):
+        assert console.client.get("/v1/projects", headers=console.admin_headers).status_code == 200
+    b = console.sign_in("admin", console.admin_secret)
+    seen: list[int] = []
+    url: str | None = "/console/audit?action=project.list"
+    pages = 0
+    while url is not None:
+        r = b.get(url.replace("&amp;", "&"))
+        assert r.status_code == 200
+        seqs = [int(s) for s in re.findall(r'<td><a href="/console/audit/events/(\d+)">', r.text)]
+        assert 0 < len(seqs) <= 50
+        seen += seqs
+        m = re.search(r'<a id="next" href="([^"]+)"', r.text)
+        url = m.group(1) if m else None
+        if url is not None:
+            assert "action=project.list" in url and f"cursor={seqs[-1]}" in url
+        pages += 1
+    assert pages == 2 and len(seen) == 70
+    assert seen == sorted(seen, reverse=True) and len(set(seen)) == 70

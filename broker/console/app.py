@@ -7,6 +7,7 @@ records the event of any request no service recorded (the action comes from api/
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,8 @@ from broker.services import secrets as secrets_service
 from broker.services.audit import export as audit_export
 from broker.services.audit import search as audit_search
 from broker.services.runtime import Runtime
+
+log = logging.getLogger("strongroom.console")
 
 MAX_FORM_FIELDS = 8
 FILTERS = ("name", "project", "environment", "actor", "action", "outcome", "source", "since", "until")
@@ -148,6 +151,11 @@ def endpoint(rt: Runtime, method: str, path: str, handler: Handler, *, session: 
             if page.ctx.reason is None:
                 page.ctx.reason = exc.message
             return error_page(page, exc)
+        except Exception as exc:
+            # The type only: an exception's message may quote input (as in api/errors.py).
+            log.error("console: unexpected %s (request %s)", type(exc).__name__, page.ctx.request_id)
+            page.ctx.reason = f"internal error ({type(exc).__name__})"
+            return render(page, "error.html", status=500, message="internal error", status_code=500)
 
     return Route(path, run, methods=[method])
 

@@ -338,3 +338,26 @@ def test_the_trail_pages_by_sequence_without_gaps_or_repeats(console: Console) -
         pages += 1
     assert pages == 2 and len(seen) == 70
     assert seen == sorted(seen, reverse=True) and len(set(seen)) == 70
+
+
+def test_an_unexpected_failure_is_a_page_that_quotes_nothing(
+    console: Console, canary: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The one fake here: a service made to crash with a message quoting a value (no real fault can be
+    provoked on purpose); the page, the log and the audit event must carry its type only."""
+
+    async def crash(*_a: object, **_k: object) -> None:
+        raise RuntimeError(canary)
+
+    b = console.sign_in("admin", console.admin_secret)
+    monkeypatch.setattr("broker.console.app.audit_export.status", crash)
+    r = b.get("/console/audit/chain")
+    assert r.status_code == 500 and "internal error" in r.text and canary not in r.text
+    assert r.headers["content-security-policy"] == CSP
+    assert canary not in caplog.text and "RuntimeError" in caplog.text
+    events = console.client.get(
+        "/v1/audit/events", params={"outcome": "error"}, headers=console.admin_headers
+    ).json()["events"]
+    assert [(e["route"], e["reason"]) for e in events] == [
+        ("/console/audit/chain", "internal error (RuntimeError)")
+    ]

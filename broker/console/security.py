@@ -66,11 +66,18 @@ def _loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _host_name(host_header: str) -> str:
+    """The host of a Host header, without its port (IPv6 literals keep their brackets stripped)."""
+    if host_header.startswith("["):
+        return host_header[1 : host_header.find("]")] if "]" in host_header else host_header
+    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+
+
 def cookie_secure(request: Request) -> bool:
-    """Whether cookies carry `Secure`: always, except for a broker served on loopback over plain HTTP
-    (a browser would not send a Secure cookie back there, and nothing crosses a network)."""
-    server = request.scope.get("server")
-    host = str(server[0]) if server else ""
+    """Whether cookies carry `Secure`: always, except when the browser reached the broker by a loopback
+    name over plain HTTP (it would not send a Secure cookie back there, and nothing crosses a network).
+    The Host header says what the browser asked for, also behind a proxy that passes it on."""
+    host = _host_name(request.headers.get("host", ""))
     return not (request.url.scheme == "http" and _loopback(host))
 
 
@@ -128,7 +135,10 @@ def check_origin(request: Request) -> None:
             raise refused
         return
     parts = urlsplit(origin)
-    if parts.scheme != request.url.scheme or parts.netloc != request.headers.get("host", ""):
+    # An https page may post to this http listener when TLS ends at a proxy in front of it (the netloc,
+    # with its port, still has to be this broker's); an http page posting to an https broker may not.
+    scheme_ok = parts.scheme == request.url.scheme or (parts.scheme, request.url.scheme) == ("https", "http")
+    if not scheme_ok or parts.netloc != request.headers.get("host", ""):
         raise refused
 
 

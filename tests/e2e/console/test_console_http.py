@@ -130,7 +130,8 @@ def test_a_form_from_another_origin_is_refused(console: Console) -> None:
     for headers in (
         {"Origin": "https://evil.example"},
         {"Origin": "null"},
-        {"Origin": "https://127.0.0.1:8000"},
+        {"Origin": "http://127.0.0.1:8001"},
+        {"Origin": "http://127.0.0.1"},
         {"Origin": ORIGIN, "Sec-Fetch-Site": "cross-site"},
         {"Origin": ORIGIN, "Sec-Fetch-Site": "same-site"},
     ):

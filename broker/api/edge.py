@@ -98,6 +98,8 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("GET", "/console/projects/{project}"): "environment.list",
     ("GET", "/console/projects/{project}/environments/{environment}"): "secret.list",
     ("POST", "/console/projects/{project}/environments/{environment}/secrets/{name}/reveal"): "secret.reveal",
+    ("GET", "/console/projects/{project}/diff"): "secret.diff",
+    ("GET", "/console/identities"): "identity.list",
     ("GET", "/console/tokens"): "token.list",
     ("POST", "/console/tokens/revoke"): "token.revoke",
     ("GET", "/console/static/console.css"): "console.asset",

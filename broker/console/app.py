@@ -29,6 +29,7 @@ from broker.console import security
 from broker.domain.request import Actor, RequestContext
 from broker.errors import BrokerError, Forbidden, Invalid, RateLimited, Unauthenticated
 from broker.services import auth, projects
+from broker.services import compile as compile_service
 from broker.services import secrets as secrets_service
 from broker.services.audit import export as audit_export
 from broker.services.audit import search as audit_search
@@ -424,6 +425,31 @@ async def reveal(page: Page) -> Response:
     )
 
 
+async def environment_diff(page: Page) -> Response:
+    """Two environments compared by name and by value fingerprint (like GET .../diff; never a value)."""
+    project = page.request.path_params["project"]
+    a, b = page.request.query_params.get("a", ""), page.request.query_params.get("b", "")
+    if not a or not b:
+        raise Invalid("a: name the two environments to compare (a and b)", field="a")
+    diff = await compile_service.diff_environments(page.rt, page.ctx, page.who, project=project, a=a, b=b)
+    return render(page, "diff.html", project=project, a=a, b=b, diff=diff)
+
+
+def _scope_text(scope: Any) -> str:
+    data = scope.to_json()
+    text = f"{data['project']}:{data['environments']}:{','.join(data['actions'])}"
+    if data.get("keys"):
+        text += ":" + ",".join(data["keys"])
+    return ("deny " if data.get("deny") else "") + text
+
+
+async def identity_list(page: Page) -> Response:
+    """Every identity with its scopes and token lifetimes (admin, like GET /v1/identities)."""
+    found = await auth.list_identities(page.rt, page.ctx, page.who)
+    rows = [(i, [_scope_text(sc) for sc in i.scopes]) for i in found]
+    return render(page, "identities.html", identities=rows)
+
+
 async def stylesheet(_page: Page) -> Response:
     """The console's one stylesheet, from the package."""
     return Response(_CSS, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"})
@@ -446,6 +472,8 @@ def build(rt: Runtime) -> ASGIApp:
         endpoint(rt, "GET", "/projects/{project}", environment_tree),
         endpoint(rt, "GET", "/projects/{project}/environments/{environment}", secret_list),
         endpoint(rt, "POST", "/projects/{project}/environments/{environment}/secrets/{name}/reveal", reveal),
+        endpoint(rt, "GET", "/projects/{project}/diff", environment_diff),
+        endpoint(rt, "GET", "/identities", identity_list),
         endpoint(rt, "GET", "/tokens", tokens),
         endpoint(rt, "POST", "/tokens/revoke", revoke),
         endpoint(rt, "GET", "/static/console.css", stylesheet, session=False),

@@ -362,3 +362,35 @@ def test_an_unexpected_failure_is_a_page_that_quotes_nothing(
     assert [(e["route"], e["reason"]) for e in events] == [
         ("/console/audit/chain", "internal error (RuntimeError)")
     ]
+
+
+def test_environment_diff_by_fingerprint_and_identities(console: Console, canary: str) -> None:
+    _shop(console, canary)
+    h, c = console.admin_headers, console.client
+    prod = "/v1/projects/shop/environments/production/secrets/"
+    assert c.put(prod + "DATABASE_URL", json={"value": canary + "-prod"}, headers=h).status_code in (200, 201)
+    assert c.put(prod + "API_KEY", json={"value": canary + "-key"}, headers=h).status_code in (200, 201)
+    console.identity("auditor", AUDITOR_SCOPES)
+    b = console.sign_in("admin", console.admin_secret)
+    assert 'id="diff-form"' in b.get("/console/projects/shop").text
+    r = b.get("/console/projects/shop/diff", params={"a": "production", "b": "staging"})
+    assert r.status_code == 200 and canary not in r.text
+    rows = re.findall(r"<tr><td>([A-Z_]+)</td><td[^>]*>([a-z ]+)</td>", r.text)
+    assert rows == [("DATABASE_URL", "different"), ("API_KEY", "only in production")]
+    assert r.text.count("hmac-sha256:") == 2
+    r = b.get("/console/projects/shop/diff", params={"a": "production"})
+    assert r.status_code == 400 and "a: name the two environments" in r.text
+    r = b.get("/console/identities")
+    assert r.status_code == 200 and "<code>*:*:audit</code>" in r.text and "<code>auditor</code>" in r.text
+
+
+def test_the_session_cookie_opens_nothing_on_the_api(console: Console) -> None:
+    b = console.sign_in("admin", console.admin_secret)
+    token = b.cookies.get(security.SESSION_COOKIE)
+    assert token
+    # The cookie is scoped to /console, and the API reads only the Authorization header.
+    r = console.fresh().get("/v1/audit/events", headers={"Cookie": f"{security.SESSION_COOKIE}={token}"})
+    assert r.status_code == 401
+    auditor = console.sign_in(*console.identity("auditor", AUDITOR_SCOPES))
+    for path in ("/console/identities", "/console/projects/shop/diff?a=common&b=production"):
+        assert auditor.get(path).status_code == 403, path

@@ -99,6 +99,8 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("GET", "/console/projects/{project}/environments/{environment}"): "secret.list",
     ("POST", "/console/projects/{project}/environments/{environment}/secrets/{name}/reveal"): "secret.reveal",
     ("GET", "/console/projects/{project}/diff"): "secret.diff",
+    ("GET", "/console/projects/{project}/environments/{environment}/deploys"): "deploy.list",
+    ("GET", "/console/deploys/{deploy_id}"): "deploy.read",
     ("GET", "/console/identities"): "identity.list",
     ("GET", "/console/tokens"): "token.list",
     ("POST", "/console/tokens/revoke"): "token.revoke",

@@ -30,6 +30,7 @@ from broker.domain.request import Actor, RequestContext
 from broker.errors import BrokerError, Forbidden, Invalid, RateLimited, Unauthenticated
 from broker.services import auth, projects
 from broker.services import compile as compile_service
+from broker.services import deploys as deploys_service
 from broker.services import secrets as secrets_service
 from broker.services.audit import export as audit_export
 from broker.services.audit import search as audit_search
@@ -450,6 +451,23 @@ async def identity_list(page: Page) -> Response:
     return render(page, "identities.html", identities=rows)
 
 
+async def deploy_list(page: Page) -> Response:
+    """An environment's deploy ledger, newest first (like GET .../deploys)."""
+    project, environment = page.request.path_params["project"], page.request.path_params["environment"]
+    found = await deploys_service.list_deploys(
+        page.rt, page.ctx, page.who, project=project, environment=environment, limit=50
+    )
+    return render(page, "deploys.html", project=project, environment=environment, deploys=found)
+
+
+async def deploy_detail(page: Page) -> Response:
+    """One deploy: each host's outcome and which secret versions (by fingerprint) run where."""
+    got = await deploys_service.get_deploy(
+        page.rt, page.ctx, page.who, deploy_id=page.request.path_params["deploy_id"]
+    )
+    return render(page, "deploy.html", d=got.deploy, hosts=got.hosts, host_keys=got.host_keys)
+
+
 async def stylesheet(_page: Page) -> Response:
     """The console's one stylesheet, from the package."""
     return Response(_CSS, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"})
@@ -473,6 +491,8 @@ def build(rt: Runtime) -> ASGIApp:
         endpoint(rt, "GET", "/projects/{project}/environments/{environment}", secret_list),
         endpoint(rt, "POST", "/projects/{project}/environments/{environment}/secrets/{name}/reveal", reveal),
         endpoint(rt, "GET", "/projects/{project}/diff", environment_diff),
+        endpoint(rt, "GET", "/projects/{project}/environments/{environment}/deploys", deploy_list),
+        endpoint(rt, "GET", "/deploys/{deploy_id}", deploy_detail),
         endpoint(rt, "GET", "/identities", identity_list),
         endpoint(rt, "GET", "/tokens", tokens),
         endpoint(rt, "POST", "/tokens/revoke", revoke),

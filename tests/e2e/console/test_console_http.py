@@ -394,3 +394,46 @@ def test_the_session_cookie_opens_nothing_on_the_api(console: Console) -> None:
     auditor = console.sign_in(*console.identity("auditor", AUDITOR_SCOPES))
     for path in ("/console/identities", "/console/projects/shop/diff?a=common&b=production"):
         assert auditor.get(path).status_code == 403, path
+
+
+MANIFEST = (
+    "service: web\nimage: acme/web\nroles:\n  web:\n    hosts: [web1]\nenv:\n  secret: [DATABASE_URL]\n"
+)
+
+
+def test_the_deploy_ledger_shows_hosts_and_the_versions_they_run(console: Console, canary: str) -> None:
+    _shop(console, canary)
+    c, h = console.client, console.admin_headers
+    r = c.post(
+        "/v1/projects/shop/environments/production/deploys",
+        json={"manifest": MANIFEST, "version": "v7"},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    deploy_id, deployer = r.json()["deploy"]["id"], {"Authorization": f"Bearer {r.json()['token']}"}
+    assert c.post(f"/v1/deploys/{deploy_id}/bundle", headers=deployer).status_code == 200
+    r = c.post(
+        f"/v1/deploys/{deploy_id}/hosts",
+        json={"host": "web1", "role": "web", "outcome": "deployed"},
+        headers=deployer,
+    )
+    assert r.status_code < 300, r.text
+    assert (
+        c.post(f"/v1/deploys/{deploy_id}/finish", json={"outcome": "succeeded"}, headers=deployer).status_code
+        < 300
+    )
+    b = console.sign_in("admin", console.admin_secret)
+    ledger = b.get("/console/projects/shop/environments/production/deploys")
+    assert ledger.status_code == 200 and f'href="/console/deploys/{deploy_id}"' in ledger.text
+    assert "<td>v7</td>" in ledger.text
+    detail = b.get(f"/console/deploys/{deploy_id}")
+    assert detail.status_code == 200
+    assert re.search(r"<tr><td>web1</td><td>web</td><td[^>]*>deployed</td>", detail.text)
+    # web1 runs DATABASE_URL version 1 (inherited by production), named by its fingerprint only.
+    assert re.search(
+        r"<tr><td>web1</td><td>web</td><td>DATABASE_URL</td><td>1</td><td>production</td>", detail.text
+    )
+    for text in (ledger.text, detail.text):
+        assert canary not in text
+    auditor = console.sign_in(*console.identity("auditor", AUDITOR_SCOPES))
+    assert auditor.get(f"/console/deploys/{deploy_id}").status_code == 403

@@ -315,11 +315,18 @@ def test_an_operator_reveals_a_value_and_revokes_a_token_in_the_browser(lab: Lab
         "admin",
     )
 
+    # Identities, with what they may do.
+    lab.open("/console/identities")
+    identities = {r[0]: r for r in lab.rows("#identities")}
+    assert identities["auditor"][1:4] == ["auditor", "user", "*:*:audit"]
+    assert identities["admin"][6] == "active"
+    lab.shot("12-identities")
+
     # Revoke the CI token by its accessor; it stops working at once.
     lab.open("/console/tokens")
     accessors = [r[0] for r in lab.rows("#tokens")]
     assert ci["accessor"] in accessors
-    lab.shot("12-tokens")
+    lab.shot("13-tokens")
     lab.submit(f"#tokens tr[data-accessor='{ci['accessor']}'] button")
     assert ci["accessor"] not in [r[0] for r in lab.rows("#tokens")]
     conn = http.client.HTTPConnection("127.0.0.1", lab.broker.port, timeout=10)

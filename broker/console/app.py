@@ -317,7 +317,6 @@ async def fingerprint(page: Page) -> Response:
     if value == "" or len(value) > 65536:
         raise Invalid("value: type the value to look up (at most 65536 characters)", field="value")
     found = await audit_search.fingerprint_search(page.rt, page.ctx, page.who, value=value)
-    del value
     result = {
         "fingerprint": str(found.extra["fingerprint"]),
         "events": found.events,

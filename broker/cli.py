@@ -578,13 +578,19 @@ def backup_command(out: Path) -> None:
     from broker.services.runtime import utcnow
 
     settings = _settings()
+    url = settings.resolved_database_url
+    if url.startswith("sqlite") and not Path(url.partition(":///")[2]).is_file():
+        # Opening it would create an empty database; say what is wrong instead.
+        raise click.ClickException(
+            f"{_database_setting()}: there is no database at {url.partition(':///')[2]}"
+        )
     if out.is_dir():
         raise click.BadParameter(f"{out} is a directory; give a file name", param_hint="--out")
     if not out.parent.is_dir():
         raise click.BadParameter(f"{out.parent}: no such directory", param_hint="--out")
     manifest = _run(
         backup.backup(
-            source_url=settings.resolved_database_url,
+            source_url=url,
             out=out,
             checkpoints=CheckpointDirectory(checkpoint_dir(settings)),
             now=utcnow(),

@@ -205,7 +205,8 @@ async def rollback_problem(
         return (
             f"the database is behind the last checkpoint: it holds {seq} linked audit events, but the "
             f"checkpoint signed at {latest.checkpoint.time} in {where} vouches for {latest.seq} "
-            "(was the database restored from an older backup?)"
+            "(was the database restored from an older backup? If so, and the loss is accepted, run "
+            "`strongroom-server audit accept-restore --from BACKUP --reason TEXT`)"
         )
     if record_hash(to_record(row)) != latest.checkpoint.head:
         return (

@@ -25,7 +25,7 @@ from broker.db import migrate
 from broker.errors import Unavailable
 from broker.services import backup as backups
 from tests.conftest import keyring_json
-from tests.integration.audit.conftest import broker
+from tests.integration.audit.conftest import broker, cli_verify
 from tests.integration.schema.test_db_copy import counts
 
 
@@ -112,6 +112,26 @@ def test_backup_restore_refuse_accept_serve_and_verify_explains_the_gap(world: W
         assert accepted[0]["actor_type"] == "operator"
         assert api.put("production", "DB_PASSWORD", "after-restore").status_code == 200
         assert api.checkpoint() is not None
+        export = world.tmp / "export.jsonl"
+        export.write_bytes(api.export())
+        public_key = api.public_key_file()
+
+    # Offline, as an auditor: the gap is explained, not a failure ...
+    done = cli_verify(export, public_key, world.checkpoints)
+    assert done.exit_code == 0, done.output
+    assert "restore accepted at" in done.output and lost in done.output and "disk lost" in done.output
+    # ... also from a synced copy that kept the superseded checkpoints beside the new ones ...
+    synced = world.tmp / "auditor-copy"
+    shutil.copytree(world.checkpoints, synced)
+    for old in synced.glob("superseded-*/checkpoint-*.json"):
+        shutil.move(old, synced / old.name)
+    done = cli_verify(export, public_key, synced)
+    assert done.exit_code == 0, done.output
+    # ... but without the signed marker the same directory is a rollback nobody accepted.
+    for marker in synced.glob("restore-*.marker"):
+        marker.unlink()
+    done = cli_verify(export, public_key, synced)
+    assert done.exit_code == 1, done.output
 
     r = world.cli("audit", "verify")
     assert r.exit_code == 0, r.output

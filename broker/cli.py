@@ -955,7 +955,7 @@ def audit_accept_restore(source: Path, reason: str) -> None:
     reason = reason.strip()
     if not reason or len(reason) > 300 or not reason.isprintable():
         raise click.BadParameter("must be 1 to 300 printable characters on one line", param_hint="--reason")
-    opened = backup.open_backup(source)
+    opened = backup.open_backup(source, nothing="nothing was accepted")
     actor = f"{getpass.getuser()}@{socket.gethostname()}"[:128]
     runtime = _audit_runtime()
 

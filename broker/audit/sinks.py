@@ -270,7 +270,9 @@ class SyslogSink:
 
 
 class CheckpointDirectory:
-    """The external checkpoint sink: one 0600 file per checkpoint, `checkpoint-<seq>.json`, in a 0700 directory.
+    """The external checkpoint sink: one 0600 file per checkpoint, `checkpoint-<seq>.json`, in a 0700 directory;
+    beside them, accepted-restore markers (`restore-<seq>.marker`) and the checkpoints each set aside
+    (`superseded-<seq>/`).
 
     Keep it on another volume or host (or sync it to object storage with retention lock): a database
     restored from a backup cannot restore it, which is how the start-up check sees the rollback.

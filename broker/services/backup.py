@@ -17,11 +17,12 @@ import contextlib
 import hashlib
 import json
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -90,7 +91,17 @@ class Backup:
 
     def engine(self) -> AsyncEngine:
         """A read-only engine on the file (no pragma, nothing written to it)."""
-        return create_async_engine(f"sqlite+aiosqlite:///file:{self.path}?mode=ro&uri=true")
+        import aiosqlite
+
+        uri = _read_only_uri(self.path)
+        return create_async_engine(
+            "sqlite+aiosqlite://", async_creator=lambda: aiosqlite.connect(uri, uri=True)
+        )
+
+
+def _read_only_uri(path: Path) -> str:
+    """A SQLite URI that opens `path` read-only, whatever characters its name holds."""
+    return f"file:{quote(str(path.resolve()))}?mode=ro"
 
 
 @dataclass(frozen=True)
@@ -101,7 +112,6 @@ class Restored:
     audit: Report
     counts_match: bool
     replaced: bool = False
-    problems: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> int:
@@ -226,26 +236,26 @@ async def backup(*, source_url: str, out: Path, checkpoints: CheckpointDirectory
     return manifest
 
 
-def _damaged(path: Path, why: str) -> Invalid:
-    return Invalid(f"--from: {path} is not a usable Strongroom backup ({why}); nothing was restored")
+class _Unusable(Exception):
+    """Why a file is not a usable backup (open_backup turns it into one sentence naming --from)."""
 
 
 def _read_file(path: Path) -> tuple[dict[str, str], dict[str, int], str | None]:
-    """The backup's documents, its rows per table and its schema revision, read-only; Invalid naming
-    --from when the file is missing, not SQLite, damaged or not a backup."""
+    """The backup's documents, its rows per table and its schema revision, read-only (_Unusable when the
+    file is not SQLite, is damaged or is not a backup)."""
     if not path.is_file():
-        raise Invalid(f"--from: {path}: no such file; nothing was restored")
+        raise FileNotFoundError(path)
     with path.open("rb") as handle:
         if handle.read(16) != SQLITE_HEADER:
-            raise _damaged(path, "not a SQLite file")
+            raise _Unusable("not a SQLite file")
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        with contextlib.closing(sqlite3.connect(_read_only_uri(path), uri=True)) as conn:
             check = conn.execute("PRAGMA quick_check").fetchall()
             if check != [("ok",)]:
-                raise _damaged(path, f"SQLite finds it damaged: {str(check[0][0])[:200]}")
+                raise _Unusable(f"SQLite finds it damaged: {str(check[0][0])[:200]}")
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if "strongroom_backup" not in names:
-                raise _damaged(path, "it holds no backup manifest")
+                raise _Unusable("it holds no backup manifest")
             docs = {str(n): str(d) for n, d in conn.execute("SELECT name, document FROM strongroom_backup")}
             counts = {
                 t.name: int(conn.execute(f'SELECT count(*) FROM "{t.name}"').fetchone()[0])  # noqa: S608
@@ -257,11 +267,11 @@ def _read_file(path: Path) -> tuple[dict[str, str], dict[str, int], str | None]:
                 row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
                 revision = str(row[0]) if row else None
     except sqlite3.DatabaseError as exc:
-        raise _damaged(path, f"SQLite cannot read it: {exc}") from None
+        raise _Unusable(f"SQLite cannot read it: {exc}") from None
     return docs, counts, revision
 
 
-def _manifest(path: Path, text: str | None) -> Manifest:
+def _manifest(text: str | None) -> Manifest:
     try:
         body = json.loads(text) if text is not None else None
     except ValueError:
@@ -270,30 +280,41 @@ def _manifest(path: Path, text: str | None) -> Manifest:
         not isinstance(body, dict)
         or body.get("format") != FORMAT
         or not isinstance(body.get("rows"), dict)
+        or not all(type(n) is int for n in body["rows"].values())
         or not isinstance(body.get("audit_head"), dict)
         or not isinstance(body.get("schema_head"), str)
     ):
-        raise _damaged(path, f"its manifest is not a {FORMAT} manifest")
+        raise _Unusable(f"its manifest is not a {FORMAT} manifest")
     head = body["audit_head"]
     if not isinstance(head.get("seq"), int) or not (head.get("hash") is None or is_hash(head["hash"])):
-        raise _damaged(path, "its manifest's audit_head is malformed")
+        raise _Unusable("its manifest's audit_head is malformed")
     if canonical_json(body).decode("ascii") != text:
-        raise _damaged(path, "its manifest is not in canonical form (edited?)")
+        raise _Unusable("its manifest is not in canonical form (edited?)")
     return Manifest(text, body)
 
 
-def open_backup(path: Path) -> Backup:
+def open_backup(path: Path, *, nothing: str = "nothing was restored") -> Backup:
     """Read and check a backup file: a SQLite file SQLite finds whole, a well-formed manifest whose row
-    counts and schema revision the file matches, and readable checkpoint documents."""
+    counts and schema revision the file matches, and readable checkpoint documents. Invalid naming --from
+    (ending with `nothing`) when it is not one."""
+    try:
+        return _checked(path)
+    except FileNotFoundError:
+        raise Invalid(f"--from: {path}: no such file; {nothing}") from None
+    except _Unusable as exc:
+        raise Invalid(f"--from: {path} is not a usable Strongroom backup ({exc}); {nothing}") from None
+
+
+def _checked(path: Path) -> Backup:
     docs, counts, revision = _read_file(path)
-    manifest = _manifest(path, docs.get("manifest"))
+    manifest = _manifest(docs.get("manifest"))
     if revision != manifest.schema_head:
-        raise _damaged(path, f"its tables are at schema {revision}, its manifest says {manifest.schema_head}")
+        raise _Unusable(f"its tables are at schema {revision}, its manifest says {manifest.schema_head}")
     for name, n in manifest.rows.items():
         if counts.get(name) != n:
-            raise _damaged(path, f"table {name} holds {counts.get(name)} rows, its manifest says {n}")
+            raise _Unusable(f"table {name} holds {counts.get(name)} rows, its manifest says {n}")
     if set(counts) != set(manifest.rows):
-        raise _damaged(path, "its tables are not the ones its manifest lists")
+        raise _Unusable("its tables are not the ones its manifest lists")
     checkpoints, markers = [], []
     try:
         for name in sorted(docs):
@@ -302,7 +323,7 @@ def open_backup(path: Path) -> Backup:
             elif name.startswith("restore-"):
                 markers.append(parse_marker(docs[name]))
     except CheckpointError as exc:
-        raise _damaged(path, f"a checkpoint it carries is malformed: {exc}") from None
+        raise _Unusable(f"a checkpoint it carries is malformed: {exc}") from None
     return Backup(path=path, manifest=manifest, checkpoints=checkpoints, markers=markers)
 
 

@@ -73,7 +73,7 @@ def write_more(w: World) -> None:
 
 
 def test_backup_restore_refuse_accept_serve_and_verify_explains_the_gap(world: World) -> None:
-    out = world.tmp / "backups" / "strongroom.backup"
+    out = world.tmp / "backups dir #1" / "strongroom.backup"  # any characters in a path
     out.parent.mkdir()
     r = world.cli("backup", "--out", str(out))
     assert r.exit_code == 0, r.output
@@ -326,3 +326,47 @@ def test_manifest_hash_is_over_its_canonical_text(world: World) -> None:
     assert manifest.sha256 == "sha256:" + hashlib.sha256(manifest.document.encode()).hexdigest()
     shutil.copy(out, world.tmp / "copy.backup")
     assert backups.open_backup(world.tmp / "copy.backup").manifest.sha256 == manifest.sha256
+
+
+def test_with_the_checkpoint_directory_lost_too_restore_brings_the_backups_back(world: World) -> None:
+    out = world.tmp / "b.backup"
+    assert world.cli("backup", "--out", str(out)).exit_code == 0
+    carried = sorted(p.name for p in world.checkpoints.glob("checkpoint-*.json"))
+    write_more(world)
+    shutil.rmtree(world.checkpoints)
+
+    r = world.cli("restore", "--from", str(out), "--replace")
+
+    assert r.exit_code == 0, r.output
+    assert "was empty: wrote the backup's checkpoints into it" in r.output
+    assert sorted(p.name for p in world.checkpoints.glob("checkpoint-*.json")) == carried
+    with broker(world.db_url, world.tmp) as api:  # nothing is ahead of the database: no acceptance needed
+        assert api.value("production", "DB_PASSWORD") == "before-backup"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--from", "{missing}", "--reason", "ok"), "--from: {missing}: no such file; nothing was accepted"),
+        (("--from", "{out}", "--reason", "two\nlines"), "Invalid value for --reason: must be 1 to 300"),
+        (("--from", "{out}", "--reason", "  "), "Invalid value for --reason: must be 1 to 300"),
+    ],
+    ids=["missing-file", "newline-in-reason", "empty-reason"],
+)
+def test_accept_restore_bad_input_names_the_option_and_accepts_nothing(
+    world: World, args: tuple[str, ...], says: str
+) -> None:
+    out = world.tmp / "b.backup"
+    assert world.cli("backup", "--out", str(out)).exit_code == 0
+    write_more(world)
+    assert world.cli("restore", "--from", str(out), "--replace").exit_code == 0
+    before = counts(world.db_url)
+    missing = world.tmp / "nope.backup"
+
+    r = world.cli("audit", "accept-restore", *(a.format(out=out, missing=missing) for a in args))
+
+    assert r.exit_code != 0
+    assert says.format(missing=missing) in r.output, r.output
+    assert not list(world.checkpoints.glob("restore-*")) and counts(world.db_url) == before
+    with pytest.raises(Unavailable, match="behind the last checkpoint"), broker(world.db_url, world.tmp):
+        pass

@@ -625,6 +625,8 @@ def restore_command(source: Path, target: str | None, replace: bool) -> None:
     from broker.audit.signing import checkpoint_dir, load_signer
     from broker.audit.sinks import CheckpointDirectory
     from broker.services import backup
+    from broker.services.keys import STALE_AFTER
+    from broker.services.runtime import utcnow
 
     settings = _settings()
     opened = backup.open_backup(source)
@@ -642,7 +644,13 @@ def restore_command(source: Path, target: str | None, replace: bool) -> None:
         raise _fail(exc) from None
     _reach(target_url, "--to", "nothing was restored")
     restored = _run(
-        backup.restore(backup=opened, target_url=target_url, replace=replace, public=signer.public)
+        backup.restore(
+            backup=opened,
+            target_url=target_url,
+            replace=replace,
+            public=signer.public,
+            running_since=utcnow() - STALE_AFTER,
+        )
     )
     click.echo(
         ("wiped the target, then " if restored.replaced else "")

@@ -10,7 +10,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, Text, delete, f
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db.base import Base
-from broker.models import environments, secret_versions, secrets
+from broker.models import broker_keyrings, environments, secret_versions, secrets
 
 
 def tables() -> list[Table]:
@@ -63,6 +63,11 @@ async def wipe(conn: AsyncConnection) -> None:
     """Delete every row of every table, children first (for a restore told to replace the target)."""
     for table in reversed(tables()):
         await conn.execute(delete(table))
+
+
+async def forget_running(conn: AsyncConnection) -> None:
+    """Drop the heartbeat rows of the brokers that were running (a backup restores data, not processes)."""
+    await conn.execute(delete(broker_keyrings))
 
 
 # The backup file's own table, beside the broker's tables: the manifest and the checkpoint documents.

@@ -38,6 +38,7 @@ from broker.db.engine import make_engine
 from broker.errors import Conflict, Invalid
 from broker.files import install, private_temporary
 from broker.repositories import audit as audit_repo
+from broker.repositories import brokers as brokers_repo
 from broker.repositories import copying as repo
 from broker.services.audit.chaining import verify_linked
 
@@ -170,6 +171,7 @@ async def _seal(
     engine = make_engine(url, pool_size=1)
     try:
         async with engine.begin() as conn:
+            await repo.forget_running(conn)
             rows = {t.name: await repo.count(conn, t) for t in repo.tables()}
             seq, digest = await audit_repo.head(conn)
             signed = await asyncio.to_thread(checkpoints.between, 0, seq)
@@ -343,12 +345,15 @@ async def verify_backup(backup: Backup, public: PublicKey) -> Report:
     return report
 
 
-async def restore(*, backup: Backup, target_url: str, replace: bool, public: PublicKey) -> Restored:
+async def restore(
+    *, backup: Backup, target_url: str, replace: bool, public: PublicKey, running_since: datetime
+) -> Restored:
     """Write the backup's rows into the target in one transaction (all or nothing), then check the target:
     row counts against the manifest and the audit chain against the backup's checkpoints.
 
     Refused, with nothing written, when the backup's schema or the target's is not this broker's newest, when
-    the backup's chain does not verify, or (Conflict) when the target holds rows and `replace` is not set."""
+    the backup's chain does not verify, or (Conflict) when the target holds rows and `replace` is not set, or a
+    broker using the target reported itself at or after `running_since`."""
     head = migrate.head_revision(target_url)
     if backup.manifest.schema_head != head:
         raise Invalid(
@@ -373,6 +378,13 @@ async def restore(*, backup: Backup, target_url: str, replace: bool, public: Pub
     replaced = False
     try:
         async with target.begin() as dst:
+            running = await brokers_repo.seen_since(dst, running_since)
+            if running:
+                listed = ", ".join(f"{row.host} pid {row.pid}" for row in running)
+                raise Conflict(
+                    f"--to: brokers are running on the target database ({listed}); stop them before restoring "
+                    "(nothing was restored)"
+                )
             filled = await repo.first_filled(dst)
             if filled is not None and not replace:
                 raise Conflict(

@@ -81,11 +81,17 @@ def test_backup_restore_refuse_accept_serve_and_verify_explains_the_gap(world: W
     assert list(out.parent.iterdir()) == [out]  # nothing left beside it
     manifest = backups.open_backup(out).manifest
     assert manifest.schema_head == migrate.head_revision(world.db_url)
-    assert manifest.rows == counts(world.db_url)
+    assert manifest.rows == {**counts(world.db_url), "broker_keyrings": 0}  # data, not running processes
     assert manifest.sha256 in r.output
 
     write_more(world)
     newest = sorted(world.checkpoints.glob("checkpoint-*.json"))[-1]
+
+    with broker(world.db_url, world.tmp):  # a running broker's database is never wiped under it
+        r = world.cli("restore", "--from", str(out), "--replace")
+        assert r.exit_code == 1
+        assert "--to: brokers are running on the target database" in r.output
+        assert "nothing was restored" in r.output
 
     r = world.cli("restore", "--from", str(out), "--replace")
     assert r.exit_code == 0, r.output

@@ -983,8 +983,9 @@ def audit_accept_restore(source: Path, reason: str) -> None:
     done = _run(go())
     r = done.marker.restore
     click.echo(
-        f"accepted: the chain continues from seq {r.restored_seq}; {r.lost()} are lost (audit event {r.seq}, "
-        f"by {actor}); the superseded checkpoints are kept in {done.set_aside}"
+        f"accepted: the chain continues from seq {r.restored_seq}, the backup's head; {r.lost()} of the branch it "
+        f"replaced are lost. The acceptance is audit event {r.seq} of the continued chain (by {actor}); the "
+        f"superseded checkpoints are kept in {done.set_aside}"
         + (f"; checkpoint at seq {done.checkpoint.seq} written" if done.checkpoint is not None else "")
     )
 

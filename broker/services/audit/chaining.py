@@ -349,8 +349,8 @@ async def accept_restore(
     newest = superseded[-1]
     lost = f"seq {seq + 1}..{newest.seq}"
     text = (
-        f"{reason}; the database was restored to audit seq {seq} (backup manifest {manifest}); {lost} "
-        f"lost, superseding the checkpoint at seq {newest.seq} signed at {newest.checkpoint.time}"
+        f"{reason}; the database was restored to audit seq {seq} (backup manifest {manifest}); {lost} of the "
+        f"replaced branch lost, superseding the checkpoint at seq {newest.seq} signed at {newest.checkpoint.time}"
     )
     event = system_event("audit.restore_accepted", now=rt.clock(), reason=text)
     event["actor_type"] = "operator"

@@ -376,3 +376,13 @@ def test_accept_restore_bad_input_names_the_option_and_accepts_nothing(
     assert not list(world.checkpoints.glob("restore-*")) and counts(world.db_url) == before
     with pytest.raises(Unavailable, match="behind the last checkpoint"), broker(world.db_url, world.tmp):
         pass
+
+
+def test_backup_out_in_a_missing_directory_is_named_and_nothing_is_written(world: World) -> None:
+    out = world.tmp / "no-such-dir" / "b.backup"
+
+    r = world.cli("backup", "--out", str(out))
+
+    assert r.exit_code == 2
+    assert f"{out.parent}: no such directory" in r.output and "--out" in r.output
+    assert not out.parent.exists()

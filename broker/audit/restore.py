@@ -114,8 +114,11 @@ def parse(data: str | bytes) -> RestoreMarker:
     if not (is_hash(body["head"]) and is_hash(body["superseded_head"])):
         raise CheckpointError("restore.head and superseded_head: must be 64 lower-case hex digits")
     for name in ("superseded_time", "time", "manifest", "accepted_by", "reason", "key_id"):
-        if not isinstance(body[name], str) or len(body[name]) > MAX_REASON:
-            raise CheckpointError(f"restore.{name}: must be a string of at most {MAX_REASON} characters")
+        if not isinstance(body[name], str) or len(body[name]) > MAX_REASON or not body[name].isprintable():
+            # Printed to terminals by both verifies: no control characters, whoever wrote the file.
+            raise CheckpointError(
+                f"restore.{name}: must be a string of at most {MAX_REASON} printable characters"
+            )
     try:
         parse_time(body["time"])
         parse_time(body["superseded_time"])
@@ -164,5 +167,6 @@ def accepted(
                     f"not the one it accepted to lose (seq {r.superseded_seq}); a rollback that was not "
                     "accepted"
                 )
-        kept = [c for c in kept if c not in old]
+        gone = {id(c) for c in old}
+        kept = [c for c in kept if id(c) not in gone]
     return kept, None

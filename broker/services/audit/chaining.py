@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from broker.audit.canonical import GENESIS, format_time, parse_time, record_hash
 from broker.audit.checkpoint import CheckpointError, PublicKey, SignedCheckpoint, series_problem
 from broker.audit.checkpoint import parse as parse_checkpoint
-from broker.audit.restore import RestoreMarker, accepted
+from broker.audit.restore import RestoreMarker, accepted, verifies
 from broker.audit.restore import sign as sign_restore
 from broker.audit.sinks import SinkError, describe
 from broker.audit.verify import ChainVerifier, Report
@@ -261,14 +261,15 @@ async def verify_database(rt: Runtime, *, public: PublicKey | None = None) -> Re
         log.error("%s", exc)
         markers = []
     # A restore accepted with the configured key explains its gap instead of failing the whole chain.
-    signed, problem = accepted(signed, markers, public or trail.signer.public)
+    key = public or trail.signer.public
+    signed, problem = accepted(signed, markers, key)
     async with rt.engine.connect() as conn:
         low = await audit_repo.first_seq(conn)
     verifier = ChainVerifier(public or trail.signer.public, signed, as_of=format_time(as_of), from_start=True)
     if problem is not None:
         verifier.fail(None, problem)
     report = await _verify_rows(rt, verifier, max(low, 1), seq)
-    report.notes += [m.explain(str(trail.checkpoints.path)) for m in markers]
+    report.notes += [m.explain(str(trail.checkpoints.path)) for m in markers if verifies(key, m)]
     return report
 
 

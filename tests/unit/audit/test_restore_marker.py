@@ -97,6 +97,8 @@ def test_checkpoints_signed_after_the_marker_are_never_set_aside() -> None:
         (lambda d: d["restore"].update(head="zz"), "restore.head"),
         (lambda d: d["restore"].update(time="yesterday"), "restore.time"),
         (lambda d: d["restore"].update(reason="x" * 501), "restore.reason"),
+        (lambda d: d["restore"].update(reason="ok\x1b[2J"), "restore.reason: .* printable"),
+        (lambda d: d["restore"].update(accepted_by="a\nb"), "restore.accepted_by"),
         (lambda d: d.update(signature="AAAA"), "signature"),
     ],
 )

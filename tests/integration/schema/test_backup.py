@@ -19,6 +19,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from broker.audit.canonical import canonical_json
+from broker.audit.checkpoint import Signer, generate_private_pem
+from broker.audit.checkpoint import parse as parse_checkpoint
+from broker.audit.restore import sign as sign_restore
 from broker.cli import main as server_cli
 from broker.config import get_settings
 from broker.db import migrate
@@ -386,3 +389,34 @@ def test_backup_out_in_a_missing_directory_is_named_and_nothing_is_written(world
     assert r.exit_code == 2
     assert f"{out.parent}: no such directory" in r.output and "--out" in r.output
     assert not out.parent.exists()
+
+
+def test_a_marker_not_signed_by_the_checkpoint_key_accepts_nothing(world: World) -> None:
+    """Someone who can write the checkpoint directory, but lacks the signing key, forges an acceptance."""
+    out = world.tmp / "b.backup"
+    assert world.cli("backup", "--out", str(out)).exit_code == 0
+    manifest = backups.open_backup(out).manifest
+    write_more(world)
+    newest = parse_checkpoint(sorted(world.checkpoints.glob("checkpoint-*.json"))[-1].read_bytes())
+    assert world.cli("restore", "--from", str(out), "--replace").exit_code == 0
+    mallory = Signer.from_pem(generate_private_pem())
+    forged = sign_restore(
+        mallory,
+        seq=manifest.audit_seq,
+        head=manifest.audit_hash,
+        restored_seq=manifest.audit_seq - 1,
+        superseded_seq=newest.seq,
+        superseded_head=newest.checkpoint.head,
+        superseded_time=newest.checkpoint.time,
+        time="2099-01-01T00:00:00.000000Z",
+        manifest=manifest.sha256,
+        accepted_by="mallory",
+        reason="trust me",
+    )
+    (world.checkpoints / f"restore-{forged.seq:020d}.marker").write_text(forged.document())
+
+    refused = r"cannot be trusted: restore marker .* not valid for key"
+    with pytest.raises(Unavailable, match=refused), broker(world.db_url, world.tmp):
+        pass
+    r = world.cli("audit", "accept-restore", "--from", str(out), "--reason", "via the forged one")
+    assert r.exit_code == 1 and "cannot be trusted" in r.output

@@ -457,7 +457,7 @@ def _database_url(url: str, option: str) -> str:
     return Settings.model_construct(database_url=url).resolved_database_url
 
 
-def _reach(url: str, option: str) -> None:
+def _reach(url: str, option: str, nothing: str = "nothing was copied") -> None:
     """Open the database once, so that an unreachable one is named by its option, not by a setting."""
     from broker.db import migrate
     from broker.db.engine import make_engine
@@ -473,7 +473,7 @@ def _reach(url: str, option: str) -> None:
         _run(go())
     except Exception as exc:
         why = _why_database(exc) or type(exc).__name__
-        raise click.ClickException(f"{option}: cannot use the database ({why}); nothing was copied") from None
+        raise click.ClickException(f"{option}: cannot use the database ({why}); {nothing}") from None
 
 
 @db.command("copy")
@@ -561,6 +561,133 @@ def db_copy(source: str, target: str | None, sample: int) -> None:
         f"verified on the target: row counts, the audit chain ({checked.audit.events} records), "
         f"{checked.sampled} sampled values decrypt"
     )
+
+
+@main.command("backup")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The backup file to write (0600, atomically; an existing file is replaced only once the new one is whole).",
+)
+def backup_command(out: Path) -> None:
+    """Back up the database online (one consistent snapshot) and the checkpoint directory's state; never the keys."""
+    from broker.audit.signing import checkpoint_dir
+    from broker.audit.sinks import CheckpointDirectory
+    from broker.services import backup
+    from broker.services.runtime import utcnow
+
+    settings = _settings()
+    url = settings.resolved_database_url
+    if url.startswith("sqlite") and not Path(url.partition(":///")[2]).is_file():
+        # Opening it would create an empty database; say what is wrong instead.
+        raise click.ClickException(
+            f"{_database_setting()}: there is no database at {url.partition(':///')[2]}"
+        )
+    if out.is_dir():
+        raise click.BadParameter(f"{out} is a directory; give a file name", param_hint="--out")
+    if not out.parent.is_dir():
+        raise click.BadParameter(f"{out.parent}: no such directory", param_hint="--out")
+    manifest = _run(
+        backup.backup(
+            source_url=url,
+            out=out,
+            checkpoints=CheckpointDirectory(checkpoint_dir(settings)),
+            now=utcnow(),
+        )
+    )
+    body = manifest.body
+    click.echo(
+        f"wrote {out} (0600): schema {manifest.schema_head}, {sum(manifest.rows.values())} rows, audit head seq "
+        f"{manifest.audit_seq}, {body['checkpoints']['count']} checkpoints; manifest {manifest.sha256}\n"
+        "the keyring is not in it: keep the keyring and the audit signing key apart from it"
+    )
+
+
+@main.command("restore")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="A file written by `strongroom-server backup`.",
+)
+@click.option(
+    "--to",
+    "target",
+    default=None,
+    metavar="URL",
+    help="The database to restore into (default: the configured one, which keeps its password off the command line).",
+)
+@click.option("--replace", is_flag=True, help="Wipe a target that holds rows before restoring into it.")
+def restore_command(source: Path, target: str | None, replace: bool) -> None:
+    """Restore a backup into an empty (or, with --replace, wiped) database at this broker's schema; then verify it."""
+    from broker.audit.signing import checkpoint_dir, load_signer
+    from broker.audit.sinks import CheckpointDirectory
+    from broker.services import backup
+    from broker.services.keys import STALE_AFTER
+    from broker.services.runtime import utcnow
+
+    settings = _settings()
+    opened = backup.open_backup(source)
+    if target is None:
+        target_url = settings.resolved_database_url
+        if settings.is_embedded:
+            _prepare_embedded(settings)
+            if opened.manifest.schema_head == _head(target_url):
+                _upgrade(settings, "head")
+    else:
+        target_url = _database_url(target, "--to")
+    try:
+        signer, _ = load_signer(settings)
+    except BrokerError as exc:
+        raise _fail(exc) from None
+    _reach(target_url, "--to", "nothing was restored")
+    restored = _run(
+        backup.restore(
+            backup=opened,
+            target_url=target_url,
+            replace=replace,
+            public=signer.public,
+            running_since=utcnow() - STALE_AFTER,
+        )
+    )
+    click.echo(
+        ("wiped the target, then " if restored.replaced else "")
+        + f"restored {restored.rows} rows in {len(restored.tables)} tables (audit head seq "
+        f"{opened.manifest.audit_seq}, backup manifest {opened.manifest.sha256})"
+    )
+    problems = []
+    if not restored.counts_match:
+        problems.append("row counts differ from the backup's manifest (was a broker writing to the target?)")
+    if not restored.audit.ok:
+        problems.append(f"the audit chain does not verify: {_report_text(restored.audit)}")
+    if problems:
+        raise click.ClickException("--to: the target holds the restore but " + "; ".join(problems))
+    click.echo(f"verified on the target: row counts, the audit chain ({restored.audit.events} records)")
+    directory = CheckpointDirectory(checkpoint_dir(settings))
+    published = directory.between(0, None)
+    if not published and opened.checkpoints:
+        directory.ensure(signer.public)
+        for signed in opened.checkpoints:
+            directory.write(signed)
+        for marker in opened.markers:
+            directory.write_marker(marker)
+        click.echo(
+            f"the checkpoint directory {directory.path} was empty: wrote the backup's checkpoints into it"
+        )
+    elif published and published[-1].seq > opened.manifest.audit_seq:
+        click.echo(
+            f"the checkpoint directory {directory.path} vouches for seq {published[-1].seq}, past the backup's "
+            f"{opened.manifest.audit_seq}: the broker will refuse to start until you accept the loss with\n"
+            f"  strongroom-server audit accept-restore --from {source} --reason TEXT"
+        )
+
+
+def _head(url: str) -> str | None:
+    from broker.db import migrate
+
+    return migrate.head_revision(url)
 
 
 @main.group()
@@ -812,6 +939,55 @@ def audit_verify(public_key: Path | None, as_json: bool) -> None:
         click.echo(_report_text(report))
     if not report.ok:
         sys.exit(1)
+
+
+@audit.command("accept-restore")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The backup file the database was restored from.",
+)
+@click.option(
+    "--reason", required=True, help="Why the loss is accepted (recorded in the audit trail and the marker)."
+)
+def audit_accept_restore(source: Path, reason: str) -> None:
+    """Accept that the database was restored from FILE: audit it, sign a marker for the lost range, serve again."""
+    import getpass
+    import socket
+
+    from broker.services import backup
+    from broker.services.audit import chaining
+
+    reason = reason.strip()
+    if not reason or len(reason) > 300 or not reason.isprintable():
+        raise click.BadParameter("must be 1 to 300 printable characters on one line", param_hint="--reason")
+    opened = backup.open_backup(source, nothing="nothing was accepted")
+    actor = f"{getpass.getuser()}@{socket.gethostname()}"[:128]
+    runtime = _audit_runtime()
+
+    async def go() -> Any:
+        try:
+            return await chaining.accept_restore(
+                runtime,
+                backup_seq=opened.manifest.audit_seq,
+                backup_head=opened.manifest.audit_hash,
+                manifest=opened.manifest.sha256,
+                actor=actor,
+                reason=reason,
+            )
+        finally:
+            await runtime.engine.dispose()
+
+    done = _run(go())
+    r = done.marker.restore
+    click.echo(
+        f"accepted: the chain continues from seq {r.restored_seq}, the backup's head; {r.lost()} of the branch it "
+        f"replaced are lost. The acceptance is audit event {r.seq} of the continued chain (by {actor}); the "
+        f"superseded checkpoints are kept in {done.set_aside}"
+        + (f"; checkpoint at seq {done.checkpoint.seq} written" if done.checkpoint is not None else "")
+    )
 
 
 def _report_text(report: Any) -> str:

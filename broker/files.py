@@ -60,6 +60,24 @@ def create_private(path: Path, data: bytes) -> bool:
     return True
 
 
+def private_temporary(path: Path) -> Path:
+    """A new, empty 0600 file beside `path` (created O_EXCL) for a writer that needs a path rather than bytes
+    (a SQLite file); `install` then puts it in place, or the caller unlinks it."""
+    _prepare_dir(path.parent, force=False)
+    return _written_temporary(path, b"", 0o600)
+
+
+def install(tmp: Path, path: Path) -> None:
+    """Make `tmp` durable and rename it over `path`: a crash leaves the old file or the new one."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_directory(path.parent)
+
+
 def fsync_directory(directory: Path) -> None:
     """Make a rename or link in `directory` durable (skipped where a directory cannot be opened)."""
     try:

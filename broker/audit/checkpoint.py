@@ -155,6 +155,14 @@ class PublicKey:
             return False
         return True
 
+    def verifies_bytes(self, signature: bytes, data: bytes) -> bool:
+        """Whether `signature` is this key's over `data` (another signed document, e.g. a restore marker)."""
+        try:
+            self._key.verify(signature, data)
+        except InvalidSignature:
+            return False
+        return True
+
 
 class Signer:
     """The broker's checkpoint signing key (from configuration, never from the database)."""
@@ -181,6 +189,10 @@ class Signer:
         """Sign (seq, head, time)."""
         cp = Checkpoint(seq=seq, head=head, time=time, key_id=self.public.key_id)
         return SignedCheckpoint(cp, self._key.sign(cp.signed_bytes()))
+
+    def sign_bytes(self, data: bytes) -> bytes:
+        """Sign another document's canonical bytes; its own `format` field keeps it apart from a checkpoint."""
+        return self._key.sign(data)
 
 
 def generate_private_pem() -> bytes:

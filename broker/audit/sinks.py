@@ -24,7 +24,9 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from broker.audit.checkpoint import CheckpointError, PublicKey, SignedCheckpoint, parse
-from broker.files import ensure_private_dir, loose_mode, write_private
+from broker.audit.restore import RestoreMarker
+from broker.audit.restore import parse as parse_marker
+from broker.files import ensure_private_dir, fsync_directory, loose_mode, write_private
 
 
 class SinkError(Exception):
@@ -268,7 +270,9 @@ class SyslogSink:
 
 
 class CheckpointDirectory:
-    """The external checkpoint sink: one 0600 file per checkpoint, `checkpoint-<seq>.json`, in a 0700 directory.
+    """The external checkpoint sink: one 0600 file per checkpoint, `checkpoint-<seq>.json`, in a 0700 directory;
+    beside them, accepted-restore markers (`restore-<seq>.marker`) and the checkpoints each set aside
+    (`superseded-<seq>/`).
 
     Keep it on another volume or host (or sync it to object storage with retention lock): a database
     restored from a backup cannot restore it, which is how the start-up check sees the rollback.
@@ -316,6 +320,39 @@ class CheckpointDirectory:
             return parse((self.path / name).read_bytes()[:8192])
         except CheckpointError as exc:
             raise SinkError(f"checkpoint file {self.path / name}: {exc}") from None
+
+    def markers(self) -> list[RestoreMarker]:
+        """The accepted-restore markers (`restore-<seq>.marker`), oldest first."""
+        try:
+            names = sorted(
+                n for n in os.listdir(self.path) if n.startswith("restore-") and n.endswith(".marker")
+            )
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            try:
+                out.append(parse_marker((self.path / name).read_bytes()[:16384]))
+            except CheckpointError as exc:
+                raise SinkError(f"restore marker {self.path / name}: {exc}") from None
+        return out
+
+    def write_marker(self, marker: RestoreMarker) -> None:
+        """Write an accepted-restore marker atomically."""
+        write_private(self.path / f"restore-{marker.seq:020d}.marker", (marker.document() + "\n").encode())
+
+    def set_aside(self, seqs: list[int], *, marker_seq: int) -> Path:
+        """Move the checkpoints a restore superseded into `superseded-<marker seq>/` (kept for auditors, out
+        of the series the broker and `strongroom audit verify --checkpoints` read)."""
+        folder = self.path / f"superseded-{marker_seq:020d}"
+        ensure_private_dir(folder)
+        for seq in seqs:
+            source = self._file(seq)
+            if source.exists():
+                os.replace(source, folder / source.name)
+        fsync_directory(folder)
+        fsync_directory(self.path)
+        return folder
 
     def between(self, low: int, high: int | None) -> list[SignedCheckpoint]:
         """Checkpoints with low <= seq <= high (no upper bound when high is None)."""

@@ -43,6 +43,9 @@ from broker.audit.canonical import (
     record_hash,
 )
 from broker.audit.checkpoint import CheckpointError, PublicKey, SignedCheckpoint, parse, series_problem
+from broker.audit.restore import RestoreMarker
+from broker.audit.restore import accepted as accepted_restores
+from broker.audit.restore import parse as parse_restore
 
 # The CLI imports only this module of the broker (architecture rule 1); these names come with it.
 __all__ = [
@@ -52,10 +55,13 @@ __all__ = [
     "ExportError",
     "PublicKey",
     "Report",
+    "RestoreMarker",
     "SignedCheckpoint",
+    "accepted_restores",
     "csv_row",
     "failure_line",
     "load_checkpoints",
+    "load_restores",
     "parse_exported_at",
     "sidecar",
     "verify_export",
@@ -378,6 +384,19 @@ def load_checkpoints(path: Path) -> list[SignedCheckpoint]:
                 raise ExportError(f"{item.name}: {exc}") from None
         return found
     return read_parts(path).checkpoints
+
+
+def load_restores(path: Path) -> list[RestoreMarker]:
+    """The accepted-restore markers (`restore-*.marker`) of a checkpoint directory; none for a file."""
+    if not path.is_dir():
+        return []
+    found = []
+    for item in sorted(path.glob("restore-*.marker")):
+        try:
+            found.append(parse_restore(item.read_bytes()[:16384]))
+        except CheckpointError as exc:
+            raise ExportError(f"{item.name}: {exc}") from None
+    return found
 
 
 def sidecar(path: Path) -> Path:

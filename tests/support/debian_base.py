@@ -74,6 +74,7 @@ def rootfs() -> Path:
     with _locked(target.with_suffix(".lock")):
         if target.exists():
             return target
+        _remove_leftovers(target.parent, "sr-debootstrap-")
         reason = missing()
         if reason:
             raise RuntimeError(reason)
@@ -111,6 +112,13 @@ def rootfs() -> Path:
     return target
 
 
+def _remove_leftovers(folder: Path, prefix: str) -> None:
+    """Delete what a build killed half-way left (called under the lock, so no build is running)."""
+    for stale in folder.glob(f"{prefix}*"):
+        _unmount_under(stale)
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def _unmount_under(root: Path) -> None:
     """Unmount anything mounted below `root`, deepest first, so deleting it cannot reach the host's files."""
     prefix = str(root) + "/"
@@ -135,6 +143,7 @@ def wheelhouse() -> Path:
     with _locked(target.with_suffix(".lock")):
         if target.is_dir():
             return target
+        _remove_leftovers(target.parent, "sr-wheels-")
         work = Path(tempfile.mkdtemp(prefix="sr-wheels-", dir=target.parent))
         try:
             done = subprocess.run(

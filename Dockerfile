@@ -5,8 +5,8 @@
 # `serve --workers N`), and keeps its state only in the volumes /data, /keys and /checkpoints: nothing secret
 # is ever written into a layer, and the build context is an allow-list (.dockerignore).
 #
-# BASE must be a Debian-family image with python3 (3.11+) and its venv module on PATH, the same in both
-# stages; the default is the official slim Python. PIP_OPTIONS is passed to pip in the builder, e.g.
+# BASE must be a Debian-family image with python3 (3.11+), its venv module and pip (22.3+) on PATH, the same
+# in both stages; the default is the official slim Python. PIP_OPTIONS is passed to pip in the builder, e.g.
 # `--build-arg PIP_OPTIONS="--no-index --find-links=/src/wheelhouse"` with wheels in ./wheelhouse for an
 # offline build.
 ARG BASE=python:3.11-slim
@@ -17,15 +17,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY . /src
 # The schema migrations are read from beside the package (broker/db/migrate.py's _ROOT), which a wheel
 # install does not ship: put them where that module looks, in the venv.
+# The base's own pip installs into the venv (`--python`, pip 22.3+), so the venv carries no pip or setuptools
+# of its own (fewer files to copy, nothing for the broker's Python to install packages with).
 RUN set -eu; \
-    python3 -m venv /opt/strongroom; \
-    /opt/strongroom/bin/pip install $PIP_OPTIONS /src; \
+    python3 -m venv --without-pip /opt/strongroom; \
+    python3 -m pip --python /opt/strongroom/bin/python install $PIP_OPTIONS /src; \
     root=$(/opt/strongroom/bin/python -c 'import broker.db.migrate as m; print(m._ROOT)'); \
     cp -r /src/migrations /src/alembic.ini "$root/"; \
-    find "$root/migrations" -name __pycache__ -prune -exec rm -rf {} +; \
     /opt/strongroom/bin/python -m compileall -q "$root/migrations"; \
-    install -m 0644 /src/deploy/healthcheck.py /opt/strongroom/healthcheck.py; \
-    /opt/strongroom/bin/strongroom-server --version
+    install -m 0644 /src/deploy/healthcheck.py /opt/strongroom/healthcheck.py
 
 FROM ${BASE}
 RUN set -eu; \

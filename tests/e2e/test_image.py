@@ -143,6 +143,11 @@ def test_image_is_multi_stage_non_root_with_a_health_check_and_only_volumes_for_
     # Multi-stage: no build tool or source tree in the final image, only the venv.
     listing = engine.run(["--entrypoint", "/bin/sh", image, "-c", "ls -d /src /wheelhouse 2>&1; true"])
     assert b"No such file" in listing and b"/src\n" not in listing
+    no_pip = engine.docker(
+        "run", "--rm", "--network", "host", "--entrypoint", "/opt/strongroom/bin/python", image, "-c", "import pip",
+        check=False,
+    )  # fmt: skip
+    assert no_pip.returncode != 0 and b"No module named 'pip'" in no_pip.stderr
 
 
 def test_refuses_to_start_without_a_database_naming_the_setting(engine: docker.Engine, image: str) -> None:

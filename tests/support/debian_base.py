@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-PACKAGES = ("python3", "python3-venv")
+PACKAGES = ("python3", "python3-venv", "python3-pip")
 FORMAT = 2  # bump when the way an artefact is made changes, so old caches are not reused
 
 

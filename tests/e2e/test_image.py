@@ -58,13 +58,17 @@ def _context(target: Path, wheels: Path, canary: str) -> None:
     listed = subprocess.run(
         ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        source = ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
+        check=False,
+    )
+    if listed.returncode == 0:
+        for name in filter(None, listed.stdout.decode().split("\0")):
+            source = ROOT / name
+            if source.is_file():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target / name)
+    else:  # not a git checkout (an unpacked archive): the tree as it is, less what is never sources
+        ignore = shutil.ignore_patterns(".git", ".venv", "__pycache__", "*_cache", "*.egg-info")
+        shutil.copytree(ROOT, target, ignore=ignore, symlinks=True, dirs_exist_ok=True)
     shutil.copytree(wheels, target / "wheelhouse")
     # What an operator might leave in a checkout: .dockerignore must keep it out of the daemon's hands.
     (target / "dev-keyring.json").write_text(json.dumps({"keys": {"k": canary}}))

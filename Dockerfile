@@ -1,8 +1,8 @@
 # The Strongroom broker: `docker build -t strongroom .` (see docs/production.md).
 #
 # Multi-stage: the builder makes a virtualenv in /opt/strongroom, the final stage copies only that venv onto
-# a fresh base. It runs as uid 10001, works with `docker run --read-only` (add `--tmpfs /tmp` for
-# `serve --workers N`), and keeps its state only in the volumes /data, /keys and /checkpoints: nothing secret
+# a fresh base. It runs as uid 10001, works with `docker run --read-only` (no tmpfs needed, `serve --workers N`
+# included), and keeps its state only in the volumes /data, /keys and /checkpoints: nothing secret
 # is ever written into a layer, and the build context is an allow-list (.dockerignore).
 #
 # BASE must be a Debian-family image with python3 (3.11+), its venv module and pip (22.3+) on PATH, the same

@@ -30,10 +30,12 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # those groups come first (they are the longest); every other test is grouped by its file, so a module
 # fixture is set up once, not once per worker. Without xdist the marks do nothing and the order is kept.
 _LAB_GROUPS = {"lab": "deploy-lab", "remote_lab": "remote-lab"}
+# The longest file of all (an image built on a Debian base, ~4 min on one worker) starts before the labs.
+_FIRST_FILES = ("tests/e2e/test_image.py",)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give each test an xdist group (its lab, else its file), the lab groups first."""
+    """Give each test an xdist group (its lab, else its file): the image file first, then the labs."""
     del config
     for item in items:
         if item.get_closest_marker("xdist_group") is not None:
@@ -43,8 +45,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             (g for fixture, g in _LAB_GROUPS.items() if fixture in names), item.nodeid.split("::")[0]
         )
         item.add_marker(pytest.mark.xdist_group(group))
-    in_lab = {id(item) for item in items if _group(item) in _LAB_GROUPS.values()}
-    items.sort(key=lambda item: id(item) not in in_lab)  # stable: each group keeps its order
+    rank = {g: 0 for g in _FIRST_FILES} | {g: 1 for g in _LAB_GROUPS.values()}
+    items.sort(key=lambda item: rank.get(_group(item) or "", 2))  # stable: each group keeps its order
 
 
 def _group(item: pytest.Item) -> str | None:

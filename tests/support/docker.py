@@ -211,4 +211,22 @@ def engine(*, start_timeout: float = 60) -> Iterator[Engine]:
         _stop(proc.pid, root, proc)
         log.close()
         if not _mounts_under(root):
-            shutil.rmtree(root, ignore_errors=True)
+            _delete_in_background(root)
+
+
+def _delete_in_background(root: Path) -> None:
+    """Remove an engine's directory without waiting: a built image leaves tens of thousands of layer files."""
+    # Renamed first so a later engine never meets a half-deleted tree; the detached `rm` outlives the test run.
+    doomed = root.with_name(root.name + ".deleting")
+    try:
+        root.rename(doomed)
+    except OSError:
+        shutil.rmtree(root, ignore_errors=True)
+        return
+    subprocess.Popen(
+        ["rm", "-rf", "--one-file-system", str(doomed)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )

@@ -27,18 +27,23 @@ CONFIG = """\
 global
     maxconn 512
     stats socket {stats} mode 600 level admin
+    log stderr format raw local0
     tune.ssl.default-dh-param 2048
 
 defaults
     mode http
+    log global
+    option httplog
     timeout connect 2s
     timeout client 30s
     timeout server 30s
     timeout queue 10s
+    timeout check 2s
     timeout http-request 10s
     retries 3
     option redispatch 1
     retry-on conn-failure empty-response
+    option http-buffer-request
 
 frontend https
     bind 127.0.0.1:{port} ssl crt {pem}
@@ -48,6 +53,7 @@ frontend https
 backend {backend}
     balance roundrobin
     option httpchk GET /up
+    http-reuse never
     default-server check inter {inter_ms}ms fall 2 rise 1
 {servers}
 """
@@ -101,17 +107,13 @@ class Proxy:
 
 def binary() -> str | None:
     """The haproxy binary, if installed (apt-get install haproxy)."""
-    return shutil.which("haproxy") or next(
-        (p for p in ("/usr/sbin/haproxy",) if os.access(p, os.X_OK)), None
-    )
+    return shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy",) if os.access(p, os.X_OK)), None)
 
 
 def config(*, port: int, pem: Path, stats: Path, servers: dict[str, int], inter_ms: int = 200) -> str:
     """The proxy's configuration: TLS on `port` with `pem`, round robin over `servers` (name: port)."""
     lines = "\n".join(f"    server {name} 127.0.0.1:{p}" for name, p in servers.items())
-    return CONFIG.format(
-        stats=stats, port=port, pem=pem, backend=BACKEND, inter_ms=inter_ms, servers=lines
-    )
+    return CONFIG.format(stats=stats, port=port, pem=pem, backend=BACKEND, inter_ms=inter_ms, servers=lines)
 
 
 @contextlib.contextmanager

@@ -67,6 +67,7 @@ class Lab:
     checkpoints: Path
     ports: dict[str, int]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    extra_ports: dict[str, int] = field(default_factory=dict)  # replicas outside the proxy
     proxy: haproxy.Proxy | None = None
     token: str = ""
 
@@ -74,11 +75,12 @@ class Lab:
         """Where replica `name` writes its output."""
         return self.tmp / f"{name}.log"
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
-        """Start replica `name` on its port (not waiting for it)."""
+    def start(self, name: str, *options: str) -> subprocess.Popen[bytes]:
+        """Start replica `name` on its port with `serve` options (not waiting for it)."""
+        port = self.ports.get(name) or self.extra_ports.setdefault(name, free_port())
         with self.log(name).open("ab") as handle:
             proc = subprocess.Popen(
-                [str(BIN / "strongroom-server"), "serve", "--port", str(self.ports[name])],
+                [str(BIN / "strongroom-server"), "serve", "--port", str(port), *options],
                 env=self.server_env,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
@@ -491,3 +493,23 @@ def test_kill_9_fails_over_within_the_bound_and_loses_no_acknowledged_write(lab:
     gaps = [b - a for a, b in itertools.pairwise([before, *after])]
     assert max(gaps) < FAILOVER_BOUND, f"longest time without an answer: {max(gaps):.3f} s"
     assert_nothing_lost(lab, load)
+
+
+def test_a_request_still_running_at_the_graceful_timeout_is_cut_off_and_changes_nothing(lab: Lab) -> None:
+    """`serve --graceful-timeout 1`: a write stuck on a row lock does not keep a stopping broker alive."""
+    proc = lab.start("r3", "--graceful-timeout", "1")
+    port = lab.extra_ports["r3"]
+    wait_up(port, proc, deadline=60)
+    with lab.https() as c:
+        r = c.put(f"{BASE}/STUCK", json={"value": "kept"})
+        assert r.status_code == 200, r.text
+    with HeldWrite(lab, port, "STUCK") as held:
+        proc.send_signal(signal.SIGTERM)
+        # It exits while the write still waits on the lock held here: the bound, not the client, decides.
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        status, _ = held.release()
+    # Cancelled before its response began, uvicorn answers it 500 (a response already started is cut off).
+    assert status == 500
+    with lab.https() as c:
+        got = c.get(f"{BASE}/STUCK").json()
+    assert (got["value"], got["version"]) == ("kept", 1)

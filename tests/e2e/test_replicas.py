@@ -179,6 +179,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, pg_cluster: pg.Cluster) -> Ite
         "STRONGROOM_AUDIT_CHECKPOINT_DIR": str(tmp / "checkpoints"),
         # Both replicas' chainers sign into the one directory during the load, not only at the end.
         "STRONGROOM_AUDIT_CHECKPOINT_INTERVAL": "1",
+        "STRONGROOM_TRUSTED_PROXIES": '["127.0.0.1/32"]',
     }
     ca, cert, key = make_ca_and_server(tmp)
     lab = Lab(

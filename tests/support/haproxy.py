@@ -15,14 +15,21 @@ from pathlib import Path
 BACKEND = "brokers"
 
 # The configuration docs/production.md shows, with the test's paths and ports filled in. Why each line:
-# - `option httpchk GET /up` with a short `inter`: a replica that stopped listening leaves the rotation
-#   after `fall` failed checks; `rise 1` lets a restarted one back at its first good answer.
-# - `retries` and `option redispatch 1`: a refused connection (a replica that closed its listener on
+# - `option httpchk GET /up` every `inter` (200 ms), `fall 2`, `rise 1`, `timeout check 2s`: a replica
+#   that stopped listening leaves the rotation within about half a second; a slow answer on a loaded
+#   machine is not taken for a dead replica; a restarted one comes back at its first good answer.
+# - `retries 3` and `option redispatch 1`: a refused connection (a replica that closed its listener on
 #   SIGTERM, or was killed) is tried again on the other replica, so no client sees it.
-# - `retry-on conn-failure empty-response`: a request the replica closed without answering (an idle
-#   keep-alive connection it shut on SIGTERM, a connection still in its accept queue, a crash mid-request)
-#   is sent again to the other replica. A write can thus run twice after a crash (two versions holding the
-#   same value); a client that needs exactly-once writes sends `cas`.
+# - `retry-on conn-failure empty-response` with `option http-buffer-request`: a request the replica
+#   closed without answering (a connection still in its accept queue when it closed the listener, a crash
+#   mid-request) is sent again to the other replica; HAProxy can only resend a request it holds whole.
+#   A write can thus run twice after a crash (two versions holding the same value); a client that needs
+#   exactly-once writes sends `cas`.
+# - `http-reuse never`: one server connection per request. A reused idle connection that the replica
+#   closes on SIGTERM (or that died with it) makes HAProxy close the client's connection without an
+#   answer instead of retrying, which a client sees as an error.
+# - `option forwardfor` with STRONGROOM_TRUSTED_PROXIES naming the proxy: audit records and the
+#   per-address limits see the client's address, not the proxy's.
 CONFIG = """\
 global
     maxconn 512
@@ -47,6 +54,7 @@ defaults
 
 frontend https
     bind 127.0.0.1:{port} ssl crt {pem}
+    option forwardfor
     http-request set-header X-Forwarded-Proto https
     default_backend {backend}
 

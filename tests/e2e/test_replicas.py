@@ -11,9 +11,13 @@ threads write distinct values and read them back through the proxy while one rep
   unanswered request there); at most the requests in flight at the kill may fail, and the longest time
   without any successful answer around the kill stays under FAILOVER_BOUND.
 
-After each, every acknowledged write reads back with its value at its version, the audit chain is one
-(every event linked, no gap), and the audit trail verifies against the checkpoint directory, on the server
-and offline through the CLI.
+After each, every acknowledged write reads back with its value at its version (through the proxy, and one
+with `strongroom secrets get --version`), the audit chain is one (every event linked, no gap in the
+sequence), and `strongroom audit export` then `strongroom audit verify --checkpoints DIR` pass against the
+directory both replicas' chainers sign into. No value reaches a replica's or the proxy's log.
+
+A third replica outside the proxy, started with `--graceful-timeout 1`, shows the drain's bound: a write
+still waiting on a row lock when the bound expires is cancelled, answered 500 and rolled back.
 """
 
 from __future__ import annotations
@@ -228,14 +232,15 @@ def lab(tmp_path_factory: pytest.TempPathFactory, pg_cluster: pg.Cluster) -> Ite
                 lab.token = r.json()["token"]
             yield lab
     finally:
-        for proc in lab.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        running = [proc for proc in lab.procs.values() if proc.poll() is None]
+        for proc in running:  # all at once: they shut down side by side
+            proc.terminate()
+        for proc in running:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 @dataclass

@@ -412,7 +412,10 @@ class HeldWrite:
     def waiting(self) -> bool:
         """A broker's statement waits on the lock held here."""
         out = self.lab.cluster.psql(
+            # A row lock's waiter waits on the holder's transaction (or the tuple), never on an advisory
+            # lock as the audit chainer's synchronous passes do.
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND wait_event IN ('transactionid', 'tuple') AND query LIKE '%FROM secrets%FOR UPDATE%' "
             f"AND datname = '{self.lab.db}'"
         )
         return int(out) >= 1

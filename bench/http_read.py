@@ -143,10 +143,12 @@ def run_wrk(
     headers: dict[str, str] | None = None,
     targets: list[tuple[str, str]] | None = None,
     threads: int = 2,
+    scheme: str = "http",
 ) -> dict[str, Any]:
     """wrk runs for the whole -d duration (it cannot stop at a count and still report a true rate).
 
-    `targets`: (path, body) pairs sent in turn instead of `path` alone; `headers` go with every request.
+    `targets`: (path, body) pairs sent in turn instead of `path` alone; `headers` go with every request;
+    `scheme` https for a TLS listener (wrk does not check the certificate).
     """
     script = workdir / "bench.lua"
     every = dict(headers or {})
@@ -169,7 +171,7 @@ def run_wrk(
             "10s",
             "-s",
             str(script),
-            f"http://127.0.0.1:{port}",
+            f"{scheme}://127.0.0.1:{port}",
         ],
         capture_output=True,
         text=True,

@@ -252,6 +252,17 @@ def _check_transport(settings: Settings) -> None:
     help="Serve plain HTTP on an address other than loopback (behind a TLS-terminating proxy only) "
     "[env: STRONGROOM_ALLOW_PLAIN_HTTP].",
 )
+@click.option(
+    "--graceful-timeout",
+    type=click.IntRange(min=1),
+    default=30,
+    show_default=True,
+    envvar="STRONGROOM_GRACEFUL_TIMEOUT",
+    help="On SIGTERM or SIGINT, stop accepting and let requests in flight finish for at most this many "
+    "seconds; those still running then are cancelled (answered 500, or cut off if their answer had "
+    "begun) and their transactions rolled back "
+    "[env: STRONGROOM_GRACEFUL_TIMEOUT].",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -259,6 +270,7 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     allow_plain_http: bool | None,
+    graceful_timeout: int,
 ) -> None:
     """Serve the API; on the embedded default, set up SQLite and a development key first."""
     import uvicorn
@@ -311,9 +323,11 @@ def serve(
     click.echo(f"strongroom broker on {scheme}://{settings.host}:{settings.port}", err=True)
     from broker.api.protocol import BoundedHttpTools
 
-    tls: dict[str, Any] = {}
+    # Without a bound uvicorn waits for a stuck client forever, and the supervisor's SIGKILL then cuts off
+    # every request in flight, not only the stuck one.
+    options: dict[str, Any] = {"timeout_graceful_shutdown": graceful_timeout}
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
-        tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
+        options |= {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
     if workers > 1:
         uvicorn.run(
             "broker.main:app_factory",
@@ -324,7 +338,7 @@ def serve(
             log_level="warning",
             server_header=False,
             http=BoundedHttpTools,
-            **tls,
+            **options,
         )
     else:
         uvicorn.run(
@@ -334,7 +348,7 @@ def serve(
             log_level="warning",
             server_header=False,
             http=BoundedHttpTools,
-            **tls,
+            **options,
         )
 
 

@@ -23,7 +23,7 @@ log = logging.getLogger("strongroom.request")
 
 # An inbound X-Request-Id is kept when it is a plain token (a proxy's or a caller's correlation id);
 # anything else (too long, spaces, quotes, control characters) is replaced by a fresh one.
-_REQUEST_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:=-]{0,63}")
 UNMATCHED = "unmatched"
 
 

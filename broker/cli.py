@@ -263,6 +263,7 @@ def serve(
     """Serve the API; on the embedded default, set up SQLite and a development key first."""
     import logging.config
     import shutil
+    import signal
     import tempfile
 
     from broker import logs
@@ -286,6 +287,9 @@ def serve(
         )
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         settings = settings.model_copy(update={"prometheus_multiproc_dir": metrics_dir})
+        # uvicorn re-raises the SIGTERM it handled once it has shut down; exit normally instead, so the
+        # run's directory is removed below (as it is when the supervisor of several workers returns).
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         _serve(settings, workers, log_config)
     finally:

@@ -21,11 +21,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import wait_up
+from tests.e2e.conftest import start, stop, wait_up
 from tests.support import pg
 
 BIN = Path(sys.executable).parent
-pytestmark = pytest.mark.postgres
 READ = "/v1/projects/{project}/environments/{environment}/secrets/{name}"
 
 
@@ -142,6 +141,7 @@ def wait_for_both_workers(served: Served) -> dict[Any, float]:
     raise AssertionError(f"both workers did not start: {served.log.read_text(errors='replace')}")
 
 
+@pytest.mark.postgres
 def test_two_workers_add_up_and_logs_carry_no_value(served: Served, tmp_path: Path) -> None:
     wait_for_both_workers(served)
     runs = list(served.parent.iterdir())
@@ -220,3 +220,29 @@ def test_two_workers_add_up_and_logs_carry_no_value(served: Served, tmp_path: Pa
             "actor",
         }
     assert [r["request_id"] for r in lines if r["route"] == "/up" and r["request_id"] == generated]
+
+
+def test_one_worker_serves_metrics_and_removes_its_directory_on_sigterm(tmp_path: Path) -> None:
+    """The embedded default, one process: the same files, the same listener; SIGTERM ends it cleanly."""
+    parent = tmp_path / "metrics"
+    parent.mkdir(mode=0o700)
+    metrics_port = pg.free_port()
+    broker = start(
+        tmp_path / "data",
+        tmp_path / "home" / ".config",
+        tmp_path / "broker.log",
+        server_env={"STRONGROOM_METRICS_PORT": str(metrics_port), "PROMETHEUS_MULTIPROC_DIR": str(parent)},
+    )
+    try:
+        for _ in range(3):
+            assert call(broker.port, "GET", "/readyz")[0] == 200
+        samples = scrape(metrics_port)
+        assert (
+            value(samples, "strongroom_http_requests_total", method="GET", route="/readyz", outcome="2xx")
+            == 3
+        )
+        assert len(list(parent.iterdir())) == 1
+    finally:
+        stop(broker)
+    assert broker.proc.returncode == 0
+    assert list(parent.iterdir()) == []

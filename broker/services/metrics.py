@@ -98,14 +98,14 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._lock = threading.Lock()
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request (the middleware's only call, on every request)."""
-        key = (method, route, status)
+        # Every part of the key is bounded (a method outside METHODS is "other"), so the cache is too.
+        label = method if method in METHODS else "other"
+        key = (label, route, status)
         children = self._children.get(key)
         if children is None:
-            label = method if method in METHODS else "other"
             children = (
                 self.requests.labels(label, route, f"{status // 100}xx"),
                 self.latency.labels(label, route),

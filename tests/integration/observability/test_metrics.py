@@ -70,6 +70,8 @@ def test_requests_are_counted_by_route_template_never_by_path(
         assert client.get(url, headers=h).json()["value"] == canary
     assert client.get(url + "X", headers=h).status_code == 404
     assert client.get(f"/nowhere/{canary}?q={canary}").status_code == 404
+    for verb in ("FOO", "BAR"):  # methods outside HTTP's usual ones share one label
+        assert client.request(verb, "/up").status_code == 405
     body, after = scrape(rt, client)
 
     read = {"method": "GET", "route": READ}
@@ -92,6 +94,8 @@ def test_requests_are_counted_by_route_template_never_by_path(
         after, "strongroom_http_request_duration_seconds_count", **read
     )
     assert value(after, "strongroom_http_requests_total", method="GET", route="unmatched", outcome="4xx") >= 1
+    assert value(after, "strongroom_http_requests_total", method="other", route="/up", outcome="4xx") == 2
+    assert "FOO" not in body and "BAR" not in body
     # Names are data: no project, secret name, value or unmatched path reaches a label.
     for data in (project, name, canary, "/nowhere"):
         assert data not in body

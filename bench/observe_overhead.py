@@ -1,12 +1,13 @@
-"""CPU cost of the observing middleware (broker/api/observe.py) per request, with and without it.
+"""CPU cost of the observing middleware (broker/api/observe.py) per request: the edge with and without it.
 
 Run by hand: ``.venv/bin/python bench/observe_overhead.py`` (prometheus_client keeping values in memory,
 as a broker without STRONGROOM_METRICS_PORT does), ``... --multiprocess`` (values in per-process files,
-as `serve` with STRONGROOM_METRICS_PORT does), ``--json-log`` (request lines on, as JSON). It drives a
-minimal ASGI app that answers 200 (the route already set, as the router does) with the same request scope as the read path's
-(`GET /v1/projects/{project}/environments/{environment}/secrets/{name}`, a bearer token, seven headers),
-alternating bare and observed runs, and prints the CPU microseconds per request of each (process time,
-so other load on the machine moves it little) and the difference. Compare the difference with a read's
+as `serve` with STRONGROOM_METRICS_PORT does), ``--json-log`` (request lines on, as JSON). It drives the
+edge (`Edge`, then `ObservedEdge`) around a minimal ASGI app that answers 200 (the route already set, as
+the router does) to `GET /up` with the headers of a CLI read (a bearer token, six headers, no
+X-Request-Id): /up is not audited, so the edge does the same little work on both sides and the difference
+is the observing part. It alternates bare and observed runs and prints the CPU microseconds per request
+of each (process time, so other load on the machine moves it little) and the difference. Compare the difference with a read's
 cost in bench/http_read.py (server CPU seconds over reads served).
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 
 
 class _Route:
-    path = "/v1/projects/{project}/environments/{environment}/secrets/{name}"
+    path = "/up"
 
 
 async def _app(scope: Any, receive: Any, send: Any) -> None:
@@ -38,7 +39,7 @@ def _scope() -> dict[str, Any]:
     return {
         "type": "http",
         "method": "GET",
-        "path": "/v1/projects/microblog/environments/production/secrets/DATABASE_URL",
+        "path": "/up",
         "headers": [
             (b"host", b"127.0.0.1:8750"),
             (b"user-agent", b"strongroom-cli/1"),
@@ -46,7 +47,6 @@ def _scope() -> dict[str, Any]:
             (b"accept-encoding", b"gzip"),
             (b"connection", b"keep-alive"),
             (b"authorization", b"Bearer srt_" + b"x" * 43),
-            (b"x-request-id", b"trace-0123456789"),
         ],
     }
 
@@ -79,8 +79,15 @@ def main() -> int:
             env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": tmp}
             return os.spawnve(os.P_WAIT, sys.executable, [sys.executable, *sys.argv], env)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from broker.api.observe import Observe
+    import json
+
+    from broker.api.edge import Edge
+    from broker.api.observe import ObservedEdge
+    from broker.config import Settings
+    from broker.keys import new_document
+    from broker.main import build_runtime
     from broker.services.metrics import Metrics
+    from broker.services.runtime import utcnow
 
     if args.json_log:
         import logging.config
@@ -94,17 +101,26 @@ def main() -> int:
             "formatter": "default",
         }
         logging.config.dictConfig(config)
-    observed = Observe(_app, Metrics(), log_requests=args.json_log)
+    with tempfile.TemporaryDirectory() as tmp:
+        runtime = build_runtime(
+            Settings(
+                database_url=f"sqlite:///{tmp}/unused.db",  # never opened: /up touches no database
+                data_dir=Path(tmp),
+                keyring=json.dumps(new_document(utcnow(), dev=False)),
+            )
+        )
+    edge = Edge(_app, runtime)
+    observed = ObservedEdge(_app, runtime, Metrics(), log_requests=args.json_log)
     bare_runs, observed_runs = [], []
     for _ in range(args.repeats):
-        bare_runs.append(asyncio.run(_drive(_app, args.requests)))
+        bare_runs.append(asyncio.run(_drive(edge, args.requests)))
         observed_runs.append(asyncio.run(_drive(observed, args.requests)))
     bare, obs = min(bare_runs), min(observed_runs)
     mode = "multiprocess (files)" if args.multiprocess else "in memory"
     mode += ", JSON request lines" if args.json_log else ", no request lines"
     print(f"prometheus_client values {mode}; {args.requests} requests x {args.repeats}, best run of each")
-    print(f"bare app        {bare:7.2f} us CPU per request")
-    print(f"with Observe    {obs:7.2f} us CPU per request")
+    print(f"Edge            {bare:7.2f} us CPU per request")
+    print(f"ObservedEdge    {obs:7.2f} us CPU per request")
     print(f"middleware cost {obs - bare:7.2f} us CPU per request")
     return 0
 

@@ -11,8 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from broker.api import docs, errors
-from broker.api.edge import Edge
-from broker.api.observe import Observe
+from broker.api.observe import ObservedEdge
 from broker.api.routes import audit as audit_routes
 from broker.api.routes import auth, compile, deploys, health, importing, projects, secrets
 from broker.audit.trail import from_settings as audit_trail
@@ -130,7 +129,7 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
         audit_routes.router,
     ):
         app.include_router(router)
-    return Observe(Edge(app, runtime), metrics, log_requests=runtime.settings.logs_requests)
+    return ObservedEdge(app, runtime, metrics, log_requests=runtime.settings.logs_requests)
 
 
 def app_factory() -> ASGIApp:

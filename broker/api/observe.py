@@ -1,4 +1,4 @@
-"""Pure ASGI middleware outside the edge: the request id, request metrics and the request log line.
+"""Pure ASGI middleware around the edge: the request id, request metrics and the request log line.
 
 It sits on every request of the hot read path, so it does little: one pass over the header list, a
 clock read at each end, two metric updates through cached label children, and a log record only when
@@ -15,9 +15,10 @@ from time import perf_counter
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from broker.api.edge import UNAUDITED_PATHS, match_template
+from broker.api.edge import UNAUDITED_PATHS, Edge, match_template
 from broker.domain.request import RequestContext
 from broker.services.metrics import Metrics
+from broker.services.runtime import Runtime
 
 log = logging.getLogger("strongroom.request")
 
@@ -50,17 +51,21 @@ def route_template(scope: Scope) -> str:
     return found or UNMATCHED
 
 
-class Observe:
-    """Sets the request id the edge and the audit event use, counts and times the request, logs a line."""
+class ObservedEdge(Edge):
+    """The edge, observed: sets the request id the edge and the audit event use, then runs the edge, then
+    counts and times the request and logs a line.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, *, log_requests: bool) -> None:
-        self.app = app
+    A subclass rather than one more wrapper, so the application stays one layer around FastAPI (`.app`)
+    for everything that inspects it; the observing part runs around the whole edge all the same."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime, metrics: Metrics, *, log_requests: bool) -> None:
+        super().__init__(app, runtime)
         self.metrics = metrics
         self.log_requests = log_requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await super().__call__(scope, receive, send)
             return
         start = perf_counter()
         rid = request_id(scope)
@@ -74,7 +79,7 @@ class Observe:
             await send(message)
 
         try:
-            await self.app(scope, receive, observed_send)
+            await super().__call__(scope, receive, observed_send)
         finally:
             seconds = perf_counter() - start
             route = route_template(scope)

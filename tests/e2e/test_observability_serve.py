@@ -119,7 +119,7 @@ def served(pg_cluster: pg.Cluster, tmp_path: Path) -> Iterator[Served]:
             stdin=subprocess.DEVNULL,
         )
     try:
-        wait_up(port, proc)
+        wait_up(port, proc, deadline=120)  # a loaded machine starts two workers slowly
         yield Served(env, port, metrics_port, proc, log, parent)
     finally:
         proc.terminate()
@@ -131,8 +131,8 @@ def served(pg_cluster: pg.Cluster, tmp_path: Path) -> Iterator[Served]:
 
 
 def wait_for_both_workers(served: Served) -> dict[Any, float]:
-    """Poll the scrape until both workers have started (each adds its pool's size); fail after 60 s."""
-    end = time.monotonic() + 60
+    """Poll the scrape until both workers have started (each adds its pool's size); fail after 120 s."""
+    end = time.monotonic() + 120
     while time.monotonic() < end:
         samples = scrape(served.metrics_port)
         if value(samples, "strongroom_db_pool_size") == 2 * 20:  # pool 10 + overflow 10, per worker

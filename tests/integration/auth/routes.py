@@ -87,7 +87,7 @@ def schema_operations(app: FastAPI) -> set[tuple[str, str]]:
 
 
 def app_of(broker: Broker) -> FastAPI:
-    app = broker.client.app.app.app  # type: ignore[attr-defined]  # create_app returns Observe(Edge(FastAPI))
+    app = broker.client.app.app  # type: ignore[attr-defined]  # create_app returns Edge(FastAPI)
     assert isinstance(app, FastAPI)
     return app
 

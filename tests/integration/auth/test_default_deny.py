@@ -49,7 +49,7 @@ ALLOWED_WITHOUT_SCOPE: dict[tuple[str, str], int] = {
 def test_route_table_is_fully_enumerated(tmp_path: Path) -> None:
     """The walk finds every documented operation (no database needed: the app is only inspected)."""
     rt = build_runtime(make_settings(f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}", tmp_path))
-    app = create_app(rt).app.app  # type: ignore[attr-defined]  # Observe(Edge(FastAPI))
+    app = create_app(rt).app  # type: ignore[attr-defined]
     assert isinstance(app, FastAPI)
     found = {(e.method, e.path) for e in endpoints(app)}
     assert schema_operations(app) <= found

@@ -28,7 +28,7 @@ def scrape(
     rt: Runtime, client: TestClient
 ) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
     """The exposition text a scrape gets, and its samples by (name, sorted labels)."""
-    metrics: Metrics = client.app.app.app.state.metrics  # type: ignore[attr-defined]  # Observe(Edge(FastAPI))
+    metrics: Metrics = client.app.app.state.metrics  # type: ignore[attr-defined]  # Edge(FastAPI)
     body = generate_latest(exposition(rt.settings, metrics)).decode()
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value

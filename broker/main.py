@@ -64,7 +64,7 @@ def build_runtime(settings: Settings, *, create_dev_keys: bool = False) -> Runti
 
 
 def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
-    """The ASGI application: FastAPI routes behind the edge middleware, behind the observing one."""
+    """The ASGI application: FastAPI routes behind the edge middleware (observed: metrics, request id, logs)."""
     metrics = Metrics()
     metrics.instrument(runtime)
 

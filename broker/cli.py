@@ -273,11 +273,12 @@ def serve(
     graceful_timeout: int,
 ) -> None:
     """Serve the API; on the embedded default, set up SQLite and a development key first."""
-    import uvicorn
+    import logging.config
+    import shutil
+    import signal
+    import tempfile
 
-    from broker.keys import load
-    from broker.main import build_runtime, create_app
-    from broker.services.runtime import utcnow
+    from broker import logs
 
     settings = _settings(
         host=host,
@@ -287,6 +288,35 @@ def serve(
         allow_plain_http=allow_plain_http or None,
     )
     _check_transport(settings)
+    log_config = logs.config(settings.log_format)
+    logging.config.dictConfig(log_config)
+    metrics_dir: Path | None = None
+    if settings.metrics_port is not None:
+        # Every worker writes its metric values to files in this run's own directory (prometheus_client's
+        # multiprocess mode reads the variable when it is first imported, so it is set before that).
+        metrics_dir = Path(
+            tempfile.mkdtemp(prefix="strongroom-metrics-", dir=settings.prometheus_multiproc_dir)
+        )
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        settings = settings.model_copy(update={"prometheus_multiproc_dir": metrics_dir})
+        # uvicorn re-raises the SIGTERM it handled once it has shut down; exit normally instead, so the
+        # run's directory is removed below (as it is when the supervisor of several workers returns).
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        _serve(settings, workers, log_config, graceful_timeout)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(settings: Settings, workers: int, log_config: dict[str, Any], graceful_timeout: int) -> None:
+    import uvicorn
+
+    from broker.keys import load
+    from broker.main import build_runtime, create_app
+    from broker.services import metrics
+    from broker.services.runtime import utcnow
+
     scheme = "https" if settings.tls_cert_file is not None else "http"
     if settings.is_embedded:
         _prepare_embedded(settings)
@@ -328,6 +358,15 @@ def serve(
     options: dict[str, Any] = {"timeout_graceful_shutdown": graceful_timeout}
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
         options |= {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
+    if settings.metrics_port is not None:
+        try:
+            metrics.serve(settings)
+        except OSError as exc:
+            raise click.UsageError(
+                f"STRONGROOM_METRICS_PORT: cannot listen on {settings.metrics_host}:{settings.metrics_port} "
+                f"({exc.strerror or type(exc).__name__})"
+            ) from None
+        click.echo(f"metrics on http://{settings.metrics_host}:{settings.metrics_port}/metrics", err=True)
     if workers > 1:
         uvicorn.run(
             "broker.main:app_factory",
@@ -336,6 +375,7 @@ def serve(
             port=settings.port,
             workers=workers,
             log_level="warning",
+            log_config=log_config,
             server_header=False,
             http=BoundedHttpTools,
             **options,
@@ -346,6 +386,7 @@ def serve(
             host=settings.host,
             port=settings.port,
             log_level="warning",
+            log_config=log_config,
             server_header=False,
             http=BoundedHttpTools,
             **options,

@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     audit_fingerprint_limit: int = Field(default=30, ge=1)
     audit_fingerprint_window: int = Field(default=60, ge=1)
     audit_retention_days: int | None = Field(default=None, ge=1)
+    # Observability (README "Metrics and health"): Prometheus metrics on their own listener, off by
+    # default; logs as text (a terminal) or one JSON object per line (a collector), request lines.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    log_format: Literal["text", "json"] = "text"
+    # One line per request; by default on with JSON logs and off with text ones.
+    access_log: bool | None = None
+    # prometheus_client's own variable (set by `serve` to a per-run directory): the workers' shared
+    # metric files. Read here because this module is the only reader of the environment.
+    prometheus_multiproc_dir: Path | None = Field(default=None, validation_alias="PROMETHEUS_MULTIPROC_DIR")
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -87,6 +97,14 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(DATABASE_SCHEMES):
             raise ValueError("must be a postgresql:// or sqlite:// URL (PostgreSQL or SQLite)")
         return value
+
+    @model_validator(mode="after")
+    def _metrics_port(self) -> Settings:
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError(
+                "STRONGROOM_METRICS_PORT: must differ from STRONGROOM_PORT (metrics have their own listener)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_rules(self) -> Settings:
@@ -117,6 +135,11 @@ class Settings(BaseSettings):
             if url.startswith(plain):
                 return driver + url[len(plain) :]
         return url
+
+    @property
+    def logs_requests(self) -> bool:
+        """Whether each request gets a log line (STRONGROOM_ACCESS_LOG, by default only with JSON logs)."""
+        return self.log_format == "json" if self.access_log is None else self.access_log
 
     @property
     def resolved_key_file(self) -> Path:

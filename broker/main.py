@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from broker.api import docs, errors
-from broker.api.edge import Edge
+from broker.api.observe import ObservedEdge
 from broker.api.routes import audit as audit_routes
 from broker.api.routes import auth, compile, deploys, health, importing, projects, secrets
 from broker.audit.trail import from_settings as audit_trail
@@ -26,6 +26,7 @@ from broker.keys import load as load_keys
 from broker.oidc import from_file as load_oidc
 from broker.services import keys as keys_service
 from broker.services.audit import runner as audit_runner
+from broker.services.metrics import Metrics
 from broker.services.ratelimit import SlidingLimiter
 from broker.services.runtime import Runtime, utcnow
 
@@ -64,7 +65,9 @@ def build_runtime(settings: Settings, *, create_dev_keys: bool = False) -> Runti
 
 
 def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
-    """The ASGI application: FastAPI routes behind the edge middleware."""
+    """The ASGI application: FastAPI routes behind the edge middleware (observed: metrics, request id, logs)."""
+    metrics = Metrics()
+    metrics.instrument(runtime)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -97,6 +100,7 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
                 await audit_runner.stop(runtime)
             await runtime.units.close()
             await runtime.engine.dispose()
+            metrics.close(runtime.settings)
 
     app = FastAPI(
         title="Strongroom broker",
@@ -109,6 +113,7 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
         redirect_slashes=False,
     )
     app.state.runtime = runtime
+    app.state.metrics = metrics
     app.add_route("/docs", docs.docs_endpoint("/openapi.json", app.title), include_in_schema=False)
     app.add_route("/docs/oauth2-redirect", docs.oauth2_redirect, include_in_schema=False)
     errors.install(app)
@@ -126,7 +131,7 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
     ):
         app.include_router(router)
     app.mount("/console", build_console(runtime))
-    return Edge(app, runtime)
+    return ObservedEdge(app, runtime, metrics, log_requests=runtime.settings.logs_requests)
 
 
 def app_factory() -> ASGIApp:

@@ -18,7 +18,7 @@ from broker.services.runtime import Runtime
 
 log = logging.getLogger("strongroom.edge")
 
-UNAUDITED_PATHS = frozenset({"/up", "/healthz"})
+UNAUDITED_PATHS = frozenset({"/up", "/healthz", "/readyz"})
 
 _P = "/v1/projects/{project}"
 _E = _P + "/environments/{environment}"
@@ -286,7 +286,8 @@ class Edge:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        request_id = uuid.uuid4().hex
+        # Chosen by the observing middleware in front (an inbound X-Request-Id, broker/api/observe.py).
+        request_id = scope.get("state", {}).get("request_id") or uuid.uuid4().hex
         ctx = RequestContext(
             request_id=request_id,
             method=scope["method"],

@@ -237,7 +237,7 @@ def routes(api: AuditApi) -> list[tuple[str, str, tuple[str, ...]]]:
     app = api.client.app.app  # type: ignore[attr-defined]
     assert isinstance(app, FastAPI)
     found = {(e.method, e.path, e.params) for e in endpoints(app) if e.method != "HEAD"}
-    return sorted(r for r in found if r[1] not in ("/up", "/healthz"))
+    return sorted(r for r in found if r[1] not in ("/up", "/healthz", "/readyz"))
 
 
 @contextlib.contextmanager

@@ -31,6 +31,7 @@ from tests.integration.auth.routes import (
 ALLOWED_WITHOUT_SCOPE: dict[tuple[str, str], int] = {
     ("GET", "/up"): 200,
     ("GET", "/healthz"): 200,
+    ("GET", "/readyz"): 200,
     ("GET", "/openapi.json"): 200,
     ("HEAD", "/openapi.json"): 200,
     ("GET", "/docs"): 200,

@@ -32,6 +32,7 @@ What Kamal 2 (2.3 or later) does with each piece, and so what this renderer refu
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -42,6 +43,7 @@ from typing import Any, NamedTuple
 from broker.domain.manifest import EnvSection, ManifestBody, deep_merge
 from broker.renderers import checks, yamltext
 from broker.renderers.base import Entry, RenderedFile, RenderError, RenderOptions
+from broker.renderers.envfile import LINE_MAX_BYTES
 
 TARGET = "kamal"
 HOLDER = "STRONGROOM_SECRETS"
@@ -87,12 +89,19 @@ class KamalPlan:
 # --- value rules (each returns why Kamal would change the value, or None) ----------------------------
 
 
-def env_file_problem(value: str) -> str | None:
-    """Why Kamal's env file (String#dump, Kamal >= 2.3) would change `value` on its way to docker."""
+def env_file_problem(value: str, name: str = "") -> str | None:
+    """Why Kamal's env file (String#dump, Kamal >= 2.3) would change `value` on its way to docker, or docker refuse it."""
     if _ASCII_CONTROL.search(value):
         return "value has a control character (newline, tab, NUL...), which Kamal's env file escapes"
     if "\\" in value:
         return "value has a backslash, which Kamal's env file doubles"
+    # Past the two rules above Kamal's escaping leaves the bytes as they are, so the line docker's
+    # --env-file scanner reads is NAME=value, and it stops the container's start on a longer one.
+    if len(name.encode()) + 1 + len(value.encode("utf-8", "surrogatepass")) > LINE_MAX_BYTES:
+        return (
+            f"NAME=value is longer than {LINE_MAX_BYTES} bytes, which docker's --env-file reader refuses "
+            "(token too long) when Kamal starts the container"
+        )
     return None
 
 
@@ -587,7 +596,7 @@ def _secret_problems(body: ManifestBody, values: Mapping[str, Entry]) -> Iterato
             continue
         rules: list[Callable[[str], str | None]] = []
         if name in in_env:
-            rules.append(env_file_problem)
+            rules.append(functools.partial(env_file_problem, name=name))
         if name in login:
             rules.append(shell_problem)
         if name in built:

@@ -26,6 +26,7 @@ from broker.compiler.compile import compile_environment, render, target_problems
 from broker.compiler.parse import parse_manifest
 from broker.domain.manifest import ManifestBody, deep_merge
 from broker.renderers.base import Entry, RenderError, RenderOptions
+from broker.renderers.envfile import LINE_MAX_BYTES
 from broker.renderers.kamal import (
     DOTENV_PROBE,
     HOLDER,
@@ -614,3 +615,20 @@ def test_a_sub_second_health_interval_is_whole_seconds_for_kamal() -> None:
     assert _render(_plan(body))["proxy"]["healthcheck"]["interval"] == 1
     body["healthcheck"] = {"interval": 3, "path": "/up"}
     assert _render(_plan(body))["proxy"]["healthcheck"]["interval"] == 3
+
+
+def test_an_env_secret_over_dockers_env_file_line_limit_is_refused() -> None:
+    """Kamal's env file goes to `docker run --env-file`, whose line limit (pinned against real docker in
+    tests/integration/renderers/test_envfile_engines.py::test_line_limit_is_the_scanners) stops the start."""
+    fits = "x" * (LINE_MAX_BYTES - len("V") - 1)
+    assert env_file_problem(fits, "V") is None
+    assert kamal_oracle.env_file({"V": fits}) == f"V={fits}\n"  # Kamal writes it as it is: one full line
+    too_long = "é" * ((LINE_MAX_BYTES - len("V")) // 2)  # counted in bytes, not characters
+    assert "longer than 65535 bytes" in (env_file_problem(too_long, "V") or "")
+    body = ManifestBody.model_validate({"service": "app", "env": {"secret": ["V"]}})
+    renderer = KamalRenderer(KamalPlan(project="app", body=body, clear={}))
+    (problem,) = renderer.find_problems(
+        [Entry("V", fits + "x", True)], options=RenderOptions("production", "app")
+    )
+    assert problem.key == "V" and "longer than" in problem.reason
+    assert "use the k8s target" in problem.alternative and "env-file" not in problem.alternative

@@ -15,7 +15,8 @@ tests/unit/compiler/test_kamal_oracle.py:
   `$(` is never one; the name is looked up in the lines read so far, then the process environment, else
   empty) and commands (Kamal replaces dotenv's with its own: `$(...)` with balanced parentheses and
   backslash escapes inside, `\\$(...)` left as `$(...)`; the command's variables substituted first; a
-  `kamal secrets ...` command runs inside Kamal, anything else in `sh`, one trailing line break dropped).
+  `kamal secrets ...` command runs inside Kamal, anything else as Ruby's backticks run it: in `sh` when
+  it needs a shell, else started directly, an unknown program raising; one trailing line break dropped).
   dotenv 3.2 substitutes commands first and then variables over the whole result, a command's output
   included; dotenv 3.1 substitutes variables first, so a command's output is kept as it is.
 - Kamal: `.kamal/secrets-common` then `.kamal/secrets.<destination>`, each read on its own (later files
@@ -280,18 +281,42 @@ def substitute_commands(value: str, seen: Mapping[str, str], environ: Mapping[st
 # --- dotenv: a file ----------------------------------------------------------------------------------------
 
 
+# Ruby's backticks hand a command to `sh -c` only when the shell is needed: one of these characters, an
+# assignment as the first word, or a first word that is a shell keyword or special built-in. Otherwise
+# they split it at spaces and tabs and start the program themselves, so an unknown program (or an empty
+# command) raises Errno::ENOENT, which stops Kamal, where `sh` would print an error and give "".
+_SHELL_CHARS = frozenset("*?{}[]<>()~&|\\$;'`\"\n#")
+_SHELL_WORDS = frozenset({
+    "!", ".", ":", "break", "case", "continue", "do", "done", "elif", "else", "esac", "eval", "exec", "exit",
+    "export", "fi", "for", "if", "in", "readonly", "return", "set", "shift", "then", "times", "trap", "unset",
+    "until", "while",
+})  # fmt: skip
+
+
+def _needs_shell(command: str) -> bool:
+    words = command.replace("\t", " ").split(" ")
+    first = next((w for w in words if w), "")
+    return bool(_SHELL_CHARS & set(command)) or "=" in first or first in _SHELL_WORDS
+
+
 def shell_runner(*, env: Mapping[str, str], cwd: Path) -> Runner:
-    """Run a command the way Ruby's backticks do (`sh -c`, stdout captured, exit status ignored)."""
+    """Run a command the way Ruby's backticks do (stdout captured, exit status ignored, ENOENT raised)."""
 
     def run(command: str) -> str:
-        done = subprocess.run(
-            ["/bin/sh", "-c", command],
-            env=dict(env),
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            timeout=120,
-            check=False,
-        )
+        if _needs_shell(command):
+            argv = ["/bin/sh", "-c", command]
+        else:
+            argv = [w for w in command.replace("\t", " ").split(" ") if w]
+        if not argv:
+            raise DotenvError("Errno::ENOENT: an empty command")
+        try:
+            done = subprocess.run(
+                argv, env=dict(env), cwd=cwd, stdout=subprocess.PIPE, timeout=120, check=False
+            )
+        except (FileNotFoundError, PermissionError) as exc:
+            raise DotenvError(
+                f"Errno::{'ENOENT' if isinstance(exc, FileNotFoundError) else 'EACCES'}"
+            ) from None
         return done.stdout.decode("utf-8", errors="surrogateescape")
 
     return run

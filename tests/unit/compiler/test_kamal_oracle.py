@@ -141,6 +141,29 @@ def test_kamal_secrets_runs_inside_kamal_not_in_a_shell(dotenv: Dotenv, tmp_path
     assert not sentinel.exists()
 
 
+@BOTH
+def test_a_command_that_needs_no_shell_is_started_directly_and_an_unknown_program_stops_kamal(
+    dotenv: Dotenv,
+) -> None:
+    # Ruby's backticks: `strongroom kamal fetch ...` missing from PATH raises Errno::ENOENT, never "".
+    for line in ("V=$(no-such-program-k11 -p app)\n", "V=$( )\n"):
+        with pytest.raises(DotenvError, match="ENOENT"):
+            read(line, dotenv)
+
+
+def test_a_command_emptied_by_its_variables_stops_kamal_on_3_2_and_is_text_on_3_1() -> None:
+    with pytest.raises(DotenvError, match="ENOENT"):
+        read("V=$($EMPTY)\n", "3.2")  # the command's own variables first: `` with nothing to run
+    assert read("V=$($EMPTY)\n", "3.1") == {"V": "$()"}  # variables first leave "$()", never a command
+
+
+@BOTH
+def test_a_command_that_needs_a_shell_runs_in_sh(dotenv: Dotenv) -> None:
+    # A shell character, an assignment first or a special built-in: sh runs it and prints its own error.
+    got = read("A=$(no-such-program-k11;)\nB=$(X=1 printf x)\nC=$(exit 3)\nD=$(printf %s y)\n", dotenv)
+    assert got == {"A": "", "B": "x", "C": "", "D": "y"}
+
+
 def test_extract_of_a_missing_name_fails() -> None:
     need_ruby()
     with pytest.raises(DotenvError, match="Could not find secret K"):

@@ -1,11 +1,14 @@
 """Kamal 2.12 reading `.kamal/secrets*` and writing its env file, emulated as a test oracle.
 
 Versions emulated: Kamal 2.12.0 with dotenv 3.2.x (the default: Kamal 2.12's lock file pins dotenv 3.2.0,
-and a fresh install gets 3.2.x) and dotenv 3.1.x (Kamal 2 accepts any dotenv ~> 3.1). The Kamal gem cannot
-be installed here (no access to rubygems.org), so this is the project's own emulation, written for this
-project from how those versions behave (learned by reading their documentation and source and by
-running the released versions by hand); no code of theirs is reproduced. Each behaviour is pinned by its own test in
-tests/unit/compiler/test_kamal_oracle.py:
+and a fresh install gets 3.2.x) and dotenv 3.1.x (Kamal 2 accepts any dotenv ~> 3.1). The 3.1 line
+grammar is 3.1.5-3.1.8's; 3.1.0-3.1.4 also need `=` or `:` after a key, check `export` lines apart, and
+let the process environment win over the file inside a command's own variables (the generated files
+read the same under all of them, unless a deployer exports STRONGROOM_DOTENV_ORDER, which the fetch
+refuses). The Kamal gem cannot be installed here (no access to rubygems.org), so this is the project's
+own emulation, written for this project from how those versions behave (learned by reading their
+documentation and source and by running the released versions by hand); no code of theirs is
+reproduced. Each behaviour is pinned by its own test in tests/unit/compiler/test_kamal_oracle.py:
 
 - dotenv's `.env` grammar: `KEY=value`, `KEY: value`, `export KEY=value`; single-quoted values taken as
   written; double-quoted and bare values unescaped (a backslash before any character but `$` is dropped;
@@ -37,9 +40,9 @@ import re
 import shutil
 import string
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 RUBY = shutil.which("ruby")
 
@@ -124,30 +127,152 @@ def ruby_dump(text: str) -> str:
 
 
 # --- dotenv: the line grammar --------------------------------------------------------------------------
+#
+# A scanner of our own for the grammar dotenv 3.1.5+ reads (its README's forms, and what the released
+# versions do with the odd cases, checked by running them). What it does, from each line start:
+# - white space (Ruby's \s: ASCII only, line breaks included, so blank lines are passed over);
+# - `export` and white space, optionally; if nothing after it reads as a line, `export` is the key;
+# - the key, a run of [A-Za-z0-9_.];
+# - then `=` (white space, line breaks too, may come before it) or `:` and at least one white space;
+# - then the value: white space and a single- or double-quoted text (a backslash before the quote keeps
+#   it inside, unless only the shorter text lets the line end there), else everything up to `#` or the
+#   line end; a line may also end without a value, or without `=`;
+# - then white space and a `#` comment, up to the end of a line (the longest such stretch: blank and
+#   comment lines after a value are passed over with it).
 
-_SPACE = r"[ \t\n\v\f\r]"  # Ruby's \s: ASCII white space only
-_LINE = re.compile(
-    rf"""
-    ^ {_SPACE}*                              # from a line start, over blank space and blank lines
-    (?P<export> export {_SPACE}+ )?
-    (?P<key> [A-Za-z0-9_.]+ )
-    (?:
-        (?: {_SPACE}* = {_SPACE}*? | : {_SPACE}+? )
-        (?P<value>
-            {_SPACE}* ' (?: \\' | [^'] )* '      # single quotes, may span lines
-          | {_SPACE}* " (?: \\" | [^"] )* "      # double quotes, may span lines
-          | [^\#\n]+                          # bare, up to a comment or the line end
-        )?
-    )?
-    {_SPACE}*
-    (?: \# .* )?
-    $
-    """,
-    re.MULTILINE | re.VERBOSE,
-)
-_QUOTED = re.compile(r"(['\"])(.*)\1", re.DOTALL)
-_ESCAPED_CHAR = re.compile(r"\\([^$])")
-_RUBY_STRIP = " \t\n\v\f\r\x00"
+_WHITE = " \t\n\v\f\r"  # Ruby's \s
+_KEY_CHARS = frozenset(string.ascii_letters + string.digits + "_.")
+_RUBY_STRIP = _WHITE + "\x00"  # String#strip also drops NUL
+
+
+class _Line(NamedTuple):
+    export: bool
+    key: str
+    value: str | None  # None: no value at all (not even an empty one)
+    text: str  # what the line spans, for dotenv's error message
+    end: int
+
+
+def _skip_white(text: str, at: int) -> int:
+    while at < len(text) and text[at] in _WHITE:
+        at += 1
+    return at
+
+
+def _line_end(text: str, at: int) -> int | None:
+    """Where a line may end after `at`: over white space and a `#` comment to a line break, else None."""
+    stop = _skip_white(text, at)
+    # The longest stretch first: give white space back until a line break, a `#` or the end follows.
+    for end in range(stop, at - 1, -1):
+        if end == len(text) or text[end] == "\n":
+            return end
+        if text[end] == "#":
+            newline = text.find("\n", end)
+            return len(text) if newline < 0 else newline
+    return None
+
+
+def _quoted(text: str, at: int) -> tuple[str, int] | None:
+    """A quoted value starting at `at` (after any white space) and where its line ends, or None."""
+    start = _skip_white(text, at)
+    if start >= len(text) or text[start] not in "'\"":
+        return None
+    quote = text[start]
+    closings: list[int] = []  # where the text may close: each escaped quote, then the first bare one
+    i = start + 1
+    while i < len(text):
+        if text[i] == "\\" and text.startswith(quote, i + 1):
+            closings.append(i + 1)
+            i += 2
+        elif text[i] == quote:
+            closings.append(i)
+            break
+        else:
+            i += 1
+    for close in reversed(closings):  # the longest text whose line can end first
+        end = _line_end(text, close + 1)
+        if end is not None:
+            return text[at : close + 1], end
+    return None
+
+
+def _value_at(text: str, at: int) -> tuple[str | None, int]:
+    """The value after a separator: quoted, else bare up to `#` or the line end, else none at all."""
+    quoted = _quoted(text, at)
+    if quoted is not None:
+        return quoted
+    stop = at
+    while stop < len(text) and text[stop] not in "#\n":
+        stop += 1
+    if stop > at:
+        end = _line_end(text, stop)
+        assert end is not None  # a `#`, a line break or the end follows the bare text
+        return text[at:stop], end
+    end = _line_end(text, at)
+    assert end is not None
+    return None, end
+
+
+def _line_at(text: str, start: int, *, export: bool) -> _Line | None:
+    at = _skip_white(text, start)
+    if export:
+        if not text.startswith("export", at) or at + 6 >= len(text) or text[at + 6] not in _WHITE:
+            return None
+        at = _skip_white(text, at + 6)
+    key_start = at
+    while at < len(text) and text[at] in _KEY_CHARS:
+        at += 1
+    if at == key_start:
+        return None
+    key = text[key_start:at]
+    equals = _skip_white(text, at)
+    if equals < len(text) and text[equals] == "=":
+        value, end = _value_at(text, equals + 1)
+    elif text.startswith(":", at) and at + 1 < len(text) and text[at + 1] in _WHITE:
+        value, end = _value_at(text, at + 2)
+    else:
+        value = None
+        found = _line_end(text, at)
+        if found is None:
+            return None
+        end = found
+    return _Line(export, key, value, text[start:end], end)
+
+
+def _lines(text: str) -> Iterator[_Line]:
+    start = 0
+    while start <= len(text):
+        line = _line_at(text, start, export=True) or _line_at(text, start, export=False)
+        if line is not None:
+            yield line
+            if line.end == 0 or text[line.end - 1] == "\n":
+                start = line.end  # it ended at a line start: look for the next line from there
+                continue
+        newline = text.find("\n", start if line is None else line.end)
+        if newline < 0:
+            return
+        start = newline + 1
+
+
+def _unquote(value: str) -> tuple[str | None, str]:
+    """The quote that wraps the whole (stripped) value, if one does, and the text inside it."""
+    if len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0]:
+        return value[0], value[1:-1]
+    return None, value
+
+
+def _unescape(value: str) -> str:
+    """A backslash before any character but `$` is dropped (a line break too); `\\$` is left for later."""
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        if value[i] == "\\" and i + 1 < len(value) and value[i + 1] != "$":
+            out.append(value[i + 1])
+            i += 2
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
 
 
 class DotenvError(Exception):
@@ -323,15 +448,12 @@ def shell_runner(*, env: Mapping[str, str], cwd: Path) -> Runner:
 
 
 def _value(raw: str, seen: Mapping[str, str], environ: Mapping[str, str], run: Runner, dotenv: Dotenv) -> str:
-    value = raw.strip(_RUBY_STRIP)
-    quote = None
-    if quoted := _QUOTED.fullmatch(value):
-        quote, value = quoted.group(1), quoted.group(2)
+    quote, value = _unquote(raw.strip(_RUBY_STRIP))
     if quote == "'":
         return value
     if quote == '"':
         value = value.replace("\\n", "\\\\n").replace("\\r", "\\\\r")  # survive the unescaping below
-    value = _ESCAPED_CHAR.sub(r"\1", value)
+    value = _unescape(value)
     if dotenv == "3.2":
         value = substitute_commands(value, seen, environ, run)
         return substitute_variables(value, seen, environ)
@@ -343,13 +465,12 @@ def parse(text: str, *, dotenv: Dotenv = "3.2", environ: Mapping[str, str], run:
     """What Dotenv.parse(file, overwrite: true) returns with Kamal's command substitution installed."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     seen: dict[str, str] = {}
-    for line in _LINE.finditer(text):
-        key, raw = line.group("key"), line.group("value")
-        if line.group("export") and raw is None:
-            if key not in seen:
-                raise DotenvError(f"Line {line.group(0)!r} has an unset variable")
+    for line in _lines(text):
+        if line.export and line.value is None:
+            if line.key not in seen:
+                raise DotenvError(f"Line {line.text!r} has an unset variable")
             continue
-        seen[key] = _value(raw or "", seen, environ, run, dotenv)
+        seen[line.key] = _value(line.value or "", seen, environ, run, dotenv)
     return seen
 
 

@@ -213,6 +213,35 @@ def test_carriage_returns_read_as_line_breaks(dotenv: Dotenv) -> None:
     assert read("A=1\r\nB=2\rC=3", dotenv) == {"A": "1", "B": "2", "C": "3"}
 
 
+@BOTH
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        # A backslash before the closing quote keeps it inside unless only the shorter text ends the line.
+        ('A="a\\"', {"A": "a\\"}),
+        ('A="a\\" b" # c', {"A": 'a" b'}),
+        ("A='it\\'s'", {"A": "it\\'s"}),
+        # Quoted text that cannot end its line is read bare, quotes and all.
+        ("A='x' y", {"A": "'x' y"}),
+        # A key alone is an empty value; `=` may follow a line break; `:` takes the next line as its value.
+        ("A\nB=1", {"A": "", "B": "1"}),
+        ("A\n=1", {"A": "1"}),
+        ("A:\nB=1", {"A": "B=1"}),
+        # `export` with nothing to export after it is a key; before a line break it exports the next line.
+        ("export =1", {"export": "1"}),
+        ("export\nA=1", {"A": "1"}),
+        # Comment and blank lines after a value are passed over; quoted values span lines.
+        ("A=1\n  # note\n\nB=2", {"A": "1", "B": "2"}),
+        ("A='x\ny'\nB=2", {"A": "x\ny", "B": "2"}),
+    ],
+)
+def test_odd_lines_read_as_the_released_versions_read_them(
+    dotenv: Dotenv, text: str, want: dict[str, str]
+) -> None:
+    # Each expectation is what dotenv 3.2.0 and 3.1.8 gave for the same text, run by hand.
+    assert read(text, dotenv) == want
+
+
 # --- Kamal ----------------------------------------------------------------------------------------------------
 
 

@@ -21,7 +21,8 @@ What Kamal 2 (2.3 or later) does with each piece, and so what this renderer refu
   values, build arguments and the registry password through a remote shell in double quotes. Values those
   steps would change are refused: for env files a backslash or an ASCII control character (newline, tab,
   NUL...), for the shell an ASCII control character, `#{`, `#$`, `#@`, `${...}` (Kamal leaves it for the
-  shell to expand) or a blank value. A trailing newline is dropped by the `$(...)` capture itself.
+  shell to expand) or a blank value. A trailing line break survives Kamal's chomp of `extract`'s output:
+  the fetch writes one more of it.
   The alternative named for such a value is a target that carries it (asked of the env-file and k8s
   renderers themselves: a multi-line PEM goes to k8s, not env-file), or a file mount.
 - `.kamal/secrets-common` is written with comments only, so values kept there before the switch are gone.
@@ -122,8 +123,6 @@ def build_secret_problem(value: str) -> str | None:
     """Why a build secret (passed through the environment of `docker build`) would not arrive intact."""
     if "\x00" in value:
         return "value has a NUL character, which an environment variable cannot carry"
-    if value.endswith(("\n", "\r")):
-        return "value ends with a line break, which the $(...) capture in .kamal/secrets drops"
     return None
 
 

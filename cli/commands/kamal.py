@@ -49,9 +49,13 @@ def kamal_json(values: dict[str, str]) -> str:
 
 
 def for_dotenv(value: str, dotenv: str) -> str:
-    """The text `extract` must return so that the dotenv `dotenv` (3.1 or 3.2) leaves exactly `value`."""
+    """The text `extract` must return so that Kamal and the dotenv `dotenv` (3.1 or 3.2) leave exactly `value`."""
     if dotenv == "3.2":
-        return _SUBSTITUTED_DOLLAR.sub(r"\\$", value)
+        value = _SUBSTITUTED_DOLLAR.sub(r"\\$", value)
+    # Kamal chomps what `extract` returns (one "\r\n", "\n" or "\r"): a value ending in a line break
+    # gets one more of that same character, which is all the chomp takes away (a PEM keeps its last "\n").
+    if value.endswith(("\n", "\r")):
+        value += value[-1]
     return value
 
 

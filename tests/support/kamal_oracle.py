@@ -344,7 +344,8 @@ def _group_end(text: str, start: int) -> int | None:
     return None
 
 
-def _chomp(text: str) -> str:
+def chomp(text: str) -> str:
+    """Ruby's String#chomp: one trailing "\\r\\n", "\\n" or "\\r" dropped."""
     for ending in ("\r\n", "\n", "\r"):
         if text.endswith(ending):
             return text[: -len(ending)]
@@ -397,7 +398,7 @@ def substitute_commands(value: str, seen: Mapping[str, str], environ: Mapping[st
         else:
             command = substitute_variables(value[dollar + 2 : end - 1], seen, environ)
             output = _kamal_inline(command) if _KAMAL_SECRETS.match(command) else run(command)
-            out.append(_chomp(output))
+            out.append(chomp(output))
         done = search = end
     out.append(value[done:])
     return "".join(out)

@@ -35,6 +35,7 @@ String#dump run in a Ruby process (`ruby`, Debian's 3.1), which also serves ERB 
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import re
 import shutil
@@ -495,34 +496,37 @@ def secrets_print(secrets: Mapping[str, str]) -> str:
     return "".join(f"{k}={v}" + ("" if v.endswith("\n") else "\n") for k, v in secrets.items())
 
 
-_RUNS = re.compile(r"[\x00-\x7f]+|[^\x00-\x7f]+")
+def _ascii_escaped(value: str, escape: Callable[[str], str]) -> str:
+    """`value` with each stretch of ASCII characters passed through `escape`, the rest kept as it is."""
+    return "".join(
+        escape(text) if ascii_ else text
+        for ascii_, chars in itertools.groupby(value, key=str.isascii)
+        for text in ["".join(chars)]
+    )
 
 
 def env_file(env: Mapping[str, str]) -> str:
-    """Kamal's env file for `docker run --env-file`: ASCII runs String#dump'ed, then `\\"` and `\\#` unescaped."""
+    """Kamal's env file for `docker run --env-file`: ASCII stretches String#dump'ed, then `\\"` and `\\#` unescaped."""
 
-    def escape(value: str) -> str:
-        out = []
-        for run in _RUNS.findall(value):
-            if run.isascii():
-                run = ruby_dump(run)[1:-1].replace('\\"', '"').replace("\\#", "#")
-            out.append(run)
-        return "".join(out)
+    def escape(text: str) -> str:
+        return ruby_dump(text)[1:-1].replace('\\"', '"').replace("\\#", "#")
 
-    return "".join(f"{k}={escape(v)}\n" for k, v in env.items()) or "\n"
+    return "".join(f"{k}={_ascii_escaped(v, escape)}\n" for k, v in env.items()) or "\n"
 
 
-_LONE_DOLLAR = re.compile(r"\$(?!\{[^}]*\})")
+def _shell_dollars(text: str) -> str:
+    # Each `$` gets a backslash, except one that opens `${...}` (a `{` next and a `}` somewhere after it),
+    # which Kamal leaves for the remote shell to expand.
+    out: list[str] = []
+    for at, char in enumerate(text):
+        kept = char == "$" and text.startswith("{", at + 1) and text.find("}", at + 2) >= 0
+        out.append("\\$" if char == "$" and not kept else char)
+    return "".join(out)
 
 
 def shell_word(value: str) -> str:
     """Kamal's double-quoted shell word (docker login, clear values): String#dump, then ` and lone $ escaped."""
-    out = []
-    for run in _RUNS.findall(value):
-        if run.isascii():
-            run = _LONE_DOLLAR.sub(r"\\$", ruby_dump(run).replace("`", "\\`"))
-        out.append(run)
-    return "".join(out)
+    return _ascii_escaped(value, lambda text: _shell_dollars(ruby_dump(text).replace("`", "\\`")))
 
 
 def sh_word(word: str) -> str:

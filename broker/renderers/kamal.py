@@ -21,7 +21,8 @@ What Kamal 2 (2.3 or later) does with each piece, and so what this renderer refu
   values, build arguments and the registry password through a remote shell in double quotes. Values those
   steps would change are refused: for env files a backslash or an ASCII control character (newline, tab,
   NUL...), for the shell an ASCII control character, `#{`, `#$`, `#@`, `${...}` (Kamal leaves it for the
-  shell to expand) or a blank value. A trailing newline is dropped by the `$(...)` capture itself.
+  shell to expand) or a blank value. A trailing line break survives Kamal's chomp of `extract`'s output:
+  the fetch writes one more of it.
   The alternative named for such a value is a target that carries it (asked of the env-file and k8s
   renderers themselves: a multi-line PEM goes to k8s, not env-file), or a file mount.
 - `.kamal/secrets-common` is written with comments only, so values kept there before the switch are gone.
@@ -32,6 +33,7 @@ What Kamal 2 (2.3 or later) does with each piece, and so what this renderer refu
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -42,6 +44,7 @@ from typing import Any, NamedTuple
 from broker.domain.manifest import EnvSection, ManifestBody, deep_merge
 from broker.renderers import checks, yamltext
 from broker.renderers.base import Entry, RenderedFile, RenderError, RenderOptions
+from broker.renderers.envfile import LINE_MAX_BYTES
 
 TARGET = "kamal"
 HOLDER = "STRONGROOM_SECRETS"
@@ -87,12 +90,19 @@ class KamalPlan:
 # --- value rules (each returns why Kamal would change the value, or None) ----------------------------
 
 
-def env_file_problem(value: str) -> str | None:
-    """Why Kamal's env file (String#dump, Kamal >= 2.3) would change `value` on its way to docker."""
+def env_file_problem(value: str, name: str = "") -> str | None:
+    """Why Kamal's env file (String#dump, Kamal >= 2.3) would change `value` on its way to docker, or docker refuse it."""
     if _ASCII_CONTROL.search(value):
         return "value has a control character (newline, tab, NUL...), which Kamal's env file escapes"
     if "\\" in value:
         return "value has a backslash, which Kamal's env file doubles"
+    # Past the two rules above Kamal's escaping leaves the bytes as they are, so the line docker's
+    # --env-file scanner reads is NAME=value, and it stops the container's start on a longer one.
+    if len(name.encode()) + 1 + len(value.encode("utf-8", "surrogatepass")) > LINE_MAX_BYTES:
+        return (
+            f"NAME=value is longer than {LINE_MAX_BYTES} bytes, which docker's --env-file reader refuses "
+            "(token too long) when Kamal starts the container"
+        )
     return None
 
 
@@ -113,8 +123,6 @@ def build_secret_problem(value: str) -> str | None:
     """Why a build secret (passed through the environment of `docker build`) would not arrive intact."""
     if "\x00" in value:
         return "value has a NUL character, which an environment variable cannot carry"
-    if value.endswith(("\n", "\r")):
-        return "value ends with a line break, which the $(...) capture in .kamal/secrets drops"
     return None
 
 
@@ -587,7 +595,7 @@ def _secret_problems(body: ManifestBody, values: Mapping[str, Entry]) -> Iterato
             continue
         rules: list[Callable[[str], str | None]] = []
         if name in in_env:
-            rules.append(env_file_problem)
+            rules.append(functools.partial(env_file_problem, name=name))
         if name in login:
             rules.append(shell_problem)
         if name in built:

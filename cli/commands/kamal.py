@@ -16,6 +16,7 @@ For 3.2 every `$` of a value not followed by `(` (which substitution leaves alon
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 
@@ -48,9 +49,13 @@ def kamal_json(values: dict[str, str]) -> str:
 
 
 def for_dotenv(value: str, dotenv: str) -> str:
-    """The text `extract` must return so that the dotenv `dotenv` (3.1 or 3.2) leaves exactly `value`."""
+    """The text `extract` must return so that Kamal and the dotenv `dotenv` (3.1 or 3.2) leave exactly `value`."""
     if dotenv == "3.2":
-        return _SUBSTITUTED_DOLLAR.sub(r"\\$", value)
+        value = _SUBSTITUTED_DOLLAR.sub(r"\\$", value)
+    # Kamal chomps what `extract` returns (one "\r\n", "\n" or "\r"): a value ending in a line break
+    # gets one more of that same character, which is all the chomp takes away (a PEM keeps its last "\n").
+    if value.endswith(("\n", "\r")):
+        value += value[-1]
     return value
 
 
@@ -68,6 +73,21 @@ def _check_dotenv(dotenv: str | None) -> str:
             "or 3.1.x"
         )
     return dotenv
+
+
+# The name the generated file's fetch line reads the detected order from. dotenv 3.1.0-3.1.4 substitute a
+# command's own variables from the process environment before the file's lines, so an exported one would
+# decide the order instead of the file (and, set to 3.2 under 3.1, leave a backslash before each `$`).
+DOTENV_ORDER_NAME = "STRONGROOM_DOTENV_ORDER"
+
+
+def _check_environment() -> None:
+    if DOTENV_ORDER_NAME in os.environ:
+        raise CliError(
+            f"{DOTENV_ORDER_NAME} is set in the environment Kamal runs in: dotenv 3.1.0-3.1.4 would take it "
+            "instead of the order .kamal/secrets detects, and values with $ could change; unset it "
+            "(it is a name the generated file uses for itself)"
+        )
 
 
 def shell_escape(text: str) -> str:
@@ -115,6 +135,8 @@ def fetch(
         if not is_secret_name(name):
             raise click.BadParameter(f"{name!r} is not a secret name", param_hint="NAMES")
     version = None if plain_json else _check_dotenv(dotenv)
+    if version is not None:
+        _check_environment()
     if sys.stdout.isatty() and not reveal:
         raise CliError(
             "refusing to print secret values to a terminal: this is meant for $(...) in .kamal/secrets "

@@ -1,11 +1,14 @@
 """Kamal 2.12 reading `.kamal/secrets*` and writing its env file, emulated as a test oracle.
 
 Versions emulated: Kamal 2.12.0 with dotenv 3.2.x (the default: Kamal 2.12's lock file pins dotenv 3.2.0,
-and a fresh install gets 3.2.x) and dotenv 3.1.x (Kamal 2 accepts any dotenv ~> 3.1). The Kamal gem cannot
-be installed here (no access to rubygems.org), so this is the project's own emulation, written for this
-project from how those versions behave (learned by reading their documentation and source and by
-running the released versions by hand); no code of theirs is reproduced. Each behaviour is pinned by its own test in
-tests/unit/compiler/test_kamal_oracle.py:
+and a fresh install gets 3.2.x) and dotenv 3.1.x (Kamal 2 accepts any dotenv ~> 3.1). The 3.1 line
+grammar is 3.1.5-3.1.8's; 3.1.0-3.1.4 also need `=` or `:` after a key, check `export` lines apart, and
+let the process environment win over the file inside a command's own variables (the generated files
+read the same under all of them, unless a deployer exports STRONGROOM_DOTENV_ORDER, which the fetch
+refuses). The Kamal gem cannot be installed here (no access to rubygems.org), so this is the project's
+own emulation, written for this project from how those versions behave (learned by reading their
+documentation and source and by running the released versions by hand); no code of theirs is
+reproduced. Each behaviour is pinned by its own test in tests/unit/compiler/test_kamal_oracle.py:
 
 - dotenv's `.env` grammar: `KEY=value`, `KEY: value`, `export KEY=value`; single-quoted values taken as
   written; double-quoted and bare values unescaped (a backslash before any character but `$` is dropped;
@@ -15,7 +18,8 @@ tests/unit/compiler/test_kamal_oracle.py:
   `$(` is never one; the name is looked up in the lines read so far, then the process environment, else
   empty) and commands (Kamal replaces dotenv's with its own: `$(...)` with balanced parentheses and
   backslash escapes inside, `\\$(...)` left as `$(...)`; the command's variables substituted first; a
-  `kamal secrets ...` command runs inside Kamal, anything else in `sh`, one trailing line break dropped).
+  `kamal secrets ...` command runs inside Kamal, anything else as Ruby's backticks run it: in `sh` when
+  it needs a shell, else started directly, an unknown program raising; one trailing line break dropped).
   dotenv 3.2 substitutes commands first and then variables over the whole result, a command's output
   included; dotenv 3.1 substitutes variables first, so a command's output is kept as it is.
 - Kamal: `.kamal/secrets-common` then `.kamal/secrets.<destination>`, each read on its own (later files
@@ -31,14 +35,15 @@ String#dump run in a Ruby process (`ruby`, Debian's 3.1), which also serves ERB 
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import re
 import shutil
 import string
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 RUBY = shutil.which("ruby")
 
@@ -123,30 +128,152 @@ def ruby_dump(text: str) -> str:
 
 
 # --- dotenv: the line grammar --------------------------------------------------------------------------
+#
+# A scanner of our own for the grammar dotenv 3.1.5+ reads (its README's forms, and what the released
+# versions do with the odd cases, checked by running them). What it does, from each line start:
+# - white space (Ruby's \s: ASCII only, line breaks included, so blank lines are passed over);
+# - `export` and white space, optionally; if nothing after it reads as a line, `export` is the key;
+# - the key, a run of [A-Za-z0-9_.];
+# - then `=` (white space, line breaks too, may come before it) or `:` and at least one white space;
+# - then the value: white space and a single- or double-quoted text (a backslash before the quote keeps
+#   it inside, unless only the shorter text lets the line end there), else everything up to `#` or the
+#   line end; a line may also end without a value, or without `=`;
+# - then white space and a `#` comment, up to the end of a line (the longest such stretch: blank and
+#   comment lines after a value are passed over with it).
 
-_SPACE = r"[ \t\n\v\f\r]"  # Ruby's \s: ASCII white space only
-_LINE = re.compile(
-    rf"""
-    ^ {_SPACE}*                              # from a line start, over blank space and blank lines
-    (?P<export> export {_SPACE}+ )?
-    (?P<key> [A-Za-z0-9_.]+ )
-    (?:
-        (?: {_SPACE}* = {_SPACE}*? | : {_SPACE}+? )
-        (?P<value>
-            {_SPACE}* ' (?: \\' | [^'] )* '      # single quotes, may span lines
-          | {_SPACE}* " (?: \\" | [^"] )* "      # double quotes, may span lines
-          | [^\#\n]+                          # bare, up to a comment or the line end
-        )?
-    )?
-    {_SPACE}*
-    (?: \# .* )?
-    $
-    """,
-    re.MULTILINE | re.VERBOSE,
-)
-_QUOTED = re.compile(r"(['\"])(.*)\1", re.DOTALL)
-_ESCAPED_CHAR = re.compile(r"\\([^$])")
-_RUBY_STRIP = " \t\n\v\f\r\x00"
+_WHITE = " \t\n\v\f\r"  # Ruby's \s
+_KEY_CHARS = frozenset(string.ascii_letters + string.digits + "_.")
+_RUBY_STRIP = _WHITE + "\x00"  # String#strip also drops NUL
+
+
+class _Line(NamedTuple):
+    export: bool
+    key: str
+    value: str | None  # None: no value at all (not even an empty one)
+    text: str  # what the line spans, for dotenv's error message
+    end: int
+
+
+def _skip_white(text: str, at: int) -> int:
+    while at < len(text) and text[at] in _WHITE:
+        at += 1
+    return at
+
+
+def _line_end(text: str, at: int) -> int | None:
+    """Where a line may end after `at`: over white space and a `#` comment to a line break, else None."""
+    stop = _skip_white(text, at)
+    # The longest stretch first: give white space back until a line break, a `#` or the end follows.
+    for end in range(stop, at - 1, -1):
+        if end == len(text) or text[end] == "\n":
+            return end
+        if text[end] == "#":
+            newline = text.find("\n", end)
+            return len(text) if newline < 0 else newline
+    return None
+
+
+def _quoted(text: str, at: int) -> tuple[str, int] | None:
+    """A quoted value starting at `at` (after any white space) and where its line ends, or None."""
+    start = _skip_white(text, at)
+    if start >= len(text) or text[start] not in "'\"":
+        return None
+    quote = text[start]
+    closings: list[int] = []  # where the text may close: each escaped quote, then the first bare one
+    i = start + 1
+    while i < len(text):
+        if text[i] == "\\" and text.startswith(quote, i + 1):
+            closings.append(i + 1)
+            i += 2
+        elif text[i] == quote:
+            closings.append(i)
+            break
+        else:
+            i += 1
+    for close in reversed(closings):  # the longest text whose line can end first
+        end = _line_end(text, close + 1)
+        if end is not None:
+            return text[at : close + 1], end
+    return None
+
+
+def _value_at(text: str, at: int) -> tuple[str | None, int]:
+    """The value after a separator: quoted, else bare up to `#` or the line end, else none at all."""
+    quoted = _quoted(text, at)
+    if quoted is not None:
+        return quoted
+    stop = at
+    while stop < len(text) and text[stop] not in "#\n":
+        stop += 1
+    if stop > at:
+        end = _line_end(text, stop)
+        assert end is not None  # a `#`, a line break or the end follows the bare text
+        return text[at:stop], end
+    end = _line_end(text, at)
+    assert end is not None
+    return None, end
+
+
+def _line_at(text: str, start: int, *, export: bool) -> _Line | None:
+    at = _skip_white(text, start)
+    if export:
+        if not text.startswith("export", at) or at + 6 >= len(text) or text[at + 6] not in _WHITE:
+            return None
+        at = _skip_white(text, at + 6)
+    key_start = at
+    while at < len(text) and text[at] in _KEY_CHARS:
+        at += 1
+    if at == key_start:
+        return None
+    key = text[key_start:at]
+    equals = _skip_white(text, at)
+    if equals < len(text) and text[equals] == "=":
+        value, end = _value_at(text, equals + 1)
+    elif text.startswith(":", at) and at + 1 < len(text) and text[at + 1] in _WHITE:
+        value, end = _value_at(text, at + 2)
+    else:
+        value = None
+        found = _line_end(text, at)
+        if found is None:
+            return None
+        end = found
+    return _Line(export, key, value, text[start:end], end)
+
+
+def _lines(text: str) -> Iterator[_Line]:
+    start = 0
+    while start <= len(text):
+        line = _line_at(text, start, export=True) or _line_at(text, start, export=False)
+        if line is not None:
+            yield line
+            if line.end == 0 or text[line.end - 1] == "\n":
+                start = line.end  # it ended at a line start: look for the next line from there
+                continue
+        newline = text.find("\n", start if line is None else line.end)
+        if newline < 0:
+            return
+        start = newline + 1
+
+
+def _unquote(value: str) -> tuple[str | None, str]:
+    """The quote that wraps the whole (stripped) value, if one does, and the text inside it."""
+    if len(value) >= 2 and value[0] in "'\"" and value[-1] == value[0]:
+        return value[0], value[1:-1]
+    return None, value
+
+
+def _unescape(value: str) -> str:
+    """A backslash before any character but `$` is dropped (a line break too); `\\$` is left for later."""
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        if value[i] == "\\" and i + 1 < len(value) and value[i + 1] != "$":
+            out.append(value[i + 1])
+            i += 2
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
 
 
 class DotenvError(Exception):
@@ -218,7 +345,8 @@ def _group_end(text: str, start: int) -> int | None:
     return None
 
 
-def _chomp(text: str) -> str:
+def chomp(text: str) -> str:
+    """Ruby's String#chomp: one trailing "\\r\\n", "\\n" or "\\r" dropped."""
     for ending in ("\r\n", "\n", "\r"):
         if text.endswith(ending):
             return text[: -len(ending)]
@@ -271,7 +399,7 @@ def substitute_commands(value: str, seen: Mapping[str, str], environ: Mapping[st
         else:
             command = substitute_variables(value[dollar + 2 : end - 1], seen, environ)
             output = _kamal_inline(command) if _KAMAL_SECRETS.match(command) else run(command)
-            out.append(_chomp(output))
+            out.append(chomp(output))
         done = search = end
     out.append(value[done:])
     return "".join(out)
@@ -280,33 +408,54 @@ def substitute_commands(value: str, seen: Mapping[str, str], environ: Mapping[st
 # --- dotenv: a file ----------------------------------------------------------------------------------------
 
 
+# Ruby's backticks hand a command to `sh -c` only when the shell is needed: one of these characters, an
+# assignment as the first word, or a first word that is a shell keyword or special built-in. Otherwise
+# they split it at spaces and tabs and start the program themselves, so an unknown program (or an empty
+# command) raises Errno::ENOENT, which stops Kamal, where `sh` would print an error and give "".
+_SHELL_CHARS = frozenset("*?{}[]<>()~&|\\$;'`\"\n#")
+_SHELL_WORDS = frozenset({
+    "!", ".", ":", "break", "case", "continue", "do", "done", "elif", "else", "esac", "eval", "exec", "exit",
+    "export", "fi", "for", "if", "in", "readonly", "return", "set", "shift", "then", "times", "trap", "unset",
+    "until", "while",
+})  # fmt: skip
+
+
+def _needs_shell(command: str) -> bool:
+    words = command.replace("\t", " ").split(" ")
+    first = next((w for w in words if w), "")
+    return bool(_SHELL_CHARS & set(command)) or "=" in first or first in _SHELL_WORDS
+
+
 def shell_runner(*, env: Mapping[str, str], cwd: Path) -> Runner:
-    """Run a command the way Ruby's backticks do (`sh -c`, stdout captured, exit status ignored)."""
+    """Run a command the way Ruby's backticks do (stdout captured, exit status ignored, ENOENT raised)."""
 
     def run(command: str) -> str:
-        done = subprocess.run(
-            ["/bin/sh", "-c", command],
-            env=dict(env),
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            timeout=120,
-            check=False,
-        )
+        if _needs_shell(command):
+            argv = ["/bin/sh", "-c", command]
+        else:
+            argv = [w for w in command.replace("\t", " ").split(" ") if w]
+        if not argv:
+            raise DotenvError("Errno::ENOENT: an empty command")
+        try:
+            done = subprocess.run(
+                argv, env=dict(env), cwd=cwd, stdout=subprocess.PIPE, timeout=120, check=False
+            )
+        except (FileNotFoundError, PermissionError) as exc:
+            raise DotenvError(
+                f"Errno::{'ENOENT' if isinstance(exc, FileNotFoundError) else 'EACCES'}"
+            ) from None
         return done.stdout.decode("utf-8", errors="surrogateescape")
 
     return run
 
 
 def _value(raw: str, seen: Mapping[str, str], environ: Mapping[str, str], run: Runner, dotenv: Dotenv) -> str:
-    value = raw.strip(_RUBY_STRIP)
-    quote = None
-    if quoted := _QUOTED.fullmatch(value):
-        quote, value = quoted.group(1), quoted.group(2)
+    quote, value = _unquote(raw.strip(_RUBY_STRIP))
     if quote == "'":
         return value
     if quote == '"':
         value = value.replace("\\n", "\\\\n").replace("\\r", "\\\\r")  # survive the unescaping below
-    value = _ESCAPED_CHAR.sub(r"\1", value)
+    value = _unescape(value)
     if dotenv == "3.2":
         value = substitute_commands(value, seen, environ, run)
         return substitute_variables(value, seen, environ)
@@ -318,13 +467,12 @@ def parse(text: str, *, dotenv: Dotenv = "3.2", environ: Mapping[str, str], run:
     """What Dotenv.parse(file, overwrite: true) returns with Kamal's command substitution installed."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     seen: dict[str, str] = {}
-    for line in _LINE.finditer(text):
-        key, raw = line.group("key"), line.group("value")
-        if line.group("export") and raw is None:
-            if key not in seen:
-                raise DotenvError(f"Line {line.group(0)!r} has an unset variable")
+    for line in _lines(text):
+        if line.export and line.value is None:
+            if line.key not in seen:
+                raise DotenvError(f"Line {line.text!r} has an unset variable")
             continue
-        seen[key] = _value(raw or "", seen, environ, run, dotenv)
+        seen[line.key] = _value(line.value or "", seen, environ, run, dotenv)
     return seen
 
 
@@ -348,34 +496,37 @@ def secrets_print(secrets: Mapping[str, str]) -> str:
     return "".join(f"{k}={v}" + ("" if v.endswith("\n") else "\n") for k, v in secrets.items())
 
 
-_RUNS = re.compile(r"[\x00-\x7f]+|[^\x00-\x7f]+")
+def _ascii_escaped(value: str, escape: Callable[[str], str]) -> str:
+    """`value` with each stretch of ASCII characters passed through `escape`, the rest kept as it is."""
+    return "".join(
+        escape(text) if ascii_ else text
+        for ascii_, chars in itertools.groupby(value, key=str.isascii)
+        for text in ["".join(chars)]
+    )
 
 
 def env_file(env: Mapping[str, str]) -> str:
-    """Kamal's env file for `docker run --env-file`: ASCII runs String#dump'ed, then `\\"` and `\\#` unescaped."""
+    """Kamal's env file for `docker run --env-file`: ASCII stretches String#dump'ed, then `\\"` and `\\#` unescaped."""
 
-    def escape(value: str) -> str:
-        out = []
-        for run in _RUNS.findall(value):
-            if run.isascii():
-                run = ruby_dump(run)[1:-1].replace('\\"', '"').replace("\\#", "#")
-            out.append(run)
-        return "".join(out)
+    def escape(text: str) -> str:
+        return ruby_dump(text)[1:-1].replace('\\"', '"').replace("\\#", "#")
 
-    return "".join(f"{k}={escape(v)}\n" for k, v in env.items()) or "\n"
+    return "".join(f"{k}={_ascii_escaped(v, escape)}\n" for k, v in env.items()) or "\n"
 
 
-_LONE_DOLLAR = re.compile(r"\$(?!\{[^}]*\})")
+def _shell_dollars(text: str) -> str:
+    # Each `$` gets a backslash, except one that opens `${...}` (a `{` next and a `}` somewhere after it),
+    # which Kamal leaves for the remote shell to expand.
+    out: list[str] = []
+    for at, char in enumerate(text):
+        kept = char == "$" and text.startswith("{", at + 1) and text.find("}", at + 2) >= 0
+        out.append("\\$" if char == "$" and not kept else char)
+    return "".join(out)
 
 
 def shell_word(value: str) -> str:
     """Kamal's double-quoted shell word (docker login, clear values): String#dump, then ` and lone $ escaped."""
-    out = []
-    for run in _RUNS.findall(value):
-        if run.isascii():
-            run = _LONE_DOLLAR.sub(r"\\$", ruby_dump(run).replace("`", "\\`"))
-        out.append(run)
-    return "".join(out)
+    return _ascii_escaped(value, lambda text: _shell_dollars(ruby_dump(text).replace("`", "\\`")))
 
 
 def sh_word(word: str) -> str:

@@ -26,6 +26,7 @@ from broker.compiler.compile import compile_environment, render, target_problems
 from broker.compiler.parse import parse_manifest
 from broker.domain.manifest import ManifestBody, deep_merge
 from broker.renderers.base import Entry, RenderError, RenderOptions
+from broker.renderers.envfile import LINE_MAX_BYTES
 from broker.renderers.kamal import (
     DOTENV_PROBE,
     HOLDER,
@@ -253,6 +254,16 @@ def test_kamal_reads_back_every_value_exactly(tmp_path: Path, dotenv: kamal_orac
     assert not sentinel.exists()
 
 
+@pytest.mark.parametrize("dotenv", kamal_oracle.DOTENV_VERSIONS)
+def test_trailing_line_breaks_survive_kamals_chomp(tmp_path: Path, dotenv: kamal_oracle.Dotenv) -> None:
+    """A PEM named by proxy/ssl or a build secret keeps its last line break through `$(kamal secrets extract)`."""
+    need_ruby()
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    values = {"CERT": pem, "CR": "x\r", "CRLF": "y\r\n", "TWO": "z\n\n", "ONLY": "\n", "PLAIN": "w"}
+    assert _read_with_kamal(tmp_path, values, dotenv) == values
+    assert build_secret_problem(pem) is None
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.lists(st.text(st.characters(exclude_categories=["Cs"]), max_size=80), min_size=1, max_size=12),
@@ -265,10 +276,7 @@ def test_kamal_fetch_and_extract_carry_arbitrary_text(
     values = {f"K{i}": t for i, t in enumerate(texts)}
     got = _read_with_kamal(tmp_path, values, dotenv)
     for name, value in values.items():
-        if build_secret_problem(value) is None:  # only a trailing line break is lost ($(...) drops it)
-            assert got[name] == value, name
-        else:
-            assert got[name] == value.rstrip("\r\n") or "\x00" in value
+        assert got[name] == value, name  # trailing line breaks and NULs included
 
 
 @given(st.dictionaries(st.from_regex(r"[A-Z_][A-Z0-9_]{0,10}", fullmatch=True), st.text(), max_size=8))
@@ -282,7 +290,9 @@ def test_fetch_output_is_what_extract_reads(values: dict[str, str]) -> None:
         for name, value in values.items():
             extracted = kamal_oracle.kamal_secrets_extract(name, argument)
             # 3.1 keeps what extract returns; 3.2 substitutes variables over it first.
-            kept = extracted if dotenv == "3.1" else kamal_oracle.substitute_variables(extracted, {}, {})
+            # Kamal chomps it first; 3.1 keeps the rest, 3.2 substitutes variables over it.
+            chomped = kamal_oracle.chomp(extracted)
+            kept = chomped if dotenv == "3.1" else kamal_oracle.substitute_variables(chomped, {}, {})
             assert kept == value
 
 
@@ -518,7 +528,6 @@ def test_accepted_values_survive_kamal_escaping(texts: list[str]) -> None:
         ("#{x}", shell_problem),
         ("${HOME}", shell_problem),
         ("a\tb", shell_problem),
-        ("pem\n", build_secret_problem),
         ("a\x00b", build_secret_problem),
     ],
 )
@@ -614,3 +623,20 @@ def test_a_sub_second_health_interval_is_whole_seconds_for_kamal() -> None:
     assert _render(_plan(body))["proxy"]["healthcheck"]["interval"] == 1
     body["healthcheck"] = {"interval": 3, "path": "/up"}
     assert _render(_plan(body))["proxy"]["healthcheck"]["interval"] == 3
+
+
+def test_an_env_secret_over_dockers_env_file_line_limit_is_refused() -> None:
+    """Kamal's env file goes to `docker run --env-file`, whose line limit (pinned against real docker in
+    tests/integration/renderers/test_envfile_engines.py::test_line_limit_is_the_scanners) stops the start."""
+    fits = "x" * (LINE_MAX_BYTES - len("V") - 1)
+    assert env_file_problem(fits, "V") is None
+    assert kamal_oracle.env_file({"V": fits}) == f"V={fits}\n"  # Kamal writes it as it is: one full line
+    too_long = "é" * ((LINE_MAX_BYTES - len("V")) // 2)  # counted in bytes, not characters
+    assert "longer than 65535 bytes" in (env_file_problem(too_long, "V") or "")
+    body = ManifestBody.model_validate({"service": "app", "env": {"secret": ["V"]}})
+    renderer = KamalRenderer(KamalPlan(project="app", body=body, clear={}))
+    (problem,) = renderer.find_problems(
+        [Entry("V", fits + "x", True)], options=RenderOptions("production", "app")
+    )
+    assert problem.key == "V" and "longer than" in problem.reason
+    assert "use the k8s target" in problem.alternative and "env-file" not in problem.alternative

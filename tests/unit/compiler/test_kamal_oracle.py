@@ -141,6 +141,29 @@ def test_kamal_secrets_runs_inside_kamal_not_in_a_shell(dotenv: Dotenv, tmp_path
     assert not sentinel.exists()
 
 
+@BOTH
+def test_a_command_that_needs_no_shell_is_started_directly_and_an_unknown_program_stops_kamal(
+    dotenv: Dotenv,
+) -> None:
+    # Ruby's backticks: `strongroom kamal fetch ...` missing from PATH raises Errno::ENOENT, never "".
+    for line in ("V=$(no-such-program-k11 -p app)\n", "V=$( )\n"):
+        with pytest.raises(DotenvError, match="ENOENT"):
+            read(line, dotenv)
+
+
+def test_a_command_emptied_by_its_variables_stops_kamal_on_3_2_and_is_text_on_3_1() -> None:
+    with pytest.raises(DotenvError, match="ENOENT"):
+        read("V=$($EMPTY)\n", "3.2")  # the command's own variables first: `` with nothing to run
+    assert read("V=$($EMPTY)\n", "3.1") == {"V": "$()"}  # variables first leave "$()", never a command
+
+
+@BOTH
+def test_a_command_that_needs_a_shell_runs_in_sh(dotenv: Dotenv) -> None:
+    # A shell character, an assignment first or a special built-in: sh runs it and prints its own error.
+    got = read("A=$(no-such-program-k11;)\nB=$(X=1 printf x)\nC=$(exit 3)\nD=$(printf %s y)\n", dotenv)
+    assert got == {"A": "", "B": "x", "C": "", "D": "y"}
+
+
 def test_extract_of_a_missing_name_fails() -> None:
     need_ruby()
     with pytest.raises(DotenvError, match="Could not find secret K"):
@@ -188,6 +211,35 @@ def test_export_and_colon_forms(dotenv: Dotenv) -> None:
 @BOTH
 def test_carriage_returns_read_as_line_breaks(dotenv: Dotenv) -> None:
     assert read("A=1\r\nB=2\rC=3", dotenv) == {"A": "1", "B": "2", "C": "3"}
+
+
+@BOTH
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        # A backslash before the closing quote keeps it inside unless only the shorter text ends the line.
+        ('A="a\\"', {"A": "a\\"}),
+        ('A="a\\" b" # c', {"A": 'a" b'}),
+        ("A='it\\'s'", {"A": "it\\'s"}),
+        # Quoted text that cannot end its line is read bare, quotes and all.
+        ("A='x' y", {"A": "'x' y"}),
+        # A key alone is an empty value; `=` may follow a line break; `:` takes the next line as its value.
+        ("A\nB=1", {"A": "", "B": "1"}),
+        ("A\n=1", {"A": "1"}),
+        ("A:\nB=1", {"A": "B=1"}),
+        # `export` with nothing to export after it is a key; before a line break it exports the next line.
+        ("export =1", {"export": "1"}),
+        ("export\nA=1", {"A": "1"}),
+        # Comment and blank lines after a value are passed over; quoted values span lines.
+        ("A=1\n  # note\n\nB=2", {"A": "1", "B": "2"}),
+        ("A='x\ny'\nB=2", {"A": "x\ny", "B": "2"}),
+    ],
+)
+def test_odd_lines_read_as_the_released_versions_read_them(
+    dotenv: Dotenv, text: str, want: dict[str, str]
+) -> None:
+    # Each expectation is what dotenv 3.2.0 and 3.1.8 gave for the same text, run by hand.
+    assert read(text, dotenv) == want
 
 
 # --- Kamal ----------------------------------------------------------------------------------------------------

@@ -119,6 +119,11 @@ READ_ONLY_ALLOWED = frozenset(
         ("POST", _E + "/check"),
         ("POST", _E + "/compile"),
         ("POST", _E + "/deploys/status"),
+        # The console's reads that POST (an auditor needs them most when the broker is read-only).
+        ("POST", "/console/login"),
+        ("POST", "/console/logout"),
+        ("POST", "/console/audit/fingerprint"),
+        ("POST", "/console/projects/{project}/environments/{environment}/secrets/{name}/reveal"),
     }
 )
 READ_ONLY = (

@@ -216,6 +216,26 @@ def test_admin_revokes_a_token_by_accessor(console: Console) -> None:
     assert accessor not in b.get("/console/tokens").text
 
 
+def test_a_read_only_broker_still_signs_in_looks_up_and_signs_out_but_revokes_nothing(
+    console: Console,
+) -> None:
+    """Read-only (a database behind the last checkpoint) is when an auditor needs the console most."""
+    victim = console.sign_in(*console.identity("svc", AUDITOR_SCOPES))
+    token = victim.cookies.get(security.SESSION_COOKIE)
+    assert token
+    accessor = console.client.get("/v1/auth/token/self", headers={"Authorization": f"Bearer {token}"}).json()[
+        "accessor"
+    ]
+    console.rt.audit.read_only = "the database is behind the last checkpoint (test)"
+    b = console.sign_in("admin", console.admin_secret)
+    r = _post(b, "/console/audit/fingerprint", {"csrf": _csrf(b), "value": "not-a-served-value"})
+    assert r.status_code == 200, r.text
+    r = _post(b, "/console/tokens/revoke", {"csrf": _csrf(b), "accessor": accessor})
+    assert r.status_code == 503 and _token_live(console, token)
+    r = _post(b, "/console/logout", {"csrf": _csrf(b)})
+    assert r.status_code == 303
+
+
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
 

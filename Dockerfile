@@ -15,16 +15,11 @@ FROM ${BASE} AS builder
 ARG PIP_OPTIONS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY . /src
-# The schema migrations are read from beside the package (broker/db/migrate.py's _ROOT), which a wheel
-# install does not ship: put them where that module looks, in the venv.
 # The base's own pip installs into the venv (`--python`, pip 22.3+), so the venv carries no pip or setuptools
 # of its own (fewer files to copy, nothing for the broker's Python to install packages with).
 RUN set -eu; \
     python3 -m venv --without-pip /opt/strongroom; \
     python3 -m pip --python /opt/strongroom/bin/python install $PIP_OPTIONS /src; \
-    root=$(/opt/strongroom/bin/python -c 'import broker.db.migrate as m; print(m._ROOT)'); \
-    cp -r /src/migrations /src/alembic.ini "$root/"; \
-    /opt/strongroom/bin/python -m compileall -q "$root/migrations"; \
     install -m 0644 /src/deploy/healthcheck.py /opt/strongroom/healthcheck.py
 
 FROM ${BASE}

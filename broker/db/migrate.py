@@ -10,14 +10,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-_ROOT = Path(__file__).resolve().parents[2]
+# The revisions ship inside the package (package data), so an installed broker (`pipx install .`, the image)
+# migrates exactly as a checkout does; alembic.ini stays beside the checkout for the `alembic` command.
+_SCRIPTS = Path(__file__).resolve().parents[1] / "migrations"
+_INI = Path(__file__).resolve().parents[2] / "alembic.ini"
 
 
 def alembic_config(url: str) -> Config:
-    """Alembic config pointing at migrations/ with the given URL."""
-    ini = _ROOT / "alembic.ini"
-    cfg = Config(str(ini)) if ini.exists() else Config()
-    cfg.set_main_option("script_location", str(_ROOT / "migrations"))
+    """Alembic config pointing at broker/migrations/ with the given URL."""
+    cfg = Config(str(_INI)) if _INI.exists() else Config()
+    cfg.set_main_option("script_location", str(_SCRIPTS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
@@ -33,7 +35,7 @@ def downgrade(url: str, revision: str) -> None:
 
 
 def head_revision(url: str) -> str | None:
-    """The newest revision in migrations/."""
+    """The newest revision in broker/migrations/."""
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
 
 

@@ -164,7 +164,7 @@ def test_key_rows_are_what_touched_keys_derives_from_each_record(api: AuditApi) 
 
 
 def migration_rule() -> Callable[..., Any]:
-    path = Path(__file__).parents[3] / "migrations" / "versions" / "0005_audit_event_keys.py"
+    path = Path(__file__).parents[3] / "broker" / "migrations" / "versions" / "0005_audit_event_keys.py"
     spec = importlib.util.spec_from_file_location("migration_0005", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

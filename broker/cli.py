@@ -265,6 +265,7 @@ def serve(
 
     from broker.keys import load
     from broker.main import build_runtime, create_app
+    from broker.services.audit import runner as audit_runner
     from broker.services.runtime import utcnow
 
     settings = _settings(
@@ -291,6 +292,8 @@ def serve(
     _run(_check_schema(settings.resolved_database_url))
     try:
         runtime = build_runtime(settings)
+        # Before uvicorn, like the schema: a sink it could not open would be two ERROR lines after the address.
+        audit_runner.check_outputs(runtime)
     except BrokerError as exc:
         raise _fail(exc) from None
     if settings.is_embedded:

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,3 +206,49 @@ def test_an_sqlite_file_that_cannot_be_opened_is_one_sentence(tmp_path: Path, si
         tmp_path, "serve", database_url=url, keyring=keyring_json(), audit_signing_key_file=signing_key
     )
     one_sentence(done, "STRONGROOM_DATABASE_URL", "SQLite file")
+
+
+# -- the audit outputs: checked before the server starts, so a failure is `serve`'s own one sentence --
+
+
+def _audit_dir_is_a_file(tmp_path: Path) -> dict[str, str]:
+    plain = tmp_path / "not-a-directory"
+    plain.write_text("x")
+    return {"audit_checkpoint_dir": str(plain)}
+
+
+def _audit_file_in_a_missing_directory(tmp_path: Path) -> dict[str, str]:
+    return {"audit_file": str(tmp_path / "missing" / "audit.log")}
+
+
+def _audit_file_readable_by_others(tmp_path: Path) -> dict[str, str]:
+    loose = tmp_path / "audit.log"
+    loose.touch(mode=0o644)
+    loose.chmod(0o644)
+    return {"audit_file": str(loose)}
+
+
+@pytest.mark.parametrize(
+    ("make", "setting"),
+    [
+        (_audit_dir_is_a_file, "STRONGROOM_AUDIT_CHECKPOINT_DIR"),
+        (_audit_file_in_a_missing_directory, "STRONGROOM_AUDIT_FILE"),
+        (_audit_file_readable_by_others, "STRONGROOM_AUDIT_FILE"),
+    ],
+)
+def test_an_audit_output_that_cannot_be_used_is_one_sentence_naming_its_setting(
+    tmp_path: Path, signing_key: str, make: Any, setting: str
+) -> None:
+    """Before the check ran ahead of uvicorn, the broker printed its address, then uvicorn's two ERROR
+    lines ("audit: EEXIST (File exists)" for a checkpoint directory that is a file, naming nothing)."""
+    extra = make(tmp_path)
+    done = server(
+        tmp_path,
+        "serve",
+        port=str(free_port()),
+        keyring=keyring_json(),
+        audit_signing_key_file=signing_key,
+        **extra,
+    )
+    one_sentence(done, setting, next(iter(extra.values())))
+    assert "strongroom broker on" not in done.stderr

@@ -19,19 +19,40 @@ from broker.services.runtime import Runtime
 log = logging.getLogger("strongroom.audit")
 
 
+def _setting_of(sink: object) -> str:
+    name = str(getattr(sink, "name", ""))
+    return "STRONGROOM_AUDIT_SYSLOG" if name.startswith("syslog:") else "STRONGROOM_AUDIT_FILE"
+
+
+def check_outputs(rt: Runtime) -> None:
+    """The checkpoint directory and every extra sink can be written (`serve` asks before the server starts,
+    start-up again); Unavailable as one sentence naming the setting otherwise."""
+    trail = rt.audit
+    try:
+        trail.checkpoints.ensure(trail.signer.public)
+    except (OSError, SinkError) as exc:
+        raise Unavailable(
+            f"STRONGROOM_AUDIT_CHECKPOINT_DIR: {trail.checkpoints.path} cannot hold checkpoints: {describe(exc)}"
+        ) from None
+    for sink in trail.sinks:
+        check = getattr(sink, "check", None)
+        if check is None:
+            continue
+        try:
+            check()
+        except (OSError, SinkError) as exc:
+            raise Unavailable(f"{_setting_of(sink)}: {describe(exc)}") from None
+
+
 async def start(rt: Runtime) -> None:
     """Start-up: check the sinks, link what is pending, compare the database with the newest external
     checkpoint (refuse, or serve read-only, when it is behind), then start the chainer."""
     trail = rt.audit
+    await asyncio.to_thread(check_outputs, rt)
     try:
-        await asyncio.to_thread(trail.checkpoints.ensure, trail.signer.public)
-        for sink in trail.sinks:
-            check = getattr(sink, "check", None)
-            if check is not None:
-                await asyncio.to_thread(check)
         published = await asyncio.to_thread(trail.checkpoints.between, 0, None)
     except (OSError, SinkError) as exc:
-        raise Unavailable(f"audit: {describe(exc)}") from None
+        raise Unavailable(f"STRONGROOM_AUDIT_CHECKPOINT_DIR: {describe(exc)}") from None
     latest = published[-1] if published else None
     await chain(rt, checkpoints=False)
     problem = series_problem(published, trail.signer.public)

@@ -253,7 +253,11 @@ def test_kamal_reads_back_every_value_exactly(tmp_path: Path, dotenv: kamal_orac
     assert not sentinel.exists()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     st.lists(st.text(st.characters(exclude_categories=["Cs"]), max_size=80), min_size=1, max_size=12),
     st.sampled_from(kamal_oracle.DOTENV_VERSIONS),

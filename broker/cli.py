@@ -168,6 +168,26 @@ async def _bootstrap_file(settings: Settings, runtime: Any) -> Path | None:
     return path
 
 
+async def _check_audit(settings: Settings) -> None:
+    from broker.main import build_runtime
+    from broker.services.audit import runner
+
+    # A runtime of its own, closed here: its connections belong to this event loop, not uvicorn's.
+    try:
+        rt = build_runtime(settings)
+    except BrokerError as exc:
+        raise _fail(exc) from None
+    try:
+        await runner.check_before_serving(rt)
+    except BrokerError as exc:
+        raise _fail(exc) from None
+    finally:
+        for sink in rt.audit.sinks:
+            sink.close()
+        await rt.units.close()
+        await rt.engine.dispose()
+
+
 async def _check_schema(url: str) -> None:
     from broker.db import migrate
     from broker.db.engine import make_engine
@@ -265,7 +285,6 @@ def serve(
 
     from broker.keys import load
     from broker.main import build_runtime, create_app
-    from broker.services.audit import runner as audit_runner
     from broker.services.runtime import utcnow
 
     settings = _settings(
@@ -290,10 +309,10 @@ def serve(
             raise click.UsageError("--workers: SQLite serves from one process; use PostgreSQL for several")
     # Before uvicorn: its lifespan failure would print a traceback and say nothing about the setting.
     _run(_check_schema(settings.resolved_database_url))
+    # Before uvicorn, like the schema: its failed start-up prints the address, then two ERROR lines.
+    _run(_check_audit(settings))
     try:
         runtime = build_runtime(settings)
-        # Before uvicorn, like the schema: a sink it could not open would be two ERROR lines after the address.
-        audit_runner.check_outputs(runtime)
     except BrokerError as exc:
         raise _fail(exc) from None
     if settings.is_embedded:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from broker.audit.checkpoint import Signer
+from broker.audit.sinks import CheckpointDirectory
 from tests.conftest import keyring_json
 from tests.support import pg
 from tests.support.pg import free_port
@@ -60,11 +63,13 @@ def one_sentence(done: subprocess.CompletedProcess[str], *names: str) -> str:
     return line
 
 
-@pytest.fixture
-def signing_key(tmp_path: Path) -> str:
-    """An audit signing key file, so that admin commands print no development-key notice first."""
-    out = tmp_path / "keys" / "audit.pem"
-    done = server(tmp_path, "audit", "keygen", "--out", str(out))
+@pytest.fixture(scope="module")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An audit signing key file, so that admin commands print no development-key notice first (one per
+    module: the commands only read it)."""
+    home = tmp_path_factory.mktemp("signing")
+    out = home / "keys" / "audit.pem"
+    done = server(home, "audit", "keygen", "--out", str(out))
     assert done.returncode == 0, done.stderr
     return str(out)
 
@@ -149,11 +154,18 @@ def test_an_empty_postgresql_database_is_one_sentence(
 # -- file modes: the data directory, the database and its WAL are held to the keyring's rule --
 
 
-def _embedded(tmp_path: Path) -> Path:
-    """A data directory the broker set up itself (0700, database 0600), then shut down."""
-    done = server(tmp_path, "db", "upgrade")
+@pytest.fixture(scope="module")
+def embedded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory the broker set up itself (0700, database 0600), then shut down; made once per module."""
+    home = tmp_path_factory.mktemp("embedded")
+    done = server(home, "db", "upgrade")
     assert done.returncode == 0, done.stderr
-    data = tmp_path / "data"
+    return home / "data"
+
+
+def _embedded(template: Path, tmp_path: Path) -> Path:
+    """This test's copy of the template, modes kept (copytree copies each file's and directory's mode)."""
+    data = Path(shutil.copytree(template, tmp_path / "data"))
     assert data.stat().st_mode & 0o777 == 0o700
     assert (data / "strongroom.db").stat().st_mode & 0o777 == 0o600
     return data
@@ -170,9 +182,9 @@ def _embedded(tmp_path: Path) -> Path:
     ],
 )
 def test_a_private_path_open_to_others_is_refused_naming_it_and_the_fix(
-    tmp_path: Path, relative: str, mode: int, fix: str
+    embedded_template: Path, tmp_path: Path, relative: str, mode: int, fix: str
 ) -> None:
-    data = _embedded(tmp_path)
+    data = _embedded(embedded_template, tmp_path)
     path = data / relative if relative else data
     if not path.exists():
         path.touch(mode=0o600)
@@ -183,8 +195,8 @@ def test_a_private_path_open_to_others_is_refused_naming_it_and_the_fix(
     assert server(tmp_path, "db", "upgrade").returncode == 0
 
 
-def test_the_wal_files_sqlite_creates_are_private(tmp_path: Path) -> None:
-    data = _embedded(tmp_path)
+def test_the_wal_files_sqlite_creates_are_private(embedded_template: Path, tmp_path: Path) -> None:
+    data = _embedded(embedded_template, tmp_path)
     # bootstrap writes through the broker's SQLite connection, in WAL mode.
     done = server(tmp_path, "bootstrap", keyring=keyring_json())
     assert done.returncode == 0, done.stderr
@@ -251,4 +263,24 @@ def test_an_audit_output_that_cannot_be_used_is_one_sentence_naming_its_setting(
         **extra,
     )
     one_sentence(done, setting, next(iter(extra.values())))
+    assert "strongroom broker on" not in done.stderr
+
+
+def test_a_database_behind_the_last_checkpoint_is_one_sentence(tmp_path: Path, signing_key: str) -> None:
+    """C12 at `serve`: a checkpoint (validly signed) vouches for more events than the database holds, as after
+    restoring an older backup. Before the check ran ahead of uvicorn the sentence came framed in uvicorn's
+    ERROR lines after the broker's address."""
+    checkpoints = tmp_path / "checkpoints"
+    signer = Signer.from_pem(Path(signing_key).read_bytes())
+    signed = signer.sign(seq=10_000, head="0" * 64, time="2026-01-01T00:00:00.000000Z")
+    CheckpointDirectory(checkpoints).write(signed)
+    done = server(
+        tmp_path,
+        "serve",
+        port=str(free_port()),
+        keyring=keyring_json(),
+        audit_signing_key_file=signing_key,
+        audit_checkpoint_dir=str(checkpoints),
+    )
+    one_sentence(done, "behind the last checkpoint", "STRONGROOM_AUDIT_ON_ROLLBACK")
     assert "strongroom broker on" not in done.stderr

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 
-from broker.audit.checkpoint import series_problem
+from broker.audit.checkpoint import SignedCheckpoint, series_problem
 from broker.audit.sinks import SinkError, describe
 from broker.errors import Unavailable
 from broker.services.audit.chaining import chain, rollback_problem
@@ -44,9 +44,9 @@ def check_outputs(rt: Runtime) -> None:
             raise Unavailable(f"{_setting_of(sink)}: {describe(exc)}") from None
 
 
-async def start(rt: Runtime) -> None:
-    """Start-up: check the sinks, link what is pending, compare the database with the newest external
-    checkpoint (refuse, or serve read-only, when it is behind), then start the chainer."""
+async def _problem(rt: Runtime) -> tuple[str | None, SignedCheckpoint | None]:
+    """Link what is pending, then why the database is not the one the external checkpoints vouch for
+    (None: it is), and the newest checkpoint."""
     trail = rt.audit
     await asyncio.to_thread(check_outputs, rt)
     try:
@@ -57,15 +57,33 @@ async def start(rt: Runtime) -> None:
     await chain(rt, checkpoints=False)
     problem = series_problem(published, trail.signer.public)
     if problem is not None:
-        problem = f"the checkpoints in {trail.checkpoints.path} cannot be trusted: {problem}"
-    else:
-        problem = await rollback_problem(rt, latest)
+        return f"the checkpoints in {trail.checkpoints.path} cannot be trusted: {problem}", latest
+    return await rollback_problem(rt, latest), latest
+
+
+def _refusal(problem: str) -> Unavailable:
+    return Unavailable(
+        f"audit: {problem}; refusing to serve (set STRONGROOM_AUDIT_ON_ROLLBACK=read-only to serve "
+        "reads only while you investigate)"
+    )
+
+
+async def check_before_serving(rt: Runtime) -> None:
+    """`serve`'s check before the server starts (start-up makes it again): the audit outputs can be used,
+    and the database is not behind the external checkpoints unless read-only serving is configured."""
+    problem, _ = await _problem(rt)
+    if problem is not None and rt.audit.on_rollback == "refuse":
+        raise _refusal(problem)
+
+
+async def start(rt: Runtime) -> None:
+    """Start-up: check the sinks, link what is pending, compare the database with the newest external
+    checkpoint (refuse, or serve read-only, when it is behind), then start the chainer."""
+    trail = rt.audit
+    problem, latest = await _problem(rt)
     if problem is not None:
         if trail.on_rollback == "refuse":
-            raise Unavailable(
-                f"audit: {problem}; refusing to serve (set STRONGROOM_AUDIT_ON_ROLLBACK=read-only to serve "
-                "reads only while you investigate)"
-            )
+            raise _refusal(problem)
         trail.read_only = problem
         log.error("audit: %s; serving read-only: every change is refused with 503", problem)
         await record_system(rt, "audit.rollback_detected", outcome="error", reason=problem)

@@ -168,6 +168,26 @@ async def _bootstrap_file(settings: Settings, runtime: Any) -> Path | None:
     return path
 
 
+async def _check_audit(settings: Settings) -> None:
+    from broker.main import build_runtime
+    from broker.services.audit import runner
+
+    # A runtime of its own, closed here: its connections belong to this event loop, not uvicorn's.
+    try:
+        rt = build_runtime(settings)
+    except BrokerError as exc:
+        raise _fail(exc) from None
+    try:
+        await runner.check_before_serving(rt)
+    except BrokerError as exc:
+        raise _fail(exc) from None
+    finally:
+        for sink in rt.audit.sinks:
+            sink.close()
+        await rt.units.close()
+        await rt.engine.dispose()
+
+
 async def _check_schema(url: str) -> None:
     from broker.db import migrate
     from broker.db.engine import make_engine
@@ -331,6 +351,8 @@ def _serve(settings: Settings, workers: int, log_config: dict[str, Any], gracefu
             raise click.UsageError("--workers: SQLite serves from one process; use PostgreSQL for several")
     # Before uvicorn: its lifespan failure would print a traceback and say nothing about the setting.
     _run(_check_schema(settings.resolved_database_url))
+    # Before uvicorn, like the schema: its failed start-up prints the address, then two ERROR lines.
+    _run(_check_audit(settings))
     try:
         runtime = build_runtime(settings)
     except BrokerError as exc:

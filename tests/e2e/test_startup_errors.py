@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from broker.audit.checkpoint import Signer
+from broker.audit.sinks import CheckpointDirectory
 from tests.conftest import keyring_json
 from tests.support import pg
 from tests.support.pg import free_port
@@ -59,11 +63,13 @@ def one_sentence(done: subprocess.CompletedProcess[str], *names: str) -> str:
     return line
 
 
-@pytest.fixture
-def signing_key(tmp_path: Path) -> str:
-    """An audit signing key file, so that admin commands print no development-key notice first."""
-    out = tmp_path / "keys" / "audit.pem"
-    done = server(tmp_path, "audit", "keygen", "--out", str(out))
+@pytest.fixture(scope="module")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An audit signing key file, so that admin commands print no development-key notice first (one per
+    module: the commands only read it)."""
+    home = tmp_path_factory.mktemp("signing")
+    out = home / "keys" / "audit.pem"
+    done = server(home, "audit", "keygen", "--out", str(out))
     assert done.returncode == 0, done.stderr
     return str(out)
 
@@ -148,11 +154,18 @@ def test_an_empty_postgresql_database_is_one_sentence(
 # -- file modes: the data directory, the database and its WAL are held to the keyring's rule --
 
 
-def _embedded(tmp_path: Path) -> Path:
-    """A data directory the broker set up itself (0700, database 0600), then shut down."""
-    done = server(tmp_path, "db", "upgrade")
+@pytest.fixture(scope="module")
+def embedded_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory the broker set up itself (0700, database 0600), then shut down; made once per module."""
+    home = tmp_path_factory.mktemp("embedded")
+    done = server(home, "db", "upgrade")
     assert done.returncode == 0, done.stderr
-    data = tmp_path / "data"
+    return home / "data"
+
+
+def _embedded(template: Path, tmp_path: Path) -> Path:
+    """This test's copy of the template, modes kept (copytree copies each file's and directory's mode)."""
+    data = Path(shutil.copytree(template, tmp_path / "data"))
     assert data.stat().st_mode & 0o777 == 0o700
     assert (data / "strongroom.db").stat().st_mode & 0o777 == 0o600
     return data
@@ -169,9 +182,9 @@ def _embedded(tmp_path: Path) -> Path:
     ],
 )
 def test_a_private_path_open_to_others_is_refused_naming_it_and_the_fix(
-    tmp_path: Path, relative: str, mode: int, fix: str
+    embedded_template: Path, tmp_path: Path, relative: str, mode: int, fix: str
 ) -> None:
-    data = _embedded(tmp_path)
+    data = _embedded(embedded_template, tmp_path)
     path = data / relative if relative else data
     if not path.exists():
         path.touch(mode=0o600)
@@ -182,8 +195,8 @@ def test_a_private_path_open_to_others_is_refused_naming_it_and_the_fix(
     assert server(tmp_path, "db", "upgrade").returncode == 0
 
 
-def test_the_wal_files_sqlite_creates_are_private(tmp_path: Path) -> None:
-    data = _embedded(tmp_path)
+def test_the_wal_files_sqlite_creates_are_private(embedded_template: Path, tmp_path: Path) -> None:
+    data = _embedded(embedded_template, tmp_path)
     # bootstrap writes through the broker's SQLite connection, in WAL mode.
     done = server(tmp_path, "bootstrap", keyring=keyring_json())
     assert done.returncode == 0, done.stderr
@@ -205,3 +218,69 @@ def test_an_sqlite_file_that_cannot_be_opened_is_one_sentence(tmp_path: Path, si
         tmp_path, "serve", database_url=url, keyring=keyring_json(), audit_signing_key_file=signing_key
     )
     one_sentence(done, "STRONGROOM_DATABASE_URL", "SQLite file")
+
+
+# -- the audit outputs: checked before the server starts, so a failure is `serve`'s own one sentence --
+
+
+def _audit_dir_is_a_file(tmp_path: Path) -> dict[str, str]:
+    plain = tmp_path / "not-a-directory"
+    plain.write_text("x")
+    return {"audit_checkpoint_dir": str(plain)}
+
+
+def _audit_file_in_a_missing_directory(tmp_path: Path) -> dict[str, str]:
+    return {"audit_file": str(tmp_path / "missing" / "audit.log")}
+
+
+def _audit_file_readable_by_others(tmp_path: Path) -> dict[str, str]:
+    loose = tmp_path / "audit.log"
+    loose.touch(mode=0o644)
+    loose.chmod(0o644)
+    return {"audit_file": str(loose)}
+
+
+@pytest.mark.parametrize(
+    ("make", "setting"),
+    [
+        (_audit_dir_is_a_file, "STRONGROOM_AUDIT_CHECKPOINT_DIR"),
+        (_audit_file_in_a_missing_directory, "STRONGROOM_AUDIT_FILE"),
+        (_audit_file_readable_by_others, "STRONGROOM_AUDIT_FILE"),
+    ],
+)
+def test_an_audit_output_that_cannot_be_used_is_one_sentence_naming_its_setting(
+    tmp_path: Path, signing_key: str, make: Any, setting: str
+) -> None:
+    """Before the check ran ahead of uvicorn, the broker printed its address, then uvicorn's two ERROR
+    lines ("audit: EEXIST (File exists)" for a checkpoint directory that is a file, naming nothing)."""
+    extra = make(tmp_path)
+    done = server(
+        tmp_path,
+        "serve",
+        port=str(free_port()),
+        keyring=keyring_json(),
+        audit_signing_key_file=signing_key,
+        **extra,
+    )
+    one_sentence(done, setting, next(iter(extra.values())))
+    assert "strongroom broker on" not in done.stderr
+
+
+def test_a_database_behind_the_last_checkpoint_is_one_sentence(tmp_path: Path, signing_key: str) -> None:
+    """C12 at `serve`: a checkpoint (validly signed) vouches for more events than the database holds, as after
+    restoring an older backup. Before the check ran ahead of uvicorn the sentence came framed in uvicorn's
+    ERROR lines after the broker's address."""
+    checkpoints = tmp_path / "checkpoints"
+    signer = Signer.from_pem(Path(signing_key).read_bytes())
+    signed = signer.sign(seq=10_000, head="0" * 64, time="2026-01-01T00:00:00.000000Z")
+    CheckpointDirectory(checkpoints).write(signed)
+    done = server(
+        tmp_path,
+        "serve",
+        port=str(free_port()),
+        keyring=keyring_json(),
+        audit_signing_key_file=signing_key,
+        audit_checkpoint_dir=str(checkpoints),
+    )
+    one_sentence(done, "behind the last checkpoint", "STRONGROOM_AUDIT_ON_ROLLBACK")
+    assert "strongroom broker on" not in done.stderr

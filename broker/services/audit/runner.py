@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 
+from broker.audit.checkpoint import SignedCheckpoint
 from broker.audit.sinks import SinkError, describe
 from broker.errors import Unavailable
 from broker.services.audit.chaining import chain, rollback_problem, trusted_series
@@ -18,32 +19,73 @@ from broker.services.runtime import Runtime
 log = logging.getLogger("strongroom.audit")
 
 
-async def start(rt: Runtime) -> None:
-    """Start-up: check the sinks, link what is pending, compare the database with the newest external
-    checkpoint (refuse, or serve read-only, when it is behind), then start the chainer."""
+def _setting_of(sink: object) -> str:
+    name = str(getattr(sink, "name", ""))
+    return "STRONGROOM_AUDIT_SYSLOG" if name.startswith("syslog:") else "STRONGROOM_AUDIT_FILE"
+
+
+def check_outputs(rt: Runtime) -> None:
+    """The checkpoint directory and every extra sink can be written (`serve` asks before the server starts,
+    start-up again); Unavailable as one sentence naming the setting otherwise."""
     trail = rt.audit
     try:
-        await asyncio.to_thread(trail.checkpoints.ensure, trail.signer.public)
-        for sink in trail.sinks:
-            check = getattr(sink, "check", None)
-            if check is not None:
-                await asyncio.to_thread(check)
+        trail.checkpoints.ensure(trail.signer.public)
+    except (OSError, SinkError) as exc:
+        raise Unavailable(
+            f"STRONGROOM_AUDIT_CHECKPOINT_DIR: {trail.checkpoints.path} cannot hold checkpoints: {describe(exc)}"
+        ) from None
+    for sink in trail.sinks:
+        check = getattr(sink, "check", None)
+        if check is None:
+            continue
+        try:
+            check()
+        except (OSError, SinkError) as exc:
+            raise Unavailable(f"{_setting_of(sink)}: {describe(exc)}") from None
+
+
+async def _problem(rt: Runtime) -> tuple[str | None, SignedCheckpoint | None]:
+    """Link what is pending, then why the database is not the one the external checkpoints vouch for
+    (None: it is), and the newest checkpoint."""
+    trail = rt.audit
+    await asyncio.to_thread(check_outputs, rt)
+    try:
         published = await asyncio.to_thread(trail.checkpoints.between, 0, None)
         markers = await asyncio.to_thread(trail.checkpoints.markers)
     except (OSError, SinkError) as exc:
-        raise Unavailable(f"audit: {describe(exc)}") from None
+        raise Unavailable(f"STRONGROOM_AUDIT_CHECKPOINT_DIR: {describe(exc)}") from None
     # Accepted restores (strongroom-server audit accept-restore) set aside the checkpoints they superseded.
     published, problem = trusted_series(rt, published, markers)
     latest = published[-1] if published else None
     await chain(rt, checkpoints=False)
-    if problem is None:
-        problem = await rollback_problem(rt, latest, markers[-1] if markers else None)
+    if problem is not None:
+        return problem, latest
+    return await rollback_problem(rt, latest, markers[-1] if markers else None), latest
+
+
+def _refusal(problem: str) -> Unavailable:
+    return Unavailable(
+        f"audit: {problem}; refusing to serve (set STRONGROOM_AUDIT_ON_ROLLBACK=read-only to serve "
+        "reads only while you investigate)"
+    )
+
+
+async def check_before_serving(rt: Runtime) -> None:
+    """`serve`'s check before the server starts (start-up makes it again): the audit outputs can be used,
+    and the database is not behind the external checkpoints unless read-only serving is configured."""
+    problem, _ = await _problem(rt)
+    if problem is not None and rt.audit.on_rollback == "refuse":
+        raise _refusal(problem)
+
+
+async def start(rt: Runtime) -> None:
+    """Start-up: check the sinks, link what is pending, compare the database with the newest external
+    checkpoint (refuse, or serve read-only, when it is behind), then start the chainer."""
+    trail = rt.audit
+    problem, latest = await _problem(rt)
     if problem is not None:
         if trail.on_rollback == "refuse":
-            raise Unavailable(
-                f"audit: {problem}; refusing to serve (set STRONGROOM_AUDIT_ON_ROLLBACK=read-only to serve "
-                "reads only while you investigate)"
-            )
+            raise _refusal(problem)
         trail.read_only = problem
         log.error("audit: %s; serving read-only: every change is refused with 503", problem)
         await record_system(rt, "audit.rollback_detected", outcome="error", reason=problem)

@@ -8,6 +8,7 @@ the lock returns at once without linking (two brokers still write one chain: tes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,22 @@ def quiet(db_url: str, tmp_path: Path) -> Iterator[AuditApi]:
     """A broker whose background chainer wakes only when a request kicks it (an hour between timed passes)."""
     with broker(db_url, tmp_path, audit_checkpoint_interval=3600) as api:
         api.chain()
+        api.run(_fresh_chainer, api)
         yield api
+
+
+async def _fresh_chainer(api: AuditApi) -> None:
+    """Replace the background chainer with one that no request has woken yet. A pass woken during set-up
+    could otherwise run whenever the loop got to it, after a test planted its backlog (a loaded machine made
+    it so: the backlog linked before the test's lock was taken)."""
+    trail = api.rt.audit
+    task = trail._task
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    trail._wake = asyncio.Event()
+    trail._task = asyncio.create_task(runner._run(api.rt), name="strongroom-audit-chainer")
 
 
 def plant_backlog(api: AuditApi, n: int, tag: str) -> None:

@@ -184,7 +184,10 @@ def test_h49_two_brokers_one_linear_chain(pair: Pair, tmp_path: Path) -> None:
             # keep signing) vouch for events the file cannot hold.
             *exported_at,
         ],
-        env={"PATH": cli_env["PATH"], "HOME": str(tmp_path)},
+        # PYTHONPATH as the brokers have it: the worktree's CLI, not whichever checkout the shared virtualenv's
+        # editable install points at.
+        env={"PATH": cli_env["PATH"], "HOME": str(tmp_path)}
+        | {k: v for k, v in cli_env.items() if k == "PYTHONPATH"},
         capture_output=True,
         text=True,
         timeout=120,

@@ -199,9 +199,17 @@ def test_supervise_keeps_the_program_running_while_the_broker_fails(tmp_path: Pa
     failures = [CliError("the broker is down"), CliError("still down")]
     notes: list[str] = []
 
+    def first_started() -> bool:
+        return log.exists() and log.read_text().startswith("1\n")
+
     def fetch() -> dict[str, str]:
         if failures:
             raise failures.pop(0)
+        # New values only once the first program has written its line: restarted before that (Python starts
+        # slowly on a loaded machine, and the polls come every 0.1 s) it would leave "2" alone in the log.
+        deadline = time.monotonic() + 60
+        while not first_started() and time.monotonic() < deadline:
+            time.sleep(0.05)
         return {"V": "2"}
 
     def stop_when_restarted() -> None:

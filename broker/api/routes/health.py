@@ -6,10 +6,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from broker.api.deps import RuntimeDep
+from broker.api.routes.lean import LeanRoute
 from broker.api.schemas import Health
 from broker.services import health
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=LeanRoute, tags=["health"])
 
 
 @router.get("/up", response_model=Health)

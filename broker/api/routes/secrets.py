@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from broker.api.deps import ActorDep, CtxDep, RuntimeDep
 from broker.api.routes.common import NO_STORE, PROBLEMS
+from broker.api.routes.lean import LeanRoute
 from broker.api.schemas import (
     GenerateOut,
     GenerateRequest,
@@ -26,7 +27,10 @@ from broker.backends.base import Origin
 from broker.services import secrets as svc
 
 router = APIRouter(
-    prefix="/v1/projects/{project}/environments/{environment}", responses=PROBLEMS, tags=["secrets"]
+    route_class=LeanRoute,
+    prefix="/v1/projects/{project}/environments/{environment}",
+    responses=PROBLEMS,
+    tags=["secrets"],
 )
 
 # `X-Strongroom-Reveal: 1`: the client will display the value, so the read is audited as `secret.reveal`.

@@ -259,19 +259,20 @@ async def resolved(
     rt: RuntimeDep,
     ctx: CtxDep,
     actor: ActorDep,
-    response: Response,
     x_strongroom_reveal: RevealHeader = None,
-) -> ResolvedOut:
+) -> Response:
     """Every value the environment sees, inheritance applied; each says where it came from."""
     values = await svc.resolve(
         rt, ctx, actor, project=project, environment=environment, reveal=wants_reveal(x_strongroom_reveal)
     )
-    response.headers.update(NO_STORE)
-    return ResolvedOut(
+    out = ResolvedOut(
         project=project,
         environment=environment,
         values={k: _resolved(v) for k, v in values.items()},
     )
+    # The body is the model's JSON, written once (no `Response` parameter: the route's parameters are
+    # planned, see routes/lean.py).
+    return Response(out.model_dump_json().encode(), media_type="application/json", headers=NO_STORE)
 
 
 def _resolved(v: svc.ResolvedValue) -> ResolvedValueOut:

@@ -8,27 +8,37 @@ validation, so values and error entries are the same), and for each dependency i
 cache key. A request then only looks values up and validates them.
 
 The plan covers what the broker's routes use: `async def` dependencies (functions or security scheme
-objects) taking parameters, the `Request` and other dependencies; scalar or list parameters; no body.
-A route outside that (a body, a cookie, a generator dependency, background tasks, a `Response`
-parameter, streaming) keeps FastAPI's handler, and so does every request while the app has a
+objects) taking parameters, the `Request` and other dependencies; scalar or list parameters; one JSON
+body model (read and validated as FastAPI does: the same content-type rule, the same errors). A route
+outside that (a form, several or embedded body fields, a cookie, a generator dependency, background
+tasks, a `Response` parameter, streaming) keeps FastAPI's handler, and so does every request while the app has a
 dependency override (tests) or OpenTelemetry is recording: behaviour and the OpenAPI document are
 FastAPI's either way.
 """
 
 from __future__ import annotations
 
+import email.message
+import json
 from collections.abc import Callable, Coroutine, Mapping
 from copy import deepcopy
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from fastapi import params
+from fastapi._body_limit import get_body_limit_error
 from fastapi._compat import ModelField
 from fastapi._compat.shared import field_annotation_is_sequence
 from fastapi._compat.v2 import get_missing_field_error
 from fastapi.datastructures import DefaultPlaceholder
 from fastapi.dependencies.models import Dependant, _get_cache_key, _is_coroutine_callable
-from fastapi.dependencies.utils import _get_param_aliases, _get_param_model, _is_json_field
+from fastapi.dependencies.utils import (
+    _get_param_aliases,
+    _get_param_model,
+    _is_json_field,
+    _validate_value_with_model_field,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import (
     APIRoute,
@@ -40,6 +50,8 @@ from fastapi.telemetry._api import _get_request_telemetry, _validation_failed
 from fastapi.utils import is_body_allowed_for_status_code
 from pydantic_core import PydanticUndefined
 from starlette.datastructures import Headers, ImmutableMultiDict
+from starlette.exceptions import HTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -120,8 +132,11 @@ class _Plan:
     header: tuple[_Param, ...]
     request_names: tuple[str, ...]
     subs: tuple[_Plan, ...]
+    body: ModelField | None = None
 
-    async def solve(self, request: Request, cache: dict[Any, Any], errors: list[Any]) -> dict[str, Any]:
+    async def solve(
+        self, request: Request, cache: dict[Any, Any], errors: list[Any], body: Any = PydanticUndefined
+    ) -> dict[str, Any]:
         """The keyword arguments of this dependant's call (errors collected as FastAPI collects them)."""
         values: dict[str, Any] = {}
         for sub in self.subs:
@@ -149,16 +164,22 @@ class _Plan:
             source = request.headers
             for p in self.header:
                 p.value(source, values, errors)
+        if self.body is not None:
+            got, errs = _validate_value_with_model_field(
+                field=self.body, value=body, values=values, loc=("body",)
+            )
+            errors.extend(errs)
+            values[self.body.name] = got
         for name in self.request_names:
             values[name] = request
         return values
 
 
-def _plan(dependant: Dependant, *, top: bool) -> _Plan | None:
+def _plan(dependant: Dependant, *, top: bool, body: ModelField | None = None) -> _Plan | None:
     """The plan for a dependant, or None when it uses something the plan does not cover."""
     if (
         dependant.cookie_params
-        or dependant.body_params
+        or (dependant.body_params and (body is None or dependant.body_params != [body]))
         or dependant.websocket_param_name
         or dependant.response_param_name
         or dependant.background_tasks_param_name
@@ -194,6 +215,7 @@ def _plan(dependant: Dependant, *, top: bool) -> _Plan | None:
             n for n in (dependant.request_param_name, dependant.http_connection_param_name) if n
         ),
         subs=tuple(subs),
+        body=body,
     )
 
 
@@ -204,14 +226,16 @@ class LeanRoute(APIRoute):
         """FastAPI's handler, or the planned one when the route's parameters allow it."""
         stock = super().get_route_handler()
         route = _effective(self)
-        if (
-            route.body_field is not None
-            or route.stream_item_field is not None
-            or route.is_json_stream
-            or route.is_sse_stream
+        if route.stream_item_field is not None or route.is_json_stream or route.is_sse_stream:
+            return stock
+        body = route.body_field
+        if body is not None and (
+            route._embed_body_fields
+            or len(route.dependant.body_params) != 1
+            or isinstance(body.field_info, params.Form)
         ):
             return stock
-        plan = _plan(route.dependant, top=True)
+        plan = _plan(route.dependant, top=True, body=route.dependant.body_params[0] if body else None)
         if plan is None:
             return stock
         return _lean_handler(route, plan, stock)
@@ -238,18 +262,28 @@ def _lean_handler(route: Any, plan: _Plan, stock: Handler) -> Handler:
     if status_code:
         response_args["status_code"] = status_code
     endpoint_ctx = _extract_endpoint_context(call)
+    strict = route.strict_content_type
+    strict = bool(strict.value if isinstance(strict, DefaultPlaceholder) else strict)
+
+    def located(request: Request) -> Any:
+        ctx = dict(endpoint_ctx)
+        if route.dependant.path:
+            mount = request.scope.get("root_path", "").rstrip("/")
+            ctx["path"] = f"{request.method} {mount}{route.dependant.path}"
+        return ctx
 
     async def handler(request: Request) -> Response:
         if (overrides is not None and overrides.dependency_overrides) or _get_request_telemetry() is not None:
             return await stock(request)
+        body = await _json_body(request, strict, located) if plan.body is not None else PydanticUndefined
         errors: list[Any] = []
-        values = await plan.solve(request, {}, errors)
+        values = await plan.solve(request, {}, errors, body)
         if errors:
-            ctx = dict(endpoint_ctx)
-            if route.dependant.path:
-                mount = request.scope.get("root_path", "").rstrip("/")
-                ctx["path"] = f"{request.method} {mount}{route.dependant.path}"
-            failure = RequestValidationError(errors, body=None, endpoint_ctx=ctx)  # type: ignore[arg-type]
+            failure = RequestValidationError(
+                errors,
+                body=None if body is PydanticUndefined else body,
+                endpoint_ctx=located(request),
+            )
             _validation_failed(failure)
             raise failure
         raw = await call(**values)
@@ -277,3 +311,49 @@ def _lean_handler(route: Any, plan: _Plan, stock: Handler) -> Handler:
         return response
 
     return handler
+
+
+@lru_cache(maxsize=64)
+def _is_json_type(content_type: str) -> bool:
+    # FastAPI's rule, parsed once per distinct header value.
+    message = email.message.Message()
+    message["content-type"] = content_type
+    if message.get_content_maintype() != "application":
+        return False
+    subtype = message.get_content_subtype()
+    return subtype == "json" or subtype.endswith("+json")
+
+
+async def _json_body(request: Request, strict: bool, located: Callable[[Request], Any]) -> Any:
+    """The request body as FastAPI reads it for a JSON body parameter: parsed JSON, the raw bytes when the
+    content type is not JSON (validation then refuses them), or nothing for an empty body."""
+    try:
+        raw = await request.body()
+        if not raw:
+            return PydanticUndefined
+        content_type = request.headers.get("content-type")
+        if (not content_type and not strict) or (content_type and _is_json_type(content_type)):
+            return await request.json()
+        return raw
+    except json.JSONDecodeError as e:
+        failure = RequestValidationError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body", e.pos),
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": e.msg},
+                }
+            ],
+            body=e.doc,
+            endpoint_ctx=located(request),
+        )
+        _validation_failed(failure)
+        raise failure from e
+    except HTTPException:
+        raise
+    except Exception as e:
+        if MAX_BODY_SIZE_SCOPE_KEY in request.scope and (error := get_body_limit_error(e)):
+            raise error from e
+        raise HTTPException(status_code=400, detail="There was an error parsing the body") from e

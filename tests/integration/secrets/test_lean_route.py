@@ -59,7 +59,7 @@ def test_every_router_builds_lean_routes() -> None:
 
 
 def test_the_read_route_is_planned(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Building the read route gives the planned handler, not FastAPI's (a body route keeps FastAPI's)."""
+    """Building the read and write routes gives the planned handler, not FastAPI's."""
     planned: list[str] = []
     real = lean._lean_handler
 
@@ -74,7 +74,7 @@ def test_the_read_route_is_planned(monkeypatch: pytest.MonkeyPatch) -> None:
         router.add_api_route(route.path, route.endpoint, methods=list(route.methods))
     read = "GET /v1/projects/{project}/environments/{environment}/secrets/{name}"
     assert read in planned
-    assert "PUT /v1/projects/{project}/environments/{environment}/secrets/{name}" not in planned
+    assert "PUT /v1/projects/{project}/environments/{environment}/secrets/{name}" in planned
 
 
 @pytest.mark.parametrize(
@@ -135,4 +135,46 @@ def test_other_routes_answer_as_fastapi_does(api: Api, path: str, params: dict[s
         # A second listing also sees the first one's event, and rows with equal sort keys may come in
         # either order: compare the shape of successful listings, everything of refusals.
         a, b = (a[0], sorted(a[1]), a[2]), (b[0], sorted(b[1]), b[2])
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"value": "v1"}', "application/json"),
+        (b'{"value": "v1", "cas": 0}', "application/json"),
+        (b'{"value": "v1"}', "application/merge-patch+json"),
+        (b'{"value": "v1"}', "application/json; charset=utf-8"),
+        (b'{"value": "v1"}', "text/plain"),
+        (b'{"value": "v1"}', None),
+        (b'{"value": ', "application/json"),
+        (b"", "application/json"),
+        (b"[]", "application/json"),
+        (b'{"value": 7}', "application/json"),
+        (b'{"value": "v1", "cas": "x"}', "application/json"),
+        (b'{"value": "v1", "extra": 1}', "application/json"),
+        (b'{"value": "' + b"x" * (2 << 20) + b'"}', "application/json"),
+    ],
+    ids=lambda v: repr(v)[:40],
+)
+def test_the_write_route_reads_its_body_as_fastapi_does(
+    api: Api, body: bytes, content_type: str | None
+) -> None:
+    """Each body is sent to a fresh name twice (planned, then FastAPI's handler): the same status, body
+    and audit reason, valid writes included."""
+    headers = {**api.h, **({"Content-Type": content_type} if content_type else {})}
+    planned = api.safe("PUT", api.url("common", "A"), content=body, headers=headers)
+    app = _fastapi(api)
+    app.dependency_overrides[_never_called] = _never_called
+    try:
+        stock = api.safe("PUT", api.url("common", "B"), content=body, headers=headers)
+    finally:
+        app.dependency_overrides.clear()
+    a, b = _comparable(api, planned), _comparable(api, stock)
+    if a[0] == 200:
+        assert a[1]["name"] == "A" and b[1]["name"] == "B"
+        a, b = (
+            (a[0], {**a[1], "name": "", "updated_at": ""}, a[2]),
+            (b[0], {**b[1], "name": "", "updated_at": ""}, b[2]),
+        )
     assert a == b

@@ -109,18 +109,23 @@ async def _run(route: str, n: int, token: str, admin: str, profile: str | None, 
     if prof:
         prof.enable()
     left = n
+    statuses: dict[int, int] = {}
 
     async def worker() -> None:
         nonlocal left
         while left > 0:
             left -= 1
-            await _drive(app, scope, body)
+            status = await _drive(app, scope, body)
+            statuses[status] = statuses.get(status, 0) + 1
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     if prof:
         prof.disable()
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-    print(f"{route}: {n} requests, cpu {cpu / n * 1e3:.3f} ms/request, wall {wall / n * 1e3:.3f} ms/request")
+    print(
+        f"{route}: {n} requests, cpu {cpu / n * 1e3:.3f} ms/request, wall {wall / n * 1e3:.3f} ms/request,"
+        f" statuses {dict(sorted(statuses.items()))}"
+    )
     if prof and profile:
         prof.dump_stats(profile)
         pstats.Stats(profile).sort_stats("tottime").print_stats(35)

@@ -11,7 +11,8 @@ The plan covers what the broker's routes use: `async def` dependencies (function
 objects) taking parameters, the `Request` and other dependencies; scalar or list parameters; one JSON
 body model (read and validated as FastAPI does: the same content-type rule, the same errors). A route
 outside that (a form, several or embedded body fields, a cookie, a generator dependency, background
-tasks, a `Response` parameter, streaming) keeps FastAPI's handler, and so does every request while the app has a
+tasks, streaming) keeps FastAPI's handler; a `Response` parameter gets the same temporary response whose
+status and headers FastAPI copies onto the answer, and so does every request while the app has a
 dependency override (tests) or OpenTelemetry is recording: behaviour and the OpenAPI document are
 FastAPI's either way.
 """
@@ -131,17 +132,28 @@ class _Plan:
     query: tuple[_Param, ...]
     header: tuple[_Param, ...]
     request_names: tuple[str, ...]
+    response_name: str | None
     subs: tuple[_Plan, ...]
     body: ModelField | None = None
 
+    @property
+    def uses_response(self) -> bool:
+        """Whether this dependant or one below takes a `Response` parameter."""
+        return self.response_name is not None or any(sub.uses_response for sub in self.subs)
+
     async def solve(
-        self, request: Request, cache: dict[Any, Any], errors: list[Any], body: Any = PydanticUndefined
+        self,
+        request: Request,
+        cache: dict[Any, Any],
+        errors: list[Any],
+        body: Any = PydanticUndefined,
+        response: Response | None = None,
     ) -> dict[str, Any]:
         """The keyword arguments of this dependant's call (errors collected as FastAPI collects them)."""
         values: dict[str, Any] = {}
         for sub in self.subs:
             before = len(errors)
-            sub_values = await sub.solve(request, cache, errors)
+            sub_values = await sub.solve(request, cache, errors, response=response)
             if len(errors) != before:
                 continue
             if sub.use_cache and sub.cache_key in cache:
@@ -172,6 +184,8 @@ class _Plan:
             values[self.body.name] = got
         for name in self.request_names:
             values[name] = request
+        if self.response_name is not None:
+            values[self.response_name] = response
         return values
 
 
@@ -181,7 +195,6 @@ def _plan(dependant: Dependant, *, top: bool, body: ModelField | None = None) ->
         dependant.cookie_params
         or (dependant.body_params and (body is None or dependant.body_params != [body]))
         or dependant.websocket_param_name
-        or dependant.response_param_name
         or dependant.background_tasks_param_name
         or dependant.security_scopes_param_name
         or dependant.own_oauth_scopes
@@ -214,6 +227,7 @@ def _plan(dependant: Dependant, *, top: bool, body: ModelField | None = None) ->
         request_names=tuple(
             n for n in (dependant.request_param_name, dependant.http_connection_param_name) if n
         ),
+        response_name=dependant.response_param_name,
         subs=tuple(subs),
         body=body,
     )
@@ -262,6 +276,7 @@ def _lean_handler(route: Any, plan: _Plan, stock: Handler) -> Handler:
     if status_code:
         response_args["status_code"] = status_code
     endpoint_ctx = _extract_endpoint_context(call)
+    uses_response = plan.uses_response
     strict = route.strict_content_type
     strict = bool(strict.value if isinstance(strict, DefaultPlaceholder) else strict)
 
@@ -277,7 +292,13 @@ def _lean_handler(route: Any, plan: _Plan, stock: Handler) -> Handler:
             return await stock(request)
         body = await _json_body(request, strict, located) if plan.body is not None else PydanticUndefined
         errors: list[Any] = []
-        values = await plan.solve(request, {}, errors, body)
+        sub_response: Response | None = None
+        if uses_response:
+            # FastAPI's temporary response: no content-length, no status until an endpoint sets one.
+            sub_response = Response()
+            del sub_response.headers["content-length"]
+            sub_response.status_code = None  # type: ignore[assignment]
+        values = await plan.solve(request, {}, errors, body, sub_response)
         if errors:
             failure = RequestValidationError(
                 errors,
@@ -302,12 +323,17 @@ def _lean_handler(route: Any, plan: _Plan, stock: Handler) -> Handler:
             endpoint_ctx=endpoint_ctx,
             dump_json=dump_json,
         )
+        args = response_args
+        if sub_response is not None and sub_response.status_code:
+            args = {**response_args, "status_code": sub_response.status_code}
         if dump_json:
-            response = Response(content=content, media_type="application/json", **response_args)
+            response = Response(content=content, media_type="application/json", **args)
         else:
-            response = concrete_class(content, **response_args)
+            response = concrete_class(content, **args)
         if not is_body_allowed_for_status_code(response.status_code):
             response.body = b""
+        if sub_response is not None:
+            response.headers.raw.extend(sub_response.headers.raw)
         return response
 
     return handler

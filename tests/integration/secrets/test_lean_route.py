@@ -178,3 +178,31 @@ def test_the_write_route_reads_its_body_as_fastapi_does(
             (b[0], {**b[1], "name": "", "updated_at": ""}, b[2]),
         )
     assert a == b
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/tokens", {"ttl": 600}),
+        ("/v1/tokens", {"ttl": "soon"}),
+        ("/v1/tokens", {"num_uses": 0, "ttl": -1}),
+        ("/v1/projects/microblog/environments/common/values", {"names": ["K"]}),
+        ("/v1/projects/microblog/environments/common/values", {"names": ["MISSING"]}),
+        ("/v1/projects/microblog/environments/common/values", {"names": "K"}),
+        ("/v1/projects/microblog/environments/common/values", {}),
+    ],
+    ids=str,
+)
+def test_routes_with_a_response_parameter_answer_as_fastapi_does(
+    api: Api, path: str, body: dict[str, Any]
+) -> None:
+    """Routes that set headers or a status on FastAPI's temporary response (`response: Response`): the
+    same status, headers (cache-control) and body either way."""
+    assert api.put("common", "K", random_value()).status_code == 200
+    planned, stock = _both(api, "POST", path, json=body, headers=api.h)
+    assert planned.headers.get("cache-control") == stock.headers.get("cache-control")
+    assert planned.headers.get("content-type") == stock.headers.get("content-type")
+    a, b = _comparable(api, planned), _comparable(api, stock)
+    if path == "/v1/tokens" and a[0] == 201:
+        a, b = (a[0], sorted(a[1]), a[2]), (b[0], sorted(b[1]), b[2])
+    assert a == b

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import uuid
+from functools import lru_cache
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -200,8 +201,10 @@ class _BodyTooLarge(Exception):
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+@lru_cache(maxsize=4096)
 def _unmapped(addr: str) -> str:
-    # Dual-stack listeners report IPv4 peers as ::ffff:a.b.c.d; audit and match them as IPv4.
+    # Dual-stack listeners report IPv4 peers as ::ffff:a.b.c.d; audit and match them as IPv4. Cached:
+    # the same few peers (a proxy, the load balancer) send almost every request.
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:

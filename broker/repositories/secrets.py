@@ -296,7 +296,6 @@ async def current_values(conn: AsyncConnection, env_ids: Sequence[int]) -> list[
 
 
 def _chain_rows_statement() -> Select[Any]:
-    # Built once: SQLAlchemy then finds the compiled form in its cache by identity on every request.
     start = (
         select(
             environments.c.id,
@@ -342,16 +341,15 @@ def _chain_rows_statement() -> Select[Any]:
     )
 
 
-_CHAIN_ROWS = _chain_rows_statement()
+CHAIN_ROWS = Statement(_chain_rows_statement)
 
 
-async def chain_rows(conn: AsyncConnection, project: str, environment: str, *, depth: int) -> list[DbRow]:
+async def chain_rows(tx: Tx, project: str, environment: str, *, depth: int) -> list[list[Any]]:
     """In one statement, the environment and up to `depth` - 1 parents, each with its secrets' current
     versions: (project id, env id, slug, parent id, then name, sensitive, version, ct, wrapped, kek,
     secret id, binding, deleted, destroyed, all None for an environment without secrets). No rows: no
     such environment. A parent cycle repeats environments up to `depth`; the caller's walk stops it."""
-    result = await conn.execute(_CHAIN_ROWS, {"project": project, "environment": environment, "depth": depth})
-    return list(result.all())
+    return await tx.all(CHAIN_ROWS, {"project": project, "environment": environment, "depth": depth})
 
 
 ADD_SECRET = Statement(

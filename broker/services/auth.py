@@ -17,8 +17,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
-from broker.db.engine import autocommit
-from broker.db.units import ConnTx, Tx
+from broker.db.units import Tx
 from broker.domain.access import Context, Kind, Refusal, Target, TokenFacts, addr_in, decide
 from broker.domain.request import Actor, RequestContext
 from broker.domain.scopes import ADMIN_SCOPES, Action, Scope, covered, scopes_from_json, with_denies
@@ -353,9 +352,13 @@ def token_scopes(raw: Any) -> tuple[Scope, ...]:
 async def authenticate(rt: Runtime, ctx: RequestContext, authorization: str | None) -> Actor:
     """Check a bearer token and return the caller; every failure looks the same."""
     check_header(authorization)
-    # One lookup (and, for use-limited tokens, one atomic conditional update): no transaction needed.
-    async with autocommit(rt.engine) as conn:
-        got = await authenticate_in(ConnTx(conn), rt, ctx, authorization)
+
+    async def unit(tx: Tx) -> Actor | BrokerError:
+        return await authenticate_in(tx, rt, ctx, authorization)
+
+    # One lookup (and, for use-limited tokens, one atomic conditional update): each statement may commit
+    # by itself. A unit of work: one thread hop on SQLite, no SQLAlchemy connection.
+    got = await rt.units.run(unit, atomic=False)
     if isinstance(got, BrokerError):
         raise got
     return got

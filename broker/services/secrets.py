@@ -17,6 +17,7 @@ from broker.crypto import binding
 from broker.crypto.envelope import secret_aad
 from broker.crypto.keyring import Sealed
 from broker.db.units import IntegrityViolation, MustWait, Tx
+from broker.domain.inheritance import Seen, StoredRow
 from broker.domain.names import check_name, check_slug, check_value
 from broker.domain.request import Actor, RequestContext
 from broker.domain.scopes import Action
@@ -776,12 +777,21 @@ async def resolve(
         from broker.services import proxied
 
         return await proxied.resolve(rt, ctx, project=project, environment=environment)
-    async with rt.engine.begin() as conn:
-        store = await visible.load(conn, project, environment)
+
+    async def unit(tx: Tx) -> tuple[list[Seen[StoredRow]], list[str]]:
+        # One unit (one thread hop on SQLite): the chain's rows, decryption and the event.
+        if audit.must_wait(rt, tx):
+            raise MustWait()
+        store = await visible.load(tx, project, environment)
         seen = list(store.rows.values())
+        if not tx.can_wait and visible.needs_remote_key(rt, seen):
+            raise MustWait()
         texts = await visible.reveal(rt, project_id=store.project_id, project=project, seen=seen)
         visible.note(rt, ctx, [(s.environment, s.row.name, s.row.version) for s in seen], texts)
-        await audit.record(conn, rt, ctx)
+        await audit.record_in(tx, rt, ctx)
+        return seen, texts
+
+    seen, texts = await rt.units.run(unit)
     return {
         s.row.name: ResolvedValue(SecretValue(text), s.row.version, s.environment, s.row.sensitive)
         for s, text in zip(seen, texts, strict=True)

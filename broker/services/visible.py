@@ -22,6 +22,7 @@ from broker.audit.fingerprint import fingerprints
 from broker.crypto import binding
 from broker.crypto.envelope import secret_aad
 from broker.crypto.keyring import Keyring, Sealed
+from broker.db.units import ConnTx, Tx
 from broker.domain.inheritance import MAX_DEPTH, Seen, StoredRow, Tree, visible
 from broker.domain.request import RequestContext, ValueSeen
 from broker.errors import KeyUnavailable, NotFound
@@ -48,9 +49,10 @@ class Visible:
     tree: Tree
 
 
-async def load_chain(conn: AsyncConnection, project: str, environment: str) -> Chain:
+async def load_chain(conn: AsyncConnection | Tx, project: str, environment: str) -> Chain:
     """The chain's tree and current rows in one statement; NotFound if there is no such environment."""
-    found = await repo.chain_rows(conn, project, environment, depth=MAX_DEPTH)
+    tx = ConnTx(conn) if isinstance(conn, AsyncConnection) else conn
+    found = await repo.chain_rows(tx, project, environment, depth=MAX_DEPTH)
     if not found:
         raise NotFound(f"projects/{project}/environments/{environment}: no such environment")
     tree: dict[int, tuple[str, int | None]] = {}
@@ -69,12 +71,19 @@ async def load_chain(conn: AsyncConnection, project: str, environment: str) -> C
     return Chain(found[0][0], start, tree, rows)
 
 
-async def load(conn: AsyncConnection, project: str, environment: str) -> Visible:
+async def load(conn: AsyncConnection | Tx, project: str, environment: str) -> Visible:
     """What the environment sees, name by name; NotFound if there is no such environment."""
     chain = await load_chain(conn, project, environment)
     return Visible(
         chain.project_id, project, visible(chain.environment_id, chain.tree, chain.rows), chain.tree
     )
+
+
+def needs_remote_key(rt: Runtime, seen: Sequence[Seen[StoredRow]]) -> bool:
+    """Whether opening these values calls a remote key service (a unit of work that cannot wait then
+    raises MustWait before writing anything)."""
+    remote = rt.keys.remote
+    return bool(remote) and any(row.kek_id in remote for row, _environment in seen)
 
 
 async def reveal(rt: Runtime, *, project_id: int, project: str, seen: Sequence[Seen[StoredRow]]) -> list[str]:

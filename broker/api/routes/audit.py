@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from broker.api.deps import ActorDep, CtxDep, RuntimeDep
 from broker.api.routes.common import NO_STORE, PROBLEMS
+from broker.api.routes.lean import LeanRoute
 from broker.api.schemas.audit import (
     AuditEventList,
     AuditEventOut,
@@ -25,7 +26,7 @@ from broker.errors import Invalid
 from broker.services.audit import export as audit_export
 from broker.services.audit import search as audit_search
 
-router = APIRouter(prefix="/v1/audit", responses=PROBLEMS, tags=["audit"])
+router = APIRouter(route_class=LeanRoute, prefix="/v1/audit", responses=PROBLEMS, tags=["audit"])
 
 Text64 = Annotated[str | None, Query(max_length=64)]
 When = Annotated[

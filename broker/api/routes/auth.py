@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from broker.api.deps import ActorDep, CtxDep, RuntimeDep
 from broker.api.routes.common import NO_STORE, PROBLEMS
+from broker.api.routes.lean import LeanRoute
 from broker.api.schemas import (
     AccessorRequest,
     ChildTokenRequest,
@@ -31,7 +32,7 @@ from broker.api.schemas import (
 from broker.services import auth, identities, oidc
 from broker.services.auth import Identity, IssuedToken, TokenInfo
 
-router = APIRouter(prefix="/v1", responses=PROBLEMS)
+router = APIRouter(route_class=LeanRoute, prefix="/v1", responses=PROBLEMS)
 
 
 def _scopes(scopes: tuple[object, ...]) -> list[ScopeBody]:

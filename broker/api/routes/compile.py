@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from broker.api.deps import ActorDep, CtxDep, RuntimeDep
 from broker.api.routes.common import NO_STORE, PROBLEMS
+from broker.api.routes.lean import LeanRoute
 from broker.api.schemas import ResolvedValueOut
 from broker.api.schemas.compile import (
     CheckOut,
@@ -28,7 +29,9 @@ from broker.domain.manifest import Problem
 from broker.renderers.base import RenderedFile
 from broker.services import compile as svc
 
-router = APIRouter(prefix="/v1/projects/{project}", responses=PROBLEMS, tags=["compile"])
+router = APIRouter(
+    route_class=LeanRoute, prefix="/v1/projects/{project}", responses=PROBLEMS, tags=["compile"]
+)
 
 
 def _problem(p: Problem) -> ProblemOut:

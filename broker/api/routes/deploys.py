@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from broker.api.deps import ActorDep, CtxDep, RuntimeDep
 from broker.api.routes.common import NO_STORE, PROBLEMS
+from broker.api.routes.lean import LeanRoute
 from broker.api.schemas.deploys import (
     BuilderOut,
     BundleHostOut,
@@ -37,7 +38,7 @@ from broker.api.schemas.deploys import (
 )
 from broker.services import deploys as svc
 
-router = APIRouter(prefix="/v1", responses=PROBLEMS, tags=["deploys"])
+router = APIRouter(route_class=LeanRoute, prefix="/v1", responses=PROBLEMS, tags=["deploys"])
 ENV = "/projects/{project}/environments/{environment}"
 
 

@@ -9,10 +9,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from broker.api.deps import RuntimeDep
+from broker.api.routes.lean import LeanRoute
 from broker.api.schemas import Health
 from broker.services import health
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=LeanRoute, tags=["health"])
 
 
 class Readiness(BaseModel):

@@ -6,11 +6,15 @@ from fastapi import APIRouter
 
 from broker.api.deps import ActorDep, CtxDep, RuntimeDep
 from broker.api.routes.common import PROBLEMS
+from broker.api.routes.lean import LeanRoute
 from broker.api.schemas.importing import ImportChangeOut, ImportOut, ImportRequest
 from broker.services import importing as svc
 
 router = APIRouter(
-    prefix="/v1/projects/{project}/environments/{environment}", responses=PROBLEMS, tags=["secrets"]
+    route_class=LeanRoute,
+    prefix="/v1/projects/{project}/environments/{environment}",
+    responses=PROBLEMS,
+    tags=["secrets"],
 )
 
 

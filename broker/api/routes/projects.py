@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 
 from broker.api.deps import ActorDep, CtxDep, RuntimeDep
 from broker.api.routes.common import PROBLEMS
+from broker.api.routes.lean import LeanRoute
 from broker.api.schemas import (
     EnvironmentCreate,
     EnvironmentList,
@@ -18,7 +19,7 @@ from broker.api.schemas import (
 )
 from broker.services import projects as svc
 
-router = APIRouter(prefix="/v1/projects", responses=PROBLEMS, tags=["projects"])
+router = APIRouter(route_class=LeanRoute, prefix="/v1/projects", responses=PROBLEMS, tags=["projects"])
 
 
 def _p(view: svc.ProjectView) -> ProjectOut:

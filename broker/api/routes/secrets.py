@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from broker.api.deps import ActorDep, CtxDep, RuntimeDep
 from broker.api.routes.common import NO_STORE, PROBLEMS
+from broker.api.routes.lean import LeanRoute
 from broker.api.schemas import (
     GenerateOut,
     GenerateRequest,
@@ -26,7 +27,10 @@ from broker.backends.base import Origin
 from broker.services import secrets as svc
 
 router = APIRouter(
-    prefix="/v1/projects/{project}/environments/{environment}", responses=PROBLEMS, tags=["secrets"]
+    route_class=LeanRoute,
+    prefix="/v1/projects/{project}/environments/{environment}",
+    responses=PROBLEMS,
+    tags=["secrets"],
 )
 
 # `X-Strongroom-Reveal: 1`: the client will display the value, so the read is audited as `secret.reveal`.
@@ -255,19 +259,20 @@ async def resolved(
     rt: RuntimeDep,
     ctx: CtxDep,
     actor: ActorDep,
-    response: Response,
     x_strongroom_reveal: RevealHeader = None,
-) -> ResolvedOut:
+) -> Response:
     """Every value the environment sees, inheritance applied; each says where it came from."""
     values = await svc.resolve(
         rt, ctx, actor, project=project, environment=environment, reveal=wants_reveal(x_strongroom_reveal)
     )
-    response.headers.update(NO_STORE)
-    return ResolvedOut(
+    out = ResolvedOut(
         project=project,
         environment=environment,
         values={k: _resolved(v) for k, v in values.items()},
     )
+    # The body is the model's JSON, written once (no `Response` parameter: the route's parameters are
+    # planned, see routes/lean.py).
+    return Response(out.model_dump_json().encode(), media_type="application/json", headers=NO_STORE)
 
 
 def _resolved(v: svc.ResolvedValue) -> ResolvedValueOut:

@@ -41,6 +41,9 @@ _LAB_GROUPS = {"lab": "deploy-lab", "remote_lab": "remote-lab"}
 _FIRST_FILES = ("tests/e2e/test_image.py",)
 
 
+# tryfirst: on each worker xdist's own hook turns the marks into `@group` node-id suffixes, which is all its
+# loadgroup scheduler reads; a conftest hook runs after it unless asked to run first.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give each test an xdist group (its lab, else its file): the image file first, then the labs."""
     del config

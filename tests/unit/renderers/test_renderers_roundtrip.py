@@ -24,6 +24,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 
+import broker.renderers
 from broker.renderers.base import Entry, RenderedFile, RenderError
 from broker.renderers.dotenv import SHELL_SPECIAL_NAMES
 from broker.renderers.registry import get_renderer
@@ -42,6 +43,11 @@ SETTINGS = settings(
 )
 
 
+# Hypothesis also draws string constants from the code under test ("dotenv", "${...}"): such a value may stand in
+# a refusal's fixed wording, so the no-echo check skips values that occur verbatim in the renderers' source.
+_RENDERER_SOURCE = "".join(p.read_text() for p in Path(broker.renderers.__file__).parent.glob("*.py"))
+
+
 def render(target: str, entries: Sequence[Entry]) -> RenderedFile | None:
     """The single rendered file, or None after checking that the refusal is a clean RenderError."""
     try:
@@ -50,7 +56,7 @@ def render(target: str, entries: Sequence[Entry]) -> RenderedFile | None:
         assert exc.target == target
         assert any(exc.key in (e.name, ascii(e.name)) for e in entries) or exc.key.startswith("options/")
         for e in entries:  # the message never carries a value
-            if len(e.value) >= 6 and e.value.strip():
+            if len(e.value) >= 6 and e.value.strip() and e.value not in _RENDERER_SOURCE:
                 assert e.value not in exc.message
         return None
     assert len(files) == 1

@@ -101,6 +101,8 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("POST", "/console/projects/{project}/environments/{environment}/secrets/{name}/reveal"): "secret.reveal",
     ("GET", "/console/projects/{project}/diff"): "secret.diff",
     ("GET", "/console/projects/{project}/environments/{environment}/deploys"): "deploy.list",
+    ("GET", "/console/projects/{project}/environments/{environment}/deploys/status"): "deploy.status",
+    ("POST", "/console/projects/{project}/environments/{environment}/deploys/status"): "deploy.status",
     ("GET", "/console/deploys/{deploy_id}"): "deploy.read",
     ("GET", "/console/identities"): "identity.list",
     ("GET", "/console/tokens"): "token.list",
@@ -125,6 +127,7 @@ READ_ONLY_ALLOWED = frozenset(
         ("POST", "/console/logout"),
         ("POST", "/console/audit/fingerprint"),
         ("POST", "/console/projects/{project}/environments/{environment}/secrets/{name}/reveal"),
+        ("POST", "/console/projects/{project}/environments/{environment}/deploys/status"),
     }
 )
 READ_ONLY = (

@@ -27,7 +27,7 @@ from broker.api.errors import STATUS
 from broker.audit.checkpoint import PublicKey
 from broker.console import security
 from broker.domain.request import Actor, RequestContext
-from broker.errors import BrokerError, Forbidden, Invalid, RateLimited, Unauthenticated
+from broker.errors import BrokerError, Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
 from broker.services import auth, projects
 from broker.services import compile as compile_service
 from broker.services import deploys as deploys_service
@@ -467,6 +467,79 @@ async def deploy_detail(page: Page) -> Response:
     return render(page, "deploy.html", d=got.deploy, hosts=got.hosts, host_keys=got.host_keys)
 
 
+MANIFEST_MAX = 262144
+
+
+def _states(h: deploys_service.HostStatus) -> list[tuple[str, str]]:
+    """The ledger-only verdict of `strongroom deploy status --ledger-only`, in its order and with its names."""
+    out: list[tuple[str, str]] = []
+    last, attempt = h.last, h.attempt
+    # A failed attempt after the last success: the host still runs what it ran before.
+    if (
+        attempt is not None
+        and attempt.record.outcome != "deployed"
+        and (last is None or attempt.deploy_id != last.deploy_id)
+    ):
+        reason = (attempt.record.error or "no reason recorded").splitlines()[0][:160]
+        out.append(("failed", f"deploy {attempt.deploy_id[:8]} of {attempt.version}: {reason}"))
+    if last is None:
+        return [*out, ("never deployed", "")]
+    if h.behind is not None:
+        out.append(("behind", f"{h.behind.version} was deployed to its role since"))
+    if last.record.env_fingerprint != h.expected_env_fingerprint:
+        out.append(("drift", "the deployed env differs from what a deploy would give now"))
+    if h.rotated:
+        moves = [
+            f"{r.name} v{r.deployed_version}\u2192"
+            + (f"v{r.current_version}" if r.current_version is not None else "deleted")
+            for r in h.rotated
+        ]
+        out.append(("rotated", ", ".join(moves)))
+    return out or [("current", "")]
+
+
+async def _drift(page: Page, manifest: str | None, source: str) -> Response:
+    project, environment = page.request.path_params["project"], page.request.path_params["environment"]
+    found = await deploys_service.status(
+        page.rt, page.ctx, page.who, project=project, environment=environment, manifest=manifest
+    )
+    rows = [(h, _states(h)) for h in found]
+    return render(
+        page, "drift.html", project=project, environment=environment, rows=rows, source=source, error=None
+    )
+
+
+async def drift(page: Page) -> Response:
+    """Each host's drift state against the manifest of the environment's newest deploy (like `deploy status`)."""
+    try:
+        return await _drift(page, None, "the manifest of the newest deploy")
+    except NotFound as exc:
+        if "no deploy yet" not in exc.message:
+            raise
+        page.ctx.reason = exc.message
+        params = page.request.path_params
+        return render(
+            page,
+            "drift.html",
+            project=params["project"],
+            environment=params["environment"],
+            rows=None,
+            source=None,
+            error=exc.message,
+        )
+
+
+async def drift_with(page: Page) -> Response:
+    """Each host's drift state against a pasted strongroom.yml (by POST; the text is never echoed back)."""
+    manifest = (page.form or {}).get("manifest", "")
+    if not manifest.strip() or len(manifest) > MANIFEST_MAX:
+        raise Invalid(
+            f"manifest: paste the service's strongroom.yml (at most {MANIFEST_MAX} characters)",
+            field="manifest",
+        )
+    return await _drift(page, manifest, "the manifest you pasted")
+
+
 async def stylesheet(_page: Page) -> Response:
     """The console's one stylesheet, from the package."""
     return Response(_CSS, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"})
@@ -491,6 +564,8 @@ def build(rt: Runtime) -> ASGIApp:
         endpoint(rt, "POST", "/projects/{project}/environments/{environment}/secrets/{name}/reveal", reveal),
         endpoint(rt, "GET", "/projects/{project}/diff", environment_diff),
         endpoint(rt, "GET", "/projects/{project}/environments/{environment}/deploys", deploy_list),
+        endpoint(rt, "GET", "/projects/{project}/environments/{environment}/deploys/status", drift),
+        endpoint(rt, "POST", "/projects/{project}/environments/{environment}/deploys/status", drift_with),
         endpoint(rt, "GET", "/deploys/{deploy_id}", deploy_detail),
         endpoint(rt, "GET", "/identities", identity_list),
         endpoint(rt, "GET", "/tokens", tokens),

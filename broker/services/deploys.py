@@ -687,11 +687,27 @@ async def get_deploy(rt: Runtime, ctx: RequestContext, actor: Actor, *, deploy_i
 
 
 async def status(
-    rt: Runtime, ctx: RequestContext, actor: Actor, *, project: str, environment: str, manifest: str
+    rt: Runtime,
+    ctx: RequestContext,
+    actor: Actor,
+    *,
+    project: str,
+    environment: str,
+    manifest: str | None,
 ) -> list[HostStatus]:
-    """Per host: the newest ledger row that deployed there, the env fingerprint a deploy would give now, rotations."""
+    """Per host: the newest ledger row that deployed there, the env fingerprint a deploy would give now, rotations.
+
+    With no manifest, the one the environment's newest deploy was started with (the ledger keeps it).
+    """
     _check_where(ctx, "deploy.status", project, environment)
     require(actor, Action.READ, project, environment)
+    if manifest is None:
+        async with rt.engine.begin() as conn:
+            await _env(conn, project, environment)  # NotFound for an environment that does not exist
+            latest = await repo.list_deploys(conn, project, environment, 1)
+        if not latest:
+            raise NotFound(f"{project}/{environment}: no deploy yet, so no manifest to compare hosts with")
+        manifest = str(latest[0].manifest)
     parsed = _parse(project, manifest)
     _database_only(rt, project)
     plan = _plan(parsed, environment, None, via="ssh")

@@ -457,3 +457,124 @@ def test_the_deploy_ledger_shows_hosts_and_the_versions_they_run(console: Consol
         assert canary not in text
     auditor = console.sign_in(*console.identity("auditor", AUDITOR_SCOPES))
     assert auditor.get(f"/console/deploys/{deploy_id}").status_code == 403
+
+
+def _api_deploy(console: Console, version: str) -> str:
+    """A deploy of MANIFEST through the broker's deploy API, web1 reported deployed; its id."""
+    c, h = console.client, console.admin_headers
+    r = c.post(
+        "/v1/projects/shop/environments/production/deploys",
+        json={"manifest": MANIFEST, "version": version},
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    deploy_id, deployer = r.json()["deploy"]["id"], {"Authorization": f"Bearer {r.json()['token']}"}
+    got = c.post(f"/v1/deploys/{deploy_id}/bundle", headers=deployer)
+    assert got.status_code == 200, got.text
+    # What a deploy reports: the env file's fingerprint from the bundle it ran.
+    (web1,) = [f for f in got.json()["hosts"] if f["host"] == "web1"]
+    r = c.post(
+        f"/v1/deploys/{deploy_id}/hosts",
+        json={
+            "host": "web1",
+            "role": "web",
+            "outcome": "deployed",
+            "env_fingerprint": web1["env_fingerprint"],
+        },
+        headers=deployer,
+    )
+    assert r.status_code < 300, r.text
+    r = c.post(f"/v1/deploys/{deploy_id}/finish", json={"outcome": "succeeded"}, headers=deployer)
+    assert r.status_code < 300, r.text
+    return str(deploy_id)
+
+
+def _drift_rows(html: str) -> list[tuple[str, str, str, str]]:
+    """The drift table as a person reads it: host, role, state, detail."""
+    return re.findall(r"<tr><td>([\w.-]+)</td><td>(\w+)</td><td[^>]*>([a-z ,]+)</td><td>([^<]*)</td>", html)
+
+
+STATUS = "/console/projects/shop/environments/production/deploys/status"
+
+
+def test_a_host_turns_from_rotated_to_current_after_a_deploy(console: Console, canary: str) -> None:
+    _shop(console, canary)
+    b = console.sign_in("admin", console.admin_secret)
+    r = b.get(STATUS)
+    assert r.status_code == 200 and "no deploy yet" in r.text and 'id="drift-form"' in r.text
+    _api_deploy(console, "v7")
+    assert 'href="' + STATUS + '"' in b.get("/console/projects/shop/environments/production/deploys").text
+    assert _drift_rows(b.get(STATUS).text) == [("web1", "web", "current", "")]
+    # Rotate DATABASE_URL (stored in common, inherited by production): web1 still runs version 1.
+    url = "/v1/projects/shop/environments/common/secrets/DATABASE_URL"
+    put = console.client.put(url, json={"value": canary + "-rotated"}, headers=console.admin_headers)
+    assert put.status_code in (200, 201)
+    r = b.get(STATUS)
+    assert r.status_code == 200
+    # As `deploy status --ledger-only` says it: the env a deploy would give now differs, because of the rotation.
+    assert _drift_rows(r.text) == [
+        (
+            "web1",
+            "web",
+            "drift, rotated",
+            "drift: the deployed env differs from what a deploy would give now; rotated: DATABASE_URL v1\u2192v2",
+        )
+    ]
+    assert "<td>v7</td>" in r.text and canary not in r.text
+    _api_deploy(console, "v8")
+    r = b.get(STATUS)
+    assert _drift_rows(r.text) == [("web1", "web", "current", "")] and "<td>v8</td>" in r.text
+    assert canary not in r.text
+    # Each look is audited as the CLI's `deploy status` is.
+    events = console.client.get(
+        "/v1/audit/events", params={"action": "deploy.status"}, headers=console.admin_headers
+    ).json()["events"]
+    assert {e["route"] for e in events} == {STATUS} and len(events) == 4
+
+
+def test_a_pasted_manifest_is_judged_and_never_echoed(console: Console, canary: str) -> None:
+    _shop(console, canary)
+    _api_deploy(console, "v7")
+    b = console.sign_in("admin", console.admin_secret)
+    marker = "# " + canary + "-comment\n"
+    r = _post(b, STATUS, {"csrf": _csrf(b), "manifest": marker + MANIFEST.replace("[web1]", "[web1, web2]")})
+    assert r.status_code == 200, r.text
+    assert _drift_rows(r.text) == [("web1", "web", "current", ""), ("web2", "web", "never deployed", "")]
+    assert canary not in r.text
+    # A POST without the form's CSRF token judges nothing.
+    r = _post(b, STATUS, {"manifest": MANIFEST})
+    assert r.status_code == 403 and "csrf" in r.text
+
+
+@pytest.mark.parametrize(
+    ("manifest", "field"),
+    [
+        ("", "manifest:"),
+        ("service: web\nimage: acme/web\nroles: 7\n", "roles"),
+        ("project: other\n" + MANIFEST, "project:"),
+    ],
+)
+def test_a_bad_manifest_is_a_clear_error_and_changes_nothing(
+    console: Console, canary: str, manifest: str, field: str
+) -> None:
+    _shop(console, canary)
+    deploy_id = _api_deploy(console, "v7")
+    b = console.sign_in("admin", console.admin_secret)
+    before = b.get(STATUS).text
+    r = _post(b, STATUS, {"csrf": _csrf(b), "manifest": manifest})
+    assert r.status_code == 400 and field in r.text, r.text
+    assert canary not in r.text
+    assert b.get(STATUS).text.count("<tr><td>web1</td>") == before.count("<tr><td>web1</td>") == 1
+    listed = console.client.get(
+        "/v1/projects/shop/environments/production/deploys", headers=console.admin_headers
+    ).json()
+    assert [d["id"] for d in listed["deploys"]] == [deploy_id]
+
+
+def test_an_audit_only_session_sees_no_host_state(console: Console, canary: str) -> None:
+    _shop(console, canary)
+    _api_deploy(console, "v7")
+    auditor = console.sign_in(*console.identity("auditor", AUDITOR_SCOPES))
+    assert auditor.get(STATUS).status_code == 403
+    r = _post(auditor, STATUS, {"csrf": _csrf(auditor), "manifest": MANIFEST})
+    assert r.status_code == 403 and "web1" not in r.text and canary not in r.text

@@ -578,3 +578,29 @@ def test_an_audit_only_session_sees_no_host_state(console: Console, canary: str)
     assert auditor.get(STATUS).status_code == 403
     r = _post(auditor, STATUS, {"csrf": _csrf(auditor), "manifest": MANIFEST})
     assert r.status_code == 403 and "web1" not in r.text and canary not in r.text
+
+
+def test_a_failed_attempt_shows_failed_and_the_version_still_running(console: Console, canary: str) -> None:
+    _shop(console, canary)
+    _api_deploy(console, "v7")
+    c, h = console.client, console.admin_headers
+    r = c.post(
+        "/v1/projects/shop/environments/production/deploys",
+        json={"manifest": MANIFEST, "version": "v8"},
+        headers=h,
+    )
+    deploy_id, deployer = r.json()["deploy"]["id"], {"Authorization": f"Bearer {r.json()['token']}"}
+    assert c.post(f"/v1/deploys/{deploy_id}/bundle", headers=deployer).status_code == 200
+    r = c.post(
+        f"/v1/deploys/{deploy_id}/hosts",
+        json={"host": "web1", "role": "web", "outcome": "failed", "error": "health check timed out"},
+        headers=deployer,
+    )
+    assert r.status_code < 300, r.text
+    b = console.sign_in("admin", console.admin_secret)
+    r = b.get(STATUS)
+    assert _drift_rows(r.text) == [
+        ("web1", "web", "failed", f"failed: deploy {deploy_id[:8]} of v8: health check timed out")
+    ]
+    # The ledger still says web1 runs v7, and the last attempt links the failed deploy.
+    assert "<td>v7</td>" in r.text and f'href="/console/deploys/{deploy_id}"' in r.text

@@ -326,6 +326,18 @@ def _checked(path: Path) -> Backup:
                 markers.append(parse_marker(docs[name]))
     except CheckpointError as exc:
         raise _Unusable(f"a checkpoint it carries is malformed: {exc}") from None
+    # The documents must be exactly the ones the manifest counted: a dropped checkpoint would otherwise let a
+    # rewritten chain verify against nothing (in the order `backup` hashed them: checkpoints, then markers).
+    carried = [docs[n] for n in sorted(docs) if n.startswith("checkpoint-")]
+    carried += [docs[n] for n in sorted(docs) if n.startswith("restore-")]
+    said = manifest.body.get("checkpoints")
+    if (
+        not isinstance(said, dict)
+        or said.get("count") != len(checkpoints)
+        or said.get("markers") != len(markers)
+        or said.get("sha256") != hashlib.sha256("\n".join(carried).encode()).hexdigest()
+    ):
+        raise _Unusable("the checkpoints it carries are not the ones its manifest lists")
     return Backup(path=path, manifest=manifest, checkpoints=checkpoints, markers=markers)
 
 

@@ -213,6 +213,11 @@ def fewer_rows(path: Path) -> None:
         conn.execute("DELETE FROM audit_events WHERE seq = (SELECT max(seq) FROM audit_events)")
 
 
+def checkpoints_dropped(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM strongroom_backup WHERE name LIKE 'checkpoint-%'")
+
+
 @pytest.mark.parametrize(
     ("spoil", "args", "says"),
     [
@@ -224,10 +229,23 @@ def fewer_rows(path: Path) -> None:
             ("--replace",),
             "--from: {path} is not a usable Strongroom backup (table audit_events holds",
         ),
+        (
+            checkpoints_dropped,
+            ("--replace",),
+            "--from: {path} is not a usable Strongroom backup (the checkpoints it carries are not the ones",
+        ),
         (wrong_head, ("--replace",), "--from: the backup is at schema revision 0007"),
         (lambda p: None, (), "--to: table "),
     ],
-    ids=["missing", "not-sqlite", "corrupt", "rows-removed", "wrong-head", "non-empty-target"],
+    ids=[
+        "missing",
+        "not-sqlite",
+        "corrupt",
+        "rows-removed",
+        "checkpoints-dropped",
+        "wrong-head",
+        "non-empty-target",
+    ],
 )
 def test_bad_input_is_one_sentence_naming_the_option_and_changes_nothing(
     world: World, spoil: object, args: tuple[str, ...], says: str

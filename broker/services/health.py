@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import text
@@ -44,12 +45,22 @@ def _seal_and_open(rt: Runtime) -> None:
         raise RuntimeError("the current key did not give back what it sealed")
 
 
+# /readyz answers anyone: with the current key in AWS KMS or Vault transit each probe would be two calls to
+# that service, so a flood of probes could spend its quota and throttle real reads. One probe per process per
+# this many seconds reaches it; the others share that answer (a failure included).
+REMOTE_KEY_CHECK_EVERY = 10.0
+
+
 async def _keyring(rt: Runtime) -> None:
-    # A key held by AWS KMS or Vault transit is a network call: off the event loop.
-    if rt.keys.keyring.current_id in rt.keys.remote:
-        await asyncio.to_thread(_seal_and_open, rt)
-    else:
+    if rt.keys.keyring.current_id not in rt.keys.remote:
         _seal_and_open(rt)
+        return
+    now = time.monotonic()
+    held = rt.remote_key_probe
+    if held is None or now - held[0] >= REMOTE_KEY_CHECK_EVERY:
+        # A network call: off the event loop, and one future that concurrent probes await together.
+        held = rt.remote_key_probe = (now, asyncio.ensure_future(asyncio.to_thread(_seal_and_open, rt)))
+    await asyncio.shield(held[1])
 
 
 async def _audit_sinks(rt: Runtime) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -49,6 +50,8 @@ class Runtime:
     instance: str = field(
         default_factory=lambda: f"{socket.gethostname()[:160]}:{os.getpid()}:{secrets.token_hex(4)}"
     )
+    # The last readiness probe of a remote current key (services/health.py): when it started, and its task.
+    remote_key_probe: tuple[float, asyncio.Future[None]] | None = None
 
     def refresh_keys(self) -> bool:
         """Reload the keyring file if it changed on disk (one stat() when it has not); True if it did.

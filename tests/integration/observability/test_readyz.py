@@ -17,6 +17,7 @@ from sqlalchemy import text
 
 from broker.keys import new_document, rotate_file
 from broker.main import build_runtime, create_app
+from broker.services import health
 from broker.services.runtime import Runtime, utcnow
 from tests.conftest import make_settings
 from tests.support import pg
@@ -80,7 +81,9 @@ def test_checkpoint_directory_not_writable(broker: tuple[Runtime, TestClient], t
     assert str(directory) not in r.text
 
 
-def test_keyring_whose_current_key_is_unreachable(sqlite_template: Path, tmp_path: Path) -> None:
+def test_keyring_whose_current_key_is_unreachable(
+    sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The current key is an AWS KMS key at an endpoint nothing listens on: it cannot seal, so not ready."""
     from tests.conftest import sqlite_db
 
@@ -101,11 +104,23 @@ def test_keyring_whose_current_key_is_unreachable(sqlite_template: Path, tmp_pat
         update={"keyring": None, "key_file": key_file}
     )
     rt = build_runtime(settings)
+    calls: list[Runtime] = []
+    real = health._seal_and_open
+
+    def counted(runtime: Runtime) -> None:
+        calls.append(runtime)
+        real(runtime)
+
     with TestClient(create_app(rt), client=("127.0.0.1", 50000)) as client:
+        monkeypatch.setattr(health, "_seal_and_open", counted)
         r = client.get("/readyz")
+        # Anyone may probe: a flood of probes reaches the key service once per interval, not once each.
+        again = [client.get("/readyz") for _ in range(5)]
     assert r.status_code == 503, r.text
     assert r.json()["failing"] == ["keyring"]
     assert "127.0.0.1" not in r.text and "testing" not in r.text
+    assert [a.json()["failing"] for a in again] == [["keyring"]] * 5
+    assert len(calls) == 1
 
 
 @pytest.mark.postgres

@@ -34,7 +34,8 @@ def request_id(scope: Scope) -> str:
     value: bytes
     for key, value in scope.get("headers") or ():
         if key == b"x-request-id":
-            if _REQUEST_ID.fullmatch(value):
+            # `sys-` names the broker's own events in the audit trail: a caller may not pass for one.
+            if _REQUEST_ID.fullmatch(value) and not value.lower().startswith(b"sys-"):
                 return value.decode("ascii")
             break
     return uuid.uuid4().hex

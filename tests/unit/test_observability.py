@@ -27,7 +27,18 @@ def test_a_well_formed_inbound_request_id_is_kept(inbound: bytes) -> None:
 
 @pytest.mark.parametrize(
     "inbound",
-    [b"", b"a" * 65, b"has space", b'quo"te', b"-leading", b"caf\xc3\xa9", b"line\nbreak", b"semi;colon"],
+    [
+        b"",
+        b"a" * 65,
+        b"has space",
+        b'quo"te',
+        b"-leading",
+        b"caf\xc3\xa9",
+        b"line\nbreak",
+        b"semi;colon",
+        b"sys-deadbeef",  # the prefix of the broker's own audit events
+        b"SYS-deadbeef",
+    ],
 )
 def test_a_malformed_inbound_request_id_is_replaced(inbound: bytes) -> None:
     rid = request_id(scope((b"x-request-id", inbound)))

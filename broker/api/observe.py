@@ -22,23 +22,22 @@ from broker.services.runtime import Runtime
 
 log = logging.getLogger("strongroom.request")
 
-# An inbound X-Request-Id is kept when it is a plain token (a proxy's or a caller's correlation id);
-# anything else (too long, spaces, quotes, control characters) is replaced by a fresh one.
+# An inbound X-Request-Id is a caller's (or a proxy's) correlation id: logged beside the broker's own id when it
+# is a plain token; anything else (too long, spaces, quotes, control characters) is dropped. The broker's id,
+# the one in the audit trail, the problem bodies and the X-Request-Id answer, is always its own, so it is unique
+# (catalogue 30 links request and response entries by it) and no caller can pass for a system event's `sys-`.
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:=-]{0,63}")
 UNMATCHED = "unmatched"
 
 
-def request_id(scope: Scope) -> str:
-    """The inbound X-Request-Id if well-formed, else a new random one."""
+def client_request_id(scope: Scope) -> str | None:
+    """The inbound X-Request-Id if well-formed, else None."""
     key: bytes
     value: bytes
     for key, value in scope.get("headers") or ():
         if key == b"x-request-id":
-            # `sys-` names the broker's own events in the audit trail: a caller may not pass for one.
-            if _REQUEST_ID.fullmatch(value) and not value.lower().startswith(b"sys-"):
-                return value.decode("ascii")
-            break
-    return uuid.uuid4().hex
+            return value.decode("ascii") if _REQUEST_ID.fullmatch(value) else None
+    return None
 
 
 def route_template(scope: Scope) -> str:
@@ -69,7 +68,8 @@ class ObservedEdge(Edge):
             await super().__call__(scope, receive, send)
             return
         start = perf_counter()
-        rid = request_id(scope)
+        rid = uuid.uuid4().hex
+        cid = client_request_id(scope)
         scope.setdefault("state", {})["request_id"] = rid
         status = 500
 
@@ -104,6 +104,7 @@ class ObservedEdge(Edge):
                     status,
                     extra={
                         "request_id": rid,
+                        "client_request_id": cid,
                         "method": scope["method"],
                         "route": route,
                         "status": status,

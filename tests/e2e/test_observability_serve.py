@@ -174,7 +174,11 @@ def test_two_workers_add_up_and_logs_carry_no_value(served: Served, tmp_path: Pa
             served.port, "GET", f"{url}?q={query_canary}", token=token, rid=f"trace-{i}.a"
         )
         assert status == 200 and body["value"] == value_canary
-        assert headers["x-request-id"] == f"trace-{i}.a"  # a well-formed inbound id is kept and echoed
+        # The broker's own id answers (unique, the audit event's); the caller's is logged beside it.
+        assert (
+            re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"])
+            and headers["x-request-id"] != f"trace-{i}.a"
+        )
     _, _, headers = call(served.port, "GET", "/up", rid='bad id "quoted"')
     generated = headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", generated)
@@ -204,7 +208,8 @@ def test_two_workers_add_up_and_logs_carry_no_value(served: Served, tmp_path: Pa
     lines = [r for r in records if r["logger"] == "strongroom.request"]
     read_lines = [r for r in lines if r["route"] == READ and r["method"] == "GET"]
     assert len(read_lines) == reads
-    assert {r["request_id"] for r in read_lines} == {f"trace-{i}.a" for i in range(reads)}
+    assert {r["client_request_id"] for r in read_lines} == {f"trace-{i}.a" for i in range(reads)}
+    assert len({r["request_id"] for r in read_lines}) == reads
     for r in read_lines:
         assert r["status"] == 200 and r["actor"] == accessor and r["duration_ms"] > 0
         assert set(r) == {
@@ -213,6 +218,7 @@ def test_two_workers_add_up_and_logs_carry_no_value(served: Served, tmp_path: Pa
             "logger",
             "message",
             "request_id",
+            "client_request_id",
             "method",
             "route",
             "status",

@@ -6,6 +6,7 @@ PostgreSQL database that refuses connections)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,7 +49,7 @@ def test_ready_when_every_check_passes_and_not_audited(broker: tuple[Runtime, Te
     r = client.get("/readyz", headers={"X-Request-Id": "probe-1"})
     assert r.status_code == 200, r.text
     assert r.json() == {"status": "ok", "checks": dict.fromkeys(CHECKS, "ok"), "failing": []}
-    assert r.headers["x-request-id"] == "probe-1"
+    assert re.fullmatch(r"[0-9a-f]{32}", r.headers["x-request-id"])  # the broker's own id, not the caller's
     assert r.headers["cache-control"] == "no-store"
     assert audit_rows(client, rt) == before
     assert client.get("/up").json() == {"status": "ok"}  # liveness unchanged

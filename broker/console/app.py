@@ -306,7 +306,8 @@ async def chain(page: Page) -> Response:
 
 
 async def fingerprint_form(page: Page) -> Response:
-    """The form for "was this value ever served?"."""
+    """The form for "was this value ever served?" (auditors only, as its answer is)."""
+    audit_search.require_auditor(page.ctx, page.who, "audit.fingerprint")
     return render(page, "fingerprint.html", result=None)
 
 

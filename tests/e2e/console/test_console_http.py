@@ -189,6 +189,7 @@ def test_audit_only_session_sees_no_operator_page(console: Console) -> None:
         "/console/audit/chain",
         "/console/audit/export",
         "/console/audit/events/1",
+        "/console/audit/fingerprint",
     ):
         assert reader.get(path).status_code == 403, path
     # The refusals are on record, under the API twins' actions.

@@ -179,6 +179,7 @@ def main() -> int:
                 ("source=198.51.100.0/24 (CIDR, no match)", "/console/audit?source=198.51.100.0/24"),
                 ("source=192.0.2.240/28 (no match, same /24)", "/console/audit?source=192.0.2.240/28"),
                 ("source=192.0.16.0/20 (no match, same /16)", "/console/audit?source=192.0.16.0/20"),
+                ("source=2001:db8::/32 (IPv6 CIDR, no match)", "/console/audit?source=2001:db8::/32"),
                 ("source=192.0.0.0/16 (CIDR, all)", "/console/audit?source=192.0.0.0/16"),
                 ("action=secret.write (1 in 10)", "/console/audit?action=secret.write"),
                 ("action=deploy (family)", "/console/audit?action=deploy"),

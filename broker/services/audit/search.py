@@ -161,14 +161,17 @@ def _conditions(q: EventQuery, now: datetime) -> tuple[list[Any], Network | None
 
 
 def _cidr_prefix(network: Network) -> Any:
-    """A condition every address of an IPv4 block (/8 to /31) satisfies as text, so SQL, not Python row by
-    row, drops the rest; `_visible_row` still checks the block exactly. Python accepts only canonical
-    dotted decimal as an IPv4 address, so a stored address this drops could never pass that check."""
-    if network.version != 4 or network.prefixlen < 8:
+    """A condition every address of the block satisfies as text, so SQL, not Python row by row, drops the
+    rest; `_visible_row` still checks the block exactly. Python accepts only canonical dotted decimal as
+    an IPv4 address, and no IPv6 address without a colon, so a row this drops could never pass that check.
+    IPv4 blocks of /8 to /31 are narrowed to their own addresses; IPv6 ones only to IPv6 addresses."""
+    col = audit_repo.column("source_addr")
+    if network.version == 6:
+        return col.contains(":", autoescape=True)
+    if network.prefixlen < 8:
         return None
     octets = [int(o) for o in str(network.network_address).split(".")]
     whole, rest = divmod(network.prefixlen, 8)
-    col = audit_repo.column("source_addr")
     if whole == 3 and rest:  # a /25../31: its few addresses, exactly
         return col.in_([str(address) for address in network])
     fixed = "".join(f"{o}." for o in octets[:whole])

@@ -103,6 +103,7 @@ ODD = [
         "10.1.16.0/24",
         "10.1.16.240/28",
         "10.1.16.0/31",
+        "2001:db8::/32",
     ],
 )
 def test_a_cidr_filter_is_narrowed_in_sql_to_exactly_the_block(trail: Any, block: str) -> None:

@@ -279,8 +279,8 @@ def _check_transport(settings: Settings) -> None:
     show_default=True,
     envvar="STRONGROOM_GRACEFUL_TIMEOUT",
     help="On SIGTERM or SIGINT, stop accepting and let requests in flight finish for at most this many "
-    "seconds; those still running then are cancelled (answered 500, or cut off if their answer had "
-    "begun) and their transactions rolled back "
+    "seconds; those still running then are cancelled (answered 500 or cut off, never completed) and "
+    "their transactions rolled back "
     "[env: STRONGROOM_GRACEFUL_TIMEOUT].",
 )
 def serve(

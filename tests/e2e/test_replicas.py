@@ -528,8 +528,9 @@ def test_a_request_still_running_at_the_graceful_timeout_is_cut_off_and_changes_
         # It exits while the write still waits on the lock held here: the bound, not the client, decides.
         assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
         status, _ = held.release()
-    # Cancelled before its response began, uvicorn answers it 500 (a response already started is cut off).
-    assert status == 500
+    # Cancelled: uvicorn writes a 500 for it, but the process may exit before that reaches the socket, so the
+    # client sees a 500 or a closed connection (0); never a success, and never a change (below).
+    assert status in (0, 500)
     with lab.https() as c:
         got = c.get(f"{BASE}/STUCK").json()
     assert (got["value"], got["version"]) == ("kept", 1)

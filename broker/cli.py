@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -125,10 +126,28 @@ def failure_sentence(exc: BaseException) -> str:
     )
 
 
+_THREAD_HOOK = threading.excepthook
+
+
+def quiet_closed_loop(args: threading.ExceptHookArgs) -> None:
+    """Drop the one thread error a failed command leaves behind; hand every other to Python's hook."""
+    # aiosqlite's worker thread may finish a connection's close after a failed command's event loop is closed,
+    # and then raises "Event loop is closed" on its own: a second, misleading error after the one sentence.
+    if (
+        isinstance(args.exc_value, RuntimeError)
+        and str(args.exc_value) == "Event loop is closed"
+        and args.thread is not None
+        and "_connection_worker_thread" in args.thread.name
+    ):
+        return
+    _THREAD_HOOK(args)
+
+
 class _Commands(click.Group):
     """The command group; every failure ends as one sentence (click's "Error: ..."), never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        threading.excepthook = quiet_closed_loop
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):

@@ -108,6 +108,8 @@ ROUTE_ACTIONS: dict[tuple[str, str], str] = {
     ("GET", "/console/tokens"): "token.list",
     ("POST", "/console/tokens/revoke"): "token.revoke",
     ("GET", "/console/static/console.css"): "console.asset",
+    ("GET", "/console/sso/start"): "auth.sso-start",
+    ("GET", "/console/sso/callback"): "auth.sso",
 }
 UNROUTED = "request.unrouted"
 # What a read-only broker (its database is behind the last audit checkpoint) still answers besides reads.

@@ -31,6 +31,7 @@ from broker.errors import BrokerError, Forbidden, Invalid, NotFound, RateLimited
 from broker.services import auth, projects
 from broker.services import compile as compile_service
 from broker.services import deploys as deploys_service
+from broker.services import oidc as oidc_service
 from broker.services import secrets as secrets_service
 from broker.services.audit import export as audit_export
 from broker.services.audit import search as audit_search
@@ -94,7 +95,9 @@ def login_page(page: Page, *, status: int, message: str | None = None) -> Respon
     """The sign-in form, with a fresh double-submit value in a cookie and in the form."""
     page.actor = None
     nonce = security.login_nonce()
-    response = render(page, "login.html", status=status, message=message, nonce=nonce)
+    response = render(
+        page, "login.html", status=status, message=message, nonce=nonce, sso=oidc_service.sso_label(page.rt)
+    )
     security.set_cookie(page.request, response, security.LOGIN_COOKIE, nonce, max_age=900)
     return response
 
@@ -573,4 +576,7 @@ def build(rt: Runtime) -> ASGIApp:
         endpoint(rt, "POST", "/tokens/revoke", revoke),
         endpoint(rt, "GET", "/static/console.css", stylesheet, session=False),
     ]
+    from broker.console import sso  # it builds its routes with this module's endpoint()
+
+    routes += sso.routes(rt)
     return security.Headers(Starlette(routes=routes))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
+import hmac
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -94,8 +95,13 @@ def verify(
     algorithms: Sequence[str],
     now: datetime,
     leeway: int,
+    nonce: str | None = None,
 ) -> Verified:
-    """Check a token against the issuer's key set and settings; raise Refused (or UnknownKey) with a reason."""
+    """Check a token against the issuer's key set and settings; raise Refused (or UnknownKey) with a reason.
+
+    With `nonce` (an ID token from a browser sign-in), the token must carry exactly that nonce, and when
+    it names several audiences its `azp` must be ours (OpenID Connect Core 3.1.3.7).
+    """
     allowed = [a for a in algorithms if a in ASYMMETRIC]
     header = header_of(token)
     alg = header.get("alg")
@@ -121,6 +127,13 @@ def verify(
     audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
     if audience not in audiences:
         raise Refused("wrong audience")
+    if nonce is not None:
+        sent = claims.get("nonce")
+        if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), nonce.encode()):
+            raise Refused("nonce mismatch")
+        azp = claims.get("azp")
+        if (len(audiences) > 1 or azp is not None) and azp != audience:
+            raise Refused("wrong authorized party")
     leeway = max(0, min(leeway, MAX_LEEWAY))
     at = now.timestamp()
     exp = _number(claims, "exp", required=True)
@@ -149,24 +162,40 @@ def verify(
 
 
 def match_claims(
-    claims: Mapping[str, Any], bound: Mapping[str, Sequence[str]], *, glob: bool
+    claims: Mapping[str, Any], bound: Mapping[str, Sequence[str]], *, glob: bool, lists: bool = False
 ) -> dict[str, str] | None:
     """The bound claims and the values that matched, or None when any bound claim does not match.
 
     Every bound claim must be present as a string (or a number or boolean, compared as its JSON text) and
-    equal one of its allowed values (or, with `glob`, match one of them as a case-sensitive glob).
+    equal one of its allowed values (or, with `glob`, match one of them as a case-sensitive glob). With
+    `lists` (a person's ID token: `groups`), a claim holding a list matches when one of its items does,
+    and that item is reported; a workload token's list claim never matches.
     """
     matched: dict[str, str] = {}
     for name, patterns in bound.items():
         value = claims.get(name)
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, int | float | str):
-            text = str(value)
-        else:
+        items = value[:_MAX_ITEMS] if lists and isinstance(value, list) else [value]
+        found = next(
+            (
+                text
+                for text in map(_text, items)
+                if text is not None
+                and any(fnmatch.fnmatchcase(text, p) if glob else text == p for p in patterns)
+            ),
+            None,
+        )
+        if found is None:
             return None
-        ok = any(fnmatch.fnmatchcase(text, p) if glob else text == p for p in patterns)
-        if not ok:
-            return None
-        matched[name] = text
+        matched[name] = found
     return matched
+
+
+_MAX_ITEMS = 1000
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    return None

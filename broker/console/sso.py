@@ -1,0 +1,75 @@
+"""Console sign-in with an OpenID provider: the "Sign in with ..." link and the provider's callback.
+
+The flow (state, nonce, PKCE, the code exchange, the ID token's verification, the mapping of its claims
+to a console role, the audit) lives in broker.services.oidc; here are the two routes and the cookies.
+
+The pre-login cookie binds a sign-in to the browser that started it. It is SameSite=Lax, not Strict
+like the session cookie: the provider sends the browser back with a cross-site top-level GET, and a
+Strict cookie would not come with it. For the same reason the callback answers with a page that moves
+on to the console by itself (a meta refresh, no script): a redirect would continue the cross-site
+navigation, and the browser would withhold the new Strict session cookie from the console's first page.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from broker.console import app, security
+from broker.errors import BrokerError
+from broker.services import oidc
+from broker.services.runtime import Runtime
+
+COOKIE = "strongroom_console_sso"
+COOKIE_PATH = security.PATH + "/sso"
+
+
+def _clear(page: app.Page, response: Response) -> None:
+    response.delete_cookie(
+        COOKIE, path=COOKIE_PATH, httponly=True, samesite="lax", secure=security.cookie_secure(page.request)
+    )
+
+
+async def start(page: app.Page) -> Response:
+    """Send the browser to the provider, with a fresh sign-in bound to it by the pre-login cookie."""
+    begun = await oidc.sso_begin(page.rt, page.ctx)
+    response = RedirectResponse(begun.url, status_code=303)
+    response.set_cookie(
+        COOKIE,
+        begun.cookie,
+        max_age=oidc.SSO_WINDOW,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="lax",  # the provider's redirect back is a cross-site GET (see the module's docstring)
+        secure=security.cookie_secure(page.request),
+    )
+    return response
+
+
+async def callback(page: app.Page) -> Response:
+    """The provider's answer: a session for the mapped role, or the sign-in page saying why not."""
+    try:
+        issued = await oidc.sso_finish(
+            page.rt,
+            page.ctx,
+            cookie=page.request.cookies.get(COOKIE),
+            params=dict(page.request.query_params),
+            max_ttl=security.SESSION_TTL,
+        )
+    except BrokerError as exc:
+        response = app.error_page(page, exc)
+        _clear(page, response)
+        return response
+    lifetime = max(1, int((issued.info.expires_at - page.rt.clock()).total_seconds()))
+    response = app.render(page, "sso_done.html", target=security.PATH + "/")
+    security.set_cookie(page.request, response, security.SESSION_COOKIE, issued.token, max_age=lifetime)
+    _clear(page, response)
+    return response
+
+
+def routes(rt: Runtime) -> list[Route]:
+    """The two routes, registered by the console's app."""
+    return [
+        app.endpoint(rt, "GET", "/sso/start", start, session=False),
+        app.endpoint(rt, "GET", "/sso/callback", callback, session=False),
+    ]

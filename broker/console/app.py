@@ -31,7 +31,6 @@ from broker.errors import BrokerError, Forbidden, Invalid, NotFound, RateLimited
 from broker.services import auth, projects
 from broker.services import compile as compile_service
 from broker.services import deploys as deploys_service
-from broker.services import oidc as oidc_service
 from broker.services import secrets as secrets_service
 from broker.services.audit import export as audit_export
 from broker.services.audit import search as audit_search
@@ -93,11 +92,11 @@ def render(page: Page, template: str, *, status: int = 200, **values: Any) -> HT
 
 def login_page(page: Page, *, status: int, message: str | None = None) -> Response:
     """The sign-in form, with a fresh double-submit value in a cookie and in the form."""
+    from broker.console import sso  # sso builds its routes with this module
+
     page.actor = None
     nonce = security.login_nonce()
-    response = render(
-        page, "login.html", status=status, message=message, nonce=nonce, sso=oidc_service.sso_label(page.rt)
-    )
+    response = render(page, "login.html", status=status, message=message, nonce=nonce, sso=sso.button(page))
     security.set_cookie(page.request, response, security.LOGIN_COOKIE, nonce, max_age=900)
     return response
 

@@ -12,6 +12,9 @@ navigation, and the browser would withhold the new Strict session cookie from th
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlencode
+
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
@@ -21,6 +24,7 @@ from broker.services import oidc
 from broker.services.runtime import Runtime
 
 COOKIE = "strongroom_console_sso"
+_PAGE = re.compile(r"/console/[A-Za-z0-9/_.~-]{0,240}")
 COOKIE_PATH = security.PATH + "/sso"
 
 
@@ -30,9 +34,36 @@ def _clear(page: app.Page, response: Response) -> None:
     )
 
 
+def next_page(path: str | None) -> str:
+    """The console page to open after signing in: `path` when it is one of the console's own pages
+    (never another site, never the sign-in routes), else the console's home."""
+    home = security.PATH + "/"
+    if (
+        path is None
+        or not _PAGE.fullmatch(path)
+        or "//" in path
+        or "/../" in path + "/"
+        or path.startswith((security.PATH + "/sso", security.PATH + "/login"))
+    ):
+        return home
+    return path
+
+
+def button(page: app.Page) -> dict[str, str] | None:
+    """The login page's "Sign in with ..." link (coming back to the page asked for), or None."""
+    label = oidc.sso_label(page.rt)
+    if label is None:
+        return None
+    here = next_page(page.request.url.path)
+    query = "" if here == security.PATH + "/" else "?" + urlencode({"next": here})
+    return {"label": label, "href": f"{security.PATH}/sso/start{query}"}
+
+
 async def start(page: app.Page) -> Response:
     """Send the browser to the provider, with a fresh sign-in bound to it by the pre-login cookie."""
-    begun = await oidc.sso_begin(page.rt, page.ctx)
+    begun = await oidc.sso_begin(
+        page.rt, page.ctx, next_path=next_page(page.request.query_params.get("next"))
+    )
     response = RedirectResponse(begun.url, status_code=303)
     response.set_cookie(
         COOKIE,
@@ -49,7 +80,7 @@ async def start(page: app.Page) -> Response:
 async def callback(page: app.Page) -> Response:
     """The provider's answer: a session for the mapped role, or the sign-in page saying why not."""
     try:
-        issued = await oidc.sso_finish(
+        done = await oidc.sso_finish(
             page.rt,
             page.ctx,
             cookie=page.request.cookies.get(COOKIE),
@@ -57,11 +88,12 @@ async def callback(page: app.Page) -> Response:
             max_ttl=security.SESSION_TTL,
         )
     except BrokerError as exc:
-        response = app.error_page(page, exc)
-        _clear(page, response)
-        return response
+        # The pre-login cookie stays: a forged answer (a state that is not ours) must not end the sign-in
+        # under way, and once used the cookie opens nothing (the sign-in is registered as used).
+        return app.error_page(page, exc)
+    issued = done.issued
     lifetime = max(1, int((issued.info.expires_at - page.rt.clock()).total_seconds()))
-    response = app.render(page, "sso_done.html", target=security.PATH + "/")
+    response = app.render(page, "sso_done.html", target=next_page(done.next_path))
     security.set_cookie(page.request, response, security.SESSION_COOKIE, issued.token, max_age=lifetime)
     _clear(page, response)
     return response

@@ -1,11 +1,13 @@
-"""OIDC workload identity login: a CI job's platform token for a normal short-lived Strongroom token.
+"""OIDC logins: a CI job's platform token, or a person's console sign-in, for a short-lived Strongroom token.
 
 The token is checked by broker.domain.oidc against the issuer's key set (broker.oidc.jwks), its claims
 must match the role, and a `jti` is accepted once. The token issued has the role's scopes and TTL, an
 accessor like any other, and belongs to the principal `oidc:<issuer>:<sub>` (created on first use, with no
 usable client secret), so every later request is audited under that identity. Every refusal is audited
 with a short reason, never the token's text or a claim value; the login event records the role and the
-claims that matched.
+claims that matched. The console's sign-in (authorization code flow with PKCE, at the end of this
+module) verifies its ID token with the same function, plus the nonce, and maps its claims to the first
+matching role of the file's `console` section; its person is `oidc:<console name>:<sub>`, a user.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
@@ -36,6 +38,7 @@ from broker.services.auth import IssuedToken, _issue, keyed_hash
 from broker.services.runtime import Runtime
 
 MAX_MATCHED_TEXT = 400
+_T = TypeVar("_T")
 
 
 def _refuse(ctx: RequestContext, reason: str) -> Unauthenticated:
@@ -139,9 +142,7 @@ async def _verified(
         return check(await keys_of(True))
 
 
-async def _limited(
-    rt: Runtime, ctx: RequestContext, attempt: Callable[[], Awaitable[IssuedToken]]
-) -> IssuedToken:
+async def _limited(rt: Runtime, ctx: RequestContext, attempt: Callable[[], Awaitable[_T]]) -> _T:
     keys = [f"addr:{ctx.source_addr}"]
     wait = await rt.limiter.retry_after(keys)
     if wait:
@@ -240,6 +241,14 @@ class SignIn:
     cookie: str
 
 
+@dataclass(frozen=True)
+class SignedIn:
+    """A sign-in finished: the session's token, and the console page the person had asked for."""
+
+    issued: IssuedToken
+    next_path: str
+
+
 def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
@@ -272,9 +281,9 @@ def sso_label(rt: Runtime) -> str | None:
     return console.config.label if console is not None else None
 
 
-async def sso_begin(rt: Runtime, ctx: RequestContext) -> SignIn:
-    """Start a sign-in: a fresh id in the pre-login cookie, and the provider's authorization URL carrying
-    the state, nonce and PKCE challenge derived from it."""
+async def sso_begin(rt: Runtime, ctx: RequestContext, *, next_path: str) -> SignIn:
+    """Start a sign-in: a fresh id (and the page to open afterwards) in the pre-login cookie, and the
+    provider's authorization URL carrying the state, nonce and PKCE challenge derived from the id."""
     ctx.about("auth.sso-start")
     provider = _console(rt)
     try:
@@ -285,7 +294,7 @@ async def sso_begin(rt: Runtime, ctx: RequestContext) -> SignIn:
     login_id = secrets.token_urlsafe(32)
     state, nonce, verifier = _derived(rt, login_id)
     challenge = _b64(hashlib.sha256(verifier.encode("ascii")).digest())
-    body = f"{login_id}.{int(rt.clock().timestamp())}"
+    body = f"{login_id}.{int(rt.clock().timestamp())}.{_b64(next_path.encode())}"
     ctx.reason = "oidc: sign-in started"
     return SignIn(
         url=provider.authorization_url(endpoints, state=state, nonce=nonce, challenge=challenge),
@@ -293,15 +302,16 @@ async def sso_begin(rt: Runtime, ctx: RequestContext) -> SignIn:
     )
 
 
-def _login_id(rt: Runtime, cookie: str | None) -> tuple[str, datetime] | None:
-    """The sign-in id and start time in a pre-login cookie this broker set, or None."""
+def _login_id(rt: Runtime, cookie: str | None) -> tuple[str, datetime, str] | None:
+    """The sign-in id, start time and next page in a pre-login cookie this broker set, or None."""
     parts = (cookie or "").split(".")
-    if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > 12:
+    if len(parts) != 4 or not parts[1].isdigit() or len(parts[1]) > 12:
         return None
-    body = f"{parts[0]}.{parts[1]}"
-    if not hmac.compare_digest(parts[2].encode(), _cookie_mac(rt, body).encode()):
+    body = ".".join(parts[:3])
+    if not hmac.compare_digest(parts[3].encode(), _cookie_mac(rt, body).encode()):
         return None
-    return parts[0], datetime.fromtimestamp(int(parts[1]), UTC)
+    next_path = base64.urlsafe_b64decode(parts[2] + "=" * (-len(parts[2]) % 4)).decode("utf-8", "replace")
+    return parts[0], datetime.fromtimestamp(int(parts[1]), UTC), next_path
 
 
 async def sso_finish(
@@ -311,7 +321,7 @@ async def sso_finish(
     cookie: str | None,
     params: Mapping[str, str],
     max_ttl: int,
-) -> IssuedToken:
+) -> SignedIn:
     """Finish a sign-in at the callback: check the state against the browser's pre-login cookie, use the
     sign-in once, exchange the code (with the PKCE verifier and the client secret), verify the ID token as
     the workload login does plus its nonce, map its claims to the first matching console role and issue a
@@ -327,7 +337,7 @@ def _refused(ctx: RequestContext, reason: str, message: str) -> SignInRefused:
 
 async def _finish(
     rt: Runtime, ctx: RequestContext, *, cookie: str | None, params: Mapping[str, str], max_ttl: int
-) -> IssuedToken:
+) -> SignedIn:
     provider = _console(rt)
     config = provider.config
     again = "start again from the sign-in page"
@@ -339,7 +349,7 @@ async def _finish(
             "no sign-in started in this browser",
             f"state: no sign-in was started in this browser; {again}",
         )
-    login_id, started = found
+    login_id, started, next_path = found
     if not timedelta(0) <= now - started <= timedelta(seconds=SSO_WINDOW) + timedelta(seconds=5):
         raise _refused(
             ctx, "sign-in expired", f"state: the sign-in took longer than {SSO_WINDOW // 60} minutes; {again}"
@@ -349,6 +359,11 @@ async def _finish(
     if not sent or not hmac.compare_digest(sent.encode(), state.encode()):
         raise _refused(
             ctx, "state mismatch", f"state: the answer does not belong to this browser's sign-in; {again}"
+        )
+    if "iss" in params and params["iss"] != config.issuer:
+        # RFC 9207: the answer names the provider that sent it; another one is a mix-up attack.
+        raise _refused(
+            ctx, "the answer names another issuer", f"iss: the answer comes from another provider; {again}"
         )
     if "error" in params:
         code = sso.error_code(params.get("error"))
@@ -406,15 +421,16 @@ async def _finish(
         if matched is not None:
             break
     else:
+        _client_id, who = principal_name(config.name, verified.subject)
         raise _refused(
             ctx,
-            "no console role matches the claims",
+            f"no console role matches the claims of {who}",
             f"your {config.label} account is not mapped to any console role; ask an admin to add it "
             "(console.roles in the OIDC file)",
         )
     text = ", ".join(f"{k}={v}" for k, v in sorted(matched.items()))
     async with rt.engine.begin() as conn:
-        return await _grant(
+        issued = await _grant(
             conn,
             rt,
             ctx,
@@ -428,3 +444,4 @@ async def _finish(
                 ctx, reason, "this account is disabled on the broker; ask an admin"
             ),
         )
+    return SignedIn(issued=issued, next_path=next_path)

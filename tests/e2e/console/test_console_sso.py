@@ -1,0 +1,463 @@
+"""Console sign-in with OpenID Connect against a real provider, in a real browser and by plain HTTP.
+
+The provider is panva's `oidc-provider` 9.13.3 (a certified OpenID provider library, from npm) run by Node
+on loopback by tests/support/oidc_provider.py, with one confidential client and a few accounts: an auditor,
+an operator, one whose groups map to no console role, and one whose ID tokens its token endpoint swaps for
+a token of another audience (the library never mints one; see the script). People sign in through the
+library's development interactions (a login form taking any password, then consent): acceptable for a test
+provider only. The broker is a real `strongroom-server serve` process reading an OIDC file with a console
+section; the browser is Debian's chromium, headless, through Debian's chromedriver.
+
+The client secret is a canary: no page, log line, audit record or database byte may hold it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html import unescape
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
+
+import pytest
+import requests
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.conftest import need
+from tests.e2e.conftest import BrokerProcess, start, stop
+from tests.support import oidc_provider
+from tests.support.pg import free_port
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CLIENT_ID = "strongroom-console"
+BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) strongroom-sso-test"
+ACCOUNTS = {
+    "ada": {"email": "ada@example.test", "groups": ["staff", "strongroom-auditors"]},
+    "otto": {"email": "otto@example.test", "groups": ["strongroom-operators"]},
+    "mallory": {"email": "mallory@example.test", "groups": ["contractors"]},
+    "trudy": {"email": "trudy@example.test", "groups": ["strongroom-auditors"]},
+}
+
+
+@dataclass
+class Lab:
+    """The provider, the broker, an admin's API headers and every page the tests were shown."""
+
+    provider: oidc_provider.Provider
+    broker: BrokerProcess
+    admin: dict[str, str]
+    secret: str
+    root: Path
+    pages: list[str] = field(default_factory=list)
+
+    @property
+    def callback(self) -> str:
+        return f"{self.broker.url}/console/sso/callback"
+
+    def browser(self) -> requests.Session:
+        """A plain-HTTP browser: its own cookie jar, a browser's user agent."""
+        http = requests.Session()
+        http.trust_env = False
+        http.headers["User-Agent"] = BROWSER_UA
+        return http
+
+    def begin(self, http: requests.Session, next_path: str | None = None) -> str:
+        """Click "Sign in with ...": the provider's authorization URL the broker sends the browser to."""
+        query = "?" + urlencode({"next": next_path}) if next_path else ""
+        r = http.get(f"{self.broker.url}/console/sso/start{query}", allow_redirects=False, timeout=30)
+        assert r.status_code == 303, r.text
+        return str(r.headers["location"])
+
+    def answer(self, http: requests.Session, url: str) -> requests.Response:
+        """The browser arriving at the callback with the provider's answer."""
+        r = http.get(url, allow_redirects=False, timeout=30)
+        self.pages.append(r.text)
+        return r
+
+    def events(self, **query: str) -> list[dict[str, Any]]:
+        """Audit events through the API, newest first (as an admin)."""
+        r = requests.get(f"{self.broker.url}/v1/audit/events", params=query, headers=self.admin, timeout=30)
+        assert r.status_code == 200, r.text
+        return list(r.json()["events"])
+
+    def last_sso(self) -> dict[str, Any]:
+        """The newest sign-in event."""
+        return self.events(action="auth.sso", limit="1")[0]
+
+
+def _oidc_file(root: Path, issuer: str, port: int, secret: str) -> Path:
+    secret_file = root / "console-client.secret"
+    secret_file.write_text(secret + "\n")
+    secret_file.chmod(0o600)
+    console = {
+        "name": "lab",
+        "label": "Lab SSO",
+        "issuer": issuer,
+        "client_id": CLIENT_ID,
+        "client_secret_file": str(secret_file),
+        "redirect_url": f"http://127.0.0.1:{port}/console/sso/callback",
+        "scopes": ["openid", "email", "groups"],
+        "allow_networks": ["127.0.0.0/8"],
+        "roles": [
+            {
+                "name": "operators",
+                "bound_claims": {"groups": "strongroom-operators"},
+                "scopes": [{"project": "*", "environments": "*", "actions": ["read", "write", "admin"]}],
+            },
+            {
+                "name": "auditors",
+                "bound_claims": {"groups": "strongroom-auditors"},
+                "scopes": [{"project": "*", "environments": "*", "actions": ["audit"]}],
+            },
+        ],
+    }
+    path = root / "oidc.json"
+    path.write_text(json.dumps({"format": "strongroom-oidc/1", "console": console}))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    reason = oidc_provider.missing()
+    if reason is not None:
+        need(reason)
+    root = tmp_path_factory.mktemp("sso")
+    port = free_port()
+    secret = "CANARY-sso-client-" + secrets.token_hex(16)
+    provider = oidc_provider.start(
+        root / "idp",
+        clients=[
+            {
+                "client_id": CLIENT_ID,
+                "client_secret": secret,
+                "redirect_uris": [f"http://127.0.0.1:{port}/console/sso/callback"],
+            }
+        ],
+        accounts=ACCOUNTS,
+        tamper={"trudy": {"aud": "another-app"}},
+    )
+    broker = None
+    try:
+        broker = start(
+            root / "data",
+            root / "home" / ".config",
+            root / "broker.log",
+            port=port,
+            server_env={
+                "STRONGROOM_OIDC_FILE": str(_oidc_file(root, provider.issuer, port, secret)),
+                # Every refused sign-in counts against the address, as any failed login does; this module
+                # refuses more than the default 10 from 127.0.0.1 on purpose.
+                "STRONGROOM_AUTH_FAILURE_LIMIT": "1000",
+            },
+        )
+        admin_secret = (broker.data_dir / "bootstrap-admin.secret").read_text().strip()
+        r = requests.post(
+            f"{broker.url}/v1/auth/token",
+            json={"client_id": "admin", "client_secret": admin_secret},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        yield Lab(provider, broker, {"Authorization": f"Bearer {r.json()['token']}"}, secret, root)
+    finally:
+        if broker is not None:
+            stop(broker)
+        provider.stop()
+
+
+def _with(url: str, **changes: str) -> str:
+    """`url` with some query parameters replaced."""
+    parts = urlsplit(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()} | changes
+    return parts._replace(query=urlencode(query)).geturl()
+
+
+def _message(html: str) -> str:
+    found = re.search(r'<p class="error" id="message">(.*?)</p>', html, re.DOTALL)
+    assert found is not None, html[:2000]
+    return unescape(found.group(1))
+
+
+# --- by plain HTTP ------------------------------------------------------------------------------------
+
+
+def test_a_callback_without_a_sign_in_started_in_this_browser_is_refused(lab: Lab) -> None:
+    http = lab.browser()
+    url = lab.begin(http)
+    state = parse_qs(urlsplit(url).query)["state"][0]
+    # The provider's answer arrives in another browser (no pre-login cookie): a login CSRF attempt.
+    r = lab.answer(lab.browser(), f"{lab.callback}?{urlencode({'state': state, 'code': 'x'})}")
+    assert r.status_code == 401
+    assert "no sign-in was started in this browser" in _message(r.text)
+    assert "strongroom_console=srt_" not in r.headers.get("set-cookie", "")
+    event = lab.last_sso()
+    assert (event["outcome"], event["reason"]) == ("denied", "oidc: no sign-in started in this browser")
+
+
+def test_state_mismatch_is_refused_then_the_real_answer_works_once(lab: Lab) -> None:
+    http = lab.browser()
+    url = lab.begin(http)
+    assert urlsplit(url).geturl().startswith(lab.provider.issuer + "/")
+    query = parse_qs(urlsplit(url).query)
+    assert query["code_challenge_method"] == ["S256"] and query["redirect_uri"] == [lab.callback]
+    assert len(query["code_challenge"][0]) == 43 and query["nonce"][0] and query["state"][0]
+    back = oidc_provider.walk_sign_in(http, url, login="ada", until=lab.callback)
+
+    for bad in (_with(back, state="forged"), re.sub(r"state=[^&]*&?", "", back)):
+        r = lab.answer(http, bad)
+        assert r.status_code == 401, r.text
+        assert "does not belong to this browser's sign-in" in _message(r.text)
+        assert lab.last_sso()["reason"] == "oidc: state mismatch"
+
+    # The refused answers did not use the sign-in up; the provider's real answer opens a session.
+    copied = http.cookies.get("strongroom_console_sso", path="/console/sso")
+    assert copied
+    r = lab.answer(http, back)
+    assert r.status_code == 200, r.text
+    assert "strongroom_console=" in r.headers["set-cookie"]
+    event = lab.last_sso()
+    assert event["outcome"] == "ok" and event["actor_name"] == "oidc:lab:ada"
+    assert event["reason"] == "oidc console role auditors; matched groups=strongroom-auditors"
+
+    assert "strongroom_console_sso=\"\"; " in r.headers["set-cookie"]  # the pre-login cookie is forgotten
+    # Replayed by someone who copied the answer and the pre-login cookie: refused before the provider is
+    # asked again.
+    thief = lab.browser()
+    thief.cookies.set("strongroom_console_sso", copied, domain="127.0.0.1", path="/console/sso")
+    r = lab.answer(thief, back)
+    assert r.status_code == 401
+    assert "already used" in _message(r.text)
+    assert lab.last_sso()["reason"] == "oidc: replayed callback"
+
+
+def test_an_id_token_minted_for_another_nonce_is_refused(lab: Lab) -> None:
+    http = lab.browser()
+    # The provider is asked with this browser's state and PKCE challenge but another nonce, so the code is
+    # genuine and redeemable and the ID token the provider mints carries a nonce this sign-in never sent.
+    url = _with(lab.begin(http), nonce="a-nonce-from-another-sign-in")
+    back = oidc_provider.walk_sign_in(http, url, login="ada", until=lab.callback)
+    r = lab.answer(http, back)
+    assert r.status_code == 401
+    assert "ID token was refused (nonce mismatch)" in _message(r.text)
+    event = lab.last_sso()
+    assert (event["outcome"], event["reason"]) == ("denied", "oidc: nonce mismatch")
+
+
+def test_an_id_token_for_another_audience_is_refused(lab: Lab) -> None:
+    http = lab.browser()
+    back = oidc_provider.walk_sign_in(http, lab.begin(http), login="trudy", until=lab.callback)
+    r = lab.answer(http, back)
+    assert r.status_code == 401
+    assert "ID token was refused (wrong audience)" in _message(r.text)
+    assert lab.last_sso()["reason"] == "oidc: wrong audience"
+    assert not [e for e in lab.events(action="auth.sso", outcome="ok") if e["actor_name"] == "oidc:lab:trudy"]
+
+
+def test_a_code_redeemed_by_another_sign_in_is_refused_by_the_provider(lab: Lab) -> None:
+    http = lab.browser()
+    first = oidc_provider.walk_sign_in(http, lab.begin(http), login="ada", until=lab.callback)
+    code = parse_qs(urlsplit(first).query)["code"][0]
+    # A second sign-in in the same browser, answered with the first one's code: its PKCE verifier differs.
+    second = oidc_provider.walk_sign_in(http, lab.begin(http), login="ada", until=lab.callback)
+    r = lab.answer(http, _with(second, code=code))
+    assert r.status_code == 401
+    assert "the provider refused the code (invalid_grant)" in _message(r.text)
+
+
+def test_the_providers_error_answer_is_shown_inert_and_audited_without_its_text(lab: Lab) -> None:
+    http = lab.browser()
+    url = lab.begin(http)
+    state = parse_qs(urlsplit(url).query)["state"][0]
+    payload = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+    r = lab.answer(
+        http,
+        f"{lab.callback}?"
+        + urlencode({"state": state, "error": "access_denied", "error_description": payload}),
+    )
+    assert r.status_code == 401
+    assert "<script>alert" not in r.text and "<img src=x" not in r.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in r.text
+    assert payload in _message(r.text)  # shown as text
+    assert "Lab SSO did not sign you in (access_denied)" in _message(r.text)
+    event = lab.last_sso()
+    assert event["reason"] == "oidc: the provider answered access_denied"
+    assert "alert" not in str(event)
+    # The provider's own refusal (the person aborts at its login page) takes the same way.
+    http = lab.browser()
+    start = http.get(lab.begin(http), allow_redirects=True, timeout=30)
+    abort = re.search(r'href="([^"]*/abort)"', start.text)
+    assert abort is not None, start.text[:1000]
+    back = urljoin(start.url, unescape(abort.group(1)))
+    while not back.startswith(lab.callback):
+        back = urljoin(back, http.get(back, allow_redirects=False, timeout=30).headers["location"])
+    r = lab.answer(http, back)
+    assert r.status_code == 401 and "(access_denied): End-User aborted interaction" in _message(r.text)
+
+
+# --- in the browser -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Browser:
+    """The browser and where its screenshots go."""
+
+    driver: WebDriver
+    shots: Path
+    lab: Lab
+
+    def open(self, path: str) -> None:
+        self.driver.get(self.lab.broker.url + path)
+
+    def text(self, css: str) -> str:
+        return str(self.driver.find_element(By.CSS_SELECTOR, css).text)
+
+    def shot(self, name: str) -> None:
+        self.driver.save_screenshot(str(self.shots / f"{name}.png"))
+
+    def click(self, css: str) -> None:
+        """Click something that loads a new page and wait until the old one is gone."""
+        old = self.driver.find_element(By.TAG_NAME, "html")
+        self.driver.find_element(By.CSS_SELECTOR, css).click()
+        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
+
+    def sign_in_at_provider(self, login: str, *, shots: bool = False) -> None:
+        """Fill the provider's own login form, then its consent form."""
+        WebDriverWait(self.driver, 30).until(lambda d: d.find_elements(By.NAME, "login"))
+        self.driver.find_element(By.NAME, "login").send_keys(login)
+        self.driver.find_element(By.NAME, "password").send_keys("any password")
+        if shots:
+            self.shot("02-provider-login")
+        self.click("button[type=submit]")
+        WebDriverWait(self.driver, 30).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "input[value=consent]") or "/console/" in d.current_url
+        )
+        if self.driver.find_elements(By.CSS_SELECTOR, "input[value=consent]"):
+            self.click("button[type=submit]")
+
+    def landed(self, heading: str) -> None:
+        """Wait until the console page with this heading shows (after the callback's page moves on)."""
+        WebDriverWait(self.driver, 30).until(
+            lambda d: [h.text for h in d.find_elements(By.TAG_NAME, "h1")] == [heading]
+        )
+        self.lab.pages.append(str(self.driver.page_source))
+
+    def forget(self) -> None:
+        """A new person at the same browser: no cookie of the broker or the provider (both on 127.0.0.1)."""
+        self.open("/console/login")
+        self.driver.delete_all_cookies()
+
+
+@pytest.fixture(scope="module")
+def browser(lab: Lab) -> Iterator[Browser]:
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        need(
+            "Debian's chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+        )
+    shots = lab.root / "screenshots"
+    shots.mkdir()
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={lab.root / 'profile'}",
+        "--window-size=1280,900",
+    ):
+        options.add_argument(arg)
+    # The driver's path is given: Selenium Manager never runs, nothing is downloaded.
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        yield Browser(driver, shots, lab)
+    finally:
+        driver.quit()
+
+
+def test_an_auditor_signs_in_with_sso_and_lands_on_the_trail(browser: Browser) -> None:
+    browser.forget()
+    browser.open("/console/audit")
+    assert browser.text("h1") == "Sign in"
+    assert browser.text("#sso") == "Sign in with Lab SSO"
+    browser.shot("01-sign-in-with-sso")
+    browser.click("#sso")
+    assert browser.driver.current_url.startswith(browser.lab.provider.issuer + "/")
+    browser.sign_in_at_provider("ada", shots=True)
+    browser.landed("Audit trail")
+    assert urlsplit(browser.driver.current_url).path == "/console/audit"
+    assert browser.text("#who") == "oidc:lab:ada"
+    # The session cookie is HttpOnly: page scripts see no cookie at all.
+    assert browser.driver.execute_script("return document.cookie") == ""
+    rows = browser.driver.find_elements(By.CSS_SELECTOR, "#events tbody tr")
+    assert any("auth.sso" in r.text and "oidc:lab:ada" in r.text for r in rows)
+    browser.shot("03-auditor-trail")
+    # An audit-scoped session sees no operator page.
+    for page in ("/console/tokens", "/console/identities"):
+        browser.open(page)
+        assert browser.text("h1") == "Not allowed", page
+    browser.shot("04-auditor-refused-operator-page")
+
+
+def test_an_operator_signs_in_with_sso_and_sees_operator_pages(browser: Browser) -> None:
+    browser.forget()
+    browser.open("/console/login")
+    browser.click("#sso")
+    browser.sign_in_at_provider("otto")
+    browser.landed("Signed in as oidc:lab:otto")
+    browser.open("/console/identities")
+    assert browser.text("h1") != "Not allowed"
+    assert "oidc:lab:ada" in browser.text("main")  # the auditor who signed in before, a user identity
+    browser.open("/console/tokens")
+    assert browser.text("h1") != "Not allowed"
+    browser.lab.pages.append(str(browser.driver.page_source))
+    browser.shot("05-operator-tokens")
+    event = browser.lab.last_sso()
+    assert event["actor_name"] == "oidc:lab:otto" and event["actor_type"] == "user"
+    assert event["reason"] == "oidc console role operators; matched groups=strongroom-operators"
+
+
+def test_an_unmapped_person_is_refused_with_a_clear_page(browser: Browser) -> None:
+    browser.forget()
+    browser.open("/console/login")
+    browser.click("#sso")
+    browser.sign_in_at_provider("mallory")
+    WebDriverWait(browser.driver, 30).until(lambda d: d.find_elements(By.ID, "message"))
+    assert browser.text("h1") == "Sign in"
+    assert browser.text("#message") == (
+        "your Lab SSO account is not mapped to any console role; ask an admin to add it "
+        "(console.roles in the OIDC file)"
+    )
+    assert not [c for c in browser.driver.get_cookies() if c["name"] == "strongroom_console"]
+    browser.lab.pages.append(str(browser.driver.page_source))
+    browser.shot("06-unmapped-refused")
+    event = browser.lab.last_sso()
+    assert event["outcome"] == "denied"
+    assert event["reason"] == "oidc: no console role matches the claims of oidc:lab:mallory"
+
+
+def test_the_client_secret_is_in_no_page_log_audit_record_or_database(lab: Lab) -> None:
+    assert lab.pages, "the tests above showed pages"
+    for html in lab.pages:
+        assert lab.secret not in html
+    assert lab.secret not in lab.broker.log.read_text(errors="replace")
+    export = requests.get(f"{lab.broker.url}/v1/audit/export", headers=lab.admin, timeout=60)
+    assert export.status_code == 200 and "auth.sso" in export.text
+    assert lab.secret not in export.text
+    for path in lab.broker.data_dir.rglob("*"):
+        if path.is_file() and path.name != "console-client.secret":
+            assert lab.secret.encode() not in path.read_bytes(), path

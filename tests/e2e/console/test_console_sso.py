@@ -231,7 +231,7 @@ def test_state_mismatch_is_refused_then_the_real_answer_works_once(lab: Lab) -> 
     assert event["outcome"] == "ok" and event["actor_name"] == "oidc:lab:ada"
     assert event["reason"] == "oidc console role auditors; matched groups=strongroom-auditors"
 
-    assert "strongroom_console_sso=\"\"; " in r.headers["set-cookie"]  # the pre-login cookie is forgotten
+    assert 'strongroom_console_sso=""; ' in r.headers["set-cookie"]  # the pre-login cookie is forgotten
     # Replayed by someone who copied the answer and the pre-login cookie: refused before the provider is
     # asked again.
     thief = lab.browser()

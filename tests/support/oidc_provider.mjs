@@ -2,7 +2,7 @@
 //
 // Usage: node oidc_provider.mjs SPEC.json. The spec names the confidential clients (id, secret, redirect
 // URIs) and the accounts (id -> claims such as email and groups). The provider listens on a free loopback
-// port, signs with a fresh RS256 key, and prints one JSON line {"issuer": ...} once it listens.
+// port (issuer http://localhost:<port>), signs with a fresh RS256 key, and prints one JSON line {"issuer": ...} once it listens.
 //
 // `tamper` (account id -> claims) makes the token endpoint hand out, for that account, the library's ID
 // token with those claims replaced and signed again with the provider's own key: what a client receives when
@@ -24,7 +24,8 @@ const signing = { ...(await jose.exportJWK(privateKey)), kid: 'lab-rs256', alg: 
 
 const server = http.createServer();
 server.listen(0, '127.0.0.1', () => {
-  const issuer = `http://127.0.0.1:${server.address().port}`;
+  // Named `localhost` while the broker is reached as 127.0.0.1: two sites, as a real provider and broker are.
+  const issuer = `http://localhost:${server.address().port}`;
   const provider = new Provider(issuer, {
     clients: spec.clients.map((c) => ({
       client_id: c.client_id,

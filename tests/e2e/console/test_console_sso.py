@@ -5,7 +5,9 @@ on loopback by tests/support/oidc_provider.py, with one confidential client and 
 an operator, one whose groups map to no console role, and one whose ID tokens its token endpoint swaps for
 a token of another audience (the library never mints one; see the script). People sign in through the
 library's development interactions (a login form taking any password, then consent): acceptable for a test
-provider only. The broker is a real `strongroom-server serve` process reading an OIDC file with a console
+provider only. The provider's issuer is http://localhost:<port> while the broker is reached as 127.0.0.1,
+so the provider's redirect back is cross-site for the browser, as in production (a port does not make
+another site). The broker is a real `strongroom-server serve` process reading an OIDC file with a console
 section; the browser is Debian's chromium, headless, through Debian's chromedriver.
 
 The client secret is a canary: no page, log line, audit record or database byte may hold it.
@@ -354,7 +356,9 @@ class Browser:
         self.lab.pages.append(str(self.driver.page_source))
 
     def forget(self) -> None:
-        """A new person at the same browser: no cookie of the broker or the provider (both on 127.0.0.1)."""
+        """A new person at the same browser: no cookie of the provider or the broker."""
+        self.driver.get(self.lab.provider.issuer + "/.well-known/openid-configuration")
+        self.driver.delete_all_cookies()
         self.open("/console/login")
         self.driver.delete_all_cookies()
 

@@ -20,6 +20,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import pytest
 import requests
+from fastapi.testclient import TestClient
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
@@ -34,8 +36,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import need
+from broker.main import build_runtime, create_app
+from tests.conftest import make_settings, need
 from tests.e2e.conftest import BrokerProcess, start, stop
+from tests.e2e.console.conftest import ORIGIN
 from tests.support import oidc_provider
 from tests.support.pg import free_port
 
@@ -44,6 +48,7 @@ pytestmark = pytest.mark.e2e
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 CLIENT_ID = "strongroom-console"
+IN_PROCESS_CALLBACK = ORIGIN + "/console/sso/callback"
 BROWSER_UA = "Mozilla/5.0 (X11; Linux x86_64) strongroom-sso-test"
 ACCOUNTS = {
     "ada": {"email": "ada@example.test", "groups": ["staff", "strongroom-auditors"]},
@@ -99,7 +104,7 @@ class Lab:
         return self.events(action="auth.sso", limit="1")[0]
 
 
-def _oidc_file(root: Path, issuer: str, port: int, secret: str) -> Path:
+def _oidc_file(root: Path, issuer: str, redirect_url: str, secret: str) -> Path:
     secret_file = root / "console-client.secret"
     secret_file.write_text(secret + "\n")
     secret_file.chmod(0o600)
@@ -109,7 +114,7 @@ def _oidc_file(root: Path, issuer: str, port: int, secret: str) -> Path:
         "issuer": issuer,
         "client_id": CLIENT_ID,
         "client_secret_file": str(secret_file),
-        "redirect_url": f"http://127.0.0.1:{port}/console/sso/callback",
+        "redirect_url": redirect_url,
         "scopes": ["openid", "email", "groups"],
         "allow_networks": ["127.0.0.0/8"],
         "roles": [
@@ -145,7 +150,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             {
                 "client_id": CLIENT_ID,
                 "client_secret": secret,
-                "redirect_uris": [f"http://127.0.0.1:{port}/console/sso/callback"],
+                # The second is the in-process broker's (tests/e2e/console/conftest.py ORIGIN).
+                "redirect_uris": [f"http://127.0.0.1:{port}/console/sso/callback", IN_PROCESS_CALLBACK],
             }
         ],
         accounts=ACCOUNTS,
@@ -159,7 +165,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             root / "broker.log",
             port=port,
             server_env={
-                "STRONGROOM_OIDC_FILE": str(_oidc_file(root, provider.issuer, port, secret)),
+                "STRONGROOM_OIDC_FILE": str(
+                    _oidc_file(root, provider.issuer, f"http://127.0.0.1:{port}/console/sso/callback", secret)
+                ),
                 # Every refused sign-in counts against the address, as any failed login does; this module
                 # refuses more than the default 10 from 127.0.0.1 on purpose.
                 "STRONGROOM_AUTH_FAILURE_LIMIT": "1000",
@@ -306,6 +314,38 @@ def test_the_providers_error_answer_is_shown_inert_and_audited_without_its_text(
         back = urljoin(back, http.get(back, allow_redirects=False, timeout=30).headers["location"])
     r = lab.answer(http, back)
     assert r.status_code == 401 and "(access_denied): End-User aborted interaction" in _message(r.text)
+
+
+def test_a_late_answer_or_a_tampered_pre_login_cookie_is_refused(
+    lab: Lab, db_url: str, tmp_path: Path
+) -> None:
+    """In process, to move the broker's clock: a sign-in answered after its 10 minutes is refused, and so
+    is a pre-login cookie changed by one character (its MAC fails)."""
+    oidc_file = _oidc_file(tmp_path, lab.provider.issuer, IN_PROCESS_CALLBACK, lab.secret)
+    rt = build_runtime(make_settings(db_url, tmp_path, oidc_file=oidc_file))
+    started = datetime.now(UTC)
+    rt.clock = lambda: started
+    with TestClient(create_app(rt), base_url=ORIGIN, client=("127.0.0.1", 50000)) as client:
+        client.headers["User-Agent"] = BROWSER_UA
+        r = client.get("/console/sso/start", follow_redirects=False)
+        assert r.status_code == 303
+        back = oidc_provider.walk_sign_in(lab.browser(), r.headers["location"], login="ada", until=ORIGIN)
+        cookie = client.cookies.get("strongroom_console_sso")
+        assert cookie
+
+        forged = cookie[:5] + ("A" if cookie[5] != "A" else "B") + cookie[6:]
+        client.cookies.set("strongroom_console_sso", forged, path="/console/sso")
+        r = client.get(back, follow_redirects=False)
+        assert r.status_code == 401 and "no sign-in was started in this browser" in _message(r.text)
+
+        client.cookies.set("strongroom_console_sso", cookie, path="/console/sso")
+        rt.clock = lambda: started + timedelta(minutes=11)
+        r = client.get(back, follow_redirects=False)
+        assert r.status_code == 401 and "took longer than 10 minutes" in _message(r.text)
+        rt.clock = lambda: started + timedelta(minutes=1)
+        r = client.get(back, follow_redirects=False)
+        assert r.status_code == 200, r.text  # the same answer in time: neither refusal used it up
+        assert "strongroom_console=srt_" in r.headers["set-cookie"]
 
 
 # --- in the browser -----------------------------------------------------------------------------------

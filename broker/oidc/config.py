@@ -228,6 +228,9 @@ class OidcFile(_Model):
     def _links(self) -> OidcFile:
         if not self.issuers and self.console is None:
             raise ValueError("issuers: name at least one issuer (or configure console sign-in)")
+        if self.console is not None and self.console.name in self.issuers:
+            # Both name their people oidc:<name>:<sub>: one name would make two issuers' subjects one person.
+            raise ValueError(f"console.name: {self.console.name!r} is already the name of an issuer")
         for name in (*self.issuers, *self.roles):
             if not _NAME.fullmatch(name):
                 raise ValueError(

@@ -368,7 +368,9 @@ async def _finish(
     if "error" in params:
         code = sso.error_code(params.get("error"))
         # What the provider says is shown (escaped, bounded) to the person; the audit keeps the code only.
-        said = " ".join(params.get("error_description", "").split())[:200]
+        said = "".join(c for c in " ".join(params.get("error_description", "").split()) if c.isprintable())[
+            :200
+        ]
         raise _refused(
             ctx,
             f"the provider answered {code}",

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from broker.console.sso import next_page
 from broker.errors import Invalid
 from broker.oidc import config as oidc_config
 from broker.oidc import from_file
@@ -98,6 +99,19 @@ def test_a_bad_console_section_is_refused_naming_the_field(
     assert "\n" not in caught.value.message
 
 
+def test_the_console_cannot_share_a_workload_issuers_name(secret_file: Path) -> None:
+    doc = _doc(secret_file)
+    doc["issuers"] = {
+        "corp": {
+            "issuer": "https://idp.example.com",
+            "jwks_url": "https://idp.example.com/k",
+            "audience": "a",
+        }
+    }
+    with pytest.raises(Invalid, match=r"console\.name: 'corp' is already the name of an issuer"):
+        oidc_config.parse(json.dumps(doc), source="oidc.json")
+
+
 def test_a_file_with_neither_issuers_nor_console_is_refused() -> None:
     with pytest.raises(Invalid, match="issuers: name at least one issuer"):
         oidc_config.parse(json.dumps({"format": "strongroom-oidc/1"}), source="oidc.json")
@@ -123,3 +137,23 @@ def test_the_client_secret_file_must_be_private_and_hold_the_secret_alone(
         from_file(_write(tmp_path, _doc(path)))
     assert caught.value.field == "console.client_secret_file"
     assert SECRET not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("asked", "opened"),
+    [
+        (None, "/console/"),
+        ("/console/audit", "/console/audit"),
+        ("/console/projects/shop/environments/production", "/console/projects/shop/environments/production"),
+        ("https://evil.example/", "/console/"),
+        ("//evil.example/console/", "/console/"),
+        ("/console//evil.example", "/console/"),
+        ("/console/../v1/tokens", "/console/"),
+        ("/console/sso/callback", "/console/"),
+        ("/console/login", "/console/"),
+        ("/console/audit?x=1", "/console/"),
+        ("/console/a\\b", "/console/"),
+    ],
+)
+def test_after_signing_in_only_a_console_page_is_opened(asked: str | None, opened: str) -> None:
+    assert next_page(asked) == opened

@@ -84,3 +84,31 @@ def test_claim_matching_exact_and_glob() -> None:
     assert match_claims(claims, {"list": ["x"]}, glob=False) is None
     assert match_claims(claims, {"missing": ["*"]}, glob=True) is None
     assert match_claims(claims, {"repository": ["ACME/app"]}, glob=True) is None  # case-sensitive
+
+
+def test_a_browser_sign_ins_nonce_and_authorized_party() -> None:
+    """With a nonce (the console's sign-in): exactly that nonce, and `azp` = us when several audiences."""
+    assert _verify(_token(aud="b", nonce="n-1"), nonce="n-1").subject == "s"  # type: ignore[attr-defined]
+    assert _verify(_token(nonce="n-1", azp="b"), nonce="n-1").subject == "s"  # type: ignore[attr-defined]
+    for token, reason in [
+        (_token(aud="b", nonce="n-2"), "nonce mismatch"),
+        (_token(aud="b"), "nonce mismatch"),
+        (_token(aud="b", nonce=7), "nonce mismatch"),
+        (_token(nonce="n-1"), "wrong authorized party"),  # audiences a and b, no azp
+        (_token(nonce="n-1", azp="a"), "wrong authorized party"),
+    ]:
+        with pytest.raises(Refused, match=reason):
+            _verify(token, nonce="n-1")
+    # Without a nonce (a workload token) neither is looked at.
+    assert _verify(_token(nonce="other", azp="a")).subject == "s"  # type: ignore[attr-defined]
+
+
+def test_list_claims_match_by_item_only_when_asked() -> None:
+    claims = {"groups": ["staff", "strongroom-auditors"], "email": "ada@x.test"}
+    bound = {"groups": ["strongroom-*"]}
+    assert match_claims(claims, bound, glob=True, lists=True) == {"groups": "strongroom-auditors"}
+    assert match_claims(claims, bound, glob=True) is None  # a workload role never matches a list
+    assert match_claims(claims, {"groups": ["admins"]}, glob=False, lists=True) is None
+    assert match_claims({"groups": [{"x": 1}, 5]}, {"groups": ["5"]}, glob=False, lists=True) == {
+        "groups": "5"
+    }

@@ -39,7 +39,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from broker.main import build_runtime, create_app
 from tests.conftest import make_settings, need
 from tests.e2e.conftest import BrokerProcess, start, stop
-from tests.e2e.console.conftest import ORIGIN
+from tests.e2e.console.conftest import ORIGIN, Console
 from tests.support import oidc_provider
 from tests.support.pg import free_port
 
@@ -346,6 +346,36 @@ def test_a_late_answer_or_a_tampered_pre_login_cookie_is_refused(
         r = client.get(back, follow_redirects=False)
         assert r.status_code == 200, r.text  # the same answer in time: neither refusal used it up
         assert "strongroom_console=srt_" in r.headers["set-cookie"]
+
+
+@pytest.mark.parametrize(
+    ("allow", "reason"),
+    [
+        (["127.0.0.0/8"], "the discovery document cannot be fetched (ConnectionError)"),
+        ([], "refused unless listed in allow_networks"),  # the upstream guard: loopback is not public
+    ],
+)
+def test_a_provider_that_cannot_be_reached_is_a_clear_503(
+    db_url: str, tmp_path: Path, allow: list[str], reason: str
+) -> None:
+    """No provider runs here: a closed loopback port, then the same URL without the allow-list."""
+    path = _oidc_file(tmp_path, f"http://127.0.0.1:{free_port()}", IN_PROCESS_CALLBACK, "unused")
+    doc = json.loads(path.read_text())
+    doc["console"]["allow_networks"] = allow
+    path.write_text(json.dumps(doc))
+    rt = build_runtime(make_settings(db_url, tmp_path, oidc_file=path))
+    with TestClient(create_app(rt), base_url=ORIGIN, client=("127.0.0.1", 50000)) as client:
+        r = client.get("/console/sso/start", follow_redirects=False)
+        assert r.status_code == 503
+        assert reason in _message(r.text) and "sign in with client credentials" in _message(r.text)
+        assert "strongroom_console_sso" not in r.headers.get("set-cookie", "")
+
+
+def test_without_a_console_section_there_is_no_sso_link_and_no_route(console: Console) -> None:
+    page = console.fresh().get("/console/login")
+    assert page.status_code == 200 and 'id="sso"' not in page.text
+    r = console.fresh().get("/console/sso/start", follow_redirects=False)
+    assert r.status_code == 404 and "not configured" in _message(r.text)
 
 
 # --- in the browser -----------------------------------------------------------------------------------

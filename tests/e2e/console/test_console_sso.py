@@ -37,9 +37,10 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from broker.main import build_runtime, create_app
-from tests.conftest import make_settings, need
+from tests.conftest import keyring_json, make_settings, need
 from tests.e2e.conftest import BrokerProcess, start, stop
 from tests.e2e.console.conftest import ORIGIN, Console
+from tests.e2e.test_startup_errors import CANARY, one_sentence, server
 from tests.support import oidc_provider
 from tests.support.pg import free_port
 
@@ -376,6 +377,28 @@ def test_without_a_console_section_there_is_no_sso_link_and_no_route(console: Co
     assert page.status_code == 200 and 'id="sso"' not in page.text
     r = console.fresh().get("/console/sso/start", follow_redirects=False)
     assert r.status_code == 404 and "not configured" in _message(r.text)
+
+
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        (lambda doc, secret: secret.chmod(0o644), ["console.client_secret_file", "chmod 600"]),
+        (
+            lambda doc, secret: doc["console"].update(redirect_url="https://x.example/console/"),
+            ["console.redirect_url", "/console/sso/callback"],
+        ),
+    ],
+)
+def test_serve_refuses_a_bad_console_section_in_one_sentence(
+    tmp_path: Path, change: Any, names: list[str]
+) -> None:
+    path = _oidc_file(
+        tmp_path, "https://idp.example.com", "https://sr.example.com/console/sso/callback", CANARY
+    )
+    doc = json.loads(path.read_text())
+    change(doc, tmp_path / "console-client.secret")
+    path.write_text(json.dumps(doc))
+    one_sentence(server(tmp_path, "serve", oidc_file=str(path), keyring=keyring_json()), *names)
 
 
 # --- in the browser -----------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def install() -> Path:
         if not done.exists():
             shutil.rmtree(target, ignore_errors=True)
             target.mkdir(parents=True)
-            subprocess.run(
+            installed = subprocess.run(
                 [
                     "npm",
                     "install",
@@ -79,10 +79,15 @@ def install() -> Path:
                     str(target),
                     f"oidc-provider@{VERSION}",
                 ],
-                check=True,
+                check=False,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
+                text=True,
             )
+            if installed.returncode != 0:
+                raise RuntimeError(
+                    f"npm could not install oidc-provider@{VERSION} into {target}: {installed.stderr[-1500:]}"
+                )
             done.touch()
     return target / "node_modules"
 

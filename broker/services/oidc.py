@@ -330,6 +330,11 @@ async def sso_finish(
     return await _limited(rt, ctx, lambda: _finish(rt, ctx, cookie=cookie, params=params, max_ttl=max_ttl))
 
 
+def _shown(text: str) -> str:
+    """A provider's own words as a page may show them: one line of printable characters, at most 200."""
+    return "".join(c for c in " ".join(text.split()) if c.isprintable())[:200]
+
+
 def _refused(ctx: RequestContext, reason: str, message: str) -> SignInRefused:
     ctx.reason = f"oidc: {reason}"
     return SignInRefused(message)
@@ -350,7 +355,8 @@ async def _finish(
             f"state: no sign-in was started in this browser; {again}",
         )
     login_id, started, next_path = found
-    if not timedelta(0) <= now - started <= timedelta(seconds=SSO_WINDOW) + timedelta(seconds=5):
+    # The answer may reach another replica, whose clock may be a little behind the one that started.
+    if not timedelta(seconds=-config.leeway) <= now - started <= timedelta(seconds=SSO_WINDOW):
         raise _refused(
             ctx, "sign-in expired", f"state: the sign-in took longer than {SSO_WINDOW // 60} minutes; {again}"
         )
@@ -368,9 +374,7 @@ async def _finish(
     if "error" in params:
         code = sso.error_code(params.get("error"))
         # What the provider says is shown (escaped, bounded) to the person; the audit keeps the code only.
-        said = "".join(c for c in " ".join(params.get("error_description", "").split()) if c.isprintable())[
-            :200
-        ]
+        said = _shown(params.get("error_description", ""))
         raise _refused(
             ctx,
             f"the provider answered {code}",

@@ -56,6 +56,7 @@ ACCOUNTS = {
     "otto": {"email": "otto@example.test", "groups": ["strongroom-operators"]},
     "mallory": {"email": "mallory@example.test", "groups": ["contractors"]},
     "trudy": {"email": "trudy@example.test", "groups": ["strongroom-auditors"]},
+    "dora": {"email": "dora@example.test", "groups": ["strongroom-auditors"]},
 }
 
 
@@ -285,6 +286,31 @@ def test_a_code_redeemed_by_another_sign_in_is_refused_by_the_provider(lab: Lab)
     r = lab.answer(http, _with(second, code=code))
     assert r.status_code == 401
     assert "the provider refused the code (invalid_grant)" in _message(r.text)
+
+
+def test_an_admin_can_disable_a_person_who_signs_in_with_sso(lab: Lab) -> None:
+    def sign_in() -> requests.Response:
+        http = lab.browser()
+        return lab.answer(
+            http, oidc_provider.walk_sign_in(http, lab.begin(http), login="dora", until=lab.callback)
+        )
+
+    assert sign_in().status_code == 200
+    listed = requests.get(f"{lab.broker.url}/v1/identities", headers=lab.admin, timeout=30).json()
+    rows = listed["identities"]
+    dora = next(i for i in rows if i["name"] == "oidc:lab:dora")
+    assert (dora["type"], dora["scopes"], dora["disabled"]) == (
+        "user",
+        [],
+        False,
+    )  # scopes come from the role
+    url = f"{lab.broker.url}/v1/identities/{dora['client_id']}"
+    assert requests.post(url + "/disable", headers=lab.admin, timeout=30).status_code == 200
+    r = sign_in()
+    assert r.status_code == 401 and "this account is disabled on the broker" in _message(r.text)
+    assert lab.last_sso()["reason"] == "oidc: principal disabled"
+    assert requests.post(url + "/enable", headers=lab.admin, timeout=30).status_code == 200
+    assert sign_in().status_code == 200
 
 
 def test_the_providers_error_answer_is_shown_inert_and_audited_without_its_text(lab: Lab) -> None:

@@ -226,6 +226,7 @@ def test_state_mismatch_is_refused_then_the_real_answer_works_once(lab: Lab) -> 
     assert query["code_challenge_method"] == ["S256"] and query["redirect_uri"] == [lab.callback]
     assert len(query["code_challenge"][0]) == 43 and query["nonce"][0] and query["state"][0]
     back = oidc_provider.walk_sign_in(http, url, login="ada", until=lab.callback)
+    before = len(lab.events(action="auth.sso", limit="500"))
 
     for bad in (_with(back, state="forged"), re.sub(r"state=[^&]*&?", "", back)):
         r = lab.answer(http, bad)
@@ -252,6 +253,8 @@ def test_state_mismatch_is_refused_then_the_real_answer_works_once(lab: Lab) -> 
     assert r.status_code == 401
     assert "already used" in _message(r.text)
     assert lab.last_sso()["reason"] == "oidc: replayed callback"
+    # One event per answer: two forged, the real one, the replay.
+    assert len(lab.events(action="auth.sso", limit="500")) == before + 4
 
 
 def test_an_id_token_minted_for_another_nonce_is_refused(lab: Lab) -> None:

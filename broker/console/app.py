@@ -26,6 +26,7 @@ from broker.api.edge import ROUTE_ACTIONS
 from broker.api.errors import STATUS
 from broker.audit.checkpoint import PublicKey
 from broker.console import security
+from broker.domain import drift as drift_states
 from broker.domain.request import Actor, RequestContext
 from broker.errors import BrokerError, Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
 from broker.services import auth, projects
@@ -471,32 +472,25 @@ async def deploy_detail(page: Page) -> Response:
 MANIFEST_MAX = 262144
 
 
-def _states(h: deploys_service.HostStatus) -> list[tuple[str, str]]:
-    """The ledger-only verdict of `strongroom deploy status --ledger-only`, in its order and with its names."""
-    out: list[tuple[str, str]] = []
-    last, attempt = h.last, h.attempt
-    # A failed attempt after the last success: the host still runs what it ran before.
-    if (
-        attempt is not None
-        and attempt.record.outcome != "deployed"
-        and (last is None or attempt.deploy_id != last.deploy_id)
-    ):
-        reason = (attempt.record.error or "no reason recorded").splitlines()[0][:160]
-        out.append(("failed", f"deploy {attempt.deploy_id[:8]} of {attempt.version}: {reason}"))
-    if last is None:
-        return [*out, ("never deployed", "")]
-    if h.behind is not None:
-        out.append(("behind", f"{h.behind.version} was deployed to its role since"))
-    if last.record.env_fingerprint != h.expected_env_fingerprint:
-        out.append(("drift", "the deployed env differs from what a deploy would give now"))
-    if h.rotated:
-        moves = [
-            f"{r.name} v{r.deployed_version}\u2192"
-            + (f"v{r.current_version}" if r.current_version is not None else "deleted")
-            for r in h.rotated
-        ]
-        out.append(("rotated", ", ".join(moves)))
-    return out or [("current", "")]
+def _row(entry: deploys_service.LedgerEntry | None) -> drift_states.Row | None:
+    if entry is None:
+        return None
+    r = entry.record
+    return drift_states.Row(entry.deploy_id, entry.version, r.env_fingerprint, r.outcome, r.error)
+
+
+def _verdict(h: deploys_service.HostStatus) -> drift_states.Verdict:
+    """The ledger-only verdict of `strongroom deploy status --ledger-only` (the one mapping, domain/drift.py)."""
+    ledger = drift_states.Ledger(
+        last=_row(h.last),
+        expected_env_fingerprint=h.expected_env_fingerprint,
+        rotated=tuple(
+            drift_states.Rotation(r.name, r.deployed_version, r.current_version) for r in h.rotated
+        ),
+        attempt=_row(h.attempt),
+        behind=_row(h.behind),
+    )
+    return drift_states.judge(ledger)
 
 
 async def _drift(page: Page, manifest: str | None, source: str) -> Response:
@@ -504,7 +498,7 @@ async def _drift(page: Page, manifest: str | None, source: str) -> Response:
     found = await deploys_service.status(
         page.rt, page.ctx, page.who, project=project, environment=environment, manifest=manifest
     )
-    rows = [(h, _states(h)) for h in found]
+    rows = [(h, _verdict(h)) for h in found]
     return render(
         page, "drift.html", project=project, environment=environment, rows=rows, source=source, error=None
     )

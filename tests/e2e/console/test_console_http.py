@@ -601,7 +601,7 @@ def test_a_failed_attempt_shows_failed_and_the_version_still_running(console: Co
     b = console.sign_in("admin", console.admin_secret)
     r = b.get(STATUS)
     assert _drift_rows(r.text) == [
-        ("web1", "web", "failed", f"failed: deploy {deploy_id[:8]} of v8: health check timed out")
+        ("web1", "web", "failed", f"failed: deploy {deploy_id[:8]} of v8 (failed): health check timed out")
     ]
     # The ledger still says web1 runs v7, and the last attempt links the failed deploy.
     assert "<td>v7</td>" in r.text and f'href="/console/deploys/{deploy_id}"' in r.text

@@ -46,10 +46,8 @@ def route_template(scope: Scope) -> str:
     template = getattr(route, "path", None) if route is not None else None
     if isinstance(template, str):
         # A mounted app's routes (the console's) are relative to its mount: put the mount's path back.
-        return (
-            scope.get("root_path", "")[len(scope.get("app_root_path", scope.get("root_path", ""))) :]
-            + template
-        )
+        mount: str = scope.get("root_path", "")[len(scope.get("app_root_path", scope.get("root_path", ""))) :]
+        return mount + template
     # Answered before routing (a body over the limit, a read-only refusal): the route it was meant for.
     found, _ = match_template(scope["method"], scope["path"])
     return found or UNMATCHED

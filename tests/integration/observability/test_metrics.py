@@ -223,6 +223,8 @@ def test_console_requests_are_labelled_under_console_and_its_sign_in_is_a_creden
     assert client.post("/console/login", data=wrong).status_code == 401
     assert client.get("/console/audit").status_code == 401  # no session cookie
     assert client.get("/console/static/console.css").status_code == 200
+    assert client.get("/console/no-such-page").status_code == 404
+    assert client.get("/console", follow_redirects=False).status_code == 307
     body, after = scrape(rt, client)
 
     def requests(method: str, route: str, outcome: str) -> float:
@@ -237,6 +239,9 @@ def test_console_requests_are_labelled_under_console_and_its_sign_in_is_a_creden
     assert requests("GET", "/console/static/console.css", "2xx") == 1
     for relative in ("/login", "/audit", "/static/console.css"):
         assert f'route="{relative}"' not in body
+    # Reaching the mount but none of its pages (an unknown page, the redirect to /console/) is unmatched.
+    assert requests("GET", "unmatched", "4xx") == 1 and requests("GET", "unmatched", "3xx") == 1
+    assert "no-such-page" not in body and 'route="/console/console"' not in body
     name = "strongroom_auth_failures_total"
     assert value(after, name, kind="credential") - value(before, name, kind="credential") == 1
     assert value(after, name, kind="token") - value(before, name, kind="token") == 1

@@ -56,25 +56,29 @@ class HostState:
     """One (host, role): the broker's view, what runs there (when inspected) and the verdict."""
 
     status: HostStatus
-    states: tuple[str, ...]
-    details: tuple[str, ...]
+    verdict: drift.Verdict
     running: ContainerInfo | None = None
     error: str | None = None
     inspected: bool = False
 
     @property
+    def states(self) -> tuple[str, ...]:
+        """Every state of the host, most important first."""
+        return self.verdict.states
+
+    @property
     def state(self) -> str:
         """The most important state (`current` when all is well)."""
-        return self.states[0]
+        return self.verdict.state
 
     @property
     def problem(self) -> bool:
         """Whether the host needs a deploy or a look (anything but `current`)."""
-        return self.states != (CURRENT,)
+        return self.verdict.problem
 
     def describe(self) -> str:
         """The states with their details, for a table cell."""
-        return "; ".join(self.details)
+        return self.verdict.describe()
 
 
 def _pick(containers: Sequence[ContainerInfo], role: str, version: str | None) -> ContainerInfo | None:
@@ -125,12 +129,10 @@ def judge(
             )
     verdict = drift.judge(ledger_of(status), seen)
     if last is None:
-        return HostState(status, verdict.states, verdict.details)  # never deployed: not inspected
+        return HostState(status, verdict)  # never deployed: not inspected
     if not verdict.problem:
-        return HostState(status, verdict.states, verdict.details, running=running, inspected=inspected)
-    return HostState(
-        status, verdict.states, verdict.details, running=running, error=error, inspected=inspected
-    )
+        return HostState(status, verdict, running=running, inspected=inspected)
+    return HostState(status, verdict, running=running, error=error, inspected=inspected)
 
 
 def inspect_hosts(

@@ -107,3 +107,6 @@ def test_the_drift_page_shows_a_host_turn_from_rotated_to_current_after_a_deploy
     # The page names secrets and versions, never a value.
     for value in (first, rotated):
         assert value not in browser.html
+    # Signing out revokes the session's token (nothing is left live in the session's broker).
+    browser.submit("#logout")
+    assert browser.text("h1") == "Sign in"

@@ -8,6 +8,10 @@ Create Date: 2026-12-04 21:00:00
 sequence. Without an index on the filtered column the search walks the sequence index until a page is
 full, so a rare actor, action or outcome costs the length of the trail (every row of it for no match).
 With (column, seq) the page is a range of that index, in sequence order: it costs its own size.
+
+The upgrade builds the three indexes over every event already recorded, in its one transaction (on
+PostgreSQL writes to audit_events wait until it ends, so a broker with a very long trail upgrades in a
+quiet moment, as for any migration of this table).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from broker.api.routes import auth, compile, deploys, health, importing, project
 from broker.audit.trail import from_settings as audit_trail
 from broker.backends.router import load as load_backends
 from broker.config import Settings, get_settings
-from broker.console.app import build as build_console
+from broker.console.app import mount as console_mount
 from broker.db import migrate
 from broker.db.engine import make_engine
 from broker.db.units import Units
@@ -130,7 +130,7 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
         audit_routes.router,
     ):
         app.include_router(router)
-    app.mount("/console", build_console(runtime))
+    app.router.routes.append(console_mount(runtime))
     return ObservedEdge(app, runtime, metrics, log_requests=runtime.settings.logs_requests)
 
 

@@ -148,6 +148,11 @@ class AuditEvent(Base):
             postgresql_where=text("seq IS NULL"),
             sqlite_where=text("seq IS NULL"),
         ),
+        # The trail's filters (`audit list --actor/--action/--outcome`, the console): a page is a range of
+        # one of these, in sequence order, however rare the value (revision 0009).
+        Index("ix_audit_events_actor_seq", "actor_name", "seq"),
+        Index("ix_audit_events_action_seq", "action", "seq"),
+        Index("ix_audit_events_outcome_seq", "outcome", "seq"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)

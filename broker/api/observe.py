@@ -13,6 +13,7 @@ import re
 import uuid
 from time import perf_counter
 
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.api.edge import UNAUDITED_PATHS, Edge, match_template
@@ -44,8 +45,10 @@ def route_template(scope: Scope) -> str:
     """The template of the route a request reached (`unmatched` when none): bounded label values."""
     route = scope.get("route")
     template = getattr(route, "path", None) if route is not None else None
-    if isinstance(template, str):
-        return template
+    if isinstance(template, str) and not isinstance(route, Mount):
+        # A mounted app's routes (the console's) are relative to its mount: put the mount's path back.
+        mount: str = scope.get("root_path", "")[len(scope.get("app_root_path", scope.get("root_path", ""))) :]
+        return mount + template
     # Answered before routing (a body over the limit, a read-only refusal): the route it was meant for.
     found, _ = match_template(scope["method"], scope["path"])
     return found or UNMATCHED

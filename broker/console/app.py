@@ -19,14 +19,16 @@ from jinja2 import Environment, PackageLoader
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.routing import Match, Mount, Route
+from starlette.types import ASGIApp, Scope
 
 from broker.api.edge import ROUTE_ACTIONS
 from broker.api.errors import STATUS
 from broker.audit.checkpoint import PublicKey
 from broker.console import security
+from broker.domain import drift as drift_states
 from broker.domain.request import Actor, RequestContext
+from broker.domain.scopes import Action, allowed
 from broker.errors import BrokerError, Forbidden, Invalid, NotFound, RateLimited, Unauthenticated
 from broker.services import auth, projects
 from broker.services import compile as compile_service
@@ -80,11 +82,34 @@ def _status_of(exc: BrokerError) -> int:
     return 500
 
 
+@dataclass(frozen=True)
+class Nav:
+    """Which groups of links the header shows a session: only pages its scopes may open (the pages
+    themselves still check, as the API does; this only keeps an auditor's header free of operator links)."""
+
+    audit: bool
+    operator: bool
+    admin: bool
+
+
+def _nav(actor: Actor) -> Nav:
+    operate = {Action.READ, Action.WRITE, Action.ADMIN}
+    return Nav(
+        audit=audit_search.is_auditor(actor),
+        operator=any(not s.deny and s.actions & operate for s in actor.scopes),
+        admin=allowed(actor.scopes, Action.ADMIN, None, None),
+    )
+
+
 def render(page: Page, template: str, *, status: int = 200, **values: Any) -> HTMLResponse:
-    """A template rendered with the session's name and CSRF token, behind the console's headers."""
-    csrf = security.csrf_token(page.rt, page.actor.accessor) if page.actor is not None else ""
+    """A template rendered with the session's name, header links and CSRF token, behind the console's headers."""
+    actor = page.actor
+    csrf = security.csrf_token(page.rt, actor.accessor) if actor is not None else ""
     html = _ENV.get_template(template).render(
-        who=page.actor.name if page.actor is not None else None, csrf=csrf, **values
+        who=actor.name if actor is not None else None,
+        nav=_nav(actor) if actor is not None else None,
+        csrf=csrf,
+        **values,
     )
     response = HTMLResponse(html, status_code=status)
     return response
@@ -473,32 +498,25 @@ async def deploy_detail(page: Page) -> Response:
 MANIFEST_MAX = 262144
 
 
-def _states(h: deploys_service.HostStatus) -> list[tuple[str, str]]:
-    """The ledger-only verdict of `strongroom deploy status --ledger-only`, in its order and with its names."""
-    out: list[tuple[str, str]] = []
-    last, attempt = h.last, h.attempt
-    # A failed attempt after the last success: the host still runs what it ran before.
-    if (
-        attempt is not None
-        and attempt.record.outcome != "deployed"
-        and (last is None or attempt.deploy_id != last.deploy_id)
-    ):
-        reason = (attempt.record.error or "no reason recorded").splitlines()[0][:160]
-        out.append(("failed", f"deploy {attempt.deploy_id[:8]} of {attempt.version}: {reason}"))
-    if last is None:
-        return [*out, ("never deployed", "")]
-    if h.behind is not None:
-        out.append(("behind", f"{h.behind.version} was deployed to its role since"))
-    if last.record.env_fingerprint != h.expected_env_fingerprint:
-        out.append(("drift", "the deployed env differs from what a deploy would give now"))
-    if h.rotated:
-        moves = [
-            f"{r.name} v{r.deployed_version}\u2192"
-            + (f"v{r.current_version}" if r.current_version is not None else "deleted")
-            for r in h.rotated
-        ]
-        out.append(("rotated", ", ".join(moves)))
-    return out or [("current", "")]
+def _row(entry: deploys_service.LedgerEntry | None) -> drift_states.Row | None:
+    if entry is None:
+        return None
+    r = entry.record
+    return drift_states.Row(entry.deploy_id, entry.version, r.env_fingerprint, r.outcome, r.error)
+
+
+def _verdict(h: deploys_service.HostStatus) -> drift_states.Verdict:
+    """The ledger-only verdict of `strongroom deploy status --ledger-only` (the one mapping, domain/drift.py)."""
+    ledger = drift_states.Ledger(
+        last=_row(h.last),
+        expected_env_fingerprint=h.expected_env_fingerprint,
+        rotated=tuple(
+            drift_states.Rotation(r.name, r.deployed_version, r.current_version) for r in h.rotated
+        ),
+        attempt=_row(h.attempt),
+        behind=_row(h.behind),
+    )
+    return drift_states.judge(ledger)
 
 
 async def _drift(page: Page, manifest: str | None, source: str) -> Response:
@@ -506,7 +524,7 @@ async def _drift(page: Page, manifest: str | None, source: str) -> Response:
     found = await deploys_service.status(
         page.rt, page.ctx, page.who, project=project, environment=environment, manifest=manifest
     )
-    rows = [(h, _states(h)) for h in found]
+    rows = [(h, _verdict(h)) for h in found]
     return render(
         page, "drift.html", project=project, environment=environment, rows=rows, source=source, error=None
     )
@@ -546,6 +564,29 @@ async def drift_with(page: Page) -> Response:
 async def stylesheet(_page: Page) -> Response:
     """The console's one stylesheet, from the package."""
     return Response(_CSS, media_type="text/css", headers={"Cache-Control": "public, max-age=3600"})
+
+
+class ConsoleMount(Mount):
+    """The console's mount. A plain Mount takes only `/console/...`, so `/console` itself fell through to the
+    API's JSON 404; this one takes it too, and the console's router answers it with a redirect to `/console/`
+    (Starlette's slash redirect: no route of the console matches the empty path, its home matches "/")."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """The mount's own path exactly, else what a Mount matches."""
+        root = scope.get("root_path", "")
+        if scope["type"] == "http" and scope["path"] == root + self.path:
+            return Match.FULL, {
+                "path_params": dict(scope.get("path_params", {})),
+                "app_root_path": scope.get("app_root_path", root),
+                "root_path": root + self.path,
+                "endpoint": self.app,
+            }
+        return super().matches(scope)
+
+
+def mount(rt: Runtime) -> Mount:
+    """The console, mounted at /console (create_app adds it to the application's routes)."""
+    return ConsoleMount(security.PATH, app=build(rt))
 
 
 def build(rt: Runtime) -> ASGIApp:

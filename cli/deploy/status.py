@@ -4,19 +4,9 @@ The broker's status route gives, per (host, role) of the manifest, the ledger's 
 fingerprint a deploy would render now and the secrets rotated since. Each host that the ledger says was
 deployed to is then inspected over ssh (one connection per host, the status script of cli.plans.remote:
 the labels of the service's containers, never their environment), so the verdict is about what actually
-runs. States, in the order they are shown:
-- `failed`: the host's newest attempt (a deploy that tried it after its last success) failed or skipped it;
-  the host still runs what it ran before (the ledger gives it no keys from that attempt);
-- `behind`: a newer version was deployed to another host of its role since its last success;
-- `unreachable`: the host could not be inspected (the error says why); the other hosts are still reported;
-- `missing`: no running container of the service's role;
-- `drift`: the running container's env fingerprint is not what a deploy would give now, or it runs
-  another version than the ledger's;
-- `rotated`: secrets of its env file changed since the deploy (name vN→vM);
-- `never deployed`: the ledger has no deploy to this host (it is not inspected);
-- `current`: none of the above.
-Only `current` is not a problem. `--ledger-only` skips ssh: drift is then judged from the ledger's
-fingerprint.
+runs. The states (failed, behind, unreachable, missing, drift, rotated, never deployed, current) and the
+mapping to them live in broker/domain/drift.py, shared with the console's drift page. `--ledger-only` skips
+ssh: drift is then judged from the ledger's fingerprint.
 """
 
 from __future__ import annotations
@@ -26,21 +16,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from broker.domain import drift
 from cli.errors import CliError
 
 if TYPE_CHECKING:
-    from cli.client import HostStatus
+    from cli.client import HostStatus, LastDeploy
     from cli.deploy.remote import ContainerInfo
 
 MAX_PARALLEL_HOSTS = 32
-CURRENT = "current"
-NEVER = "never deployed"
-UNREACHABLE = "unreachable"
-MISSING = "missing"
-DRIFT = "drift"
-ROTATED = "rotated"
-FAILED = "failed"
-BEHIND = "behind"
+# The states, named once in broker/domain/drift.py (the console's drift page shows the same ones).
+CURRENT = drift.CURRENT
+NEVER = drift.NEVER
+UNREACHABLE = drift.UNREACHABLE
+MISSING = drift.MISSING
+DRIFT = drift.DRIFT
+ROTATED = drift.ROTATED
+FAILED = drift.FAILED
+BEHIND = drift.BEHIND
 
 
 class StatusRemote(Protocol):
@@ -64,25 +56,29 @@ class HostState:
     """One (host, role): the broker's view, what runs there (when inspected) and the verdict."""
 
     status: HostStatus
-    states: tuple[str, ...]
-    details: tuple[str, ...]
+    verdict: drift.Verdict
     running: ContainerInfo | None = None
     error: str | None = None
     inspected: bool = False
 
     @property
+    def states(self) -> tuple[str, ...]:
+        """Every state of the host, most important first."""
+        return self.verdict.states
+
+    @property
     def state(self) -> str:
         """The most important state (`current` when all is well)."""
-        return self.states[0]
+        return self.verdict.state
 
     @property
     def problem(self) -> bool:
         """Whether the host needs a deploy or a look (anything but `current`)."""
-        return self.states != (CURRENT,)
+        return self.verdict.problem
 
     def describe(self) -> str:
         """The states with their details, for a table cell."""
-        return "; ".join(self.details)
+        return self.verdict.describe()
 
 
 def _pick(containers: Sequence[ContainerInfo], role: str, version: str | None) -> ContainerInfo | None:
@@ -94,6 +90,23 @@ def _pick(containers: Sequence[ContainerInfo], role: str, version: str | None) -
     return candidates[0] if candidates else None
 
 
+def _row(row: LastDeploy | None) -> drift.Row | None:
+    if row is None:
+        return None
+    return drift.Row(row.deploy_id, row.version, row.env_fingerprint, row.outcome, row.error)
+
+
+def ledger_of(status: HostStatus) -> drift.Ledger:
+    """The broker's answer for one (host, role), as the drift mapping reads it."""
+    return drift.Ledger(
+        last=_row(status.last),
+        expected_env_fingerprint=status.expected_env_fingerprint,
+        rotated=tuple(drift.Rotation(r.name, r.deployed_version, r.current_version) for r in status.rotated),
+        attempt=_row(status.last_attempt),
+        behind=_row(status.behind),
+    )
+
+
 def judge(
     status: HostStatus,
     containers: Sequence[ContainerInfo] | None = None,
@@ -103,72 +116,23 @@ def judge(
 ) -> HostState:
     """The verdict for one (host, role); `containers` is what the host runs (None when not inspected)."""
     last = status.last
-    states: list[str] = []
-    details: list[str] = []
-    attempt = status.last_attempt
-    if (
-        attempt is not None
-        and attempt.outcome != "deployed"
-        and (last is None or attempt.deploy_id != last.deploy_id)
-    ):
-        states.append(FAILED)
-        reason = (attempt.error or "").splitlines()[0][:160] if attempt.error else "no reason recorded"
-        details.append(
-            f"failed: deploy {(attempt.deploy_id or '')[:8]} of {_short(attempt.version)} "
-            f"({attempt.outcome}): {reason}"
-        )
-    if last is None:
-        return HostState(status, (*states, NEVER), (*details, NEVER))
-    if status.behind is not None:
-        states.append(BEHIND)
-        details.append(
-            f"behind: runs {_short(last.version)}; {_short(status.behind.version)} was deployed to its role "
-            f"since (deploy {(status.behind.deploy_id or '')[:8]})"
-        )
     running: ContainerInfo | None = None
-    expected = status.expected_env_fingerprint
-    if not inspected:
-        if last.env_fingerprint != expected:
-            states.append(DRIFT)
-            details.append("drift: the deployed env differs from what a deploy would give now")
-    elif error is not None:
-        states.append(UNREACHABLE)
-        reason = error.splitlines()[0] if error else "no detail"
-        details.append(reason if reason.startswith(UNREACHABLE + ":") else f"{UNREACHABLE}: {reason}")
-    else:
-        running = _pick(containers or (), status.role, last.version)
-        if running is None:
-            stopped = [c.name for c in containers or () if c.role == status.role]
-            states.append(MISSING)
-            details.append(
-                "missing: no running container" + (f" (stopped: {', '.join(stopped[:3])})" if stopped else "")
-            )
+    seen: drift.Seen | None = None
+    if inspected and last is not None:
+        if error is not None:
+            seen = drift.Seen(error=error)
         else:
-            why = []
-            if running.env_fingerprint != expected:
-                why.append("its env differs from what a deploy would give now")
-            if running.version != last.version:
-                why.append(f"it runs {running.version or 'an unlabelled version'}, the ledger {last.version}")
-            if why:
-                states.append(DRIFT)
-                details.append("drift: " + " and ".join(why))
-    if status.rotated:
-        states.append(ROTATED)
-        details.append(
-            "rotated: "
-            + ", ".join(
-                f"{r.name} v{r.deployed_version}→"
-                + (f"v{r.current_version}" if r.current_version is not None else "deleted")
-                for r in status.rotated
+            running = _pick(containers or (), status.role, last.version)
+            seen = drift.Seen(
+                running=drift.Running(running.version, running.env_fingerprint) if running else None,
+                stopped=tuple(c.name for c in containers or () if c.role == status.role),
             )
-        )
-    if not states:
-        return HostState(status, (CURRENT,), (CURRENT,), running=running, inspected=inspected)
-    return HostState(status, tuple(states), tuple(details), running=running, error=error, inspected=inspected)
-
-
-def _short(version: str | None) -> str:
-    return version[:12] if version else "-"
+    verdict = drift.judge(ledger_of(status), seen)
+    if last is None:
+        return HostState(status, verdict)  # never deployed: not inspected
+    if not verdict.problem:
+        return HostState(status, verdict, running=running, inspected=inspected)
+    return HostState(status, verdict, running=running, error=error, inspected=inspected)
 
 
 def inspect_hosts(

@@ -46,10 +46,15 @@ def _audit_grants(actor: Actor) -> list[Any]:
     return [s for s in actor.scopes if not s.deny and Action.AUDIT in s.actions]
 
 
+def is_auditor(actor: Actor) -> bool:
+    """Whether the token holds any audit grant (what each audit answer then narrows to what it may see)."""
+    return bool(_audit_grants(actor))
+
+
 def require_auditor(ctx: RequestContext, actor: Actor, action: str) -> None:
     """Name the request and refuse a token that holds no audit grant at all."""
     ctx.about(action)
-    if not _audit_grants(actor):
+    if not is_auditor(actor):
         raise Forbidden("this token does not grant audit")
 
 

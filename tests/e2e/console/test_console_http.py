@@ -202,6 +202,43 @@ def test_audit_only_session_sees_no_operator_page(console: Console) -> None:
     assert ("reader", "audit.export", "/console/audit/export") in actions
 
 
+def _links(html: str) -> list[str]:
+    """The text of every link a person sees in the page's header and body (not the brand)."""
+    return re.findall(r'<a href="/console/[^"]+">([^<]+)</a>', html)
+
+
+OPERATOR_LINKS = {"Projects", "Identities", "Tokens"}
+AUDIT_LINKS = {"Audit trail", "Was this value served?", "Was this value ever served?", "Chain and export"}
+
+
+def test_the_header_shows_each_session_only_the_pages_its_scopes_open(console: Console) -> None:
+    """An audit-only session's pages carry no operator link text (it would only meet "Not allowed");
+    a reader's no audit link and no admin one; the admin's every link."""
+    auditor = console.sign_in(*console.identity("auditor", AUDITOR_SCOPES))
+    for path in ("/console/", "/console/audit", "/console/audit/chain", "/console/tokens"):
+        links = set(_links(auditor.get(path).text))
+        assert not links & OPERATOR_LINKS, (path, links)
+        assert {"Audit trail", "Chain and export"} <= links, (path, links)
+    reader = console.sign_in(*console.identity("reader", [{"project": "*", "actions": ["read"]}]))
+    links = set(_links(reader.get("/console/").text))
+    assert "Projects" in links and not links & (AUDIT_LINKS | {"Identities", "Tokens"}), links
+    admin = console.sign_in("admin", console.admin_secret)
+    links = set(_links(admin.get("/console/").text))
+    assert OPERATOR_LINKS | {"Audit trail", "Chain and export"} <= links, links
+
+
+def test_console_without_its_slash_redirects_to_the_console(console: Console) -> None:
+    """`/console` (as people type it) is the console's home, not the API's JSON 404; other paths are untouched."""
+    b = console.fresh()
+    r = b.get("/console", follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"] == ORIGIN + "/console/", (r.status_code, r.headers)
+    assert r.headers["x-frame-options"] == "DENY"  # the console's own headers
+    assert b.get("/console").url == ORIGIN + "/console/"  # a session-less browser lands on the sign-in form
+    assert "Sign in" in b.get("/console").text
+    assert b.get("/consoles", follow_redirects=False).status_code == 404
+    assert b.get("/console?x=1", follow_redirects=False).headers["location"] == ORIGIN + "/console/?x=1"
+
+
 def test_admin_revokes_a_token_by_accessor(console: Console) -> None:
     b = console.sign_in("admin", console.admin_secret)
     victim = console.sign_in(*console.identity("svc", AUDITOR_SCOPES))
@@ -601,7 +638,7 @@ def test_a_failed_attempt_shows_failed_and_the_version_still_running(console: Co
     b = console.sign_in("admin", console.admin_secret)
     r = b.get(STATUS)
     assert _drift_rows(r.text) == [
-        ("web1", "web", "failed", f"failed: deploy {deploy_id[:8]} of v8: health check timed out")
+        ("web1", "web", "failed", f"failed: deploy {deploy_id[:8]} of v8 (failed): health check timed out")
     ]
     # The ledger still says web1 runs v7, and the last attempt links the failed deploy.
     assert "<td>v7</td>" in r.text and f'href="/console/deploys/{deploy_id}"' in r.text

@@ -1,12 +1,15 @@
 """The console's trail pages stay a page's cost on a long trail: EXPLAIN QUERY PLAN of the one search
-statement (`broker.repositories.audit.search_statement`) for the unfiltered keyset page, a deep page, a
-filter on a column and a time range. SQLite only, the default database the console bench measures
-(bench/console.py); the key filter's plan is pinned on both databases in test_key_answer.py."""
+statement (`broker.repositories.audit.search_statement`) for the unfiltered keyset page, a deep page, the
+actor, action and outcome filters (their (column, seq) indexes, revision 0009) and a time range. On SQLite,
+the default database the console bench measures (bench/console.py); the filters' indexes on PostgreSQL too
+(after ANALYZE, as autovacuum would have done). The key filter's plan is pinned on both databases in
+test_key_answer.py."""
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,20 +17,45 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.dialects import postgresql
 
 from broker.repositories import audit as audit_repo
 from tests.conftest import sqlite_db
 
 EVENTS = 20_000
-# One event every 6 minutes from 2026-01-01 (20,000 events: about 83 days), 40 actors.
+# One event every 6 minutes from 2026-01-01 (20,000 events: about 83 days), 40 actors; six reads in ten,
+# then a write, a deploy bundle and an export; one in ten denied.
 FILL = f"""
 WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < {EVENTS})
 INSERT INTO audit_events (occurred_at, request_id, method, route, action, outcome, status, seq, project,
                           environment, secret_name, actor_name)
-SELECT datetime('2026-01-01', '+' || (n * 6) || ' minutes'), 'r' || n, 'GET', '/x', 'secret.read', 'ok',
-       200, n, 'microblog', 'production', 'N' || (n % 500), 'bot-' || (n % 40)
+SELECT datetime('2026-01-01', '+' || (n * 6) || ' minutes'), 'r' || n, 'GET', '/x',
+       CASE n % 10 WHEN 0 THEN 'secret.write' WHEN 1 THEN 'deploy.bundle' WHEN 2 THEN 'env.export'
+                   ELSE 'secret.read' END,
+       CASE WHEN n % 10 = 9 THEN 'denied' ELSE 'ok' END, 200, n, 'microblog', 'production', 'N' || (n % 500),
+       'bot-' || (n % 40)
 FROM i
 """
+# The same trail on PostgreSQL.
+PG_FILL = f"""
+INSERT INTO audit_events (occurred_at, request_id, method, route, action, outcome, status, seq, project,
+                          environment, secret_name, actor_name)
+SELECT timestamptz '2026-01-01 00:00:00+00' + n * interval '6 minutes', 'r' || n, 'GET', '/x',
+       CASE n % 10 WHEN 0 THEN 'secret.write' WHEN 1 THEN 'deploy.bundle' WHEN 2 THEN 'env.export'
+                   ELSE 'secret.read' END,
+       CASE WHEN n % 10 = 9 THEN 'denied' ELSE 'ok' END, 200, n, 'microblog', 'production', 'N' || (n % 500),
+       'bot-' || (n % 40)
+FROM generate_series(1, {EVENTS}) AS n
+"""
+# Each filter with its index: a rare value, a frequent one and one no event has (the whole trail before).
+FILTERS = [
+    ("actor_name", "bot-3", "ix_audit_events_actor_seq"),
+    ("actor_name", "nobody", "ix_audit_events_actor_seq"),
+    ("action", "secret.write", "ix_audit_events_action_seq"),
+    ("action", "audit.export", "ix_audit_events_action_seq"),
+    ("outcome", "denied", "ix_audit_events_outcome_seq"),
+    ("outcome", "error", "ix_audit_events_outcome_seq"),
+]
 
 
 @pytest.fixture
@@ -41,6 +69,16 @@ def trail(tmp_path: Path, sqlite_template: Path) -> Any:
     engine = create_engine(f"sqlite:///{path}")
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def pg_trail(pg_cluster: Any) -> Any:
+    """A database of the session's PostgreSQL cluster (migrated to head) holding the same trail, analysed."""
+    db = f"trail_plans_{os.getpid()}"
+    pg_cluster.psql(f"CREATE DATABASE {db} TEMPLATE strongroom_template")
+    pg_cluster.psql(PG_FILL, db=db)
+    pg_cluster.psql("ANALYZE audit_events", db=db)
+    return pg_cluster, db
 
 
 def _plan(engine: Any, conditions: list[Any], cursor: int | None) -> str:
@@ -58,10 +96,54 @@ def test_unfiltered_pages_walk_the_sequence_index_without_a_sort(trail: Any, cur
     assert "TEMP B-TREE" not in plan, plan
 
 
-def test_a_column_filter_walks_the_sequence_index_without_a_sort(trail: Any) -> None:
-    """An actor filter reads events newest first through the seq index and stops at the page's size."""
-    plan = _plan(trail, [audit_repo.column("actor_name") == "bot-3"], None)
-    assert "USING INDEX sqlite_autoindex_audit_events_1" in plan and "TEMP B-TREE" not in plan, plan
+@pytest.mark.parametrize(("column", "value", "index"), FILTERS)
+@pytest.mark.parametrize("cursor", [None, EVENTS // 2])
+def test_an_actor_action_or_outcome_filter_walks_its_own_index_without_a_sort(
+    trail: Any, column: str, value: str, index: str, cursor: int | None
+) -> None:
+    """`actor=`, `action=` and `outcome=` read a range of their (column, seq) index newest first and stop
+    at the page's size: a rare or absent value no longer walks the whole trail."""
+    plan = _plan(trail, [audit_repo.column(column) == value], cursor)
+    assert f"SEARCH audit_events USING INDEX {index} ({column}=?" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+
+
+def test_the_filters_the_search_builds_use_those_indexes(trail: Any) -> None:
+    """The conditions `_conditions` makes of an EventQuery (not only a bare equality) reach the indexes;
+    an action family (`deploy`, `secret.*`) still walks the sequence index in order."""
+    from broker.services.audit import search
+
+    now = datetime(2026, 3, 1, tzinfo=UTC)
+    for query, index in (
+        (search.EventQuery(actor="bot-3"), "ix_audit_events_actor_seq"),
+        (search.EventQuery(action="secret.write"), "ix_audit_events_action_seq"),
+        (search.EventQuery(outcome="denied"), "ix_audit_events_outcome_seq"),
+        (search.EventQuery(actor="bot-3", outcome="denied"), "ix_audit_events_"),
+        (search.EventQuery(action="deploy"), "sqlite_autoindex_audit_events_1"),
+        (search.EventQuery(action="secret.*"), "sqlite_autoindex_audit_events_1"),
+    ):
+        where, _ = search._conditions(query, now)
+        plan = _plan(trail, where, None)
+        assert f"USING INDEX {index}" in plan and "TEMP B-TREE" not in plan, (query, plan)
+
+
+@pytest.mark.parametrize(("column", "value", "index"), FILTERS)
+def test_the_filter_indexes_on_postgresql(pg_trail: Any, column: str, value: str, index: str) -> None:
+    """The same filters on PostgreSQL, after ANALYZE: a value no event has (the costliest search before,
+    which read the whole trail) is an index scan of the filter's own index; a frequent one may walk the
+    sequence index instead (a page is found within a few thousand rows). Never a sort or a sequential scan."""
+    cluster, db = pg_trail
+    stmt = audit_repo.search_statement(
+        [audit_repo.column(column) == value], key=None, cursor=None, newest_first=True, limit=100
+    )
+    compiled = stmt.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+    plan = cluster.psql("EXPLAIN " + str(compiled).replace("\n", " "), db=db)
+    absent = value in ("nobody", "audit.export", "error")
+    used = [f"Index Scan Backward using {index} on audit_events"]
+    if not absent:
+        used.append("Index Scan Backward using uq_audit_events_seq on audit_events")
+    assert any(u in plan for u in used), plan
+    assert "Sort" not in plan and "Seq Scan" not in plan, plan
 
 
 def test_a_narrow_time_range_uses_the_time_index(trail: Any) -> None:

@@ -204,3 +204,44 @@ def test_checkpoint_age_and_pool_gauges(setup: tuple[Runtime, TestClient, dict[s
     idle = value(scrape(rt, client)[1], "strongroom_db_pool_in_use")
     assert client.portal.call(held) == idle + 1  # type: ignore[union-attr]
     assert value(scrape(rt, client)[1], "strongroom_db_pool_in_use") == idle
+
+
+def test_console_requests_are_labelled_under_console_and_its_sign_in_is_a_credential(
+    setup: tuple[Runtime, TestClient, dict[str, str]],
+) -> None:
+    """The console is mounted at /console: its labels are its full templates, and a wrong client secret
+    typed into its sign-in form is a credential failure, a page opened without a session a token one."""
+    rt, api, _ = setup
+    # A browser's own cookie jar on loopback over http, where the console's cookies are not Secure.
+    client = TestClient(api.app, base_url="http://127.0.0.1:8000", client=("127.0.0.1", 50001))
+    client.portal = api.portal
+    _, before = scrape(rt, client)
+    page = client.get("/console/login")
+    assert page.status_code == 200
+    nonce = page.text.split('name="nonce" value="', 1)[1].split('"', 1)[0]
+    wrong = {"nonce": nonce, "client_id": "admin", "client_secret": "srs_" + "x" * 43}
+    assert client.post("/console/login", data=wrong).status_code == 401
+    assert client.get("/console/audit").status_code == 401  # no session cookie
+    assert client.get("/console/static/console.css").status_code == 200
+    assert client.get("/console/no-such-page").status_code == 404
+    assert client.get("/console", follow_redirects=False).status_code == 307
+    body, after = scrape(rt, client)
+
+    def requests(method: str, route: str, outcome: str) -> float:
+        labels = {"method": method, "route": route, "outcome": outcome}
+        return value(after, "strongroom_http_requests_total", **labels) - value(
+            before, "strongroom_http_requests_total", **labels
+        )
+
+    assert requests("GET", "/console/login", "2xx") == 1
+    assert requests("POST", "/console/login", "4xx") == 1
+    assert requests("GET", "/console/audit", "4xx") == 1
+    assert requests("GET", "/console/static/console.css", "2xx") == 1
+    for relative in ("/login", "/audit", "/static/console.css"):
+        assert f'route="{relative}"' not in body
+    # Reaching the mount but none of its pages (an unknown page, the redirect to /console/) is unmatched.
+    assert requests("GET", "unmatched", "4xx") == 1 and requests("GET", "unmatched", "3xx") == 1
+    assert "no-such-page" not in body and 'route="/console/console"' not in body
+    name = "strongroom_auth_failures_total"
+    assert value(after, name, kind="credential") - value(before, name, kind="credential") == 1
+    assert value(after, name, kind="token") - value(before, name, kind="token") == 1

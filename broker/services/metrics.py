@@ -35,7 +35,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Token exchanges (a client credential or an OIDC ID token, the console's sign-in form included) as opposed to
 # a bearer token (the console's session cookie included) on any other route.
-CREDENTIAL_ROUTES = frozenset({"/v1/auth/token", "/v1/auth/oidc", "/console/login"})
+CREDENTIAL_ROUTES = frozenset({"/v1/auth/token", "/v1/auth/oidc", "/console/login", "/console/sso/callback"})
 
 
 def sink_kind(name: str) -> str:

@@ -29,7 +29,8 @@ from broker.repositories import secrets as repo
 from broker.services import audit
 from broker.services.auth import require
 from broker.services.runtime import Runtime
-from broker.services.secrets import _env, _open, served_as, store_version
+from broker.services.stores.base import require_environment
+from broker.services.stores.sealing import open_version, served_as, store_version
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ async def import_into(
     writes: list[tuple[str, bytes]] = []
     now = rt.clock()
     async with rt.engine.begin() as conn:
-        project_id, env_id, _ = await _env(conn, project, environment)
+        project_id, env_id, _ = await require_environment(conn, project, environment)
         for name in sorted(values):
             got = values[name]
             path, ver = got.origin.path, got.origin.upstream_version
@@ -154,7 +155,7 @@ async def import_into(
                 and destroyed is None
             ):
                 same = (
-                    await _open(
+                    await open_version(
                         rt,
                         project_id=project_id,
                         env_id=env_id,

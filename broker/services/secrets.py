@@ -13,7 +13,6 @@ import math
 import secrets
 import string
 
-from broker.crypto.envelope import secret_aad
 from broker.crypto.keyring import Sealed
 from broker.db.units import MustWait, Tx
 from broker.domain.names import check_name, check_slug, check_value
@@ -27,7 +26,7 @@ from broker.services.auth import Found, authenticate_in, bearer_digest, check_he
 from broker.services.runtime import Runtime
 from broker.services.stores import UpstreamStore
 from broker.services.stores.base import Generated, ResolvedValue, SecretMeta, SecretRead, VersionInfo, where
-from broker.services.stores.sealing import open_local, open_sealed, served_as
+from broker.services.stores.sealing import Place, open_local, open_sealed, served_as
 
 __all__ = [
     "GENERATE_FORMATS",
@@ -209,17 +208,8 @@ async def _served(
     if row.secret_id is None or row.current_version is None or row.version is None:
         missing = "no such secret" if version is None else f"no version {version}"
         raise NotFound(f"{where(project, environment, name)}: {missing}")
-    served_as(
-        rt,
-        row.binding,
-        project_id=row.project_id,
-        project=project,
-        env_id=row.env_id,
-        environment=environment,
-        secret_id=row.secret_id,
-        name=name,
-        current_version=row.current_version,
-    )
+    at = Place(row.project_id, project, row.env_id, environment, row.secret_id, name)
+    served_as(rt, row.binding, at, current_version=row.current_version)
     ver, ct, wrapped, kek = row.version, row.ciphertext, row.wrapped_dek, row.kek_id
     ctx.version = ver
     if row.destroyed_at is not None or ct is None or wrapped is None or kek is None:
@@ -227,7 +217,7 @@ async def _served(
     if row.deleted_at is not None:
         raise NotFound(f"{where(project, environment, name)}: version {ver} is deleted (undelete it to read)")
     sealed = Sealed(ciphertext=ct, wrapped_dek=wrapped, kek_id=kek)
-    aad = secret_aad(project_id=row.project_id, environment_id=row.env_id, name=name, version=ver)
+    aad = at.aad(ver)
     # Only a unit that may wait gets here with a remote key (see _read_in).
     text = await open_sealed(rt, sealed, aad) if kek in rt.keys.remote else open_local(rt, sealed, aad)
     audit.saw_value(rt, ctx, environment=environment, name=name, version=ver, value=text)

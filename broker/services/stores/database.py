@@ -1,7 +1,7 @@
 """The database store: secrets sealed in this broker's own tables.
 
-Each use case is one transaction holding its change and its audit event, so they commit together (a
-write, a rollback and a resolve run as units of work on `rt.units`). A blind write (no `cas`) must not
+Each use case is one unit of work on `rt.units` holding its change and its audit event, so they commit
+together (prepared Core statements from broker.repositories.secrets; one thread hop on SQLite). A blind write (no `cas`) must not
 fail because another writer got there first: the row lock in the unit orders writers to an existing
 secret (the SQLite writer runs one unit at a time), and a blind create that loses the race to insert the
 row (a unique violation) runs again and then finds the row. A `cas` write gets 409 when stale.
@@ -10,9 +10,8 @@ The bearer-token read is served inside the token's own unit (broker.services.sec
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import Any
 
-from broker.crypto.envelope import secret_aad
 from broker.crypto.keyring import Sealed
 from broker.db.units import IntegrityViolation, MustWait, Tx
 from broker.domain.inheritance import Seen, StoredRow
@@ -20,6 +19,7 @@ from broker.domain.request import Actor, RequestContext
 from broker.domain.values import SecretValue
 from broker.errors import Conflict, NotFound
 from broker.repositories import secrets as repo
+from broker.repositories.secrets import LockedSecret, VersionState
 from broker.services import audit, visible
 from broker.services.runtime import Runtime
 from broker.services.stores.base import (
@@ -27,10 +27,10 @@ from broker.services.stores.base import (
     ResolvedValue,
     SecretMeta,
     VersionInfo,
-    require_environment,
     where,
 )
 from broker.services.stores.sealing import (
+    Place,
     must_wait_to_seal,
     open_local,
     open_sealed,
@@ -39,11 +39,26 @@ from broker.services.stores.sealing import (
 )
 
 
-async def _require_secret(conn: AsyncConnection, env_id: int, at: str, name: str) -> repo.SecretRow:
-    sec = await repo.get_secret(conn, env_id, name)
+async def _ids(tx: Tx, project: str, environment: str) -> tuple[int, int]:
+    """(project id, environment id); NotFound if there is no such environment."""
+    ids = await repo.env_ids(tx, project, environment)
+    if ids is None:
+        raise NotFound(f"{where(project, environment)}: no such environment")
+    return ids
+
+
+async def _secret(tx: Tx, project: str, environment: str, name: str, *, lock: bool) -> LockedSecret:
+    """The secret row (locked for a change); NotFound for a missing environment or secret."""
+    ids = await _ids(tx, project, environment)
+    find = repo.lock_secret if lock else repo.find_secret
+    sec = await find(tx, ids[1], name)
     if sec is None:
-        raise NotFound(f"{at}: no such secret")
+        raise NotFound(f"{where(project, environment, name)}: no such secret")
     return sec
+
+
+def _gone(state: VersionState | None) -> bool:
+    return state is None or state.deleted_at is not None or state.destroyed_at is not None
 
 
 class DatabaseStore:
@@ -105,9 +120,12 @@ class DatabaseStore:
         """Store a generated value once: an existing secret is left alone unless `rotate`."""
         cas, sensitive = 0, True
         if rotate:
-            async with rt.engine.begin() as conn:
-                _, env_id, _ = await require_environment(conn, project, environment)
-                sec = await repo.get_secret(conn, env_id, name)
+
+            async def look_up(tx: Tx) -> LockedSecret | None:
+                ids = await _ids(tx, project, environment)
+                return await repo.find_secret(tx, ids[1], name)
+
+            sec = await rt.units.run(look_up, atomic=False)
             if sec is not None:
                 cas, sensitive = sec.current_version, sec.sensitive
         try:
@@ -136,65 +154,76 @@ class DatabaseStore:
         self, rt: Runtime, ctx: RequestContext, *, project: str, environment: str, name: str
     ) -> None:
         """Soft-delete the current version: hidden from lists and resolution until undeleted."""
-        at = where(project, environment, name)
-        async with rt.engine.begin() as conn:
-            _, env_id, _ = await require_environment(conn, project, environment)
-            sec = await _require_secret(conn, env_id, at, name)
-            cur = await repo.get_version(conn, sec.id, sec.current_version)
-            if cur is None or cur.deleted_at is not None or cur.destroyed_at is not None:
-                raise NotFound(f"{at}: already deleted")
-            await repo.set_deleted(conn, sec.id, sec.current_version, rt.clock())
+
+        async def unit(tx: Tx) -> None:
+            if audit.must_wait(rt, tx):
+                raise MustWait()
+            sec = await _secret(tx, project, environment, name, lock=True)
+            if _gone(await repo.version_state(tx, sec.id, sec.current_version)):
+                raise NotFound(f"{where(project, environment, name)}: already deleted")
+            await repo.set_deleted(tx, sec.id, sec.current_version, rt.clock())
             ctx.version = sec.current_version
-            await audit.record(conn, rt, ctx, status=204)
+            await audit.record_in(tx, rt, ctx, status=204)
+
+        await rt.units.run(unit)
 
     async def undelete(
         self, rt: Runtime, ctx: RequestContext, *, project: str, environment: str, name: str
     ) -> SecretMeta:
         """Bring back a soft-deleted current version."""
-        at = where(project, environment, name)
-        async with rt.engine.begin() as conn:
-            _, env_id, _ = await require_environment(conn, project, environment)
-            sec = await _require_secret(conn, env_id, at, name)
-            cur = await repo.get_version(conn, sec.id, sec.current_version)
+
+        async def unit(tx: Tx) -> SecretMeta:
+            if audit.must_wait(rt, tx):
+                raise MustWait()
+            path = where(project, environment, name)
+            sec = await _secret(tx, project, environment, name, lock=True)
+            cur = await repo.version_state(tx, sec.id, sec.current_version)
             if cur is None or cur.destroyed_at is not None:
                 raise Conflict(
-                    f"{at}: version {sec.current_version} was destroyed; roll back to an older version"
+                    f"{path}: version {sec.current_version} was destroyed; roll back to an older version"
                 )
             if cur.deleted_at is None:
-                raise Conflict(f"{at}: not deleted")
-            await repo.set_deleted(conn, sec.id, sec.current_version, None)
+                raise Conflict(f"{path}: not deleted")
+            await repo.set_deleted(tx, sec.id, sec.current_version, None)
             ctx.version = sec.current_version
-            await audit.record(conn, rt, ctx)
-        return SecretMeta(name, sec.current_version, sec.sensitive, False, sec.created_at, sec.updated_at)
+            await audit.record_in(tx, rt, ctx)
+            return SecretMeta(name, sec.current_version, sec.sensitive, False, sec.created_at, sec.updated_at)
+
+        return await rt.units.run(unit)
 
     async def destroy(
         self, rt: Runtime, ctx: RequestContext, *, project: str, environment: str, name: str, version: int
     ) -> None:
         """Erase one version's ciphertext for good (it cannot be undone)."""
-        at = where(project, environment, name)
-        async with rt.engine.begin() as conn:
-            _, env_id, _ = await require_environment(conn, project, environment)
-            sec = await _require_secret(conn, env_id, at, name)
-            row = await repo.get_version(conn, sec.id, version)
-            if row is None:
-                raise NotFound(f"{at}: no version {version}")
-            if row.destroyed_at is None:
-                await repo.destroy(conn, sec.id, version, rt.clock())
-            await audit.record(conn, rt, ctx, status=204)
+
+        async def unit(tx: Tx) -> None:
+            if audit.must_wait(rt, tx):
+                raise MustWait()
+            sec = await _secret(tx, project, environment, name, lock=True)
+            state = await repo.version_state(tx, sec.id, version)
+            if state is None:
+                raise NotFound(f"{where(project, environment, name)}: no version {version}")
+            if state.destroyed_at is None:
+                await repo.destroy(tx, sec.id, version, rt.clock())
+            await audit.record_in(tx, rt, ctx, status=204)
+
+        await rt.units.run(unit)
 
     async def history(
         self, rt: Runtime, ctx: RequestContext, *, project: str, environment: str, name: str
     ) -> tuple[int, list[VersionInfo]]:
         """The current version number and every version's metadata, newest first."""
-        at = where(project, environment, name)
-        async with rt.engine.begin() as conn:
-            _, env_id, _ = await require_environment(conn, project, environment)
-            sec = await _require_secret(conn, env_id, at, name)
-            rows = await repo.history(conn, sec.id)
-            await audit.record(conn, rt, ctx)
-        return sec.current_version, [
-            VersionInfo(r[0], r[1], r[4], r[2] is not None, r[3] is not None) for r in rows
-        ]
+
+        async def unit(tx: Tx) -> tuple[int, list[list[Any]]]:
+            if audit.must_wait(rt, tx):
+                raise MustWait()
+            sec = await _secret(tx, project, environment, name, lock=False)
+            rows = await repo.history(tx, sec.id)
+            await audit.record_in(tx, rt, ctx)
+            return sec.current_version, rows
+
+        current, rows = await rt.units.run(unit)
+        return current, [VersionInfo(r[0], r[1], r[4], r[2] is not None, r[3] is not None) for r in rows]
 
     async def rollback(
         self,
@@ -220,12 +249,17 @@ class DatabaseStore:
         self, rt: Runtime, ctx: RequestContext, *, project: str, environment: str, include_deleted: bool
     ) -> list[SecretMeta]:
         """Names and metadata of an environment's own secrets."""
-        async with rt.engine.begin() as conn:
-            _, env_id, _ = await require_environment(conn, project, environment)
-            rows = await repo.list_secrets(conn, env_id)
-            await audit.record(conn, rt, ctx)
+
+        async def unit(tx: Tx) -> list[repo.Listed]:
+            if audit.must_wait(rt, tx):
+                raise MustWait()
+            ids = await _ids(tx, project, environment)
+            rows = await repo.list_secrets(tx, ids[1])
+            await audit.record_in(tx, rt, ctx)
+            return rows
+
         out = []
-        for r in rows:
+        for r in await rt.units.run(unit):
             deleted = r.deleted_at is not None or r.destroyed_at is not None
             if deleted and not include_deleted:
                 continue
@@ -277,9 +311,7 @@ async def _write_version(
     if audit.must_wait(rt, tx) or must_wait_to_seal(rt, tx):
         raise MustWait()
     now = rt.clock()
-    ids = await repo.env_ids(tx, project, environment)
-    if ids is None:
-        raise NotFound(f"{where(project, environment)}: no such environment")
+    ids = await _ids(tx, project, environment)
     project_id, env_id = ids
     sec = await repo.lock_secret(tx, env_id, name)
     if sec is None:
@@ -288,19 +320,11 @@ async def _write_version(
                 f"{where(project, environment, name)}: cas {cas} is stale; the secret does not exist"
             )
         secret_id = await repo.add_secret(tx, env_id=env_id, name=name, sensitive=sensitive, now=now)
+        at = Place(project_id, project, env_id, environment, secret_id, name)
         version, created_at = 1, now
     else:
-        served_as(
-            rt,
-            sec.binding,
-            project_id=project_id,
-            project=project,
-            env_id=env_id,
-            environment=environment,
-            secret_id=sec.id,
-            name=name,
-            current_version=sec.current_version,
-        )
+        at = Place(project_id, project, env_id, environment, sec.id, name)
+        served_as(rt, sec.binding, at, current_version=sec.current_version)
         if cas is not None and cas != sec.current_version:
             raise Conflict(
                 f"{where(project, environment, name)}: cas {cas} is stale; current version is {sec.current_version}"
@@ -309,21 +333,8 @@ async def _write_version(
             tx, sec.id, expected=sec.current_version, sensitive=sensitive, now=now
         ):
             raise Conflict(f"{where(project, environment, name)}: changed concurrently; read it and retry")
-        secret_id, version, created_at = sec.id, sec.current_version + 1, sec.created_at
-    await store_version(
-        tx,
-        rt,
-        project_id=project_id,
-        project=project,
-        env_id=env_id,
-        environment=environment,
-        secret_id=secret_id,
-        name=name,
-        version=version,
-        data=data,
-        author_id=actor.principal_id,
-        now=now,
-    )
+        version, created_at = sec.current_version + 1, sec.created_at
+    await store_version(tx, rt, at, version=version, data=data, author_id=actor.principal_id, now=now)
     ctx.version = version
     audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
     await audit.record_in(tx, rt, ctx)
@@ -344,54 +355,32 @@ async def _roll_back(
     """A rollback's unit: the old value, sealed anew as the next version, and the event commit together."""
     if audit.must_wait(rt, tx) or must_wait_to_seal(rt, tx):
         raise MustWait()
-    at = where(project, environment, name)
+    path = where(project, environment, name)
     now = rt.clock()
-    ids = await repo.env_ids(tx, project, environment)
-    if ids is None:
-        raise NotFound(f"{where(project, environment)}: no such environment")
+    ids = await _ids(tx, project, environment)
     project_id, env_id = ids
     sec = await repo.lock_secret(tx, env_id, name)
     if sec is None:
-        raise NotFound(f"{at}: no such secret")
-    served_as(
-        rt,
-        sec.binding,
-        project_id=project_id,
-        project=project,
-        env_id=env_id,
-        environment=environment,
-        secret_id=sec.id,
-        name=name,
-        current_version=sec.current_version,
-    )
+        raise NotFound(f"{path}: no such secret")
+    at = Place(project_id, project, env_id, environment, sec.id, name)
+    served_as(rt, sec.binding, at, current_version=sec.current_version)
     old = await repo.read_one(tx, project=project, environment=environment, name=name, version=version)
     if old is None or old.version is None:
-        raise NotFound(f"{at}: no version {version}")
+        raise NotFound(f"{path}: no version {version}")
     if old.ciphertext is None or old.wrapped_dek is None or old.kek_id is None:
-        raise Conflict(f"{at}: version {version} was destroyed")
+        raise Conflict(f"{path}: version {version} was destroyed")
     if old.kek_id in rt.keys.remote and not tx.can_wait:
         raise MustWait()  # nothing written yet
     sealed = Sealed(ciphertext=old.ciphertext, wrapped_dek=old.wrapped_dek, kek_id=old.kek_id)
-    aad = secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
+    aad = at.aad(version)
     text = await open_sealed(rt, sealed, aad) if tx.can_wait else open_local(rt, sealed, aad)
     new_version = sec.current_version + 1
     if not await repo.bump_version(
         tx, sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now
     ):
-        raise Conflict(f"{at}: changed concurrently; retry")
+        raise Conflict(f"{path}: changed concurrently; retry")
     await store_version(
-        tx,
-        rt,
-        project_id=project_id,
-        project=project,
-        env_id=env_id,
-        environment=environment,
-        secret_id=sec.id,
-        name=name,
-        version=new_version,
-        data=text.encode(),
-        author_id=actor.principal_id,
-        now=now,
+        tx, rt, at, version=new_version, data=text.encode(), author_id=actor.principal_id, now=now
     )
     ctx.version = new_version
     audit.saw_value(rt, ctx, environment=environment, name=name, version=new_version, value=text)
@@ -403,15 +392,19 @@ async def _left_alone(
     rt: Runtime, ctx: RequestContext, *, project: str, environment: str, name: str
 ) -> Generated | None:
     """The existing secret's metadata, this request audited as a no-op; None if there is no such secret."""
-    async with rt.engine.begin() as conn:
-        _, env_id, _ = await require_environment(conn, project, environment)
-        sec = await repo.get_secret(conn, env_id, name)
+
+    async def unit(tx: Tx) -> Generated | None:
+        if audit.must_wait(rt, tx):
+            raise MustWait()
+        ids = await _ids(tx, project, environment)
+        sec = await repo.find_secret(tx, ids[1], name)
         if sec is None:
             return None
-        cur = await repo.get_version(conn, sec.id, sec.current_version)
-        deleted = cur is None or cur.deleted_at is not None or cur.destroyed_at is not None
+        deleted = _gone(await repo.version_state(tx, sec.id, sec.current_version))
         ctx.version = sec.current_version
         ctx.reason = "already exists; left unchanged (rotate not asked)"
-        await audit.record(conn, rt, ctx)
-    meta = SecretMeta(name, sec.current_version, sec.sensitive, deleted, sec.created_at, sec.updated_at)
-    return Generated(meta, generated=False, rotated=False)
+        await audit.record_in(tx, rt, ctx)
+        meta = SecretMeta(name, sec.current_version, sec.sensitive, deleted, sec.created_at, sec.updated_at)
+        return Generated(meta, generated=False, rotated=False)
+
+    return await rt.units.run(unit)

@@ -10,6 +10,7 @@ that cannot wait raises MustWait before it writes anything.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime
 
 from broker.crypto import binding
@@ -61,53 +62,50 @@ def open_local(rt: Runtime, sealed: Sealed, aad: bytes) -> str:
         return rt.keys.keyring.open(sealed, aad).decode("utf-8")
 
 
-def served_as(
-    rt: Runtime,
-    stored: bytes | None,
-    *,
-    project_id: int,
-    project: str,
-    env_id: int,
-    environment: str,
-    secret_id: int,
-    name: str,
-    current_version: int,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class Place:
+    """What a secret row is served as: its project and environment (ids and slugs), its id and name."""
+
+    project_id: int
+    project: str
+    env_id: int
+    environment: str
+    secret_id: int
+    name: str
+
+    def aad(self, version: int) -> bytes:
+        """The associated data a version of this secret is sealed with."""
+        return secret_aad(
+            project_id=self.project_id, environment_id=self.env_id, name=self.name, version=version
+        )
+
+
+def served_as(rt: Runtime, stored: bytes | None, at: Place, *, current_version: int) -> None:
     """IntegrityError unless the secret row is bound to this project, environment, name and current
     version (a database edit of a slug, a name or `current_version` does not match its binding)."""
     binding.check(
         rt.keys.binding_key,
         stored,
-        project_id=project_id,
-        project=project,
-        environment_id=env_id,
-        environment=environment,
-        secret_id=secret_id,
-        name=name,
+        project_id=at.project_id,
+        project=at.project,
+        environment_id=at.env_id,
+        environment=at.environment,
+        secret_id=at.secret_id,
+        name=at.name,
         version=current_version,
     )
 
 
-def bind(
-    rt: Runtime,
-    *,
-    project_id: int,
-    project: str,
-    env_id: int,
-    environment: str,
-    secret_id: int,
-    name: str,
-    version: int,
-) -> bytes:
+def bind(rt: Runtime, at: Place, *, version: int) -> bytes:
     """The binding a write stores with the secret's new current version (see served_as)."""
     return binding.compute(
         rt.keys.binding_key,
-        project_id=project_id,
-        project=project,
-        environment_id=env_id,
-        environment=environment,
-        secret_id=secret_id,
-        name=name,
+        project_id=at.project_id,
+        project=at.project,
+        environment_id=at.env_id,
+        environment=at.environment,
+        secret_id=at.secret_id,
+        name=at.name,
         version=version,
     )
 
@@ -125,41 +123,18 @@ async def _seal(rt: Runtime, data: bytes, aad: bytes) -> Sealed:
 
 
 async def store_version(
-    tx: Tx,
-    rt: Runtime,
-    *,
-    project_id: int,
-    project: str,
-    env_id: int,
-    environment: str,
-    secret_id: int,
-    name: str,
-    version: int,
-    data: bytes,
-    author_id: int,
-    now: datetime,
+    tx: Tx, rt: Runtime, at: Place, *, version: int, data: bytes, author_id: int, now: datetime
 ) -> None:
     """Seal `data` as version `version` of a secret and make it current, bound to what it is served as."""
-    sealed = await _seal(
-        rt, data, secret_aad(project_id=project_id, environment_id=env_id, name=name, version=version)
-    )
+    sealed = await _seal(rt, data, at.aad(version))
     await repo.add_version(
         tx,
-        secret_id=secret_id,
+        secret_id=at.secret_id,
         version=version,
         ciphertext=sealed.ciphertext,
         wrapped_dek=sealed.wrapped_dek,
         kek_id=sealed.kek_id,
         author_id=author_id,
         now=now,
-        binding=bind(
-            rt,
-            project_id=project_id,
-            project=project,
-            env_id=env_id,
-            environment=environment,
-            secret_id=secret_id,
-            name=name,
-            version=version,
-        ),
+        binding=bind(rt, at, version=version),
     )

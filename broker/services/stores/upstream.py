@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from broker.backends.base import Origin, UpstreamMeta, UpstreamValue
 from broker.backends.router import Backends, Route
+from broker.db.units import ConnTx
 from broker.domain.inheritance import Seen, StoredRow, chain
 from broker.domain.inheritance import visible as visible_rows
 from broker.domain.request import Actor, RequestContext
@@ -281,7 +282,7 @@ class UpstreamStore:
             )
         async with rt.engine.begin() as conn:
             _, env_id, _ = await require_environment(conn, project, environment)
-            rows = [] if env_route is not None else await repo.list_secrets(conn, env_id)
+            rows = [] if env_route is not None else await repo.list_secrets(ConnTx(conn), env_id)
             await audit.record(conn, rt, ctx)
         for r in rows:
             if r.name in metas:

@@ -130,7 +130,7 @@ async def import_into(
     writes: list[tuple[str, bytes]] = []
     now = rt.clock()
     async with rt.engine.begin() as conn:
-        project_id, env_id, _ = await require_environment(conn, project, environment)
+        project_id, env_id = await require_environment(conn, project, environment)
         for name in sorted(values):
             got = values[name]
             path, ver = got.origin.path, got.origin.upstream_version

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.db.units import ConnTx, Tx
 from broker.domain.request import Actor, RequestContext
 from broker.domain.values import SecretValue
 from broker.errors import NotFound
-from broker.repositories import projects as project_repo
+from broker.repositories import secrets as repo
 from broker.services.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -88,14 +89,13 @@ def where(project: str, environment: str, name: str | None = None) -> str:
     return f"{base}/secrets/{name}" if name else base
 
 
-async def require_environment(
-    conn: AsyncConnection, project: str, environment: str
-) -> tuple[int, int, int | None]:
-    """(project id, environment id, parent id); NotFound if there is no such environment."""
-    row = await project_repo.get_environment(conn, project, environment)
-    if row is None:
+async def require_environment(conn: AsyncConnection | Tx, project: str, environment: str) -> tuple[int, int]:
+    """(project id, environment id); NotFound if there is no such environment."""
+    tx = ConnTx(conn) if isinstance(conn, AsyncConnection) else conn
+    ids = await repo.env_ids(tx, project, environment)
+    if ids is None:
         raise NotFound(f"{where(project, environment)}: no such environment")
-    return row[0], row[1], row[2]
+    return ids
 
 
 class SecretStore(Protocol):

@@ -27,6 +27,7 @@ from broker.services.stores.base import (
     ResolvedValue,
     SecretMeta,
     VersionInfo,
+    require_environment,
     where,
 )
 from broker.services.stores.sealing import (
@@ -39,19 +40,11 @@ from broker.services.stores.sealing import (
 )
 
 
-async def _ids(tx: Tx, project: str, environment: str) -> tuple[int, int]:
-    """(project id, environment id); NotFound if there is no such environment."""
-    ids = await repo.env_ids(tx, project, environment)
-    if ids is None:
-        raise NotFound(f"{where(project, environment)}: no such environment")
-    return ids
-
-
 async def _secret(tx: Tx, project: str, environment: str, name: str, *, lock: bool) -> LockedSecret:
     """The secret row (locked for a change); NotFound for a missing environment or secret."""
-    ids = await _ids(tx, project, environment)
+    _, env_id = await require_environment(tx, project, environment)
     find = repo.lock_secret if lock else repo.find_secret
-    sec = await find(tx, ids[1], name)
+    sec = await find(tx, env_id, name)
     if sec is None:
         raise NotFound(f"{where(project, environment, name)}: no such secret")
     return sec
@@ -122,8 +115,8 @@ class DatabaseStore:
         if rotate:
 
             async def look_up(tx: Tx) -> LockedSecret | None:
-                ids = await _ids(tx, project, environment)
-                return await repo.find_secret(tx, ids[1], name)
+                _, env_id = await require_environment(tx, project, environment)
+                return await repo.find_secret(tx, env_id, name)
 
             sec = await rt.units.run(look_up, atomic=False)
             if sec is not None:
@@ -253,8 +246,8 @@ class DatabaseStore:
         async def unit(tx: Tx) -> list[repo.Listed]:
             if audit.must_wait(rt, tx):
                 raise MustWait()
-            ids = await _ids(tx, project, environment)
-            rows = await repo.list_secrets(tx, ids[1])
+            _, env_id = await require_environment(tx, project, environment)
+            rows = await repo.list_secrets(tx, env_id)
             await audit.record_in(tx, rt, ctx)
             return rows
 
@@ -311,8 +304,7 @@ async def _write_version(
     if audit.must_wait(rt, tx) or must_wait_to_seal(rt, tx):
         raise MustWait()
     now = rt.clock()
-    ids = await _ids(tx, project, environment)
-    project_id, env_id = ids
+    project_id, env_id = await require_environment(tx, project, environment)
     sec = await repo.lock_secret(tx, env_id, name)
     if sec is None:
         if cas not in (None, 0):
@@ -357,8 +349,7 @@ async def _roll_back(
         raise MustWait()
     path = where(project, environment, name)
     now = rt.clock()
-    ids = await _ids(tx, project, environment)
-    project_id, env_id = ids
+    project_id, env_id = await require_environment(tx, project, environment)
     sec = await repo.lock_secret(tx, env_id, name)
     if sec is None:
         raise NotFound(f"{path}: no such secret")
@@ -396,8 +387,8 @@ async def _left_alone(
     async def unit(tx: Tx) -> Generated | None:
         if audit.must_wait(rt, tx):
             raise MustWait()
-        ids = await _ids(tx, project, environment)
-        sec = await repo.find_secret(tx, ids[1], name)
+        _, env_id = await require_environment(tx, project, environment)
+        sec = await repo.find_secret(tx, env_id, name)
         if sec is None:
             return None
         deleted = _gone(await repo.version_state(tx, sec.id, sec.current_version))

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from broker.backends.base import Origin, UpstreamMeta, UpstreamValue
 from broker.backends.router import Backends, Route
-from broker.db.units import ConnTx
+from broker.db.units import MustWait, Tx
 from broker.domain.inheritance import Seen, StoredRow, chain
 from broker.domain.inheritance import visible as visible_rows
 from broker.domain.request import Actor, RequestContext
@@ -56,16 +56,22 @@ def _came_from(ctx: RequestContext, origin: Origin, version: int | None) -> None
 
 
 async def _env_exists(rt: Runtime, project: str, environment: str) -> None:
-    async with rt.engine.begin() as conn:
-        await require_environment(conn, project, environment)
+    async def unit(tx: Tx) -> None:
+        await require_environment(tx, project, environment)
+
+    await rt.units.run(unit, atomic=False)
 
 
 async def _audit(
     rt: Runtime, ctx: RequestContext, project: str, environment: str, *, status: int = 200
 ) -> None:
-    async with rt.engine.begin() as conn:
-        await require_environment(conn, project, environment)
-        await audit.record(conn, rt, ctx, status=status)
+    async def unit(tx: Tx) -> None:
+        if audit.must_wait(rt, tx):
+            raise MustWait()
+        await require_environment(tx, project, environment)
+        await audit.record_in(tx, rt, ctx, status=status)
+
+    await rt.units.run(unit)
 
 
 def _meta(rt: Runtime, name: str, meta: UpstreamMeta) -> SecretMeta:
@@ -280,10 +286,16 @@ class UpstreamStore:
                 updated,
                 Origin(b.name, b.kind, path, top.upstream_version if top else None),
             )
-        async with rt.engine.begin() as conn:
-            _, env_id, _ = await require_environment(conn, project, environment)
-            rows = [] if env_route is not None else await repo.list_secrets(ConnTx(conn), env_id)
-            await audit.record(conn, rt, ctx)
+
+        async def unit(tx: Tx) -> list[repo.Listed]:
+            if audit.must_wait(rt, tx):
+                raise MustWait()
+            _, env_id = await require_environment(tx, project, environment)
+            rows = [] if env_route is not None else await repo.list_secrets(tx, env_id)
+            await audit.record_in(tx, rt, ctx)
+            return rows
+
+        rows = await rt.units.run(unit)
         for r in rows:
             if r.name in metas:
                 continue

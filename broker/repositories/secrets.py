@@ -15,15 +15,6 @@ from broker.db.units import Statement, Tx
 from broker.models import environments, principals, projects, secret_versions, secrets
 from broker.repositories import identities, ratelimit
 
-SecretRow = DbRow
-
-
-async def get_secret(conn: AsyncConnection, env_id: int, name: str) -> SecretRow | None:
-    """(id, name, current_version, sensitive, created_at, updated_at, binding) or None."""
-    query = _secret_row().where(secrets.c.environment_id == env_id, secrets.c.name == name)
-    row: SecretRow | None = (await conn.execute(query)).first()
-    return row
-
 
 def _secret_row() -> Select[Any]:
     return select(
@@ -77,48 +68,6 @@ async def lock_secret(tx: Tx, env_id: int, name: str) -> LockedSecret | None:
     or None: writers to one secret take turns here."""
     row = await tx.one(LOCK_SECRET, {"env_id": env_id, "name": name})
     return LockedSecret(*row) if row is not None else None
-
-
-async def list_secrets(conn: AsyncConnection, env_id: int) -> list[DbRow]:
-    """Names and metadata of an environment's secrets with their current version's state."""
-    result = await conn.execute(
-        select(
-            secrets.c.name,
-            secrets.c.current_version,
-            secrets.c.sensitive,
-            secrets.c.created_at,
-            secrets.c.updated_at,
-            secret_versions.c.deleted_at,
-            secret_versions.c.destroyed_at,
-        )
-        .join(
-            secret_versions,
-            (secret_versions.c.secret_id == secrets.c.id)
-            & (secret_versions.c.version == secrets.c.current_version),
-        )
-        .where(secrets.c.environment_id == env_id)
-        .order_by(secrets.c.name)
-    )
-    return list(result.all())
-
-
-VersionRow = DbRow
-
-
-async def get_version(conn: AsyncConnection, secret_id: int, version: int) -> VersionRow | None:
-    """(version, ciphertext, wrapped_dek, kek_id, created_at, deleted_at, destroyed_at) or None."""
-    result = await conn.execute(
-        select(
-            secret_versions.c.version,
-            secret_versions.c.ciphertext,
-            secret_versions.c.wrapped_dek,
-            secret_versions.c.kek_id,
-            secret_versions.c.created_at,
-            secret_versions.c.deleted_at,
-            secret_versions.c.destroyed_at,
-        ).where(secret_versions.c.secret_id == secret_id, secret_versions.c.version == version)
-    )
-    return result.first()
 
 
 async def read_current(conn: AsyncConnection, env_id: int, name: str) -> DbRow | None:
@@ -432,41 +381,6 @@ async def add_version(
     )
 
 
-async def set_deleted(conn: AsyncConnection, secret_id: int, version: int, when: datetime | None) -> None:
-    """Soft-delete (or undelete with None) one version."""
-    await conn.execute(
-        update(secret_versions)
-        .where(secret_versions.c.secret_id == secret_id, secret_versions.c.version == version)
-        .values(deleted_at=when)
-    )
-
-
-async def destroy(conn: AsyncConnection, secret_id: int, version: int, now: datetime) -> None:
-    """Erase a version's ciphertext and wrapped key for good."""
-    await conn.execute(
-        update(secret_versions)
-        .where(secret_versions.c.secret_id == secret_id, secret_versions.c.version == version)
-        .values(ciphertext=None, wrapped_dek=None, kek_id=None, destroyed_at=now)
-    )
-
-
-async def history(conn: AsyncConnection, secret_id: int) -> list[DbRow]:
-    """Versions, newest first: (version, created_at, deleted_at, destroyed_at, author name)."""
-    result = await conn.execute(
-        select(
-            secret_versions.c.version,
-            secret_versions.c.created_at,
-            secret_versions.c.deleted_at,
-            secret_versions.c.destroyed_at,
-            principals.c.name,
-        )
-        .outerjoin(principals, principals.c.id == secret_versions.c.author_id)
-        .where(secret_versions.c.secret_id == secret_id)
-        .order_by(secret_versions.c.version.desc())
-    )
-    return list(result.all())
-
-
 async def unbound_secrets(conn: AsyncConnection, *, after_id: int, limit: int) -> list[DbRow]:
     """Secrets without a binding (rows from before revision 0004), by id:
     (secret id, project id, project slug, env id, env slug, name, current_version)."""
@@ -552,3 +466,125 @@ async def count_under(conn: AsyncConnection, kek_id: str) -> int:
 async def versions_under(conn: AsyncConnection, kek_id: str, *, after_id: int, limit: int) -> list[DbRow]:
     """A batch of versions wrapped by `kek_id` (rows as versions_not_under)."""
     return await _sealed_batch(conn, secret_versions.c.kek_id == kek_id, after_id=after_id, limit=limit)
+
+
+# The database store's other units of work: delete, undelete, destroy, history, list, and a generate's
+# look-up, each one unit with its audit event.
+
+FIND_SECRET = Statement(
+    lambda: _secret_row().where(
+        secrets.c.environment_id == bindparam("env_id"), secrets.c.name == bindparam("name")
+    )
+)
+
+
+async def find_secret(tx: Tx, env_id: int, name: str) -> LockedSecret | None:
+    """The secret row (not locked: for a read), or None."""
+    row = await tx.one(FIND_SECRET, {"env_id": env_id, "name": name})
+    return LockedSecret(*row) if row is not None else None
+
+
+def _one_version() -> ColumnElement[bool]:
+    return (secret_versions.c.secret_id == bindparam("secret_id")) & (
+        secret_versions.c.version == bindparam("version")
+    )
+
+
+VERSION_STATE = Statement(
+    lambda: select(secret_versions.c.deleted_at, secret_versions.c.destroyed_at).where(_one_version())
+)
+SET_DELETED = Statement(
+    lambda: update(secret_versions).where(_one_version()).values(deleted_at=bindparam("when"))
+)
+DESTROY = Statement(
+    lambda: (
+        update(secret_versions)
+        .where(_one_version())
+        .values(ciphertext=None, wrapped_dek=None, kek_id=None, destroyed_at=bindparam("now"))
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class VersionState:
+    """Whether one version is soft-deleted or destroyed (each None when it is not)."""
+
+    deleted_at: datetime | None
+    destroyed_at: datetime | None
+
+
+async def version_state(tx: Tx, secret_id: int, version: int) -> VersionState | None:
+    """One version's deleted and destroyed times, or None if there is no such version."""
+    row = await tx.one(VERSION_STATE, {"secret_id": secret_id, "version": version})
+    return VersionState(*row) if row is not None else None
+
+
+async def set_deleted(tx: Tx, secret_id: int, version: int, when: datetime | None) -> None:
+    """Soft-delete (or undelete with None) one version."""
+    await tx.execute(SET_DELETED, {"secret_id": secret_id, "version": version, "when": when})
+
+
+async def destroy(tx: Tx, secret_id: int, version: int, now: datetime) -> None:
+    """Erase a version's ciphertext and wrapped key for good."""
+    await tx.execute(DESTROY, {"secret_id": secret_id, "version": version, "now": now})
+
+
+HISTORY = Statement(
+    lambda: (
+        select(
+            secret_versions.c.version,
+            secret_versions.c.created_at,
+            secret_versions.c.deleted_at,
+            secret_versions.c.destroyed_at,
+            principals.c.name,
+        )
+        .outerjoin(principals, principals.c.id == secret_versions.c.author_id)
+        .where(secret_versions.c.secret_id == bindparam("secret_id"))
+        .order_by(secret_versions.c.version.desc())
+    )
+)
+
+
+async def history(tx: Tx, secret_id: int) -> list[list[Any]]:
+    """Versions, newest first: (version, created_at, deleted_at, destroyed_at, author name)."""
+    return await tx.all(HISTORY, {"secret_id": secret_id})
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """One secret of an environment's list, with its current version's state."""
+
+    name: str
+    current_version: int
+    sensitive: bool
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+    destroyed_at: datetime | None
+
+
+LIST_SECRETS = Statement(
+    lambda: (
+        select(
+            secrets.c.name,
+            secrets.c.current_version,
+            secrets.c.sensitive,
+            secrets.c.created_at,
+            secrets.c.updated_at,
+            secret_versions.c.deleted_at,
+            secret_versions.c.destroyed_at,
+        )
+        .join(
+            secret_versions,
+            (secret_versions.c.secret_id == secrets.c.id)
+            & (secret_versions.c.version == secrets.c.current_version),
+        )
+        .where(secrets.c.environment_id == bindparam("env_id"))
+        .order_by(secrets.c.name)
+    )
+)
+
+
+async def list_secrets(tx: Tx, env_id: int) -> list[Listed]:
+    """Names and metadata of an environment's secrets with their current version's state."""
+    return [Listed(*row) for row in await tx.all(LIST_SECRETS, {"env_id": env_id})]

@@ -39,7 +39,7 @@ from broker.services import audit
 from broker.services.auth import IssuedToken, issue_child, require
 from broker.services.compile import _database_only, _decrypt, _parse, _sentence, _Store, _visible
 from broker.services.runtime import Runtime
-from broker.services.secrets import _env
+from broker.services.stores.base import require_environment
 
 TTL_MIN, TTL_MAX = 60, 3600
 LIST_MAX = 100
@@ -661,7 +661,8 @@ async def list_deploys(
         raise Invalid(f"limit: must be between 1 and {LIST_MAX}", field="limit")
     require(actor, Action.READ, project, environment)
     async with rt.engine.begin() as conn:
-        await _env(conn, project, environment)  # NotFound for an environment that does not exist
+        # NotFound for an environment that does not exist.
+        await require_environment(conn, project, environment)
         rows = await repo.list_deploys(conn, project, environment, limit)
         await audit.record(conn, rt, ctx)
     now = rt.clock()
@@ -703,7 +704,8 @@ async def status(
     require(actor, Action.READ, project, environment)
     if manifest is None:
         async with rt.engine.begin() as conn:
-            await _env(conn, project, environment)  # NotFound for an environment that does not exist
+            # NotFound for an environment that does not exist.
+            await require_environment(conn, project, environment)
             latest = await repo.list_deploys(conn, project, environment, 1)
         if not latest:
             raise NotFound(f"{project}/{environment}: no deploy yet, so no manifest to compare hosts with")

@@ -29,7 +29,8 @@ from broker.repositories import secrets as repo
 from broker.services import audit
 from broker.services.auth import require
 from broker.services.runtime import Runtime
-from broker.services.secrets import _env, _open, served_as, store_version
+from broker.services.stores.base import require_environment
+from broker.services.stores.sealing import Place, open_version, served_as, store_version
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ async def import_into(
     writes: list[tuple[str, bytes]] = []
     now = rt.clock()
     async with rt.engine.begin() as conn:
-        project_id, env_id, _ = await _env(conn, project, environment)
+        project_id, env_id = await require_environment(conn, project, environment)
         for name in sorted(values):
             got = values[name]
             path, ver = got.origin.path, got.origin.upstream_version
@@ -154,7 +155,7 @@ async def import_into(
                 and destroyed is None
             ):
                 same = (
-                    await _open(
+                    await open_version(
                         rt,
                         project_id=project_id,
                         env_id=env_id,
@@ -174,42 +175,23 @@ async def import_into(
                 writes.append((name, data))
         if not dry_run:
             for name, data in writes:
-                sec = await repo.get_secret(conn, env_id, name)
+                sec = await repo.find_secret(ConnTx(conn), env_id, name)
                 if sec is None:
                     secret_id = await repo.add_secret(
                         ConnTx(conn), env_id=env_id, name=name, sensitive=True, now=now
                     )
+                    at = Place(project_id, project, env_id, environment, secret_id, name)
                     version = 1
                 else:
-                    served_as(
-                        rt,
-                        sec.binding,
-                        project_id=project_id,
-                        project=project,
-                        env_id=env_id,
-                        environment=environment,
-                        secret_id=sec.id,
-                        name=name,
-                        current_version=sec.current_version,
-                    )
+                    at = Place(project_id, project, env_id, environment, sec.id, name)
+                    served_as(rt, sec.binding, at, current_version=sec.current_version)
                     if not await repo.bump_version(
                         ConnTx(conn), sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now
                     ):
                         raise Invalid(f"{name}: changed concurrently; run the import again", field="name")
-                    secret_id, version = sec.id, sec.current_version + 1
+                    version = sec.current_version + 1
                 await store_version(
-                    ConnTx(conn),
-                    rt,
-                    project_id=project_id,
-                    project=project,
-                    env_id=env_id,
-                    environment=environment,
-                    secret_id=secret_id,
-                    name=name,
-                    version=version,
-                    data=data,
-                    author_id=actor.principal_id,
-                    now=now,
+                    ConnTx(conn), rt, at, version=version, data=data, author_id=actor.principal_id, now=now
                 )
                 audit.saw_value(
                     rt, ctx, environment=environment, name=name, version=version, value=data.decode()

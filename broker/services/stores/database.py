@@ -1,0 +1,401 @@
+"""The database store: secrets sealed in this broker's own tables.
+
+Each use case is one unit of work on `rt.units` holding its change and its audit event, so they commit
+together (prepared Core statements from broker.repositories.secrets; one thread hop on SQLite). A blind write (no `cas`) must not
+fail because another writer got there first: the row lock in the unit orders writers to an existing
+secret (the SQLite writer runs one unit at a time), and a blind create that loses the race to insert the
+row (a unique violation) runs again and then finds the row. A `cas` write gets 409 when stale.
+The bearer-token read is served inside the token's own unit (broker.services.secrets.read_secret).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.crypto.keyring import Sealed
+from broker.db.units import IntegrityViolation, MustWait, Tx
+from broker.domain.inheritance import Seen, StoredRow
+from broker.domain.request import Actor, RequestContext
+from broker.domain.values import SecretValue
+from broker.errors import Conflict, NotFound
+from broker.repositories import secrets as repo
+from broker.repositories.secrets import LockedSecret, VersionState
+from broker.services import audit, visible
+from broker.services.runtime import Runtime
+from broker.services.stores.base import (
+    Generated,
+    ResolvedValue,
+    SecretMeta,
+    VersionInfo,
+    require_environment,
+    where,
+)
+from broker.services.stores.sealing import (
+    Place,
+    must_wait_to_seal,
+    open_local,
+    open_sealed,
+    served_as,
+    store_version,
+)
+
+
+async def _secret(tx: Tx, project: str, environment: str, name: str, *, lock: bool) -> LockedSecret:
+    """The secret row (locked for a change); NotFound for a missing environment or secret."""
+    _, env_id = await require_environment(tx, project, environment)
+    find = repo.lock_secret if lock else repo.find_secret
+    sec = await find(tx, env_id, name)
+    if sec is None:
+        raise NotFound(f"{where(project, environment, name)}: no such secret")
+    return sec
+
+
+def _gone(state: VersionState | None) -> bool:
+    return state is None or state.deleted_at is not None or state.destroyed_at is not None
+
+
+class DatabaseStore:
+    """Secrets kept in the broker's database (the store of every environment no backends file maps)."""
+
+    async def write(
+        self,
+        rt: Runtime,
+        ctx: RequestContext,
+        actor: Actor,
+        *,
+        project: str,
+        environment: str,
+        name: str,
+        value: str,
+        sensitive: bool,
+        cas: int | None,
+    ) -> SecretMeta:
+        """Store a new version; with `cas`, only if the current version is still `cas` (0: must not exist)."""
+        data = value.encode("utf-8")
+
+        async def unit(tx: Tx) -> SecretMeta:
+            return await _write_version(
+                tx,
+                rt,
+                ctx,
+                actor,
+                project=project,
+                environment=environment,
+                name=name,
+                value=value,
+                data=data,
+                sensitive=sensitive,
+                cas=cas,
+            )
+
+        for attempt in range(1 if cas is not None else 3):
+            try:
+                return await rt.units.run(unit)
+            except IntegrityViolation:
+                if cas is not None or attempt == 2:
+                    raise Conflict(
+                        f"{where(project, environment, name)}: changed concurrently; read it and retry"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    async def generate(
+        self,
+        rt: Runtime,
+        ctx: RequestContext,
+        actor: Actor,
+        *,
+        project: str,
+        environment: str,
+        name: str,
+        value: str,
+        rotate: bool,
+    ) -> Generated:
+        """Store a generated value once: an existing secret is left alone unless `rotate`."""
+        cas, sensitive = 0, True
+        if rotate:
+
+            async def look_up(tx: Tx) -> LockedSecret | None:
+                _, env_id = await require_environment(tx, project, environment)
+                return await repo.find_secret(tx, env_id, name)
+
+            sec = await rt.units.run(look_up, atomic=False)
+            if sec is not None:
+                cas, sensitive = sec.current_version, sec.sensitive
+        try:
+            meta = await self.write(
+                rt,
+                ctx,
+                actor,
+                project=project,
+                environment=environment,
+                name=name,
+                value=value,
+                sensitive=sensitive,
+                cas=cas,
+            )
+        except Conflict:
+            if rotate:
+                raise
+            # It exists (perhaps created a moment ago by a concurrent request): leave it alone, idempotently.
+            existing = await _left_alone(rt, ctx, project=project, environment=environment, name=name)
+            if existing is None:
+                raise
+            return existing
+        return Generated(meta, generated=True, rotated=cas != 0)
+
+    async def delete(
+        self, rt: Runtime, ctx: RequestContext, *, project: str, environment: str, name: str
+    ) -> None:
+        """Soft-delete the current version: hidden from lists and resolution until undeleted."""
+
+        async def unit(tx: Tx) -> None:
+            if audit.must_wait(rt, tx):
+                raise MustWait()
+            sec = await _secret(tx, project, environment, name, lock=True)
+            if _gone(await repo.version_state(tx, sec.id, sec.current_version)):
+                raise NotFound(f"{where(project, environment, name)}: already deleted")
+            await repo.set_deleted(tx, sec.id, sec.current_version, rt.clock())
+            ctx.version = sec.current_version
+            await audit.record_in(tx, rt, ctx, status=204)
+
+        await rt.units.run(unit)
+
+    async def undelete(
+        self, rt: Runtime, ctx: RequestContext, *, project: str, environment: str, name: str
+    ) -> SecretMeta:
+        """Bring back a soft-deleted current version."""
+
+        async def unit(tx: Tx) -> SecretMeta:
+            if audit.must_wait(rt, tx):
+                raise MustWait()
+            path = where(project, environment, name)
+            sec = await _secret(tx, project, environment, name, lock=True)
+            cur = await repo.version_state(tx, sec.id, sec.current_version)
+            if cur is None or cur.destroyed_at is not None:
+                raise Conflict(
+                    f"{path}: version {sec.current_version} was destroyed; roll back to an older version"
+                )
+            if cur.deleted_at is None:
+                raise Conflict(f"{path}: not deleted")
+            await repo.set_deleted(tx, sec.id, sec.current_version, None)
+            ctx.version = sec.current_version
+            await audit.record_in(tx, rt, ctx)
+            return SecretMeta(name, sec.current_version, sec.sensitive, False, sec.created_at, sec.updated_at)
+
+        return await rt.units.run(unit)
+
+    async def destroy(
+        self, rt: Runtime, ctx: RequestContext, *, project: str, environment: str, name: str, version: int
+    ) -> None:
+        """Erase one version's ciphertext for good (it cannot be undone)."""
+
+        async def unit(tx: Tx) -> None:
+            if audit.must_wait(rt, tx):
+                raise MustWait()
+            sec = await _secret(tx, project, environment, name, lock=True)
+            state = await repo.version_state(tx, sec.id, version)
+            if state is None:
+                raise NotFound(f"{where(project, environment, name)}: no version {version}")
+            if state.destroyed_at is None:
+                await repo.destroy(tx, sec.id, version, rt.clock())
+            await audit.record_in(tx, rt, ctx, status=204)
+
+        await rt.units.run(unit)
+
+    async def history(
+        self, rt: Runtime, ctx: RequestContext, *, project: str, environment: str, name: str
+    ) -> tuple[int, list[VersionInfo]]:
+        """The current version number and every version's metadata, newest first."""
+
+        async def unit(tx: Tx) -> tuple[int, list[list[Any]]]:
+            if audit.must_wait(rt, tx):
+                raise MustWait()
+            sec = await _secret(tx, project, environment, name, lock=False)
+            rows = await repo.history(tx, sec.id)
+            await audit.record_in(tx, rt, ctx)
+            return sec.current_version, rows
+
+        current, rows = await rt.units.run(unit)
+        return current, [VersionInfo(r[0], r[1], r[4], r[2] is not None, r[3] is not None) for r in rows]
+
+    async def rollback(
+        self,
+        rt: Runtime,
+        ctx: RequestContext,
+        actor: Actor,
+        *,
+        project: str,
+        environment: str,
+        name: str,
+        version: int,
+    ) -> SecretMeta:
+        """Write a new version holding an older version's value."""
+
+        async def unit(tx: Tx) -> SecretMeta:
+            return await _roll_back(
+                tx, rt, ctx, actor, project=project, environment=environment, name=name, version=version
+            )
+
+        return await rt.units.run(unit)
+
+    async def list(
+        self, rt: Runtime, ctx: RequestContext, *, project: str, environment: str, include_deleted: bool
+    ) -> list[SecretMeta]:
+        """Names and metadata of an environment's own secrets."""
+
+        async def unit(tx: Tx) -> list[repo.Listed]:
+            if audit.must_wait(rt, tx):
+                raise MustWait()
+            _, env_id = await require_environment(tx, project, environment)
+            rows = await repo.list_secrets(tx, env_id)
+            await audit.record_in(tx, rt, ctx)
+            return rows
+
+        out = []
+        for r in await rt.units.run(unit):
+            deleted = r.deleted_at is not None or r.destroyed_at is not None
+            if deleted and not include_deleted:
+                continue
+            out.append(
+                SecretMeta(r.name, r.current_version, r.sensitive, deleted, r.created_at, r.updated_at)
+            )
+        return out
+
+    async def resolve(
+        self, rt: Runtime, ctx: RequestContext, *, project: str, environment: str
+    ) -> dict[str, ResolvedValue]:
+        """Every value the environment sees, inheritance applied, nearest environment winning."""
+
+        async def unit(tx: Tx) -> tuple[list[Seen[StoredRow]], list[str]]:
+            # One unit (one thread hop on SQLite): the chain's rows, decryption and the event.
+            if audit.must_wait(rt, tx):
+                raise MustWait()
+            store = await visible.load(tx, project, environment)
+            seen = list(store.rows.values())
+            if not tx.can_wait and visible.needs_remote_key(rt, seen):
+                raise MustWait()
+            texts = await visible.reveal(rt, project_id=store.project_id, project=project, seen=seen)
+            visible.note(rt, ctx, [(s.environment, s.row.name, s.row.version) for s in seen], texts)
+            await audit.record_in(tx, rt, ctx)
+            return seen, texts
+
+        seen, texts = await rt.units.run(unit)
+        return {
+            s.row.name: ResolvedValue(SecretValue(text), s.row.version, s.environment, s.row.sensitive)
+            for s, text in zip(seen, texts, strict=True)
+        }
+
+
+async def _write_version(
+    tx: Tx,
+    rt: Runtime,
+    ctx: RequestContext,
+    actor: Actor,
+    *,
+    project: str,
+    environment: str,
+    name: str,
+    value: str,
+    data: bytes,
+    sensitive: bool,
+    cas: int | None,
+) -> SecretMeta:
+    """A write's unit: the new version and its event commit together."""
+    if audit.must_wait(rt, tx) or must_wait_to_seal(rt, tx):
+        raise MustWait()
+    now = rt.clock()
+    project_id, env_id = await require_environment(tx, project, environment)
+    sec = await repo.lock_secret(tx, env_id, name)
+    if sec is None:
+        if cas not in (None, 0):
+            raise Conflict(
+                f"{where(project, environment, name)}: cas {cas} is stale; the secret does not exist"
+            )
+        secret_id = await repo.add_secret(tx, env_id=env_id, name=name, sensitive=sensitive, now=now)
+        at = Place(project_id, project, env_id, environment, secret_id, name)
+        version, created_at = 1, now
+    else:
+        at = Place(project_id, project, env_id, environment, sec.id, name)
+        served_as(rt, sec.binding, at, current_version=sec.current_version)
+        if cas is not None and cas != sec.current_version:
+            raise Conflict(
+                f"{where(project, environment, name)}: cas {cas} is stale; current version is {sec.current_version}"
+            )
+        if not await repo.bump_version(
+            tx, sec.id, expected=sec.current_version, sensitive=sensitive, now=now
+        ):
+            raise Conflict(f"{where(project, environment, name)}: changed concurrently; read it and retry")
+        version, created_at = sec.current_version + 1, sec.created_at
+    await store_version(tx, rt, at, version=version, data=data, author_id=actor.principal_id, now=now)
+    ctx.version = version
+    audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
+    await audit.record_in(tx, rt, ctx)
+    return SecretMeta(name, version, sensitive, False, created_at, now)
+
+
+async def _roll_back(
+    tx: Tx,
+    rt: Runtime,
+    ctx: RequestContext,
+    actor: Actor,
+    *,
+    project: str,
+    environment: str,
+    name: str,
+    version: int,
+) -> SecretMeta:
+    """A rollback's unit: the old value, sealed anew as the next version, and the event commit together."""
+    if audit.must_wait(rt, tx) or must_wait_to_seal(rt, tx):
+        raise MustWait()
+    path = where(project, environment, name)
+    now = rt.clock()
+    project_id, env_id = await require_environment(tx, project, environment)
+    sec = await repo.lock_secret(tx, env_id, name)
+    if sec is None:
+        raise NotFound(f"{path}: no such secret")
+    at = Place(project_id, project, env_id, environment, sec.id, name)
+    served_as(rt, sec.binding, at, current_version=sec.current_version)
+    old = await repo.read_one(tx, project=project, environment=environment, name=name, version=version)
+    if old is None or old.version is None:
+        raise NotFound(f"{path}: no version {version}")
+    if old.ciphertext is None or old.wrapped_dek is None or old.kek_id is None:
+        raise Conflict(f"{path}: version {version} was destroyed")
+    if old.kek_id in rt.keys.remote and not tx.can_wait:
+        raise MustWait()  # nothing written yet
+    sealed = Sealed(ciphertext=old.ciphertext, wrapped_dek=old.wrapped_dek, kek_id=old.kek_id)
+    aad = at.aad(version)
+    text = await open_sealed(rt, sealed, aad) if tx.can_wait else open_local(rt, sealed, aad)
+    new_version = sec.current_version + 1
+    if not await repo.bump_version(
+        tx, sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now
+    ):
+        raise Conflict(f"{path}: changed concurrently; retry")
+    await store_version(
+        tx, rt, at, version=new_version, data=text.encode(), author_id=actor.principal_id, now=now
+    )
+    ctx.version = new_version
+    audit.saw_value(rt, ctx, environment=environment, name=name, version=new_version, value=text)
+    await audit.record_in(tx, rt, ctx)
+    return SecretMeta(name, new_version, sec.sensitive, False, sec.created_at, now)
+
+
+async def _left_alone(
+    rt: Runtime, ctx: RequestContext, *, project: str, environment: str, name: str
+) -> Generated | None:
+    """The existing secret's metadata, this request audited as a no-op; None if there is no such secret."""
+
+    async def unit(tx: Tx) -> Generated | None:
+        if audit.must_wait(rt, tx):
+            raise MustWait()
+        _, env_id = await require_environment(tx, project, environment)
+        sec = await repo.find_secret(tx, env_id, name)
+        if sec is None:
+            return None
+        deleted = _gone(await repo.version_state(tx, sec.id, sec.current_version))
+        ctx.version = sec.current_version
+        ctx.reason = "already exists; left unchanged (rotate not asked)"
+        await audit.record_in(tx, rt, ctx)
+        meta = SecretMeta(name, sec.current_version, sec.sensitive, deleted, sec.created_at, sec.updated_at)
+        return Generated(meta, generated=False, rotated=False)
+
+    return await rt.units.run(unit)

@@ -7,6 +7,7 @@ is in tests/integration/audit/test_cli.py."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
@@ -248,3 +249,64 @@ def test_the_migration_indexes_the_events_already_there(db_url: str, tmp_path: P
             assert by_event.get(event["id"], set()) == set(svc.touched_keys(event)), event["action"]
         auditor = api.token_for(AUDITOR, name="auditor")
         assert set(answer(api, auditor, name=K)) == set(t.touched)
+
+
+async def _on_database(db_url: str, statement: str, **params: Any) -> set[tuple[Any, ...]]:
+    """Run one statement with no broker running (its rows, if any)."""
+    from broker.db.engine import make_engine
+
+    engine = make_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(text(statement), params)
+            return {tuple(r) for r in result} if result.returns_rows else set()
+    finally:
+        await engine.dispose()
+
+
+def _key_rows(db_url: str) -> set[tuple[Any, ...]]:
+    """(event_id, seq, project, environment, name) of every key row."""
+    return asyncio.run(
+        _on_database(db_url, "SELECT event_id, seq, project, environment, name FROM audit_event_keys")
+    )
+
+
+def test_revision_0010_keeps_the_linked_keys_and_the_chainer_writes_the_rest(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Across 0010's downgrade and upgrade the rows of linked events are kept as they were; an event not
+    linked yet (planted, as the PostgreSQL appender leaves them) gets null-seq rows in the former schema
+    (as 0005 derived them) and none in the new one, where the chainer writes them, with the event's seq,
+    when it links it."""
+    from broker.db import migrate
+    from tests.integration.audit.conftest import broker
+
+    with broker(db_url, tmp_path) as api:
+        every_route(api)
+        api.chain()
+    linked = _key_rows(db_url)
+    assert linked and all(seq is not None for _, seq, *_ in linked)
+    asyncio.run(
+        _on_database(
+            db_url,
+            "INSERT INTO audit_events (occurred_at, request_id, method, route, action, outcome, status, "
+            "project, environment, secret_name, fingerprints) VALUES (CURRENT_TIMESTAMP, 'planted', 'GET', "
+            "'/x', 'secret.resolve', 'ok', 200, 'microblog', 'production', 'PLANTED', :prints)",
+            prints='[{"environment": "common", "name": "FROM_COMMON", "fingerprint": "x"}]',
+        )
+    )
+    ((planted,),) = asyncio.run(_on_database(db_url, "SELECT id FROM audit_events WHERE seq IS NULL"))
+    expected = {
+        (planted, "microblog", "production", "PLANTED"),
+        (planted, "microblog", "common", "FROM_COMMON"),
+        (planted, "microblog", "production", "FROM_COMMON"),
+    }
+    assert _key_rows(db_url) == linked
+    migrate.downgrade(db_url, "0008")
+    assert _key_rows(db_url) == linked | {(e, None, p, env, n) for e, p, env, n in expected}
+    migrate.upgrade(db_url)
+    assert _key_rows(db_url) == linked
+    with broker(db_url, tmp_path) as api:
+        api.chain()
+        (seq,) = (event["seq"] for event in api.linked() if event["id"] == planted)
+    assert _key_rows(db_url) == linked | {(e, seq, p, env, n) for e, p, env, n in expected}

@@ -96,7 +96,8 @@ async def chain(
                 break
         trail.counters["chain_passes"] += 1
         trail.counters["linked"] += linked
-        if checkpoints and trail.read_only is None:
+        # The pass read the newest checkpoint (whoever signed it): only one not yet copied needs a look.
+        if checkpoints and trail.read_only is None and trail.checkpoint_seq > trail.published_seq:
             await _publish(rt)
     return ChainPass(linked, trail.head_seq, made)
 

@@ -150,7 +150,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         url = None
         if args.postgresql:
-            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: the tree measured
             from tests.support import pg
 
             cluster = stack.enter_context(pg.cluster(durable=True))

@@ -84,7 +84,7 @@ HEAD = Statement(
 APPEND_EVENT = Statement(lambda: _event_insert().returning(audit_events.c.id))
 # PostgreSQL: the event alone, unlinked (a plain insert, so concurrent units' events go in one group);
 # its key rows are written by the chainer when it links it (`link_keys`).
-APPEND_UNLINKED = Statement(_event_insert)
+APPEND_UNLINKED = Statement(lambda: _event_insert().inline())
 APPEND_KEY = Statement(
     lambda: insert(audit_event_keys).values(
         event_id=bindparam("event_id"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import json
 import os
@@ -140,32 +141,55 @@ def main() -> None:
     parser.add_argument("--profile", metavar="OUT")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (32)")
     parser.add_argument("--resolved-values", type=int, default=50)
+    parser.add_argument(
+        "--postgresql",
+        action="store_true",
+        help="on a throwaway durable PostgreSQL cluster instead of SQLite",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="strongroom-asgi-") as tmp:
-        proc, port, data_dir = http_read.start_broker(Path(tmp), None)
-        try:
-            token = http_read.prepare(port, data_dir)
-            import httpx
+    with contextlib.ExitStack() as stack:
+        url = None
+        if args.postgresql:
+            sys.path.append(str(Path(__file__).resolve().parents[1]))  # after PYTHONPATH: the tree measured
+            from tests.support import pg
 
-            admin_secret = (data_dir / "bootstrap-admin.secret").read_text().strip()
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
-                r = c.post("/v1/auth/token", json={"client_id": "admin", "client_secret": admin_secret})
-                admin = r.json()["token"]
-                if args.route == "resolved":
-                    base = f"/v1/projects/{http_read.PROJECT}/environments/{http_read.ENV}/secrets"
-                    for i in range(args.resolved_values - 1):
-                        c.put(
-                            f"{base}/KEY_{i}",
-                            json={"value": f"v{i}" * 8},
-                            headers={"Authorization": f"Bearer {admin}"},
-                        ).raise_for_status()
-        finally:
-            proc.terminate()
-            proc.wait()
-        for k in [k for k in os.environ if k.startswith("STRONGROOM_")]:
-            del os.environ[k]
-        os.environ["STRONGROOM_DATA_DIR"] = str(data_dir)
-        asyncio.run(_run(args.route, args.n, token, admin, args.profile, args.concurrency))
+            cluster = stack.enter_context(pg.cluster(durable=True))
+            cluster.psql("CREATE DATABASE bench")
+            url = cluster.url("bench").replace("postgresql+asyncpg://", "postgresql://")
+        _prepare_and_run(
+            args, stack.enter_context(tempfile.TemporaryDirectory(prefix="strongroom-asgi-")), url
+        )
+
+
+def _prepare_and_run(args: argparse.Namespace, tmp: str, url: str | None) -> None:
+    """Prepare the data with a subprocess broker, then drive the app in this process."""
+    proc, port, data_dir = http_read.start_broker(Path(tmp), url)
+    try:
+        token = http_read.prepare(port, data_dir)
+        import httpx
+
+        admin_secret = (data_dir / "bootstrap-admin.secret").read_text().strip()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            r = c.post("/v1/auth/token", json={"client_id": "admin", "client_secret": admin_secret})
+            admin = r.json()["token"]
+            if args.route == "resolved":
+                base = f"/v1/projects/{http_read.PROJECT}/environments/{http_read.ENV}/secrets"
+                for i in range(args.resolved_values - 1):
+                    c.put(
+                        f"{base}/KEY_{i}",
+                        json={"value": f"v{i}" * 8},
+                        headers={"Authorization": f"Bearer {admin}"},
+                    ).raise_for_status()
+    finally:
+        proc.terminate()
+        proc.wait()
+    for k in [k for k in os.environ if k.startswith("STRONGROOM_")]:
+        del os.environ[k]
+    os.environ["STRONGROOM_DATA_DIR"] = str(data_dir)
+    if url is not None:
+        os.environ["STRONGROOM_DATABASE_URL"] = url
+        os.environ["STRONGROOM_KEY_FILE"] = str(Path(tmp) / "keyring.json")
+    asyncio.run(_run(args.route, args.n, token, admin, args.profile, args.concurrency))
 
 
 if __name__ == "__main__":

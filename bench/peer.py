@@ -314,7 +314,13 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=5000, help="requests per asyncio run (default 5000)")
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "asyncio"], default="auto")
+    parser.add_argument(
+        "--cases", default="read,write,env50,workers", help="read, write, env50, workers (default: all)"
+    )
     args = parser.parse_args()
+    wanted = {c.strip() for c in args.cases.split(",") if c.strip()}
+    if not wanted or wanted - {"read", "write", "env50", "workers"}:
+        sys.exit("--cases: give read, write, env50 and/or workers, comma-separated")
     databases = [d.strip() for d in args.databases.split(",") if d.strip()]
     if not databases or set(databases) - {"sqlite", "postgresql"}:
         sys.exit("--databases: give sqlite, postgresql or both, comma-separated")
@@ -338,7 +344,8 @@ def main() -> int:
             assert "bench/" in listed["data"], "the file audit device is not on"
             bao_server = Server("openbao", bao.pid)
             for case, work in bao_works(bao).items():
-                sides[(case, "openbao")] = (bao_server, work)
+                if case in wanted:
+                    sides[(case, "openbao")] = (bao_server, work)
             extra = {"STRONGROOM_TOKEN_TTL": str(4 * 3600)}
             try:
                 if "sqlite" in databases:
@@ -346,6 +353,8 @@ def main() -> int:
                     procs.append(proc)
                     server = Server("sqlite", proc.pid)
                     for case, work in broker_works(port, *broker_tokens(port, data_dir)).items():
+                        if case not in wanted:
+                            continue
                         sides[(case, "sqlite")] = (server, work)
                         cases.append((f"{case} SQLite / OpenBao", case, f"{case}/sqlite", f"{case}/openbao"))
                 if cluster is not None:
@@ -357,8 +366,13 @@ def main() -> int:
                     tokens = broker_tokens(port, data_dir)
                     server = Server("pg1", proc.pid, postmaster)
                     for case, work in broker_works(port, *tokens).items():
+                        if case not in wanted and not (case == "read" and "workers" in wanted):
+                            continue
                         sides[(case, "pg1")] = (server, work)
+                        if case not in wanted:
+                            continue
                         cases.append((f"{case} PostgreSQL / OpenBao", case, f"{case}/pg1", f"{case}/openbao"))
+                if cluster is not None and "workers" in wanted:
                     proc2, port2, _ = http_read.start_broker(tmp / "pg", url, workers=2, extra_env=extra)
                     procs.append(proc2)
                     sides[("read", "pg2")] = (

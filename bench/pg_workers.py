@@ -147,9 +147,7 @@ def explain(cluster: pg.Cluster) -> None:
         "PREPARE link(bigint, varchar, varchar, bigint) AS UPDATE audit_events SET seq = $1, prev_hash = $2, "
         "hash = $3 WHERE id = $4 AND seq IS NULL;\n"
         "PREPARE pending(int) AS SELECT id FROM audit_events WHERE seq IS NULL ORDER BY id LIMIT $1;\n"
-        "PREPARE keys(bigint, bigint) AS UPDATE audit_event_keys SET seq = $1 WHERE event_id = $2;\n"
         "EXPLAIN EXECUTE link(1, 'x', 'y', 1);\n"
-        "EXPLAIN EXECUTE keys(1, 1);\n"
         "EXPLAIN EXECUTE pending(1000);\n"
     )
     out = subprocess.run(
@@ -163,7 +161,8 @@ def explain(cluster: pg.Cluster) -> None:
         text=True,
         check=True,
     )
-    print("  generic plans (link UPDATE, key rows UPDATE, pending SELECT):")
+    # Key rows are inserted by the pass that links their events (revision 0010): nothing to plan there.
+    print("  generic plans (link UPDATE, pending SELECT):")
     for line in out.stdout.splitlines():
         print(f"    {line}")
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -187,24 +188,30 @@ class AuditEvent(Base):
 
 
 class AuditEventKey(Base):
-    """A key an audit event touched (read, revealed, resolved, compiled, bundled, written, refused):
+    """A key a linked audit event touched (read, revealed, resolved, compiled, bundled, written, refused):
     the index behind `audit list --name`, derived from the event's project, environment, secret_name
-    and fingerprints (`broker.services.audit.touched_keys`) and written with it by the one appender.
+    and fingerprints (`broker.services.audit.touched_keys`) and written in the transaction that links
+    the event (at once on SQLite, by the chainer on PostgreSQL), so every linked event has its rows and
+    no row waits for a seq (revision 0010).
 
     Not part of the hash chain: it can be rebuilt from the records, and `audit verify` never reads it.
-    `seq` is the event's, null until the event is linked (at once on SQLite, by the chainer on
-    PostgreSQL). No foreign key: the index must never stand in the way of the trail it indexes (a
-    prune deletes both). `environment` is where the value lives, plus a second row for the
-    environment the request named when that differs (a value `production` inherits from `common`).
+    The primary key (name, seq, ...) is the index `audit list --name` walks; on SQLite the table is
+    WITHOUT ROWID, so a row is one B-tree entry (an environment of 50 values writes 50 of them per read).
+    No foreign key: the index must never stand in the way of the trail it indexes (a prune deletes
+    both). `environment` is where the value lives, plus a second row for the environment the request
+    named when that differs (a value `production` inherits from `common`).
     """
 
     __tablename__ = "audit_event_keys"
-    __table_args__ = (Index("ix_audit_event_keys_name_seq", "name", "seq"),)
-    event_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
-    name: Mapped[str] = mapped_column(String(256), primary_key=True)
-    environment: Mapped[str] = mapped_column(String(64), primary_key=True)  # "" when none
-    project: Mapped[str] = mapped_column(String(64), primary_key=True)  # "" when none
-    seq: Mapped[int | None] = mapped_column(BigInteger)
+    __table_args__ = (
+        PrimaryKeyConstraint("name", "seq", "project", "environment"),
+        {"sqlite_with_rowid": False},
+    )
+    name: Mapped[str] = mapped_column(String(256))
+    seq: Mapped[int] = mapped_column(BigInteger, autoincrement=False)
+    project: Mapped[str] = mapped_column(String(64))  # "" when none
+    environment: Mapped[str] = mapped_column(String(64))  # "" when none
+    event_id: Mapped[int] = mapped_column(BigInteger)
 
 
 class AuditCheckpoint(Base):

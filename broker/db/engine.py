@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -235,15 +236,37 @@ class PgConnections:
             await conn.close()
 
 
+_VALUES = re.compile(r"^(INSERT INTO [^()]+\([^()]+\)) VALUES \((.+)\)$", re.DOTALL)
+_CAST_PLACEHOLDER = re.compile(r"\$(\d+)::([A-Z][A-Z ]*)")
+
+
+def _unnested(sql: str) -> str | None:
+    """For a one-row `INSERT INTO t (...) VALUES ($1::T1, ..., $n::Tn)`, the insert of every row of n
+    arrays (`SELECT * FROM unnest($1::T1[], ...)`), else None."""
+    match = _VALUES.match(sql)
+    if match is None:
+        return None
+    head, row = match.groups()
+    items = [item.strip() for item in row.split(",")]
+    casts = [_CAST_PLACEHOLDER.fullmatch(item) for item in items]
+    if not all(casts) or [int(c.group(1)) for c in casts if c] != list(range(1, len(items) + 1)):
+        return None
+    arrays = ", ".join(f"${c.group(1)}::{c.group(2)}[]" for c in casts if c)
+    # Built from the statement SQLAlchemy compiled (names and types of our own columns), never from input.
+    return f"{head} SELECT * FROM unnest({arrays})"  # noqa: S608
+
+
 class PgGroupInsert:
     """One insert statement for many concurrent units: rows that arrive while up to `limit` groups are
-    in flight wait and go together in the next group, one atomic executemany (one round trip, one
-    commit). A caller's row has committed when `run` returns; if the group fails, every member gets
-    the exception."""
+    in flight wait and go together in the next group, one statement inserting every row (one round trip,
+    one commit, one execution in the server instead of one per row). A caller's row has committed when
+    `run` returns; if the group fails, every member gets the exception."""
 
     def __init__(self, connections: PgConnections, sql: str, *, limit: int = 2) -> None:
         self._connections = connections
         self._sql = sql
+        # One statement shape whatever the group's size (a VALUES list per size would be prepared per size).
+        self._unnested = _unnested(sql)
         self._limit = limit
         self._pending: list[tuple[list[Any], asyncio.Future[None]]] = []
         self._inflight = 0
@@ -267,8 +290,12 @@ class PgGroupInsert:
 
     async def _one(self, group: list[tuple[list[Any], asyncio.Future[None]]]) -> None:
         try:
+            rows = [args for args, _ in group]
             async with self._connections.connection() as conn:
-                await conn.executemany(self._sql, [args for args, _ in group])
+                if self._unnested is None or len(rows) == 1:
+                    await conn.executemany(self._sql, rows)
+                else:
+                    await conn.execute(self._unnested, *(list(column) for column in zip(*rows, strict=True)))
         except BaseException as exc:
             for _, future in group:
                 if not future.done():

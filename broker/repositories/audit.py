@@ -11,19 +11,15 @@ from sqlalchemy import (
     ColumnElement,
     Insert,
     Select,
-    String,
     bindparam,
     delete,
     func,
     insert,
     select,
     text,
-    true,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.expression import ClauseElement
 
 from broker.db.base import DbRow
 from broker.db.units import Statement, Tx
@@ -84,8 +80,11 @@ HEAD = Statement(
         .limit(1)
     )
 )
-# SQLite: the event (returning its id), then its key rows.
+# The event; on SQLite returning its id, for its key rows (linked at once, in the same transaction).
 APPEND_EVENT = Statement(lambda: _event_insert().returning(audit_events.c.id))
+# PostgreSQL: the event alone, unlinked (a plain insert, so concurrent units' events go in one group);
+# its key rows are written by the chainer when it links it (`link_keys`).
+APPEND_UNLINKED = Statement(lambda: _event_insert().inline())
 APPEND_KEY = Statement(
     lambda: insert(audit_event_keys).values(
         event_id=bindparam("event_id"),
@@ -97,51 +96,17 @@ APPEND_KEY = Statement(
 )
 
 
-def _append_with_keys() -> ClauseElement:
-    """PostgreSQL: the event and all its key rows (parallel arrays) in one statement: one round trip."""
-    event = _event_insert().returning(audit_events.c.id).cte("new_event")
-    keys = (
-        func.unnest(
-            bindparam("key_projects", type_=ARRAY(String)),
-            bindparam("key_environments", type_=ARRAY(String)),
-            bindparam("key_names", type_=ARRAY(String)),
-        )
-        .table_valued("project", "environment", "name")
-        .render_derived(name="k")
-    )
-    return insert(audit_event_keys).from_select(
-        ["event_id", "seq", "project", "environment", "name"],
-        select(
-            event.c.id,
-            bindparam("seq", type_=audit_event_keys.c.seq.type),
-            keys.c.project,
-            keys.c.environment,
-            keys.c.name,
-        ).select_from(event.join(keys, true())),
-    )
-
-
-APPEND_WITH_KEYS = Statement(_append_with_keys)
-
-
 async def append(tx: Tx, event: Mapping[str, Any], keys: Sequence[TouchedKey] = ()) -> None:
-    """Insert one event (column values, already shaped by the audit service; never a value) and the
-    keys it touched (the index of `audit list --name`), in the unit's transaction."""
-    if tx.dialect.name == "postgresql":
-        await tx.append(
-            APPEND_WITH_KEYS,
-            {
-                **event,
-                "key_projects": [p for p, _, _ in keys],
-                "key_environments": [e for _, e, _ in keys],
-                "key_names": [n for _, _, n in keys],
-            },
-        )
+    """Insert one event (column values, already shaped by the audit service; never a value), in the
+    unit's transaction. A linked event (with its seq) gets the keys it touched (the index of
+    `audit list --name`) in the same transaction; an unlinked one gets them when the chainer links it."""
+    if event.get("seq") is None:
+        await tx.append(APPEND_UNLINKED, event)
         return
     row = await tx.one(APPEND_EVENT, event)
     if keys:
         assert row is not None
-        seq = event.get("seq")
+        seq = event["seq"]
         await tx.execute_many(
             APPEND_KEY,
             [{"event_id": row[0], "seq": seq, "project": p, "environment": e, "name": n} for p, e, n in keys],
@@ -224,9 +189,9 @@ _LINK_PG = text(
     "WHERE e.id = u.id AND e.seq IS NULL"
 )
 _LINK_KEYS_PG = text(
-    "UPDATE audit_event_keys AS k SET seq = u.seq "
-    "FROM unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[])) AS u(event_id, seq) "
-    "WHERE k.event_id = u.event_id"
+    "INSERT INTO audit_event_keys (event_id, seq, project, environment, name) "
+    "SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[]), CAST(:projects AS varchar[]), "
+    "CAST(:environments AS varchar[]), CAST(:names AS varchar[]))"
 )
 
 
@@ -254,19 +219,26 @@ async def link(conn: AsyncConnection, links: Sequence[tuple[int, int, str, str]]
         raise RuntimeError("audit chain: an event was linked by someone else during this pass")
 
 
-async def link_keys(conn: AsyncConnection, links: Sequence[tuple[int, int]]) -> None:
-    """Give the key rows of events (id, seq) their event's seq (the chainer links events after commit)."""
-    if not links:
+async def link_keys(conn: AsyncConnection, rows: Sequence[tuple[int, int, TouchedKey]]) -> None:
+    """Write the key rows (event id, seq, key) of events this transaction links (one statement on
+    PostgreSQL)."""
+    if not rows:
         return
     if conn.dialect.name == "postgresql":
-        ids, seqs = (list(column) for column in zip(*links, strict=True))
-        await conn.execute(_LINK_KEYS_PG, {"ids": ids, "seqs": seqs})
+        await conn.execute(
+            _LINK_KEYS_PG,
+            {
+                "ids": [i for i, _, _ in rows],
+                "seqs": [s for _, s, _ in rows],
+                "projects": [k[0] for _, _, k in rows],
+                "environments": [k[1] for _, _, k in rows],
+                "names": [k[2] for _, _, k in rows],
+            },
+        )
         return
     await conn.execute(
-        update(audit_event_keys)
-        .where(audit_event_keys.c.event_id == bindparam("key_event_id"))
-        .values(seq=bindparam("key_seq")),
-        [{"key_event_id": i, "key_seq": s} for i, s in links],
+        insert(audit_event_keys),
+        [{"event_id": i, "seq": s, "project": p, "environment": e, "name": n} for i, s, (p, e, n) in rows],
     )
 
 
@@ -425,8 +397,8 @@ async def prune_anchor(conn: AsyncConnection, before: datetime) -> DbRow | None:
 async def prune_through(conn: AsyncConnection, seq: int) -> int:
     """Delete events up to and including `seq` and the checkpoints before it (the one at `seq` stays as
     the anchor the remaining chain starts from); returns how many events went."""
-    doomed = select(audit_events.c.id).where(audit_events.c.seq <= seq)
-    await conn.execute(delete(audit_event_keys).where(audit_event_keys.c.event_id.in_(doomed)))
+    # The key table is keyed by name first: this scans it, as rarely as prunes run.
+    await conn.execute(delete(audit_event_keys).where(audit_event_keys.c.seq <= seq))
     gone = await conn.execute(delete(audit_events).where(audit_events.c.seq <= seq))
     await conn.execute(delete(audit_checkpoints).where(audit_checkpoints.c.seq < seq))
     return int(gone.rowcount)

@@ -30,7 +30,7 @@ from broker.errors import Invalid, Unavailable
 from broker.repositories import audit as audit_repo
 from broker.services.audit import other_sinks
 from broker.services.audit.events import BATCH, system_event, to_record
-from broker.services.audit.writing import record_system, write_events
+from broker.services.audit.writing import record_system, touched_keys, write_events
 from broker.services.runtime import Runtime
 
 log = logging.getLogger("strongroom.audit")
@@ -79,11 +79,12 @@ async def chain(
                     head = digest
                 if links:
                     await audit_repo.link(conn, links)
-                    # Only events that may have key rows (a name, or fingerprints) pay for the update.
+                    # An event's key rows are written in the transaction that links it (never a null seq).
                     keyed = [
-                        (event_id, n)
+                        (event_id, n, key)
                         for (event_id, n, _, _), row in zip(links, rows, strict=True)
                         if row.secret_name is not None or row.fingerprints is not None
+                        for key in touched_keys(row._mapping)
                     ]
                     await audit_repo.link_keys(conn, keyed)
                 more = len(rows) == BATCH
@@ -95,7 +96,8 @@ async def chain(
                 break
         trail.counters["chain_passes"] += 1
         trail.counters["linked"] += linked
-        if checkpoints and trail.read_only is None:
+        # The pass read the newest checkpoint (whoever signed it): only one not yet copied needs a look.
+        if checkpoints and trail.read_only is None and trail.checkpoint_seq > trail.published_seq:
             await _publish(rt)
     return ChainPass(linked, trail.head_seq, made)
 

@@ -111,6 +111,12 @@ async def stop(rt: Runtime) -> None:
 # After a pass skipped because another process held the chain lock, the next try comes this soon: that
 # process may have read its backlog before this one's last events committed.
 RETRY_AFTER_SKIP = 0.05
+# The least time from the start of one background pass to the start of the next. Every request kicks the
+# chainer on PostgreSQL; passes run back to back would each link the one or two events committed during
+# the last, paying the pass's round trips (lock, head, backlog, link, keys, checkpoint) per event. Spaced,
+# a pass links what a busy broker committed meanwhile. Requests never wait for the chain, and every list,
+# export and verify links synchronously first, so this only delays the background linking.
+PASS_SPACING = 0.05
 
 
 async def _run(rt: Runtime) -> None:
@@ -125,6 +131,7 @@ async def _run(rt: Runtime) -> None:
             timeout = RETRY_AFTER_SKIP if skipped else trail.checkpoint_interval
             await asyncio.wait_for(wake.wait(), timeout=timeout)
         wake.clear()
+        began = time.monotonic()
         try:
             skipped = (await chain(rt, wait=False)).skipped
             if trail.retention is not None and time.monotonic() - last_prune >= 3600:
@@ -136,3 +143,6 @@ async def _run(rt: Runtime) -> None:
             trail.counters["chain_failures"] += 1
             log.error("audit chainer pass failed (%s); retrying", describe(exc))
             await asyncio.sleep(1.0)  # back off: the database is probably down
+            continue
+        if not skipped and (rest := PASS_SPACING - (time.monotonic() - began)) > 0:
+            await asyncio.sleep(rest)

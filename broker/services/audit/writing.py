@@ -124,13 +124,13 @@ async def record_alone(rt: Runtime, ctx: RequestContext, *, status: int) -> None
     ctx.audited = True
 
 
-def touched_keys(event: Mapping[str, Any]) -> list[audit_repo.TouchedKey]:
+def touched_keys(event: Mapping[Any, Any]) -> list[audit_repo.TouchedKey]:
     """The keys an event touched, as (project, environment, name), from its own columns: its
     secret_name, and every named value in its fingerprints. A value read where it lives (`common`)
     through another environment (`production`) counts in both, so `--environment` finds it either way.
 
-    The index behind `audit list --name`; migration 0005 holds a copy for the backfill (a test keeps
-    them equal).
+    The index behind `audit list --name`, written when the event is linked; migrations 0005 and 0010
+    hold copies for their backfills (a test keeps them equal).
     """
     project, environment = (event.get("project") or "")[:64], (event.get("environment") or "")[:64]
     found: dict[audit_repo.TouchedKey, None] = {}
@@ -155,7 +155,7 @@ async def to_database(tx: Tx, rt: Runtime, events: Sequence[dict[str, Any]]) -> 
     transaction (which holds the write lock); on PostgreSQL it is inserted unlinked for the chainer."""
     if tx.dialect.name != "sqlite":
         for event in events:
-            await audit_repo.append(tx, event, touched_keys(event))
+            await audit_repo.append(tx, event)  # its key rows come with its link (chaining.chain)
         return
     seq, prev = await audit_repo.head_of(tx)
     prev = prev or GENESIS

@@ -279,7 +279,9 @@ class DatabaseStore:
             await audit.record_in(tx, rt, ctx)
             return seen, texts
 
-        seen, texts = await rt.units.run(unit)
+        # One statement reads the whole chain and nothing else is written but the event: each may commit by
+        # itself (on PostgreSQL the event then joins other requests' in one grouped insert and commit).
+        seen, texts = await rt.units.run(unit, atomic=False)
         return {
             s.row.name: ResolvedValue(SecretValue(text), s.row.version, s.environment, s.row.sensitive)
             for s, text in zip(seen, texts, strict=True)

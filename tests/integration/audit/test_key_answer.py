@@ -7,6 +7,7 @@ is in tests/integration/audit/test_cli.py."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
@@ -144,28 +145,33 @@ def test_an_inherited_key_is_found_where_it_lives_and_where_it_was_read(api: Aud
 
 
 def test_key_rows_are_what_touched_keys_derives_from_each_record(api: AuditApi) -> None:
-    """The hot read binds its one key in SQL and the migration's backfill has its own copy of the rule:
-    both must agree with touched_keys, event by event."""
+    """The hot read binds its one key in SQL and the migrations' backfills (0005, 0010's downgrade) have
+    their own copies of the rule: all must agree with touched_keys, event by event."""
     every_route(api)
     api.chain()
     rows = api.query(text("SELECT event_id, seq, project, environment, name FROM audit_event_keys"))
     by_event: dict[int, set[tuple[str, str, str]]] = {}
     for event_id, _seq, project, environment, name in rows:
         by_event.setdefault(event_id, set()).add((project, environment, name))
-    backfill = migration_rule()
+    backfills = [migration_rule(), migration_rule("0010_audit_event_keys_by_name.py")]
     for event in api.linked():
         derived = set(svc.touched_keys(event))
         assert by_event.get(event["id"], set()) == derived, event["action"]
-        assert (
-            set(backfill(event["project"], event["environment"], event["secret_name"], event["fingerprints"]))
-            == derived
-        )
+        for backfill in backfills:
+            assert (
+                set(
+                    backfill(
+                        event["project"], event["environment"], event["secret_name"], event["fingerprints"]
+                    )
+                )
+                == derived
+            )
     assert all(seq is not None for _, seq, *_ in rows)
 
 
-def migration_rule() -> Callable[..., Any]:
-    path = Path(__file__).parents[3] / "broker" / "migrations" / "versions" / "0005_audit_event_keys.py"
-    spec = importlib.util.spec_from_file_location("migration_0005", path)
+def migration_rule(file: str = "0005_audit_event_keys.py") -> Callable[..., Any]:
+    path = Path(__file__).parents[3] / "broker" / "migrations" / "versions" / file
+    spec = importlib.util.spec_from_file_location("migration_" + file[:4], path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -177,7 +183,8 @@ def migration_rule() -> Callable[..., Any]:
 def test_the_key_query_walks_the_key_index(api: AuditApi, narrow: bool) -> None:
     """EXPLAIN of the query `audit list --name` runs, on a trail of 20,000 events of which K is read by
     one in five: the key index drives it in sequence order, so a page costs its own size, with no sort
-    of every read of K (on PostgreSQL after ANALYZE, as autovacuum would have done)."""
+    of every read of K (on PostgreSQL after ANALYZE, as autovacuum would have done). The walk is the
+    primary key (name, seq, ...), the table's only B-tree on SQLite (WITHOUT ROWID)."""
     big = 20_000
     if api.rt.engine.dialect.name == "postgresql":
         api.sql(
@@ -214,10 +221,11 @@ def test_the_key_query_walks_the_key_index(api: AuditApi, narrow: bool) -> None:
     compiled = stmt.compile(dialect=api.rt.engine.dialect, compile_kwargs={"literal_binds": True})
     explain = "EXPLAIN QUERY PLAN " if api.rt.engine.dialect.name == "sqlite" else "EXPLAIN "
     plan = "\n".join(str(row[-1]) for row in api.query(text(explain + str(compiled))))
-    assert "ix_audit_event_keys_name_seq" in plan, plan
     if api.rt.engine.dialect.name == "sqlite":
+        assert "SEARCH audit_event_keys USING PRIMARY KEY (name=?" in plan, plan
         assert "SCAN audit_events" not in plan and "USE TEMP B-TREE FOR ORDER BY" not in plan, plan
     else:
+        assert "pk_audit_event_keys" in plan, plan
         assert "Seq Scan on audit_events" not in plan and "Sort" not in plan, plan
 
 
@@ -241,3 +249,64 @@ def test_the_migration_indexes_the_events_already_there(db_url: str, tmp_path: P
             assert by_event.get(event["id"], set()) == set(svc.touched_keys(event)), event["action"]
         auditor = api.token_for(AUDITOR, name="auditor")
         assert set(answer(api, auditor, name=K)) == set(t.touched)
+
+
+async def _on_database(db_url: str, statement: str, **params: Any) -> set[tuple[Any, ...]]:
+    """Run one statement with no broker running (its rows, if any)."""
+    from broker.db.engine import make_engine
+
+    engine = make_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(text(statement), params)
+            return {tuple(r) for r in result} if result.returns_rows else set()
+    finally:
+        await engine.dispose()
+
+
+def _key_rows(db_url: str) -> set[tuple[Any, ...]]:
+    """(event_id, seq, project, environment, name) of every key row."""
+    return asyncio.run(
+        _on_database(db_url, "SELECT event_id, seq, project, environment, name FROM audit_event_keys")
+    )
+
+
+def test_revision_0010_keeps_the_linked_keys_and_the_chainer_writes_the_rest(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Across 0010's downgrade and upgrade the rows of linked events are kept as they were; an event not
+    linked yet (planted, as the PostgreSQL appender leaves them) gets null-seq rows in the former schema
+    (as 0005 derived them) and none in the new one, where the chainer writes them, with the event's seq,
+    when it links it."""
+    from broker.db import migrate
+    from tests.integration.audit.conftest import broker
+
+    with broker(db_url, tmp_path) as api:
+        every_route(api)
+        api.chain()
+    linked = _key_rows(db_url)
+    assert linked and all(seq is not None for _, seq, *_ in linked)
+    asyncio.run(
+        _on_database(
+            db_url,
+            "INSERT INTO audit_events (occurred_at, request_id, method, route, action, outcome, status, "
+            "project, environment, secret_name, fingerprints) VALUES (CURRENT_TIMESTAMP, 'planted', 'GET', "
+            "'/x', 'secret.resolve', 'ok', 200, 'microblog', 'production', 'PLANTED', :prints)",
+            prints='[{"environment": "common", "name": "FROM_COMMON", "fingerprint": "x"}]',
+        )
+    )
+    ((planted,),) = asyncio.run(_on_database(db_url, "SELECT id FROM audit_events WHERE seq IS NULL"))
+    expected = {
+        (planted, "microblog", "production", "PLANTED"),
+        (planted, "microblog", "common", "FROM_COMMON"),
+        (planted, "microblog", "production", "FROM_COMMON"),
+    }
+    assert _key_rows(db_url) == linked
+    migrate.downgrade(db_url, "0009")
+    assert _key_rows(db_url) == linked | {(e, None, p, env, n) for e, p, env, n in expected}
+    migrate.upgrade(db_url)
+    assert _key_rows(db_url) == linked
+    with broker(db_url, tmp_path) as api:
+        api.chain()
+        (seq,) = (event["seq"] for event in api.linked() if event["id"] == planted)
+    assert _key_rows(db_url) == linked | {(e, seq, p, env, n) for e, p, env, n in expected}

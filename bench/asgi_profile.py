@@ -6,6 +6,11 @@ SQLite data directory with project `microblog`; then the app is built in this pr
 settings and `n` requests are sent straight into it, `--concurrency` at a time, after a warm-up. It prints the CPU
 time per request (process time, so a loaded machine moves it less than a wall-clock rate); with
 ``--profile`` the timed loop runs under cProfile and the top functions by own time are printed.
+
+``--stages`` (the read): the CPU time of each step of the read's unit of work, per request. The unit runs
+inside the SQLite writer without ever suspending, so the thread CPU time between a step's entry and exit
+is that step's own (the request's other parts, which do suspend, are the total minus the unit). Each
+step is timed by wrapping the function where its caller looks it up; nested steps are indented.
 """
 
 from __future__ import annotations
@@ -14,18 +19,71 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import functools
+import importlib
+import inspect
 import json
 import os
 import pstats
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import http_read
+
+# The read's steps: (label, module, attribute looked up by the caller). Indented labels run inside the
+# one above.
+STAGES = [
+    ("unit of work", "broker.db.units", "drive"),
+    ("  token + secret statement", "broker.repositories.secrets", "read_with_token"),
+    ("  token decision", "broker.services.secrets", "authenticate_in"),
+    ("  binding check", "broker.services.secrets", "served_as"),
+    ("  decrypt", "broker.services.secrets", "_open_local"),
+    ("  value fingerprint", "broker.services.audit", "saw_value"),
+    ("  audit event", "broker.services.audit", "record_in"),
+    ("    event shape", "broker.services.audit.writing", "shape"),
+    ("    chain head", "broker.repositories.audit", "head_of"),
+    ("    event hash", "broker.services.audit.writing", "record_hash"),
+    ("    event + key rows insert", "broker.repositories.audit", "append"),
+]
+
+
+def _time_stages() -> dict[str, float]:
+    """Wrap each step of STAGES to add its thread CPU time to the returned totals (seconds)."""
+    spent: dict[str, float] = {}
+
+    def wrap(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                t0 = time.thread_time()
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    spent[label] = spent.get(label, 0.0) + time.thread_time() - t0
+
+            return timed_async
+
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.thread_time() - t0
+
+        return timed
+
+    for label, module, attr in STAGES:
+        mod = importlib.import_module(module)
+        setattr(mod, attr, wrap(label, getattr(mod, attr)))
+    return spent
 
 
 async def _drive(app: Any, scope: dict[str, Any], body: bytes) -> int:
@@ -65,9 +123,13 @@ def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]], query: by
     }
 
 
-async def _run(route: str, n: int, token: str, admin: str, profile: str | None, concurrency: int) -> None:
+async def _run(
+    route: str, n: int, token: str, admin: str, profile: str | None, concurrency: int, stages: bool
+) -> None:
     from broker.config import get_settings
     from broker.main import build_runtime, create_app
+
+    spent = _time_stages() if stages else None
 
     app = create_app(build_runtime(get_settings()))
     base = f"/v1/projects/{http_read.PROJECT}/environments/{http_read.ENV}"
@@ -106,6 +168,8 @@ async def _run(route: str, n: int, token: str, admin: str, profile: str | None, 
         if status != 200:
             sys.exit(f"{route}: status {status}")
     prof = cProfile.Profile() if profile else None
+    if spent is not None:
+        spent.clear()
     c0, w0 = time.process_time(), time.perf_counter()
     if prof:
         prof.enable()
@@ -127,6 +191,9 @@ async def _run(route: str, n: int, token: str, admin: str, profile: str | None, 
         f"{route}: {n} requests, cpu {cpu / n * 1e3:.3f} ms/request, wall {wall / n * 1e3:.3f} ms/request,"
         f" statuses {dict(sorted(statuses.items()))}"
     )
+    if spent is not None:
+        for label, _, _ in STAGES:
+            print(f"  {label:<30} {spent.get(label, 0.0) / n * 1e3:.3f} ms/request")
     if prof and profile:
         prof.dump_stats(profile)
         pstats.Stats(profile).sort_stats("tottime").print_stats(35)
@@ -146,7 +213,10 @@ def main() -> None:
         action="store_true",
         help="on a throwaway durable PostgreSQL cluster instead of SQLite",
     )
+    parser.add_argument("--stages", action="store_true", help="CPU time of each step of the read's unit")
     args = parser.parse_args()
+    if args.stages and args.route != "read":
+        parser.error("--stages: only for --route read")
     with contextlib.ExitStack() as stack:
         url = None
         if args.postgresql:
@@ -189,7 +259,7 @@ def _prepare_and_run(args: argparse.Namespace, tmp: str, url: str | None) -> Non
     if url is not None:
         os.environ["STRONGROOM_DATABASE_URL"] = url
         os.environ["STRONGROOM_KEY_FILE"] = str(Path(tmp) / "keyring.json")
-    asyncio.run(_run(args.route, args.n, token, admin, args.profile, args.concurrency))
+    asyncio.run(_run(args.route, args.n, token, admin, args.profile, args.concurrency, args.stages))
 
 
 if __name__ == "__main__":

@@ -318,10 +318,16 @@ def server_cli(*args: str) -> list[str]:
 
 
 def start_broker(
-    tmp: Path, postgres: str | None, *, workers: int = 1, extra_env: dict[str, str] | None = None
+    tmp: Path,
+    postgres: str | None,
+    *,
+    workers: int = 1,
+    extra_env: dict[str, str] | None = None,
+    tree: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     """Start `strongroom-server serve` on a free port with its data in `tmp`; on PostgreSQL the first
-    broker in `tmp` generates the keyring, migrates and bootstraps, later ones share them."""
+    broker in `tmp` generates the keyring, migrates and bootstraps, later ones share them. `tree`: run
+    the broker from that source tree (another checkout, to compare) instead of this one."""
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     data_dir = tmp / "data"
@@ -332,12 +338,18 @@ def start_broker(
         "STRONGROOM_PORT": str(port),
         **(extra_env or {}),
     }
+    cwd = None
+    if tree is not None:
+        # `python -m` puts the working directory first on the path: run from the tree itself.
+        env["PYTHONPATH"], cwd = str(tree), str(tree)
     if postgres:
         key_file = tmp / "keyring.json"
         env |= {"STRONGROOM_DATABASE_URL": postgres, "STRONGROOM_KEY_FILE": str(key_file)}
         setup = [["keys", "generate", "--out", str(key_file)], ["db", "upgrade"], ["bootstrap"]]
         for cmd in [] if key_file.exists() else setup:
-            done = subprocess.run(server_cli(*cmd), env=env, capture_output=True, text=True, check=False)
+            done = subprocess.run(
+                server_cli(*cmd), env=env, cwd=cwd, capture_output=True, text=True, check=False
+            )
             if done.returncode != 0:
                 sys.exit(f"strongroom-server {' '.join(cmd)} failed: {done.stderr.strip()}")
     log = tmp / f"server-{port}.log"

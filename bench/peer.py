@@ -26,6 +26,11 @@ pg 2w/1w >= 1.3. Exit status 1 if a target is missed or a request failed. Beside
 other side's CPU per request over this side's (the database's included), the throughput ratio there would
 be if CPU were the only limit; on a shared, loaded machine it moves less than throughput does.
 
+``--works read`` (or write, env50) runs only those. ``--against TREE`` also starts brokers from another
+source tree (a checkout of main, say: ``git worktree add /tmp/main main``) on the same database kinds,
+reading the same way in the same rounds, and prints this tree's read over that tree's: a change measured
+against the code it replaces under the same load.
+
 Load generator: `wrk` when installed (``apt-get install wrk``; not needed in CI), 1 thread, bounded by
 time; tokens go to it in a 0600 Lua file, never on argv. Otherwise the asyncio generator of
 bench/http_read.py, bounded by a request count and a time cap.
@@ -60,7 +65,8 @@ PROJECT = "microblog"
 ONE = "DATABASE_URL"
 ENV_VALUES = 50
 WRITE_NAMES = 64
-TARGETS = {"read": 1.5, "write": 0.7, "env50": 0.7, "pg 2w/1w": 1.3}
+TARGETS = {"read": 1.5, "write": 0.7, "env50": 0.7, "pg 2w/1w": 1.3, "against": 1.0}
+WORKS = ("read", "write", "env50")
 READ_POLICY = 'path "secret/data/bench/*" { capabilities = ["read"] }'
 WRITE_POLICY = 'path "secret/data/bench/*" { capabilities = ["create", "update"] }'
 AUDIT_CONFIG = 'audit "file" "bench" {{\n  options {{\n    file_path = "{path}"\n  }}\n}}\n'
@@ -315,15 +321,24 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32, help="concurrent connections (default 32)")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "asyncio"], default="auto")
     parser.add_argument(
-        "--cases", default="read,write,env50,workers", help="read, write, env50, workers (default: all)"
+        "--works", default=",".join(WORKS), help="read, write, env50 or several, comma-separated (all)"
+    )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="TREE",
+        help="also run the read on brokers from this source tree (another checkout, say main's), "
+        "interleaved, and print this tree's read over that tree's (no regression: >= 1.0)",
     )
     args = parser.parse_args()
-    wanted = {c.strip() for c in args.cases.split(",") if c.strip()}
-    if not wanted or wanted - {"read", "write", "env50", "workers"}:
-        sys.exit("--cases: give read, write, env50 and/or workers, comma-separated")
     databases = [d.strip() for d in args.databases.split(",") if d.strip()]
     if not databases or set(databases) - {"sqlite", "postgresql"}:
         sys.exit("--databases: give sqlite, postgresql or both, comma-separated")
+    works = {w.strip() for w in args.works.split(",") if w.strip()}
+    if not works or works - set(WORKS):
+        sys.exit(f"--works: give {', '.join(WORKS)} or several, comma-separated")
+    if args.against is not None and not (args.against / "broker" / "cli.py").is_file():
+        sys.exit(f"--against: {args.against} is not a Strongroom source tree (no broker/cli.py)")
     http_read.CONNECTIONS = args.connections
     wrk = shutil.which("wrk") if args.loadgen in ("auto", "wrk") else None
     if args.loadgen == "wrk" and wrk is None:
@@ -344,7 +359,7 @@ def main() -> int:
             assert "bench/" in listed["data"], "the file audit device is not on"
             bao_server = Server("openbao", bao.pid)
             for case, work in bao_works(bao).items():
-                if case in wanted:
+                if case in works:
                     sides[(case, "openbao")] = (bao_server, work)
             extra = {"STRONGROOM_TOKEN_TTL": str(4 * 3600)}
             try:
@@ -353,10 +368,28 @@ def main() -> int:
                     procs.append(proc)
                     server = Server("sqlite", proc.pid)
                     for case, work in broker_works(port, *broker_tokens(port, data_dir)).items():
-                        if case not in wanted:
-                            continue
-                        sides[(case, "sqlite")] = (server, work)
-                        cases.append((f"{case} SQLite / OpenBao", case, f"{case}/sqlite", f"{case}/openbao"))
+                        if case in works:
+                            sides[(case, "sqlite")] = (server, work)
+                            cases.append(
+                                (f"{case} SQLite / OpenBao", case, f"{case}/sqlite", f"{case}/openbao")
+                            )
+                    if args.against is not None and "read" in works:
+                        proc, port, data_dir = http_read.start_broker(
+                            tmp / "sqlite-against", None, extra_env=extra, tree=args.against
+                        )
+                        procs.append(proc)
+                        sides[("read", "sqlite-against")] = (
+                            Server("sqlite-against", proc.pid),
+                            broker_works(port, *broker_tokens(port, data_dir))["read"],
+                        )
+                        cases.append(
+                            (
+                                "read SQLite: this tree / --against",
+                                "against",
+                                "read/sqlite",
+                                "read/sqlite-against",
+                            )
+                        )
                 if cluster is not None:
                     cluster.psql("CREATE DATABASE bench")
                     url = cluster.url("bench").replace("postgresql+asyncpg://", "postgresql://")
@@ -366,20 +399,39 @@ def main() -> int:
                     tokens = broker_tokens(port, data_dir)
                     server = Server("pg1", proc.pid, postmaster)
                     for case, work in broker_works(port, *tokens).items():
-                        if case not in wanted and not (case == "read" and "workers" in wanted):
-                            continue
-                        sides[(case, "pg1")] = (server, work)
-                        if case not in wanted:
-                            continue
-                        cases.append((f"{case} PostgreSQL / OpenBao", case, f"{case}/pg1", f"{case}/openbao"))
-                if cluster is not None and "workers" in wanted:
-                    proc2, port2, _ = http_read.start_broker(tmp / "pg", url, workers=2, extra_env=extra)
-                    procs.append(proc2)
-                    sides[("read", "pg2")] = (
-                        Server("pg2", proc2.pid, postmaster),
-                        broker_works(port2, *tokens)["read"],
-                    )
-                    cases.append(("read PostgreSQL 2 workers / 1", "pg 2w/1w", "read/pg2", "read/pg1"))
+                        if case in works:
+                            sides[(case, "pg1")] = (server, work)
+                            cases.append(
+                                (f"{case} PostgreSQL / OpenBao", case, f"{case}/pg1", f"{case}/openbao")
+                            )
+                    if "read" in works:
+                        proc2, port2, _ = http_read.start_broker(tmp / "pg", url, workers=2, extra_env=extra)
+                        procs.append(proc2)
+                        sides[("read", "pg2")] = (
+                            Server("pg2", proc2.pid, postmaster),
+                            broker_works(port2, *tokens)["read"],
+                        )
+                        cases.append(("read PostgreSQL 2 workers / 1", "pg 2w/1w", "read/pg2", "read/pg1"))
+                    if args.against is not None and "read" in works:
+                        # Its own database: the other tree migrates and bootstraps it itself.
+                        cluster.psql("CREATE DATABASE bench_against")
+                        url = cluster.url("bench_against").replace("postgresql+asyncpg://", "postgresql://")
+                        proc, port, data_dir = http_read.start_broker(
+                            tmp / "pg-against", url, extra_env=extra, tree=args.against
+                        )
+                        procs.append(proc)
+                        sides[("read", "pg1-against")] = (
+                            Server("pg1-against", proc.pid, postmaster),
+                            broker_works(port, *broker_tokens(port, data_dir))["read"],
+                        )
+                        cases.append(
+                            (
+                                "read PostgreSQL: this tree / --against",
+                                "against",
+                                "read/pg1",
+                                "read/pg1-against",
+                            )
+                        )
                 run_rounds(bench, sides, args.rounds)
             finally:
                 for proc in procs:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 from starlette.types import ASGIApp
 
 from broker.api import docs, errors
@@ -29,6 +30,9 @@ from broker.services.audit import runner as audit_runner
 from broker.services.metrics import Metrics
 from broker.services.ratelimit import SlidingLimiter
 from broker.services.runtime import Runtime, utcnow
+
+# FastAPI's native telemetry, all three signals off (see create_app).
+NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 def build_runtime(settings: Settings, *, create_dev_keys: bool = False) -> Runtime:
@@ -111,14 +115,17 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
         redoc_url=None,
         # `/secrets/` (an empty name) must be refused, not redirected to another route.
         redirect_slashes=False,
+        # FastAPI's own OpenTelemetry spans would carry each request's path and query string (secret
+        # names); the broker observes requests itself, by route template (api/observe.py). Off, it also
+        # no longer asks the three global providers on every request.
+        telemetry=NO_TELEMETRY,
     )
     app.state.runtime = runtime
     app.state.metrics = metrics
-    app.add_route("/docs", docs.docs_endpoint("/openapi.json", app.title), include_in_schema=False)
-    app.add_route("/docs/oauth2-redirect", docs.oauth2_redirect, include_in_schema=False)
     errors.install(app)
-    # The router tries routes in order: the most requested ones (reading a secret) go first. No two
-    # routes' templates match the same path, so the order changes nothing else.
+    # The router tries routes in order: the most requested ones (reading a secret) go first, the docs
+    # pages after every API route. No two routes' templates match the same path, so the order changes
+    # nothing else.
     for router in (
         secrets.router,
         health.router,
@@ -130,6 +137,8 @@ def create_app(runtime: Runtime, *, check_schema: bool = True) -> ASGIApp:
         audit_routes.router,
     ):
         app.include_router(router)
+    app.add_route("/docs", docs.docs_endpoint("/openapi.json", app.title), include_in_schema=False)
+    app.add_route("/docs/oauth2-redirect", docs.oauth2_redirect, include_in_schema=False)
     app.router.routes.append(console_mount(runtime))
     return ObservedEdge(app, runtime, metrics, log_requests=runtime.settings.logs_requests)
 

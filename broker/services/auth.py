@@ -377,6 +377,7 @@ class Found:
 
     locked_until: float | None
     token: repo.TokenByHash | None
+    digest: bytes  # the well-formed header's keyed hash the token row was looked up by
 
 
 async def authenticate_in(
@@ -392,7 +393,7 @@ async def authenticate_in(
         wait = rt.limiter.wait_from([found.locked_until])
     if wait:
         return RateLimited("too many failed authentications from this address; retry later", retry_after=wait)
-    digest = bearer_digest(rt, authorization)
+    digest = found.digest if found is not None else bearer_digest(rt, authorization)
     if digest is None:
         decision: Actor | Refusal = Refusal(Kind.UNAUTHENTICATED, "missing or malformed token")
     else:

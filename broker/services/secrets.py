@@ -151,7 +151,8 @@ async def _read_in(
     # writes anything (a spent use, a counted failure).
     row, found = None, None
     digest = bearer_digest(rt, authorization)
-    if _valid(project, environment, name) and (version is None or version >= 1):
+    valid = _valid(project, environment, name)
+    if valid and (version is None or version >= 1):
         if digest is not None:
             got = await repo.read_with_token(
                 tx,
@@ -162,7 +163,7 @@ async def _read_in(
                 name=name,
                 version=version,
             )
-            row, found = got.read, Found(got.locked_until, got.token)
+            row, found = got.read, Found(got.locked_until, got.token, digest)
         else:
             row = await repo.read_one(
                 tx, project=project, environment=environment, name=name, version=version
@@ -173,7 +174,11 @@ async def _read_in(
     if isinstance(actor, BrokerError):
         return actor
     try:
-        _check(ctx, "secret.reveal" if reveal else "secret.read", project, environment, name)
+        action = "secret.reveal" if reveal else "secret.read"
+        if valid:  # checked above: only name what the request is about
+            ctx.about(action, project=project, environment=environment, secret_name=name)
+        else:
+            _check(ctx, action, project, environment, name)  # raises, naming the field
         require(actor, Action.READ, project, environment, key=name)
         store = stores.choose(rt, project=project, environment=environment, name=name)
         if isinstance(store, UpstreamStore):

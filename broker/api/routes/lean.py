@@ -74,6 +74,8 @@ class _Param:
     default: Any
     copy_default: bool
     validate_default: bool
+    # A `str` with no constraint: validating a str returns it unchanged, so a str is taken as it is.
+    plain_str: bool = False
 
     def value(self, source: Mapping[str, Any], values: dict[str, Any], errors: list[Any]) -> None:
         """Validate this parameter from `source` into `values`, or add its errors."""
@@ -84,6 +86,9 @@ class _Param:
             raw: Any = source.getlist(key)
         else:
             raw = source.get(key)
+            if self.plain_str and type(raw) is str:
+                values[self.name] = raw
+                return
         loc = (self.location, key)
         if raw is None or (self.sequence and len(raw) == 0):
             if self.required:
@@ -117,6 +122,7 @@ def _param(field: ModelField) -> _Param | None:
         default=default,
         copy_default=not isinstance(default, _IMMUTABLE) and default is not PydanticUndefined,
         validate_default=bool(info.validate_default),
+        plain_str=info.annotation is str and not info.metadata and not sequence,
     )
 
 

@@ -421,9 +421,7 @@ async def _finish(
             ctx, exc.reason, f"id_token: the provider's ID token was refused ({exc.reason})"
         ) from None
     for role in config.roles:
-        matched = oidc.match_claims(
-            verified.claims, role.patterns(), glob=role.bound_claims_type == "glob", lists=True
-        )
+        matched = oidc.match_person(verified.claims, role.patterns(), glob=role.bound_claims_type == "glob")
         if matched is not None:
             break
     else:

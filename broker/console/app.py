@@ -203,7 +203,7 @@ async def show_login(page: Page) -> Response:
 async def do_login(page: Page) -> Response:
     """Exchange client credentials for a short-lived broker token kept in the session cookie."""
     form = page.form or {}
-    nonce = page.request.cookies.get(security.LOGIN_COOKIE)
+    nonce = security.cookie(page.request, security.LOGIN_COOKIE)
     if not nonce:
         raise Forbidden("csrf: the sign-in form expired or was not sent by this console; reload it")
     security.check_csrf(form.get("nonce"), nonce)

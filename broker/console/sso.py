@@ -29,9 +29,7 @@ COOKIE_PATH = security.PATH + "/sso"
 
 
 def _clear(page: app.Page, response: Response) -> None:
-    response.delete_cookie(
-        COOKIE, path=COOKIE_PATH, httponly=True, samesite="lax", secure=security.cookie_secure(page.request)
-    )
+    security.clear_cookie(page.request, response, COOKIE, path=COOKIE_PATH, samesite="lax")
 
 
 def next_page(path: str | None) -> str:
@@ -66,14 +64,14 @@ async def start(page: app.Page) -> Response:
         page.rt, page.ctx, next_path=next_page(page.request.query_params.get("next"))
     )
     response = RedirectResponse(begun.url, status_code=303)
-    response.set_cookie(
+    security.set_cookie(
+        page.request,
+        response,
         COOKIE,
         begun.cookie,
         max_age=oidc.SSO_WINDOW,
         path=COOKIE_PATH,
-        httponly=True,
         samesite="lax",  # the provider's redirect back is a cross-site GET (see the module's docstring)
-        secure=security.cookie_secure(page.request),
     )
     return response
 
@@ -95,7 +93,7 @@ async def callback(page: app.Page) -> Response:
         done = await oidc.sso_finish(
             page.rt,
             page.ctx,
-            cookie=page.request.cookies.get(COOKIE),
+            cookie=security.cookie(page.request, COOKIE),
             params=dict(page.request.query_params),
             max_ttl=security.SESSION_TTL,
         )

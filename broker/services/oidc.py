@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio.to_thread
+from anyio import CapacityLimiter
+from anyio.lowlevel import RunVar
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from broker.domain import oidc
@@ -38,7 +40,25 @@ from broker.services.auth import IssuedToken, _issue, keyed_hash
 from broker.services.runtime import Runtime
 
 MAX_MATCHED_TEXT = 400
+# Worker threads that may wait on identity providers at once (discovery, key sets, code exchanges): their
+# own pool, so a slow provider cannot take every thread of anyio's default pool the broker shares.
+PROVIDER_THREADS = 8
 _T = TypeVar("_T")
+_provider_threads: RunVar[CapacityLimiter] = RunVar("strongroom_provider_threads")
+
+
+def provider_limiter() -> CapacityLimiter:
+    """The event loop's limiter of provider calls (PROVIDER_THREADS at once), made on first use."""
+    try:
+        return _provider_threads.get()
+    except LookupError:
+        limiter = CapacityLimiter(PROVIDER_THREADS)
+        _provider_threads.set(limiter)
+        return limiter
+
+
+async def _provider_call(call: Callable[[], _T]) -> _T:
+    return await anyio.to_thread.run_sync(call, limiter=provider_limiter())
 
 
 def _refuse(ctx: RequestContext, reason: str) -> Unauthenticated:
@@ -130,7 +150,7 @@ async def _verified(
 
     async def keys_of(force: bool) -> dict[str, Any]:
         try:
-            return await anyio.to_thread.run_sync(lambda: fetch(force))
+            return await _provider_call(lambda: fetch(force))
         except FetchFailed as exc:
             ctx.reason = f"oidc: {exc}"
             raise Unavailable(f"{exc}; no token was issued") from None
@@ -299,7 +319,7 @@ async def sso_begin(rt: Runtime, ctx: RequestContext, *, next_path: str) -> Sign
     ctx.about("auth.sso-start")
     provider = _console(rt)
     try:
-        endpoints = await anyio.to_thread.run_sync(provider.endpoints)
+        endpoints = await _provider_call(provider.endpoints)
     except FetchFailed as exc:
         ctx.reason = f"oidc: {exc}"
         raise Unavailable(f"{exc}; try again later or sign in with client credentials") from None
@@ -436,7 +456,7 @@ async def _exchange(
     again = "start again from the sign-in page"
     now = rt.clock()
     try:
-        token = await anyio.to_thread.run_sync(lambda: provider.redeem(code, verifier=verifier))
+        token = await _provider_call(lambda: provider.redeem(code, verifier=verifier))
     except sso.CodeRefused as exc:
         raise refuse_sign_in(ctx, exc.reason, f"code: {exc.reason}; {again}") from None
     except FetchFailed as exc:

@@ -126,11 +126,16 @@ def login_page(page: Page, *, status: int, message: str | None = None) -> Respon
     return response
 
 
-def error_page(page: Page, exc: BrokerError) -> Response:
-    """The page for an error: its sentence (safe to show: it never quotes a value) and its status."""
+def error_page(page: Page, exc: BrokerError, *, end_session: bool = True) -> Response:
+    """The page for an error: its sentence (safe to show: it never quotes a value) and its status; the
+    audit's reason is the sentence unless the refusal named one. A refused session ends (its cookie is
+    cleared) unless `end_session` is False: a refusal that did not look at the session leaves it be."""
+    if page.ctx.reason is None:
+        page.ctx.reason = exc.message
     if isinstance(exc, Unauthenticated):
         response = login_page(page, status=401, message=exc.message)
-        security.clear_cookie(page.request, response, security.SESSION_COOKIE)
+        if end_session:
+            security.clear_cookie(page.request, response, security.SESSION_COOKIE)
         return response
     status = _status_of(exc)
     response = render(page, "error.html", status=status, message=exc.message, status_code=status)
@@ -177,8 +182,6 @@ def endpoint(rt: Runtime, method: str, path: str, handler: Handler, *, session: 
                     security.check_csrf(page.form.get("csrf"), security.csrf_token(rt, page.who.accessor))
             return await handler(page)
         except BrokerError as exc:
-            if page.ctx.reason is None:
-                page.ctx.reason = exc.message
             return error_page(page, exc)
         except Exception as exc:
             # The type only: an exception's message may quote input (as in api/errors.py).
@@ -200,7 +203,7 @@ async def show_login(page: Page) -> Response:
 async def do_login(page: Page) -> Response:
     """Exchange client credentials for a short-lived broker token kept in the session cookie."""
     form = page.form or {}
-    nonce = page.request.cookies.get(security.LOGIN_COOKIE)
+    nonce = security.cookie(page.request, security.LOGIN_COOKIE)
     if not nonce:
         raise Forbidden("csrf: the sign-in form expired or was not sent by this console; reload it")
     security.check_csrf(form.get("nonce"), nonce)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
+from typing import Literal
 from urllib.parse import urlsplit
 
 from starlette.datastructures import MutableHeaders
@@ -81,27 +82,57 @@ def cookie_secure(request: Request) -> bool:
     return not (request.url.scheme == "http" and _loopback(host))
 
 
-def set_cookie(request: Request, response: Response, name: str, value: str, *, max_age: int) -> None:
-    """An HttpOnly, SameSite=Strict cookie limited to the console's path."""
+def cookie_name(request: Request, name: str) -> str:
+    """A console cookie's name as the browser holds it: `__Secure-<name>` when the cookie is Secure, so
+    a plain-HTTP answer (or a sibling host's) can neither set nor shadow it; the plain name on loopback
+    over plain HTTP. (`__Host-` would need Path=/; the console's cookies are limited to /console.)"""
+    return f"__Secure-{name}" if cookie_secure(request) else name
+
+
+def cookie(request: Request, name: str) -> str | None:
+    """The value of a console cookie the browser sent, or None."""
+    return request.cookies.get(cookie_name(request, name))
+
+
+def set_cookie(
+    request: Request,
+    response: Response,
+    name: str,
+    value: str,
+    *,
+    max_age: int,
+    path: str = PATH,
+    samesite: Literal["strict", "lax"] = "strict",
+) -> None:
+    """An HttpOnly cookie (SameSite=Strict unless told, limited to the console's path unless told)."""
     response.set_cookie(
-        name,
+        cookie_name(request, name),
         value,
         max_age=max_age,
-        path=PATH,
+        path=path,
         httponly=True,
-        samesite="strict",
+        samesite=samesite,
         secure=cookie_secure(request),
     )
 
 
-def clear_cookie(request: Request, response: Response, name: str) -> None:
+def clear_cookie(
+    request: Request,
+    response: Response,
+    name: str,
+    *,
+    path: str = PATH,
+    samesite: Literal["strict", "lax"] = "strict",
+) -> None:
     """Tell the browser to forget a console cookie."""
-    response.delete_cookie(name, path=PATH, httponly=True, samesite="strict", secure=cookie_secure(request))
+    response.delete_cookie(
+        cookie_name(request, name), path=path, httponly=True, samesite=samesite, secure=cookie_secure(request)
+    )
 
 
 def bearer(request: Request) -> str | None:
     """The session cookie as the Authorization header the API's token check reads (None: no session)."""
-    token = request.cookies.get(SESSION_COOKIE)
+    token = cookie(request, SESSION_COOKIE)
     return f"Bearer {token}" if token else None
 
 

@@ -29,9 +29,7 @@ COOKIE_PATH = security.PATH + "/sso"
 
 
 def _clear(page: app.Page, response: Response) -> None:
-    response.delete_cookie(
-        COOKIE, path=COOKIE_PATH, httponly=True, samesite="lax", secure=security.cookie_secure(page.request)
-    )
+    security.clear_cookie(page.request, response, COOKIE, path=COOKIE_PATH, samesite="lax")
 
 
 def next_page(path: str | None) -> str:
@@ -42,6 +40,7 @@ def next_page(path: str | None) -> str:
         path is None
         or not _PAGE.fullmatch(path)
         or "//" in path
+        or "/./" in path + "/"
         or "/../" in path + "/"
         or path.startswith((security.PATH + "/sso", security.PATH + "/login"))
     ):
@@ -65,32 +64,43 @@ async def start(page: app.Page) -> Response:
         page.rt, page.ctx, next_path=next_page(page.request.query_params.get("next"))
     )
     response = RedirectResponse(begun.url, status_code=303)
-    response.set_cookie(
+    security.set_cookie(
+        page.request,
+        response,
         COOKIE,
         begun.cookie,
         max_age=oidc.SSO_WINDOW,
         path=COOKIE_PATH,
-        httponly=True,
         samesite="lax",  # the provider's redirect back is a cross-site GET (see the module's docstring)
-        secure=security.cookie_secure(page.request),
     )
     return response
 
 
 async def callback(page: app.Page) -> Response:
-    """The provider's answer: a session for the mapped role, or the sign-in page saying why not."""
+    """The provider's answer: a session for the mapped role, or the sign-in page saying why not.
+
+    A refusal leaves the browser's session cookie alone: any page can send a browser here (a cross-site
+    GET), and it must not be able to sign a person out. So does a request that is not for a page (an
+    image, a script: `Sec-Fetch-Dest` other than `document`), refused before anything is looked at."""
     try:
+        dest = page.request.headers.get("sec-fetch-dest")
+        if dest is not None and dest != "document":
+            raise oidc.refuse_sign_in(
+                page.ctx,
+                "the callback was not opened as a page",
+                "Sec-Fetch-Dest: the sign-in answer opens only as a page; start again from the sign-in page",
+            )
         done = await oidc.sso_finish(
             page.rt,
             page.ctx,
-            cookie=page.request.cookies.get(COOKIE),
+            cookie=security.cookie(page.request, COOKIE),
             params=dict(page.request.query_params),
             max_ttl=security.SESSION_TTL,
         )
     except BrokerError as exc:
         # The pre-login cookie stays: a forged answer (a state that is not ours) must not end the sign-in
         # under way, and once used the cookie opens nothing (the sign-in is registered as used).
-        return app.error_page(page, exc)
+        return app.error_page(page, exc, end_session=False)
     issued = done.issued
     lifetime = max(1, int((issued.info.expires_at - page.rt.clock()).total_seconds()))
     response = app.render(page, "sso_done.html", target=next_page(done.next_path))

@@ -162,19 +162,23 @@ def verify(
 
 
 def match_claims(
-    claims: Mapping[str, Any], bound: Mapping[str, Sequence[str]], *, glob: bool, lists: bool = False
+    claims: Mapping[str, Any],
+    bound: Mapping[str, Sequence[str]],
+    *,
+    glob: bool,
+    lists: frozenset[str] = frozenset(),
 ) -> dict[str, str] | None:
     """The bound claims and the values that matched, or None when any bound claim does not match.
 
     Every bound claim must be present as a string (or a number or boolean, compared as its JSON text) and
-    equal one of its allowed values (or, with `glob`, match one of them as a case-sensitive glob). With
-    `lists` (a person's ID token: `groups`), a claim holding a list matches when one of its items does,
-    and that item is reported; a workload token's list claim never matches.
+    equal one of its allowed values (or, with `glob`, match one of them as a case-sensitive glob). A claim
+    named in `lists` (a person's `groups`) may hold a list, and matches when one of its items does (that
+    item is reported); any other claim holding a list never matches.
     """
     matched: dict[str, str] = {}
     for name, patterns in bound.items():
         value = claims.get(name)
-        items = value[:_MAX_ITEMS] if lists and isinstance(value, list) else [value]
+        items = value[:_MAX_ITEMS] if name in lists and isinstance(value, list) else [value]
         found = next(
             (
                 text
@@ -188,6 +192,21 @@ def match_claims(
             return None
         matched[name] = found
     return matched
+
+
+# The claims of a person's ID token that hold several values by nature: only these match item by item.
+PERSON_LIST_CLAIMS = frozenset({"groups", "roles", "amr"})
+
+
+def match_person(
+    claims: Mapping[str, Any], bound: Mapping[str, Sequence[str]], *, glob: bool
+) -> dict[str, str] | None:
+    """Whether a person's ID token matches a console role's bound claims (as match_claims, with lists only
+    in PERSON_LIST_CLAIMS); a role bound on `email` also needs `email_verified` to be the JSON boolean true,
+    since a provider may let anyone type an address it never checked."""
+    if "email" in bound and claims.get("email_verified") is not True:
+        return None
+    return match_claims(claims, bound, glob=glob, lists=PERSON_LIST_CLAIMS)
 
 
 _MAX_ITEMS = 1000

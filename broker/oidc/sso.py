@@ -23,6 +23,9 @@ from broker.oidc.upstream import FetchFailed, Upstream
 
 MAX_BYTES = 64 * 1024
 DISCOVERY_AGE = 3600.0
+# A failed discovery is answered from memory this long: a provider that is down is not asked again by
+# every click on "Sign in with ..." (each of which would hold a worker thread for the whole timeout).
+FAILURE_AGE = 30.0
 KEYS = "console"
 _ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -82,21 +85,31 @@ class ConsoleProvider:
         )
         self._lock = threading.Lock()
         self._found: tuple[Endpoints, float] | None = None
+        self._failed: tuple[str, float] | None = None
         self.jwks: JwksCache | None = None
         self._keys_url: str | None = None
 
     def endpoints(self) -> Endpoints:
-        """The provider's endpoints (blocking: run it in a worker thread), rediscovered hourly; FetchFailed."""
+        """The provider's endpoints (blocking: run it in a worker thread), rediscovered hourly; FetchFailed,
+        repeated without asking the provider again for FAILURE_AGE seconds."""
         with self._lock:
             if self._found is not None and self.clock() - self._found[1] < DISCOVERY_AGE:
                 return self._found[0]
+            if self._failed is not None and self.clock() - self._failed[1] < FAILURE_AGE:
+                raise FetchFailed(self._failed[0])
         url = self.config.issuer.rstrip("/") + "/.well-known/openid-configuration"
-        _status, doc = self.upstream.json(
-            "GET", url, field="issuer", what="the discovery document", max_bytes=MAX_BYTES
-        )
-        found = self._check(doc)
+        try:
+            _status, doc = self.upstream.json(
+                "GET", url, field="issuer", what="the discovery document", max_bytes=MAX_BYTES
+            )
+            found = self._check(doc)
+        except FetchFailed as exc:
+            with self._lock:
+                self._failed = (str(exc), self.clock())
+            raise
         with self._lock:
             self._found = (found, self.clock())
+            self._failed = None
             if self.jwks is None or self._keys_url != found.jwks:
                 issuer = Issuer(
                     issuer=self.config.issuer,

@@ -22,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import anyio.to_thread
+from anyio import CapacityLimiter
+from anyio.lowlevel import RunVar
 from sqlalchemy.exc import IntegrityError as DbIntegrityError
 
 from broker.domain import oidc
@@ -38,7 +40,25 @@ from broker.services.auth import IssuedToken, _issue, keyed_hash
 from broker.services.runtime import Runtime
 
 MAX_MATCHED_TEXT = 400
+# Worker threads that may wait on identity providers at once (discovery, key sets, code exchanges): their
+# own pool, so a slow provider cannot take every thread of anyio's default pool the broker shares.
+PROVIDER_THREADS = 8
 _T = TypeVar("_T")
+_provider_threads: RunVar[CapacityLimiter] = RunVar("strongroom_provider_threads")
+
+
+def provider_limiter() -> CapacityLimiter:
+    """The event loop's limiter of provider calls (PROVIDER_THREADS at once), made on first use."""
+    try:
+        return _provider_threads.get()
+    except LookupError:
+        limiter = CapacityLimiter(PROVIDER_THREADS)
+        _provider_threads.set(limiter)
+        return limiter
+
+
+async def _provider_call(call: Callable[[], _T]) -> _T:
+    return await anyio.to_thread.run_sync(call, limiter=provider_limiter())
 
 
 def _refuse(ctx: RequestContext, reason: str) -> Unauthenticated:
@@ -130,7 +150,7 @@ async def _verified(
 
     async def keys_of(force: bool) -> dict[str, Any]:
         try:
-            return await anyio.to_thread.run_sync(lambda: fetch(force))
+            return await _provider_call(lambda: fetch(force))
         except FetchFailed as exc:
             ctx.reason = f"oidc: {exc}"
             raise Unavailable(f"{exc}; no token was issued") from None
@@ -142,17 +162,29 @@ async def _verified(
         return check(await keys_of(True))
 
 
-async def _limited(rt: Runtime, ctx: RequestContext, attempt: Callable[[], Awaitable[_T]]) -> _T:
-    keys = [f"addr:{ctx.source_addr}"]
-    wait = await rt.limiter.retry_after(keys)
+def _limiter_keys(ctx: RequestContext) -> list[str]:
+    return [f"addr:{ctx.source_addr}"]
+
+
+async def _not_locked_out(rt: Runtime, ctx: RequestContext) -> None:
+    wait = await rt.limiter.retry_after(_limiter_keys(ctx))
     if wait:
         raise RateLimited("too many failed authentications; retry later", retry_after=wait)
+
+
+async def _counted(rt: Runtime, ctx: RequestContext, attempt: Callable[[], Awaitable[_T]]) -> _T:
+    """`attempt`, its refusal counted as a failed login against the address."""
     try:
         return await attempt()
     except Unauthenticated:
         # Counted after the transaction: the count stays although the transaction rolls back.
-        await rt.limiter.record(keys)
+        await rt.limiter.record(_limiter_keys(ctx))
         raise
+
+
+async def _limited(rt: Runtime, ctx: RequestContext, attempt: Callable[[], Awaitable[_T]]) -> _T:
+    await _not_locked_out(rt, ctx)
+    return await _counted(rt, ctx, attempt)
 
 
 async def login(rt: Runtime, ctx: RequestContext, *, role: str, token: str) -> IssuedToken:
@@ -287,7 +319,7 @@ async def sso_begin(rt: Runtime, ctx: RequestContext, *, next_path: str) -> Sign
     ctx.about("auth.sso-start")
     provider = _console(rt)
     try:
-        endpoints = await anyio.to_thread.run_sync(provider.endpoints)
+        endpoints = await _provider_call(provider.endpoints)
     except FetchFailed as exc:
         ctx.reason = f"oidc: {exc}"
         raise Unavailable(f"{exc}; try again later or sign in with client credentials") from None
@@ -325,9 +357,13 @@ async def sso_finish(
     """Finish a sign-in at the callback: check the state against the browser's pre-login cookie, use the
     sign-in once, exchange the code (with the PKCE verifier and the client secret), verify the ID token as
     the workload login does plus its nonce, map its claims to the first matching console role and issue a
-    token of that role's scopes, at most `max_ttl` seconds. Every outcome is one `auth.sso` event."""
+    token of that role's scopes, at most `max_ttl` seconds. Every outcome is one `auth.sso` event.
+
+    Only a refused code exchange or ID token counts as a failed login against the address: a refusal
+    before the browser's pre-login cookie and the state matched guesses nothing (the state is a keyed
+    hash), and counting it would let any web page lock an address out with a cross-site image."""
     ctx.about(SSO_ACTION)
-    return await _limited(rt, ctx, lambda: _finish(rt, ctx, cookie=cookie, params=params, max_ttl=max_ttl))
+    return await _finish(rt, ctx, cookie=cookie, params=params, max_ttl=max_ttl)
 
 
 def _shown(text: str) -> str:
@@ -335,7 +371,8 @@ def _shown(text: str) -> str:
     return "".join(c for c in " ".join(text.split()) if c.isprintable())[:200]
 
 
-def _refused(ctx: RequestContext, reason: str, message: str) -> SignInRefused:
+def refuse_sign_in(ctx: RequestContext, reason: str, message: str) -> SignInRefused:
+    """A sign-in refused: `reason` for the audit, `message` for the person (neither holds a value)."""
     ctx.reason = f"oidc: {reason}"
     return SignInRefused(message)
 
@@ -349,7 +386,7 @@ async def _finish(
     found = _login_id(rt, cookie)
     now = rt.clock()
     if found is None:
-        raise _refused(
+        raise refuse_sign_in(
             ctx,
             "no sign-in started in this browser",
             f"state: no sign-in was started in this browser; {again}",
@@ -357,32 +394,35 @@ async def _finish(
     login_id, started, next_path = found
     # The answer may reach another replica, whose clock may be a little behind the one that started.
     if not timedelta(seconds=-config.leeway) <= now - started <= timedelta(seconds=SSO_WINDOW):
-        raise _refused(
+        raise refuse_sign_in(
             ctx, "sign-in expired", f"state: the sign-in took longer than {SSO_WINDOW // 60} minutes; {again}"
         )
     state, nonce, verifier = _derived(rt, login_id)
     sent = params.get("state", "")
     if not sent or not hmac.compare_digest(sent.encode(), state.encode()):
-        raise _refused(
+        raise refuse_sign_in(
             ctx, "state mismatch", f"state: the answer does not belong to this browser's sign-in; {again}"
         )
     if "iss" in params and params["iss"] != config.issuer:
         # RFC 9207: the answer names the provider that sent it; another one is a mix-up attack.
-        raise _refused(
+        raise refuse_sign_in(
             ctx, "the answer names another issuer", f"iss: the answer comes from another provider; {again}"
         )
     if "error" in params:
         code = sso.error_code(params.get("error"))
         # What the provider says is shown (escaped, bounded) to the person; the audit keeps the code only.
         said = _shown(params.get("error_description", ""))
-        raise _refused(
+        raise refuse_sign_in(
             ctx,
             f"the provider answered {code}",
             f"{config.label} did not sign you in ({code})" + (f": {said}" if said else ""),
         )
     code = params.get("code", "")
     if not code or len(code) > 2048:
-        raise _refused(ctx, "no code in the answer", f"code: the provider's answer carries no code; {again}")
+        raise refuse_sign_in(
+            ctx, "no code in the answer", f"code: the provider's answer carries no code; {again}"
+        )
+    await _not_locked_out(rt, ctx)  # before the sign-in is used up: a person locked out may retry it later
     async with rt.engine.begin() as conn:
         # Used once, whatever happens next: a replayed answer never reaches the provider again.
         fresh = await replays.remember_jti(
@@ -393,11 +433,32 @@ async def _finish(
             now=now,
         )
     if not fresh:
-        raise _refused(ctx, "replayed callback", f"state: this sign-in was already used; {again}")
+        raise refuse_sign_in(ctx, "replayed callback", f"state: this sign-in was already used; {again}")
+    return await _counted(
+        rt,
+        ctx,
+        lambda: _exchange(rt, ctx, provider, code=code, login=(nonce, verifier, next_path), max_ttl=max_ttl),
+    )
+
+
+async def _exchange(
+    rt: Runtime,
+    ctx: RequestContext,
+    provider: ConsoleProvider,
+    *,
+    code: str,
+    login: tuple[str, str, str],
+    max_ttl: int,
+) -> SignedIn:
+    """Redeem the code, verify the ID token, map its claims to a console role and issue the session's token."""
+    config = provider.config
+    nonce, verifier, next_path = login
+    again = "start again from the sign-in page"
+    now = rt.clock()
     try:
-        token = await anyio.to_thread.run_sync(lambda: provider.redeem(code, verifier=verifier))
+        token = await _provider_call(lambda: provider.redeem(code, verifier=verifier))
     except sso.CodeRefused as exc:
-        raise _refused(ctx, exc.reason, f"code: {exc.reason}; {again}") from None
+        raise refuse_sign_in(ctx, exc.reason, f"code: {exc.reason}; {again}") from None
     except FetchFailed as exc:
         ctx.reason = f"oidc: {exc}"
         raise Unavailable(f"{exc}; no session was opened") from None
@@ -417,18 +478,16 @@ async def _finish(
     try:
         verified = await _verified(ctx, token, fetch=lambda force: provider.keys(force=force), check=check)
     except oidc.Refused as exc:
-        raise _refused(
+        raise refuse_sign_in(
             ctx, exc.reason, f"id_token: the provider's ID token was refused ({exc.reason})"
         ) from None
     for role in config.roles:
-        matched = oidc.match_claims(
-            verified.claims, role.patterns(), glob=role.bound_claims_type == "glob", lists=True
-        )
+        matched = oidc.match_person(verified.claims, role.patterns(), glob=role.bound_claims_type == "glob")
         if matched is not None:
             break
     else:
         _client_id, who = principal_name(config.name, verified.subject)
-        raise _refused(
+        raise refuse_sign_in(
             ctx,
             f"no console role matches the claims of {who}",
             f"your {config.label} account is not mapped to any console role; ask an admin to add it "
@@ -446,7 +505,7 @@ async def _finish(
             scopes=role.scopes,
             ttl=min(role.ttl, max_ttl),
             reason=f"oidc console role {role.name}; matched {text}",
-            refuse=lambda reason: _refused(
+            refuse=lambda reason: refuse_sign_in(
                 ctx, reason, "this account is disabled on the broker; ask an admin"
             ),
         )

@@ -153,6 +153,11 @@ def test_the_client_secret_file_must_be_private_and_hold_the_secret_alone(
         ("/console/login", "/console/"),
         ("/console/audit?x=1", "/console/"),
         ("/console/a\\b", "/console/"),
+        ("/console/./sso/callback", "/console/"),  # would sign the person out again
+        ("/console/./login", "/console/"),
+        ("/console/audit/.", "/console/"),
+        ("/console/..", "/console/"),
+        ("/console/.well-known", "/console/.well-known"),  # a name starting with a dot is no dot segment
     ],
 )
 def test_after_signing_in_only_a_console_page_is_opened(asked: str | None, opened: str) -> None:

@@ -8,7 +8,7 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
-from broker.domain.oidc import Refused, UnknownKey, header_of, match_claims, verify
+from broker.domain.oidc import Refused, UnknownKey, header_of, match_claims, match_person, verify
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
 KEY = ECKey.generate_key("P-256", parameters={"kid": "k"})
@@ -106,9 +106,44 @@ def test_a_browser_sign_ins_nonce_and_authorized_party() -> None:
 def test_list_claims_match_by_item_only_when_asked() -> None:
     claims = {"groups": ["staff", "strongroom-auditors"], "email": "ada@x.test"}
     bound = {"groups": ["strongroom-*"]}
-    assert match_claims(claims, bound, glob=True, lists=True) == {"groups": "strongroom-auditors"}
+    groups = frozenset({"groups"})
+    assert match_claims(claims, bound, glob=True, lists=groups) == {"groups": "strongroom-auditors"}
     assert match_claims(claims, bound, glob=True) is None  # a workload role never matches a list
-    assert match_claims(claims, {"groups": ["admins"]}, glob=False, lists=True) is None
-    assert match_claims({"groups": [{"x": 1}, 5]}, {"groups": ["5"]}, glob=False, lists=True) == {
+    assert match_claims(claims, {"groups": ["admins"]}, glob=False, lists=groups) is None
+    assert match_claims({"groups": [{"x": 1}, 5]}, {"groups": ["5"]}, glob=False, lists=groups) == {
         "groups": "5"
+    }
+    assert match_person(claims, bound, glob=True) == {"groups": "strongroom-auditors"}
+
+
+def test_a_person_matches_by_item_only_in_claims_that_hold_several_values() -> None:
+    """A list in `email` or `email_verified` is not several addresses or answers: it never matches."""
+    verified = {"email_verified": True}
+    assert (
+        match_person(
+            {"email": ["a@x.test", "boss@x.test"], **verified}, {"email": ["boss@x.test"]}, glob=False
+        )
+        is None
+    )
+    assert match_person({"email_verified": [False, True]}, {"email_verified": ["true"]}, glob=False) is None
+    assert match_person({"hd": ["x.test"]}, {"hd": ["x.test"]}, glob=True) is None
+    assert match_person({"roles": ["a", "ops"]}, {"roles": ["ops"]}, glob=False) == {"roles": "ops"}
+    assert match_person({"amr": ["pwd", "mfa"]}, {"amr": ["mfa"]}, glob=False) == {"amr": "mfa"}
+
+
+def test_a_role_bound_on_email_needs_email_verified_to_be_json_true() -> None:
+    bound = {"email": ["boss@corp.example"]}
+    address = {"email": "boss@corp.example"}
+    assert match_person({**address, "email_verified": True}, bound, glob=False) == {
+        "email": "boss@corp.example"
+    }
+    for unverified in (False, "true", ["true"], [True], 1, None):
+        assert match_person({**address, "email_verified": unverified}, bound, glob=False) is None, unverified
+    assert match_person(address, bound, glob=False) is None  # no email_verified claim at all
+    # Binding email_verified to the string "true" does not admit the string: the role is bound on email.
+    spelled = {"email": ["boss@corp.example"], "email_verified": ["true"]}
+    assert match_person({**address, "email_verified": "true"}, spelled, glob=False) is None
+    # A role not bound on email does not look at email_verified.
+    assert match_person({"groups": ["ops"], "email_verified": False}, {"groups": ["ops"]}, glob=False) == {
+        "groups": "ops"
     }

@@ -92,6 +92,40 @@ def test_session_cookie_attributes_on_loopback_http_and_elsewhere(console: Conso
     assert "Secure" in login and "HttpOnly" in login
 
 
+def test_off_loopback_the_console_cookies_are_named_with_the_secure_prefix(console: Console) -> None:
+    """Secure cookies are `__Secure-` names (a plain-HTTP answer cannot set one); loopback keeps plain names."""
+    site = "https://console.example.org"
+    remote = TestClient(console.client.app, base_url=site)
+    remote.portal = console.client.portal
+    page = remote.get("/console/login")
+    login_cookie = page.headers["set-cookie"]
+    assert login_cookie.startswith(f"__Secure-{security.LOGIN_COOKIE}=") and "Secure" in login_cookie
+    r = remote.post(
+        "/console/login",
+        data={
+            "nonce": form_value(page.text, "nonce"),
+            "client_id": "admin",
+            "client_secret": console.admin_secret,
+        },
+        headers={"Origin": site},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    session = next(c for c in r.headers.get_list("set-cookie") if "=srt_" in c)
+    assert session.startswith(f"__Secure-{security.SESSION_COOKIE}=srt_") and "Secure" in session
+    assert remote.get("/console/").status_code == 200  # the prefixed cookie is the one read back
+    token = remote.cookies.get(f"__Secure-{security.SESSION_COOKIE}")
+    assert token
+    # Under its plain name (as a plain-HTTP answer or a sibling host could plant it) it opens nothing there.
+    planted = TestClient(console.client.app, base_url=site)
+    planted.portal = console.client.portal
+    planted.cookies.set(security.SESSION_COOKIE, token, domain="console.example.org", path="/console")
+    assert planted.get("/console/", follow_redirects=False).status_code == 401
+    # On loopback over plain HTTP the names stay plain.
+    b = console.sign_in("admin", console.admin_secret)
+    assert b.cookies.get(security.SESSION_COOKIE) and f"__Secure-{security.SESSION_COOKIE}" not in b.cookies
+
+
 def test_logout_revokes_the_session_token(console: Console) -> None:
     b = console.sign_in("admin", console.admin_secret)
     token = b.cookies.get(security.SESSION_COOKIE)

@@ -37,6 +37,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from broker.main import build_runtime, create_app
+from broker.services.auth import bootstrap_admin
 from tests.conftest import keyring_json, make_settings, need
 from tests.e2e.conftest import BrokerProcess, start, stop
 from tests.e2e.console.conftest import ORIGIN, Console
@@ -170,8 +171,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 "STRONGROOM_OIDC_FILE": str(
                     _oidc_file(root, provider.issuer, f"http://127.0.0.1:{port}/console/sso/callback", secret)
                 ),
-                # Every refused sign-in counts against the address, as any failed login does; this module
-                # refuses more than the default 10 from 127.0.0.1 on purpose.
+                # A refused code exchange or ID token counts against the address, as any failed login
+                # does; this module refuses more than the default 10 from 127.0.0.1 on purpose.
                 "STRONGROOM_AUTH_FAILURE_LIMIT": "1000",
             },
         )
@@ -376,6 +377,65 @@ def test_a_late_answer_or_a_tampered_pre_login_cookie_is_refused(
         r = client.get(back, follow_redirects=False)
         assert r.status_code == 200, r.text  # the same answer in time: neither refusal used it up
         assert "strongroom_console=srt_" in r.headers["set-cookie"]
+
+
+def test_refused_code_exchanges_count_against_the_address_and_the_lock_out_is_audited(
+    lab: Lab, db_url: str, tmp_path: Path
+) -> None:
+    """In process, from an address of its own with the default limit (10): an answer whose cookie and
+    state match but whose code the provider refuses is a failed login; past the limit the address is
+    locked out, and the locked-out callback's event says why."""
+    oidc_file = _oidc_file(tmp_path, lab.provider.issuer, IN_PROCESS_CALLBACK, lab.secret)
+    rt = build_runtime(make_settings(db_url, tmp_path, oidc_file=oidc_file))
+    with TestClient(create_app(rt), base_url=ORIGIN, client=("10.0.0.7", 50000)) as client:
+        client.headers["User-Agent"] = BROWSER_UA
+        for _ in range(10):
+            r = client.get("/console/sso/start", follow_redirects=False)
+            state = parse_qs(urlsplit(r.headers["location"]).query)["state"][0]
+            r = client.get("/console/sso/callback?" + urlencode({"state": state, "code": "not-a-code"}))
+            assert r.status_code == 401 and "code:" in _message(r.text)
+        r = client.get("/console/sso/start", follow_redirects=False)
+        state = parse_qs(urlsplit(r.headers["location"]).query)["state"][0]
+        r = client.get("/console/sso/callback?" + urlencode({"state": state, "code": "not-a-code"}))
+        assert r.status_code == 429 and r.headers["retry-after"]
+        r = client.post("/v1/auth/token", json={"client_id": "admin", "client_secret": "wrong"})
+        assert r.status_code == 429
+        # The trail, read from another address (this one is locked out of the API too).
+        other = TestClient(client.app, base_url=ORIGIN, client=("10.0.0.9", 50000))
+        other.portal = client.portal
+        secret = other.portal.call(bootstrap_admin, rt).client_secret
+        token = other.post("/v1/auth/token", json={"client_id": "admin", "client_secret": secret}).json()[
+            "token"
+        ]
+        r = other.get(
+            "/v1/audit/events",
+            params={"action": "auth.sso", "limit": "2"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    locked, refused = r.json()["events"]
+    assert (locked["outcome"], locked["reason"]) == ("denied", "too many failed authentications; retry later")
+    assert refused["reason"].startswith("oidc: ")  # the provider's refusal of the code, named
+
+
+def test_off_loopback_the_pre_login_cookie_is_named_with_the_secure_prefix(lab: Lab) -> None:
+    """A broker reached by a host name (as behind a TLS proxy) sets and reads `__Secure-strongroom_console_sso`."""
+    named = {"Host": f"broker.example:{urlsplit(lab.broker.url).port}"}
+    http = lab.browser()
+    r = http.get(f"{lab.broker.url}/console/sso/start", headers=named, allow_redirects=False, timeout=30)
+    assert r.status_code == 303, r.text
+    cookie = r.headers["set-cookie"]
+    assert cookie.startswith("__Secure-strongroom_console_sso=") and "Secure" in cookie
+    value = cookie.split(";")[0].split("=", 1)[1]
+    state = parse_qs(urlsplit(r.headers["location"]).query)["state"][0]
+    answer = f"{lab.callback}?{urlencode({'state': state, 'error': 'access_denied'})}"
+    for name, said in (
+        ("strongroom_console_sso", "no sign-in was started in this browser"),  # the plain name is not read
+        ("__Secure-strongroom_console_sso", "did not sign you in (access_denied)"),
+    ):
+        r = requests.get(
+            answer, headers={**named, "Cookie": f"{name}={value}"}, allow_redirects=False, timeout=30
+        )
+        assert r.status_code == 401 and said in _message(r.text), r.text
 
 
 @pytest.mark.parametrize(

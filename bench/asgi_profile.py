@@ -194,7 +194,7 @@ async def _run(
         f" statuses {dict(sorted(statuses.items()))}"
     )
     if spent is not None:
-        for label, _, _ in STAGES:
+        for label in dict.fromkeys(label for label, _, _ in STAGES):
             print(f"  {label:<30} {spent.get(label, 0.0) / n * 1e3:.3f} ms/request")
     if prof and profile:
         prof.dump_stats(profile)

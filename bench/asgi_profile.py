@@ -37,18 +37,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import http_read
 
 # The read's steps: (label, module, attribute looked up by the caller). Indented labels run inside the
-# one above.
+# one above. A step the tree lacks is left out (so another checkout's tree can be timed the same way).
 STAGES = [
     ("unit of work", "broker.db.units", "drive"),
     ("  token + secret statement", "broker.repositories.secrets", "read_with_token"),
     ("  token decision", "broker.services.secrets", "authenticate_in"),
     ("  binding check", "broker.services.secrets", "served_as"),
-    ("  decrypt", "broker.services.secrets", "_open_local"),
+    ("  decrypt", "broker.services.secrets", "open_local"),
     ("  value fingerprint", "broker.services.audit", "saw_value"),
     ("  audit event", "broker.services.audit", "record_in"),
     ("    event shape", "broker.services.audit.writing", "shape"),
     ("    chain head", "broker.repositories.audit", "head_of"),
-    ("    event hash", "broker.services.audit.writing", "record_hash"),
+    ("    event hash", "broker.services.audit.writing", "link_hash"),
+    ("    event hash", "broker.services.audit.writing", "record_hash"),  # before link_hash
     ("    event + key rows insert", "broker.repositories.audit", "append"),
 ]
 
@@ -82,7 +83,8 @@ def _time_stages() -> dict[str, float]:
 
     for label, module, attr in STAGES:
         mod = importlib.import_module(module)
-        setattr(mod, attr, wrap(label, getattr(mod, attr)))
+        if hasattr(mod, attr):
+            setattr(mod, attr, wrap(label, getattr(mod, attr)))
     return spent
 
 
@@ -192,7 +194,7 @@ async def _run(
         f" statuses {dict(sorted(statuses.items()))}"
     )
     if spent is not None:
-        for label, _, _ in STAGES:
+        for label in dict.fromkeys(label for label, _, _ in STAGES):
             print(f"  {label:<30} {spent.get(label, 0.0) / n * 1e3:.3f} ms/request")
     if prof and profile:
         prof.dump_stats(profile)

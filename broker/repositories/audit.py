@@ -80,14 +80,15 @@ HEAD = Statement(
         .limit(1)
     )
 )
-# The event; on SQLite returning its id, for its key rows (linked at once, in the same transaction).
-APPEND_EVENT = Statement(lambda: _event_insert().returning(audit_events.c.id))
+# The event, linked (SQLite: it is linked at once, in the same transaction as its key rows).
+APPEND_EVENT = Statement(_event_insert)
 # PostgreSQL: the event alone, unlinked (a plain insert, so concurrent units' events go in one group);
 # its key rows are written by the chainer when it links it (`link_keys`).
 APPEND_UNLINKED = Statement(lambda: _event_insert().inline())
+# A key row of the linked event `seq`, found by its unique seq (no id returned to the caller and sent back).
 APPEND_KEY = Statement(
     lambda: insert(audit_event_keys).values(
-        event_id=bindparam("event_id"),
+        event_id=select(audit_events.c.id).where(audit_events.c.seq == bindparam("seq")).scalar_subquery(),
         seq=bindparam("seq"),
         project=bindparam("project"),
         environment=bindparam("environment"),
@@ -100,16 +101,17 @@ async def append(tx: Tx, event: Mapping[str, Any], keys: Sequence[TouchedKey] = 
     """Insert one event (column values, already shaped by the audit service; never a value), in the
     unit's transaction. A linked event (with its seq) gets the keys it touched (the index of
     `audit list --name`) in the same transaction; an unlinked one gets them when the chainer links it."""
-    if event.get("seq") is None:
+    seq = event.get("seq")
+    if seq is None:
         await tx.append(APPEND_UNLINKED, event)
         return
-    row = await tx.one(APPEND_EVENT, event)
-    if keys:
-        assert row is not None
-        seq = event["seq"]
+    await tx.execute(APPEND_EVENT, event)
+    if len(keys) == 1:  # a read's one key: a plain statement is cheaper than a batch of one
+        p, e, n = keys[0]
+        await tx.execute(APPEND_KEY, {"seq": seq, "project": p, "environment": e, "name": n})
+    elif keys:
         await tx.execute_many(
-            APPEND_KEY,
-            [{"event_id": row[0], "seq": seq, "project": p, "environment": e, "name": n} for p, e, n in keys],
+            APPEND_KEY, [{"seq": seq, "project": p, "environment": e, "name": n} for p, e, n in keys]
         )
 
 

@@ -29,7 +29,7 @@ from broker.audit.verify import ChainVerifier, Report
 from broker.errors import Invalid, Unavailable
 from broker.repositories import audit as audit_repo
 from broker.services.audit import other_sinks
-from broker.services.audit.events import BATCH, system_event, to_record
+from broker.services.audit.events import BATCH, link_hash, system_event, to_record
 from broker.services.audit.writing import record_system, touched_keys, write_events
 from broker.services.runtime import Runtime
 
@@ -71,10 +71,9 @@ async def chain(
                 head = prev or GENESIS
                 rows = await audit_repo.pending(conn, limit=BATCH)
                 links = []
-                names = rows[0]._fields if rows else ()
                 for row in rows:
                     seq += 1
-                    digest = record_hash(to_record(row, names=names, seq=seq, prev_hash=head))
+                    digest = link_hash(row._mapping, seq=seq, prev_hash=head)
                     links.append((int(row.id), seq, head, digest))
                     head = digest
                 if links:

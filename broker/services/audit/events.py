@@ -4,15 +4,17 @@ values, and the canonical record the chain hashes and the exports carry."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from broker.audit import canonical
-from broker.audit.canonical import JSON_FIELDS, canonical_json, format_time
+from broker.audit.canonical import FIELDS, JSON_FIELDS, RECORD_FORMAT, canonical_json, format_time
 from broker.domain.request import RequestContext, ValueSeen
+from broker.domain.scopes import Scope
 
 BATCH = 1000  # rows per database round trip when linking, searching, verifying or exporting
 OUTCOMES = ("ok", "denied", "invalid", "error")
@@ -89,6 +91,12 @@ def _values_json(values: Sequence[ValueSeen]) -> str | None:
     return canonical_json(items).decode("ascii")
 
 
+@functools.lru_cache(maxsize=1024)
+def _scopes_json(scopes: tuple[Scope, ...]) -> str:
+    # A token's scopes are the same in every event of its requests: encoded once per token (and process).
+    return canonical_json([s.to_json() for s in scopes]).decode("ascii")
+
+
 def shape(ctx: RequestContext, *, outcome: str, status: int, now: datetime) -> dict[str, Any]:
     """The request's event as column values (clipped, cleaned; never a value, only fingerprints)."""
     actor = ctx.actor
@@ -99,7 +107,7 @@ def shape(ctx: RequestContext, *, outcome: str, status: int, now: datetime) -> d
         "actor_type": _text(actor.principal_type, "actor_type") if actor else "anonymous",
         "actor_name": _text(actor.name, "actor_name") if actor else None,
         "token_accessor": _text(actor.accessor, "token_accessor") if actor else None,
-        "scopes": canonical_json([s.to_json() for s in actor.scopes]).decode("ascii") if actor else None,
+        "scopes": _scopes_json(actor.scopes) if actor else None,
         "source_addr": _text(ctx.source_addr, "source_addr"),
         "user_agent": _text(ctx.user_agent, "user_agent"),
         "client_kind": _text(ctx.client_kind or client_kind(ctx.user_agent), "client_kind"),
@@ -185,3 +193,59 @@ def to_record(columns: Any, *, names: Sequence[str] | None = None, **chain: Any)
             out[key] = raw
     out.update(chain)
     return out
+
+
+# The constant parts of a record's canonical bytes, computed once: every field in the canonical (sorted)
+# order, its `"name":` prefix, and how its value is written (0 plain, 1 time, 2 JSON column, 3 seq,
+# 4 prev_hash: the last two come from the caller, not the columns).
+_DOMAIN = (RECORD_FORMAT + "\n").encode()
+_ORDER = tuple(
+    (
+        key,
+        f'"{key}":',
+        3
+        if key == "seq"
+        else 4
+        if key == "prev_hash"
+        else 1
+        if key == "occurred_at"
+        else 2
+        if key in JSON_FIELDS
+        else 0,
+    )
+    for key in sorted(FIELDS)
+)
+_encode_text = json.encoder.encode_basestring_ascii  # what the canonical encoder writes for a string
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_json_field(text: str) -> str:
+    # The canonical text of a JSON column as its record holds it (parsed, or the text when not JSON);
+    # scopes and fingerprints repeat from event to event, so most events find theirs here.
+    return canonical_json(_parse_json(text)).decode("ascii")
+
+
+def link_hash(columns: Mapping[Any, Any], *, seq: int, prev_hash: str) -> str:
+    """The chain hash of an event from its column values and its place in the chain: the same digest as
+    `record_hash(to_record(columns, seq=seq, prev_hash=prev_hash))` (a test holds them equal), written
+    straight from the columns in the canonical order instead of through a record and a sorting encoder."""
+    parts = []
+    for key, prefix, how in _ORDER:
+        raw: Any = seq if how == 3 else prev_hash if how == 4 else columns.get(key)
+        if raw is None:
+            continue
+        if how == 1:
+            raw = format_time(raw)
+        elif how == 2:
+            if type(raw) is str and len(raw) <= 4096:
+                parts.append(prefix + _canonical_json_field(raw))
+                continue
+            raw = _json_field(raw)
+        kind = type(raw)
+        if kind is str:
+            parts.append(prefix + _encode_text(raw))
+        elif kind is int:
+            parts.append(prefix + int.__repr__(raw))
+        else:  # anything else (a list, a bool, a float) exactly as the canonical encoder writes it
+            parts.append(prefix + canonical_json(raw).decode("ascii"))
+    return hashlib.sha256(_DOMAIN + ("{" + ",".join(parts) + "}").encode("ascii")).hexdigest()

@@ -19,14 +19,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from broker.audit.canonical import GENESIS, record_hash
+from broker.audit.canonical import GENESIS
 from broker.audit.fingerprint import fingerprint
 from broker.db.units import ConnTx, MustWait, Tx
 from broker.domain.request import RequestContext, ValueSeen
 from broker.errors import Unavailable
 from broker.repositories import audit as audit_repo
 from broker.services.audit import other_sinks
-from broker.services.audit.events import json_or_text, outcome_for, shape, system_event, to_record
+from broker.services.audit.events import json_or_text, link_hash, outcome_for, shape, system_event
 from broker.services.runtime import Runtime
 
 log = logging.getLogger("strongroom.audit")
@@ -161,7 +161,7 @@ async def to_database(tx: Tx, rt: Runtime, events: Sequence[dict[str, Any]]) -> 
     prev = prev or GENESIS
     for event in events:
         seq += 1
-        digest = record_hash(to_record(event, seq=seq, prev_hash=prev))
+        digest = link_hash(event, seq=seq, prev_hash=prev)
         linked = {**event, "seq": seq, "prev_hash": prev, "hash": digest}
         await audit_repo.append(tx, linked, touched_keys(event))
         prev = digest

@@ -48,15 +48,6 @@ ENV_IDS = Statement(
         .where(projects.c.slug == bindparam("project"), environments.c.slug == bindparam("environment"))
     )
 )
-LOCK_SECRET = Statement(
-    lambda: (
-        _secret_row()
-        .where(secrets.c.environment_id == bindparam("env_id"), secrets.c.name == bindparam("name"))
-        .with_for_update()
-    )
-)
-
-
 LOCK_SECRET_AT = Statement(
     lambda: (
         select(projects.c.id, environments.c.id, *_secret_row().selected_columns)
@@ -78,8 +69,9 @@ LOCK_SECRET_AT = Statement(
 async def lock_secret_at(
     tx: Tx, project: str, environment: str, name: str
 ) -> tuple[int, int, LockedSecret] | None:
-    """(project id, environment id, the secret row locked as `lock_secret` does) by slugs and name in one
-    statement, or None when the environment or the secret does not exist (the caller tells which)."""
+    """(project id, environment id, the secret row) by slugs and name in one statement, the row locked
+    until the unit ends (PostgreSQL; SQLite's writer holds the one write lock): writers to one secret take
+    turns here. None when the environment or the secret does not exist (the caller tells which)."""
     row = await tx.one(LOCK_SECRET_AT, {"project": project, "environment": environment, "name": name})
     return (int(row[0]), int(row[1]), LockedSecret(*row[2:])) if row is not None else None
 
@@ -88,13 +80,6 @@ async def env_ids(tx: Tx, project: str, environment: str) -> tuple[int, int] | N
     """(project id, environment id) for the slugs, or None."""
     row = await tx.one(ENV_IDS, {"project": project, "environment": environment})
     return (int(row[0]), int(row[1])) if row is not None else None
-
-
-async def lock_secret(tx: Tx, env_id: int, name: str) -> LockedSecret | None:
-    """The secret row, locked until the unit ends (PostgreSQL; SQLite's writer holds the one write lock),
-    or None: writers to one secret take turns here."""
-    row = await tx.one(LOCK_SECRET, {"env_id": env_id, "name": name})
-    return LockedSecret(*row) if row is not None else None
 
 
 async def read_current(conn: AsyncConnection, env_id: int, name: str) -> DbRow | None:

@@ -42,9 +42,14 @@ from broker.services.stores.sealing import (
 
 async def _secret(tx: Tx, project: str, environment: str, name: str, *, lock: bool) -> LockedSecret:
     """The secret row (locked for a change); NotFound for a missing environment or secret."""
-    _, env_id = await require_environment(tx, project, environment)
-    find = repo.lock_secret if lock else repo.find_secret
-    sec = await find(tx, env_id, name)
+    if lock:
+        found = await repo.lock_secret_at(tx, project, environment, name)
+        sec = found[2] if found is not None else None
+        if sec is None:
+            await require_environment(tx, project, environment)  # which one is missing
+    else:
+        _, env_id = await require_environment(tx, project, environment)
+        sec = await repo.find_secret(tx, env_id, name)
     if sec is None:
         raise NotFound(f"{where(project, environment, name)}: no such secret")
     return sec

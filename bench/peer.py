@@ -28,8 +28,8 @@ be if CPU were the only limit; on a shared, loaded machine it moves less than th
 
 ``--works read`` (or write, env50) runs only those. ``--against TREE`` also starts brokers from another
 source tree (a checkout of main, say: ``git worktree add /tmp/main main``) on the same database kinds,
-reading the same way in the same rounds, and prints this tree's read over that tree's: a change measured
-against the code it replaces under the same load.
+running the same works (``--works``) in the same rounds, and prints this tree's figure over that tree's
+for each: a change measured against the code it replaces under the same load.
 
 Load generator: `wrk` when installed (``apt-get install wrk``; not needed in CI), 1 thread, bounded by
 time; tokens go to it in a 0600 Lua file, never on argv. Otherwise the asyncio generator of
@@ -327,8 +327,8 @@ def main() -> int:
         "--against",
         type=Path,
         metavar="TREE",
-        help="also run the read on brokers from this source tree (another checkout, say main's), "
-        "interleaved, and print this tree's read over that tree's (no regression: >= 1.0)",
+        help="also run the works on brokers from this source tree (another checkout, say main's), "
+        "interleaved, and print this tree's figure over that tree's (no regression: >= 1.0)",
     )
     args = parser.parse_args()
     databases = [d.strip() for d in args.databases.split(",") if d.strip()]
@@ -373,23 +373,23 @@ def main() -> int:
                             cases.append(
                                 (f"{case} SQLite / OpenBao", case, f"{case}/sqlite", f"{case}/openbao")
                             )
-                    if args.against is not None and "read" in works:
+                    if args.against is not None:
                         proc, port, data_dir = http_read.start_broker(
                             tmp / "sqlite-against", None, extra_env=extra, tree=args.against
                         )
                         procs.append(proc)
-                        sides[("read", "sqlite-against")] = (
-                            Server("sqlite-against", proc.pid),
-                            broker_works(port, *broker_tokens(port, data_dir))["read"],
-                        )
-                        cases.append(
-                            (
-                                "read SQLite: this tree / --against",
-                                "against",
-                                "read/sqlite",
-                                "read/sqlite-against",
-                            )
-                        )
+                        other = Server("sqlite-against", proc.pid)
+                        for case, work in broker_works(port, *broker_tokens(port, data_dir)).items():
+                            if case in works:
+                                sides[(case, "sqlite-against")] = (other, work)
+                                cases.append(
+                                    (
+                                        f"{case} SQLite: this tree / --against",
+                                        "against",
+                                        f"{case}/sqlite",
+                                        f"{case}/sqlite-against",
+                                    )
+                                )
                 if cluster is not None:
                     cluster.psql("CREATE DATABASE bench")
                     url = cluster.url("bench").replace("postgresql+asyncpg://", "postgresql://")
@@ -412,7 +412,7 @@ def main() -> int:
                             broker_works(port2, *tokens)["read"],
                         )
                         cases.append(("read PostgreSQL 2 workers / 1", "pg 2w/1w", "read/pg2", "read/pg1"))
-                    if args.against is not None and "read" in works:
+                    if args.against is not None:
                         # Its own database: the other tree migrates and bootstraps it itself.
                         cluster.psql("CREATE DATABASE bench_against")
                         url = cluster.url("bench_against").replace("postgresql+asyncpg://", "postgresql://")
@@ -420,18 +420,18 @@ def main() -> int:
                             tmp / "pg-against", url, extra_env=extra, tree=args.against
                         )
                         procs.append(proc)
-                        sides[("read", "pg1-against")] = (
-                            Server("pg1-against", proc.pid, postmaster),
-                            broker_works(port, *broker_tokens(port, data_dir))["read"],
-                        )
-                        cases.append(
-                            (
-                                "read PostgreSQL: this tree / --against",
-                                "against",
-                                "read/pg1",
-                                "read/pg1-against",
-                            )
-                        )
+                        other = Server("pg1-against", proc.pid, postmaster)
+                        for case, work in broker_works(port, *broker_tokens(port, data_dir)).items():
+                            if case in works:
+                                sides[(case, "pg1-against")] = (other, work)
+                                cases.append(
+                                    (
+                                        f"{case} PostgreSQL: this tree / --against",
+                                        "against",
+                                        f"{case}/pg1",
+                                        f"{case}/pg1-against",
+                                    )
+                                )
                 run_rounds(bench, sides, args.rounds)
             finally:
                 for proc in procs:

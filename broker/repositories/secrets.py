@@ -48,26 +48,38 @@ ENV_IDS = Statement(
         .where(projects.c.slug == bindparam("project"), environments.c.slug == bindparam("environment"))
     )
 )
-LOCK_SECRET = Statement(
+LOCK_SECRET_AT = Statement(
     lambda: (
-        _secret_row()
-        .where(secrets.c.environment_id == bindparam("env_id"), secrets.c.name == bindparam("name"))
-        .with_for_update()
+        select(projects.c.id, environments.c.id, *_secret_row().selected_columns)
+        .select_from(
+            secrets.join(environments, environments.c.id == secrets.c.environment_id).join(
+                projects, projects.c.id == environments.c.project_id
+            )
+        )
+        .where(
+            projects.c.slug == bindparam("project"),
+            environments.c.slug == bindparam("environment"),
+            secrets.c.name == bindparam("name"),
+        )
+        .with_for_update(of=secrets)
     )
 )
+
+
+async def lock_secret_at(
+    tx: Tx, project: str, environment: str, name: str
+) -> tuple[int, int, LockedSecret] | None:
+    """(project id, environment id, the secret row) by slugs and name in one statement, the row locked
+    until the unit ends (PostgreSQL; SQLite's writer holds the one write lock): writers to one secret take
+    turns here. None when the environment or the secret does not exist (the caller tells which)."""
+    row = await tx.one(LOCK_SECRET_AT, {"project": project, "environment": environment, "name": name})
+    return (int(row[0]), int(row[1]), LockedSecret(*row[2:])) if row is not None else None
 
 
 async def env_ids(tx: Tx, project: str, environment: str) -> tuple[int, int] | None:
     """(project id, environment id) for the slugs, or None."""
     row = await tx.one(ENV_IDS, {"project": project, "environment": environment})
     return (int(row[0]), int(row[1])) if row is not None else None
-
-
-async def lock_secret(tx: Tx, env_id: int, name: str) -> LockedSecret | None:
-    """The secret row, locked until the unit ends (PostgreSQL; SQLite's writer holds the one write lock),
-    or None: writers to one secret take turns here."""
-    row = await tx.one(LOCK_SECRET, {"env_id": env_id, "name": name})
-    return LockedSecret(*row) if row is not None else None
 
 
 async def read_current(conn: AsyncConnection, env_id: int, name: str) -> DbRow | None:
@@ -353,6 +365,44 @@ async def bump_version(tx: Tx, secret_id: int, *, expected: int, sensitive: bool
     return await tx.execute(BUMP_VERSION, {**values, "now": now}) == 1
 
 
+def _advance() -> Any:
+    return (
+        update(secrets)
+        .where(secrets.c.id == bindparam("secret_id"), secrets.c.current_version == bindparam("expected"))
+        .values(
+            current_version=bindparam("version"),
+            sensitive=bindparam("sensitive"),
+            updated_at=bindparam("now"),
+            binding=bindparam("binding"),
+        )
+    )
+
+
+ADVANCE = Statement(_advance)
+
+
+def _advance_and_add() -> Any:
+    # PostgreSQL runs data-modifying CTEs: the bump and the insert go in one round trip, the insert
+    # taking its row only from a bump that happened (no row inserted when `expected` is stale).
+    bumped = _advance().returning(secrets.c.id).cte("bumped")
+    v = secret_versions.c
+    return insert(secret_versions).from_select(
+        ["secret_id", "version", "ciphertext", "wrapped_dek", "kek_id", "author_id", "created_at"],
+        select(
+            bumped.c.id,
+            bindparam("version", type_=v.version.type),
+            bindparam("ciphertext", type_=v.ciphertext.type),
+            bindparam("wrapped_dek", type_=v.wrapped_dek.type),
+            bindparam("kek_id", type_=v.kek_id.type),
+            bindparam("author_id", type_=v.author_id.type),
+            bindparam("now", type_=v.created_at.type),
+        ),
+    )
+
+
+ADVANCE_AND_ADD = Statement(_advance_and_add)
+
+
 async def add_version(
     tx: Tx,
     *,
@@ -364,21 +414,31 @@ async def add_version(
     author_id: int | None,
     now: datetime,
     binding: bytes,
-) -> None:
-    """Insert one sealed version, the secret's new current one, with the secret's new binding."""
-    await tx.execute(SET_BINDING, {"secret_id": secret_id, "binding": binding})
-    await tx.execute(
-        ADD_VERSION,
-        {
-            "secret_id": secret_id,
-            "version": version,
-            "ciphertext": ciphertext,
-            "wrapped_dek": wrapped_dek,
-            "kek_id": kek_id,
-            "author_id": author_id,
-            "now": now,
-        },
-    )
+    advance: tuple[int, bool] | None = None,
+) -> bool:
+    """Insert one sealed version, the secret's new current one, with the secret's new binding. With
+    `advance` (the current version it replaces, the secret's sensitivity), also move current_version from
+    that to `version`: False, and nothing written, if the secret is no longer at it."""
+    values = {
+        "secret_id": secret_id,
+        "version": version,
+        "ciphertext": ciphertext,
+        "wrapped_dek": wrapped_dek,
+        "kek_id": kek_id,
+        "author_id": author_id,
+        "now": now,
+        "binding": binding,
+    }
+    if advance is None:
+        await tx.execute(SET_BINDING, values)
+    else:
+        moved = {**values, "expected": advance[0], "sensitive": advance[1]}
+        if tx.dialect.name == "postgresql":
+            return await tx.execute(ADVANCE_AND_ADD, moved) == 1
+        if await tx.execute(ADVANCE, moved) != 1:
+            return False
+    await tx.execute(ADD_VERSION, values)
+    return True
 
 
 async def unbound_secrets(conn: AsyncConnection, *, after_id: int, limit: int) -> list[DbRow]:

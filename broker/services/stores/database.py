@@ -42,9 +42,14 @@ from broker.services.stores.sealing import (
 
 async def _secret(tx: Tx, project: str, environment: str, name: str, *, lock: bool) -> LockedSecret:
     """The secret row (locked for a change); NotFound for a missing environment or secret."""
-    _, env_id = await require_environment(tx, project, environment)
-    find = repo.lock_secret if lock else repo.find_secret
-    sec = await find(tx, env_id, name)
+    if lock:
+        found = await repo.lock_secret_at(tx, project, environment, name)
+        sec = found[2] if found is not None else None
+        if sec is None:
+            await require_environment(tx, project, environment)  # which one is missing
+    else:
+        _, env_id = await require_environment(tx, project, environment)
+        sec = await repo.find_secret(tx, env_id, name)
     if sec is None:
         raise NotFound(f"{where(project, environment, name)}: no such secret")
     return sec
@@ -306,9 +311,13 @@ async def _write_version(
     if audit.must_wait(rt, tx) or must_wait_to_seal(rt, tx):
         raise MustWait()
     now = rt.clock()
-    project_id, env_id = await require_environment(tx, project, environment)
-    sec = await repo.lock_secret(tx, env_id, name)
-    if sec is None:
+    # The common case (a new version of an existing secret) finds the environment and locks the row in
+    # one statement, then moves the version and inserts it in one more (one on PostgreSQL).
+    found = await repo.lock_secret_at(tx, project, environment, name)
+    if found is None:
+        project_id, env_id = await require_environment(tx, project, environment)
+        # A concurrent blind create that inserts the row first makes add_secret fail on the unique key:
+        # the write then runs again and finds the row (DatabaseStore.write).
         if cas not in (None, 0):
             raise Conflict(
                 f"{where(project, environment, name)}: cas {cas} is stale; the secret does not exist"
@@ -316,19 +325,27 @@ async def _write_version(
         secret_id = await repo.add_secret(tx, env_id=env_id, name=name, sensitive=sensitive, now=now)
         at = Place(project_id, project, env_id, environment, secret_id, name)
         version, created_at = 1, now
+        await store_version(tx, rt, at, version=version, data=data, author_id=actor.principal_id, now=now)
     else:
+        project_id, env_id, sec = found
         at = Place(project_id, project, env_id, environment, sec.id, name)
         served_as(rt, sec.binding, at, current_version=sec.current_version)
         if cas is not None and cas != sec.current_version:
             raise Conflict(
                 f"{where(project, environment, name)}: cas {cas} is stale; current version is {sec.current_version}"
             )
-        if not await repo.bump_version(
-            tx, sec.id, expected=sec.current_version, sensitive=sensitive, now=now
+        version, created_at = sec.current_version + 1, sec.created_at
+        if not await store_version(
+            tx,
+            rt,
+            at,
+            version=version,
+            data=data,
+            author_id=actor.principal_id,
+            now=now,
+            advance=(sec.current_version, sensitive),
         ):
             raise Conflict(f"{where(project, environment, name)}: changed concurrently; read it and retry")
-        version, created_at = sec.current_version + 1, sec.created_at
-    await store_version(tx, rt, at, version=version, data=data, author_id=actor.principal_id, now=now)
     ctx.version = version
     audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
     await audit.record_in(tx, rt, ctx)
@@ -351,10 +368,11 @@ async def _roll_back(
         raise MustWait()
     path = where(project, environment, name)
     now = rt.clock()
-    project_id, env_id = await require_environment(tx, project, environment)
-    sec = await repo.lock_secret(tx, env_id, name)
-    if sec is None:
+    found = await repo.lock_secret_at(tx, project, environment, name)
+    if found is None:
+        await require_environment(tx, project, environment)
         raise NotFound(f"{path}: no such secret")
+    project_id, env_id, sec = found
     at = Place(project_id, project, env_id, environment, sec.id, name)
     served_as(rt, sec.binding, at, current_version=sec.current_version)
     old = await repo.read_one(tx, project=project, environment=environment, name=name, version=version)
@@ -368,13 +386,17 @@ async def _roll_back(
     aad = at.aad(version)
     text = await open_sealed(rt, sealed, aad) if tx.can_wait else open_local(rt, sealed, aad)
     new_version = sec.current_version + 1
-    if not await repo.bump_version(
-        tx, sec.id, expected=sec.current_version, sensitive=sec.sensitive, now=now
+    if not await store_version(
+        tx,
+        rt,
+        at,
+        version=new_version,
+        data=text.encode(),
+        author_id=actor.principal_id,
+        now=now,
+        advance=(sec.current_version, sec.sensitive),
     ):
         raise Conflict(f"{path}: changed concurrently; retry")
-    await store_version(
-        tx, rt, at, version=new_version, data=text.encode(), author_id=actor.principal_id, now=now
-    )
     ctx.version = new_version
     audit.saw_value(rt, ctx, environment=environment, name=name, version=new_version, value=text)
     await audit.record_in(tx, rt, ctx)

@@ -123,11 +123,20 @@ async def _seal(rt: Runtime, data: bytes, aad: bytes) -> Sealed:
 
 
 async def store_version(
-    tx: Tx, rt: Runtime, at: Place, *, version: int, data: bytes, author_id: int, now: datetime
-) -> None:
-    """Seal `data` as version `version` of a secret and make it current, bound to what it is served as."""
+    tx: Tx,
+    rt: Runtime,
+    at: Place,
+    *,
+    version: int,
+    data: bytes,
+    author_id: int,
+    now: datetime,
+    advance: tuple[int, bool] | None = None,
+) -> bool:
+    """Seal `data` as version `version` of a secret and make it current, bound to what it is served as;
+    with `advance` (the version it replaces, the sensitivity), False if the secret moved on meanwhile."""
     sealed = await _seal(rt, data, at.aad(version))
-    await repo.add_version(
+    return await repo.add_version(
         tx,
         secret_id=at.secret_id,
         version=version,
@@ -137,4 +146,5 @@ async def store_version(
         author_id=author_id,
         now=now,
         binding=bind(rt, at, version=version),
+        advance=advance,
     )

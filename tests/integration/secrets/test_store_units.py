@@ -111,3 +111,77 @@ def test_a_refused_change_writes_nothing_and_is_audited_once(api: Api) -> None:
     for r in (again, missing):
         events = api.audit_for(r.headers["x-request-id"])
         assert len(events) == 1 and events[0]["outcome"] != "ok", events
+
+
+@pytest.fixture
+def secret_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the statements of broker.repositories.secrets that units run (through PgTx or SqliteTx)
+    while the test runs, in order."""
+    from broker.db import units
+    from broker.repositories import secrets as repo
+
+    names = {id(v): k for k, v in vars(repo).items() if isinstance(v, units.Statement)}
+    ran: list[str] = []
+    for cls in (units.PgTx, units.SqliteTx):
+        for method in ("one", "all", "execute", "execute_many"):
+            original = getattr(cls, method)
+
+            def counting(self: Any, st: Any, values: Any, _original: Any = original) -> Any:
+                if id(st) in names:
+                    ran.append(names[id(st)])
+                return _original(self, st, values)
+
+            monkeypatch.setattr(cls, method, counting)
+    return ran
+
+
+def test_a_new_version_is_two_statements_one_round_trip_each(api: Api, secret_statements: list[str]) -> None:
+    """Writing a new version of an existing secret finds the environment and locks the row in one
+    statement, then moves the version and inserts it in one more on PostgreSQL (two on SQLite, where a
+    statement is no round trip); the value reads back as the new version."""
+    assert api.put("common", "TRIPS", random_value()).status_code == 200
+    secret_statements.clear()
+    value = random_value()
+    r = api.put("common", "TRIPS", value)
+    assert r.status_code == 200 and r.json()["version"] == 2, r.text
+    if api.rt.engine.dialect.name == "postgresql":
+        assert secret_statements == ["LOCK_SECRET_AT", "ADVANCE_AND_ADD"]
+    else:
+        assert secret_statements == ["LOCK_SECRET_AT", "ADVANCE", "ADD_VERSION"]
+    assert api.value("common", "TRIPS") == value
+    assert sorted(api.versions("common", "TRIPS")) == [1, 2]
+
+
+def test_a_stale_advance_writes_nothing(api: Api) -> None:
+    """The version insert only follows a bump that happened: from a version the secret is no longer at,
+    `add_version` answers False and neither the secret row nor its versions change."""
+    from sqlalchemy import select
+
+    from broker.db.units import Tx
+    from broker.models import secret_versions
+    from broker.models import secrets as secrets_table
+    from broker.repositories import secrets as repo
+
+    assert api.put("common", "STALE", random_value()).status_code == 200
+    assert api.put("common", "STALE", random_value()).status_code == 200
+    (secret_id,) = api.query(select(secrets_table.c.id).where(secrets_table.c.name == "STALE"))[0]
+    before = api.stored()
+
+    async def unit(tx: Tx) -> bool:
+        return await repo.add_version(
+            tx,
+            secret_id=secret_id,
+            version=2,
+            ciphertext=b"x",
+            wrapped_dek=b"y",
+            kek_id="k",
+            author_id=None,
+            now=api.rt.clock(),
+            binding=b"z",
+            advance=(1, True),
+        )
+
+    assert api.run(api.rt.units.run, unit) is False
+    assert api.stored() == before
+    rows = api.query(select(secret_versions.c.version).where(secret_versions.c.secret_id == secret_id))
+    assert sorted(v for (v,) in rows) == [1, 2]

@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.audit.canonical import FIELDS, GENESIS, canonical_json, record_hash
-from broker.domain.request import RequestContext, ValueSeen
-from broker.services.audit.events import link_hash, shape, system_event, to_record
+from broker.domain.request import Actor, RequestContext, ValueSeen
+from broker.domain.scopes import scopes_from_json
+from broker.services.audit.events import CanonicalJson, link_hash, shape, system_event, to_record
 
 WHEN = datetime(2026, 12, 4, 22, 30, 1, 123456, tzinfo=UTC)
 HEAD = "ab" * 32
@@ -34,7 +35,7 @@ texts = st.text(st.characters(codec="utf-8"), max_size=40) | st.sampled_from(
     reason=st.none() | texts,
     version=st.none() | st.integers(min_value=0, max_value=2**62),
     prints=st.lists(
-        st.tuples(st.none() | texts, st.none() | texts, st.none() | st.integers(0, 9)), max_size=3
+        st.tuples(st.none() | texts, st.none() | texts, st.none() | st.integers(0, 9)), max_size=60
     ),
     seq=st.integers(min_value=1, max_value=2**62),
 )
@@ -51,7 +52,14 @@ def test_a_shaped_request_event_hashes_as_its_record(
     ctx.version, ctx.reason = version, reason
     ctx.values = [ValueSeen(e, n, v, "f" * 43) for e, n, v in prints]
     event = shape(ctx, outcome="ok", status=200, now=WHEN)
+    # The shaped JSON column is taken as written (no parse, no re-encoding): its own canonical form.
+    assert (event["fingerprints"] is None) == (not prints)
+    assert prints == [] or type(event["fingerprints"]) is CanonicalJson
     assert link_hash(event, seq=seq, prev_hash=HEAD) == reference(event, seq, HEAD)
+    # The same text read back from a database (a plain str) takes the parsing path: same digest.
+    if prints:
+        read_back = {**event, "fingerprints": str(event["fingerprints"])}
+        assert link_hash(read_back, seq=seq, prev_hash=HEAD) == reference(event, seq, HEAD)
 
 
 def test_a_system_event_and_the_first_link() -> None:
@@ -89,3 +97,19 @@ def test_every_field_counts() -> None:
         assert link_hash(changed, seq=3, prev_hash=HEAD) != first, key
     assert link_hash(base, seq=4, prev_hash=HEAD) != first
     assert link_hash(base, seq=3, prev_hash=GENESIS) != first
+
+
+def test_an_actors_scopes_hash_as_their_record() -> None:
+    scopes = scopes_from_json(
+        [
+            {"project": "shop", "environments": "prod*", "actions": ["read", "write"], "keys": ["B", "A"]},
+            {"project": "*", "environments": "*", "actions": ["read"], "deny": True},
+        ]
+    )
+    ctx = RequestContext("req-2", "GET", "/v1/x", "10.0.0.1", "ua", environment="prod", secret_name="K")
+    ctx.actor = Actor(7, "service", "deployer", 9, "acc", scopes)
+    event = shape(ctx, outcome="ok", status=200, now=WHEN)
+    assert type(event["scopes"]) is CanonicalJson
+    assert link_hash(event, seq=8, prev_hash=HEAD) == reference(event, 8, HEAD)
+    read_back = {**event, "scopes": str(event["scopes"])}
+    assert link_hash(read_back, seq=8, prev_hash=HEAD) == reference(event, 8, HEAD)

@@ -7,7 +7,8 @@ A unit of work is an `async def unit(tx)` whose only awaits are `tx` calls. `Uni
   and raises; a unit that must wait on something else (a remote key, a file sink) raises `MustWait`
   first and runs again in a transaction that may wait.
 - PostgreSQL (asyncpg): on an asyncpg connection, in a transaction (or, for a unit whose statements
-  need no atomicity across them, each statement committing by itself).
+  need no atomicity across them, each statement committing by itself; or, `run_one_statement`, reads
+  committing by themselves and the unit's change and its audit events in one statement, atomic alone).
 - Otherwise (in-memory SQLite, another driver, or a unit that must wait): in a SQLAlchemy transaction,
   through `ConnTx`, the same interface over an `AsyncConnection`; services that still hold an
   `AsyncConnection` use `ConnTx` too, so they share the token lookup and the audit appender.
@@ -254,6 +255,25 @@ class PgTx:
         await self.groups(p.sql).run(p.args(values))
 
 
+class PgOneStatement(PgTx):
+    """`Tx` for a unit that reads (each read committing by itself) and then writes in ONE statement, which
+    PostgreSQL runs atomically with no transaction block: its appends (its audit events) are held in
+    `held` rather than run, for the unit to write inside that statement."""
+
+    def __init__(self, dialect: Dialect, *, pool: PgConnections) -> None:
+        super().__init__(dialect, pool=pool)
+        self.held: list[dict[str, Any]] = []
+
+    async def append(self, st: Statement, values: Mapping[str, Any]) -> None:
+        """Hold the row for the unit's one statement (`take_held`)."""
+        self.held.append(dict(values))
+
+    def take_held(self) -> list[dict[str, Any]]:
+        """The rows appended so far, now the unit's to write."""
+        held, self.held = self.held, []
+        return held
+
+
 class ConnTx:
     """`Tx` over a SQLAlchemy `AsyncConnection` (its transaction, its driver): for units that must wait
     and for services that own an `AsyncConnection`."""
@@ -352,6 +372,25 @@ class Units:
             return await self.run_waiting(unit)
         except _INTEGRITY as exc:
             raise IntegrityViolation(type(exc).__name__) from None
+
+    @property
+    def one_statement(self) -> bool:
+        """Whether `run_one_statement` may be used (PostgreSQL through asyncpg)."""
+        return self.pg is not None
+
+    async def run_one_statement(self, unit: Callable[[PgOneStatement], Coroutine[Any, Any, T]]) -> T:
+        """Run `unit` outside a transaction block (PostgreSQL only): each read commits by itself and the
+        unit's one write statement carries its appends (see PgOneStatement); a unit that left one unwritten
+        is a bug and raises. MustWait propagates: the caller runs its ordinary unit instead."""
+        assert self.pg is not None
+        tx = PgOneStatement(self.dialect, pool=self.pg)
+        try:
+            result = await unit(tx)
+        except _INTEGRITY as exc:
+            raise IntegrityViolation(type(exc).__name__) from None
+        if tx.held:
+            raise RuntimeError("a one-statement unit of work left an audit event unwritten")
+        return result
 
     async def run_waiting(self, unit: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
         """Run `unit` in a SQLAlchemy transaction, where it may wait on other things."""

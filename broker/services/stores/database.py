@@ -435,21 +435,24 @@ async def _write_optimistic(
     seen = len(ctx.values)
     audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
     await audit.record_in(tx, rt, ctx)  # held by `tx` for the one statement below
-    if await store_version(
-        tx,
-        rt,
-        at,
-        version=version,
-        data=data,
-        author_id=actor.principal_id,
-        now=now,
-        advance=(sec.current_version, sensitive),
-        events=tx.take_held(),
-    ):
-        return SecretMeta(name, version, sensitive, False, sec.created_at, now)
-    del ctx.values[seen:]
-    audit.not_recorded(rt, ctx)
-    return "moved"
+    moved = False
+    try:
+        moved = await store_version(
+            tx,
+            rt,
+            at,
+            version=version,
+            data=data,
+            author_id=actor.principal_id,
+            now=now,
+            advance=(sec.current_version, sensitive),
+            events=tx.take_held(),
+        )
+    finally:
+        if not moved:  # nothing written (a lost race, or a failure the request then records): no event
+            del ctx.values[seen:]
+            audit.not_recorded(rt, ctx)
+    return SecretMeta(name, version, sensitive, False, sec.created_at, now) if moved else "moved"
 
 
 async def _roll_back(

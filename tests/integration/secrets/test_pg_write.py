@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -20,7 +21,7 @@ from sqlalchemy import select
 from broker.db import engine as db_engine
 from broker.db.units import Units
 from broker.domain.request import Actor, RequestContext
-from broker.errors import Conflict
+from broker.errors import Conflict, KeyUnavailable
 from broker.models import audit_events
 from broker.repositories import secrets as repo
 from broker.services import auth
@@ -169,11 +170,16 @@ def test_the_event_row_is_the_one_the_locking_write_writes(api: Api) -> None:
 
 
 def _interloping(
-    api: Api, actor: Actor, monkeypatch: pytest.MonkeyPatch, *, times: int
+    api: Api,
+    actor: Actor,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    times: int,
+    then: Callable[[], None] = lambda: None,
 ) -> tuple[list[bool], list[SecretMeta]]:
     """Make the first `times` unlocked row reads of the outer write each let another writer (request
-    `interloper-<n>`) commit a new version before the outer write's statement: (the `lock` of every read
-    of the outer write, the interlopers' results)."""
+    `interloper-<n>`) commit a new version before the outer write's statement, calling `then` after each:
+    (the `lock` of every read of the outer write, the interlopers' results)."""
     reads: list[bool] = []
     interlopers: list[SecretMeta] = []
     real: Callable[..., Awaitable[Any]] = repo.lock_secret_at
@@ -193,6 +199,7 @@ def _interloping(
                 )
             finally:
                 inside[0] = False
+            then()
         return found
 
     monkeypatch.setattr(repo, "lock_secret_at", hooked)
@@ -223,6 +230,35 @@ def test_a_stale_read_writes_nothing_and_the_write_then_takes_the_next_version(
         ("outer", 3),
     ]
     assert len(ctx.values) == 1 and ctx.values[0].version == 3 and ctx.audited
+
+
+def test_a_clock_anomaly_noted_by_a_write_that_lost_its_race_is_still_recorded(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audit service notes the wall clock stepping back while the write shapes its event: that
+    anomaly event goes in the write's one statement whatever happens, so a lost race still records it
+    (once), while the write's own event waits for the attempt that commits the version."""
+    actor = _actor(api)
+    api.run(_write, api, actor, _ctx("create", "STEPPED"), "STEPPED", random_value())
+    real = api.rt.clock
+
+    def step_back() -> None:
+        api.rt.clock = lambda: real() - timedelta(minutes=10)
+
+    _interloping(api, actor, monkeypatch, times=1, then=step_back)
+    events_before = api.rt.audit.counters["events"]
+    try:
+        meta = api.run(_write, api, actor, _ctx("outer", "STEPPED"), "STEPPED", random_value())
+    finally:
+        api.rt.clock = real
+    assert api.rt.audit.counters["events"] - events_before == 3  # interloper, anomaly, outer
+    assert meta.version == 3
+    anomalies = [e for e in api.all_audit() if e["action"] == "audit.clock_anomaly"]
+    assert len(anomalies) == 1 and anomalies[0]["actor_type"] == "system", anomalies
+    assert [(e["request_id"], e["version"]) for e in _events(api, "STEPPED")][1:] == [
+        ("interloper-1", 2),
+        ("outer", 3),
+    ]
 
 
 def test_a_key_that_keeps_moving_is_written_under_the_row_lock(
@@ -308,3 +344,24 @@ def test_twenty_concurrent_cas_writers_exactly_one_wins(api: Api) -> None:
     assert all(isinstance(r, Conflict) for r in results if not isinstance(r, SecretMeta)), results
     assert sorted(api.versions("common", "CASCROWD")) == [1, 2]
     assert len(_events(api, "CASCROWD")) == 2
+
+
+def test_a_write_that_fails_after_shaping_its_event_records_the_failure_once(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The optimistic write shapes its event before sealing: when sealing then fails (a KEK this process
+    lacks), nothing is written and the request's one event is the failure, as on the locking path."""
+    assert api.put("common", "NOKEY", random_value()).status_code == 200
+
+    def refuse(self: Any, plaintext: bytes, aad: bytes) -> Any:
+        raise KeyUnavailable("kek-gone")
+
+    monkeypatch.setattr(type(api.rt.keys.keyring), "seal", refuse)
+    before = api.stored()
+    reply = api.safe("PUT", api.url("common", "NOKEY"), json={"value": random_value()}, headers=api.h)
+    assert reply.status == 503, reply.text
+    assert api.stored() == before
+    events = api.audit_for(reply.request_id)
+    assert [(e["action"], e["outcome"], e["fingerprints"]) for e in events] == [
+        ("secret.write", "error", None)
+    ], events

@@ -20,8 +20,11 @@ types' own, so what is stored and read is exactly what the Core path stores and 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Float, Numeric
@@ -328,6 +331,14 @@ def drive(coro: Coroutine[Any, Any, T]) -> T:
 Unit = Callable[[Tx], Awaitable[T]]
 
 
+@dataclass(slots=True)
+class _Turn:
+    """A key's lock and how many hold it or wait for it."""
+
+    lock: asyncio.Lock
+    holders: int = 0
+
+
 class Units:
     """Runs units of work on the engine's database (see the module doc); built once per process."""
 
@@ -339,6 +350,7 @@ class Units:
         # The grouped inserts' own connections: a unit holds one of `pg` while it waits for its group.
         self._pg_groups: PgConnections | None = None
         self._groups: dict[str, PgGroupInsert] = {}
+        self._turns: dict[Hashable, _Turn] = {}
         if engine.dialect.name == "sqlite":
             path = engine.url.database
             if path and path != ":memory:" and not path.startswith("file:"):
@@ -346,6 +358,22 @@ class Units:
         elif engine.dialect.driver == "asyncpg":
             self.pg = PgConnections(engine, pg_connections)
             self._pg_groups = PgConnections(engine, 2)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: Hashable) -> AsyncIterator[None]:
+        """Hold `key` against this process's other holders of it, first come first served (units that
+        would otherwise only lose races to each other, such as optimistic writers to one secret)."""
+        entry = self._turns.get(key)
+        if entry is None:
+            entry = self._turns[key] = _Turn(asyncio.Lock())
+        entry.holders += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.holders -= 1
+            if entry.holders == 0:  # holders waiting or not, a key nobody holds costs nothing
+                del self._turns[key]
 
     def _group(self, sql: str) -> PgGroupInsert:
         assert self._pg_groups is not None
@@ -399,8 +427,6 @@ class Units:
 
     async def close(self) -> None:
         """Release the connections and the writer thread."""
-        import asyncio
-
         if self.sqlite is not None:
             await asyncio.to_thread(self.sqlite.close)
         if self.pg is not None:

@@ -117,7 +117,22 @@ class DatabaseStore:
                 cas=cas,
             )
 
-        if cas != 0 and rt.units.one_statement:
+        async def locked() -> SecretMeta:
+            for attempt in range(1 if cas is not None else 3):
+                try:
+                    return await rt.units.run(unit)
+                except IntegrityViolation:
+                    if cas is not None or attempt == 2:
+                        raise Conflict(
+                            f"{where(project, environment, name)}: changed concurrently; read it and retry"
+                        ) from None
+            raise AssertionError("unreachable")
+
+        if cas == 0 or not rt.units.one_statement:
+            return await locked()
+        # This process's writers to one secret take turns (else they would mostly lose races to each
+        # other); another process's writer may still win one.
+        async with rt.units.turn((project, environment, name)):
             for _ in range(OPTIMISTIC_TRIES):
                 try:
                     got = await rt.units.run_one_statement(optimistic)
@@ -132,15 +147,7 @@ class DatabaseStore:
                         f"{where(project, environment, name)}: cas {cas} is stale; changed concurrently"
                     )
             # Missing, waiting, or a key so contended the optimistic write keeps losing: take the lock.
-        for attempt in range(1 if cas is not None else 3):
-            try:
-                return await rt.units.run(unit)
-            except IntegrityViolation:
-                if cas is not None or attempt == 2:
-                    raise Conflict(
-                        f"{where(project, environment, name)}: changed concurrently; read it and retry"
-                    ) from None
-        raise AssertionError("unreachable")
+            return await locked()
 
     async def generate(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -26,6 +27,7 @@ from broker.models import audit_events
 from broker.repositories import secrets as repo
 from broker.services import auth
 from broker.services.audit import chaining
+from broker.services.runtime import Runtime
 from broker.services.stores import database
 from broker.services.stores.base import SecretMeta
 from tests.integration.secrets.conftest import Api, random_value
@@ -55,10 +57,17 @@ def _actor(api: Api) -> Actor:
 
 
 async def _write(
-    api: Api, actor: Actor, ctx: RequestContext, name: str, value: str, cas: int | None = None
+    api: Api,
+    actor: Actor,
+    ctx: RequestContext,
+    name: str,
+    value: str,
+    cas: int | None = None,
+    *,
+    rt: Runtime | None = None,
 ) -> SecretMeta:
     return await STORE.write(
-        api.rt,
+        rt or api.rt,
         ctx,
         actor,
         project=KEY[0],
@@ -179,7 +188,8 @@ def _interloping(
 ) -> tuple[list[bool], list[SecretMeta]]:
     """Make the first `times` unlocked row reads of the outer write each let another writer (request
     `interloper-<n>`) commit a new version before the outer write's statement, calling `then` after each:
-    (the `lock` of every read of the outer write, the interlopers' results)."""
+    (the `lock` of every read of the outer write, the interlopers' results). The interloper runs on units
+    of its own, as another broker process would (this process's writers to one key take turns)."""
     reads: list[bool] = []
     interlopers: list[SecretMeta] = []
     real: Callable[..., Awaitable[Any]] = repo.lock_secret_at
@@ -192,13 +202,14 @@ def _interloping(
         reads.append(lock)
         if not lock and len(interlopers) < times:
             inside[0] = True
+            other = dataclasses.replace(api.rt, units=Units(api.rt.engine))
             try:
                 n = len(interlopers) + 1
-                interlopers.append(
-                    await _write(api, actor, _ctx(f"interloper-{n}", name), name, random_value())
-                )
+                ctx = _ctx(f"interloper-{n}", name)
+                interlopers.append(await _write(api, actor, ctx, name, random_value(), rt=other))
             finally:
                 inside[0] = False
+                await other.units.close()
             then()
         return found
 
@@ -295,11 +306,22 @@ def test_a_cas_write_that_loses_the_race_is_a_conflict_and_records_nothing(
     assert not ctx.audited and ctx.values == []
 
 
-def test_twenty_concurrent_writers_all_succeed_with_contiguous_versions(api: Api) -> None:
+def test_twenty_concurrent_writers_all_succeed_with_contiguous_versions(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Twenty writes without cas gathered on one key: all succeed, versions 2..21 each once, every value
-    reads back at its version (no lost update), one event per write; the chain verifies."""
+    reads back at its version (no lost update), one event per write; the chain verifies. Writers in one
+    process take turns: each reads the row once, unlocked (none lost a race or took the lock)."""
     actor = _actor(api)
     api.run(_write, api, actor, _ctx("create", "CROWD"), "CROWD", random_value())
+    reads: list[bool] = []
+    real: Callable[..., Awaitable[Any]] = repo.lock_secret_at
+
+    async def noting(tx: Any, project: str, environment: str, name: str, *, lock: bool = True) -> Any:
+        reads.append(lock)
+        return await real(tx, project, environment, name, lock=lock)
+
+    monkeypatch.setattr(repo, "lock_secret_at", noting)
     values = [random_value() for _ in range(20)]
 
     async def crowd() -> list[SecretMeta]:
@@ -310,6 +332,8 @@ def test_twenty_concurrent_writers_all_succeed_with_contiguous_versions(api: Api
         )
 
     metas = api.run(crowd)
+    assert reads == [False] * 20
+    assert api.rt.units._turns == {}  # every turn given back, no key kept
     assert sorted(m.version for m in metas) == list(range(2, 22))
     for meta, value in zip(metas, values, strict=True):
         assert api.get("common", "CROWD", version=meta.version).json()["value"] == value

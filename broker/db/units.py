@@ -265,16 +265,19 @@ class PgOneStatement(PgTx):
 
     def __init__(self, dialect: Dialect, *, pool: PgConnections) -> None:
         super().__init__(dialect, pool=pool)
-        self.held: list[dict[str, Any]] = []
+        self.held: list[tuple[Statement, dict[str, Any]]] = []
 
     async def append(self, st: Statement, values: Mapping[str, Any]) -> None:
         """Hold the row for the unit's one statement (`take_held`)."""
-        self.held.append(dict(values))
+        self.held.append((st, dict(values)))
 
-    def take_held(self) -> list[dict[str, Any]]:
-        """The rows appended so far, now the unit's to write."""
+    def take_held(self, st: Statement) -> list[dict[str, Any]]:
+        """The rows appended so far, now the unit's to write; each must have come for the insert `st`
+        (the unit's statement writes them to that table)."""
         held, self.held = self.held, []
-        return held
+        if any(other is not st for other, _ in held):
+            raise RuntimeError("a one-statement unit of work held a row for another insert")
+        return [values for _, values in held]
 
 
 class ConnTx:

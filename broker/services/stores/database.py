@@ -7,8 +7,9 @@ secret (the SQLite writer runs one unit at a time), and a blind create that lose
 row (a unique violation) runs again and then finds the row. A `cas` write gets 409 when stale.
 On PostgreSQL a new version of an existing secret first goes optimistically in two round trips and no
 transaction block: the row read unlocked, then one statement moving the version from the one read and
-inserting the version and its event (`_write_optimistic`); a writer that loses the race writes nothing
-and tries again, and after a few losses takes the row lock like the other writes.
+inserting the version and its event (`_write_optimistic`). This process's writers to one secret take
+turns; one that loses the race to another process's writer writes nothing and tries again, and after a
+few losses takes the row lock like the other writes.
 The bearer-token read is served inside the token's own unit (broker.services.secrets.read_secret).
 """
 
@@ -22,6 +23,7 @@ from broker.domain.inheritance import Seen, StoredRow
 from broker.domain.request import Actor, RequestContext
 from broker.domain.values import SecretValue
 from broker.errors import Conflict, NotFound
+from broker.repositories import audit as audit_repo
 from broker.repositories import secrets as repo
 from broker.repositories.secrets import LockedSecret, VersionState
 from broker.services import audit, visible
@@ -453,7 +455,7 @@ async def _write_optimistic(
             author_id=actor.principal_id,
             now=now,
             advance=(sec.current_version, sensitive),
-            events=tx.take_held(),
+            events=tx.take_held(audit_repo.APPEND_UNLINKED),
         )
     finally:
         if not moved:  # nothing written (a lost race, or a failure the request then records): no event

@@ -430,8 +430,8 @@ async def _write_optimistic(
 ) -> SecretMeta | Literal["missing", "moved"]:
     """A new version of an existing secret in two round trips (PostgreSQL): the row read unlocked, the
     next version sealed, then one statement that moves the version from the one read, inserts it and
-    inserts the request's event, or writes none of them when a concurrent writer moved it first
-    ("moved": this request has recorded nothing). "missing": no such secret (or environment)."""
+    inserts the request's event, or writes neither when a concurrent writer moved it first ("moved":
+    this request has recorded nothing yet). "missing": no such secret (or environment)."""
     if audit.must_wait(rt, tx) or must_wait_to_seal(rt, tx):
         raise MustWait()
     found = await repo.lock_secret_at(tx, project, environment, name, lock=False)

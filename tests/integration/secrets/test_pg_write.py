@@ -373,8 +373,9 @@ def test_twenty_concurrent_cas_writers_exactly_one_wins(api: Api) -> None:
 def test_a_write_that_fails_after_shaping_its_event_records_the_failure_once(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The optimistic write shapes its event before sealing: when sealing then fails (a KEK this process
-    lacks), nothing is written and the request's one event is the failure, as on the locking path."""
+    """The optimistic write shapes its event before sealing: when sealing then fails (forced: the keyring's
+    seal raises KeyUnavailable, as for a KEK this process lacks), nothing is written and the request's one
+    event is the failure, without the unwritten value's fingerprint, as on the locking path."""
     assert api.put("common", "NOKEY", random_value()).status_code == 200
 
     def refuse(self: Any, plaintext: bytes, aad: bytes) -> Any:

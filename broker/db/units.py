@@ -7,7 +7,8 @@ A unit of work is an `async def unit(tx)` whose only awaits are `tx` calls. `Uni
   and raises; a unit that must wait on something else (a remote key, a file sink) raises `MustWait`
   first and runs again in a transaction that may wait.
 - PostgreSQL (asyncpg): on an asyncpg connection, in a transaction (or, for a unit whose statements
-  need no atomicity across them, each statement committing by itself).
+  need no atomicity across them, each statement committing by itself; or, `run_one_statement`, reads
+  committing by themselves and the unit's change and its audit events in one statement, atomic alone).
 - Otherwise (in-memory SQLite, another driver, or a unit that must wait): in a SQLAlchemy transaction,
   through `ConnTx`, the same interface over an `AsyncConnection`; services that still hold an
   `AsyncConnection` use `ConnTx` too, so they share the token lookup and the audit appender.
@@ -19,8 +20,11 @@ types' own, so what is stored and read is exactly what the Core path stores and 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Float, Numeric
@@ -254,6 +258,28 @@ class PgTx:
         await self.groups(p.sql).run(p.args(values))
 
 
+class PgOneStatement(PgTx):
+    """`Tx` for a unit that reads (each read committing by itself) and then writes in ONE statement, which
+    PostgreSQL runs atomically with no transaction block: its appends (its audit events) are held in
+    `held` rather than run, for the unit to write inside that statement."""
+
+    def __init__(self, dialect: Dialect, *, pool: PgConnections) -> None:
+        super().__init__(dialect, pool=pool)
+        self.held: list[tuple[Statement, dict[str, Any]]] = []
+
+    async def append(self, st: Statement, values: Mapping[str, Any]) -> None:
+        """Hold the row for the unit's one statement (`take_held`)."""
+        self.held.append((st, dict(values)))
+
+    def take_held(self, st: Statement) -> list[dict[str, Any]]:
+        """The rows appended so far, now the unit's to write; each must have come for the insert `st`
+        (the unit's statement writes them to that table)."""
+        held, self.held = self.held, []
+        if any(other is not st for other, _ in held):
+            raise RuntimeError("a one-statement unit of work held a row for another insert")
+        return [values for _, values in held]
+
+
 class ConnTx:
     """`Tx` over a SQLAlchemy `AsyncConnection` (its transaction, its driver): for units that must wait
     and for services that own an `AsyncConnection`."""
@@ -308,6 +334,14 @@ def drive(coro: Coroutine[Any, Any, T]) -> T:
 Unit = Callable[[Tx], Awaitable[T]]
 
 
+@dataclass(slots=True)
+class _Turn:
+    """A key's lock and how many hold it or wait for it."""
+
+    lock: asyncio.Lock
+    holders: int = 0
+
+
 class Units:
     """Runs units of work on the engine's database (see the module doc); built once per process."""
 
@@ -319,6 +353,7 @@ class Units:
         # The grouped inserts' own connections: a unit holds one of `pg` while it waits for its group.
         self._pg_groups: PgConnections | None = None
         self._groups: dict[str, PgGroupInsert] = {}
+        self._turns: dict[Hashable, _Turn] = {}
         if engine.dialect.name == "sqlite":
             path = engine.url.database
             if path and path != ":memory:" and not path.startswith("file:"):
@@ -326,6 +361,22 @@ class Units:
         elif engine.dialect.driver == "asyncpg":
             self.pg = PgConnections(engine, pg_connections)
             self._pg_groups = PgConnections(engine, 2)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: Hashable) -> AsyncIterator[None]:
+        """Hold `key` against this process's other holders of it, first come first served (units that
+        would otherwise only lose races to each other, such as optimistic writers to one secret)."""
+        entry = self._turns.get(key)
+        if entry is None:
+            entry = self._turns[key] = _Turn(asyncio.Lock())
+        entry.holders += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.holders -= 1
+            if entry.holders == 0:  # holders waiting or not, a key nobody holds costs nothing
+                del self._turns[key]
 
     def _group(self, sql: str) -> PgGroupInsert:
         assert self._pg_groups is not None
@@ -353,6 +404,25 @@ class Units:
         except _INTEGRITY as exc:
             raise IntegrityViolation(type(exc).__name__) from None
 
+    @property
+    def one_statement(self) -> bool:
+        """Whether `run_one_statement` may be used (PostgreSQL through asyncpg)."""
+        return self.pg is not None
+
+    async def run_one_statement(self, unit: Callable[[PgOneStatement], Coroutine[Any, Any, T]]) -> T:
+        """Run `unit` outside a transaction block (PostgreSQL only): each read commits by itself and the
+        unit's one write statement carries its appends (see PgOneStatement); a unit that left one unwritten
+        is a bug and raises. MustWait propagates: the caller runs its ordinary unit instead."""
+        assert self.pg is not None
+        tx = PgOneStatement(self.dialect, pool=self.pg)
+        try:
+            result = await unit(tx)
+        except _INTEGRITY as exc:
+            raise IntegrityViolation(type(exc).__name__) from None
+        if tx.held:
+            raise RuntimeError("a one-statement unit of work left an audit event unwritten")
+        return result
+
     async def run_waiting(self, unit: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
         """Run `unit` in a SQLAlchemy transaction, where it may wait on other things."""
         async with self.engine.begin() as conn:
@@ -360,8 +430,6 @@ class Units:
 
     async def close(self) -> None:
         """Release the connections and the writer thread."""
-        import asyncio
-
         if self.sqlite is not None:
             await asyncio.to_thread(self.sqlite.close)
         if self.pg is not None:

@@ -404,3 +404,22 @@ async def prune_through(conn: AsyncConnection, seq: int) -> int:
     gone = await conn.execute(delete(audit_events).where(audit_events.c.seq <= seq))
     await conn.execute(delete(audit_checkpoints).where(audit_checkpoints.c.seq < seq))
     return int(gone.rowcount)
+
+
+def unlinked_after(source: Any, *, always: int) -> Insert:
+    """One insert of `always` + 1 unlinked events (values bound as `e<i>_<column>`, see `bound_events`):
+    the first `always` whatever happens, the last only when `source` (a data-modifying CTE of the caller's
+    statement) returned a row. PostgreSQL runs the whole statement atomically, so a change and its event
+    commit together in a single statement that needs no transaction block."""
+
+    def row(i: int) -> Select[Any]:
+        return select(*(bindparam(f"e{i}_{name}", type_=audit_events.c[name].type) for name in EVENT_COLUMNS))
+
+    rows = [row(i) for i in range(always)] + [row(always).select_from(source)]
+    selected = rows[0].union_all(*rows[1:]) if always else rows[0]
+    return insert(audit_events).from_select(list(EVENT_COLUMNS), selected)
+
+
+def bound_events(events: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Events (column values, as `append` takes them) as the bound values of an `unlinked_after` insert."""
+    return {f"e{i}_{name}": value for i, event in enumerate(events) for name, value in event.items()}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broker.db.base import DbRow
 from broker.db.units import Statement, Tx
 from broker.models import environments, principals, projects, secret_versions, secrets
-from broker.repositories import identities, ratelimit
+from broker.repositories import audit, identities, ratelimit
 
 
 def _secret_row() -> Select[Any]:
@@ -48,8 +48,10 @@ ENV_IDS = Statement(
         .where(projects.c.slug == bindparam("project"), environments.c.slug == bindparam("environment"))
     )
 )
-LOCK_SECRET_AT = Statement(
-    lambda: (
+
+
+def _secret_at() -> Select[Any]:
+    return (
         select(projects.c.id, environments.c.id, *_secret_row().selected_columns)
         .select_from(
             secrets.join(environments, environments.c.id == secrets.c.environment_id).join(
@@ -61,18 +63,23 @@ LOCK_SECRET_AT = Statement(
             environments.c.slug == bindparam("environment"),
             secrets.c.name == bindparam("name"),
         )
-        .with_for_update(of=secrets)
     )
-)
+
+
+LOCK_SECRET_AT = Statement(lambda: _secret_at().with_for_update(of=secrets))
+# The same row, unlocked: the optimistic write reads it outside any transaction.
+SECRET_AT = Statement(_secret_at)
 
 
 async def lock_secret_at(
-    tx: Tx, project: str, environment: str, name: str
+    tx: Tx, project: str, environment: str, name: str, *, lock: bool = True
 ) -> tuple[int, int, LockedSecret] | None:
     """(project id, environment id, the secret row) by slugs and name in one statement, the row locked
     until the unit ends (PostgreSQL; SQLite's writer holds the one write lock): writers to one secret take
-    turns here. None when the environment or the secret does not exist (the caller tells which)."""
-    row = await tx.one(LOCK_SECRET_AT, {"project": project, "environment": environment, "name": name})
+    turns here. `lock=False`: the same row unlocked (a write that then moves the version only from the
+    one it read). None when the environment or the secret does not exist (the caller tells which)."""
+    st = LOCK_SECRET_AT if lock else SECRET_AT
+    row = await tx.one(st, {"project": project, "environment": environment, "name": name})
     return (int(row[0]), int(row[1]), LockedSecret(*row[2:])) if row is not None else None
 
 
@@ -381,7 +388,7 @@ def _advance() -> Any:
 ADVANCE = Statement(_advance)
 
 
-def _advance_and_add() -> Any:
+def _add_after_advance() -> Any:
     # PostgreSQL runs data-modifying CTEs: the bump and the insert go in one round trip, the insert
     # taking its row only from a bump that happened (no row inserted when `expected` is stale).
     bumped = _advance().returning(secrets.c.id).cte("bumped")
@@ -400,7 +407,26 @@ def _advance_and_add() -> Any:
     )
 
 
-ADVANCE_AND_ADD = Statement(_advance_and_add)
+ADVANCE_AND_ADD = Statement(_add_after_advance)
+
+
+def _advance_add_and_record(always: int) -> Any:
+    # The version's insert becomes a CTE too, and the events' insert hangs off it: the request's event
+    # is inserted only with the version, in the same single (hence atomic) statement.
+    added = _add_after_advance().returning(secret_versions.c.id).cte("added")
+    return audit.unlinked_after(added, always=always)
+
+
+# The common case: the request's event alone (more when the audit service noted a clock anomaly first).
+ADVANCE_ADD_AND_RECORD = Statement(lambda: _advance_add_and_record(0))
+_WITH_EARLIER_EVENTS: dict[int, Statement] = {0: ADVANCE_ADD_AND_RECORD}
+
+
+def _advance_add_and_record_with(always: int) -> Statement:
+    found = _WITH_EARLIER_EVENTS.get(always)
+    if found is None:
+        found = _WITH_EARLIER_EVENTS[always] = Statement(lambda: _advance_add_and_record(always))
+    return found
 
 
 async def add_version(
@@ -415,10 +441,13 @@ async def add_version(
     now: datetime,
     binding: bytes,
     advance: tuple[int, bool] | None = None,
+    events: Sequence[Mapping[str, Any]] = (),
 ) -> bool:
     """Insert one sealed version, the secret's new current one, with the secret's new binding. With
     `advance` (the current version it replaces, the secret's sensitivity), also move current_version from
-    that to `version`: False, and nothing written, if the secret is no longer at it."""
+    that to `version`: False, and nothing written, if the secret is no longer at it. With `events`
+    (PostgreSQL, with `advance`: the audit events the unit held back, the request's own last), all of it
+    is one statement: the events before the last are inserted whatever happens, the last with the version."""
     values = {
         "secret_id": secret_id,
         "version": version,
@@ -430,9 +459,13 @@ async def add_version(
         "binding": binding,
     }
     if advance is None:
+        assert not events, "events go in one statement only with a version move"
         await tx.execute(SET_BINDING, values)
     else:
         moved = {**values, "expected": advance[0], "sensitive": advance[1]}
+        if events:
+            st = _advance_add_and_record_with(len(events) - 1)
+            return await tx.execute(st, {**moved, **audit.bound_events(events)}) == len(events)
         if tx.dialect.name == "postgresql":
             return await tx.execute(ADVANCE_AND_ADD, moved) == 1
         if await tx.execute(ADVANCE, moved) != 1:

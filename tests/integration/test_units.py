@@ -153,3 +153,74 @@ def test_conn_tx_is_the_same_interface_over_sqlalchemy(db_url: str) -> None:
         assert await _names(units) == ["via-sqlalchemy"]
 
     run(db_url, body)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_one_statement_unit_must_write_what_it_held(db_url: str) -> None:
+    """`run_one_statement`: an append is held, not run; the unit takes it for its one statement (only
+    for the insert it was appended for). A unit that leaves one unwritten, or takes rows appended for
+    another insert, is refused as the bug it is, and nothing was written."""
+    other = Statement(lambda: insert(things).values(name=bindparam("name")))
+
+    async def body(u: Units) -> None:
+        assert u.one_statement
+
+        async def writes_it(tx: Any) -> int:
+            await tx.append(ADD, {"name": "held"})
+            assert await _names(u) == []  # held, not run
+            (row,) = tx.take_held(ADD)
+            return await tx.execute(other, row)
+
+        assert await u.run_one_statement(writes_it) == 1
+        assert await _names(u) == ["held"]
+
+        async def leaves_it(tx: Any) -> None:
+            await tx.append(ADD, {"name": "left"})
+
+        with pytest.raises(RuntimeError, match="left an audit event unwritten"):
+            await u.run_one_statement(leaves_it)
+
+        async def takes_another(tx: Any) -> None:
+            await tx.append(ADD, {"name": "wrong"})
+            tx.take_held(other)
+
+        with pytest.raises(RuntimeError, match="held a row for another insert"):
+            await u.run_one_statement(takes_another)
+        assert await _names(u) == ["held"]
+
+    run(db_url, body)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # turns are the process's, not the database's
+def test_turns_are_taken_in_order_per_key_and_given_back(db_url: str) -> None:
+    """`Units.turn`: holders of one key run one after another in arrival order, another key is not
+    held up, and no key is kept once nobody holds it."""
+
+    async def body(u: Units) -> None:
+        order: list[str] = []
+        first_in = asyncio.Event()
+        release = asyncio.Event()
+
+        async def first() -> None:
+            async with u.turn("k"):
+                order.append("first in")
+                first_in.set()
+                await release.wait()
+                order.append("first out")
+
+        async def second() -> None:
+            await first_in.wait()
+            async with u.turn("k"):
+                order.append("second in")
+
+        async def elsewhere() -> None:
+            await first_in.wait()
+            async with u.turn("other"):
+                order.append("other key")
+            release.set()
+
+        await asyncio.gather(first(), second(), elsewhere())
+        assert order == ["first in", "other key", "first out", "second in"]
+        assert u._turns == {}
+
+    run(db_url, body)

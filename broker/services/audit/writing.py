@@ -99,6 +99,13 @@ async def record_in(tx: Tx, rt: Runtime, ctx: RequestContext, *, status: int = 2
     ctx.audited = True
 
 
+def not_recorded(rt: Runtime, ctx: RequestContext) -> None:
+    """Take back `record_in` when the request's event was held for a statement that then wrote nothing
+    (an optimistic write that lost its race, units.PgOneStatement): the request records again."""
+    rt.audit.counters["events"] -= 1
+    ctx.audited = False
+
+
 async def record_alone(rt: Runtime, ctx: RequestContext, *, status: int) -> None:
     """Write the request's event in its own transaction (failures, and requests no service recorded).
 

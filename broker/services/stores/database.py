@@ -5,19 +5,25 @@ together (prepared Core statements from broker.repositories.secrets; one thread 
 fail because another writer got there first: the row lock in the unit orders writers to an existing
 secret (the SQLite writer runs one unit at a time), and a blind create that loses the race to insert the
 row (a unique violation) runs again and then finds the row. A `cas` write gets 409 when stale.
+On PostgreSQL a new version of an existing secret first goes optimistically in two round trips and no
+transaction block: the row read unlocked, then one statement moving the version from the one read and
+inserting the version and its event (`_write_optimistic`). This process's writers to one secret take
+turns; one that loses the race to another process's writer writes nothing and tries again, and after a
+few losses takes the row lock like the other writes.
 The bearer-token read is served inside the token's own unit (broker.services.secrets.read_secret).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from broker.crypto.keyring import Sealed
-from broker.db.units import IntegrityViolation, MustWait, Tx
+from broker.db.units import IntegrityViolation, MustWait, PgOneStatement, Tx
 from broker.domain.inheritance import Seen, StoredRow
 from broker.domain.request import Actor, RequestContext
 from broker.domain.values import SecretValue
 from broker.errors import Conflict, NotFound
+from broker.repositories import audit as audit_repo
 from broker.repositories import secrets as repo
 from broker.repositories.secrets import LockedSecret, VersionState
 from broker.services import audit, visible
@@ -53,6 +59,11 @@ async def _secret(tx: Tx, project: str, environment: str, name: str, *, lock: bo
     if sec is None:
         raise NotFound(f"{where(project, environment, name)}: no such secret")
     return sec
+
+
+# Optimistic attempts of a write without `cas` before it takes the row lock (each lost one means another
+# writer committed: a key so contended is better served in turn).
+OPTIMISTIC_TRIES = 3
 
 
 def _gone(state: VersionState | None) -> bool:
@@ -93,15 +104,52 @@ class DatabaseStore:
                 cas=cas,
             )
 
-        for attempt in range(1 if cas is not None else 3):
-            try:
-                return await rt.units.run(unit)
-            except IntegrityViolation:
-                if cas is not None or attempt == 2:
+        async def optimistic(tx: PgOneStatement) -> SecretMeta | Literal["missing", "moved"]:
+            return await _write_optimistic(
+                tx,
+                rt,
+                ctx,
+                actor,
+                project=project,
+                environment=environment,
+                name=name,
+                value=value,
+                data=data,
+                sensitive=sensitive,
+                cas=cas,
+            )
+
+        async def locked() -> SecretMeta:
+            for attempt in range(1 if cas is not None else 3):
+                try:
+                    return await rt.units.run(unit)
+                except IntegrityViolation:
+                    if cas is not None or attempt == 2:
+                        raise Conflict(
+                            f"{where(project, environment, name)}: changed concurrently; read it and retry"
+                        ) from None
+            raise AssertionError("unreachable")
+
+        if cas == 0 or not rt.units.one_statement:
+            return await locked()
+        # This process's writers to one secret take turns (else they would mostly lose races to each
+        # other); another process's writer may still win one.
+        async with rt.units.turn((project, environment, name)):
+            for _ in range(OPTIMISTIC_TRIES):
+                try:
+                    got = await rt.units.run_one_statement(optimistic)
+                except MustWait:
+                    break  # a remote KEK or another audit sink: the ordinary unit waits for them
+                if isinstance(got, SecretMeta):
+                    return got
+                if got == "missing":
+                    break  # the ordinary unit creates it, or says what is missing
+                if cas is not None:
                     raise Conflict(
-                        f"{where(project, environment, name)}: changed concurrently; read it and retry"
-                    ) from None
-        raise AssertionError("unreachable")
+                        f"{where(project, environment, name)}: cas {cas} is stale; changed concurrently"
+                    )
+            # Missing, waiting, or a key so contended the optimistic write keeps losing: take the lock.
+            return await locked()
 
     async def generate(
         self,
@@ -327,13 +375,7 @@ async def _write_version(
         version, created_at = 1, now
         await store_version(tx, rt, at, version=version, data=data, author_id=actor.principal_id, now=now)
     else:
-        project_id, env_id, sec = found
-        at = Place(project_id, project, env_id, environment, sec.id, name)
-        served_as(rt, sec.binding, at, current_version=sec.current_version)
-        if cas is not None and cas != sec.current_version:
-            raise Conflict(
-                f"{where(project, environment, name)}: cas {cas} is stale; current version is {sec.current_version}"
-            )
+        at, sec = _replacing(rt, found, project=project, environment=environment, name=name, cas=cas)
         version, created_at = sec.current_version + 1, sec.created_at
         if not await store_version(
             tx,
@@ -350,6 +392,76 @@ async def _write_version(
     audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
     await audit.record_in(tx, rt, ctx)
     return SecretMeta(name, version, sensitive, False, created_at, now)
+
+
+def _replacing(
+    rt: Runtime,
+    found: tuple[int, int, LockedSecret],
+    *,
+    project: str,
+    environment: str,
+    name: str,
+    cas: int | None,
+) -> tuple[Place, LockedSecret]:
+    """Where an existing secret a write replaces is served, once its binding and `cas` are checked."""
+    project_id, env_id, sec = found
+    at = Place(project_id, project, env_id, environment, sec.id, name)
+    served_as(rt, sec.binding, at, current_version=sec.current_version)
+    if cas is not None and cas != sec.current_version:
+        raise Conflict(
+            f"{where(project, environment, name)}: cas {cas} is stale; current version is {sec.current_version}"
+        )
+    return at, sec
+
+
+async def _write_optimistic(
+    tx: PgOneStatement,
+    rt: Runtime,
+    ctx: RequestContext,
+    actor: Actor,
+    *,
+    project: str,
+    environment: str,
+    name: str,
+    value: str,
+    data: bytes,
+    sensitive: bool,
+    cas: int | None,
+) -> SecretMeta | Literal["missing", "moved"]:
+    """A new version of an existing secret in two round trips (PostgreSQL): the row read unlocked, the
+    next version sealed, then one statement that moves the version from the one read, inserts it and
+    inserts the request's event, or writes neither when a concurrent writer moved it first ("moved":
+    this request has recorded nothing yet). "missing": no such secret (or environment)."""
+    if audit.must_wait(rt, tx) or must_wait_to_seal(rt, tx):
+        raise MustWait()
+    found = await repo.lock_secret_at(tx, project, environment, name, lock=False)
+    if found is None:
+        return "missing"
+    at, sec = _replacing(rt, found, project=project, environment=environment, name=name, cas=cas)
+    now = rt.clock()
+    version = sec.current_version + 1
+    ctx.version = version
+    seen = len(ctx.values)
+    audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
+    await audit.record_in(tx, rt, ctx)  # held by `tx` for the one statement below
+    moved = False
+    try:
+        moved = await store_version(
+            tx,
+            rt,
+            at,
+            version=version,
+            data=data,
+            author_id=actor.principal_id,
+            now=now,
+            advance=(sec.current_version, sensitive),
+            events=tx.take_held(audit_repo.APPEND_UNLINKED),
+        )
+    finally:
+        if not moved:  # nothing written (a lost race, or a failure the request then records): no event
+            del ctx.values[seen:]
+            audit.not_recorded(rt, ctx)
+    return SecretMeta(name, version, sensitive, False, sec.created_at, now) if moved else "moved"
 
 
 async def _roll_back(

@@ -10,8 +10,10 @@ that cannot wait raises MustWait before it writes anything.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from broker.crypto import binding
 from broker.crypto.envelope import secret_aad
@@ -132,9 +134,11 @@ async def store_version(
     author_id: int,
     now: datetime,
     advance: tuple[int, bool] | None = None,
+    events: Sequence[Mapping[str, Any]] = (),
 ) -> bool:
     """Seal `data` as version `version` of a secret and make it current, bound to what it is served as;
-    with `advance` (the version it replaces, the sensitivity), False if the secret moved on meanwhile."""
+    with `advance` (the version it replaces, the sensitivity), False if the secret moved on meanwhile;
+    with `events`, they are written in the same statement (repositories.secrets.add_version)."""
     sealed = await _seal(rt, data, at.aad(version))
     return await repo.add_version(
         tx,
@@ -147,4 +151,5 @@ async def store_version(
         now=now,
         binding=bind(rt, at, version=version),
         advance=advance,
+        events=events,
     )

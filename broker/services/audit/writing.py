@@ -99,10 +99,10 @@ async def record_in(tx: Tx, rt: Runtime, ctx: RequestContext, *, status: int = 2
     ctx.audited = True
 
 
-def not_recorded(rt: Runtime, ctx: RequestContext) -> None:
-    """Take back `record_in` when the request's event was held for a statement that then wrote nothing
-    (an optimistic write that lost its race, units.PgOneStatement): the request records again."""
-    rt.audit.counters["events"] -= 1
+def not_recorded(rt: Runtime, ctx: RequestContext, *, events: int) -> None:
+    """Take back `record_in` when the request's `events` were held for a statement that then wrote
+    nothing (an optimistic write that lost its race, units.PgOneStatement): the request records again."""
+    rt.audit.counters["events"] -= events
     ctx.audited = False
 
 

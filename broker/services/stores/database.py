@@ -41,6 +41,7 @@ from broker.services.stores.sealing import (
     must_wait_to_seal,
     open_local,
     open_sealed,
+    seal_version,
     served_as,
     store_version,
 )
@@ -138,8 +139,10 @@ class DatabaseStore:
             for _ in range(OPTIMISTIC_TRIES):
                 try:
                     got = await rt.units.run_one_statement(optimistic)
-                except MustWait:
-                    break  # a remote KEK or another audit sink: the ordinary unit waits for them
+                except (MustWait, IntegrityViolation):
+                    # A remote KEK or another audit sink: the ordinary unit waits for them. A constraint
+                    # refusal: the locked unit retries it and answers 409 if it persists.
+                    break
                 if isinstance(got, SecretMeta):
                     return got
                 if got == "missing":
@@ -438,29 +441,37 @@ async def _write_optimistic(
     if found is None:
         return "missing"
     at, sec = _replacing(rt, found, project=project, environment=environment, name=name, cas=cas)
-    now = rt.clock()
     version = sec.current_version + 1
+    # Sealed before the events are shaped: once they are, only the statement itself can fail (as in the
+    # locked unit, whose seal also comes first), so a clock anomaly noted with them is not dropped by a
+    # key service's failure.
+    sealed = await seal_version(rt, at, version=version, data=data)
+    now = rt.clock()
+    earlier_version, seen, counted = ctx.version, len(ctx.values), rt.audit.counters["events"]
     ctx.version = version
-    seen = len(ctx.values)
     audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
     await audit.record_in(tx, rt, ctx)  # held by `tx` for the one statement below
-    moved = False
+    moved = ran = False
     try:
         moved = await store_version(
             tx,
             rt,
             at,
             version=version,
-            data=data,
+            data=sealed,
             author_id=actor.principal_id,
             now=now,
             advance=(sec.current_version, sensitive),
             events=tx.take_held(audit_repo.APPEND_UNLINKED),
         )
+        ran = True
     finally:
-        if not moved:  # nothing written (a lost race, or a failure the request then records): no event
+        if not moved:  # nothing written (a lost race, or a failure the request then records): no event,
+            # and no version this request could claim in the event it records instead. A statement that
+            # ran wrote the events before the request's own (a clock anomaly) all the same.
+            ctx.version = earlier_version
             del ctx.values[seen:]
-            audit.not_recorded(rt, ctx)
+            audit.not_recorded(rt, ctx, events=1 if ran else rt.audit.counters["events"] - counted)
     return SecretMeta(name, version, sensitive, False, sec.created_at, now) if moved else "moved"
 
 

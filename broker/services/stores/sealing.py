@@ -124,22 +124,28 @@ async def _seal(rt: Runtime, data: bytes, aad: bytes) -> Sealed:
     return keyring.seal(data, aad)
 
 
+async def seal_version(rt: Runtime, at: Place, *, version: int, data: bytes) -> Sealed:
+    """`data` sealed as version `version` of the secret at `at` (the AAD binds both)."""
+    return await _seal(rt, data, at.aad(version))
+
+
 async def store_version(
     tx: Tx,
     rt: Runtime,
     at: Place,
     *,
     version: int,
-    data: bytes,
+    data: bytes | Sealed,
     author_id: int,
     now: datetime,
     advance: tuple[int, bool] | None = None,
     events: Sequence[Mapping[str, Any]] = (),
 ) -> bool:
-    """Seal `data` as version `version` of a secret and make it current, bound to what it is served as;
-    with `advance` (the version it replaces, the sensitivity), False if the secret moved on meanwhile;
-    with `events`, they are written in the same statement (repositories.secrets.add_version)."""
-    sealed = await _seal(rt, data, at.aad(version))
+    """Seal `data` (unless `seal_version` already did) as version `version` of a secret and make it
+    current, bound to what it is served as; with `advance` (the version it replaces, the sensitivity),
+    False if the secret moved on meanwhile; with `events`, they are written in the same statement
+    (repositories.secrets.add_version)."""
+    sealed = data if isinstance(data, Sealed) else await seal_version(rt, at, version=version, data=data)
     return await repo.add_version(
         tx,
         secret_id=at.secret_id,

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from broker.db import engine as db_engine
-from broker.db.units import Units
+from broker.db.units import IntegrityViolation, Units
 from broker.domain.request import Actor, RequestContext
 from broker.errors import Conflict, KeyUnavailable
 from broker.models import audit_events
@@ -370,23 +370,91 @@ def test_twenty_concurrent_cas_writers_exactly_one_wins(api: Api) -> None:
     assert len(_events(api, "CASCROWD")) == 2
 
 
-def test_a_write_that_fails_after_shaping_its_event_records_the_failure_once(
-    api: Api, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The optimistic write shapes its event before sealing: when sealing then fails (forced: the keyring's
-    seal raises KeyUnavailable, as for a KEK this process lacks), nothing is written and the request's one
-    event is the failure, without the unwritten value's fingerprint, as on the locking path."""
-    assert api.put("common", "NOKEY", random_value()).status_code == 200
-
+def _refuse_seal(monkeypatch: pytest.MonkeyPatch, api: Api) -> None:
+    # Forced: the keyring's seal raises KeyUnavailable, as for a KEK this process lacks.
     def refuse(self: Any, plaintext: bytes, aad: bytes) -> Any:
         raise KeyUnavailable("kek-gone")
 
     monkeypatch.setattr(type(api.rt.keys.keyring), "seal", refuse)
+
+
+@pytest.mark.parametrize("optimistic", [True, False], ids=["optimistic", "locked"])
+def test_a_write_whose_sealing_fails_records_the_failure_once(
+    api: Api, monkeypatch: pytest.MonkeyPatch, optimistic: bool
+) -> None:
+    """When sealing fails nothing is written and the request's one event is the failure, without the
+    unwritten value's fingerprint and without a version it never wrote, on either path."""
+    assert api.put("common", "NOKEY", random_value()).status_code == 200
+    if not optimistic:
+        monkeypatch.setattr(Units, "one_statement", property(lambda self: False))
+    _refuse_seal(monkeypatch, api)
     before = api.stored()
     reply = api.safe("PUT", api.url("common", "NOKEY"), json={"value": random_value()}, headers=api.h)
     assert reply.status == 503, reply.text
     assert api.stored() == before
     events = api.audit_for(reply.request_id)
-    assert [(e["action"], e["outcome"], e["fingerprints"]) for e in events] == [
-        ("secret.write", "error", None)
+    assert [(e["action"], e["outcome"], e["fingerprints"], e["version"]) for e in events] == [
+        ("secret.write", "error", None, None)
     ], events
+
+
+@pytest.mark.parametrize("optimistic", [True, False], ids=["optimistic", "locked"])
+def test_a_clock_anomaly_survives_a_write_whose_sealing_fails(
+    api: Api, monkeypatch: pytest.MonkeyPatch, optimistic: bool
+) -> None:
+    """The clock has stepped back and the write's sealing fails: the anomaly is still recorded (the
+    optimistic write seals before it shapes its events, as the locking one does), and the event counter
+    matches the rows written."""
+    assert api.put("common", "STEPFAIL", random_value()).status_code == 200
+    if not optimistic:
+        monkeypatch.setattr(Units, "one_statement", property(lambda self: False))
+    _refuse_seal(monkeypatch, api)
+    rows_before, counted_before = len(api.all_audit()), api.rt.audit.counters["events"]
+    real = api.rt.clock
+    api.rt.clock = lambda: real() - timedelta(minutes=10)
+    try:
+        reply = api.safe("PUT", api.url("common", "STEPFAIL"), json={"value": random_value()}, headers=api.h)
+    finally:
+        api.rt.clock = real
+    assert reply.status == 503, reply.text
+    rows = api.all_audit()[rows_before:]
+    assert sorted((e["action"], e["outcome"]) for e in rows) == [
+        ("audit.clock_anomaly", "error"),
+        ("secret.write", "error"),
+    ]
+    assert api.rt.audit.counters["events"] - counted_before == len(rows)
+
+
+def test_the_refusal_of_a_cas_write_that_lost_its_race_claims_no_version(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The optimistic attempt had taken version cas+1 for its event; the race lost, the route's 409 event
+    must not claim it (the version the other writer committed)."""
+    actor = _actor(api)
+    assert api.put("common", "CASV", random_value()).status_code == 200
+    _interloping(api, actor, monkeypatch, times=1)
+    reply = api.safe(
+        "PUT", api.url("common", "CASV"), json={"value": random_value(), "cas": 1}, headers=api.h
+    )
+    assert reply.status == 409, reply.text
+    events = api.audit_for(reply.request_id)
+    assert [(e["action"], e["outcome"], e["version"]) for e in events] == [("secret.write", "invalid", None)]
+    assert sorted(api.versions("common", "CASV")) == [1, 2]
+
+
+def test_a_constraint_refusing_the_optimistic_statement_falls_back_to_the_locking_write(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A constraint refusing the optimistic statement (forced here: it takes state no ordinary traffic
+    makes, such as a version row ahead of current_version) is handed to the locking write, which retries
+    it and answers 409 if it persists, instead of escaping as a 500."""
+    actor = _actor(api)
+    api.run(_write, api, actor, _ctx("create", "REFUSED"), "REFUSED", random_value())
+
+    async def refused(self: Units, unit: Any) -> Any:
+        raise IntegrityViolation("UniqueViolationError")
+
+    monkeypatch.setattr(Units, "run_one_statement", refused)
+    meta = api.run(_write, api, actor, _ctx("outer", "REFUSED"), "REFUSED", random_value())
+    assert meta.version == 2
+    assert [(e["request_id"], e["version"]) for e in _events(api, "REFUSED")] == [("create", 1), ("outer", 2)]

@@ -30,6 +30,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free TCP ports on 127.0.0.1 (held together while chosen: two free_port() calls
+    can return the same port, since the first is released before the second is picked)."""
+    with contextlib.ExitStack() as stack:
+        held = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in held:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in held]
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port where nothing listens, for as long as the block runs: it is bound here but never
+    listened on, so connecting is refused and no other process (another xdist worker's server) can take it
+    meanwhile, as it could a port from free_port()."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
+
+
 @dataclass
 class Cluster:
     """A running cluster; `url(db)` gives an asyncpg URL."""

@@ -43,7 +43,7 @@ from tests.e2e.conftest import BrokerProcess, start, stop
 from tests.e2e.console.conftest import ORIGIN, Console
 from tests.e2e.test_startup_errors import CANARY, one_sentence, server
 from tests.support import oidc_provider
-from tests.support.pg import free_port
+from tests.support.pg import closed_port, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -449,16 +449,17 @@ def test_a_provider_that_cannot_be_reached_is_a_clear_503(
     db_url: str, tmp_path: Path, allow: list[str], reason: str
 ) -> None:
     """No provider runs here: a closed loopback port, then the same URL without the allow-list."""
-    path = _oidc_file(tmp_path, f"http://127.0.0.1:{free_port()}", IN_PROCESS_CALLBACK, "unused")
-    doc = json.loads(path.read_text())
-    doc["console"]["allow_networks"] = allow
-    path.write_text(json.dumps(doc))
-    rt = build_runtime(make_settings(db_url, tmp_path, oidc_file=path))
-    with TestClient(create_app(rt), base_url=ORIGIN, client=("127.0.0.1", 50000)) as client:
-        r = client.get("/console/sso/start", follow_redirects=False)
-        assert r.status_code == 503
-        assert reason in _message(r.text) and "sign in with client credentials" in _message(r.text)
-        assert "strongroom_console_sso" not in r.headers.get("set-cookie", "")
+    with closed_port() as port:
+        path = _oidc_file(tmp_path, f"http://127.0.0.1:{port}", IN_PROCESS_CALLBACK, "unused")
+        doc = json.loads(path.read_text())
+        doc["console"]["allow_networks"] = allow
+        path.write_text(json.dumps(doc))
+        rt = build_runtime(make_settings(db_url, tmp_path, oidc_file=path))
+        with TestClient(create_app(rt), base_url=ORIGIN, client=("127.0.0.1", 50000)) as client:
+            r = client.get("/console/sso/start", follow_redirects=False)
+            assert r.status_code == 503
+            assert reason in _message(r.text) and "sign in with client credentials" in _message(r.text)
+            assert "strongroom_console_sso" not in r.headers.get("set-cookie", "")
 
 
 def test_without_a_console_section_there_is_no_sso_link_and_no_route(console: Console) -> None:

@@ -27,7 +27,7 @@ from tests.integration.backends.conftest import (
     write_private,
 )
 from tests.support import upstreams
-from tests.support.pg import free_port
+from tests.support.pg import closed_port
 
 SECRET = "do-not-leak-" + "7" * 16
 
@@ -82,18 +82,21 @@ def assert_unavailable(r: Any, words: str) -> None:
 
 @pytest.mark.parametrize("kind", ["vault", "aws"])
 def test_upstream_down_is_503(tmp_path: Path, kind: str) -> None:
-    client, rt, h = broker_on(tmp_path, kind, f"http://127.0.0.1:{free_port()}")
-    try:
-        r = client.get("/v1/projects/microblog/environments/production/secrets/DB_URL", headers=h)
-        assert_unavailable(r, "connect")
-        r = client.put(
-            "/v1/projects/microblog/environments/production/secrets/DB_URL", json={"value": SECRET}, headers=h
-        )
-        assert_unavailable(r, "connect")
-        r = client.get("/v1/projects/microblog/environments/production/resolved", headers=h)
-        assert_unavailable(r, "connect")
-    finally:
-        stop_broker(client, rt)
+    with closed_port() as port:
+        client, rt, h = broker_on(tmp_path, kind, f"http://127.0.0.1:{port}")
+        try:
+            r = client.get("/v1/projects/microblog/environments/production/secrets/DB_URL", headers=h)
+            assert_unavailable(r, "connect")
+            r = client.put(
+                "/v1/projects/microblog/environments/production/secrets/DB_URL",
+                json={"value": SECRET},
+                headers=h,
+            )
+            assert_unavailable(r, "connect")
+            r = client.get("/v1/projects/microblog/environments/production/resolved", headers=h)
+            assert_unavailable(r, "connect")
+        finally:
+            stop_broker(client, rt)
 
 
 @pytest.mark.parametrize("kind", ["vault", "aws"])

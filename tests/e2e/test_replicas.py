@@ -198,7 +198,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, pg_cluster: pg.Cluster) -> Ite
         ca=ca,
         public_key=keys / "audit-signing.pem.pub.pem",
         checkpoints=tmp / "checkpoints",
-        ports={"r1": free_port(), "r2": free_port()},
+        ports=dict(zip(("r1", "r2"), pg.free_ports(2), strict=True)),
     )
     for done in lab.servers(
         ("keys", "generate", "--out", server_env["STRONGROOM_KEY_FILE"]),

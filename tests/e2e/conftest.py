@@ -53,7 +53,7 @@ class BrokerProcess:
         return self.log.read_text(errors="replace")
 
 
-def wait_up(port: int, proc: subprocess.Popen[bytes], deadline: float = 30.0) -> None:
+def wait_up(port: int, proc: subprocess.Popen[bytes], deadline: float = 120.0) -> None:
     """Poll /up until the broker answers (readiness, not a sleep), failing fast if it exits."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:

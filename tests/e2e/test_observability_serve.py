@@ -119,7 +119,7 @@ def served(pg_cluster: pg.Cluster, tmp_path: Path) -> Iterator[Served]:
             stdin=subprocess.DEVNULL,
         )
     try:
-        wait_up(port, proc, deadline=120)  # a loaded machine starts two workers slowly
+        wait_up(port, proc)
         yield Served(env, port, metrics_port, proc, log, parent)
     finally:
         proc.terminate()

@@ -102,7 +102,7 @@ class Lab:
             if self.procs.get(name) is None or self.procs[name].poll() is not None:
                 self.start(name)
         for name in self.ports:
-            wait_up(self.ports[name], self.procs[name], deadline=60)
+            wait_up(self.ports[name], self.procs[name])
         if self.proxy is not None:
             for name in self.ports:
                 self.proxy.wait_state(name, up=True)
@@ -310,13 +310,13 @@ class Load:
         for t in self._threads:
             t.join(timeout=120)
 
-    def wait(self, more: int, deadline: float = 60.0) -> None:
+    def wait(self, more: int, deadline: float = 120.0) -> None:
         """Wait until `more` further requests have succeeded (a counter, not a sleep)."""
         target = self.successes() + more
         wait_for(lambda: self.successes() >= target, f"{more} more successful requests", deadline)
 
 
-def wait_for(condition: Callable[[], bool], what: str, deadline: float = 60.0) -> None:
+def wait_for(condition: Callable[[], bool], what: str, deadline: float = 120.0) -> None:
     """Poll `condition` until it holds."""
     end = time.monotonic() + deadline
     while not condition():
@@ -519,7 +519,7 @@ def test_a_request_still_running_at_the_graceful_timeout_is_cut_off_and_changes_
     if proc is None or proc.poll() is not None:
         proc = lab.start(*SHORT_GRACE)
     port = lab.extra_ports[SHORT_GRACE[0]]
-    wait_up(port, proc, deadline=60)
+    wait_up(port, proc)
     with lab.https() as c:
         r = c.put(f"{BASE}/STUCK", json={"value": "kept"})
         assert r.status_code == 200, r.text

@@ -154,7 +154,7 @@ def ssh_host(
     path: str | None = None,
     address: str = "127.0.0.1",
     port: int | None = None,
-    start_timeout: float = 20,
+    start_timeout: float = 120,
 ) -> Iterator[SshHost]:
     """Start a throwaway sshd whose sessions use docker_host; yield it; stop it by PID and delete its dir.
 

@@ -122,7 +122,8 @@ def config_block(alias: str, address: str, port: int, client_key: Path, known_ho
         f"  UserKnownHostsFile {known_hosts}\n"
         "  GlobalKnownHostsFile /dev/null\n"
         "  LogLevel ERROR\n"
-        "  ConnectTimeout 5\n"
+        # Long: a loaded machine's sshd can take seconds to send its banner; a refusal is immediate.
+        "  ConnectTimeout 60\n"
     )
 
 

@@ -106,7 +106,6 @@ def cluster(*, durable: bool = False) -> Iterator[Cluster]:
         shutil.chown(root, "postgres", "postgres")
         run_as = ["runuser", "-u", "postgres", "--"]
     datadir = root / "data"
-    port = free_port()
     subprocess.run(
         [
             *run_as,
@@ -123,6 +122,9 @@ def cluster(*, durable: bool = False) -> Iterator[Cluster]:
         check=True,
         capture_output=True,
     )
+    # Chosen right before the server binds it, not before initdb: the seconds initdb takes on a loaded
+    # machine were a window for another xdist worker's server to take the same port.
+    port = free_port()
     subprocess.run(
         [
             *run_as,
@@ -130,6 +132,8 @@ def cluster(*, durable: bool = False) -> Iterator[Cluster]:
             "-D",
             str(datadir),
             "-w",
+            "-t",
+            "300",  # pg_ctl's own 60 s wait for the server can run out on a loaded machine
             "-l",
             str(root / "log"),
             "-o",

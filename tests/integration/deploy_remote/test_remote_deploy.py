@@ -97,10 +97,11 @@ def deploy_once(lab: RemoteLab, service: str, version: str, app_secret: str, **p
 
 
 # For a version that must fail: the deploy waits out the whole timeout (docker's start period), so a short
-# one only shortens the wait for the expected failure; healthy deploys keep the plan's 20 s. The interval
-# stays 1 s: docker says "unhealthy" only after three failed checks past the start period, 3 s after the
-# deadline, so a poll delayed by load still sees "starting" and reports "no health check passed".
-NEVER_HEALTHY = {"path": None, "port": None, "cmd": deploy_lab.HEALTH_CMD, "interval": 1, "timeout": 2}
+# one only shortens the wait for the expected failure; healthy deploys keep the plan's 20 s. The interval is
+# long: docker runs its first check one interval after the start and says "unhealthy" only after three
+# failed ones, so the deploy's poll at its 2 s deadline sees "starting" and reports "no health check passed"
+# however late load makes that poll (with a 1 s interval, a poll 3 s late saw "unhealthy" instead).
+NEVER_HEALTHY = {"path": None, "port": None, "cmd": deploy_lab.HEALTH_CMD, "interval": 60, "timeout": 2}
 
 
 def sha(text: str) -> str:

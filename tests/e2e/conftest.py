@@ -103,7 +103,7 @@ def stop(broker: BrokerProcess) -> None:
     """Stop the broker by its PID."""
     broker.proc.terminate()
     try:
-        broker.proc.wait(timeout=15)
+        broker.proc.wait(timeout=120)  # a loaded machine can take seconds to shut down cleanly
     except subprocess.TimeoutExpired:
         broker.proc.kill()
         broker.proc.wait()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -387,6 +388,10 @@ def test_refused_code_exchanges_count_against_the_address_and_the_lock_out_is_au
     locked out, and the locked-out callback's event says why."""
     oidc_file = _oidc_file(tmp_path, lab.provider.issuer, IN_PROCESS_CALLBACK, lab.secret)
     rt = build_runtime(make_settings(db_url, tmp_path, oidc_file=oidc_file))
+    # The failure window (60 s) on a clock that stands still: eleven round trips to the provider on a loaded
+    # machine must not let the first failures expire before the eleventh is counted.
+    frozen = time.time()
+    rt.limiter.clock = lambda: frozen
     with TestClient(create_app(rt), base_url=ORIGIN, client=("10.0.0.7", 50000)) as client:
         client.headers["User-Agent"] = BROWSER_UA
         for _ in range(10):

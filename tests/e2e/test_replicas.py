@@ -220,14 +220,19 @@ def lab(tmp_path_factory: pytest.TempPathFactory, pg_cluster: pg.Cluster) -> Ite
             ) as c:
                 r = c.post(
                     "/v1/auth/token",
-                    json={"client_id": "admin", "client_secret": admin_file.read_text().strip()},
+                    json={
+                        "client_id": "admin",
+                        "client_secret": admin_file.read_text().strip(),
+                        "ttl": 8 * 3600,  # the child below cannot outlive it
+                    },
                 )
                 r.raise_for_status()
                 c.headers["Authorization"] = f"Bearer {r.json()['token']}"
                 c.post("/v1/projects", json={"slug": PROJECT}).raise_for_status()
                 c.post(f"/v1/projects/{PROJECT}/environments", json={"slug": ENV}).raise_for_status()
                 scope = {"project": PROJECT, "environments": ENV, "actions": ["read", "write"]}
-                r = c.post("/v1/tokens", json={"scopes": [scope], "ttl": 3600})
+                # Module-wide: a long TTL, which a slow run of the module cannot outlive.
+                r = c.post("/v1/tokens", json={"scopes": [scope], "ttl": 8 * 3600})
                 r.raise_for_status()
                 lab.token = r.json()["token"]
             yield lab

@@ -180,7 +180,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         admin_secret = (broker.data_dir / "bootstrap-admin.secret").read_text().strip()
         r = requests.post(
             f"{broker.url}/v1/auth/token",
-            json={"client_id": "admin", "client_secret": admin_secret},
+            # Module-wide: the broker's longest TTL, not the 15 min default a slow module could outlive.
+            json={"client_id": "admin", "client_secret": admin_secret, "ttl": 8 * 3600},
             timeout=30,
         )
         assert r.status_code == 200, r.text

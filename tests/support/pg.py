@@ -31,8 +31,9 @@ def free_port() -> int:
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct free TCP ports on 127.0.0.1 (held together while chosen: two free_port() calls
-    can return the same port, since the first is released before the second is picked)."""
+    """`count` distinct free TCP ports on 127.0.0.1."""
+    # Held together while chosen: two free_port() calls can return the same port, since the first is
+    # released before the second is picked.
     with contextlib.ExitStack() as stack:
         held = [stack.enter_context(socket.socket()) for _ in range(count)]
         for s in held:
@@ -42,9 +43,9 @@ def free_ports(count: int) -> list[int]:
 
 @contextlib.contextmanager
 def closed_port() -> Iterator[int]:
-    """A loopback port where nothing listens, for as long as the block runs: it is bound here but never
-    listened on, so connecting is refused and no other process (another xdist worker's server) can take it
-    meanwhile, as it could a port from free_port()."""
+    """A loopback port where nothing listens and nothing can start listening while the block runs."""
+    # Bound here but never listened on: a connection is refused, and no other process (another xdist
+    # worker's server) can take the port meanwhile, as it could a number from free_port().
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         yield int(s.getsockname()[1])

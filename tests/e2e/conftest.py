@@ -39,7 +39,7 @@ class BrokerProcess:
             input=input,
             env={**self.env, **(env or {})},
             capture_output=True,
-            timeout=60,
+            timeout=300,  # a bound for a hung CLI, not a speed check: it costs nothing when the CLI answers
             check=False,
         )
         out = subprocess.CompletedProcess(

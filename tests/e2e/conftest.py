@@ -39,7 +39,7 @@ class BrokerProcess:
             input=input,
             env={**self.env, **(env or {})},
             capture_output=True,
-            timeout=60,
+            timeout=300,  # a bound for a hung CLI, not a speed check: it costs nothing when the CLI answers
             check=False,
         )
         out = subprocess.CompletedProcess(
@@ -53,7 +53,7 @@ class BrokerProcess:
         return self.log.read_text(errors="replace")
 
 
-def wait_up(port: int, proc: subprocess.Popen[bytes], deadline: float = 30.0) -> None:
+def wait_up(port: int, proc: subprocess.Popen[bytes], deadline: float = 120.0) -> None:
     """Poll /up until the broker answers (readiness, not a sleep), failing fast if it exits."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -103,7 +103,7 @@ def stop(broker: BrokerProcess) -> None:
     """Stop the broker by its PID."""
     broker.proc.terminate()
     try:
-        broker.proc.wait(timeout=15)
+        broker.proc.wait(timeout=120)  # a loaded machine can take seconds to shut down cleanly
     except subprocess.TimeoutExpired:
         broker.proc.kill()
         broker.proc.wait()

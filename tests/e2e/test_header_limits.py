@@ -64,7 +64,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield Server(port, proc)
     finally:
         proc.terminate()
-        proc.wait(timeout=15)
+        proc.wait(timeout=120)
 
 
 def connect(server: Server) -> socket.socket:

@@ -79,9 +79,9 @@ def value(samples: dict[Any, float], name: str, **labels: str) -> float:
 
 @pytest.fixture
 def served(pg_cluster: pg.Cluster, tmp_path: Path) -> Iterator[Served]:
-    db = f"obs_{os.getpid()}_{pg.free_port()}"
+    db = f"obs_{os.getpid()}_{secrets.token_hex(6)}"
     pg_cluster.psql(f"CREATE DATABASE {db} TEMPLATE strongroom_template")
-    port, metrics_port = pg.free_port(), pg.free_port()
+    port, metrics_port = pg.free_ports(2)
     parent = tmp_path / "metrics"
     parent.mkdir(mode=0o700)
     env = {
@@ -119,7 +119,7 @@ def served(pg_cluster: pg.Cluster, tmp_path: Path) -> Iterator[Served]:
             stdin=subprocess.DEVNULL,
         )
     try:
-        wait_up(port, proc, deadline=120)  # a loaded machine starts two workers slowly
+        wait_up(port, proc)
         yield Served(env, port, metrics_port, proc, log, parent)
     finally:
         proc.terminate()
@@ -198,7 +198,7 @@ def test_two_workers_add_up_and_logs_carry_no_value(served: Served, tmp_path: Pa
     )
 
     served.proc.terminate()
-    assert served.proc.wait(timeout=30) == 0
+    assert served.proc.wait(timeout=120) == 0  # two workers stopping on a loaded machine
     assert not runs[0].exists()  # the run's metric files go with it
 
     output = served.log.read_text(errors="replace")
@@ -232,11 +232,12 @@ def test_one_worker_serves_metrics_and_removes_its_directory_on_sigterm(tmp_path
     """The embedded default, one process: the same files, the same listener; SIGTERM ends it cleanly."""
     parent = tmp_path / "metrics"
     parent.mkdir(mode=0o700)
-    metrics_port = pg.free_port()
+    port, metrics_port = pg.free_ports(2)  # chosen together: two free_port() calls can repeat a port
     broker = start(
         tmp_path / "data",
         tmp_path / "home" / ".config",
         tmp_path / "broker.log",
+        port=port,
         server_env={"STRONGROOM_METRICS_PORT": str(metrics_port), "PROMETHEUS_MULTIPROC_DIR": str(parent)},
     )
     try:

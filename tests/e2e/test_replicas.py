@@ -102,7 +102,7 @@ class Lab:
             if self.procs.get(name) is None or self.procs[name].poll() is not None:
                 self.start(name)
         for name in self.ports:
-            wait_up(self.ports[name], self.procs[name], deadline=60)
+            wait_up(self.ports[name], self.procs[name])
         if self.proxy is not None:
             for name in self.ports:
                 self.proxy.wait_state(name, up=True)
@@ -198,7 +198,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, pg_cluster: pg.Cluster) -> Ite
         ca=ca,
         public_key=keys / "audit-signing.pem.pub.pem",
         checkpoints=tmp / "checkpoints",
-        ports={"r1": free_port(), "r2": free_port()},
+        ports=dict(zip(("r1", "r2"), pg.free_ports(2), strict=True)),
     )
     for done in lab.servers(
         ("keys", "generate", "--out", server_env["STRONGROOM_KEY_FILE"]),
@@ -220,14 +220,19 @@ def lab(tmp_path_factory: pytest.TempPathFactory, pg_cluster: pg.Cluster) -> Ite
             ) as c:
                 r = c.post(
                     "/v1/auth/token",
-                    json={"client_id": "admin", "client_secret": admin_file.read_text().strip()},
+                    json={
+                        "client_id": "admin",
+                        "client_secret": admin_file.read_text().strip(),
+                        "ttl": 8 * 3600,  # the child below cannot outlive it
+                    },
                 )
                 r.raise_for_status()
                 c.headers["Authorization"] = f"Bearer {r.json()['token']}"
                 c.post("/v1/projects", json={"slug": PROJECT}).raise_for_status()
                 c.post(f"/v1/projects/{PROJECT}/environments", json={"slug": ENV}).raise_for_status()
                 scope = {"project": PROJECT, "environments": ENV, "actions": ["read", "write"]}
-                r = c.post("/v1/tokens", json={"scopes": [scope], "ttl": 3600})
+                # Module-wide: a long TTL, which a slow run of the module cannot outlive.
+                r = c.post("/v1/tokens", json={"scopes": [scope], "ttl": 8 * 3600})
                 r.raise_for_status()
                 lab.token = r.json()["token"]
             yield lab
@@ -310,13 +315,13 @@ class Load:
         for t in self._threads:
             t.join(timeout=120)
 
-    def wait(self, more: int, deadline: float = 60.0) -> None:
+    def wait(self, more: int, deadline: float = 120.0) -> None:
         """Wait until `more` further requests have succeeded (a counter, not a sleep)."""
         target = self.successes() + more
         wait_for(lambda: self.successes() >= target, f"{more} more successful requests", deadline)
 
 
-def wait_for(condition: Callable[[], bool], what: str, deadline: float = 60.0) -> None:
+def wait_for(condition: Callable[[], bool], what: str, deadline: float = 120.0) -> None:
     """Poll `condition` until it holds."""
     end = time.monotonic() + deadline
     while not condition():
@@ -519,7 +524,7 @@ def test_a_request_still_running_at_the_graceful_timeout_is_cut_off_and_changes_
     if proc is None or proc.poll() is not None:
         proc = lab.start(*SHORT_GRACE)
     port = lab.extra_ports[SHORT_GRACE[0]]
-    wait_up(port, proc, deadline=60)
+    wait_up(port, proc)
     with lab.https() as c:
         r = c.put(f"{BASE}/STUCK", json={"value": "kept"})
         assert r.status_code == 200, r.text

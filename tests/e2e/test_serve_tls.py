@@ -82,7 +82,7 @@ def make_ca_and_server(dir: Path) -> tuple[Path, Path, Path]:
     return ca_pem, cert_pem, key_pem
 
 
-def wait_up_tls(port: int, proc: subprocess.Popen[bytes], ca: Path, deadline: float = 30.0) -> None:
+def wait_up_tls(port: int, proc: subprocess.Popen[bytes], ca: Path, deadline: float = 120.0) -> None:
     """Poll https://127.0.0.1:port/up, trusting only the test CA, until it answers (readiness, not a sleep)."""
     context = ssl.create_default_context(cafile=str(ca))
     end = time.monotonic() + deadline

@@ -22,7 +22,7 @@ from broker.audit.checkpoint import Signer
 from broker.audit.sinks import CheckpointDirectory
 from tests.conftest import keyring_json
 from tests.support import pg
-from tests.support.pg import free_port
+from tests.support.pg import closed_port, free_port
 
 BIN = Path(sys.executable).parent
 CANARY = "Hunter2" + secrets.token_hex(6)
@@ -114,10 +114,11 @@ def test_a_mysql_url_is_refused_as_such_not_as_a_missing_keyring(tmp_path: Path)
 def test_an_unreachable_database_is_one_sentence_for_every_command(
     tmp_path: Path, signing_key: str, command: list[str]
 ) -> None:
-    url = f"postgresql://strongroom:{CANARY}@127.0.0.1:{free_port()}/strongroom"
-    done = server(
-        tmp_path, *command, database_url=url, keyring=keyring_json(), audit_signing_key_file=signing_key
-    )
+    with closed_port() as port:
+        url = f"postgresql://strongroom:{CANARY}@127.0.0.1:{port}/strongroom"
+        done = server(
+            tmp_path, *command, database_url=url, keyring=keyring_json(), audit_signing_key_file=signing_key
+        )
     line = one_sentence(done, "STRONGROOM_DATABASE_URL", "connection refused")
     assert "127.0.0.1" not in line
 

@@ -153,7 +153,7 @@ def _stop(pid: int, root: Path, proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def engine(*, start_timeout: float = 60) -> Iterator[Engine]:
+def engine(*, start_timeout: float = 180) -> Iterator[Engine]:
     """Start a throwaway dockerd, yield it, then stop it by PID, unmount what it left and delete its dir."""
     reason = missing()
     if reason:
@@ -195,7 +195,9 @@ def engine(*, start_timeout: float = 60) -> Iterator[Engine]:
                 raise RuntimeError(
                     f"dockerd exited ({proc.returncode}): {(root / 'engine.log').read_text()[-3000:]}"
                 )
-            if eng.socket.exists() and eng.docker("version", check=False, timeout=10).returncode == 0:
+            # A long timeout: on a loaded machine a dockerd still starting can take over 10 s to answer, and
+            # a timed-out probe raises instead of polling again.
+            if eng.socket.exists() and eng.docker("version", check=False, timeout=120).returncode == 0:
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(

@@ -100,7 +100,7 @@ class Proxy:
         rows = [line.split() for line in lines[1:] if line.strip() and not line.startswith("#")]
         return {row[name]: int(row[state]) for row in rows}
 
-    def wait_state(self, server: str, up: bool, deadline: float = 30.0) -> None:
+    def wait_state(self, server: str, up: bool, deadline: float = 120.0) -> None:
         """Poll the stats socket until `server` is up (running) or down (readiness, not a sleep)."""
         want = 2 if up else 0
         end = time.monotonic() + deadline
@@ -150,7 +150,7 @@ def running(
         )
     proxy = Proxy(port=port, stats=stats, proc=proc, log=log)
     try:
-        end = time.monotonic() + 30
+        end = time.monotonic() + 120
         while not stats.exists():  # the socket appears once the configuration is loaded
             if proc.poll() is not None or time.monotonic() > end:
                 raise RuntimeError(f"haproxy did not start: {log.read_text()}")

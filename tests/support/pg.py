@@ -30,6 +30,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free TCP ports on 127.0.0.1."""
+    # Held together while chosen: two free_port() calls can return the same port, since the first is
+    # released before the second is picked.
+    with contextlib.ExitStack() as stack:
+        held = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in held:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in held]
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port where nothing listens and nothing can start listening while the block runs."""
+    # Bound here but never listened on: a connection is refused, and no other process (another xdist
+    # worker's server) can take the port meanwhile, as it could a number from free_port().
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
+
+
 @dataclass
 class Cluster:
     """A running cluster; `url(db)` gives an asyncpg URL."""
@@ -86,7 +107,6 @@ def cluster(*, durable: bool = False) -> Iterator[Cluster]:
         shutil.chown(root, "postgres", "postgres")
         run_as = ["runuser", "-u", "postgres", "--"]
     datadir = root / "data"
-    port = free_port()
     subprocess.run(
         [
             *run_as,
@@ -103,6 +123,9 @@ def cluster(*, durable: bool = False) -> Iterator[Cluster]:
         check=True,
         capture_output=True,
     )
+    # Chosen right before the server binds it, not before initdb: the seconds initdb takes on a loaded
+    # machine were a window for another xdist worker's server to take the same port.
+    port = free_port()
     subprocess.run(
         [
             *run_as,
@@ -110,10 +133,14 @@ def cluster(*, durable: bool = False) -> Iterator[Cluster]:
             "-D",
             str(datadir),
             "-w",
+            "-t",
+            "300",  # pg_ctl's own 60 s wait for the server can run out on a loaded machine
             "-l",
             str(root / "log"),
             "-o",
-            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+            # checkpoint_timeout=1d: checkpoints come when a test asks (CHECKPOINT), never on a timer that
+            # could recycle the WAL segments a test has listed and is about to read (test_at_rest.py).
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200 -c checkpoint_timeout=1d"
             + ("" if durable else " -c fsync=off -c full_page_writes=off -c synchronous_commit=off"),
             "start",
         ],

@@ -83,7 +83,7 @@ class Registry:
 
 @contextlib.contextmanager
 def registry(
-    *, password: str | None = None, username: str = "deployer", start_timeout: float = 20
+    *, password: str | None = None, username: str = "deployer", start_timeout: float = 120
 ) -> Iterator[Registry]:
     """Start a throwaway registry with one htpasswd user; yield it; stop it by PID and delete its storage."""
     reason = missing()

@@ -122,7 +122,8 @@ def config_block(alias: str, address: str, port: int, client_key: Path, known_ho
         f"  UserKnownHostsFile {known_hosts}\n"
         "  GlobalKnownHostsFile /dev/null\n"
         "  LogLevel ERROR\n"
-        "  ConnectTimeout 5\n"
+        # Long: a loaded machine's sshd can take seconds to send its banner; a refusal is immediate.
+        "  ConnectTimeout 60\n"
     )
 
 
@@ -154,7 +155,7 @@ def ssh_host(
     path: str | None = None,
     address: str = "127.0.0.1",
     port: int | None = None,
-    start_timeout: float = 20,
+    start_timeout: float = 120,
 ) -> Iterator[SshHost]:
     """Start a throwaway sshd whose sessions use docker_host; yield it; stop it by PID and delete its dir.
 

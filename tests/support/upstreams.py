@@ -127,7 +127,7 @@ def openbao(*, config: Path | None = None) -> Iterator[Bao]:
         cwd=home,
     )
     try:
-        _wait_http(port, "/v1/sys/health", time.monotonic() + 30, proc, "bao server -dev")
+        _wait_http(port, "/v1/sys/health", time.monotonic() + 120, proc, "bao server -dev")
         yield Bao(f"http://127.0.0.1:{port}", token, port, proc.pid)
     finally:
         _stop(proc)
@@ -168,7 +168,7 @@ def moto_server() -> Iterator[Moto]:
         cwd=home,
     )
     try:
-        _wait_http(port, "/moto-api/", time.monotonic() + 60, proc, "moto_server")
+        _wait_http(port, "/moto-api/", time.monotonic() + 120, proc, "moto_server")
         yield Moto(f"http://127.0.0.1:{port}", port, proc.pid)
     finally:
         _stop(proc)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,7 +44,7 @@ from tests.e2e.conftest import BrokerProcess, start, stop
 from tests.e2e.console.conftest import ORIGIN, Console
 from tests.e2e.test_startup_errors import CANARY, one_sentence, server
 from tests.support import oidc_provider
-from tests.support.pg import free_port
+from tests.support.pg import closed_port, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -179,7 +180,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         admin_secret = (broker.data_dir / "bootstrap-admin.secret").read_text().strip()
         r = requests.post(
             f"{broker.url}/v1/auth/token",
-            json={"client_id": "admin", "client_secret": admin_secret},
+            # Module-wide: the broker's longest TTL, not the 15 min default a slow module could outlive.
+            json={"client_id": "admin", "client_secret": admin_secret, "ttl": 8 * 3600},
             timeout=30,
         )
         assert r.status_code == 200, r.text
@@ -387,6 +389,10 @@ def test_refused_code_exchanges_count_against_the_address_and_the_lock_out_is_au
     locked out, and the locked-out callback's event says why."""
     oidc_file = _oidc_file(tmp_path, lab.provider.issuer, IN_PROCESS_CALLBACK, lab.secret)
     rt = build_runtime(make_settings(db_url, tmp_path, oidc_file=oidc_file))
+    # The failure window (60 s) on a clock that stands still: eleven round trips to the provider on a loaded
+    # machine must not let the first failures expire before the eleventh is counted.
+    frozen = time.time()
+    rt.limiter.clock = lambda: frozen
     with TestClient(create_app(rt), base_url=ORIGIN, client=("10.0.0.7", 50000)) as client:
         client.headers["User-Agent"] = BROWSER_UA
         for _ in range(10):
@@ -449,16 +455,17 @@ def test_a_provider_that_cannot_be_reached_is_a_clear_503(
     db_url: str, tmp_path: Path, allow: list[str], reason: str
 ) -> None:
     """No provider runs here: a closed loopback port, then the same URL without the allow-list."""
-    path = _oidc_file(tmp_path, f"http://127.0.0.1:{free_port()}", IN_PROCESS_CALLBACK, "unused")
-    doc = json.loads(path.read_text())
-    doc["console"]["allow_networks"] = allow
-    path.write_text(json.dumps(doc))
-    rt = build_runtime(make_settings(db_url, tmp_path, oidc_file=path))
-    with TestClient(create_app(rt), base_url=ORIGIN, client=("127.0.0.1", 50000)) as client:
-        r = client.get("/console/sso/start", follow_redirects=False)
-        assert r.status_code == 503
-        assert reason in _message(r.text) and "sign in with client credentials" in _message(r.text)
-        assert "strongroom_console_sso" not in r.headers.get("set-cookie", "")
+    with closed_port() as port:
+        path = _oidc_file(tmp_path, f"http://127.0.0.1:{port}", IN_PROCESS_CALLBACK, "unused")
+        doc = json.loads(path.read_text())
+        doc["console"]["allow_networks"] = allow
+        path.write_text(json.dumps(doc))
+        rt = build_runtime(make_settings(db_url, tmp_path, oidc_file=path))
+        with TestClient(create_app(rt), base_url=ORIGIN, client=("127.0.0.1", 50000)) as client:
+            r = client.get("/console/sso/start", follow_redirects=False)
+            assert r.status_code == 503
+            assert reason in _message(r.text) and "sign in with client credentials" in _message(r.text)
+            assert "strongroom_console_sso" not in r.headers.get("set-cookie", "")
 
 
 def test_without_a_console_section_there_is_no_sso_link_and_no_route(console: Console) -> None:

@@ -153,9 +153,12 @@ def deploy_broker(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: LabIssu
     )
     try:
         client_secret = (process.data_dir / "bootstrap-admin.secret").read_text().strip()
+        # The broker's longest TTL: the session's deploys cut their 900 s tokens to what this token has
+        # left (and refuse under 180 s), so a 1 h token changed their output once a loaded run of the lab
+        # group passed 45 minutes.
         r = httpx.post(
             f"{process.url}/v1/auth/token",
-            json={"client_id": "admin", "client_secret": client_secret, "ttl": 3600},
+            json={"client_id": "admin", "client_secret": client_secret, "ttl": 8 * 3600},
         )
         assert r.status_code == 200, r.text
         token = r.json()["token"]

@@ -20,7 +20,7 @@ from tests.support import deploy_lab
 pytestmark = pytest.mark.e2e
 
 
-def wait_health(host: deploy_lab.LabHost, container: str, want: str, deadline: float = 30) -> str:
+def wait_health(host: deploy_lab.LabHost, container: str, want: str, deadline: float = 120) -> str:
     """Poll the container's health status until it is `want` (or it is plainly never going to be)."""
     end = time.monotonic() + deadline
     status = ""

@@ -39,7 +39,7 @@ def test_auditor_journey_with_the_cli(tmp_path: Path) -> None:
             == 0
         )
         # a request whose user agent tries to paint the auditor's terminal
-        conn = http.client.HTTPConnection("127.0.0.1", broker.port, timeout=10)
+        conn = http.client.HTTPConnection("127.0.0.1", broker.port, timeout=60)
         conn.putrequest("GET", "/v1/nope%C2%9B2J")  # U+009B in the path too
         conn.putheader(
             "User-Agent", "evil\x9b2Jagent"

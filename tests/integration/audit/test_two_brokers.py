@@ -71,7 +71,7 @@ def pair(pg_cluster: pg.Cluster, tmp_path: Path) -> Iterator[Pair]:
     ):
         done = server(env, *args)
         assert done.returncode == 0, done.stderr
-    ports = [pg.free_port(), pg.free_port()]
+    ports = pg.free_ports(2)
     procs = []
     try:
         for port in ports:

@@ -31,7 +31,7 @@ from broker.services.keys import rewrap
 from broker.services.runtime import Runtime, utcnow
 from tests.integration.backends.conftest import REGION, write_private
 from tests.support import upstreams
-from tests.support.pg import free_port
+from tests.support.pg import closed_port
 
 BASE = "/v1/projects/microblog/environments/production/secrets"
 
@@ -198,18 +198,19 @@ def test_kms_outage_is_503_and_never_plaintext(tmp_path: Path, moto: upstreams.M
     rotate_file(b.key_file, now=utcnow(), entry=kms_entry(moto, kms_key))
     b.run(lambda client, rt: client.put(f"{BASE}/DB_URL", json={"value": "secret-value-1234"}, headers=b.h))
     doc = json.loads(b.key_file.read_text())
-    doc["keys"][doc["current"]]["endpoint_url"] = f"http://127.0.0.1:{free_port()}"
-    b.key_file.write_text(json.dumps(doc))
 
     def read(client: TestClient, rt: Runtime) -> Any:
         return client.get(f"{BASE}/DB_URL", headers=b.h)
 
-    r = b.run(read)
-    assert r.status_code == 503, r.text
-    assert r.headers["retry-after"]
-    assert "secret-value" not in r.text
-    r = b.run(lambda client, rt: client.put(f"{BASE}/OTHER", json={"value": "x"}, headers=b.h))
-    assert r.status_code == 503, r.text
+    with closed_port() as port:
+        doc["keys"][doc["current"]]["endpoint_url"] = f"http://127.0.0.1:{port}"
+        b.key_file.write_text(json.dumps(doc))
+        r = b.run(read)
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"]
+        assert "secret-value" not in r.text
+        r = b.run(lambda client, rt: client.put(f"{BASE}/OTHER", json={"value": "x"}, headers=b.h))
+        assert r.status_code == 503, r.text
 
 
 def test_kms_kek_binds_the_row_and_moto_enforces_context(moto: upstreams.Moto, kms_key: str) -> None:

@@ -97,10 +97,11 @@ def deploy_once(lab: RemoteLab, service: str, version: str, app_secret: str, **p
 
 
 # For a version that must fail: the deploy waits out the whole timeout (docker's start period), so a short
-# one only shortens the wait for the expected failure; healthy deploys keep the plan's 20 s. The interval
-# stays 1 s: docker says "unhealthy" only after three failed checks past the start period, 3 s after the
-# deadline, so a poll delayed by load still sees "starting" and reports "no health check passed".
-NEVER_HEALTHY = {"path": None, "port": None, "cmd": deploy_lab.HEALTH_CMD, "interval": 1, "timeout": 2}
+# one only shortens the wait for the expected failure; healthy deploys keep the plan's 20 s. The interval is
+# long: docker runs its first check one interval after the start and says "unhealthy" only after three
+# failed ones, so the deploy's poll at its 2 s deadline sees "starting" and reports "no health check passed"
+# however late load makes that poll (with a 1 s interval, a poll 3 s late saw "unhealthy" instead).
+NEVER_HEALTHY = {"path": None, "port": None, "cmd": deploy_lab.HEALTH_CMD, "interval": 60, "timeout": 2}
 
 
 def sha(text: str) -> str:
@@ -455,10 +456,12 @@ def test_without_any_health_check_the_container_must_stay_up_for_the_readiness_d
 
     # One that exits after a second never counts as up: it is not restarted before it is up, so the reason
     # carries its own exit code (restarted, docker would report 0, and its "restarting" state is brief).
+    # A long delay: the exit ends the wait at once, and a late-starting `sleep 1` on a loaded host cannot
+    # outlast it (with 3 s, a container still running at the delay's end would count as up).
     crashing = remote_lab.plan(
         service,
         healthcheck=None,
-        readiness_delay=3,
+        readiness_delay=60,
         roles=[
             {
                 "name": "web",
@@ -512,7 +515,9 @@ def test_a_container_that_exits_before_the_first_poll_is_reported_with_its_own_e
             "hosts": [{"host": "web1", "tags": []}],
         }
     ]
-    plan = remote_lab.plan(service, healthcheck=None, readiness_delay=2, roles=roles)
+    # A long delay: the exit ends the wait at once; a container slow to start on a loaded host cannot still
+    # be running when the delay ends (2 s was short enough to count a late starter as up).
+    plan = remote_lab.plan(service, healthcheck=None, readiness_delay=60, roles=roles)
     bare = dataclasses.replace(step(remote_lab, "v1", canary("APP")), image=bare_image)
     with RemoteHost("web1", plan, environ=remote_lab.environ()) as host:
         host.connect()

@@ -242,9 +242,10 @@ def test_h47_readers_during_rewrap_see_no_decrypt_failure(keyed: KeyedBroker) ->
             # Runs in the job's thread between committed batches (the mixed state): wait until the
             # readers have made progress, so reads provably interleave with the job even on SQLite,
             # where a job that re-takes the write lock at once could otherwise starve them.
+            # One long deadline for the whole job (not a short one per batch, which a loaded machine can
+            # outlive): readers that really starve still fail the gaps assertion below, after at most this.
             target = reads + READERS_PER_BATCH
-            deadline = time.monotonic() + 5
-            while reads < target and time.monotonic() < deadline:
+            while reads < target and time.monotonic() < give_up_at:
                 time.sleep(0.002)
             reads_at_batch.append(reads)
 
@@ -261,16 +262,14 @@ def test_h47_readers_during_rewrap_see_no_decrypt_failure(keyed: KeyedBroker) ->
             tasks = [asyncio.create_task(reader(i)) for i in range(READERS)]
             while reads < READERS:  # every reader is going before the job starts
                 await asyncio.sleep(0.01)
-            started = time.monotonic()
+            give_up_at = time.monotonic() + 300
             rewrapped = await asyncio.to_thread(run_job)
-            elapsed = time.monotonic() - started
             # Keep reading a little after the job, on the fully moved rows.
             target = reads + READERS
             while reads < target:
                 await asyncio.sleep(0.01)
             stop.set()
             await asyncio.gather(*tasks)
-            assert elapsed < 60
             return rewrapped, reads, failures, reads_at_batch
         finally:
             await _dispose(serving)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from broker.services import health
 from broker.services.runtime import Runtime, utcnow
 from tests.conftest import make_settings
 from tests.support import pg
-from tests.support.pg import free_port
+from tests.support.pg import closed_port
 
 CHECKS = {"database", "keyring", "audit_sinks", "checkpoint_directory"}
 
@@ -91,42 +92,46 @@ def test_keyring_whose_current_key_is_unreachable(
     key_file = tmp_path / "keyring.json"
     key_file.write_text(json.dumps(new_document(utcnow(), dev=False)))
     key_file.chmod(0o600)
-    entry: dict[str, Any] = {
-        "type": "aws-kms",
-        "key_id": "alias/strongroom-readyz",
-        "region": "us-east-1",
-        "endpoint_url": f"http://127.0.0.1:{free_port()}",
-        "credentials": {"access_key_id": "testing", "secret_access_key": "testing"},
-        "allow_networks": ["127.0.0.0/8"],
-        "max_attempts": 1,
-    }
-    rotate_file(key_file, now=utcnow(), entry=entry)
-    settings = make_settings(sqlite_db(tmp_path / "broker.db", sqlite_template), tmp_path).model_copy(
-        update={"keyring": None, "key_file": key_file}
-    )
-    rt = build_runtime(settings)
-    calls: list[Runtime] = []
-    real = health._seal_and_open
+    # Probes share one answer per REMOTE_KEY_CHECK_EVERY seconds of real time: made far longer than the
+    # test can take, so a loaded machine cannot let a second probe through between the requests.
+    monkeypatch.setattr(health, "REMOTE_KEY_CHECK_EVERY", 3600.0)
+    with closed_port() as port:
+        entry: dict[str, Any] = {
+            "type": "aws-kms",
+            "key_id": "alias/strongroom-readyz",
+            "region": "us-east-1",
+            "endpoint_url": f"http://127.0.0.1:{port}",
+            "credentials": {"access_key_id": "testing", "secret_access_key": "testing"},
+            "allow_networks": ["127.0.0.0/8"],
+            "max_attempts": 1,
+        }
+        rotate_file(key_file, now=utcnow(), entry=entry)
+        settings = make_settings(sqlite_db(tmp_path / "broker.db", sqlite_template), tmp_path).model_copy(
+            update={"keyring": None, "key_file": key_file}
+        )
+        rt = build_runtime(settings)
+        calls: list[Runtime] = []
+        real = health._seal_and_open
 
-    def counted(runtime: Runtime) -> None:
-        calls.append(runtime)
-        real(runtime)
+        def counted(runtime: Runtime) -> None:
+            calls.append(runtime)
+            real(runtime)
 
-    with TestClient(create_app(rt), client=("127.0.0.1", 50000)) as client:
-        monkeypatch.setattr(health, "_seal_and_open", counted)
-        r = client.get("/readyz")
-        # Anyone may probe: a flood of probes reaches the key service once per interval, not once each.
-        again = [client.get("/readyz") for _ in range(5)]
-    assert r.status_code == 503, r.text
-    assert r.json()["failing"] == ["keyring"]
-    assert "127.0.0.1" not in r.text and "testing" not in r.text
-    assert [a.json()["failing"] for a in again] == [["keyring"]] * 5
-    assert len(calls) == 1
+        with TestClient(create_app(rt), client=("127.0.0.1", 50000)) as client:
+            monkeypatch.setattr(health, "_seal_and_open", counted)
+            r = client.get("/readyz")
+            # Anyone may probe: a flood of probes reaches the key service once per interval, not once each.
+            again = [client.get("/readyz") for _ in range(5)]
+        assert r.status_code == 503, r.text
+        assert r.json()["failing"] == ["keyring"]
+        assert "127.0.0.1" not in r.text and "testing" not in r.text
+        assert [a.json()["failing"] for a in again] == [["keyring"]] * 5
+        assert len(calls) == 1
 
 
 @pytest.mark.postgres
 def test_database_refusing_connections(pg_cluster: pg.Cluster, tmp_path: Path) -> None:
-    name = f"readyz_{free_port()}"
+    name = f"readyz_{secrets.token_hex(6)}"
     pg_cluster.psql(f"CREATE DATABASE {name} TEMPLATE strongroom_template")
     rt = build_runtime(make_settings(pg_cluster.url(name), tmp_path))
     with TestClient(create_app(rt), client=("127.0.0.1", 50000)) as client:

@@ -22,7 +22,7 @@ from cli.errors import CliError
 from cli.plans import ssh as ssh_plans
 from tests.conftest import need
 from tests.support import sshd
-from tests.support.pg import free_port
+from tests.support.pg import closed_port
 
 
 def test_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:
@@ -107,7 +107,8 @@ def write_config(tmp_path: Path, host: sshd.SshHost, known_hosts: Path, alias: s
 
 
 def policy(config: Path) -> Policy:
-    return Policy(process.run, environ={"STRONGROOM_SSH_CONFIG": str(config)}, timeout=5)
+    # A long scan timeout: a loaded machine's sshd can take seconds to answer, and a refusal is immediate.
+    return Policy(process.run, environ={"STRONGROOM_SSH_CONFIG": str(config)}, timeout=60)
 
 
 def other_key_line(tmp_path: Path, name: str) -> tuple[str, str]:
@@ -283,22 +284,23 @@ def test_ssh_itself_refuses_a_key_the_pinned_file_does_not_hold(
 def test_unreachable_host(tmp_path: Path) -> None:
     if sshd.missing():
         need(str(sshd.missing()))
-    port = free_port()  # nothing listens there
-    config = tmp_path / "ssh_config"
-    config.write_text(
-        sshd.config_block("gone", "127.0.0.1", port, tmp_path / "none", tmp_path / "known_hosts")
-    )
-    with pytest.raises(HostUnreachable, match="gone: unreachable"):
-        policy(config).check("gone", pinned=None, workdir=tmp_path)
+    with closed_port() as port:  # nothing listens there
+        config = tmp_path / "ssh_config"
+        config.write_text(
+            sshd.config_block("gone", "127.0.0.1", port, tmp_path / "none", tmp_path / "known_hosts")
+        )
+        with pytest.raises(HostUnreachable, match="gone: unreachable"):
+            policy(config).check("gone", pinned=None, workdir=tmp_path)
 
 
 def test_a_known_host_that_does_not_answer_is_unreachable(host: sshd.SshHost, tmp_path: Path) -> None:
-    port = free_port()  # nothing listens there; known_hosts has a key for it, so no scan comes first
-    known = tmp_path / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{port} {host.host_public_key}\n")
-    config = tmp_path / "ssh_config"
-    config.write_text(sshd.config_block("gone", "127.0.0.1", port, host.client_key, known))
-    remote = RemoteHost("gone", PLAN, environ={"STRONGROOM_SSH_CONFIG": str(config)})
-    with remote, pytest.raises(HostUnreachable, match=r"gone: unreachable: .*[Cc]onnection refused"):
-        remote.connect()
+    # Nothing listens there; known_hosts has a key for it, so no scan comes first.
+    with closed_port() as port:
+        known = tmp_path / "known_hosts"
+        known.write_text(f"[127.0.0.1]:{port} {host.host_public_key}\n")
+        config = tmp_path / "ssh_config"
+        config.write_text(sshd.config_block("gone", "127.0.0.1", port, host.client_key, known))
+        remote = RemoteHost("gone", PLAN, environ={"STRONGROOM_SSH_CONFIG": str(config)})
+        with remote, pytest.raises(HostUnreachable, match=r"gone: unreachable: .*[Cc]onnection refused"):
+            remote.connect()
     assert remote.round_trips == 1

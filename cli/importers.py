@@ -315,7 +315,7 @@ class _Mapper:
             else:
                 tags = {str(t): self.env(spec, f"env/tags/{t}") for t, spec in (raw["tags"] or {}).items()}
                 out["tags"] = {t: spec for t, spec in tags.items() if spec}
-        for key in set(raw) - {"clear", "secret", "tags"}:
+        for key in [k for k in raw if k not in ("clear", "secret", "tags")]:  # the file's order, every run
             self.skip(f"{path}/{key}", "has no manifest equivalent")
         return out
 
@@ -427,7 +427,7 @@ class _Mapper:
         if not isinstance(value, Mapping):
             return self.skip("registry", "is not a mapping")
         registry: dict[str, Any] = {}
-        for key in set(value) - {"server", "username", "password"}:
+        for key in [k for k in value if k not in ("server", "username", "password")]:  # the file's order
             self.skip(f"registry/{key}", "has no manifest equivalent")
         if _has_erb(value.get("server")):
             self.skip("registry/server", "is computed by ERB; set it by hand")

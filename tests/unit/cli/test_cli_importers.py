@@ -429,3 +429,21 @@ def test_destination_files_need_no_builder() -> None:
     into = importers.KamalImport(manifest={})
     importers.map_deploy({"servers": {"web": ["192.0.2.30"]}}, "deploy.staging.yml", into, base=False)
     assert into.to_fill == []
+
+
+def test_what_is_not_brought_is_listed_in_the_files_order() -> None:
+    """Keys with no manifest equivalent are listed in the order the file has them, the same every run (a
+    set's order changes with the interpreter's hash seed)."""
+    extra = ["zeta", "alpha", "mid", "kappa", "omega", "beta", "nu", "delta"]
+    config = {
+        "service": "app",
+        "image": "app",
+        "servers": ["10.0.0.1"],
+        "registry": {"server": "r.example.com", "username": "u", **{k: 1 for k in extra}},
+        "env": {"clear": {"A": "1"}, **{k: 1 for k in reversed(extra)}},
+    }
+    into = importers.KamalImport(manifest={})
+    importers.map_deploy(config, "config/deploy.yml", into)
+    lines = [line.split(": ")[1] for line in into.not_brought if "has no manifest equivalent" in line]
+    assert [line for line in lines if line.startswith("registry/")] == [f"registry/{k}" for k in extra]
+    assert [line for line in lines if line.startswith("env/")] == [f"env/{k}" for k in reversed(extra)]

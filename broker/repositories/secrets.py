@@ -372,10 +372,22 @@ async def bump_version(tx: Tx, secret_id: int, *, expected: int, sensitive: bool
     return await tx.execute(BUMP_VERSION, {**values, "now": now}) == 1
 
 
-def _advance() -> Any:
+def _advance(*, never_wait: bool = False) -> Any:
+    moving = secrets.c.id == bindparam("secret_id")
+    if never_wait:
+        # The row taken with SKIP LOCKED first: a row another transaction holds is not waited for (the
+        # move then writes nothing, as for a stale `expected`). A statement outside a transaction block
+        # that waited on a lock would still commit after its client had gone (a request cut off at the
+        # graceful timeout, answered 500), since nothing rolls it back; one that never waits runs briefly.
+        moving = secrets.c.id == (
+            select(secrets.c.id)
+            .where(secrets.c.id == bindparam("secret_id"))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
     return (
         update(secrets)
-        .where(secrets.c.id == bindparam("secret_id"), secrets.c.current_version == bindparam("expected"))
+        .where(moving, secrets.c.current_version == bindparam("expected"))
         .values(
             current_version=bindparam("version"),
             sensitive=bindparam("sensitive"),
@@ -388,10 +400,10 @@ def _advance() -> Any:
 ADVANCE = Statement(_advance)
 
 
-def _add_after_advance() -> Any:
+def _add_after_advance(*, never_wait: bool = False) -> Any:
     # PostgreSQL runs data-modifying CTEs: the bump and the insert go in one round trip, the insert
     # taking its row only from a bump that happened (no row inserted when `expected` is stale).
-    bumped = _advance().returning(secrets.c.id).cte("bumped")
+    bumped = _advance(never_wait=never_wait).returning(secrets.c.id).cte("bumped")
     v = secret_versions.c
     return insert(secret_versions).from_select(
         ["secret_id", "version", "ciphertext", "wrapped_dek", "kek_id", "author_id", "created_at"],
@@ -413,7 +425,7 @@ ADVANCE_AND_ADD = Statement(_add_after_advance)
 def _advance_add_and_record(always: int) -> Any:
     # The version's insert becomes a CTE too, and the events' insert hangs off it: the request's event
     # is inserted only with the version, in the same single (hence atomic) statement.
-    added = _add_after_advance().returning(secret_versions.c.id).cte("added")
+    added = _add_after_advance(never_wait=True).returning(secret_versions.c.id).cte("added")
     return audit.unlinked_after(added, always=always)
 
 

@@ -418,9 +418,12 @@ class HeldWrite:
         """A broker's statement waits on the lock held here."""
         out = self.lab.cluster.psql(
             # A row lock's waiter waits on the holder's transaction (or the tuple), never on an advisory
-            # lock as the audit chainer's synchronous passes do.
+            # lock as the audit chainer's synchronous passes do. The broker's statement is the optimistic
+            # write's version move (`UPDATE secrets SET ...` in one statement) or, after lost races, the
+            # locking write's `SELECT ... FOR UPDATE`.
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND wait_event IN ('transactionid', 'tuple') AND query LIKE '%FROM secrets%FOR UPDATE%' "
+            "AND wait_event IN ('transactionid', 'tuple') "
+            "AND (query LIKE '%UPDATE secrets SET%' OR query LIKE '%FROM secrets%FOR UPDATE%') "
             f"AND datname = '{self.lab.db}'"
         )
         return int(out) >= 1

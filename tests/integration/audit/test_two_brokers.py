@@ -195,7 +195,11 @@ def test_h49_two_brokers_one_linear_chain(pair: Pair, tmp_path: Path) -> None:
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert verify.stdout.startswith("ok: ")
-    assert len(list(Path(pair.env["STRONGROOM_AUDIT_CHECKPOINT_DIR"]).glob("checkpoint-*.json"))) >= 5
+    # Checkpoints vouched for the export (not a vacuous pass). How many there are depends on how the
+    # chainers' passes batched the burst (a pass signs one at most), so only "some" is certain.
+    vouched = re.search(r"(\d+) checkpoints valid", verify.stdout)
+    assert vouched is not None and int(vouched.group(1)) >= 1, verify.stdout
+    assert list(Path(pair.env["STRONGROOM_AUDIT_CHECKPOINT_DIR"]).glob("checkpoint-*.json"))
 
     listed = subprocess.run(
         [

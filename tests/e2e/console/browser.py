@@ -8,19 +8,47 @@ and nothing is downloaded.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import need
+
+
+def _gone(old: WebElement) -> Callable[[WebDriver], bool]:
+    """Whether the page holding `old` has been replaced (selenium's staleness_of, plus chromedriver's
+    other answer for the same fact: asked about an element while the new document replaces the old one,
+    it may report the node as not belonging to the document instead of stale)."""
+
+    def check(_driver: WebDriver) -> bool:
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    return check
+
+
+def click_and_leave(driver: WebDriver, css: str) -> None:
+    """Click what matches `css` (it loads a new page) and wait until the old page is gone."""
+    old = driver.find_element(By.TAG_NAME, "html")
+    driver.find_element(By.CSS_SELECTOR, css).click()
+    WebDriverWait(driver, 30).until(_gone(old))
+
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -97,9 +125,7 @@ class Browser:
 
     def submit(self, css: str) -> None:
         """Click a button that loads a new page, and wait until the old page is gone (no stale reads)."""
-        old = self.driver.find_element(By.TAG_NAME, "html")
-        self.driver.find_element(By.CSS_SELECTOR, css).click()
-        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
+        click_and_leave(self.driver, css)
 
     def sign_in(self, client_id: str, client_secret: str) -> None:
         """Sign in through the console's form."""

@@ -34,13 +34,13 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from broker.main import build_runtime, create_app
 from broker.services.auth import bootstrap_admin
 from tests.conftest import keyring_json, make_settings, need
 from tests.e2e.conftest import BrokerProcess, start, stop
+from tests.e2e.console.browser import click_and_leave
 from tests.e2e.console.conftest import ORIGIN, Console
 from tests.e2e.test_startup_errors import CANARY, one_sentence, server
 from tests.support import oidc_provider
@@ -519,9 +519,7 @@ class Browser:
 
     def click(self, css: str) -> None:
         """Click something that loads a new page and wait until the old one is gone."""
-        old = self.driver.find_element(By.TAG_NAME, "html")
-        self.driver.find_element(By.CSS_SELECTOR, css).click()
-        WebDriverWait(self.driver, 30).until(expected_conditions.staleness_of(old))
+        click_and_leave(self.driver, css)
 
     def sign_in_at_provider(self, login: str, *, shots: bool = False) -> None:
         """Fill the provider's own login form, then its consent form."""

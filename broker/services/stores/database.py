@@ -8,14 +8,15 @@ row (a unique violation) runs again and then finds the row. A `cas` write gets 4
 On PostgreSQL a new version of an existing secret first goes optimistically in two round trips and no
 transaction block: the row read unlocked, then one statement moving the version from the one read and
 inserting the version and its event (`_write_optimistic`). This process's writers to one secret take
-turns; one that loses the race to another process's writer writes nothing and tries again, and after a
-few losses takes the row lock like the other writes.
+turns; one that loses the race to another process's writer (or finds the row held by a transaction: the
+statement never waits on a lock) writes nothing and tries again, and after a few losses takes the row lock
+like the other writes.
 The bearer-token read is served inside the token's own unit (broker.services.secrets.read_secret).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from broker.crypto.keyring import Sealed
 from broker.db.units import IntegrityViolation, MustWait, PgOneStatement, Tx
@@ -62,6 +63,18 @@ async def _secret(tx: Tx, project: str, environment: str, name: str, *, lock: bo
     return sec
 
 
+class _WriteArgs(TypedDict):
+    """What a write's two units (locking, optimistic) are both given."""
+
+    project: str
+    environment: str
+    name: str
+    value: str
+    data: bytes
+    sensitive: bool
+    cas: int | None
+
+
 # Optimistic attempts of a write without `cas` before it takes the row lock (each lost one means another
 # writer committed: a key so contended is better served in turn).
 OPTIMISTIC_TRIES = 3
@@ -88,37 +101,21 @@ class DatabaseStore:
         cas: int | None,
     ) -> SecretMeta:
         """Store a new version; with `cas`, only if the current version is still `cas` (0: must not exist)."""
-        data = value.encode("utf-8")
+        args = _WriteArgs(
+            project=project,
+            environment=environment,
+            name=name,
+            value=value,
+            data=value.encode("utf-8"),
+            sensitive=sensitive,
+            cas=cas,
+        )
 
         async def unit(tx: Tx) -> SecretMeta:
-            return await _write_version(
-                tx,
-                rt,
-                ctx,
-                actor,
-                project=project,
-                environment=environment,
-                name=name,
-                value=value,
-                data=data,
-                sensitive=sensitive,
-                cas=cas,
-            )
+            return await _write_version(tx, rt, ctx, actor, **args)
 
         async def optimistic(tx: PgOneStatement) -> SecretMeta | Literal["missing", "moved"]:
-            return await _write_optimistic(
-                tx,
-                rt,
-                ctx,
-                actor,
-                project=project,
-                environment=environment,
-                name=name,
-                value=value,
-                data=data,
-                sensitive=sensitive,
-                cas=cas,
-            )
+            return await _write_optimistic(tx, rt, ctx, actor, **args)
 
         async def locked() -> SecretMeta:
             for attempt in range(1 if cas is not None else 3):

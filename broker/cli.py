@@ -423,7 +423,7 @@ def _serve(settings: Settings, workers: int, log_config: dict[str, Any], gracefu
         )
     else:
         uvicorn.run(
-            create_app(runtime),
+            create_app(runtime, freeze_heap=True),
             host=settings.host,
             port=settings.port,
             log_level="warning",

@@ -19,6 +19,10 @@ SQLITE_PRAGMAS = (
     "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
     "PRAGMA busy_timeout=30000",
+    # Each unit of work runs in a savepoint (SqliteWriter), and SQLite copies every page a savepoint
+    # changes into a statement journal, a temporary file by default: in memory, a whole environment's
+    # read (an event and 50 key rows) spends half as long inserting.
+    "PRAGMA temp_store=MEMORY",
 )
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, select, text
 
 from broker.db.engine import make_engine
 from broker.db.units import ConnTx, IntegrityViolation, MustWait, SqliteTx, Statement, Tx, Units, drive
@@ -224,3 +225,24 @@ def test_turns_are_taken_in_order_per_key_and_given_back(db_url: str) -> None:
         assert u._turns == {}
 
     run(db_url, body)
+
+
+def test_every_sqlite_connection_is_durable_and_journals_savepoints_in_memory(tmp_path: Path) -> None:
+    """The writer's connection (units) and the pool's (SQLAlchemy) both: WAL, a sync on every commit,
+    foreign keys enforced, and the savepoint journal each unit writes kept in memory, not in a file."""
+    expected = {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "temp_store": 2}
+    pragmas = {name: Statement(lambda name=name: text(f"PRAGMA {name}")) for name in expected}
+
+    async def go() -> None:
+        async with _units(f"sqlite+aiosqlite:///{tmp_path / 'units.db'}") as units:
+
+            async def unit(tx: Tx) -> dict[str, Any]:
+                return {name: (await tx.one(st, {}) or [None])[0] for name, st in pragmas.items()}
+
+            assert await units.run(unit) == expected
+            async with units.engine.connect() as conn:
+                assert {
+                    name: (await conn.execute(text(f"PRAGMA {name}"))).scalar() for name in expected
+                } == expected
+
+    asyncio.run(go())

@@ -191,6 +191,10 @@ def _seconds(value: object, field_name: str, default: int, *, low: int = 1, high
     return int(value)
 
 
+# The least time one health probe may take, in seconds (kamal-proxy checks with a 5 s timeout by default).
+PROBE_TIMEOUT_MIN = 5
+
+
 @dataclass(frozen=True)
 class Health:
     """How the new container proves it works: a shell command inside it, probed every `interval` seconds."""
@@ -205,6 +209,13 @@ class Health:
         """Seconds between the deploy script's looks at the container: its probe interval, 0.1 to 0.5."""
         return f"{max(0.1, min(self.interval, 0.5)):g}"
 
+    @property
+    def probe_timeout(self) -> int:
+        """Whole seconds one probe may take (docker's unit): the interval, at least 5 s as kamal-proxy's
+        default, at most 30 s. Not the interval itself: a healthy app whose check is slow on a loaded
+        host would count as failing, and three such probes would end the deploy."""
+        return max(PROBE_TIMEOUT_MIN, min(math.ceil(self.interval), 30))
+
     def options(self) -> list[str]:
         """The `docker run` health options; docker ignores failed checks during the start period."""
         return [
@@ -213,7 +224,7 @@ class Health:
             "--health-interval",
             f"{self.interval:g}s",
             "--health-timeout",
-            f"{max(1, min(math.ceil(self.interval), 30))}s",
+            f"{self.probe_timeout}s",
             "--health-retries",
             str(self.retries),
             # An app may take all of the timeout to boot: its failed checks until then do not count.

@@ -187,7 +187,8 @@ def test_a_sub_second_health_interval_reaches_docker_and_the_script_polls_as_oft
     assert fast is not None and fast.interval == 0.25
     options = fast.options()
     assert options[options.index("--health-interval") + 1] == "0.25s"
-    assert options[options.index("--health-timeout") + 1] == "1s"  # docker's probe timeout: whole seconds
+    # One probe may take 5 s whatever the interval (docker's probe timeout is in whole seconds).
+    assert options[options.index("--health-timeout") + 1] == "5s"
     assert fast.poll == "0.25"
     slow = remote.health_from_plan({"cmd": "true", "interval": 5, "timeout": 30})
     assert slow is not None and slow.poll == "0.5" and "--health-interval" in slow.options()
@@ -458,3 +459,17 @@ def test_the_restart_policy_is_the_roles_and_set_only_once_the_container_is_up()
     for bad in ("sometimes", "always; rm -rf /", True, 3):
         with pytest.raises(remote.ScriptError, match=r"^roles\.web\.options\.restart"):
             remote.deploy(step(options={"restart": bad}))
+
+
+@pytest.mark.parametrize(
+    ("interval", "probe"), [(0.25, "5s"), (1, "5s"), (5, "5s"), (7.5, "8s"), (60, "30s")]
+)
+def test_one_probe_may_take_five_seconds_or_its_interval_whichever_is_longer(
+    interval: float, probe: str
+) -> None:
+    """A slow but healthy check on a loaded host is not a failed one: a probe's timeout is not tied to a
+    short interval (kamal-proxy's default is 5 s a check), and never over 30 s."""
+    health = remote.health_from_plan({"path": "/up", "port": 3000, "interval": interval, "timeout": 60})
+    assert health is not None
+    options = health.options()
+    assert options[options.index("--health-timeout") + 1] == probe

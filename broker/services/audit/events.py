@@ -85,6 +85,17 @@ class CanonicalJson(str):
     __slots__ = ()
 
 
+class ValuesJson(CanonicalJson):
+    """The fingerprints column as `_values_json` wrote it, with each item's (environment, name) kept
+    beside the text, so the key index (`touched_keys`) does not parse back what was just encoded."""
+
+    # No __slots__: a str subclass cannot have any; the instance dict holds `named`.
+    named: tuple[tuple[str | None, str | None], ...]
+
+
+_WRITTEN_CANONICAL = (CanonicalJson, ValuesJson)
+
+
 def _values_json(values: Sequence[ValueSeen]) -> str | None:
     if not values:
         return None
@@ -102,7 +113,9 @@ def _values_json(values: Sequence[ValueSeen]) -> str | None:
         if v.version is not None:
             parts.append('"version":' + int.__repr__(v.version))
         items.append("{" + ",".join(parts) + "}")
-    return CanonicalJson("[" + ",".join(items) + "]")
+    out = ValuesJson("[" + ",".join(items) + "]")
+    out.named = tuple((v.environment, v.name) for v in values)
+    return out
 
 
 @functools.lru_cache(maxsize=1024)
@@ -250,7 +263,7 @@ def link_hash(columns: Mapping[Any, Any], *, seq: int, prev_hash: str) -> str:
         if how == 1:
             raw = format_time(raw)
         elif how == 2:
-            if type(raw) is CanonicalJson:  # written by canonical_json in this process: parsing it back
+            if type(raw) in _WRITTEN_CANONICAL:  # written in canonical form in this process: parsing it back
                 parts.append(prefix + raw)  # and encoding it again gives the same text
                 continue
             if type(raw) is str and len(raw) <= 4096:

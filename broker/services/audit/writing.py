@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +26,7 @@ from broker.domain.request import RequestContext, ValueSeen
 from broker.errors import Unavailable
 from broker.repositories import audit as audit_repo
 from broker.services.audit import other_sinks
-from broker.services.audit.events import json_or_text, link_hash, outcome_for, shape, system_event
+from broker.services.audit.events import ValuesJson, json_or_text, link_hash, outcome_for, shape, system_event
 from broker.services.runtime import Runtime
 
 log = logging.getLogger("strongroom.audit")
@@ -144,12 +144,18 @@ def touched_keys(event: Mapping[Any, Any]) -> list[audit_repo.TouchedKey]:
     if event.get("secret_name"):
         found[project, environment, event["secret_name"][:256]] = None
     prints = event.get("fingerprints")
-    items = json_or_text(prints) if isinstance(prints, str) else prints or []
-    for item in items if isinstance(items, list) else []:
-        name = item.get("name") if isinstance(item, dict) else None
+    named: Iterable[tuple[Any, Any]]
+    if isinstance(prints, ValuesJson):  # just written by this process: its items are at hand
+        named = prints.named
+    else:
+        items = json_or_text(prints) if isinstance(prints, str) else prints or []
+        named = (
+            (item.get("environment"), item.get("name")) if isinstance(item, dict) else (None, None)
+            for item in (items if isinstance(items, list) else [])
+        )
+    for where, name in named:
         if not isinstance(name, str) or not name:
             continue
-        where = item.get("environment")
         stored = where[:64] if isinstance(where, str) and where else environment
         found[project, stored, name[:256]] = None
         if environment and stored != environment:

@@ -1,5 +1,6 @@
 """`link_hash` (the appender's and the chainer's hash, written straight from column values) gives the
-same digest as the reference, `record_hash(to_record(...))`, which verification uses: for any event."""
+same digest as the reference, `record_hash(to_record(...))`, which verification uses: for any event; and
+the key index's `touched_keys` reads a fresh event's values as it reads them back from a database."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from broker.audit.canonical import FIELDS, GENESIS, canonical_json, record_hash
 from broker.domain.request import Actor, RequestContext, ValueSeen
 from broker.domain.scopes import scopes_from_json
 from broker.services.audit.events import CanonicalJson, link_hash, shape, system_event, to_record
+from broker.services.audit.writing import touched_keys
 
 WHEN = datetime(2026, 12, 4, 22, 30, 1, 123456, tzinfo=UTC)
 HEAD = "ab" * 32
@@ -54,12 +56,14 @@ def test_a_shaped_request_event_hashes_as_its_record(
     event = shape(ctx, outcome="ok", status=200, now=WHEN)
     # The shaped JSON column is taken as written (no parse, no re-encoding): its own canonical form.
     assert (event["fingerprints"] is None) == (not prints)
-    assert prints == [] or type(event["fingerprints"]) is CanonicalJson
+    assert prints == [] or isinstance(event["fingerprints"], CanonicalJson)
     assert link_hash(event, seq=seq, prev_hash=HEAD) == reference(event, seq, HEAD)
-    # The same text read back from a database (a plain str) takes the parsing path: same digest.
+    # The same text read back from a database (a plain str) takes the parsing path: same digest, and
+    # the same keys for the index as the ones kept beside the text when it was written.
     if prints:
         read_back = {**event, "fingerprints": str(event["fingerprints"])}
         assert link_hash(read_back, seq=seq, prev_hash=HEAD) == reference(event, seq, HEAD)
+        assert touched_keys({**event, "project": "p"}) == touched_keys({**read_back, "project": "p"})
 
 
 def test_a_system_event_and_the_first_link() -> None:

@@ -16,7 +16,8 @@ The bearer-token read is served inside the token's own unit (broker.services.sec
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from broker.crypto.keyring import Sealed
 from broker.db.units import IntegrityViolation, MustWait, PgOneStatement, Tx
@@ -63,14 +64,15 @@ async def _secret(tx: Tx, project: str, environment: str, name: str, *, lock: bo
     return sec
 
 
-class _WriteArgs(TypedDict):
+@dataclass(frozen=True, slots=True)
+class _Write:
     """What a write's two units (locking, optimistic) are both given."""
 
     project: str
     environment: str
     name: str
-    value: str
-    data: bytes
+    value: str = field(repr=False)  # a repr (a traceback's locals, a log) never shows the value
+    data: bytes = field(repr=False)
     sensitive: bool
     cas: int | None
 
@@ -101,7 +103,7 @@ class DatabaseStore:
         cas: int | None,
     ) -> SecretMeta:
         """Store a new version; with `cas`, only if the current version is still `cas` (0: must not exist)."""
-        args = _WriteArgs(
+        w = _Write(
             project=project,
             environment=environment,
             name=name,
@@ -112,10 +114,10 @@ class DatabaseStore:
         )
 
         async def unit(tx: Tx) -> SecretMeta:
-            return await _write_version(tx, rt, ctx, actor, **args)
+            return await _write_version(tx, rt, ctx, actor, w)
 
         async def optimistic(tx: PgOneStatement) -> SecretMeta | Literal["missing", "moved"]:
-            return await _write_optimistic(tx, rt, ctx, actor, **args)
+            return await _write_optimistic(tx, rt, ctx, actor, w)
 
         async def locked() -> SecretMeta:
             for attempt in range(1 if cas is not None else 3):
@@ -346,14 +348,7 @@ async def _write_version(
     rt: Runtime,
     ctx: RequestContext,
     actor: Actor,
-    *,
-    project: str,
-    environment: str,
-    name: str,
-    value: str,
-    data: bytes,
-    sensitive: bool,
-    cas: int | None,
+    w: _Write,
 ) -> SecretMeta:
     """A write's unit: the new version and its event commit together."""
     if audit.must_wait(rt, tx) or must_wait_to_seal(rt, tx):
@@ -361,37 +356,38 @@ async def _write_version(
     now = rt.clock()
     # The common case (a new version of an existing secret) finds the environment and locks the row in
     # one statement, then moves the version and inserts it in one more (one on PostgreSQL).
+    project, environment, name = w.project, w.environment, w.name
     found = await repo.lock_secret_at(tx, project, environment, name)
     if found is None:
         project_id, env_id = await require_environment(tx, project, environment)
         # A concurrent blind create that inserts the row first makes add_secret fail on the unique key:
         # the write then runs again and finds the row (DatabaseStore.write).
-        if cas not in (None, 0):
+        if w.cas not in (None, 0):
             raise Conflict(
-                f"{where(project, environment, name)}: cas {cas} is stale; the secret does not exist"
+                f"{where(project, environment, name)}: cas {w.cas} is stale; the secret does not exist"
             )
-        secret_id = await repo.add_secret(tx, env_id=env_id, name=name, sensitive=sensitive, now=now)
+        secret_id = await repo.add_secret(tx, env_id=env_id, name=name, sensitive=w.sensitive, now=now)
         at = Place(project_id, project, env_id, environment, secret_id, name)
         version, created_at = 1, now
-        await store_version(tx, rt, at, version=version, data=data, author_id=actor.principal_id, now=now)
+        await store_version(tx, rt, at, version=version, data=w.data, author_id=actor.principal_id, now=now)
     else:
-        at, sec = _replacing(rt, found, project=project, environment=environment, name=name, cas=cas)
+        at, sec = _replacing(rt, found, project=project, environment=environment, name=name, cas=w.cas)
         version, created_at = sec.current_version + 1, sec.created_at
         if not await store_version(
             tx,
             rt,
             at,
             version=version,
-            data=data,
+            data=w.data,
             author_id=actor.principal_id,
             now=now,
-            advance=(sec.current_version, sensitive),
+            advance=(sec.current_version, w.sensitive),
         ):
             raise Conflict(f"{where(project, environment, name)}: changed concurrently; read it and retry")
     ctx.version = version
-    audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
+    audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=w.value)
     await audit.record_in(tx, rt, ctx)
-    return SecretMeta(name, version, sensitive, False, created_at, now)
+    return SecretMeta(name, version, w.sensitive, False, created_at, now)
 
 
 def _replacing(
@@ -419,14 +415,7 @@ async def _write_optimistic(
     rt: Runtime,
     ctx: RequestContext,
     actor: Actor,
-    *,
-    project: str,
-    environment: str,
-    name: str,
-    value: str,
-    data: bytes,
-    sensitive: bool,
-    cas: int | None,
+    w: _Write,
 ) -> SecretMeta | Literal["missing", "moved"]:
     """A new version of an existing secret in two round trips (PostgreSQL): the row read unlocked, the
     next version sealed, then one statement that moves the version from the one read, inserts it and
@@ -434,19 +423,20 @@ async def _write_optimistic(
     this request has recorded nothing yet). "missing": no such secret (or environment)."""
     if audit.must_wait(rt, tx) or must_wait_to_seal(rt, tx):
         raise MustWait()
+    project, environment, name = w.project, w.environment, w.name
     found = await repo.lock_secret_at(tx, project, environment, name, lock=False)
     if found is None:
         return "missing"
-    at, sec = _replacing(rt, found, project=project, environment=environment, name=name, cas=cas)
+    at, sec = _replacing(rt, found, project=project, environment=environment, name=name, cas=w.cas)
     version = sec.current_version + 1
     # Sealed before the events are shaped: once they are, only the statement itself can fail (as in the
     # locked unit, whose seal also comes first), so a clock anomaly noted with them is not dropped by a
     # key service's failure.
-    sealed = await seal_version(rt, at, version=version, data=data)
+    sealed = await seal_version(rt, at, version=version, data=w.data)
     now = rt.clock()
     earlier_version, seen, counted = ctx.version, len(ctx.values), rt.audit.counters["events"]
     ctx.version = version
-    audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=value)
+    audit.saw_value(rt, ctx, environment=environment, name=name, version=version, value=w.value)
     await audit.record_in(tx, rt, ctx)  # held by `tx` for the one statement below
     moved = ran = False
     try:
@@ -458,7 +448,7 @@ async def _write_optimistic(
             data=sealed,
             author_id=actor.principal_id,
             now=now,
-            advance=(sec.current_version, sensitive),
+            advance=(sec.current_version, w.sensitive),
             events=tx.take_held(audit_repo.APPEND_UNLINKED),
         )
         ran = True
@@ -469,7 +459,7 @@ async def _write_optimistic(
             ctx.version = earlier_version
             del ctx.values[seen:]
             audit.not_recorded(rt, ctx, events=1 if ran else rt.audit.counters["events"] - counted)
-    return SecretMeta(name, version, sensitive, False, sec.created_at, now) if moved else "moved"
+    return SecretMeta(name, version, w.sensitive, False, sec.created_at, now) if moved else "moved"
 
 
 async def _roll_back(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.pg import free_port
+from tests.support.ports import free_port
 
 BIN = Path(sys.executable).parent
 

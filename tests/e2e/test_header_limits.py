@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import wait_up
-from tests.support.pg import free_port
+from tests.support.ports import free_port
 
 BIN = Path(sys.executable).parent
 KIB = 1024

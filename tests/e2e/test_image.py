@@ -37,7 +37,7 @@ from tests.conftest import need
 from tests.e2e.conftest import wait_up
 from tests.e2e.test_serve_tls import make_ca_and_server, wait_up_tls
 from tests.support import compose, debian_base, docker, pg
-from tests.support.pg import free_port
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

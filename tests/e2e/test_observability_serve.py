@@ -22,7 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import start, stop, wait_up
-from tests.support import pg
+from tests.support import pg, ports
 
 BIN = Path(sys.executable).parent
 READ = "/v1/projects/{project}/environments/{environment}/secrets/{name}"
@@ -81,7 +81,7 @@ def value(samples: dict[Any, float], name: str, **labels: str) -> float:
 def served(pg_cluster: pg.Cluster, tmp_path: Path) -> Iterator[Served]:
     db = f"obs_{os.getpid()}_{secrets.token_hex(6)}"
     pg_cluster.psql(f"CREATE DATABASE {db} TEMPLATE strongroom_template")
-    port, metrics_port = pg.free_ports(2)
+    port, metrics_port = ports.free_ports(2)
     parent = tmp_path / "metrics"
     parent.mkdir(mode=0o700)
     env = {
@@ -232,7 +232,7 @@ def test_one_worker_serves_metrics_and_removes_its_directory_on_sigterm(tmp_path
     """The embedded default, one process: the same files, the same listener; SIGTERM ends it cleanly."""
     parent = tmp_path / "metrics"
     parent.mkdir(mode=0o700)
-    port, metrics_port = pg.free_ports(2)  # chosen together: two free_port() calls can repeat a port
+    port, metrics_port = ports.free_ports(2)
     broker = start(
         tmp_path / "data",
         tmp_path / "home" / ".config",

@@ -45,7 +45,7 @@ from tests.conftest import need
 from tests.e2e.conftest import BIN, wait_up
 from tests.e2e.test_serve_tls import make_ca_and_server
 from tests.support import haproxy, pg
-from tests.support.pg import free_port
+from tests.support.ports import free_port, free_ports
 
 PROJECT, ENV = "shop", "production"
 BASE = f"/v1/projects/{PROJECT}/environments/{ENV}/secrets"
@@ -198,7 +198,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, pg_cluster: pg.Cluster) -> Ite
         ca=ca,
         public_key=keys / "audit-signing.pem.pub.pem",
         checkpoints=tmp / "checkpoints",
-        ports=dict(zip(("r1", "r2"), pg.free_ports(2), strict=True)),
+        ports=dict(zip(("r1", "r2"), free_ports(2), strict=True)),
     )
     for done in lab.servers(
         ("keys", "generate", "--out", server_env["STRONGROOM_KEY_FILE"]),

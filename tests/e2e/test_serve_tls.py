@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from broker.cli import main as server_cli
 from broker.config import get_settings
 from tests.e2e.conftest import BIN, BrokerProcess, stop
-from tests.support.pg import free_port
+from tests.support.ports import free_port
 
 
 def _name(cn: str) -> x509.Name:

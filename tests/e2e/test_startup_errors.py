@@ -22,7 +22,7 @@ from broker.audit.checkpoint import Signer
 from broker.audit.sinks import CheckpointDirectory
 from tests.conftest import keyring_json
 from tests.support import pg
-from tests.support.pg import closed_port, free_port
+from tests.support.ports import closed_port, free_port
 
 BIN = Path(sys.executable).parent
 CANARY = "Hunter2" + secrets.token_hex(6)

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support import docker, registry, sshd
-from tests.support.pg import free_port
+from tests.support.ports import free_port
 
 BUILD_DOCKER = "/usr/bin/docker"  # Debian's 20.10: BuildKit `--secret` without the buildx plugin
 REPOSITORY = "lab/shop"

@@ -6,12 +6,13 @@ import contextlib
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.ports import free_port
 
 
 def find_bindir() -> Path | None:
@@ -21,34 +22,6 @@ def find_bindir() -> Path | None:
             return Path(candidate)
     found = shutil.which("initdb")
     return Path(found).parent if found else None
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free TCP ports on 127.0.0.1."""
-    # Held together while chosen: two free_port() calls can return the same port, since the first is
-    # released before the second is picked.
-    with contextlib.ExitStack() as stack:
-        held = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in held:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in held]
-
-
-@contextlib.contextmanager
-def closed_port() -> Iterator[int]:
-    """A loopback port where nothing listens and nothing can start listening while the block runs."""
-    # Bound here but never listened on: a connection is refused, and no other process (another xdist
-    # worker's server) can take the port meanwhile, as it could a number from free_port().
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        yield int(s.getsockname()[1])
 
 
 @dataclass

@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.support.pg import free_port
+from tests.support.ports import free_port
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -44,7 +44,7 @@ from tests.e2e.console.browser import click_and_leave
 from tests.e2e.console.conftest import ORIGIN, Console
 from tests.e2e.test_startup_errors import CANARY, one_sentence, server
 from tests.support import oidc_provider
-from tests.support.pg import closed_port, free_port
+from tests.support.ports import closed_port, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -20,6 +20,7 @@ import pytest
 
 from tests.e2e.conftest import wait_up
 from tests.support import pg
+from tests.support.ports import free_ports
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.postgres
@@ -71,7 +72,7 @@ def pair(pg_cluster: pg.Cluster, tmp_path: Path) -> Iterator[Pair]:
     ):
         done = server(env, *args)
         assert done.returncode == 0, done.stderr
-    ports = pg.free_ports(2)
+    ports = free_ports(2)
     procs = []
     try:
         for port in ports:

@@ -27,7 +27,7 @@ from tests.integration.backends.conftest import (
     write_private,
 )
 from tests.support import upstreams
-from tests.support.pg import closed_port
+from tests.support.ports import closed_port
 
 SECRET = "do-not-leak-" + "7" * 16
 

@@ -31,7 +31,7 @@ from broker.services.keys import rewrap
 from broker.services.runtime import Runtime, utcnow
 from tests.integration.backends.conftest import REGION, write_private
 from tests.support import upstreams
-from tests.support.pg import closed_port
+from tests.support.ports import closed_port
 
 BASE = "/v1/projects/microblog/environments/production/secrets"
 

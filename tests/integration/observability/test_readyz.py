@@ -23,7 +23,7 @@ from broker.services import health
 from broker.services.runtime import Runtime, utcnow
 from tests.conftest import make_settings
 from tests.support import pg
-from tests.support.pg import closed_port
+from tests.support.ports import closed_port
 
 CHECKS = {"database", "keyring", "audit_sinks", "checkpoint_directory"}
 

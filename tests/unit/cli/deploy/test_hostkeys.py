@@ -22,7 +22,7 @@ from cli.errors import CliError
 from cli.plans import ssh as ssh_plans
 from tests.conftest import need
 from tests.support import sshd
-from tests.support.pg import closed_port
+from tests.support.ports import closed_port
 
 
 def test_fingerprint_matches_ssh_keygen(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from broker.services.runtime import Runtime
 from tests.conftest import make_settings
 from tests.integration.auth.conftest import Broker, FakeMonotonic, World, bearer
 from tests.support.oidc_issuer import LabIssuer
+from tests.support.ports import free_port
 
 GITHUB = "https://token.actions.githubusercontent.com"
 GH_AUD = "https://strongroom.test"
@@ -46,12 +46,6 @@ def lab() -> Iterator[LabIssuer]:
     issuer.stop()
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def oidc_document(lab: LabIssuer) -> dict[str, Any]:
     here = ["127.0.0.1/32"]
     prod_read = [{"project": "alpha", "environments": "prod", "actions": ["read"]}]
@@ -63,7 +57,7 @@ def oidc_document(lab: LabIssuer) -> dict[str, Any]:
             "private": {"issuer": "https://idp.test", "jwks_url": lab.url, "audience": "x"},
             "down": {
                 "issuer": "https://down.test",
-                "jwks_url": f"http://127.0.0.1:{_closed_port()}/jwks",
+                "jwks_url": f"http://127.0.0.1:{free_port()}/jwks",
                 "audience": "x",
                 "allow_networks": here,
                 "timeout": 2,

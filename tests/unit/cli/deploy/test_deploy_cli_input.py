@@ -6,13 +6,13 @@ input checks would fail with a connection error instead of the message these tes
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from cli.root import strongroom
+from tests.support.ports import free_port
 
 MANIFEST = """\
 project: shop
@@ -27,10 +27,7 @@ env:
 
 
 def _closed_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"  # a number no server of this run is given
 
 
 def _run(tmp_path: Path, *args: str, manifest: str | None = MANIFEST) -> Result:

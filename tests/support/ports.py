@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import random
+import secrets
 import socket
 import threading
 from collections.abc import Iterator
@@ -61,7 +61,7 @@ class _Allocator:
         with self._lock:
             if self._numbers is None:
                 mine = block(worker_index())
-                offset = random.randrange(len(mine))
+                offset = secrets.randbelow(len(mine))  # not `random`: a seeded test run would repeat it
                 self._numbers = itertools.cycle([*mine[offset:], *mine[:offset]])
             for _ in range(BLOCK):
                 port = next(self._numbers)

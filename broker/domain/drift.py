@@ -2,8 +2,10 @@
 runs) to the states `strongroom deploy status` prints and the console's drift page shows.
 
 Pure: no I/O and no server dependency, so the CLI imports it too. States, in the order they are shown:
-- `failed`: the host's newest attempt (a deploy that tried it after its last success) failed or skipped it;
-  the host still runs what it ran before;
+- `deploying`: a deploy still running targets the host and has not reported it yet;
+- `failed`: the host's newest attempt (a deploy that tried it after its last success) failed or skipped it,
+  so the host still runs what it ran before, or was abandoned without reporting it (its CLI was stopped), so
+  it may run either version;
 - `behind`: a newer version was deployed to another host of its role since its last success;
 - `unreachable`: the host could not be inspected (the error says why);
 - `missing`: no running container of the service's role;
@@ -26,6 +28,7 @@ DRIFT = "drift"
 ROTATED = "rotated"
 FAILED = "failed"
 BEHIND = "behind"
+DEPLOYING = "deploying"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +105,20 @@ def judge(ledger: Ledger, seen: Seen | None = None) -> Verdict:
     """The verdict for one (host, role); `seen` None means not inspected (the ledger's view only)."""
     last, attempt = ledger.last, ledger.attempt
     out: list[tuple[str, str]] = []
-    if (
+    unsettled = (
         attempt is not None
         and attempt.outcome != "deployed"
         and (last is None or attempt.deploy_id != last.deploy_id)
-    ):
+    )
+    if attempt is not None and unsettled and attempt.outcome == "running":
+        out.append(
+            (
+                DEPLOYING,
+                f"deploying: deploy {(attempt.deploy_id or '')[:8]} of {short(attempt.version)} "
+                "has not reported this host yet",
+            )
+        )
+    elif attempt is not None and unsettled:
         reason = attempt.error.splitlines()[0][:160] if attempt.error else "no reason recorded"
         out.append(
             (

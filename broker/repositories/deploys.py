@@ -61,12 +61,17 @@ async def get_deploy(conn: AsyncConnection, deploy_id: str) -> DbRow | None:
     ).first()
 
 
-async def list_deploys(conn: AsyncConnection, project: str, environment: str, limit: int) -> list[DbRow]:
-    """An environment's deploys, newest first."""
+async def list_deploys(
+    conn: AsyncConnection, project: str, environment: str, limit: int, *, running_only: bool = False
+) -> list[DbRow]:
+    """An environment's deploys (only those never finished, with `running_only`), newest first."""
+    where = [deploys.c.project == project, deploys.c.environment == environment]
+    if running_only:
+        where.append(deploys.c.status == "running")
     result = await conn.execute(
         select(*_DEPLOY)
         .select_from(_DEPLOYS)
-        .where(deploys.c.project == project, deploys.c.environment == environment)
+        .where(*where)
         .order_by(deploys.c.started_at.desc(), deploys.c.id)
         .limit(limit)
     )

@@ -199,7 +199,8 @@ class LedgerEntry:
 class HostStatus:
     """One host: its last success, its last attempt, what its role runs elsewhere, and what would be deployed now.
 
-    `attempt` is the newest row of any outcome (the same row as `last` when that attempt succeeded);
+    `attempt` is the newest row of any outcome (the same row as `last` when that attempt succeeded), or a
+    newer deploy that targeted the host and never reported it (outcome `running` or `abandoned`);
     `behind` is the newest row that deployed another version to a host of the same role after `last`.
     """
 
@@ -723,6 +724,13 @@ async def status(
         pairs = [(t.host, t.role) for t in plan.targets]
         last = await repo.last_rows(conn, project, environment, pairs, deployed_only=True)
         attempts = await repo.last_rows(conn, project, environment, pairs, deployed_only=False)
+        unreported = _unreported(
+            project,
+            environment,
+            await repo.list_deploys(conn, project, environment, UNFINISHED_LOOKBACK, running_only=True),
+            attempts,
+            rt.clock(),
+        )
         newest = await repo.newest_deployed_by_role(
             conn, project, environment, [t.role for t in plan.targets]
         )
@@ -750,7 +758,10 @@ async def status(
                 current = value_fingerprint(rt.keys.audit_key, now.value) if now is not None else None
                 if current is None or not hmac.compare_digest(current, key.fingerprint):
                     rotated.append(Rotated(key.name, key.version, now.version if now is not None else None))
-        attempt = attempts.get((target.host, target.role))
+        reported = attempts.get((target.host, target.role))
+        attempt = unreported.get((target.host, target.role)) or (
+            _entry(reported) if reported is not None else None
+        )
         out.append(
             HostStatus(
                 target.host,
@@ -758,10 +769,51 @@ async def status(
                 _entry(row) if row is not None else None,
                 file.env_fingerprint,
                 rotated,
-                attempt=_entry(attempt) if attempt is not None else None,
+                attempt=attempt,
                 behind=_behind(row, newest.get(target.role)),
             )
         )
+    return out
+
+
+# How many never-finished deploys `status` looks through for hosts they tried and never reported.
+UNFINISHED_LOOKBACK = 20
+
+
+def _unreported(
+    project: str,
+    environment: str,
+    unfinished: Sequence[DbRow],
+    attempts: dict[tuple[str, str], DbRow],
+    now: datetime,
+) -> dict[tuple[str, str], LedgerEntry]:
+    """Per (host, role), a deploy still running, or abandoned, that targeted it after its newest report and
+    never reported it: the host's newest attempt, shown as such (outcome `running` or `abandoned`).
+
+    The CLI reports every host it tried (deployed, failed or skipped) before it finishes; one whose CLI was
+    killed never does, and the host may run either version. Nothing is written: the ledger keeps only reports.
+    """
+    out: dict[tuple[str, str], LedgerEntry] = {}
+    for row in unfinished:  # newest first: the newest such deploy is the host's attempt
+        try:
+            targets = _plan(_parse(project, str(row.manifest)), environment, row.hosts, via=row.via).targets
+        except Invalid:
+            continue  # a manifest today's parser refuses says nothing of its hosts
+        state = _status(row, now)
+        for target in targets:
+            pair = (target.host, target.role)
+            reported = attempts.get(pair)
+            if pair in out or (
+                reported is not None and (reported.deploy_id == row.id or reported.at >= row.started_at)
+            ):
+                continue
+            error = (
+                "the deploy has not reported this host yet"
+                if state == "running"
+                else "the deploy was abandoned without reporting this host: it may run either version"
+            )
+            record = HostRecord(target.host, target.role, state, None, None, None, error, row.started_at)
+            out[pair] = LedgerEntry(record, row.id, row.version, row.principal_name)
     return out
 
 

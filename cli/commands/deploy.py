@@ -334,10 +334,10 @@ def status_command(
 ) -> None:
     """Per host: what runs there (over ssh) against the ledger and what a deploy would give it now.
 
-    States: current, failed (its last attempt failed; it runs what it ran before), behind (a newer version
-    went to its role since), drift (env or version not what they should be), rotated (secrets changed since
-    the deploy), missing (no running container), unreachable, never deployed. Exit 1 unless every host is
-    current.
+    States: current, deploying (a running deploy has not reported it yet), failed (its last attempt failed,
+    so it runs what it ran before, or was abandoned before reporting it), behind (a newer version went to its
+    role since), drift (env or version not what they should be), rotated (secrets changed since the deploy),
+    missing (no running container), unreachable, never deployed. Exit 1 unless every host is current.
     """
     from cli.deploy.status import host_states
 

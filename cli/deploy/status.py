@@ -4,7 +4,7 @@ The broker's status route gives, per (host, role) of the manifest, the ledger's 
 fingerprint a deploy would render now and the secrets rotated since. Each host that the ledger says was
 deployed to is then inspected over ssh (one connection per host, the status script of cli.plans.remote:
 the labels of the service's containers, never their environment), so the verdict is about what actually
-runs. The states (failed, behind, unreachable, missing, drift, rotated, never deployed, current) and the
+runs. The states (deploying, failed, behind, unreachable, missing, drift, rotated, never deployed, current) and the
 mapping to them live in broker/domain/drift.py, shared with the console's drift page. `--ledger-only` skips
 ssh: drift is then judged from the ledger's fingerprint.
 """
@@ -33,6 +33,7 @@ DRIFT = drift.DRIFT
 ROTATED = drift.ROTATED
 FAILED = drift.FAILED
 BEHIND = drift.BEHIND
+DEPLOYING = drift.DEPLOYING
 
 
 class StatusRemote(Protocol):

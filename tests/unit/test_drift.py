@@ -125,3 +125,20 @@ def test_behind_comes_after_failed_and_before_drift_and_rotated() -> None:
     )
     assert verdict.states == ("failed", "behind", "drift", "rotated")
     assert verdict.details[1] == "behind: runs v2; v3 was deployed to its role since (deploy d-3abcde)"
+
+
+def test_a_deploy_still_running_on_the_host_is_deploying_and_a_problem() -> None:
+    running = Row("d-4abcdefgh", "v4", None, "running", "the deploy has not reported this host yet")
+    verdict = judge(ledger(attempt=running), runs())
+    assert pairs(verdict) == [
+        ("deploying", "deploying: deploy d-4abcde of v4 has not reported this host yet")
+    ]
+    assert verdict.problem
+    # Before the host's first success too: both said.
+    assert judge(ledger(last=None, attempt=running)).states == ("deploying", "never deployed")
+
+
+def test_an_abandoned_deploy_that_never_reported_the_host_is_a_failed_attempt_with_its_reason() -> None:
+    why = "the deploy was abandoned without reporting this host: it may run either version"
+    verdict = judge(ledger(attempt=Row("d-5", "v5", None, "abandoned", why)))
+    assert pairs(verdict) == [("failed", f"failed: deploy d-5 of v5 (abandoned): {why}")]

@@ -611,6 +611,52 @@ def test_a_failed_host_gets_no_keys_and_status_shows_the_failed_attempt_until_a_
     assert {k["host"] for k in detail["host_keys"]} == {"web2"}
 
 
+def test_a_deploy_that_never_reports_a_host_shows_as_its_attempt_running_then_abandoned(shop: Shop) -> None:
+    """A deploy whose CLI was stopped never reports the hosts it had not reached: status must not call
+    them current. Nothing is written for them: the ledger keeps only what hosts reported."""
+    token = deployer(shop)
+    first, _files = _deploy(shop, token, "v1", {})
+    shop.broker.clock.advance(1)
+    started = shop.started(token, version="v2", ttl_seconds=120)
+    dt, did = started["token"], started["deploy"]["id"]
+    r = shop.call("POST", f"/v1/deploys/{did}/bundle", dt)
+    assert r.status_code == 200, r.text
+    web1 = next(h for h in r.json()["hosts"] if h["host"] == "web1")
+    report = {
+        "host": "web1",
+        "role": "web",
+        "outcome": "deployed",
+        "env_fingerprint": web1["env_fingerprint"],
+    }
+    assert shop.call("POST", f"/v1/deploys/{did}/hosts", dt, report).status_code == 201
+    ledger_before = shop.broker.dump()["deploy_hosts"]
+
+    now = status(shop, token)
+    assert now[("web1", "web")]["last_attempt"]["outcome"] == "deployed"  # it reported
+    for pair in (("web2", "web"), ("job1", "job")):
+        attempt = now[pair]["last_attempt"]
+        assert (attempt["deploy"], attempt["version"], attempt["outcome"]) == (did, "v2", "running")
+        assert attempt["error"] == "the deploy has not reported this host yet"
+        assert now[pair]["last"]["deploy"] == first  # its last success is still the first deploy
+
+    shop.broker.clock.advance(121)  # the deploy token is dead: nothing can finish the deploy any more
+    now = status(shop, token)
+    attempt = now[("web2", "web")]["last_attempt"]
+    assert (attempt["deploy"], attempt["outcome"]) == (did, "abandoned")
+    assert "abandoned without reporting this host" in attempt["error"]
+    assert shop.broker.dump()["deploy_hosts"] == ledger_before  # status wrote nothing
+
+    # A later deploy that reaches the hosts settles them; one limited to web2 leaves job1 abandoned.
+    shop.broker.clock.advance(1)
+    third, _files = _deploy(shop, token, "v2", {}, hosts=["web2"])
+    now = status(shop, token)
+    assert now[("web2", "web")]["last_attempt"]["deploy"] == third
+    assert now[("job1", "job")]["last_attempt"]["outcome"] == "abandoned"
+    shop.broker.clock.advance(1)
+    _deploy(shop, token, "v2", {})
+    assert {h["last_attempt"]["outcome"] for h in status(shop, token).values()} == {"deployed"}
+
+
 def test_a_host_cannot_report_deployed_before_the_bundle(shop: Shop) -> None:
     token = deployer(shop)
     started = shop.started(token)
